@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything fnexec needs to build, test and benchmark, from Debian packages only.
+# Idempotent: packages already present are skipped by apt; apt-get update runs only when needed.
+set -euo pipefail
+
+BUILD_PKGS=(
+  build-essential g++ meson ninja-build pkg-config
+  libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev
+  libboost-dev libsimdjson-dev libspdlog-dev libfmt-dev doctest-dev
+  libarchive-dev libssl-dev libsqlite3-dev libcli11-dev libzstd-dev zlib1g-dev
+)
+# Used by tests and rootfs-tools at run time.
+TEST_PKGS=(busybox-static zstd gzip tar python3 iproute2 curl cpio kmod xz-utils)
+# Peers for bench/ and the cgroup-v2 VM suite.
+EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86)
+
+want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
+case "${1:-}" in
+  --all) want+=("${EXTRA_PKGS[@]}") ;;
+  "") ;;
+  *) echo "usage: $0 [--all]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

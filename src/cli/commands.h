@@ -1,0 +1,30 @@
+// Each subcommand file registers itself on the CLI11 app; main.cc only wires them up.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "util/error.h"
+
+namespace fnexec::cli {
+
+// Exit codes shared by every subcommand (podman/crun conventions).
+inline constexpr int kExitFnexecError = 125;   // bad image, bad option, setup failure
+inline constexpr int kExitCannotExec = 126;    // entrypoint exists but cannot be executed
+inline constexpr int kExitNotFound = 127;      // entrypoint not found
+inline constexpr int kExitTimeout = 124;
+
+struct Globals {
+  std::string root;   // --root, FNEXEC_ROOT, default /var/lib/fnexec
+  int exit_code = 0;  // set by the subcommand that ran
+};
+
+// Prints "fnexec: MESSAGE" to stderr and returns kExitFnexecError.
+int report(const Error& e);
+
+void add_image_commands(CLI::App& app, Globals& g);
+void add_run_command(CLI::App& app, Globals& g);
+void add_info_command(CLI::App& app, Globals& g);
+
+}  // namespace fnexec::cli

@@ -1,0 +1,67 @@
+// The content-addressed image store: verified blobs, layers unpacked once, name:tag references.
+//   ROOT/blobs/sha256/<hex>        every blob, verified as it was written
+//   ROOT/layers/sha256/<diff_id>/  each layer unpacked once, overlay-ready (whiteouts converted)
+//   ROOT/refs.json                 name:tag -> manifest digest
+// This header is the contract the sandbox and server modules build on.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/error.h"
+
+namespace fnexec::image {
+
+// The parts of an OCI/Docker image config a run needs.
+struct ImageConfig {
+  std::vector<std::string> entrypoint;
+  std::vector<std::string> cmd;
+  std::vector<std::string> env;  // "K=V"
+  std::string working_dir;
+  std::string user;              // "uid[:gid]" or a name, as in the config
+  std::string architecture;
+  std::string os;
+  std::string created;
+};
+
+// An image ready to run: its layers bottom-most first, as overlay wants them reversed.
+struct ResolvedImage {
+  std::string manifest_digest;               // "sha256:<hex>"
+  std::string reference;                     // what the user named it, or the digest
+  std::vector<std::filesystem::path> layers; // absolute unpacked layer dirs, bottom first
+  ImageConfig config;
+};
+
+struct ImportOptions {
+  std::optional<std::string> name;  // "name[:tag]" to record; default from the source's ref, if any
+  bool allow_devices = false;       // keep device nodes in layers instead of refusing them
+  bool progress = false;            // print a progress line for large layers (on a TTY)
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) a store at root.
+  static Result<Store> open(std::filesystem::path root);
+
+  const std::filesystem::path& root() const { return root_; }
+
+  // SOURCE: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], or a plain path
+  // whose format is detected. Returns the imported image. Nothing is kept on failure.
+  Result<ResolvedImage> import(std::string_view source, const ImportOptions& options);
+
+  // REF: name[:tag] (tag defaults to latest), sha256:<hex>, or a unique hex prefix of a digest.
+  Result<ResolvedImage> resolve(std::string_view ref) const;
+
+ private:
+  explicit Store(std::filesystem::path root) : root_(std::move(root)) {}
+  std::filesystem::path root_;
+};
+
+// True when ref names a transport or an existing path, i.e. something import() accepts.
+bool is_importable_source(std::string_view ref);
+
+}  // namespace fnexec::image

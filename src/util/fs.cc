@@ -1,0 +1,81 @@
+#include "util/fs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <system_error>
+
+#include "util/unique_fd.h"
+
+namespace fnexec::fs {
+
+Result<std::string> read_file(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("open", path.string());
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail_errno("read", path.string());
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+Result<> write_file(const std::filesystem::path& path, std::string_view data) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("open", path.string());
+  ssize_t n = ::write(fd.get(), data.data(), data.size());
+  if (n < 0) return fail_errno("write " + std::string(data), path.string());
+  if (static_cast<size_t>(n) != data.size()) return fail(ErrorKind::internal, "write", path.string(), "short write");
+  return {};
+}
+
+Result<> write_file_atomic(const std::filesystem::path& path, std::string_view data) {
+  std::string tmp = path.string() + ".tmp.XXXXXX";
+  UniqueFd fd(::mkstemp(tmp.data()));
+  if (!fd) return fail_errno("create", tmp);
+  auto cleanup = [&] { ::unlink(tmp.c_str()); };
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      auto e = fail_errno("write", tmp);
+      cleanup();
+      return e;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fchmod(fd.get(), 0644) != 0 || ::fsync(fd.get()) != 0) {
+    auto e = fail_errno("sync", tmp);
+    cleanup();
+    return e;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    auto e = fail_errno("rename into place", path.string());
+    cleanup();
+    return e;
+  }
+  return {};
+}
+
+Result<TempDir> TempDir::make(const std::filesystem::path& parent, std::string_view prefix) {
+  std::string tmpl = (parent / (std::string(prefix) + "XXXXXX")).string();
+  if (::mkdtemp(tmpl.data()) == nullptr) return fail_errno("create temporary directory", tmpl);
+  return TempDir(std::filesystem::path(tmpl));
+}
+
+TempDir::~TempDir() {
+  if (path_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+}  // namespace fnexec::fs

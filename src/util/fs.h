@@ -1,0 +1,35 @@
+// Small filesystem helpers shared by modules: whole-file reads and writes with errno, temp dirs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "util/error.h"
+
+namespace fnexec::fs {
+
+Result<std::string> read_file(const std::filesystem::path& path);
+// Writes with one write(2) and no O_CREAT|O_TRUNC surprises: made for cgroup and proc files.
+Result<> write_file(const std::filesystem::path& path, std::string_view data);
+// Writes to a temp file in the same directory, fsyncs it and renames it over path.
+Result<> write_file_atomic(const std::filesystem::path& path, std::string_view data);
+
+// A directory made by mkdtemp, removed with everything below it when it goes out of scope.
+class TempDir {
+ public:
+  static Result<TempDir> make(const std::filesystem::path& parent, std::string_view prefix);
+  TempDir(TempDir&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+  TempDir& operator=(TempDir&&) = delete;
+  TempDir(const TempDir&) = delete;
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  // Keeps the directory: the caller renamed it into place or handed it on.
+  std::filesystem::path release() { return std::exchange(path_, {}); }
+
+ private:
+  explicit TempDir(std::filesystem::path p) : path_(std::move(p)) {}
+  std::filesystem::path path_;
+};
+
+}  // namespace fnexec::fs

@@ -1,0 +1,126 @@
+#include "support/fixtures.h"
+
+#include <dirent.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+namespace fnexec::test {
+
+namespace {
+
+std::filesystem::path env_path(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) throw std::runtime_error(std::string(name) + " is not set: run the tests with `meson test`");
+  return v;
+}
+
+// Orphans of the binary under test are reparented to the test process instead of host init,
+// so ResourceSnapshot sees them as our descendants.
+[[maybe_unused]] const bool subreaper = [] {
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  return true;
+}();
+
+size_t count_lines(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  size_t n = 0;
+  std::string line;
+  while (std::getline(f, line)) ++n;
+  return n;
+}
+
+size_t count_dirs_below(const std::filesystem::path& p) {
+  std::error_code ec;
+  size_t n = 0;
+  for (auto it = std::filesystem::recursive_directory_iterator(p, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory(ec)) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+std::filesystem::path source_root() { return env_path("FNEXEC_SOURCE_ROOT"); }
+std::filesystem::path build_root() { return env_path("FNEXEC_BUILD_ROOT"); }
+std::filesystem::path fnexec_bin() { return env_path("FNEXEC_BIN"); }
+std::filesystem::path rootfs_tool(const std::string& name) { return source_root() / "rootfs-tools" / name; }
+
+bool is_root() { return ::geteuid() == 0; }
+
+ScratchTmpfs::ScratchTmpfs(const std::string& size) {
+  std::string tmpl = "/tmp/fnexec-test-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+  std::string opts = "size=" + size + ",mode=0755";
+  if (::mount("fnexec-test", path_.c_str(), "tmpfs", 0, opts.c_str()) != 0) {
+    ::rmdir(path_.c_str());
+    throw std::runtime_error("mount tmpfs on " + path_.string() + " failed (are we root?)");
+  }
+}
+
+ScratchTmpfs::~ScratchTmpfs() {
+  // Lazy: a test that failed may still hold a file open there.
+  ::umount2(path_.c_str(), MNT_DETACH);
+  ::rmdir(path_.c_str());
+}
+
+ResourceSnapshot ResourceSnapshot::take() {
+  ResourceSnapshot s;
+  s.mounts = count_lines("/proc/self/mountinfo");
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++s.fds;
+
+  // Descendants of this process (orphans come back to us: we are a subreaper).
+  std::multimap<pid_t, pid_t> children;
+  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    auto name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid;
+    rest >> state >> ppid;
+    children.emplace(ppid, std::stoi(name));
+  }
+  std::vector<pid_t> todo{::getpid()};
+  while (!todo.empty()) {
+    pid_t p = todo.back();
+    todo.pop_back();
+    auto [b, e] = children.equal_range(p);
+    for (auto it = b; it != e; ++it) {
+      ++s.processes;
+      todo.push_back(it->second);
+    }
+  }
+
+  // Cgroups below ours in every hierarchy we are in.
+  std::ifstream cg("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(cg, line)) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    std::string ctrls = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    std::filesystem::path base;
+    if (ctrls.empty()) base = std::filesystem::exists("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
+    else if (ctrls.starts_with("name=")) continue;
+    else base = "/sys/fs/cgroup/" + ctrls.substr(0, ctrls.find(','));
+    s.cgroups += count_dirs_below(base / path.substr(1));
+  }
+  return s;
+}
+
+}  // namespace fnexec::test

@@ -1,0 +1,40 @@
+// Test support: paths of the tree under test and scratch directories on tmpfs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace fnexec::test {
+
+std::filesystem::path source_root();   // FNEXEC_SOURCE_ROOT
+std::filesystem::path build_root();    // FNEXEC_BUILD_ROOT
+std::filesystem::path fnexec_bin();    // FNEXEC_BIN
+std::filesystem::path rootfs_tool(const std::string& name);  // source_root()/rootfs-tools/NAME
+
+bool is_root();
+
+// A fresh tmpfs mounted on a temporary directory (tmpfs keeps trusted.* xattrs and 0/0 whiteout
+// devices, and avoids ext4's slow-down after large deletes). Unmounted and removed on destruction.
+class ScratchTmpfs {
+ public:
+  explicit ScratchTmpfs(const std::string& size = "2g");
+  ~ScratchTmpfs();
+  ScratchTmpfs(const ScratchTmpfs&) = delete;
+  ScratchTmpfs& operator=(const ScratchTmpfs&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& rel) const { return path_ / rel; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Counters that must not grow across many runs: mounts, our fds, processes, cgroups below ours.
+struct ResourceSnapshot {
+  size_t mounts = 0;
+  size_t fds = 0;
+  size_t processes = 0;
+  size_t cgroups = 0;
+  static ResourceSnapshot take();
+};
+
+}  // namespace fnexec::test

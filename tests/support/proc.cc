@@ -1,0 +1,135 @@
+#include "support/proc.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include "support/fixtures.h"
+
+extern char** environ;
+
+namespace fnexec::test {
+
+namespace {
+
+void set_nonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+}  // namespace
+
+ProcResult run(const std::vector<std::string>& argv, const ProcOptions& options) {
+  int in[2], out[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) || ::pipe2(out, O_CLOEXEC) || ::pipe2(err, O_CLOEXEC))
+    throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+
+  std::vector<std::string> env_store;
+  for (char** e = environ; *e; ++e) {
+    std::string kv(*e);
+    auto key = kv.substr(0, kv.find('='));
+    if (!options.env.count(key)) env_store.push_back(kv);
+  }
+  for (auto& [k, v] : options.env) env_store.push_back(k + "=" + v);
+  std::vector<char*> envp, args;
+  for (auto& s : env_store) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_copy = argv;
+  for (auto& s : argv_copy) args.push_back(s.data());
+  args.push_back(nullptr);
+
+  auto start = std::chrono::steady_clock::now();
+  pid_t pid;
+  int rc = ::posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(in[0]);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (rc != 0) {
+    ::close(in[1]);
+    ::close(out[0]);
+    ::close(err[0]);
+    throw std::runtime_error("spawn " + argv[0] + ": " + std::strerror(rc));
+  }
+
+  ProcResult r;
+  set_nonblock(in[1]);
+  set_nonblock(out[0]);
+  set_nonblock(err[0]);
+  size_t written = 0;
+  int in_fd = in[1];
+  if (options.stdin_data.empty()) {
+    ::close(in_fd);
+    in_fd = -1;
+  }
+  int out_fd = out[0], err_fd = err[0];
+  bool killed = false;
+  while (out_fd >= 0 || err_fd >= 0) {
+    pollfd pfds[3];
+    int n = 0;
+    int idx_in = -1, idx_out = -1, idx_err = -1;
+    if (in_fd >= 0) { idx_in = n; pfds[n++] = {in_fd, POLLOUT, 0}; }
+    if (out_fd >= 0) { idx_out = n; pfds[n++] = {out_fd, POLLIN, 0}; }
+    if (err_fd >= 0) { idx_err = n; pfds[n++] = {err_fd, POLLIN, 0}; }
+    int timeout = -1;
+    if (options.kill_after && !killed) {
+      auto left = *options.kill_after - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::steady_clock::now() - start);
+      timeout = left.count() > 0 ? static_cast<int>(left.count()) : 0;
+    }
+    int pr = ::poll(pfds, static_cast<nfds_t>(n), timeout);
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr == 0 && options.kill_after && !killed) {
+      ::kill(pid, SIGKILL);
+      killed = true;
+      continue;
+    }
+    if (idx_in >= 0 && pfds[idx_in].revents) {
+      ssize_t w = ::write(in_fd, options.stdin_data.data() + written, options.stdin_data.size() - written);
+      if (w > 0) written += static_cast<size_t>(w);
+      if (w < 0 && errno != EAGAIN) written = options.stdin_data.size();  // EPIPE: reader is gone
+      if (written == options.stdin_data.size()) {
+        ::close(in_fd);
+        in_fd = -1;
+      }
+    }
+    auto drain = [](int& fd, std::string& into) {
+      char buf[65536];
+      for (;;) {
+        ssize_t m = ::read(fd, buf, sizeof buf);
+        if (m > 0) { into.append(buf, static_cast<size_t>(m)); continue; }
+        if (m < 0 && errno == EAGAIN) return;
+        ::close(fd);
+        fd = -1;
+        return;
+      }
+    };
+    if (idx_out >= 0 && pfds[idx_out].revents) drain(out_fd, r.out);
+    if (idx_err >= 0 && pfds[idx_err].revents) drain(err_fd, r.err);
+  }
+  if (in_fd >= 0) ::close(in_fd);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.wall = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+ProcResult fnexec(const std::vector<std::string>& args, const ProcOptions& options) {
+  std::vector<std::string> argv{fnexec_bin().string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, options);
+}
+
+}  // namespace fnexec::test

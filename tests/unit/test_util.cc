@@ -1,0 +1,60 @@
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/unique_fd.h"
+
+using namespace fnexec;
+
+TEST_CASE("Error::message names what, on what, and errno") {
+  Error e{ErrorKind::internal, ENOENT, "open", "/x/y", {}};
+  CHECK(e.message() == "cannot open /x/y: No such file or directory");
+  Error d{ErrorKind::invalid, 0, "mount overlay", "for image sha256:ab", "lowerdir list too long (130 layers)"};
+  CHECK(d.message() == "cannot mount overlay for image sha256:ab: lowerdir list too long (130 layers)");
+  d.context("run fn-hello:1");
+  CHECK(d.message().starts_with("cannot run fn-hello:1: mount overlay"));
+}
+
+static Result<int> half(int x) {
+  if (x % 2) return fail(ErrorKind::invalid, "halve", std::to_string(x), "odd");
+  return x / 2;
+}
+static Result<int> quarter(int x) {
+  int h = FNEXEC_TRY(half(x));
+  return FNEXEC_TRY(half(h));
+}
+
+TEST_CASE("FNEXEC_TRY propagates errors and values") {
+  CHECK(*quarter(8) == 2);
+  auto r = quarter(6);
+  REQUIRE(!r);
+  CHECK(r.error().on == "3");
+}
+
+TEST_CASE("UniqueFd closes once and moves") {
+  int raw = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  REQUIRE(raw >= 0);
+  {
+    UniqueFd a(raw);
+    UniqueFd b(std::move(a));
+    CHECK(!a);
+    CHECK(b.get() == raw);
+  }
+  CHECK(::fcntl(raw, F_GETFD) == -1);
+}
+
+TEST_CASE("TempDir removes its tree; write_file_atomic replaces") {
+  std::filesystem::path kept;
+  {
+    auto t = fs::TempDir::make("/tmp", "fnexec-test-");
+    REQUIRE(t);
+    kept = t->path();
+    REQUIRE(fs::write_file_atomic(kept / "a", "one"));
+    REQUIRE(fs::write_file_atomic(kept / "a", "two"));
+    CHECK(*fs::read_file(kept / "a") == "two");
+  }
+  CHECK(!std::filesystem::exists(kept));
+  CHECK(fs::read_file("/nonexistent/x").error().kind == ErrorKind::not_found);
+}
