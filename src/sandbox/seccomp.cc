@@ -97,7 +97,7 @@ Result<> add_rule(void* ctx, uint32_t action, int nr, std::span<const scmp_arg_c
                   std::string_view origin) {
   int rc = seccomp_rule_add_array(ctx, action, nr, static_cast<unsigned>(args.size()), args.data());
   if (rc < 0) {
-    return std::unexpected(Error{ErrorKind::invalid, -rc, "use seccomp profile", std::string(origin),
+    return std::unexpected(Error{ErrorKind::invalid, -rc, "use --seccomp", std::string(origin),
                                  "rule for " + std::string(name) + " refused by libseccomp"});
   }
   return {};
@@ -116,7 +116,7 @@ Result<std::vector<sock_filter>> export_bpf(void* ctx, std::string_view origin) 
   if (bytes == 0 || bytes % sizeof(sock_filter) != 0)
     return fail(ErrorKind::internal, "export seccomp filter", std::string(origin), "odd size " + std::to_string(bytes));
   if (count > BPF_MAXINSNS) {
-    return fail(ErrorKind::invalid, "use seccomp profile", std::string(origin),
+    return fail(ErrorKind::invalid, "use --seccomp", std::string(origin),
                 "the filter has " + std::to_string(count) + " instructions, the kernel takes at most " +
                     std::to_string(BPF_MAXINSNS));
   }
@@ -137,7 +137,7 @@ struct Where {
   std::string_view origin;
   std::string path;  // "syscalls[3].args[0].op"
   std::unexpected<Error> bad(std::string detail) const {
-    return fail(ErrorKind::invalid, "use seccomp profile", std::string(origin),
+    return fail(ErrorKind::invalid, "use --seccomp", std::string(origin),
                 (path.empty() ? "" : path + ": ") + std::move(detail));
   }
   Where at(std::string_view key) const { return {origin, path.empty() ? std::string(key) : path + "." + std::string(key)}; }
@@ -181,12 +181,15 @@ Result<std::vector<std::string_view>> strings(dom::array arr, const Where& where
   return out;
 }
 
-Result<uint32_t> parse_action(std::string_view name, std::optional<uint64_t> errno_ret, uint64_t default_errno,
-                              const Where& where) {
-  uint64_t err = errno_ret.value_or(default_errno);
-  // The kernel hands back at most MAX_ERRNO (4095) as an errno.
-  if (err > 4095) return where.bad("errnoRet " + std::to_string(err) + " is not an errno (at most 4095)");
-  auto data = static_cast<uint16_t>(err);
+// The kernel hands back at most MAX_ERRNO (4095) as an errno.
+Result<uint16_t> errno_member(dom::object obj, std::string_view key, uint16_t fallback, const Where& where) {
+  auto err = FNEXEC_TRY(member<uint64_t>(obj, key, where));
+  if (!err) return fallback;
+  if (*err > 4095) return where.at(key).bad(std::to_string(*err) + " is not an errno (at most 4095)");
+  return static_cast<uint16_t>(*err);
+}
+
+Result<uint32_t> parse_action(std::string_view name, uint16_t data, const Where& where) {
   if (name == "SCMP_ACT_ALLOW") return SCMP_ACT_ALLOW;
   if (name == "SCMP_ACT_ERRNO") return SCMP_ACT_ERRNO(data);
   if (name == "SCMP_ACT_KILL" || name == "SCMP_ACT_KILL_THREAD") return SCMP_ACT_KILL;
@@ -291,14 +294,14 @@ Result<std::vector<scmp_arg_cmp>> parse_args(dom::array args, const Where& where
   return out;
 }
 
-Result<> add_profile_entry(void* ctx, dom::object entry, uint32_t default_action, uint64_t default_errno,
+Result<> add_profile_entry(void* ctx, dom::object entry, uint32_t default_action, uint16_t default_errno,
                            uint64_t capabilities, const Where& where) {
   std::vector<std::string_view> names;
   if (auto list = FNEXEC_TRY(member<dom::array>(entry, "names", where))) names = FNEXEC_TRY(strings(*list, where.at("names")));
   if (auto one = FNEXEC_TRY(member<std::string_view>(entry, "name", where))) names.push_back(*one);
   auto action_name = FNEXEC_TRY(required<std::string_view>(entry, "action", where));
-  auto errno_ret = FNEXEC_TRY(member<uint64_t>(entry, "errnoRet", where));
-  uint32_t action = FNEXEC_TRY(parse_action(action_name, errno_ret, default_errno, where.at("action")));
+  uint16_t errno_ret = FNEXEC_TRY(errno_member(entry, "errnoRet", default_errno, where));
+  uint32_t action = FNEXEC_TRY(parse_action(action_name, errno_ret, where.at("action")));
   std::vector<scmp_arg_cmp> args;
   if (auto list = FNEXEC_TRY(member<dom::array>(entry, "args", where))) args = FNEXEC_TRY(parse_args(*list, where.at("args")));
   if (!FNEXEC_TRY(rule_applies(entry, capabilities, where))) return {};
@@ -378,9 +381,9 @@ Result<std::vector<sock_filter>> seccomp_filter_from_profile(std::string_view js
   dom::object root;
   if (doc.get(root) != simdjson::SUCCESS) return top.bad("expected a JSON object at the top");
 
-  uint64_t default_errno = FNEXEC_TRY(member<uint64_t>(root, "defaultErrnoRet", top)).value_or(EPERM);
+  uint16_t default_errno = FNEXEC_TRY(errno_member(root, "defaultErrnoRet", EPERM, top));
   auto default_name = FNEXEC_TRY(required<std::string_view>(root, "defaultAction", top));
-  uint32_t default_action = FNEXEC_TRY(parse_action(default_name, std::nullopt, default_errno, top.at("defaultAction")));
+  uint32_t default_action = FNEXEC_TRY(parse_action(default_name, default_errno, top.at("defaultAction")));
   Context ctx = FNEXEC_TRY(new_context(default_action, origin));
 
   auto add_arch = [&](std::string_view name, const Where& w) -> Result<> {
