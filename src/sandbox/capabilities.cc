@@ -42,14 +42,29 @@ Result<int> capability_from_name(std::string_view name, std::string_view flag) {
   return static_cast<int>(value);
 }
 
+uint64_t held_capabilities() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) return 0;
+  return data[0].permitted | (uint64_t{data[1].permitted} << 32);
+}
+
 Result<CapabilitySets> capability_sets(uint64_t base, const std::vector<std::string>& add,
-                                       const std::vector<std::string>& drop, uid_t uid) {
-  const uint64_t all = all_capabilities();
+                                       const std::vector<std::string>& drop, uid_t uid, uint64_t held) {
+  const uint64_t all = all_capabilities() & held;
   uint64_t named_add = 0, named_drop = 0;
   bool add_all = false, drop_all = false;
   for (const auto& name : add) {
-    if (is_all(name)) add_all = true;
-    else named_add |= bit(FNEXEC_TRY(capability_from_name(name, "--cap-add")));
+    if (is_all(name)) {
+      add_all = true;
+      continue;
+    }
+    int cap = FNEXEC_TRY(capability_from_name(name, "--cap-add"));
+    if (!(held & bit(cap))) {
+      return fail(ErrorKind::invalid, "use --cap-add", name,
+                  "fnexec does not hold this capability itself, so it cannot pass it on");
+    }
+    named_add |= bit(cap);
   }
   for (const auto& name : drop) {
     if (is_all(name)) drop_all = true;

@@ -25,10 +25,14 @@ struct CapabilitySets {
   uint64_t effective = 0;  // == permitted == inheritable (and ambient when uid != 0)
 };
 
+// The permitted set of the calling process: all a sandbox it starts can be given.
+uint64_t held_capabilities();
+
 // Docker's rules: start from `base`; "ALL" in add keeps every capability, "ALL" in drop keeps none;
 // then named adds, then named drops. A non-root uid gets only what add names explicitly.
+// Everything is limited to `held` (capset cannot grant more); a named --cap-add outside it is an error.
 Result<CapabilitySets> capability_sets(uint64_t base, const std::vector<std::string>& add,
-                                       const std::vector<std::string>& drop, uid_t uid);
+                                       const std::vector<std::string>& drop, uid_t uid, uint64_t held);
 
 // Child side. Removes every capability not in keep from the bounding set; needs CAP_SETPCAP.
 int drop_bounding_capabilities(uint64_t keep) noexcept;

@@ -39,7 +39,8 @@ Result<Privileges> prepare_privileges(const PrivilegeSpec& spec) {
   p.uid = spec.uid;
   p.gid = spec.gid;
   p.groups = spec.supplementary_gids;
-  auto caps = FNEXEC_TRY(capability_sets(default_capabilities(), spec.cap_add, spec.cap_drop, spec.uid));
+  auto caps = FNEXEC_TRY(
+      capability_sets(default_capabilities(), spec.cap_add, spec.cap_drop, spec.uid, held_capabilities()));
   p.bounding = caps.bounding;
   p.effective = caps.effective;
   switch (spec.seccomp) {

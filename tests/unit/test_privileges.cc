@@ -55,33 +55,43 @@ TEST_CASE("capability sets: add, drop, ALL, and non-root users") {
   const uint64_t d = default_capabilities(), all = all_capabilities();
   CHECK(all >= (bit(CAP_BPF) | (bit(CAP_BPF) - 1)));  // every kernel this runs on has CAP_BPF (5.8)
 
-  auto root = *capability_sets(d, {}, {}, 0);
+  auto root = *capability_sets(d, {}, {}, 0, all);
   CHECK(root.bounding == d);
   CHECK(root.effective == d);
 
-  auto added = *capability_sets(d, {"NET_RAW", "CAP_SYS_CHROOT"}, {"CHOWN"}, 0);
+  auto added = *capability_sets(d, {"NET_RAW", "CAP_SYS_CHROOT"}, {"CHOWN"}, 0, all);
   CHECK(added.bounding == ((d | bit(CAP_NET_RAW) | bit(CAP_SYS_CHROOT)) & ~bit(CAP_CHOWN)));
   CHECK(added.effective == added.bounding);
 
-  CHECK(capability_sets(d, {"ALL"}, {}, 0)->bounding == all);
-  CHECK(capability_sets(d, {"all"}, {"SYS_ADMIN"}, 0)->bounding == (all & ~bit(CAP_SYS_ADMIN)));
-  CHECK(capability_sets(d, {}, {"ALL"}, 0)->bounding == 0);
-  auto only = *capability_sets(d, {"NET_BIND_SERVICE"}, {"ALL"}, 0);
+  CHECK(capability_sets(d, {"ALL"}, {}, 0, all)->bounding == all);
+  CHECK(capability_sets(d, {"all"}, {"SYS_ADMIN"}, 0, all)->bounding == (all & ~bit(CAP_SYS_ADMIN)));
+  CHECK(capability_sets(d, {}, {"ALL"}, 0, all)->bounding == 0);
+  auto only = *capability_sets(d, {"NET_BIND_SERVICE"}, {"ALL"}, 0, all);
   CHECK(only.bounding == bit(CAP_NET_BIND_SERVICE));
 
   // Non-root: nothing unless asked; the bounding set stays the default (plus what was added).
-  auto nobody = *capability_sets(d, {}, {}, 65534);
+  auto nobody = *capability_sets(d, {}, {}, 65534, all);
   CHECK(nobody.bounding == d);
   CHECK(nobody.effective == 0);
-  auto nobody_raw = *capability_sets(d, {"NET_RAW"}, {}, 65534);
+  auto nobody_raw = *capability_sets(d, {"NET_RAW"}, {}, 65534, all);
   CHECK(nobody_raw.bounding == (d | bit(CAP_NET_RAW)));
   CHECK(nobody_raw.effective == bit(CAP_NET_RAW));
   // Asked for and dropped: the drop wins.
-  CHECK(capability_sets(d, {"NET_RAW"}, {"NET_RAW"}, 65534)->effective == 0);
+  CHECK(capability_sets(d, {"NET_RAW"}, {"NET_RAW"}, 65534, all)->effective == 0);
 
-  auto bad = capability_sets(d, {}, {"NOPE"}, 0);
+  auto bad = capability_sets(d, {}, {"NOPE"}, 0, all);
   REQUIRE(!bad);
   CHECK(message_of(bad.error()).find("--cap-drop NOPE") != std::string::npos);
+
+  // Only what the launcher holds can be passed on: ALL means all of that, a named one outside it fails.
+  const uint64_t held = all & ~bit(CAP_SYS_RESOURCE);
+  CHECK(capability_sets(d, {"ALL"}, {}, 0, held)->bounding == held);
+  CHECK(capability_sets(d, {"ALL"}, {}, 65534, held)->effective == held);
+  auto missing = capability_sets(d, {"SYS_RESOURCE"}, {}, 0, held);
+  REQUIRE(!missing);
+  CHECK(message_of(missing.error()) ==
+        "cannot use --cap-add SYS_RESOURCE: fnexec does not hold this capability itself, so it cannot pass it on");
+  CHECK(capability_sets(d, {}, {}, 0, bit(CAP_CHOWN))->effective == bit(CAP_CHOWN));
 }
 
 TEST_CASE("--ulimit parsing") {
@@ -263,8 +273,8 @@ TEST_CASE("prepare_privileges: defaults, and errors that name the flag or file")
   auto p = prepare_privileges({});
   REQUIRE(p);
   CHECK(p->uid == 0);
-  CHECK(p->bounding == default_capabilities());
-  CHECK(p->effective == default_capabilities());
+  CHECK(p->bounding == (default_capabilities() & held_capabilities()));
+  CHECK(p->effective == p->bounding);
   CHECK(p->seccomp_enabled);
   CHECK(p->seccomp_filter.size() == default_seccomp_filter()->size());
   CHECK(p->rlimits.size() == 2);
