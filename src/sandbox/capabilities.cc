@@ -17,7 +17,9 @@ bool is_all(std::string_view name) {
          std::toupper(name[2]) == 'L';
 }
 
-uint64_t bit(int cap) { return uint64_t{1} << cap; }
+uint64_t bit(int cap) {
+  return uint64_t{1} << cap;
+}
 
 }  // namespace
 
@@ -67,8 +69,10 @@ Result<CapabilitySets> capability_sets(uint64_t base, const std::vector<std::str
     named_add |= bit(cap);
   }
   for (const auto& name : drop) {
-    if (is_all(name)) drop_all = true;
-    else named_drop |= bit(FNEXEC_TRY(capability_from_name(name, "--cap-drop")));
+    if (is_all(name))
+      drop_all = true;
+    else
+      named_drop |= bit(FNEXEC_TRY(capability_from_name(name, "--cap-drop")));
   }
   uint64_t set = base & all;
   if (add_all) set = all;

@@ -27,8 +27,8 @@ bool holds_sys_resource() {
 
 uint64_t default_capabilities() {
   uint64_t set = 0;
-  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE, CAP_SETFCAP,
-                  CAP_SETGID, CAP_SETPCAP, CAP_SETUID}) {
+  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE,
+                  CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, CAP_SETUID}) {
     set |= uint64_t{1} << cap;
   }
   return set;
@@ -49,7 +49,8 @@ Result<Privileges> prepare_privileges(const PrivilegeSpec& spec) {
       break;
     case SeccompMode::file:
       if (spec.seccomp_file.empty())
-        return fail(ErrorKind::invalid, "use --seccomp", {}, "expected default, unconfined or a profile file");
+        return fail(ErrorKind::invalid, "use --seccomp", {},
+                    "expected default, unconfined or a profile file");
       p.seccomp_filter = FNEXEC_TRY(seccomp_filter_from_file(spec.seccomp_file, p.bounding));
       break;
     case SeccompMode::unconfined:

@@ -14,11 +14,20 @@ namespace fnexec::sandbox {
 namespace {
 
 constexpr std::array<std::pair<std::string_view, int>, 14> kNames{{
-    {"nofile", RLIMIT_NOFILE},     {"nproc", RLIMIT_NPROC},   {"core", RLIMIT_CORE},
-    {"as", RLIMIT_AS},             {"cpu", RLIMIT_CPU},       {"fsize", RLIMIT_FSIZE},
-    {"memlock", RLIMIT_MEMLOCK},   {"stack", RLIMIT_STACK},   {"nice", RLIMIT_NICE},
-    {"rtprio", RLIMIT_RTPRIO},     {"msgqueue", RLIMIT_MSGQUEUE},
-    {"sigpending", RLIMIT_SIGPENDING}, {"locks", RLIMIT_LOCKS}, {"data", RLIMIT_DATA},
+    {"nofile", RLIMIT_NOFILE},
+    {"nproc", RLIMIT_NPROC},
+    {"core", RLIMIT_CORE},
+    {"as", RLIMIT_AS},
+    {"cpu", RLIMIT_CPU},
+    {"fsize", RLIMIT_FSIZE},
+    {"memlock", RLIMIT_MEMLOCK},
+    {"stack", RLIMIT_STACK},
+    {"nice", RLIMIT_NICE},
+    {"rtprio", RLIMIT_RTPRIO},
+    {"msgqueue", RLIMIT_MSGQUEUE},
+    {"sigpending", RLIMIT_SIGPENDING},
+    {"locks", RLIMIT_LOCKS},
+    {"data", RLIMIT_DATA},
 }};
 
 std::string_view resource_name(int resource) {
@@ -27,7 +36,9 @@ std::string_view resource_name(int resource) {
   return "?";
 }
 
-std::string value_text(rlim_t v) { return v == RLIM_INFINITY ? "unlimited" : std::to_string(v); }
+std::string value_text(rlim_t v) {
+  return v == RLIM_INFINITY ? "unlimited" : std::to_string(v);
+}
 
 std::optional<rlim_t> parse_value(std::string_view s) {
   if (s == "unlimited" || s == "-1") return RLIM_INFINITY;
@@ -69,9 +80,12 @@ Result<std::vector<Rlimit>> sandbox_rlimits(const std::vector<std::string>& ulim
   };
   std::vector<Rlimit> limits;
   auto set = [&](Rlimit l) {
-    auto same = std::find_if(limits.begin(), limits.end(), [&](const Rlimit& x) { return x.resource == l.resource; });
-    if (same != limits.end()) *same = l;
-    else limits.push_back(l);
+    auto same =
+        std::find_if(limits.begin(), limits.end(), [&](const Rlimit& x) { return x.resource == l.resource; });
+    if (same != limits.end())
+      *same = l;
+    else
+      limits.push_back(l);
   };
   // 1024 keeps select()-based code safe and bounds a function's fds; never above what we may set.
   rlim_t nofile = std::min<rlim_t>(1024, current(RLIMIT_NOFILE).rlim_max);
@@ -97,7 +111,9 @@ Result<std::vector<Rlimit>> sandbox_rlimits(const std::vector<std::string>& ulim
 
 int apply_rlimits(const Rlimit* limits, size_t count) noexcept {
   for (size_t i = 0; i < count; ++i) {
-    struct rlimit value{limits[i].soft, limits[i].hard};
+    struct rlimit value {
+      limits[i].soft, limits[i].hard
+    };
     if (::syscall(SYS_prlimit64, 0, limits[i].resource, &value, nullptr) != 0) return errno;
   }
   return 0;

@@ -23,10 +23,10 @@
 #include "util/unique_fd.h"
 
 // FNEXEC_TRY yields the value, so it cannot take a Result<void>; this is its statement form.
-#define FNEXEC_CHECK(expr)                                                     \
-  do {                                                                         \
-    if (auto fnexec_check_r_ = (expr); !fnexec_check_r_)                        \
-      return std::unexpected(std::move(fnexec_check_r_.error()));              \
+#define FNEXEC_CHECK(expr)                                        \
+  do {                                                            \
+    if (auto fnexec_check_r_ = (expr); !fnexec_check_r_)          \
+      return std::unexpected(std::move(fnexec_check_r_.error())); \
   } while (0)
 
 namespace fnexec::sandbox {
@@ -45,6 +45,7 @@ using Context = std::unique_ptr<void, ContextRelease>;
 // (namespaces for non-root users, keyrings, bpf, userfaultfd, ptrace, perf, io_uring), and the
 // kernel's seccomp action cache lets every syscall whose verdict does not depend on its arguments
 // skip the BPF program entirely. The cost of the choice: a syscall newer than this list is allowed.
+// clang-format off
 constexpr std::string_view kDenied[] = {
     // Mounts and namespaces: the sandbox's view of the system is fixed before exec.
     "mount", "umount", "umount2", "pivot_root", "unshare", "setns", "fsopen", "fsconfig", "fsmount", "fspick",
@@ -65,6 +66,7 @@ constexpr std::string_view kDenied[] = {
     // NUMA placement reaches other tenants' memory (Docker allows these only with CAP_SYS_NICE).
     "mbind", "set_mempolicy", "set_mempolicy_home_node", "migrate_pages", "move_pages",
 };
+// clang-format on
 
 // Newer than libseccomp 2.5.4's syscall table, so named by number (x86_64 only).
 struct RawSyscall {
@@ -82,19 +84,22 @@ constexpr uint64_t kNamespaceFlags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC
 
 Result<Context> new_context(uint32_t default_action, std::string_view origin) {
   Context ctx(seccomp_init(default_action));
-  if (!ctx) return fail(ErrorKind::invalid, "create seccomp filter", std::string(origin), "libseccomp refused it");
+  if (!ctx)
+    return fail(ErrorKind::invalid, "create seccomp filter", std::string(origin), "libseccomp refused it");
   // Other ABIs (i386 via int 0x80, x32) number syscalls differently and would walk around the
   // rules written for the native one; a clear SIGSYS beats a program failing in odd ways.
   if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS); rc < 0)
-    return std::unexpected(Error{ErrorKind::internal, -rc, "set seccomp bad-arch action", std::string(origin), {}});
+    return std::unexpected(
+        Error{ErrorKind::internal, -rc, "set seccomp bad-arch action", std::string(origin), {}});
   // A binary tree keeps syscalls the kernel's action cache cannot decide (clone, personality) cheap.
   if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2); rc < 0)
-    return std::unexpected(Error{ErrorKind::internal, -rc, "set seccomp optimisation", std::string(origin), {}});
+    return std::unexpected(
+        Error{ErrorKind::internal, -rc, "set seccomp optimisation", std::string(origin), {}});
   return ctx;
 }
 
-Result<> add_rule(void* ctx, uint32_t action, int nr, std::span<const scmp_arg_cmp> args, std::string_view name,
-                  std::string_view origin) {
+Result<> add_rule(void* ctx, uint32_t action, int nr, std::span<const scmp_arg_cmp> args,
+                  std::string_view name, std::string_view origin) {
   int rc = seccomp_rule_add_array(ctx, action, nr, static_cast<unsigned>(args.size()), args.data());
   if (rc < 0) {
     return std::unexpected(Error{ErrorKind::invalid, -rc, "use --seccomp", std::string(origin),
@@ -109,12 +114,13 @@ Result<std::vector<sock_filter>> export_bpf(void* ctx, std::string_view origin) 
   if (!fd) return fail_errno("create memfd for the seccomp filter", std::string(origin));
   if (int rc = seccomp_export_bpf(ctx, fd.get()); rc < 0)
     return std::unexpected(Error{ErrorKind::internal, -rc, "export seccomp filter", std::string(origin), {}});
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return fail_errno("stat exported seccomp filter", std::string(origin));
   auto bytes = static_cast<size_t>(st.st_size);
   size_t count = bytes / sizeof(sock_filter);
   if (bytes == 0 || bytes % sizeof(sock_filter) != 0)
-    return fail(ErrorKind::internal, "export seccomp filter", std::string(origin), "odd size " + std::to_string(bytes));
+    return fail(ErrorKind::internal, "export seccomp filter", std::string(origin),
+                "odd size " + std::to_string(bytes));
   if (count > BPF_MAXINSNS) {
     return fail(ErrorKind::invalid, "use --seccomp", std::string(origin),
                 "the filter has " + std::to_string(count) + " instructions, the kernel takes at most " +
@@ -140,16 +146,22 @@ struct Where {
     return fail(ErrorKind::invalid, "use --seccomp", std::string(origin),
                 (path.empty() ? "" : path + ": ") + std::move(detail));
   }
-  Where at(std::string_view key) const { return {origin, path.empty() ? std::string(key) : path + "." + std::string(key)}; }
+  Where at(std::string_view key) const {
+    return {origin, path.empty() ? std::string(key) : path + "." + std::string(key)};
+  }
   Where index(size_t i) const { return {origin, path + "[" + std::to_string(i) + "]"}; }
 };
 
 template <class T>
 constexpr std::string_view type_name() {
-  if constexpr (std::is_same_v<T, std::string_view>) return "a string";
-  else if constexpr (std::is_same_v<T, uint64_t>) return "a non-negative integer";
-  else if constexpr (std::is_same_v<T, dom::array>) return "an array";
-  else return "an object";
+  if constexpr (std::is_same_v<T, std::string_view>)
+    return "a string";
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    return "a non-negative integer";
+  else if constexpr (std::is_same_v<T, dom::array>)
+    return "an array";
+  else
+    return "an object";
 }
 
 // An optional member: absent or null → nullopt; present with the wrong type → error.
@@ -181,6 +193,19 @@ Result<std::vector<std::string_view>> strings(dom::array arr, const Where& where
   return out;
 }
 
+// Calls visit(object, where) for each element of arr, which must all be objects.
+template <class Visit>
+Result<> for_each_object(dom::array arr, const Where& where, Visit&& visit) {
+  size_t i = 0;
+  for (dom::element e : arr) {
+    Where w = where.index(i++);
+    dom::object obj;
+    if (e.get(obj) != simdjson::SUCCESS) return w.bad("expected an object");
+    if (Result<> r = visit(obj, w); !r) return r;
+  }
+  return {};
+}
+
 // The kernel hands back at most MAX_ERRNO (4095) as an errno.
 Result<uint16_t> errno_member(dom::object obj, std::string_view key, uint16_t fallback, const Where& where) {
   auto err = FNEXEC_TRY(member<uint64_t>(obj, key, where));
@@ -197,7 +222,8 @@ Result<uint32_t> parse_action(std::string_view name, uint16_t data, const Where&
   if (name == "SCMP_ACT_TRAP") return SCMP_ACT_TRAP;
   if (name == "SCMP_ACT_TRACE") return SCMP_ACT_TRACE(data);
   if (name == "SCMP_ACT_LOG") return SCMP_ACT_LOG;
-  if (name == "SCMP_ACT_NOTIFY") return where.bad("SCMP_ACT_NOTIFY needs a seccomp agent, which fnexec does not run");
+  if (name == "SCMP_ACT_NOTIFY")
+    return where.bad("SCMP_ACT_NOTIFY needs a seccomp agent, which fnexec does not run");
   return where.bad("unknown action '" + std::string(name) +
                    "' (expected SCMP_ACT_ALLOW, ERRNO, KILL, KILL_THREAD, KILL_PROCESS, TRAP, TRACE or LOG)");
 }
@@ -210,7 +236,8 @@ Result<scmp_compare> parse_op(std::string_view op, const Where& where) {
   if (op == "SCMP_CMP_GE") return SCMP_CMP_GE;
   if (op == "SCMP_CMP_GT") return SCMP_CMP_GT;
   if (op == "SCMP_CMP_MASKED_EQ") return SCMP_CMP_MASKED_EQ;
-  return where.bad("unknown operator '" + std::string(op) + "' (expected SCMP_CMP_NE, LT, LE, EQ, GE, GT or MASKED_EQ)");
+  return where.bad("unknown operator '" + std::string(op) +
+                   "' (expected SCMP_CMP_NE, LT, LE, EQ, GE, GT or MASKED_EQ)");
 }
 
 // "SCMP_ARCH_X86_64" → libseccomp's token for "x86_64".
@@ -278,11 +305,7 @@ Result<bool> rule_applies(dom::object entry, uint64_t capabilities, const Where&
 
 Result<std::vector<scmp_arg_cmp>> parse_args(dom::array args, const Where& where) {
   std::vector<scmp_arg_cmp> out;
-  size_t i = 0;
-  for (dom::element e : args) {
-    Where w = where.index(i++);
-    dom::object arg;
-    if (e.get(arg) != simdjson::SUCCESS) return w.bad("expected an object");
+  auto parsed = for_each_object(args, where, [&](dom::object arg, const Where& w) -> Result<> {
     uint64_t index = FNEXEC_TRY(required<uint64_t>(arg, "index", w));
     if (index > 5) return w.at("index").bad("a syscall has arguments 0 to 5");
     uint64_t value = FNEXEC_TRY(required<uint64_t>(arg, "value", w));
@@ -290,20 +313,24 @@ Result<std::vector<scmp_arg_cmp>> parse_args(dom::array args, const Where& where
     scmp_compare op = FNEXEC_TRY(parse_op(FNEXEC_TRY(required<std::string_view>(arg, "op", w)), w.at("op")));
     // OCI: for MASKED_EQ, value is the mask and valueTwo the value; libseccomp takes them in that order.
     out.push_back(scmp_arg_cmp{static_cast<unsigned>(index), op, value, value_two});
-  }
+    return {};
+  });
+  if (!parsed) return std::unexpected(std::move(parsed.error()));
   return out;
 }
 
 Result<> add_profile_entry(void* ctx, dom::object entry, uint32_t default_action, uint16_t default_errno,
                            uint64_t capabilities, const Where& where) {
   std::vector<std::string_view> names;
-  if (auto list = FNEXEC_TRY(member<dom::array>(entry, "names", where))) names = FNEXEC_TRY(strings(*list, where.at("names")));
+  if (auto list = FNEXEC_TRY(member<dom::array>(entry, "names", where)))
+    names = FNEXEC_TRY(strings(*list, where.at("names")));
   if (auto one = FNEXEC_TRY(member<std::string_view>(entry, "name", where))) names.push_back(*one);
   auto action_name = FNEXEC_TRY(required<std::string_view>(entry, "action", where));
   uint16_t errno_ret = FNEXEC_TRY(errno_member(entry, "errnoRet", default_errno, where));
   uint32_t action = FNEXEC_TRY(parse_action(action_name, errno_ret, where.at("action")));
   std::vector<scmp_arg_cmp> args;
-  if (auto list = FNEXEC_TRY(member<dom::array>(entry, "args", where))) args = FNEXEC_TRY(parse_args(*list, where.at("args")));
+  if (auto list = FNEXEC_TRY(member<dom::array>(entry, "args", where)))
+    args = FNEXEC_TRY(parse_args(*list, where.at("args")));
   if (!FNEXEC_TRY(rule_applies(entry, capabilities, where))) return {};
   // libseccomp refuses a rule that repeats the default action; it changes nothing, so runc skips it too.
   if (action == default_action) return {};
@@ -325,7 +352,8 @@ Result<> add_profile_entry(void* ctx, dom::object entry, uint32_t default_action
     if (!repeated) {
       FNEXEC_CHECK(add_rule(ctx, action, nr, args, name, where.origin));
     } else {
-      for (const auto& cmp : args) FNEXEC_CHECK(add_rule(ctx, action, nr, std::span(&cmp, 1), name, where.origin));
+      for (const auto& cmp : args)
+        FNEXEC_CHECK(add_rule(ctx, action, nr, std::span(&cmp, 1), name, where.origin));
     }
   }
   return {};
@@ -338,10 +366,12 @@ Result<std::vector<sock_filter>> build_default_filter() {
   for (std::string_view name : kDenied) {
     std::string n(name);
     int nr = seccomp_syscall_resolve_name(n.c_str());
-    if (nr == __NR_SCMP_ERROR) return fail(ErrorKind::internal, "build default seccomp filter", n, "libseccomp does not know it");
+    if (nr == __NR_SCMP_ERROR)
+      return fail(ErrorKind::internal, "build default seccomp filter", n, "libseccomp does not know it");
     FNEXEC_CHECK(add_rule(ctx.get(), eperm, nr, {}, name, origin));
   }
-  for (const auto& raw : kDeniedByNumber) FNEXEC_CHECK(add_rule(ctx.get(), eperm, raw.nr, {}, raw.name, origin));
+  for (const auto& raw : kDeniedByNumber)
+    FNEXEC_CHECK(add_rule(ctx.get(), eperm, raw.nr, {}, raw.name, origin));
 
   // New namespaces would let the function build its own mounts and users. clone3 passes its flags
   // in memory a filter cannot read, so it answers ENOSYS and glibc falls back to clone (as Docker does).
@@ -357,7 +387,8 @@ Result<std::vector<sock_filter>> build_default_filter() {
   for (unsigned i = 0; i < 32; ++i) {
     uint32_t set = 1u << i, clear = 1u << ((i + 1) % 32);
     scmp_arg_cmp cmp = SCMP_A0_32(SCMP_CMP_MASKED_EQ, set | clear, set);
-    FNEXEC_CHECK(add_rule(ctx.get(), eperm, SCMP_SYS(personality), std::span(&cmp, 1), "personality", origin));
+    FNEXEC_CHECK(
+        add_rule(ctx.get(), eperm, SCMP_SYS(personality), std::span(&cmp, 1), "personality", origin));
   }
   return export_bpf(ctx.get(), origin);
 }
@@ -389,7 +420,8 @@ Result<std::vector<sock_filter>> seccomp_filter_from_profile(std::string_view js
   auto add_arch = [&](std::string_view name, const Where& w) -> Result<> {
     uint32_t token = FNEXEC_TRY(parse_arch(name, w));
     int rc = seccomp_arch_add(ctx.get(), token);
-    if (rc < 0 && rc != -EEXIST) return w.bad("architecture '" + std::string(name) + "' refused by libseccomp");
+    if (rc < 0 && rc != -EEXIST)
+      return w.bad("architecture '" + std::string(name) + "' refused by libseccomp");
     return {};
   };
   if (auto arches = FNEXEC_TRY(member<dom::array>(root, "architectures", top))) {
@@ -399,32 +431,26 @@ Result<std::vector<sock_filter>> seccomp_filter_from_profile(std::string_view js
   }
   // Docker's archMap: the entry for the native architecture brings its sub-architectures (x86, x32).
   if (auto map = FNEXEC_TRY(member<dom::array>(root, "archMap", top))) {
-    size_t i = 0;
-    for (dom::element e : *map) {
-      Where w = top.at("archMap").index(i++);
-      dom::object entry;
-      if (e.get(entry) != simdjson::SUCCESS) return w.bad("expected an object");
+    FNEXEC_CHECK(for_each_object(*map, top.at("archMap"), [&](dom::object entry, const Where& w) -> Result<> {
       auto arch = FNEXEC_TRY(required<std::string_view>(entry, "architecture", w));
-      uint32_t token = FNEXEC_TRY(parse_arch(arch, w.at("architecture")));
-      if (token != seccomp_arch_native()) continue;
-      if (auto subs = FNEXEC_TRY(member<dom::array>(entry, "subArchitectures", w))) {
-        auto names = FNEXEC_TRY(strings(*subs, w.at("subArchitectures")));
-        for (size_t j = 0; j < names.size(); ++j) FNEXEC_CHECK(add_arch(names[j], w.at("subArchitectures").index(j)));
-      }
-    }
+      if (FNEXEC_TRY(parse_arch(arch, w.at("architecture"))) != seccomp_arch_native()) return {};
+      auto subs = FNEXEC_TRY(member<dom::array>(entry, "subArchitectures", w));
+      auto names =
+          subs ? FNEXEC_TRY(strings(*subs, w.at("subArchitectures"))) : std::vector<std::string_view>{};
+      for (size_t i = 0; i < names.size(); ++i)
+        FNEXEC_CHECK(add_arch(names[i], w.at("subArchitectures").index(i)));
+      return {};
+    }));
   }
   if (FNEXEC_TRY(member<dom::array>(root, "flags", top))) {
     // The filter is loaded with prctl(PR_SET_SECCOMP), which takes no SECCOMP_FILTER_FLAG_*.
-    spdlog::warn("event=seccomp_flags_ignored profile={} reason=\"fnexec loads filters without flags\"", origin);
+    spdlog::warn("event=seccomp_flags_ignored profile={} reason=\"fnexec loads filters without flags\"",
+                 origin);
   }
   if (auto syscalls = FNEXEC_TRY(member<dom::array>(root, "syscalls", top))) {
-    size_t i = 0;
-    for (dom::element e : *syscalls) {
-      Where w = top.at("syscalls").index(i++);
-      dom::object entry;
-      if (e.get(entry) != simdjson::SUCCESS) return w.bad("expected an object");
-      FNEXEC_CHECK(add_profile_entry(ctx.get(), entry, default_action, default_errno, capabilities, w));
-    }
+    FNEXEC_CHECK(for_each_object(*syscalls, top.at("syscalls"), [&](dom::object entry, const Where& w) {
+      return add_profile_entry(ctx.get(), entry, default_action, default_errno, capabilities, w);
+    }));
   }
   return export_bpf(ctx.get(), origin);
 }

@@ -55,7 +55,9 @@ std::string errno_name(int err) {
   return n ? n : std::to_string(err);
 }
 
-std::string outcome(long rc) { return errno_name(rc < 0 ? errno : 0); }
+std::string outcome(long rc) {
+  return errno_name(rc < 0 ? errno : 0);
+}
 
 std::string hex(uint64_t v) {
   char buf[17];
@@ -63,10 +65,12 @@ std::string hex(uint64_t v) {
   return buf;
 }
 
-uint64_t bit(int cap) { return uint64_t{1} << cap; }
+uint64_t bit(int cap) {
+  return uint64_t{1} << cap;
+}
 
 struct Outcome {
-  int status = -1;  // wait status of the test child
+  int status = -1;   // wait status of the test child
   std::string text;  // everything it wrote, shown when a check fails
   std::map<std::string, std::string> values;
   const std::string& operator[](const std::string& key) const {
@@ -225,10 +229,10 @@ void report_ordinary_work(int fd) {
 const std::vector<std::string> kProbeAll = {"all"};
 // Every probe whose denial this layer guarantees on its own. /proc/sysrq-trigger is writable by
 // uid 0 until the launcher mounts it read-only or masks it, so it is probed separately.
-const std::vector<std::string> kProbeRoot = {"mount", "umount", "unshare", "clone_newuser", "setns", "pivot_root",
-                                             "chroot", "kcore", "ptrace_pid1", "module", "bpf", "keyctl",
-                                             "raw_socket", "clock", "reboot", "kexec", "open_by_handle",
-                                             "userfaultfd", "perf_event"};
+const std::vector<std::string> kProbeRoot = {
+    "mount",  "umount",      "unshare",        "clone_newuser", "setns",     "pivot_root", "chroot",
+    "kcore",  "ptrace_pid1", "module",         "bpf",           "keyctl",    "raw_socket", "clock",
+    "reboot", "kexec",       "open_by_handle", "userfaultfd",   "perf_event"};
 
 void check_denied(const Outcome& o, const std::vector<std::string>& names) {
   for (const auto& name : names) {
@@ -237,7 +241,9 @@ void check_denied(const Outcome& o, const std::vector<std::string>& names) {
   }
 }
 
-std::string mountinfo() { return fs::read_file("/proc/self/mountinfo").value_or("?"); }
+std::string mountinfo() {
+  return fs::read_file("/proc/self/mountinfo").value_or("?");
+}
 
 std::string hostname() {
   utsname u{};
@@ -286,7 +292,8 @@ TEST_CASE("privileges: default profile as root denies every escape and keeps ord
   CHECK(o["ptrace_traceme"] == "EPERM");
   check_denied(o, kProbeRoot);
   // Refused by the filter, not just by missing capabilities: unprivileged users may do these.
-  for (const char* name : {"unshare", "clone_newuser", "keyctl", "setns", "mount", "ptrace_pid1"}) CHECK(o[name] == "EPERM");
+  for (const char* name : {"unshare", "clone_newuser", "keyctl", "setns", "mount", "ptrace_pid1"})
+    CHECK(o[name] == "EPERM");
   CHECK(o["chroot"] == "EPERM");      // no CAP_SYS_CHROOT
   CHECK(o["raw_socket"] == "EPERM");  // no CAP_NET_RAW
 
@@ -298,7 +305,8 @@ TEST_CASE("privileges: default profile as root denies every escape and keeps ord
   CHECK(after.processes == before.processes);
 }
 
-TEST_CASE("privileges: escape_probe reports what is not denied (sysrq for uid 0 without the launcher's masks)") {
+TEST_CASE(
+    "privileges: escape_probe reports what is not denied (sysrq for uid 0 without the launcher's masks)") {
   auto p = prepare_privileges({});
   REQUIRE(p);
   Outcome o = run_applied(*p, false, [](int fd) { exec_probe(fd, {"sysrq", "mount"}); });
@@ -475,7 +483,8 @@ TEST_CASE("privileges: drop_bounding_set narrows only the bounding set") {
   w.reset();
   std::string text(8192, '\0');
   size_t got = 0;
-  for (ssize_t n; (n = ::read(r.get(), text.data() + got, text.size() - got)) > 0;) got += static_cast<size_t>(n);
+  for (ssize_t n; (n = ::read(r.get(), text.data() + got, text.size() - got)) > 0;)
+    got += static_cast<size_t>(n);
   text.resize(got);
   CHECK(wait_exit(pid) == 0);
   auto own = fs::read_file("/proc/self/status");
@@ -512,7 +521,8 @@ TEST_CASE("privileges: a failing step is named with its errno") {
   too_high.rlimits.push_back({RLIMIT_NOFILE, 64, RLIM_INFINITY});  // needs CAP_SYS_RESOURCE: we lack it here
   Privileges empty_filter = *p;
   empty_filter.seccomp_filter.clear();
-  for (auto [privileges, expected] : {std::pair{&too_high, "EPERM setrlimit"}, std::pair{&empty_filter, "EINVAL seccomp"}}) {
+  for (auto [privileges, expected] :
+       {std::pair{&too_high, "EPERM setrlimit"}, std::pair{&empty_filter, "EINVAL seccomp"}}) {
     Outcome o = run_applied(*privileges, false, [](int) {});
     INFO("child output:\n", o.text);
     if (privileges == &too_high && o["apply"] == "OK -") {

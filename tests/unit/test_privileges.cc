@@ -18,9 +18,13 @@ using namespace fnexec::sandbox;
 
 namespace {
 
-uint64_t bit(int cap) { return uint64_t{1} << cap; }
+uint64_t bit(int cap) {
+  return uint64_t{1} << cap;
+}
 
-std::string message_of(const Error& e) { return e.message(); }
+std::string message_of(const Error& e) {
+  return e.message();
+}
 
 }  // namespace
 
@@ -38,13 +42,14 @@ TEST_CASE("capability names: with or without CAP_, any case; bad names name the 
   auto r = capability_from_name("FROB", "--cap-add");
   REQUIRE(!r);
   CHECK(message_of(r.error()) ==
-        "cannot use --cap-add FROB: unknown capability (expected a name like NET_ADMIN or CAP_NET_ADMIN, or ALL)");
+        "cannot use --cap-add FROB: unknown capability (expected a name like NET_ADMIN or CAP_NET_ADMIN, or "
+        "ALL)");
 }
 
 TEST_CASE("the default capability set is Podman's, without NET_RAW, MKNOD, AUDIT_WRITE, SYS_CHROOT") {
   uint64_t d = default_capabilities();
-  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE, CAP_SETFCAP,
-                  CAP_SETGID, CAP_SETPCAP, CAP_SETUID})
+  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE,
+                  CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, CAP_SETUID})
     CHECK((d & bit(cap)) != 0);
   CHECK(__builtin_popcountll(d) == 10);
   for (int cap : {CAP_NET_RAW, CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SYS_CHROOT, CAP_SYS_ADMIN, CAP_SYS_PTRACE})
@@ -90,7 +95,8 @@ TEST_CASE("capability sets: add, drop, ALL, and non-root users") {
   auto missing = capability_sets(d, {"SYS_RESOURCE"}, {}, 0, held);
   REQUIRE(!missing);
   CHECK(message_of(missing.error()) ==
-        "cannot use --cap-add SYS_RESOURCE: fnexec does not hold this capability itself, so it cannot pass it on");
+        "cannot use --cap-add SYS_RESOURCE: fnexec does not hold this capability itself, so it cannot pass "
+        "it on");
   CHECK(capability_sets(d, {}, {}, 0, bit(CAP_CHOWN))->effective == bit(CAP_CHOWN));
 }
 
@@ -105,18 +111,20 @@ TEST_CASE("--ulimit parsing") {
   CHECK((l.resource == RLIMIT_STACK && l.soft == 8388608 && l.hard == RLIM_INFINITY));
   l = *parse_ulimit("memlock=-1");
   CHECK((l.soft == RLIM_INFINITY && l.hard == RLIM_INFINITY));
-  for (const char* name : {"nproc", "as", "cpu", "fsize", "nice", "rtprio", "msgqueue", "sigpending", "locks", "data"})
+  for (const char* name :
+       {"nproc", "as", "cpu", "fsize", "nice", "rtprio", "msgqueue", "sigpending", "locks", "data"})
     CHECK_MESSAGE(parse_ulimit(std::string(name) + "=1"), name);
 
-  for (const char* bad : {"nofile", "nofile=", "nofile=abc", "nofile=2:1", "nofile=1:2:3", "nofile=-2", "nofile=1k",
-                          "=5", "bogus=1", "NOFILE=1", "nofile=unlimited:5"}) {
+  for (const char* bad : {"nofile", "nofile=", "nofile=abc", "nofile=2:1", "nofile=1:2:3", "nofile=-2",
+                          "nofile=1k", "=5", "bogus=1", "NOFILE=1", "nofile=unlimited:5"}) {
     auto r = parse_ulimit(bad);
     REQUIRE_MESSAGE(!r, bad);
     CHECK(r.error().kind == ErrorKind::invalid);
     CHECK(message_of(r.error()).starts_with(std::string("cannot use --ulimit ") + bad + ":"));
   }
   CHECK(message_of(parse_ulimit("bogus=1").error()).find("known: nofile nproc core") != std::string::npos);
-  CHECK(message_of(parse_ulimit("nofile=2:1").error()).find("soft limit above the hard limit") != std::string::npos);
+  CHECK(message_of(parse_ulimit("nofile=2:1").error()).find("soft limit above the hard limit") !=
+        std::string::npos);
 }
 
 TEST_CASE("sandbox rlimits: defaults, overrides, and a hard limit above ours") {
@@ -147,12 +155,10 @@ TEST_CASE("sandbox rlimits: defaults, overrides, and a hard limit above ours") {
   std::string above = "nofile=1:" + std::to_string(nofile.rlim_max + 1);
   auto refused = sandbox_rlimits({above}, false);
   REQUIRE(!refused);
-  CHECK(message_of(refused.error()) == "cannot use --ulimit " + above + ": hard limit " +
-                                           std::to_string(nofile.rlim_max + 1) +
-                                           " is above the current hard nofile limit " +
-                                           std::to_string(nofile.rlim_max) +
-                                           " and raising it needs CAP_SYS_RESOURCE; ask for at most " +
-                                           std::to_string(nofile.rlim_max));
+  CHECK(message_of(refused.error()) ==
+        "cannot use --ulimit " + above + ": hard limit " + std::to_string(nofile.rlim_max + 1) +
+            " is above the current hard nofile limit " + std::to_string(nofile.rlim_max) +
+            " and raising it needs CAP_SYS_RESOURCE; ask for at most " + std::to_string(nofile.rlim_max));
   CHECK(sandbox_rlimits({above}, true));
   CHECK(sandbox_rlimits({"nofile=1:" + std::to_string(nofile.rlim_max)}, false));
 }
@@ -209,7 +215,8 @@ TEST_CASE("seccomp profiles: OCI and Docker JSON") {
   REQUIRE_MESSAGE(docker, (docker ? "" : docker.error().message()));
   CHECK(docker->size() > 10);
   // With CAP_SYS_ADMIN the clone rule is excluded and mount is included: a different program.
-  auto admin = seccomp_filter_from_profile(kDockerLike, "docker.json", default_capabilities() | bit(CAP_SYS_ADMIN));
+  auto admin =
+      seccomp_filter_from_profile(kDockerLike, "docker.json", default_capabilities() | bit(CAP_SYS_ADMIN));
   REQUIRE(admin);
   CHECK(admin->size() != docker->size());
 
@@ -234,7 +241,8 @@ TEST_CASE("seccomp profiles: a bad one names the file and the problem") {
       {R"({"defaultAction": 3})", "defaultAction: expected a string"},
       {R"({"defaultAction": "SCMP_ACT_NOPE"})", "defaultAction: unknown action 'SCMP_ACT_NOPE'"},
       {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": {}})", "syscalls: expected an array"},
-      {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"]}]})", "syscalls[0].action: missing"},
+      {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"]}]})",
+       "syscalls[0].action: missing"},
       {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": "read", "action": "SCMP_ACT_ERRNO"}]})",
        "syscalls[0].names: expected an array"},
       {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [1], "action": "SCMP_ACT_ERRNO"}]})",
@@ -292,18 +300,21 @@ TEST_CASE("prepare_privileges: defaults, and errors that name the flag or file")
 
   PrivilegeSpec bad_cap;
   bad_cap.cap_add = {"NET_ADMIN", "WIZARD"};
-  CHECK(message_of(prepare_privileges(bad_cap).error()).starts_with("cannot use --cap-add WIZARD: unknown capability"));
+  CHECK(message_of(prepare_privileges(bad_cap).error())
+            .starts_with("cannot use --cap-add WIZARD: unknown capability"));
 
   PrivilegeSpec bad_ulimit;
   bad_ulimit.ulimits = {"files=10"};
-  CHECK(message_of(prepare_privileges(bad_ulimit).error()).starts_with("cannot use --ulimit files=10: unknown limit"));
+  CHECK(message_of(prepare_privileges(bad_ulimit).error())
+            .starts_with("cannot use --ulimit files=10: unknown limit"));
 
   PrivilegeSpec missing;
   missing.seccomp = SeccompMode::file;
   missing.seccomp_file = "/nonexistent/profile.json";
   auto m = prepare_privileges(missing);
   REQUIRE(!m);
-  CHECK(message_of(m.error()) == "cannot use --seccomp: open /nonexistent/profile.json: No such file or directory");
+  CHECK(message_of(m.error()) ==
+        "cannot use --seccomp: open /nonexistent/profile.json: No such file or directory");
 
   auto dir = fs::TempDir::make("/tmp", "fnexec-unit-seccomp-");
   REQUIRE(dir);

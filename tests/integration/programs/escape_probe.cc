@@ -40,19 +40,27 @@ constexpr int kWritable = 251;
 constexpr int kReadable = 252;
 constexpr int kAbsent = 253;
 
-int result(long rc) { return rc < 0 ? errno : kOk; }
+int result(long rc) {
+  return rc < 0 ? errno : kOk;
+}
 
 bool is_dev_null(int fd) {
   struct stat st {};
   return fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3);
 }
 
-int probe_mount() { return result(mount("/nonexistent-fnexec-probe", "/", nullptr, MS_BIND, nullptr)); }
+int probe_mount() {
+  return result(mount("/nonexistent-fnexec-probe", "/", nullptr, MS_BIND, nullptr));
+}
 
 // MNT_EXPIRE on the root mount is EINVAL once the permission check passed: nothing is unmounted.
-int probe_umount() { return result(umount2("/", MNT_EXPIRE)); }
+int probe_umount() {
+  return result(umount2("/", MNT_EXPIRE));
+}
 
-int probe_unshare() { return result(unshare(CLONE_NEWUSER)); }
+int probe_unshare() {
+  return result(unshare(CLONE_NEWUSER));
+}
 
 int probe_clone_newuser() {
   long pid = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, 0);
@@ -75,7 +83,9 @@ int probe_pivot_root() {
   return result(syscall(SYS_pivot_root, "/nonexistent-fnexec-probe-new", "/nonexistent-fnexec-probe-old"));
 }
 
-int probe_chroot() { return result(chroot("/")); }
+int probe_chroot() {
+  return result(chroot("/"));
+}
 
 int probe_sysrq() {
   int fd = open("/proc/sysrq-trigger", O_WRONLY | O_CLOEXEC);
@@ -94,7 +104,9 @@ int probe_kcore() {
 }
 
 // Seize does not stop the tracee, and the tracer's exit detaches it.
-int probe_ptrace_pid1() { return result(ptrace(PTRACE_SEIZE, 1, nullptr, nullptr)); }
+int probe_ptrace_pid1() {
+  return result(ptrace(PTRACE_SEIZE, 1, nullptr, nullptr));
+}
 
 int probe_module() {
   // Both check CAP_SYS_MODULE before looking at the (invalid) image or fd.
@@ -112,9 +124,13 @@ int probe_bpf() {
   return result(syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof attr));
 }
 
-int probe_keyctl() { return result(syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)); }
+int probe_keyctl() {
+  return result(syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0));
+}
 
-int probe_raw_socket() { return result(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)); }
+int probe_raw_socket() {
+  return result(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
+}
 
 // Sets the clock to what it read a moment before: if it were allowed, the clock would not jump.
 int probe_clock() {
@@ -124,10 +140,14 @@ int probe_clock() {
 }
 
 // A bad magic number is EINVAL, but only after the CAP_SYS_BOOT check.
-int probe_reboot() { return result(syscall(SYS_reboot, 0, 0, 0, nullptr)); }
+int probe_reboot() {
+  return result(syscall(SYS_reboot, 0, 0, 0, nullptr));
+}
 
 // An unknown kexec architecture is EINVAL, after the CAP_SYS_BOOT check; nothing is loaded or unloaded.
-int probe_kexec() { return result(syscall(SYS_kexec_load, 0, 0, nullptr, 0x00ff0000UL)); }
+int probe_kexec() {
+  return result(syscall(SYS_kexec_load, 0, 0, nullptr, 0x00ff0000UL));
+}
 
 int probe_open_by_handle() {
   struct {
@@ -138,7 +158,9 @@ int probe_open_by_handle() {
   return result(syscall(SYS_open_by_handle_at, AT_FDCWD, &handle, O_RDONLY));
 }
 
-int probe_userfaultfd() { return result(syscall(SYS_userfaultfd, O_CLOEXEC)); }
+int probe_userfaultfd() {
+  return result(syscall(SYS_userfaultfd, O_CLOEXEC));
+}
 
 int probe_perf_event() {
   struct perf_event_attr attr {};
@@ -156,16 +178,26 @@ struct Probe {
 };
 
 constexpr Probe kProbes[] = {
-    {"mount", probe_mount},           {"umount", probe_umount},
-    {"unshare", probe_unshare},       {"clone_newuser", probe_clone_newuser},
-    {"setns", probe_setns},           {"pivot_root", probe_pivot_root},
-    {"chroot", probe_chroot},         {"sysrq", probe_sysrq},
-    {"kcore", probe_kcore},           {"ptrace_pid1", probe_ptrace_pid1},
-    {"module", probe_module},         {"bpf", probe_bpf},
-    {"keyctl", probe_keyctl},         {"raw_socket", probe_raw_socket},
-    {"clock", probe_clock},           {"reboot", probe_reboot},
-    {"kexec", probe_kexec},           {"open_by_handle", probe_open_by_handle},
-    {"userfaultfd", probe_userfaultfd}, {"perf_event", probe_perf_event},
+    {"mount", probe_mount},
+    {"umount", probe_umount},
+    {"unshare", probe_unshare},
+    {"clone_newuser", probe_clone_newuser},
+    {"setns", probe_setns},
+    {"pivot_root", probe_pivot_root},
+    {"chroot", probe_chroot},
+    {"sysrq", probe_sysrq},
+    {"kcore", probe_kcore},
+    {"ptrace_pid1", probe_ptrace_pid1},
+    {"module", probe_module},
+    {"bpf", probe_bpf},
+    {"keyctl", probe_keyctl},
+    {"raw_socket", probe_raw_socket},
+    {"clock", probe_clock},
+    {"reboot", probe_reboot},
+    {"kexec", probe_kexec},
+    {"open_by_handle", probe_open_by_handle},
+    {"userfaultfd", probe_userfaultfd},
+    {"perf_event", probe_perf_event},
 };
 
 // Runs one probe in a child; prints its line; returns true when the operation was denied.
@@ -193,7 +225,8 @@ bool run_probe(const Probe& probe) {
                      : code == kAbsent   ? "ABSENT"
                                          : strerrorname_np(code);
   printf("%s %s\n", probe.name, text ? text : "UNKNOWN");
-  return code == EPERM || code == EACCES || code == EROFS || code == ENOSYS || code == kMasked || code == kAbsent;
+  return code == EPERM || code == EACCES || code == EROFS || code == ENOSYS || code == kMasked ||
+         code == kAbsent;
 }
 
 }  // namespace
