@@ -11,20 +11,6 @@
 
 namespace fnexec::sandbox {
 
-namespace {
-
-// Raising a hard rlimit needs CAP_SYS_RESOURCE in the launcher (root here may lack it).
-bool holds_sys_resource() {
-  cap_t caps = cap_get_proc();
-  if (caps == nullptr) return false;
-  cap_flag_value_t value = CAP_CLEAR;
-  cap_get_flag(caps, CAP_SYS_RESOURCE, CAP_EFFECTIVE, &value);
-  cap_free(caps);
-  return value == CAP_SET;
-}
-
-}  // namespace
-
 uint64_t default_capabilities() {
   uint64_t set = 0;
   for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE,
@@ -57,7 +43,9 @@ Result<Privileges> prepare_privileges(const PrivilegeSpec& spec) {
       p.seccomp_enabled = false;
       break;
   }
-  p.rlimits = FNEXEC_TRY(sandbox_rlimits(spec.ulimits, holds_sys_resource()));
+  // Raising a hard rlimit needs CAP_SYS_RESOURCE in the launcher (root here may lack it).
+  bool may_raise = held_capabilities() & (uint64_t{1} << CAP_SYS_RESOURCE);
+  p.rlimits = FNEXEC_TRY(sandbox_rlimits(spec.ulimits, may_raise));
   return p;
 }
 
