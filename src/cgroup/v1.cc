@@ -197,7 +197,9 @@ class V1Hierarchy final : public Hierarchy {
   }
   std::vector<std::string> sandbox_parents() const override {
     std::vector<std::string> out;
-    for (auto& d : unique_dirs(parents_)) out.push_back(d.string());
+    for (const char* c : kV1Controllers)
+      if (auto d = dir_of(parents_, c); d && std::find(out.begin(), out.end(), d->string()) == out.end())
+        out.push_back(d->string());
     return out;
   }
   bool has_memory_peak() const override { return features_.memory_peak; }
