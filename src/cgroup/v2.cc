@@ -196,9 +196,10 @@ Features probe_features(const stdfs::path& leaf) {
   f.memory_peak = file_exists(leaf / "memory.peak");
   if (f.memory_peak) {
     f.memory_peak_file = "memory.peak";
-    // kernfs refuses a write open of a file without a write handler: before 6.12 memory.peak has none.
-    UniqueFd fd(::open((leaf / "memory.peak").c_str(), O_WRONLY | O_CLOEXEC));
-    f.memory_peak_resettable = static_cast<bool>(fd);
+    // Before 6.12 memory.peak has no write handler; root may still open it for writing, so only a
+    // real write tells. The reset is per fd and this fd is closed at once: nothing else is affected.
+    UniqueFd fd(::open((leaf / "memory.peak").c_str(), O_RDWR | O_CLOEXEC));
+    f.memory_peak_resettable = fd && ::write(fd.get(), "reset", 5) == 5;
   }
   f.swap_limit = file_exists(leaf / "memory.swap.max");
   f.cgroup_kill = file_exists(leaf / "cgroup.kill");
