@@ -31,6 +31,8 @@ namespace stdfs = std::filesystem;
 namespace {
 
 constexpr uint64_t MiB = 1 << 20;
+// The v1 controllers fnexec places sandboxes in.
+const std::string kUsed[] = {"memory", "cpu", "cpuacct", "pids", "freezer"};
 
 // Every test uses its own prefix, so parallel fnexec instances on the host are never touched.
 cgroup::Options test_options() {
@@ -262,6 +264,42 @@ TEST_CASE("limits land in the kernel's files; bad ids and duplicates are refused
   auto refused = h->create("refused", {.pids = uint64_t{1} << 62});
   CHECK(!refused);
   CHECK(count_cgroups(*h) == before);
+}
+
+TEST_CASE("the child is in the sandbox before its first instruction (CLONE_INTO_CGROUP on v2)") {
+  if (!test::is_root()) return;
+  auto h = hierarchy();
+  PrefixCleanup cleanup{h};
+  auto sb = h->create("first", {});
+  REQUIRE(sb);
+  struct Seen {
+    char text[2048];
+    ssize_t n;
+  };
+  auto c = spawn_in(**sb, [](int out) {
+    Seen s{};
+    int fd = ::open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+    s.n = fd < 0 ? -1 : ::read(fd, s.text, sizeof s.text - 1);
+    write_all(out, &s, sizeof s);
+    return 0;
+  });
+  auto seen = read_result<Seen>(c);
+  CHECK(WIFEXITED(wait_status(c.pid)));
+  REQUIRE(seen.n > 0);
+  auto entries = cgroup::parse_proc_cgroup(std::string_view(seen.text, static_cast<size_t>(seen.n)));
+  REQUIRE(entries);
+  bool v2 = h->mode() == cgroup::Mode::v2;
+  CHECK(c.cloned_into == v2);
+  int inside = 0;
+  for (auto& e : *entries) {
+    bool ours = v2 ? e.hierarchy_id == 0
+                   : std::find_first_of(e.controllers.begin(), e.controllers.end(), std::begin(kUsed),
+                                        std::end(kUsed)) != e.controllers.end();
+    if (!ours) continue;
+    CHECK(e.path.ends_with("/sandboxes/first"));
+    ++inside;
+  }
+  CHECK(inside == (v2 ? 1 : static_cast<int>((*sb)->paths().size())));
 }
 
 TEST_CASE("a function touching 64 MiB under a 32 MiB limit is OOM-killed and counted") {
