@@ -11,10 +11,10 @@
 #include "cgroup/parse.h"
 
 // FNEXEC_TRY for Result<> (void): util/error.h's macro dereferences the value, which void has not.
-#define CGROUP_CHECK(expr)                                                  \
-  do {                                                                      \
-    if (auto cgroup_check_r_ = (expr); !cgroup_check_r_)                    \
-      return std::unexpected(std::move(cgroup_check_r_.error()));           \
+#define CGROUP_CHECK(expr)                                        \
+  do {                                                            \
+    if (auto cgroup_check_r_ = (expr); !cgroup_check_r_)          \
+      return std::unexpected(std::move(cgroup_check_r_.error())); \
   } while (0)
 
 namespace fnexec::cgroup::detail {
@@ -33,10 +33,11 @@ struct OwnCgroup {
 };
 
 // Our cgroup in the v2 hierarchy, or nullopt when cgroup2 is not mounted (or our path is outside it).
-std::optional<OwnCgroup> own_v2(const std::vector<ProcCgroupEntry>& self, const std::vector<CgroupMount>& mounts);
+std::optional<OwnCgroup> own_v2(const std::vector<ProcCgroupEntry>& self,
+                                const std::vector<CgroupMount>& mounts);
 // Our cgroup in the v1 hierarchy that holds controller (e.g. "memory"), or nullopt.
-std::optional<OwnCgroup> own_v1(const std::vector<ProcCgroupEntry>& self, const std::vector<CgroupMount>& mounts,
-                                const std::string& controller);
+std::optional<OwnCgroup> own_v1(const std::vector<ProcCgroupEntry>& self,
+                                const std::vector<CgroupMount>& mounts, const std::string& controller);
 
 bool file_exists(const stdfs::path& p);
 // mkdir that accepts an existing directory.
@@ -50,6 +51,11 @@ std::vector<std::string> subdirs(const stdfs::path& dir);
 std::vector<pid_t> procs_below(const stdfs::path& dir);
 // Sleeps a little longer each round, so a short wait costs microseconds and a long one little CPU.
 void backoff_sleep(int round);
+
+// Error unless valid_id(id).
+Result<> check_id(std::string_view id);
+// Counters since a baseline: subtracts base's cumulative counters (cpu, oom kills) from u.
+void subtract_counters(Usage& u, const Usage& base);
 
 Result<std::shared_ptr<Hierarchy>> make_v2(const OwnCgroup& own, const Options& options);
 Result<std::shared_ptr<Hierarchy>> make_v1(const std::vector<ProcCgroupEntry>& self,

@@ -14,9 +14,12 @@ namespace fnexec::cgroup {
 
 std::string_view to_string(Mode m) {
   switch (m) {
-    case Mode::v2: return "v2";
-    case Mode::v1: return "v1";
-    case Mode::disabled: return "disabled";
+    case Mode::v2:
+      return "v2";
+    case Mode::v1:
+      return "v1";
+    case Mode::disabled:
+      return "disabled";
   }
   return "?";
 }
@@ -40,7 +43,8 @@ std::optional<OwnCgroup> join(const CgroupMount& m, const std::string& path) {
   // In a cgroup namespace or a bind-mounted subtree, the mount's root is a prefix of our path.
   std::string_view rel = path;
   if (m.root != "/") {
-    if (!rel.starts_with(m.root) || (rel.size() > m.root.size() && rel[m.root.size()] != '/')) return std::nullopt;
+    if (!rel.starts_with(m.root) || (rel.size() > m.root.size() && rel[m.root.size()] != '/'))
+      return std::nullopt;
     rel.remove_prefix(m.root.size());
   }
   while (!rel.empty() && rel.front() == '/') rel.remove_prefix(1);
@@ -50,7 +54,8 @@ std::optional<OwnCgroup> join(const CgroupMount& m, const std::string& path) {
 
 }  // namespace
 
-std::optional<OwnCgroup> own_v2(const std::vector<ProcCgroupEntry>& self, const std::vector<CgroupMount>& mounts) {
+std::optional<OwnCgroup> own_v2(const std::vector<ProcCgroupEntry>& self,
+                                const std::vector<CgroupMount>& mounts) {
   const ProcCgroupEntry* entry = nullptr;
   for (auto& e : self)
     if (e.hierarchy_id == 0 && e.controllers.empty()) entry = &e;
@@ -61,9 +66,11 @@ std::optional<OwnCgroup> own_v2(const std::vector<ProcCgroupEntry>& self, const 
   return std::nullopt;
 }
 
-std::optional<OwnCgroup> own_v1(const std::vector<ProcCgroupEntry>& self, const std::vector<CgroupMount>& mounts,
-                                const std::string& controller) {
-  auto has = [&](const std::vector<std::string>& v) { return std::find(v.begin(), v.end(), controller) != v.end(); };
+std::optional<OwnCgroup> own_v1(const std::vector<ProcCgroupEntry>& self,
+                                const std::vector<CgroupMount>& mounts, const std::string& controller) {
+  auto has = [&](const std::vector<std::string>& v) {
+    return std::find(v.begin(), v.end(), controller) != v.end();
+  };
   for (auto& e : self) {
     if (e.hierarchy_id == 0 || !has(e.controllers)) continue;
     for (auto& m : mounts)
@@ -73,7 +80,9 @@ std::optional<OwnCgroup> own_v1(const std::vector<ProcCgroupEntry>& self, const 
   return std::nullopt;
 }
 
-bool file_exists(const stdfs::path& p) { return ::access(p.c_str(), F_OK) == 0; }
+bool file_exists(const stdfs::path& p) {
+  return ::access(p.c_str(), F_OK) == 0;
+}
 
 Result<> ensure_dir(const stdfs::path& p) {
   if (::mkdir(p.c_str(), 0755) == 0 || errno == EEXIST) return {};
@@ -114,6 +123,22 @@ Result<> remove_cgroup_tree(const stdfs::path& dir) {
     if (errno != EBUSY || Clock::now() > deadline) return fail_errno("remove cgroup", dir.string());
     backoff_sleep(round);
   }
+}
+
+Result<> check_id(std::string_view id) {
+  if (valid_id(id)) return {};
+  return fail(ErrorKind::invalid, "create cgroup for sandbox", "'" + std::string(id) + "'",
+              "ids are 1-64 of [A-Za-z0-9_.-], not starting with '.'");
+}
+
+void subtract_counters(Usage& u, const Usage& base) {
+  auto minus = [](std::optional<uint64_t>& v, const std::optional<uint64_t>& b) {
+    if (v && b) v = *v >= *b ? *v - *b : 0;
+  };
+  minus(u.cpu_user_us, base.cpu_user_us);
+  minus(u.cpu_system_us, base.cpu_system_us);
+  minus(u.cpu_total_us, base.cpu_total_us);
+  minus(u.oom_kills, base.oom_kills);
 }
 
 }  // namespace detail
@@ -181,10 +206,12 @@ Result<std::shared_ptr<Hierarchy>> Hierarchy::detect(const Options& options) {
     v2_offer += "]";
   }
   bool any_v1 = false;
-  for (const char* c : {"memory", "cpu", "pids"}) any_v1 = any_v1 || detail::own_v1(self, mounts, c).has_value();
+  for (const char* c : {"memory", "cpu", "pids"})
+    any_v1 = any_v1 || detail::own_v1(self, mounts, c).has_value();
   if (any_v1) return detail::make_v1(self, mounts, options);
 
-  std::string reason = "cgroup v2 " + v2_offer + " (need memory cpu pids) and no v1 hierarchy mounts memory, cpu or pids";
+  std::string reason =
+      "cgroup v2 " + v2_offer + " (need memory cpu pids) and no v1 hierarchy mounts memory, cpu or pids";
   if (options.allow_disabled) return std::make_shared<NoHierarchy>(reason);
   return fail(ErrorKind::unavailable, "find usable cgroups", {},
               reason + "; mount them, or pass --cgroups=disabled to run without limits and accounting");

@@ -48,13 +48,13 @@ struct Usage {
 
 // What the detected kernel offers, for `fnexec info` and for callers that adapt.
 struct Features {
-  bool memory_peak = false;            // v2 memory.peak (5.19+) or v1 memory.max_usage_in_bytes
-  bool memory_peak_resettable = false; // v1 always; v2 per-fd reset (6.12+)
-  bool swap_limit = false;             // memory.swap.max / memory.memsw.limit_in_bytes
-  bool cgroup_kill = false;            // v2 cgroup.kill (5.14+)
-  bool freezer = false;                // v2 cgroup.freeze or the v1 freezer controller
-  bool clone_into_cgroup = false;      // v2: clone3 CLONE_INTO_CGROUP (5.7+)
-  std::string memory_peak_file;        // "memory.peak", "memory.max_usage_in_bytes" or ""
+  bool memory_peak = false;             // v2 memory.peak (5.19+) or v1 memory.max_usage_in_bytes
+  bool memory_peak_resettable = false;  // v1 always; v2 per-fd reset (6.12+)
+  bool swap_limit = false;              // memory.swap.max / memory.memsw.limit_in_bytes
+  bool cgroup_kill = false;             // v2 cgroup.kill (5.14+)
+  bool freezer = false;                 // v2 cgroup.freeze or the v1 freezer controller
+  bool clone_into_cgroup = false;       // v2: clone3 CLONE_INTO_CGROUP (5.7+)
+  std::string memory_peak_file;         // "memory.peak", "memory.max_usage_in_bytes" or ""
 };
 
 struct Options {

@@ -42,8 +42,10 @@ std::string unescape_octal(std::string_view s) {
       int v = 0;
       bool ok = true;
       for (size_t j = 1; j <= 3; ++j) {
-        if (s[i + j] < '0' || s[i + j] > '7') ok = false;
-        else v = v * 8 + (s[i + j] - '0');
+        if (s[i + j] < '0' || s[i + j] > '7')
+          ok = false;
+        else
+          v = v * 8 + (s[i + j] - '0');
       }
       if (ok) {
         out += static_cast<char>(v);
@@ -64,7 +66,8 @@ Result<std::vector<ProcCgroupEntry>> parse_proc_cgroup(std::string_view text) {
     if (line.empty()) continue;
     size_t a = line.find(':');
     size_t b = a == std::string_view::npos ? a : line.find(':', a + 1);
-    if (b == std::string_view::npos) return fail(ErrorKind::corrupt, "parse /proc/self/cgroup line", std::string(line));
+    if (b == std::string_view::npos)
+      return fail(ErrorKind::corrupt, "parse /proc/self/cgroup line", std::string(line));
     auto id = to_number<int>(line.substr(0, a));
     auto path = line.substr(b + 1);
     if (!id || path.empty() || path.front() != '/')
@@ -108,7 +111,9 @@ std::optional<uint64_t> keyed_value(std::string_view text, std::string_view key)
   return std::nullopt;
 }
 
-std::optional<uint64_t> single_value(std::string_view text) { return to_number<uint64_t>(trim(text)); }
+std::optional<uint64_t> single_value(std::string_view text) {
+  return to_number<uint64_t>(trim(text));
+}
 
 std::vector<pid_t> parse_pids(std::string_view text) {
   std::vector<pid_t> out;
@@ -166,15 +171,23 @@ Result<uint64_t> parse_size(std::string_view text) {
   auto number = s.substr(0, num_end);
   std::string unit;
   for (char c : trim(s.substr(num_end))) unit += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-  if (unit.size() > 1 && unit.ends_with("ib")) unit.resize(unit.size() - 2);
-  else if (unit.size() > 1 && unit.back() == 'b') unit.pop_back();
+  if (unit.size() > 1 && unit.ends_with("ib"))
+    unit.resize(unit.size() - 2);
+  else if (unit.size() > 1 && unit.back() == 'b')
+    unit.pop_back();
   int shift = 0;
-  if (unit.empty() || unit == "b") shift = 0;
-  else if (unit == "k") shift = 10;
-  else if (unit == "m") shift = 20;
-  else if (unit == "g") shift = 30;
-  else if (unit == "t") shift = 40;
-  else return bad();
+  if (unit.empty() || unit == "b")
+    shift = 0;
+  else if (unit == "k")
+    shift = 10;
+  else if (unit == "m")
+    shift = 20;
+  else if (unit == "g")
+    shift = 30;
+  else if (unit == "t")
+    shift = 40;
+  else
+    return bad();
   if (number.find('.') == std::string_view::npos) {
     auto v = to_number<uint64_t>(number);
     if (!v || (shift && *v > (UINT64_MAX >> shift))) return bad();

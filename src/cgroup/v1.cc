@@ -1,13 +1,12 @@
 // cgroup v1 backend: one hierarchy per mounted controller set (memory, cpu, cpuacct, pids, freezer);
 // co-mounted controllers ("cpu,cpuacct") share one directory.
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <map>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 #include "cgroup/backend.h"
 #include "util/fs.h"
@@ -39,7 +38,8 @@ class V1Sandbox final : public SandboxCgroup {
   V1Sandbox(ControllerDirs dirs, Features features)
       : dirs_(std::move(dirs)), all_(unique_dirs(dirs_)), features_(std::move(features)) {}
   ~V1Sandbox() override {
-    if (auto r = destroy(); !r) spdlog::error("event=cgroup_destroy_failed path={} error=\"{}\"", path(), r.error().message());
+    if (auto r = destroy(); !r)
+      spdlog::error("event=cgroup_destroy_failed path={} error=\"{}\"", path(), r.error().message());
   }
 
   Result<> set_limits(const Limits& limits) {
@@ -86,13 +86,7 @@ class V1Sandbox final : public SandboxCgroup {
   Result<Usage> usage() const override {
     Usage u = FNEXEC_TRY(raw_usage());
     if (!has_base_) return u;
-    auto minus = [](std::optional<uint64_t>& v, const std::optional<uint64_t>& b) {
-      if (v && b) v = *v >= *b ? *v - *b : 0;
-    };
-    minus(u.cpu_user_us, base_.cpu_user_us);
-    minus(u.cpu_system_us, base_.cpu_system_us);
-    minus(u.cpu_total_us, base_.cpu_total_us);
-    minus(u.oom_kills, base_.oom_kills);
+    subtract_counters(u, base_);
     return u;
   }
 
@@ -186,7 +180,8 @@ class V1Sandbox final : public SandboxCgroup {
 class V1Hierarchy final : public Hierarchy {
  public:
   // parents: controller → its hierarchy's ".../PREFIX/sandboxes" directory.
-  V1Hierarchy(ControllerDirs parents, Features features) : parents_(std::move(parents)), features_(std::move(features)) {}
+  V1Hierarchy(ControllerDirs parents, Features features)
+      : parents_(std::move(parents)), features_(std::move(features)) {}
 
   Mode mode() const override { return Mode::v1; }
   std::vector<std::string> controllers() const override {
@@ -206,9 +201,7 @@ class V1Hierarchy final : public Hierarchy {
   Features features() const override { return features_; }
 
   Result<std::unique_ptr<SandboxCgroup>> create(std::string_view id, const Limits& limits) override {
-    if (!valid_id(id))
-      return fail(ErrorKind::invalid, "create cgroup for sandbox", "'" + std::string(id) + "'",
-                  "ids are 1-64 of [A-Za-z0-9_.-], not starting with '.'");
+    CGROUP_CHECK(check_id(id));
     ControllerDirs dirs;
     for (auto& [c, parent] : parents_) dirs[c] = parent / std::string(id);
     std::vector<stdfs::path> made;

@@ -2,11 +2,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
-
-#include <spdlog/spdlog.h>
 
 #include "cgroup/backend.h"
 #include "util/fs.h"
@@ -20,7 +19,8 @@ class V2Sandbox final : public SandboxCgroup {
   V2Sandbox(stdfs::path dir, UniqueFd dirfd, Features features)
       : dir_(std::move(dir)), dirfd_(std::move(dirfd)), features_(std::move(features)) {}
   ~V2Sandbox() override {
-    if (auto r = destroy(); !r) spdlog::error("event=cgroup_destroy_failed path={} error=\"{}\"", dir_.string(), r.error().message());
+    if (auto r = destroy(); !r)
+      spdlog::error("event=cgroup_destroy_failed path={} error=\"{}\"", dir_.string(), r.error().message());
   }
 
   Result<> set_limits(const Limits& limits) {
@@ -53,13 +53,7 @@ class V2Sandbox final : public SandboxCgroup {
   Result<Usage> usage() const override {
     Usage u = FNEXEC_TRY(raw_usage());
     if (!has_base_) return u;
-    auto minus = [](std::optional<uint64_t>& v, const std::optional<uint64_t>& b) {
-      if (v && b) v = *v >= *b ? *v - *b : 0;
-    };
-    minus(u.cpu_user_us, base_.cpu_user_us);
-    minus(u.cpu_system_us, base_.cpu_system_us);
-    minus(u.cpu_total_us, base_.cpu_total_us);
-    minus(u.oom_kills, base_.oom_kills);
+    subtract_counters(u, base_);
     if (u.memory_peak_bytes && !peak_fd_) u.memory_peak_includes_setup = true;
     return u;
   }
@@ -152,9 +146,7 @@ class V2Hierarchy final : public Hierarchy {
   Features features() const override { return features_; }
 
   Result<std::unique_ptr<SandboxCgroup>> create(std::string_view id, const Limits& limits) override {
-    if (!valid_id(id))
-      return fail(ErrorKind::invalid, "create cgroup for sandbox", "'" + std::string(id) + "'",
-                  "ids are 1-64 of [A-Za-z0-9_.-], not starting with '.'");
+    CGROUP_CHECK(check_id(id));
     auto dir = base_ / "sandboxes" / std::string(id);
     if (::mkdir(dir.c_str(), 0755) != 0) {
       auto e = fail_errno("create cgroup", dir.string());
@@ -216,7 +208,8 @@ Features probe_features(const stdfs::path& leaf) {
 Result<std::shared_ptr<Hierarchy>> make_v2(const OwnCgroup& own, const Options& options) {
   // A child of fnexec (or a second fnexec started by it) already sits in OWN/X/supervisor: reuse X.
   stdfs::path top = own.dir, base = own.dir / options.prefix;
-  if (own.dir.filename() == "supervisor" && own.dir != own.mount_point && file_exists(own.dir.parent_path() / "sandboxes")) {
+  if (own.dir.filename() == "supervisor" && own.dir != own.mount_point &&
+      file_exists(own.dir.parent_path() / "sandboxes")) {
     base = own.dir.parent_path();
     top = base.parent_path();
   }
@@ -230,8 +223,9 @@ Result<std::shared_ptr<Hierarchy>> make_v2(const OwnCgroup& own, const Options& 
   for (const auto& dir : {top, base, base / "sandboxes"}) {
     if (auto r = fs::write_file(dir / "cgroup.subtree_control", enable); !r) {
       if (r.error().err == EBUSY)
-        r.error().detail = "other processes still live in this cgroup; start fnexec in a cgroup of its own "
-                           "(systemd: Delegate=yes)";
+        r.error().detail =
+            "other processes still live in this cgroup; start fnexec in a cgroup of its own "
+            "(systemd: Delegate=yes)";
       return std::unexpected(r.error());
     }
   }

@@ -14,12 +14,14 @@ namespace {
 std::string json_string(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
+    if (c == '"' || c == '\\')
+      out += '\\', out += c;
     else if (static_cast<unsigned char>(c) < 0x20) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\u%04x", c);
       out += buf;
-    } else out += c;
+    } else
+      out += c;
   }
   return out + "\"";
 }
@@ -39,9 +41,12 @@ std::string words(const std::vector<std::string>& v) {
 std::string kill_method(const cgroup::Hierarchy& h) {
   auto f = h.features();
   switch (h.mode()) {
-    case cgroup::Mode::v2: return f.cgroup_kill ? "cgroup.kill" : f.freezer ? "cgroup.freeze+SIGKILL" : "SIGKILL";
-    case cgroup::Mode::v1: return f.freezer ? "freezer+SIGKILL" : "SIGKILL";
-    case cgroup::Mode::disabled: return "pid-namespace";
+    case cgroup::Mode::v2:
+      return f.cgroup_kill ? "cgroup.kill" : f.freezer ? "cgroup.freeze+SIGKILL" : "SIGKILL";
+    case cgroup::Mode::v1:
+      return f.freezer ? "freezer+SIGKILL" : "SIGKILL";
+    case cgroup::Mode::disabled:
+      return "pid-namespace";
   }
   return "?";
 }
@@ -76,8 +81,9 @@ int print_info(bool json, const std::string& cgroups_flag) {
   if (parents.empty()) std::printf("sandbox parent:    -\n");
   for (size_t i = 0; i < parents.size(); ++i)
     std::printf("%s%s\n", i ? "                   " : "sandbox parent:    ", parents[i].c_str());
-  std::printf("memory peak:       %s%s\n", f.memory_peak_file.empty() ? "no" : f.memory_peak_file.c_str(),
-              f.memory_peak && !f.memory_peak_resettable ? " (not resettable: pooled sandboxes include setup)" : "");
+  std::printf(
+      "memory peak:       %s%s\n", f.memory_peak_file.empty() ? "no" : f.memory_peak_file.c_str(),
+      f.memory_peak && !f.memory_peak_resettable ? " (not resettable: pooled sandboxes include setup)" : "");
   std::printf("swap limit:        %s\n", yn[f.swap_limit]);
   std::printf("kill:              %s\n", kill_method(hier).c_str());
   std::printf("clone into cgroup: %s\n", yn[f.clone_into_cgroup]);
@@ -87,11 +93,13 @@ int print_info(bool json, const std::string& cgroups_flag) {
 }  // namespace
 
 void add_info_command(CLI::App& app, Globals& g) {
-  auto* sub = app.add_subcommand("info", "show the cgroup mode, controllers and kernel features fnexec will use");
+  auto* sub =
+      app.add_subcommand("info", "show the cgroup mode, controllers and kernel features fnexec will use");
   auto json = std::make_shared<bool>(false);
   auto cgroups = std::make_shared<std::string>("auto");
   sub->add_flag("--json", *json, "print one JSON object");
-  sub->add_option("--cgroups", *cgroups, "auto: cgroups are required; disabled: run without limits and accounting")
+  sub->add_option("--cgroups", *cgroups,
+                  "auto: cgroups are required; disabled: run without limits and accounting")
       ->check(CLI::IsMember({"auto", "disabled"}))
       ->capture_default_str();
   sub->callback([&g, json, cgroups] { g.exit_code = print_info(*json, *cgroups); });
