@@ -9,6 +9,17 @@
 //       (memory, cpu, cpuacct, pids, freezer; co-mounted ones such as cpu,cpuacct share a dir).
 // A process already in an OWN/X/supervisor leaf with X/sandboxes next to it reuses X
 // (children of fnexec inherit its cgroup and must not nest a second layout).
+//
+// Launcher sequence:
+//   h = Hierarchy::detect(options)   once per process, keep it (v2: moves the caller into supervisor/)
+//   cg = h->create(id, limits)       before the clone
+//   v2: clone3 with CLONE_INTO_CGROUP and cgroup = cg->clone_into_fd(); if clone3 refuses, clone without
+//       it and attach(pid) before the child runs any function code.
+//   v1: clone; the child waits on its control fd; attach(pid); then the child goes on. A child that
+//       unshares CLONE_NEWCGROUP must do so after attach, or its namespace root is the supervisor's cgroup.
+//   at "go": cg->baseline() (pooled sandboxes; a fresh sandbox may skip it)
+//   end or timeout: cg->kill() if anything may be left, cg->usage(), then destroy() (or drop cg).
+// Not thread-safe per SandboxCgroup; create() may run concurrently.
 #pragma once
 
 #include <sys/types.h>
@@ -106,6 +117,7 @@ class SandboxCgroup {
   virtual Result<> attach(pid_t pid) = 0;
   // Takes the counters now as the zero point of usage() (pooled sandboxes: setup is not billed).
   virtual Result<> baseline() = 0;
+  // Read it before destroy(): the counters go with the cgroup.
   virtual Result<Usage> usage() const = 0;
   // Kills every process in the cgroup (v2 cgroup.kill; v1 freeze, SIGKILL all, thaw) and waits until empty.
   virtual Result<> kill() = 0;

@@ -26,7 +26,7 @@ case $TEST_BIN in /proc/*|/sys/*|/dev/*) echo "test binary must not live under /
 if [ -n "${FNEXEC_VM_CACHE:-}" ]; then CACHE=$FNEXEC_VM_CACHE
 elif [ -n "${XDG_CACHE_HOME:-}" ]; then CACHE=$XDG_CACHE_HOME/fnexec-vm
 else CACHE=/var/cache/fnexec-vm; fi
-T0=$(date +%s.%N)
+T0=$(date +%s%N)
 "$HERE/fetch-kernel.sh" "$CACHE"
 rc=$?
 [ $rc = 77 ] && skip "Debian's kernel package cannot be downloaded (see above)"
@@ -77,10 +77,10 @@ timeout "${FNEXEC_VM_TIMEOUT:-420}" qemu-system-x86_64 -nodefaults -no-user-conf
     -virtfs local,path="$OUT",mount_tag=out,security_model=none \
     < /dev/null 2>&1 | tr -d '\r' | grep -a '^fnexec-vm:'
 QEMU_RC=${PIPESTATUS[0]}
-WALL=$(echo "$(date +%s.%N) - $T0" | bc)
+WALL_MS=$(( ($(date +%s%N) - T0) / 1000000 ))
 [ -f "$OUT/guest.log" ] && cat "$OUT/guest.log"
 STATUS=$(cat "$OUT/status" 2>/dev/null || echo none)
-echo "fnexec-vm: kernel=$KVER accel=$ACCEL qemu_rc=$QEMU_RC guest_status=$STATUS wall=${WALL}s"
+echo "fnexec-vm: kernel=$KVER accel=$ACCEL qemu_rc=$QEMU_RC guest_status=$STATUS wall_ms=$WALL_MS"
 [ "$QEMU_RC" = 124 ] && { echo "FAIL: the VM timed out"; exit 1; }
 [ "$STATUS" = 0 ] && exit 0
 echo "FAIL: guest status $STATUS"
