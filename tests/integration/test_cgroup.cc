@@ -19,6 +19,7 @@
 #include "cgroup/cgroup.h"
 #include "cgroup/parse.h"
 #include "support/fixtures.h"
+#include "support/proc.h"
 #include "util/fs.h"
 #include "util/syscalls.h"
 #include "util/unique_fd.h"
@@ -592,6 +593,31 @@ TEST_SUITE("cgroup") {
     CHECK(*n == 1);
     CHECK(WIFSIGNALED(wait_status(sleeper)));
     CHECK(count_cgroups(*h) == before);
+  }
+
+}  // TEST_SUITE
+
+TEST_SUITE("cgroup") {
+  TEST_CASE("fnexec info reports the mode detect() sees; a bad --cgroups value is refused") {
+    if (!test::is_root()) return;
+    auto h = hierarchy();
+    PrefixCleanup cleanup{h};
+    auto text = test::fnexec({"info"});
+    CHECK(text.exit_code == 0);
+    CHECK(text.out.find("cgroup mode:       " + std::string(cgroup::to_string(h->mode())) + "\n") !=
+          std::string::npos);
+    CHECK(text.out.find("memory peak:") != std::string::npos);
+    auto json = test::fnexec({"info", "--json"});
+    CHECK(json.exit_code == 0);
+    CHECK(json.out.starts_with("{\"cgroup_mode\":\"" + std::string(cgroup::to_string(h->mode())) + "\""));
+    CHECK(json.out.find("\"memory_peak\":true") != std::string::npos);
+    MESSAGE("fnexec info --json: " << json.out);
+    auto off = test::fnexec({"info", "--cgroups=disabled"});
+    CHECK(off.exit_code == 0);
+    CHECK(off.out.find("cgroup mode:       disabled\n") != std::string::npos);
+    auto bad = test::fnexec({"info", "--cgroups=sometimes"});
+    CHECK(bad.exit_code == 125);
+    CHECK(bad.err.find("--cgroups") != std::string::npos);
   }
 
 }  // TEST_SUITE
