@@ -93,6 +93,8 @@ class V1Sandbox final : public SandboxCgroup {
   Result<> kill() override {
     if (destroyed_) return {};
     auto freezer = dir_of(dirs_, "freezer");
+    // A crash during create() can leave a sandbox in some hierarchies only (remove_stale()).
+    if (freezer && !file_exists(*freezer)) freezer.reset();
     if (freezer) {
       // Frozen tasks cannot fork, so one listing catches every process; SIGKILL lands when thawed.
       CGROUP_CHECK(fs::write_file(*freezer / "freezer.state", "FROZEN"));
@@ -104,7 +106,7 @@ class V1Sandbox final : public SandboxCgroup {
     for (int round = 0;; ++round) {
       bool empty = true;
       for (auto& d : all_)
-        if (!parse_pids(fs::read_file(d / "cgroup.procs").value_or("")).empty()) empty = false;
+        if (!procs_below(d).empty()) empty = false;
       if (empty) return {};
       if (Clock::now() > deadline)
         return fail(ErrorKind::internal, "empty cgroup", path(),
@@ -208,7 +210,7 @@ class V1Hierarchy final : public Hierarchy {
     for (auto& d : unique_dirs(dirs)) {
       if (::mkdir(d.c_str(), 0755) != 0) {
         auto e = fail_errno("create cgroup", d.string());
-        if (errno == EEXIST) e.error().kind = ErrorKind::exists;
+        if (e.error().err == EEXIST) e.error().kind = ErrorKind::exists;
         for (auto& m : made) ::rmdir(m.c_str());
         return e;
       }

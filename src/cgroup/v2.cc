@@ -150,7 +150,7 @@ class V2Hierarchy final : public Hierarchy {
     auto dir = base_ / "sandboxes" / std::string(id);
     if (::mkdir(dir.c_str(), 0755) != 0) {
       auto e = fail_errno("create cgroup", dir.string());
-      if (errno == EEXIST) e.error().kind = ErrorKind::exists;
+      if (e.error().err == EEXIST) e.error().kind = ErrorKind::exists;
       return e;
     }
     UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
