@@ -623,4 +623,18 @@ TEST_SUITE("cgroup") {
     CHECK(bad.err.find("--cgroups") != std::string::npos);
   }
 
+  TEST_CASE("without cgroup mounts: a clear error, unless --cgroups=disabled") {
+    if (!test::is_root()) return;
+    // A private mount namespace without /sys/fs/cgroup: what a container without cgroupfs looks like.
+    auto bin = test::fnexec_bin().string();
+    auto r = test::run({"unshare", "-m", "sh", "-c", "umount -l /sys/fs/cgroup && exec \"$0\" info", bin});
+    CHECK(r.exit_code == 125);
+    CHECK(r.err.find("cannot find usable cgroups") != std::string::npos);
+    CHECK(r.err.find("--cgroups=disabled") != std::string::npos);
+    auto off = test::run({"unshare", "-m", "sh", "-c",
+                          "umount -l /sys/fs/cgroup && exec \"$0\" info --cgroups=disabled", bin});
+    CHECK(off.exit_code == 0);
+    CHECK(off.out.starts_with("cgroup mode:       disabled\n"));
+  }
+
 }  // TEST_SUITE
