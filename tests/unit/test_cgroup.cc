@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include "cgroup/backend.h"
 #include "cgroup/cgroup.h"
 #include "cgroup/parse.h"
 
@@ -129,6 +130,36 @@ TEST_SUITE("cgroup") {
     CHECK(options_from_flag("disabled")->force_disabled);
     CHECK(!options_from_flag("off"));
     CHECK(to_string(Mode::v2) == "v2");
+  }
+
+  TEST_CASE("own cgroup directories: separate and co-mounted cpu/cpuacct, v2, mount roots") {
+    const char* mi =
+        "26 25 0:23 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+        "27 25 0:24 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+        "28 25 0:25 /outer /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
+        "29 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+    auto mounts = parse_cgroup_mounts(mi);
+    auto self =
+        *parse_proc_cgroup("5:pids:/outer/inner\n4:memory:/process_api/e32f\n1:cpu,cpuacct:/\n0::/a\n");
+    auto mem = detail::own_v1(self, mounts, "memory");
+    REQUIRE(mem);
+    CHECK(mem->dir == "/sys/fs/cgroup/memory/process_api/e32f");
+    auto cpu = detail::own_v1(self, mounts, "cpu");
+    auto cpuacct = detail::own_v1(self, mounts, "cpuacct");
+    REQUIRE(cpu);
+    REQUIRE(cpuacct);
+    CHECK(cpu->dir == "/sys/fs/cgroup/cpu,cpuacct");
+    CHECK(cpuacct->dir == cpu->dir);
+    auto pids = detail::own_v1(self, mounts, "pids");
+    REQUIRE(pids);
+    CHECK(pids->dir == "/sys/fs/cgroup/pids/inner");  // the mount shows /outer as its root
+    CHECK(!detail::own_v1(self, mounts, "freezer"));
+    auto v2 = detail::own_v2(self, mounts);
+    REQUIRE(v2);
+    CHECK(v2->dir == "/sys/fs/cgroup/unified/a");
+    // Our path outside the mount's root (another cgroup namespace's mount) is not ours to use.
+    auto elsewhere = *parse_proc_cgroup("5:pids:/other\n");
+    CHECK(!detail::own_v1(elsewhere, mounts, "pids"));
   }
 
 }  // TEST_SUITE
