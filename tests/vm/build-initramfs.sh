@@ -31,7 +31,8 @@ add_module() {   # add_module NAME: the module and everything modules.dep says i
         add_module "${dep%%.ko*}"
     done
 }
-for m in virtio_pci 9pnet_virtio 9p; do add_module "$m"; done
+# overlay and veth: the sandbox tests that may run here mount overlay roots and create veth pairs.
+for m in virtio_pci 9pnet_virtio 9p overlay veth; do add_module "$m"; done
 cp "$KMOD"/modules.builtin "$KMOD"/modules.builtin.modinfo "$KMOD"/modules.order "$ROOT/lib/modules/$KVER/"
 depmod -b "$ROOT" "$KVER"
 (cd "$ROOT" && find . -print0 | cpio --null -o -H newc --quiet) > "$OUT.tmp"
