@@ -224,8 +224,8 @@ Result<std::shared_ptr<Hierarchy>> make_v2(const OwnCgroup& own, const Options& 
     if (auto r = fs::write_file(dir / "cgroup.subtree_control", enable); !r) {
       if (r.error().err == EBUSY)
         r.error().detail =
-            "other processes still live in this cgroup; start fnexec in a cgroup of its own "
-            "(systemd: Delegate=yes)";
+            "other processes still live in this cgroup; start fnexec in a cgroup of its own (a service "
+            "with Delegate=yes, or systemd-run --scope -p Delegate=yes fnexec ...)";
       return std::unexpected(r.error());
     }
   }

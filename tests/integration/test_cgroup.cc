@@ -545,6 +545,7 @@ TEST_SUITE("cgroup") {
     PrefixCleanup cleanup{h};
     auto snap = test::ResourceSnapshot::take();
     size_t before = count_cgroups(*h);
+    auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < 200; ++i) {
       auto sb = h->create("cycle-" + std::to_string(i), {.memory_bytes = 64 * MiB, .cpus = 1, .pids = 8});
       REQUIRE(sb);
@@ -558,6 +559,10 @@ TEST_SUITE("cgroup") {
         CHECK(WIFSIGNALED(wait_status(c.pid)));
       }
     }
+    MESSAGE("200 create+destroy cycles (10 with a process to kill): "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+                   .count()
+            << " ms");
     CHECK(count_cgroups(*h) == before);
     auto after = test::ResourceSnapshot::take();
     CHECK(after.fds == snap.fds);
