@@ -7,6 +7,11 @@
 
 #include "util/error.h"
 
+namespace fnexec::server {
+class Client;
+struct HttpResponse;
+}  // namespace fnexec::server
+
 namespace fnexec::cli {
 
 // Exit codes shared by every subcommand (podman/crun conventions).
@@ -26,5 +31,21 @@ int report(const Error& e);
 void add_image_commands(CLI::App& app, Globals& g);
 void add_run_command(CLI::App& app, Globals& g);
 void add_info_command(CLI::App& app, Globals& g);
+void add_serve_command(CLI::App& app, Globals& g);
+
+// Client subcommands of the daemon (cmd_fn.cc, cmd_invoke.cc, cmd_invocations.cc, cmd_logs.cc).
+struct EndpointOptions {
+  std::string socket;      // --socket, FNEXEC_SOCKET, default /run/fnexec/fnexec.sock
+  std::string host;        // --host http://HOST:PORT, FNEXEC_HOST
+  std::string token_file;  // --token-file, FNEXEC_TOKEN_FILE (TCP)
+};
+void add_endpoint_options(CLI::App* sub, EndpointOptions& o);
+Result<server::Client> connect(const EndpointOptions& o);
+// An HTTP error reply as an Error for report(): the daemon's message and the status.
+Error http_error(const server::HttpResponse& r, std::string what);
+void add_fn_commands(CLI::App& app, Globals& g);
+void add_invoke_command(CLI::App& app, Globals& g);
+void add_invocations_command(CLI::App& app, Globals& g);
+void add_logs_command(CLI::App& app, Globals& g);
 
 }  // namespace fnexec::cli

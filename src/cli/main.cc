@@ -28,6 +28,11 @@ int main(int argc, char** argv) {
   add_image_commands(app, g);
   add_run_command(app, g);
   add_info_command(app, g);
+  add_serve_command(app, g);
+  add_fn_commands(app, g);
+  add_invoke_command(app, g);
+  add_invocations_command(app, g);
+  add_logs_command(app, g);
 
   try {
     app.parse(argc, argv);

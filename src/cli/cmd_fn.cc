@@ -1,0 +1,187 @@
+// fnexec fn create|ls|show|rm: the function registry of the daemon, over its API.
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "cgroup/cgroup.h"
+#include "cli/commands.h"
+#include "server/client.h"
+#include "server/config.h"
+#include "server/json.h"
+
+namespace fnexec::cli {
+
+void add_endpoint_options(CLI::App* sub, EndpointOptions& o) {
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v ? v : "");
+  };
+  o.socket = env("FNEXEC_SOCKET");
+  if (o.socket.empty()) o.socket = server::kDefaultSocket;
+  o.host = env("FNEXEC_HOST");
+  o.token_file = env("FNEXEC_TOKEN_FILE");
+  sub->add_option("--socket", o.socket, "daemon socket (env FNEXEC_SOCKET)")->capture_default_str();
+  sub->add_option("--host", o.host, "daemon over TCP: http://HOST:PORT (env FNEXEC_HOST)");
+  sub->add_option("--token-file", o.token_file, "bearer token for --host (env FNEXEC_TOKEN_FILE)");
+}
+
+Result<server::Client> connect(const EndpointOptions& o) {
+  server::Endpoint ep;
+  ep.socket = o.socket;
+  ep.url = o.host;
+  if (!o.token_file.empty()) ep.token = FNEXEC_TRY(server::read_token_file(o.token_file));
+  return server::Client::connect(ep);
+}
+
+// "HTTP 404: no function named x" as an Error, for report().
+Error http_error(const server::HttpResponse& r, std::string what) {
+  return Error{r.status == 404 ? ErrorKind::not_found : ErrorKind::invalid, 0, std::move(what), {},
+               fmt::format("{} (HTTP {})", server::error_message(r), r.status)};
+}
+
+namespace {
+
+struct CreateFlags {
+  std::string name, image, memory, cpus, timeout, idle_timeout, max_output, entrypoint, workdir, user;
+  std::optional<uint64_t> pids_limit;
+  std::optional<uint32_t> min_warm, max_concurrency;
+  std::vector<std::string> env, cmd;
+};
+
+Result<std::string> create_body(const CreateFlags& f) {
+  server::JsonWriter w;
+  w.begin_object().field("image", f.image);
+  if (!f.entrypoint.empty()) w.key("entrypoint").begin_array().value(f.entrypoint).end_array();
+  if (!f.cmd.empty()) w.field("cmd", f.cmd);
+  if (!f.env.empty()) w.field("env", f.env);
+  if (!f.workdir.empty()) w.field("workdir", f.workdir);
+  if (!f.user.empty()) w.field("user", f.user);
+  if (!f.memory.empty()) w.field("memory_mb", FNEXEC_TRY(cgroup::parse_size(f.memory)) >> 20);
+  if (!f.cpus.empty()) w.field("cpus", FNEXEC_TRY(cgroup::parse_cpus(f.cpus)));
+  if (f.pids_limit) w.field("pids_limit", *f.pids_limit);
+  if (!f.timeout.empty())
+    w.field("timeout_ms", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(f.timeout)).count()));
+  if (!f.idle_timeout.empty())
+    w.field("idle_timeout_s", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(f.idle_timeout)).count() / 1000));
+  if (f.min_warm) w.field("min_warm", *f.min_warm);
+  if (f.max_concurrency) w.field("max_concurrency", *f.max_concurrency);
+  if (!f.max_output.empty()) w.field("max_output_bytes", FNEXEC_TRY(cgroup::parse_size(f.max_output)));
+  w.end_object();
+  return w.take();
+}
+
+int do_create(const EndpointOptions& e, const CreateFlags& f) {
+  auto body = create_body(f);
+  if (!body) return report(body.error());
+  auto client = connect(e);
+  if (!client) return report(client.error());
+  auto r = client->request("PUT", "/v1/functions/" + f.name, *body);
+  if (!r) return report(r.error());
+  if (r->status != 200 && r->status != 201) return report(http_error(*r, "create function " + f.name));
+  std::printf("%s\n", f.name.c_str());
+  return 0;
+}
+
+int do_ls(const EndpointOptions& e, bool quiet) {
+  auto client = connect(e);
+  if (!client) return report(client.error());
+  auto r = client->request("GET", "/v1/functions");
+  if (!r) return report(r.error());
+  if (r->status != 200) return report(http_error(*r, "list functions"));
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(r->body);
+  simdjson::dom::array list;
+  if (parser.parse(padded)["functions"].get(list))
+    return report(fail(ErrorKind::corrupt, "read function list", {}, "unexpected reply").error());
+  if (!quiet) std::printf("%-24s %-28s %8s %5s %8s %8s %6s\n", "NAME", "IMAGE", "MEMORY", "CPUS", "TIMEOUT", "WARM", "MAX");
+  for (auto f : list) {
+    std::string_view name, image;
+    uint64_t mem = 0, timeout = 0, min_warm = 0, max_conc = 0, warm = 0;
+    double cpus = 0;
+    server::read_member(f["name"], name);
+    if (quiet) {
+      std::printf("%.*s\n", static_cast<int>(name.size()), name.data());
+      continue;
+    }
+    server::read_member(f["image"], image);
+    server::read_member(f["memory_mb"], mem);
+    server::read_member(f["cpus"], cpus);
+    server::read_member(f["timeout_ms"], timeout);
+    server::read_member(f["min_warm"], min_warm);
+    server::read_member(f["max_concurrency"], max_conc);
+    server::read_member(f["pool"]["warm"], warm);
+    std::printf("%-24.*s %-28.*s %6luMi %5g %7.1fs %3lu/%-4lu %6lu\n", static_cast<int>(name.size()), name.data(),
+                static_cast<int>(image.size()), image.data(), mem, cpus, static_cast<double>(timeout) / 1000, warm,
+                min_warm, max_conc);
+  }
+  return 0;
+}
+
+int do_simple(const EndpointOptions& e, const char* method, const std::string& name, bool print_body) {
+  auto client = connect(e);
+  if (!client) return report(client.error());
+  auto r = client->request(method, "/v1/functions/" + name);
+  if (!r) return report(r.error());
+  if (r->status >= 300) return report(http_error(*r, std::string(method == std::string_view("GET") ? "show" : "delete") + " function " + name));
+  if (print_body) std::printf("%s\n", r->body.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_fn_commands(CLI::App& app, Globals& g) {
+  auto* fn = app.add_subcommand("fn", "manage the daemon's functions");
+  fn->require_subcommand(1);
+
+  auto f = std::make_shared<CreateFlags>();
+  auto ce = std::make_shared<EndpointOptions>();
+  auto* create = fn->add_subcommand("create", "register or update a function: fnexec fn create NAME --image REF [-- CMD...]");
+  create->add_option("name", f->name, "function name")->required();
+  create->add_option("--image", f->image, "image reference (name:tag or sha256:...)")->required();
+  create->add_option("--memory", f->memory, "memory limit, e.g. 256m (default 256m)");
+  create->add_option("--cpus", f->cpus, "CPU quota, e.g. 0.5 (default 1)");
+  create->add_option("--pids-limit", f->pids_limit, "maximum number of processes (default 256)");
+  create->add_option("--timeout", f->timeout, "per invocation, e.g. 30s, 500ms (default 30s)");
+  create->add_option("--idle-timeout", f->idle_timeout, "shrink an unused pool after this long, e.g. 10m");
+  create->add_option("--min-warm", f->min_warm, "sandboxes kept parked (default 1)");
+  create->add_option("--max-concurrency", f->max_concurrency, "invocations at once (default 16)");
+  create->add_option("--max-output", f->max_output, "stdout cap, e.g. 6m");
+  create->add_option("-e,--env", f->env, "KEY=VALUE added to the image's environment")->take_all();
+  create->add_option("--entrypoint", f->entrypoint, "program to run instead of the image's entrypoint");
+  create->add_option("-w,--workdir", f->workdir, "working directory inside the image");
+  create->add_option("-u,--user", f->user, "uid[:gid] to run as");
+  create->add_option("cmd", f->cmd, "arguments (after --), replacing the image's cmd");
+  add_endpoint_options(create, *ce);
+  create->callback([f, ce, &g] { g.exit_code = do_create(*ce, *f); });
+
+  auto le = std::make_shared<EndpointOptions>();
+  auto quiet = std::make_shared<bool>(false);
+  auto* ls = fn->add_subcommand("ls", "list functions");
+  ls->add_flag("-q,--quiet", *quiet, "names only");
+  add_endpoint_options(ls, *le);
+  ls->callback([le, quiet, &g] { g.exit_code = do_ls(*le, *quiet); });
+
+  auto se = std::make_shared<EndpointOptions>();
+  auto show_name = std::make_shared<std::string>();
+  auto* show = fn->add_subcommand("show", "print a function's definition and pool state as JSON");
+  show->add_option("name", *show_name, "function name")->required();
+  add_endpoint_options(show, *se);
+  show->callback([se, show_name, &g] { g.exit_code = do_simple(*se, "GET", *show_name, true); });
+
+  auto re = std::make_shared<EndpointOptions>();
+  auto rm_names = std::make_shared<std::vector<std::string>>();
+  auto* rm = fn->add_subcommand("rm", "delete functions and drain their pools");
+  rm->add_option("names", *rm_names, "function names")->required();
+  add_endpoint_options(rm, *re);
+  rm->callback([re, rm_names, &g] {
+    for (const auto& n : *rm_names) {
+      int rc = do_simple(*re, "DELETE", n, false);
+      if (rc != 0) g.exit_code = rc;
+    }
+  });
+}
+
+}  // namespace fnexec::cli

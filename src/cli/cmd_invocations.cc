@@ -1,0 +1,88 @@
+// fnexec invocations [NAME] and fnexec invocations show ID: the daemon's invocation records.
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include "cli/commands.h"
+#include "server/client.h"
+
+namespace fnexec::cli {
+
+namespace {
+
+struct InvocationsFlags {
+  std::string name;
+  std::string id;
+  uint64_t limit = 20;
+  bool json = false;
+};
+
+std::string local_time(int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  ::localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+int do_list(const EndpointOptions& e, const InvocationsFlags& f) {
+  auto client = connect(e);
+  if (!client) return report(client.error());
+  std::string target = f.id.empty() ? fmt::format("/v1/invocations?limit={}{}", f.limit,
+                                                  f.name.empty() ? "" : "&function=" + f.name)
+                                    : "/v1/invocations/" + f.id;
+  auto r = client->request("GET", target);
+  if (!r) return report(r.error());
+  if (r->status != 200) return report(http_error(*r, "list invocations"));
+  if (f.json || !f.id.empty()) {
+    std::printf("%s\n", r->body.c_str());
+    return 0;
+  }
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(r->body);
+  simdjson::dom::array list;
+  if (parser.parse(padded)["invocations"].get(list))
+    return report(fail(ErrorKind::corrupt, "read invocation list", {}, "unexpected reply").error());
+  std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %10s %7s %s\n", "ID", "FUNCTION", "MODE", "STATUS", "OUTCOME", "START",
+              "WALL_MS", "BILLED", "QUEUED");
+  for (auto row : list) {
+    std::string_view id, fn, mode, status, outcome = "-", start = "-";
+    int64_t queued = 0;
+    uint64_t wall = 0, billed = 0;
+    server::read_member(row["id"], id);
+    server::read_member(row["function"], fn);
+    server::read_member(row["mode"], mode);
+    server::read_member(row["status"], status);
+    server::read_member(row["outcome"], outcome);
+    server::read_member(row["start"], start);
+    server::read_member(row["queued_ms"], queued);
+    bool have_wall = server::read_member(row["wall_us"], wall);
+    server::read_member(row["billed_ms"], billed);
+    auto s = [](std::string_view v) { return std::string(v); };
+    std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %10s %7s %s\n", s(id).c_str(), s(fn).c_str(), s(mode).c_str(),
+                s(status).c_str(), s(outcome).c_str(), s(start).c_str(),
+                have_wall ? fmt::format("{:.3f}", static_cast<double>(wall) / 1000).c_str() : "-",
+                have_wall ? fmt::format("{}", billed).c_str() : "-", local_time(queued).c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_invocations_command(CLI::App& app, Globals& g) {
+  auto f = std::make_shared<InvocationsFlags>();
+  auto e = std::make_shared<EndpointOptions>();
+  auto* sub = app.add_subcommand("invocations", "list the daemon's invocation records, newest first");
+  sub->add_option("name", f->name, "only this function");
+  sub->add_option("--id", f->id, "show one invocation as JSON (with an async invocation's output)");
+  sub->add_option("-n,--limit", f->limit, "how many")->capture_default_str();
+  sub->add_flag("--json", f->json, "print the API's JSON");
+  add_endpoint_options(sub, *e);
+  sub->callback([f, e, &g] { g.exit_code = do_list(*e, *f); });
+}
+
+}  // namespace fnexec::cli

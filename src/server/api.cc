@@ -1,0 +1,409 @@
+#include "server/api.h"
+
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <charconv>
+#include <set>
+#include <vector>
+
+#include "server/json.h"
+
+namespace fnexec::server {
+
+namespace {
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// application/x-www-form-urlencoded rules for query values ('+' is a space), plain %XX in paths.
+std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string_view> split_path(std::string_view path) {
+  std::vector<std::string_view> parts;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    parts.push_back(path.substr(i, j - i));
+    i = j;
+  }
+  return parts;
+}
+
+RouteMatch by_method(std::string_view method, std::initializer_list<std::pair<std::string_view, Route>> table) {
+  RouteMatch m;
+  for (const auto& [verb, r] : table) {
+    if (method == verb || (method == "HEAD" && verb == "GET")) {
+      m.route = r;
+      return m;
+    }
+    if (!m.allow.empty()) m.allow += ", ";
+    m.allow += verb;
+  }
+  m.route = Route::method_not_allowed;
+  return m;
+}
+
+}  // namespace
+
+RouteMatch route(std::string_view method, std::string_view target) {
+  std::string_view path = target, query;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    path = target.substr(0, q);
+    query = target.substr(q + 1);
+  }
+  std::map<std::string, std::string> params;
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    size_t eq = pair.find('=');
+    auto k = percent_decode(pair.substr(0, eq), true);
+    auto v = percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), true);
+    if (!k || !v) {
+      RouteMatch bad;
+      bad.route = Route::bad_request;
+      bad.error = fmt::format("query parameter '{}' is not valid percent-encoding", pair);
+      return bad;
+    }
+    params[*k] = *v;
+  }
+
+  auto parts = split_path(path);
+  RouteMatch m;
+  if (parts.size() == 1 && parts[0] == "healthz") {
+    m = by_method(method, {{"GET", Route::healthz}});
+  } else if (parts.size() == 1 && parts[0] == "metrics") {
+    m = by_method(method, {{"GET", Route::metrics}});
+  } else if (parts.size() >= 2 && parts[0] == "v1") {
+    auto p = parts[1];
+    if (p == "functions" && parts.size() == 2) {
+      m = by_method(method, {{"GET", Route::functions_list}});
+    } else if (p == "functions" && parts.size() == 3) {
+      m = by_method(method, {{"GET", Route::function_get}, {"PUT", Route::function_put},
+                             {"DELETE", Route::function_delete}});
+    } else if (p == "functions" && parts.size() == 4 && parts[3] == "invoke") {
+      m = by_method(method, {{"POST", Route::function_invoke}});
+    } else if (p == "functions" && parts.size() == 4 && parts[3] == "logs") {
+      m = by_method(method, {{"GET", Route::function_logs}});
+    } else if (p == "invocations" && parts.size() == 2) {
+      m = by_method(method, {{"GET", Route::invocations_list}});
+    } else if (p == "invocations" && parts.size() == 3) {
+      m = by_method(method, {{"GET", Route::invocation_get}});
+    } else if (p == "images" && parts.size() == 2) {
+      m = by_method(method, {{"GET", Route::images_list}, {"POST", Route::images_import}});
+    }
+    if (parts.size() >= 3 && m.route != Route::not_found) {
+      auto decoded = percent_decode(parts[2], false);
+      if (!decoded) {
+        RouteMatch bad;
+        bad.route = Route::bad_request;
+        bad.error = fmt::format("path segment '{}' is not valid percent-encoding", parts[2]);
+        return bad;
+      }
+      m.param = std::move(*decoded);
+    }
+  }
+  m.query = std::move(params);
+  return m;
+}
+
+Result<> validate_function_name(std::string_view name) {
+  auto bad = [&](std::string detail) {
+    return fail(ErrorKind::invalid, "accept function name", std::string(name),
+                detail + "; a name is 1-63 of a-z 0-9 _ . - starting with a letter or digit");
+  };
+  if (name.empty()) return bad("it is empty");
+  if (name.size() > 63) return bad(fmt::format("it is {} characters long", name.size()));
+  auto lower_alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!lower_alnum(name[0])) return bad(fmt::format("it starts with '{}'", name[0]));
+  for (char c : name)
+    if (!lower_alnum(c) && c != '_' && c != '.' && c != '-')
+      return bad(fmt::format("'{}' is not allowed", c));
+  return {};
+}
+
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+std::string_view type_name(element_type t) {
+  switch (t) {
+    case element_type::ARRAY: return "an array";
+    case element_type::OBJECT: return "an object";
+    case element_type::INT64:
+    case element_type::UINT64: return "an integer";
+    case element_type::DOUBLE: return "a number";
+    case element_type::STRING: return "a string";
+    case element_type::BOOL: return "a boolean";
+    case element_type::NULL_VALUE: return "null";
+  }
+  return "a value";
+}
+
+std::unexpected<Error> field_error(std::string_view field, std::string detail) {
+  return fail(ErrorKind::invalid, "accept function", {}, fmt::format("field \"{}\" {}", field, detail));
+}
+
+Result<uint64_t> get_uint(std::string_view field, element v, uint64_t min, uint64_t max) {
+  auto t = v.type();
+  uint64_t n = 0;
+  if (t == element_type::UINT64) {
+    n = v.get_uint64().value_unsafe();
+  } else if (t == element_type::INT64) {
+    int64_t s = v.get_int64().value_unsafe();
+    if (s < 0) return field_error(field, fmt::format("must be at least {}, got {}", min, s));
+    n = static_cast<uint64_t>(s);
+  } else {
+    return field_error(field, fmt::format("must be an integer, got {}", type_name(t)));
+  }
+  if (n < min || n > max) return field_error(field, fmt::format("must be between {} and {}, got {}", min, max, n));
+  return n;
+}
+
+Result<std::string> get_string(std::string_view field, element v) {
+  std::string_view s;
+  if (v.get_string().get(s)) return field_error(field, fmt::format("must be a string, got {}", type_name(v.type())));
+  if (s.find('\0') != std::string_view::npos) return field_error(field, "must not contain NUL bytes");
+  return std::string(s);
+}
+
+Result<std::vector<std::string>> get_string_array(std::string_view field, element v) {
+  simdjson::dom::array arr;
+  if (v.get_array().get(arr))
+    return field_error(field, fmt::format("must be an array of strings, got {}", type_name(v.type())));
+  std::vector<std::string> out;
+  for (element e : arr) {
+    std::string_view s;
+    if (e.get_string().get(s))
+      return field_error(field, fmt::format("must be an array of strings, has {}", type_name(e.type())));
+    if (s.find('\0') != std::string_view::npos) return field_error(field, "must not contain NUL bytes");
+    out.emplace_back(s);
+  }
+  return out;
+}
+
+Result<> check_env_entry(std::string_view field, std::string_view entry) {
+  auto eq = entry.find('=');
+  if (eq == 0 || eq == std::string_view::npos)
+    return field_error(field, fmt::format("entry \"{}\" is not KEY=VALUE", entry));
+  return {};
+}
+
+// env: ["K=V", ...] or {"K": "V", ...}.
+Result<std::vector<std::string>> get_env(element v) {
+  if (v.type() == element_type::OBJECT) {
+    std::vector<std::string> out;
+    for (auto kv : simdjson::dom::object(v)) {
+      std::string_view s;
+      if (kv.value.get_string().get(s))
+        return field_error("env", fmt::format("value of \"{}\" must be a string", kv.key));
+      std::string entry = fmt::format("{}={}", kv.key, s);
+      FNEXEC_TRY(check_env_entry("env", entry));
+      if (entry.find('\0') != std::string::npos) return field_error("env", "must not contain NUL bytes");
+      out.push_back(std::move(entry));
+    }
+    return out;
+  }
+  auto list = FNEXEC_TRY(get_string_array("env", v));
+  for (const auto& e : list) FNEXEC_TRY(check_env_entry("env", e));
+  return list;
+}
+
+constexpr uint64_t MiB = 1 << 20;
+
+}  // namespace
+
+Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json) {
+  FNEXEC_TRY(validate_function_name(name));
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(json);
+  element doc;
+  if (auto err = parser.parse(padded).get(doc))
+    return fail(ErrorKind::invalid, "parse function document", {},
+                fmt::format("malformed JSON: {}", simdjson::error_message(err)));
+  simdjson::dom::object obj;
+  if (doc.get_object().get(obj))
+    return fail(ErrorKind::invalid, "parse function document", {},
+                fmt::format("expected a JSON object, got {}", type_name(doc.type())));
+
+  pool::FunctionSpec spec;
+  spec.name = std::string(name);
+  spec.limits.memory_bytes = 256 * MiB;
+  spec.limits.cpus = 1.0;
+  spec.limits.pids = 256;
+  std::set<std::string_view> seen;
+  bool have_image = false;
+  for (auto kv : obj) {
+    std::string_view k = kv.key;
+    element v = kv.value;
+    if (!seen.insert(k).second) return field_error(k, "is given twice");
+    if (k == "name") {
+      // Accepted so a GET body can be PUT back; it must agree with the URL.
+      auto n = FNEXEC_TRY(get_string(k, v));
+      if (n != name) return field_error(k, fmt::format("is \"{}\" but the URL names \"{}\"", n, name));
+    } else if (k == "image") {
+      spec.image = FNEXEC_TRY(get_string(k, v));
+      if (spec.image.empty()) return field_error(k, "must not be empty");
+      have_image = true;
+    } else if (k == "entrypoint" || k == "cmd") {
+      if (v.is_null()) continue;
+      auto list = FNEXEC_TRY(get_string_array(k, v));
+      (k == "entrypoint" ? spec.entrypoint : spec.cmd) = std::move(list);
+    } else if (k == "env") {
+      spec.env = FNEXEC_TRY(get_env(v));
+    } else if (k == "workdir") {
+      spec.workdir = FNEXEC_TRY(get_string(k, v));
+      if (!spec.workdir.empty() && spec.workdir[0] != '/') return field_error(k, "must be an absolute path");
+    } else if (k == "user") {
+      spec.user = FNEXEC_TRY(get_string(k, v));
+    } else if (k == "memory_mb") {
+      spec.limits.memory_bytes = FNEXEC_TRY(get_uint(k, v, 4, 1 << 20)) * MiB;
+    } else if (k == "cpus") {
+      double c = 0;
+      if (v.get_double().get(c)) return field_error(k, fmt::format("must be a number, got {}", type_name(v.type())));
+      if (!(c > 0 && c <= 1024)) return field_error(k, fmt::format("must be above 0 and at most 1024, got {}", c));
+      spec.limits.cpus = c;
+    } else if (k == "pids_limit") {
+      spec.limits.pids = FNEXEC_TRY(get_uint(k, v, 1, 1 << 22));
+    } else if (k == "timeout_ms") {
+      spec.timeout = std::chrono::milliseconds(FNEXEC_TRY(get_uint(k, v, 1, 24ull * 3600 * 1000)));
+    } else if (k == "min_warm") {
+      spec.min_warm = static_cast<uint32_t>(FNEXEC_TRY(get_uint(k, v, 0, 1024)));
+    } else if (k == "max_concurrency") {
+      spec.max_concurrency = static_cast<uint32_t>(FNEXEC_TRY(get_uint(k, v, 1, 1024)));
+    } else if (k == "idle_timeout_s") {
+      spec.idle_timeout = std::chrono::seconds(FNEXEC_TRY(get_uint(k, v, 0, 365ull * 24 * 3600)));
+    } else if (k == "max_output_bytes") {
+      spec.max_output_bytes = FNEXEC_TRY(get_uint(k, v, 1, 256 * MiB));
+    } else if (k == "max_log_bytes") {
+      spec.max_log_bytes = FNEXEC_TRY(get_uint(k, v, 0, 16 * MiB));
+    } else {
+      return fail(ErrorKind::invalid, "accept function", {},
+                  fmt::format("unknown field \"{}\"; known: image, entrypoint, cmd, env, workdir, user, memory_mb, "
+                              "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
+                              "max_output_bytes, max_log_bytes",
+                              k));
+    }
+  }
+  if (!have_image) return field_error("image", "is required (an image reference such as hello:latest)");
+  if (spec.min_warm > spec.max_concurrency)
+    return field_error("min_warm", fmt::format("({}) must not exceed max_concurrency ({})", spec.min_warm,
+                                               spec.max_concurrency));
+  return spec;
+}
+
+std::string function_spec_json(const pool::FunctionSpec& s) {
+  JsonWriter w;
+  w.begin_object().field("name", s.name).field("image", s.image);
+  w.key("entrypoint");
+  s.entrypoint ? w.value(*s.entrypoint) : w.null();
+  w.key("cmd");
+  s.cmd ? w.value(*s.cmd) : w.null();
+  w.field("env", s.env).field("workdir", s.workdir).field("user", s.user);
+  w.field("memory_mb", s.limits.memory_bytes.value_or(0) / MiB);
+  w.field("cpus", s.limits.cpus.value_or(0));
+  w.field("pids_limit", s.limits.pids.value_or(0));
+  w.field("timeout_ms", static_cast<uint64_t>(s.timeout.count()));
+  w.field("min_warm", s.min_warm).field("max_concurrency", s.max_concurrency);
+  w.field("idle_timeout_s", static_cast<uint64_t>(s.idle_timeout.count()));
+  w.field("max_output_bytes", s.max_output_bytes).field("max_log_bytes", s.max_log_bytes);
+  w.end_object();
+  return w.take();
+}
+
+std::string_view start_name(pool::StartKind k) { return k == pool::StartKind::warm ? "warm" : "cold"; }
+
+uint64_t billed_ms(uint64_t wall_us) { return (wall_us + 999) / 1000; }
+
+std::string_view to_string(Outcome o) {
+  switch (o) {
+    case Outcome::success: return "success";
+    case Outcome::error: return "error";
+    case Outcome::timeout: return "timeout";
+    case Outcome::oom: return "oom";
+    case Outcome::output_too_large: return "output_too_large";
+    case Outcome::setup_error: return "setup_error";
+    case Outcome::rejected: return "rejected";
+    case Outcome::failed: return "failed";
+    case Outcome::lost: return "lost";
+  }
+  return "failed";
+}
+
+Outcome classify(const pool::InvocationResult& r) {
+  const auto& rec = r.record;
+  if (r.output_too_large) return Outcome::output_too_large;
+  if (rec.timed_out) return Outcome::timeout;
+  if (rec.oom_killed) return Outcome::oom;
+  if (rec.setup_error) return Outcome::setup_error;
+  if (rec.exit_code != 0 || rec.signal) return Outcome::error;
+  return Outcome::success;
+}
+
+unsigned http_status(Outcome o) {
+  switch (o) {
+    case Outcome::success: return 200;
+    case Outcome::timeout: return 504;
+    case Outcome::rejected: return 429;
+    case Outcome::failed:
+    case Outcome::lost: return 500;
+    default: return 502;
+  }
+}
+
+unsigned http_status(const Error& e) {
+  switch (e.kind) {
+    case ErrorKind::invalid:
+    case ErrorKind::corrupt: return 400;
+    case ErrorKind::not_found: return 404;
+    case ErrorKind::exists: return 409;
+    case ErrorKind::unavailable: return 503;
+    case ErrorKind::internal: return 500;
+  }
+  return 500;
+}
+
+Result<uint64_t> query_uint(const std::map<std::string, std::string>& query, const std::string& key,
+                            uint64_t fallback, uint64_t max) {
+  auto it = query.find(key);
+  if (it == query.end()) return fallback;
+  uint64_t v = 0;
+  const auto& s = it->second;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p != s.data() + s.size() || s.empty())
+    return fail(ErrorKind::invalid, "read query parameter", key, fmt::format("'{}' is not an unsigned integer", s));
+  if (v > max)
+    return fail(ErrorKind::invalid, "read query parameter", key, fmt::format("{} is above the maximum {}", v, max));
+  return v;
+}
+
+}  // namespace fnexec::server

@@ -1,0 +1,72 @@
+// The daemon's HTTP API without the network: routes, names, request documents, outcomes.
+// Pure functions, so the unit tests cover them without a socket.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "pool/pool.h"
+#include "util/error.h"
+
+namespace fnexec::server {
+
+enum class Route {
+  healthz,
+  metrics,
+  functions_list,    // GET /v1/functions
+  function_put,      // PUT /v1/functions/{name}
+  function_get,      // GET /v1/functions/{name}
+  function_delete,   // DELETE /v1/functions/{name}
+  function_invoke,   // POST /v1/functions/{name}/invoke
+  function_logs,     // GET /v1/functions/{name}/logs
+  invocations_list,  // GET /v1/invocations
+  invocation_get,    // GET /v1/invocations/{id}
+  images_list,       // GET /v1/images
+  images_import,     // POST /v1/images
+  not_found,
+  method_not_allowed,
+  bad_request,       // a query string that does not decode
+};
+
+struct RouteMatch {
+  Route route = Route::not_found;
+  std::string param;  // {name} or {id}, percent-decoded
+  std::map<std::string, std::string> query;
+  std::string allow;  // for method_not_allowed: the methods the path accepts
+  std::string error;  // for bad_request
+};
+
+RouteMatch route(std::string_view method, std::string_view target);
+
+// [a-z0-9][a-z0-9_.-]{0,62}; the error says which rule the name breaks.
+Result<> validate_function_name(std::string_view name);
+
+// PUT /v1/functions/{name} body → FunctionSpec with defaults filled in. Unknown fields, wrong types
+// and out-of-range values are ErrorKind::invalid with a message naming the field.
+Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json);
+// The stored and returned form; parse_function_spec(name, function_spec_json(s)) == s.
+std::string function_spec_json(const pool::FunctionSpec& spec);
+
+// "warm" | "cold" (kept here so the daemon does not depend on the pool's object code for a name).
+std::string_view start_name(pool::StartKind k);
+
+// Billed duration: wall time rounded UP to the next whole millisecond (0 µs bills 0 ms).
+uint64_t billed_ms(uint64_t wall_us);
+
+// How an invocation ended, as records and metrics label it.
+enum class Outcome { success, error, timeout, oom, output_too_large, setup_error, rejected, failed, lost };
+std::string_view to_string(Outcome o);
+Outcome classify(const pool::InvocationResult& r);
+// HTTP status of a sync invocation that ran: 200, 502 or 504.
+unsigned http_status(Outcome o);
+// HTTP status for an Error of the daemon or a module (invalid → 400, not_found → 404, ...).
+unsigned http_status(const Error& e);
+
+// Unsigned decimal query parameter with a range check; absent → fallback.
+Result<uint64_t> query_uint(const std::map<std::string, std::string>& query, const std::string& key,
+                            uint64_t fallback, uint64_t max);
+
+}  // namespace fnexec::server

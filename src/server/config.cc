@@ -1,0 +1,178 @@
+#include "server/config.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <charconv>
+#include <set>
+
+#include "cgroup/cgroup.h"
+#include "util/fs.h"
+
+namespace fnexec::server {
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+const std::set<std::string_view> kRestartOnly = {"socket",    "socket_mode",   "socket_group",      "listen",
+                                                 "state_dir", "cgroups", "cgroup_prefix",       "max_sandboxes",     "invocation_workers"};
+const std::set<std::string_view> kReloadable = {"token_file",       "max_event_bytes",      "max_upload_bytes",
+                                                "log_bytes_per_function", "records_per_function", "shutdown_grace",
+                                                "ready_timeout",    "log_level"};
+
+std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
+  return fail(ErrorKind::invalid, "read setting", s.origin, fmt::format("{} = {}: {}", s.key, s.value, detail));
+}
+
+Result<uint64_t> parse_uint(const Setting& s, uint64_t min, uint64_t max) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.value.data(), s.value.data() + s.value.size(), v);
+  if (ec != std::errc{} || p != s.value.data() + s.value.size() || s.value.empty())
+    return bad_value(s, "not an unsigned integer");
+  if (v < min || v > max) return bad_value(s, fmt::format("must be between {} and {}", min, max));
+  return v;
+}
+
+Result<uint64_t> parse_bytes(const Setting& s) {
+  auto v = cgroup::parse_size(s.value);
+  if (!v) return bad_value(s, v.error().message());
+  return *v;
+}
+
+Result<std::chrono::milliseconds> parse_setting_millis(const Setting& s) {
+  auto v = parse_millis(s.value);
+  if (!v) return bad_value(s, v.error().detail);
+  return *v;
+}
+
+}  // namespace
+
+bool is_restart_only(std::string_view key) { return kRestartOnly.contains(key); }
+
+Result<std::chrono::milliseconds> parse_millis(std::string_view text) {
+  text = trim(text);
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  uint64_t n = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + digits, n);
+  std::string_view unit = text.substr(digits);
+  uint64_t scale = unit == "" || unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : unit == "h" ? 3600000 : 0;
+  if (digits == 0 || ec != std::errc{} || scale == 0 || n > UINT64_MAX / scale / 1000)
+    return fail(ErrorKind::invalid, "parse duration", std::string(text),
+                "expected a whole number with ms, s, m or h (a bare number is milliseconds)");
+  return std::chrono::milliseconds(n * scale);
+}
+
+Result<std::vector<Setting>> parse_config_text(std::string_view text, std::string_view origin) {
+  std::vector<Setting> out;
+  int line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    line = trim(line);
+    if (line.empty()) continue;
+    std::string where = fmt::format("{}:{}", origin, line_no);
+    size_t eq = line.find('=');
+    if (eq == std::string_view::npos)
+      return fail(ErrorKind::invalid, "read config", where, fmt::format("'{}' is not `key = value`", line));
+    std::string key(trim(line.substr(0, eq)));
+    if (!kRestartOnly.contains(key) && !kReloadable.contains(key))
+      return fail(ErrorKind::invalid, "read config", where, fmt::format("unknown key '{}' (see fnexec.conf(5))", key));
+    out.push_back({key, std::string(trim(line.substr(eq + 1))), where});
+  }
+  return out;
+}
+
+Result<std::vector<Setting>> read_config_file(const std::filesystem::path& path, bool missing_ok) {
+  auto text = fs::read_file(path);
+  if (!text) {
+    if (missing_ok && text.error().err == ENOENT) return std::vector<Setting>{};
+    return std::unexpected(text.error());
+  }
+  return parse_config_text(*text, path.string());
+}
+
+Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
+  for (const auto& s : settings) {
+    const auto& k = s.key;
+    if (k == "socket") {
+      if (s.value.empty() || s.value[0] != '/') return bad_value(s, "must be an absolute path");
+      c.socket = s.value;
+    } else if (k == "socket_mode") {
+      unsigned mode = 0;
+      auto [p, ec] = std::from_chars(s.value.data(), s.value.data() + s.value.size(), mode, 8);
+      if (ec != std::errc{} || p != s.value.data() + s.value.size() || mode > 0777)
+        return bad_value(s, "must be an octal mode such as 0660");
+      c.socket_mode = mode;
+    } else if (k == "socket_group") {
+      c.socket_group = s.value;
+    } else if (k == "listen") {
+      auto colon = s.value.rfind(':');
+      if (!s.value.empty() && (colon == std::string::npos || colon == 0 || colon + 1 == s.value.size()))
+        return bad_value(s, "must be HOST:PORT, e.g. 127.0.0.1:8080");
+      c.listen = s.value;
+    } else if (k == "state_dir") {
+      if (s.value.empty() || s.value[0] != '/') return bad_value(s, "must be an absolute path");
+      c.state_dir = s.value;
+    } else if (k == "cgroups") {
+      if (s.value != "auto" && s.value != "disabled") return bad_value(s, "must be auto or disabled");
+      c.cgroups = s.value;
+    } else if (k == "cgroup_prefix") {
+      if (s.value.empty() || s.value.find('/') != std::string::npos || s.value[0] == '.')
+        return bad_value(s, "must be one path component");
+      c.cgroup_prefix = s.value;
+    } else if (k == "max_sandboxes") {
+      c.max_sandboxes = static_cast<uint32_t>(FNEXEC_TRY(parse_uint(s, 1, 65536)));
+    } else if (k == "invocation_workers") {
+      c.invocation_workers = static_cast<uint32_t>(FNEXEC_TRY(parse_uint(s, 1, 4096)));
+    } else if (k == "token_file") {
+      c.token_file = s.value;
+    } else if (k == "max_event_bytes") {
+      c.max_event_bytes = FNEXEC_TRY(parse_bytes(s));
+    } else if (k == "max_upload_bytes") {
+      c.max_upload_bytes = FNEXEC_TRY(parse_bytes(s));
+    } else if (k == "log_bytes_per_function") {
+      c.log_bytes_per_function = FNEXEC_TRY(parse_bytes(s));
+    } else if (k == "records_per_function") {
+      c.records_per_function = FNEXEC_TRY(parse_uint(s, 1, UINT32_MAX));
+    } else if (k == "shutdown_grace") {
+      c.shutdown_grace = FNEXEC_TRY(parse_setting_millis(s));
+    } else if (k == "ready_timeout") {
+      c.ready_timeout = FNEXEC_TRY(parse_setting_millis(s));
+    } else if (k == "log_level") {
+      static const std::set<std::string_view> levels = {"trace", "debug", "info", "warn", "error", "off"};
+      if (!levels.contains(s.value)) return bad_value(s, "must be trace, debug, info, warn, error or off");
+      c.log_level = s.value;
+    } else {
+      return fail(ErrorKind::invalid, "read setting", s.origin, fmt::format("unknown key '{}'", k));
+    }
+  }
+  if (c.max_event_bytes == 0) return fail(ErrorKind::invalid, "check config", {}, "max_event_bytes must be above 0");
+  return {};
+}
+
+Result<std::string> read_token_file(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return fail_errno("read token file", path.string());
+  if (st.st_mode & 0077)
+    return fail(ErrorKind::invalid, "read token file", path.string(),
+                fmt::format("mode {:04o} lets others read it; chmod 600 it", st.st_mode & 07777));
+  auto text = FNEXEC_TRY(fs::read_file(path));
+  std::string_view token = text;
+  if (auto nl = token.find('\n'); nl != std::string_view::npos) token = token.substr(0, nl);
+  token = trim(token);
+  if (token.size() < 16)
+    return fail(ErrorKind::invalid, "read token file", path.string(),
+                "the token must be at least 16 characters (e.g. `openssl rand -hex 32`)");
+  return std::string(token);
+}
+
+}  // namespace fnexec::server

@@ -1,0 +1,67 @@
+// `fnexec serve` settings: /etc/fnexec/fnexec.conf (`key = value` lines, fnexec.conf(5)), then flags.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/error.h"
+
+namespace fnexec::server {
+
+inline constexpr const char* kDefaultConfigFile = "/etc/fnexec/fnexec.conf";
+inline constexpr const char* kDefaultSocket = "/run/fnexec/fnexec.sock";
+
+struct ServeConfig {
+  // Fixed for the life of the process (a change in the file on SIGHUP is logged and ignored).
+  std::filesystem::path socket = kDefaultSocket;
+  mode_t socket_mode = 0660;
+  std::string socket_group;  // chgrp of the socket; "" keeps root's group
+  std::string listen;        // HOST:PORT for TCP; needs token_file
+  std::filesystem::path state_dir = "/var/lib/fnexec";
+  std::string cgroups = "auto";  // auto | disabled
+  std::string cgroup_prefix = "fnexec";  // below our own cgroup; one daemon per prefix
+  uint32_t max_sandboxes = 256;
+  uint32_t invocation_workers = 64;  // threads that run invocations; also the daemon-wide concurrency cap
+
+  // Reloaded on SIGHUP.
+  std::filesystem::path token_file;
+  uint64_t max_event_bytes = 6 << 20;
+  uint64_t max_upload_bytes = uint64_t{4} << 30;
+  uint64_t log_bytes_per_function = 1 << 20;
+  uint64_t records_per_function = 10000;
+  std::chrono::milliseconds shutdown_grace{10000};
+  std::chrono::milliseconds ready_timeout{60000};
+  std::string log_level = "info";
+};
+
+// One `key = value` setting, from the file or a flag.
+struct Setting {
+  std::string key;
+  std::string value;
+  std::string origin;  // "FILE:LINE" or "--flag"
+};
+
+// Parses the file's lines: `key = value`, `#` comments, blank lines. Unknown keys are errors.
+Result<std::vector<Setting>> parse_config_text(std::string_view text, std::string_view origin);
+// Reads path; a missing file is not an error when missing_ok (the default path).
+Result<std::vector<Setting>> read_config_file(const std::filesystem::path& path, bool missing_ok);
+// Applies settings in order (later ones win), with each value checked.
+Result<> apply_settings(ServeConfig& config, const std::vector<Setting>& settings);
+// Keys SIGHUP cannot change.
+bool is_restart_only(std::string_view key);
+
+// "10s", "500ms", "2m", "1h"; a bare number is milliseconds.
+Result<std::chrono::milliseconds> parse_millis(std::string_view text);
+
+// Reads the bearer token: the first line of the file, surrounding whitespace removed, at least 16 bytes.
+// Refuses a file that others can read or write.
+Result<std::string> read_token_file(const std::filesystem::path& path);
+
+}  // namespace fnexec::server

@@ -1,0 +1,640 @@
+// The only translation unit of the daemon that includes Beast (compile time: Beast is heavy).
+#include "server/daemon.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cstdlib>
+#include <list>
+#include <thread>
+
+#include "cgroup/cgroup.h"
+#include "image/store.h"
+#include "server/features.h"
+#include "server/json.h"
+#include "server/service.h"
+#include "util/log.h"
+#include "util/unique_fd.h"
+
+namespace fnexec::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using generic_socket = asio::generic::stream_protocol::socket;
+namespace stdfs = std::filesystem;
+
+Result<> sd_notify(std::string_view state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (!path || !*path) return {};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  size_t len = std::strlen(path);
+  if (len >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@'))
+    return fail(ErrorKind::invalid, "notify service manager", path, "NOTIFY_SOCKET is not a socket path");
+  std::memcpy(addr.sun_path, path, len);
+  if (path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fail_errno("create notify socket");
+  auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
+  if (::sendto(fd.get(), state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), addr_len) < 0)
+    return fail_errno("notify service manager", path);
+  return {};
+}
+
+namespace {
+
+constexpr auto kIdleTimeout = std::chrono::seconds(60);
+constexpr auto kTickInterval = std::chrono::milliseconds(250);
+
+// Constant-time token check: comparing digests hides the length and the first differing byte.
+bool token_matches(std::string_view given, std::string_view expected) {
+  unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(given.data()), given.size(), a);
+  SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b);
+  return CRYPTO_memcmp(a, b, sizeof a) == 0;
+}
+
+class Daemon;
+
+// One HTTP/1.1 connection: read a request, hand it to the Service, write the reply, repeat (keep-alive).
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Daemon& daemon, generic_socket socket, bool needs_token)
+      : daemon_(daemon), socket_(std::move(socket)), timer_(socket_.get_executor()), needs_token_(needs_token) {}
+  void start() { read_header(); }
+  // Closes the connection if it waits for a request (shutdown); a request in progress finishes first.
+  void close_if_idle() {
+    if (idle_) close();
+  }
+
+ private:
+  void arm_timer() {
+    timer_.expires_after(kIdleTimeout);
+    timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+      if (auto self = weak.lock(); self && !ec) self->close();
+    });
+  }
+  void close() {
+    beast::error_code ec;
+    socket_.shutdown(asio::socket_base::shutdown_both, ec);
+    socket_.close(ec);
+    timer_.cancel();
+  }
+  void read_header();
+  void on_header(beast::error_code ec);
+  void read_body();
+  void on_body(beast::error_code ec);
+  void dispatch(Request request);
+  void send(Reply reply, bool close_after = false);
+  void drain_and_close();
+
+  Daemon& daemon_;
+  generic_socket socket_;
+  asio::steady_timer timer_;
+  bool needs_token_;
+  bool idle_ = false;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::empty_body>> header_;
+  std::optional<http::request_parser<http::string_body>> string_parser_;
+  std::optional<http::request_parser<http::file_body>> file_parser_;
+  RouteMatch match_;
+  stdfs::path upload_;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  std::array<char, 65536> discard_{};
+  size_t drained_ = 0;
+};
+
+class Daemon {
+ public:
+  Daemon(const ServeOptions& options, ServeConfig config) : options_(options), config_(std::move(config)) {}
+  Result<int> run();
+
+  // Loop thread only.
+  bool stopping() const { return stopping_; }
+  const std::string& token() const { return token_; }
+  uint64_t body_limit(Route r) const { return r == Route::images_import ? config_.max_upload_bytes : config_.max_event_bytes; }
+  Result<stdfs::path> upload_path() {
+    auto p = uploads_ / fmt::format("upload-{}", new_invocation_id());
+    return p;
+  }
+  Service& service() { return *service_; }
+  asio::io_context& io() { return io_; }
+  void track(const std::shared_ptr<Session>& s) {
+    std::erase_if(sessions_, [](const std::weak_ptr<Session>& w) { return w.expired(); });
+    sessions_.push_back(s);
+  }
+
+ private:
+  Result<> listen_unix();
+  Result<> listen_tcp();
+  void accept_unix();
+  void accept_tcp();
+  void open_session(generic_socket socket, bool needs_token);
+  void on_signal(int signo);
+  void reload();
+  void tick();
+  void begin_shutdown();
+  void finish_shutdown_when_idle();
+
+  const ServeOptions& options_;
+  ServeConfig config_;
+  asio::io_context io_{1};
+  asio::signal_set signals_{io_, SIGTERM, SIGINT, SIGHUP};
+  asio::steady_timer tick_timer_{io_};
+  std::optional<asio::local::stream_protocol::acceptor> unix_acceptor_;
+  std::optional<asio::ip::tcp::acceptor> tcp_acceptor_;
+  std::list<std::weak_ptr<Session>> sessions_;
+  std::string token_;
+  stdfs::path uploads_;
+  bool socket_bound_ = false;
+
+  std::unique_ptr<State> state_;
+  std::shared_ptr<cgroup::Hierarchy> cgroups_;
+#if FNEXEC_HAVE_IMAGE_STORE
+  std::optional<image::Store> store_;
+#endif
+  std::unique_ptr<pool::PoolSet> pools_;
+  std::unique_ptr<asio::thread_pool> invocation_threads_;
+  std::unique_ptr<asio::thread_pool> admin_threads_;
+  std::unique_ptr<Service> service_;
+
+  bool ready_sent_ = false;
+  bool stopping_ = false;
+  bool pools_stopped_ = false;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point stop_deadline_;
+  std::thread pool_shutdown_;
+};
+
+void Session::read_header() {
+  idle_ = true;
+  if (daemon_.stopping()) return close();
+  header_.emplace();
+  header_->header_limit(16 * 1024);
+  arm_timer();
+  http::async_read_header(socket_, buffer_, *header_, [self = shared_from_this()](beast::error_code ec, size_t) {
+    self->on_header(ec);
+  });
+}
+
+void Session::on_header(beast::error_code ec) {
+  idle_ = false;
+  timer_.cancel();
+  if (ec) return close();  // EOF between requests, a reset, or garbage before a header
+  auto& req = header_->get();
+  version_ = req.version();
+  keep_alive_ = req.keep_alive();
+  std::string target(req.target());
+  match_ = route(std::string_view(req.method_string().data(), req.method_string().size()), target);
+
+  if (needs_token_) {
+    auto auth = req[http::field::authorization];
+    std::string_view given(auth.data(), auth.size());
+    bool ok = given.starts_with("Bearer ") && token_matches(given.substr(7), daemon_.token());
+    if (!ok) {
+      Reply r{401, "application/json",
+              json_error(given.empty() ? "this endpoint needs Authorization: Bearer TOKEN"
+                                       : "the bearer token is not valid"),
+              {{"WWW-Authenticate", "Bearer"}}};
+      return send(std::move(r), true);
+    }
+  }
+
+  uint64_t limit = daemon_.body_limit(match_.route);
+  if (auto len = header_->content_length(); len && *len > limit) {
+    return send(Reply{413, "application/json",
+                      json_error(fmt::format("request body of {} bytes is over the limit of {} bytes", *len, limit)),
+                      {}},
+                true);
+  }
+  if (req[http::field::expect] == "100-continue") {
+    auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, version_);
+    return http::async_write(socket_, *cont, [self = shared_from_this(), cont](beast::error_code ec, size_t) {
+      if (ec) return self->close();
+      self->read_body();
+    });
+  }
+  read_body();
+}
+
+void Session::read_body() {
+  uint64_t limit = daemon_.body_limit(match_.route);
+  arm_timer();
+  if (match_.route == Route::images_import) {
+    auto path = daemon_.upload_path();
+    file_parser_.emplace(std::move(*header_));
+    file_parser_->body_limit(limit);
+    beast::error_code ec;
+    file_parser_->get().body().open(path->c_str(), beast::file_mode::write_new, ec);
+    if (ec) {
+      file_parser_.reset();
+      return send(Reply{500, "application/json", json_error("cannot create upload file: " + ec.message()), {}},
+                  true);
+    }
+    upload_ = *path;
+    return http::async_read(socket_, buffer_, *file_parser_,
+                            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
+  }
+  string_parser_.emplace(std::move(*header_));
+  string_parser_->body_limit(limit);
+  http::async_read(socket_, buffer_, *string_parser_,
+                   [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
+}
+
+void Session::on_body(beast::error_code ec) {
+  timer_.cancel();
+  Request request;
+  if (file_parser_) {
+    file_parser_->get().body().close();
+    request.method = std::string(file_parser_->get().method_string());
+    request.target = std::string(file_parser_->get().target());
+    file_parser_.reset();
+    request.upload = std::exchange(upload_, {});
+  } else {
+    request.method = std::string(string_parser_->get().method_string());
+    request.target = std::string(string_parser_->get().target());
+    request.body = std::move(string_parser_->get().body());
+    string_parser_.reset();
+  }
+  if (ec) {
+    if (!request.upload.empty()) {
+      std::error_code rm;
+      stdfs::remove(request.upload, rm);
+    }
+    if (ec == http::error::body_limit)
+      return send(Reply{413, "application/json",
+                        json_error(fmt::format("request body is over the limit of {} bytes",
+                                               daemon_.body_limit(match_.route))),
+                        {}},
+                  true);
+    return close();
+  }
+  request.match = std::move(match_);
+  dispatch(std::move(request));
+}
+
+void Session::dispatch(Request request) {
+  auto self = shared_from_this();
+  auto& io = daemon_.io();
+  daemon_.service().handle(std::move(request), [self, &io](Reply reply) {
+    asio::post(io, [self, reply = std::move(reply)]() mutable { self->send(std::move(reply)); });
+  });
+}
+
+void Session::send(Reply reply, bool close_after) {
+  auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(reply.status), version_);
+  res->set(http::field::server, "fnexec");
+  if (reply.status != 204) res->set(http::field::content_type, reply.content_type);
+  for (auto& [k, v] : reply.headers) res->set(k, v);
+  bool keep = keep_alive_ && !close_after && !daemon_.stopping();
+  res->keep_alive(keep);
+  res->body() = std::move(reply.body);
+  res->prepare_payload();
+  http::async_write(socket_, *res, [self = shared_from_this(), res, keep, close_after](beast::error_code ec, size_t) {
+    if (ec) return self->close();
+    if (close_after) return self->drain_and_close();
+    if (!keep) return self->close();
+    self->read_header();
+  });
+}
+
+// After an early reply (401, 413) the client may still be sending its body: read it away before
+// closing, or the kernel answers the unread data with a reset that can destroy our reply in flight.
+void Session::drain_and_close() {
+  beast::error_code ec;
+  socket_.shutdown(asio::socket_base::shutdown_send, ec);
+  timer_.expires_after(std::chrono::seconds(2));
+  timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+    if (auto self = weak.lock(); self && !ec) self->close();
+  });
+  socket_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+    self->drained_ += n;
+    if (ec || self->drained_ > (64u << 20)) return self->close();
+    self->drain_and_close();
+  });
+}
+
+// Binds the unix socket. An existing socket file is replaced only when nothing answers on it.
+Result<> Daemon::listen_unix() {
+  const auto& path = config_.socket;
+  if (path.native().size() >= sizeof(sockaddr_un::sun_path))
+    return fail(ErrorKind::invalid, "listen on unix socket", path.string(), "path too long for a socket");
+  std::error_code ec;
+  stdfs::create_directories(path.parent_path(), ec);
+  if (ec) return fail(ErrorKind::internal, "create socket directory", path.parent_path().string(), ec.message());
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return fail(ErrorKind::exists, "listen on unix socket", path.string(), "a file that is not a socket is there");
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.native().size());
+    if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+      return fail(ErrorKind::exists, "listen on unix socket", path.string(),
+                  "another daemon answers on it; stop it or use another --socket");
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return fail_errno("remove stale socket", path.string());
+    spdlog::info("removed stale socket path={}", path.string());
+  }
+  asio::local::stream_protocol::endpoint ep(path.string());
+  unix_acceptor_.emplace(io_);
+  beast::error_code bec;
+  unix_acceptor_->open(ep.protocol(), bec);
+  // umask 0177 makes the socket 0600 between bind and chmod: never briefly open to everyone.
+  mode_t old = ::umask(0177);
+  if (!bec) unix_acceptor_->bind(ep, bec);
+  ::umask(old);
+  if (bec) return fail(ErrorKind::internal, "bind unix socket", path.string(), bec.message());
+  socket_bound_ = true;
+  if (!config_.socket_group.empty()) {
+    struct group* gr = ::getgrnam(config_.socket_group.c_str());
+    if (!gr) return fail(ErrorKind::not_found, "find socket group", config_.socket_group);
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), gr->gr_gid) != 0) return fail_errno("chgrp socket", path.string());
+  }
+  if (::chmod(path.c_str(), config_.socket_mode) != 0) return fail_errno("chmod socket", path.string());
+  unix_acceptor_->listen(asio::socket_base::max_listen_connections, bec);
+  if (bec) return fail(ErrorKind::internal, "listen on unix socket", path.string(), bec.message());
+  accept_unix();
+  spdlog::info("listening socket={}", path.string());
+  return {};
+}
+
+Result<> Daemon::listen_tcp() {
+  auto colon = config_.listen.rfind(':');
+  std::string host = config_.listen.substr(0, colon), port = config_.listen.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  beast::error_code ec;
+  asio::ip::tcp::resolver resolver(io_);
+  auto results = resolver.resolve(host, port, asio::ip::tcp::resolver::passive | asio::ip::tcp::resolver::numeric_service, ec);
+  if (ec || results.empty())
+    return fail(ErrorKind::invalid, "resolve listen address", config_.listen, ec ? ec.message() : "no address");
+  auto ep = results.begin()->endpoint();
+  tcp_acceptor_.emplace(io_);
+  tcp_acceptor_->open(ep.protocol(), ec);
+  if (!ec) tcp_acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) tcp_acceptor_->bind(ep, ec);
+  if (!ec) tcp_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail(ErrorKind::internal, "listen on TCP", config_.listen, ec.message());
+  accept_tcp();
+  spdlog::info("listening tcp={}:{}", tcp_acceptor_->local_endpoint().address().to_string(),
+               tcp_acceptor_->local_endpoint().port());
+  return {};
+}
+
+void Daemon::open_session(generic_socket socket, bool needs_token) {
+  auto s = std::make_shared<Session>(*this, std::move(socket), needs_token);
+  track(s);
+  s->start();
+}
+
+void Daemon::accept_unix() {
+  unix_acceptor_->async_accept([this](beast::error_code ec, asio::local::stream_protocol::socket socket) {
+    if (stopping_) return;
+    if (!ec)
+      open_session(generic_socket(io_, asio::generic::stream_protocol(AF_UNIX, 0), socket.release()), false);
+    else
+      spdlog::warn("accept failed: {}", ec.message());
+    accept_unix();
+  });
+}
+
+void Daemon::accept_tcp() {
+  tcp_acceptor_->async_accept([this](beast::error_code ec, asio::ip::tcp::socket socket) {
+    if (stopping_) return;
+    if (!ec) {
+      socket.set_option(asio::ip::tcp::no_delay(true), ec);
+      auto proto = socket.local_endpoint().protocol();
+      open_session(generic_socket(io_, asio::generic::stream_protocol(proto.family(), proto.protocol()),
+                                  socket.release()),
+                   true);
+    } else {
+      spdlog::warn("accept failed: {}", ec.message());
+    }
+    accept_tcp();
+  });
+}
+
+void Daemon::on_signal(int signo) {
+  if (signo == SIGHUP) {
+    reload();
+  } else {
+    spdlog::info("signal={} shutting down grace_ms={}", signo, config_.shutdown_grace.count());
+    begin_shutdown();
+  }
+  if (!stopping_ || signo == SIGHUP)
+    signals_.async_wait([this](beast::error_code ec, int s) {
+      if (!ec) on_signal(s);
+    });
+}
+
+// SIGHUP: re-read the config file and the token; what needs a restart is reported and kept.
+void Daemon::reload() {
+  (void)sd_notify("RELOADING=1");
+  auto settings = read_config_file(options_.config_file, !options_.config_file_given);
+  ServeConfig next;
+  if (settings) {
+    settings->insert(settings->end(), options_.flags.begin(), options_.flags.end());
+    if (auto r = apply_settings(next, *settings); !r) settings = std::unexpected(r.error());
+  }
+  std::string token = token_;
+  if (settings && !next.listen.empty() && !next.token_file.empty()) {
+    auto t = read_token_file(next.token_file);
+    if (t)
+      token = *t;
+    else
+      settings = std::unexpected(t.error());
+  }
+  if (!settings) {
+    spdlog::error("reload failed, keeping the running config: {}", settings.error().message());
+  } else {
+    for (const auto& s : *settings)
+      if (is_restart_only(s.key)) {
+        ServeConfig probe = config_;
+        (void)apply_settings(probe, {s});
+        if (probe.socket != config_.socket || probe.listen != config_.listen || probe.state_dir != config_.state_dir ||
+            probe.cgroups != config_.cgroups || probe.cgroup_prefix != config_.cgroup_prefix ||
+            probe.max_sandboxes != config_.max_sandboxes || probe.invocation_workers != config_.invocation_workers ||
+            probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group)
+          spdlog::warn("reload: {} changed; it takes effect after a restart", s.key);
+      }
+    config_.token_file = next.token_file;
+    config_.max_event_bytes = next.max_event_bytes;
+    config_.max_upload_bytes = next.max_upload_bytes;
+    config_.log_bytes_per_function = next.log_bytes_per_function;
+    config_.records_per_function = next.records_per_function;
+    config_.shutdown_grace = next.shutdown_grace;
+    config_.ready_timeout = next.ready_timeout;
+    config_.log_level = next.log_level;
+    token_ = token;
+    spdlog::set_level(spdlog::level::from_str(config_.log_level));
+    service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function}, config_.invocation_workers});
+    spdlog::info("reloaded config file={}", options_.config_file.string());
+  }
+  (void)sd_notify("READY=1");
+}
+
+void Daemon::tick() {
+  if (!stopping_) service_->pump();
+  if (!ready_sent_ && !stopping_) {
+    bool warm = service_->pools_warm();
+    bool waited_long = std::chrono::steady_clock::now() - started_ > config_.ready_timeout;
+    if (warm || waited_long) {
+      if (!warm) spdlog::warn("pools not warm after ready_timeout={}ms; reporting ready", config_.ready_timeout.count());
+      ready_sent_ = true;
+      if (auto r = sd_notify("READY=1\nSTATUS=serving"); !r) spdlog::warn("{}", r.error().message());
+      spdlog::info("ready");
+    }
+  }
+  if (stopping_) return finish_shutdown_when_idle();
+  tick_timer_.expires_after(kTickInterval);
+  tick_timer_.async_wait([this](beast::error_code ec) {
+    if (!ec) tick();
+  });
+}
+
+void Daemon::begin_shutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  (void)sd_notify("STOPPING=1");
+  beast::error_code ec;
+  if (unix_acceptor_) unix_acceptor_->close(ec);
+  if (tcp_acceptor_) tcp_acceptor_->close(ec);
+  if (socket_bound_) ::unlink(config_.socket.c_str());
+  socket_bound_ = false;
+  for (auto& w : sessions_)
+    if (auto s = w.lock()) s->close_if_idle();
+  service_->begin_shutdown();
+  stop_deadline_ = std::chrono::steady_clock::now() + config_.shutdown_grace + std::chrono::seconds(5);
+  // shutdown() blocks up to the grace period while in-flight invocations finish: not on the loop.
+  if (pools_)
+    pool_shutdown_ = std::thread([this, grace = config_.shutdown_grace] {
+      pools_->shutdown(grace);
+      asio::post(io_, [this] { pools_stopped_ = true; });
+    });
+  else
+    pools_stopped_ = true;
+  tick_timer_.cancel();
+  tick_timer_.expires_after(std::chrono::milliseconds(10));
+  tick_timer_.async_wait([this](beast::error_code) { finish_shutdown_when_idle(); });
+}
+
+void Daemon::finish_shutdown_when_idle() {
+  bool idle = pools_stopped_ && service_->busy() == 0;
+  if (idle || std::chrono::steady_clock::now() > stop_deadline_) {
+    if (!idle) spdlog::warn("shutdown: {} jobs still running at the deadline", service_->busy());
+    signals_.cancel();
+    io_.stop();
+    return;
+  }
+  tick_timer_.expires_after(std::chrono::milliseconds(20));
+  tick_timer_.async_wait([this](beast::error_code) { finish_shutdown_when_idle(); });
+}
+
+Result<int> Daemon::run() {
+  spdlog::set_level(spdlog::level::from_str(config_.log_level));
+  if (!config_.listen.empty()) {
+    if (config_.token_file.empty())
+      return fail(ErrorKind::invalid, "listen on TCP", config_.listen,
+                  "refusing to serve TCP without a bearer token: set --token-file (token_file in fnexec.conf)");
+    token_ = FNEXEC_TRY(read_token_file(config_.token_file));
+  }
+
+  // One daemon per state dir: the lock is what makes recovery (lost records, stale cgroups) safe.
+  std::error_code ec;
+  stdfs::create_directories(config_.state_dir, ec);
+  if (ec) return fail(ErrorKind::internal, "create state directory", config_.state_dir.string(), ec.message());
+  auto lock_path = config_.state_dir / "serve.lock";
+  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock) return fail_errno("open lock file", lock_path.string());
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0)
+    return fail(ErrorKind::exists, "lock state directory", config_.state_dir.string(),
+                "another fnexec serve is using it");
+
+  state_ = FNEXEC_TRY(State::open(config_.state_dir / "server.db"));
+  auto recovery = FNEXEC_TRY(state_->recover(now_ms()));
+  if (recovery.lost || recovery.queued)
+    spdlog::warn("recovered lost={} (running when the previous instance stopped) queued={}", recovery.lost,
+                 recovery.queued);
+
+  uploads_ = config_.state_dir / "uploads";
+  stdfs::remove_all(uploads_, ec);  // partial uploads of a previous instance
+  stdfs::create_directories(uploads_, ec);
+  if (ec) return fail(ErrorKind::internal, "create upload directory", uploads_.string(), ec.message());
+
+  cgroup::Options cg_options = FNEXEC_TRY(cgroup::options_from_flag(config_.cgroups));
+  cg_options.prefix = config_.cgroup_prefix;
+  cgroups_ = FNEXEC_TRY(cgroup::Hierarchy::detect(cg_options));
+  if (cgroups_->mode() != cgroup::Mode::disabled) {
+    int removed = FNEXEC_TRY(cgroups_->remove_stale());
+    if (removed) spdlog::warn("removed {} sandbox cgroups left by a previous instance", removed);
+  }
+
+  image::Store* store = nullptr;
+#if FNEXEC_HAVE_IMAGE_STORE
+  store_.emplace(FNEXEC_TRY(image::Store::open(config_.state_dir)));
+  store = &*store_;
+#endif
+#if FNEXEC_HAVE_POOL
+  if (store) pools_ = FNEXEC_TRY(pool::PoolSet::create(*store, cgroups_, {config_.max_sandboxes}));
+#endif
+  if (!pools_) spdlog::warn("warm pools are not available in this build: invocations answer 503");
+
+  invocation_threads_ = std::make_unique<asio::thread_pool>(config_.invocation_workers);
+  admin_threads_ = std::make_unique<asio::thread_pool>(2);
+  auto on = [](asio::thread_pool& p) { return [&p](std::function<void()> job) { asio::post(p, std::move(job)); }; };
+  service_ = std::make_unique<Service>(
+      *state_, pools_.get(), store, std::string(cgroup::to_string(cgroups_->mode())), on(*invocation_threads_),
+      on(*admin_threads_),
+      ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function}, config_.invocation_workers});
+  FNEXEC_TRY(service_->start());
+
+  FNEXEC_TRY(listen_unix());
+  if (!config_.listen.empty()) {
+    if (auto r = listen_tcp(); !r) {
+      ::unlink(config_.socket.c_str());
+      return std::unexpected(r.error());
+    }
+  }
+  signals_.async_wait([this](beast::error_code ec, int s) {
+    if (!ec) on_signal(s);
+  });
+  tick();
+  io_.run();
+
+  // The loop stopped: no reply can be sent any more. Wait for the workers, then drop every sandbox.
+  if (pool_shutdown_.joinable()) pool_shutdown_.join();
+  invocation_threads_->join();
+  admin_threads_->join();
+  service_.reset();
+  pools_.reset();
+  if (socket_bound_) ::unlink(config_.socket.c_str());
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+Result<int> serve(const ServeOptions& options) {
+  auto settings = FNEXEC_TRY(read_config_file(options.config_file, !options.config_file_given));
+  settings.insert(settings.end(), options.flags.begin(), options.flags.end());
+  ServeConfig config;
+  FNEXEC_TRY(apply_settings(config, settings));
+  // Replies, SIGPIPE from a client that went away must not kill the daemon.
+  ::signal(SIGPIPE, SIG_IGN);
+  Daemon daemon(options, std::move(config));
+  return daemon.run();
+}
+
+}  // namespace fnexec::server

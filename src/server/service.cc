@@ -1,0 +1,613 @@
+#include "server/service.h"
+
+#include <fmt/format.h>
+#include <sys/random.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "image/store.h"
+#include "server/features.h"
+#include "server/json.h"
+#include "util/log.h"
+
+namespace fnexec::server {
+
+std::string new_invocation_id() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  std::string id;
+  for (unsigned char b : bytes) id += fmt::format("{:02x}", b);
+  return id;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+
+Reply json_reply(unsigned status, std::string body) { return Reply{status, "application/json", std::move(body), {}}; }
+Reply error_reply(unsigned status, std::string_view message) { return json_reply(status, json_error(message)); }
+Reply error_reply(const Error& e) { return error_reply(http_status(e), e.message()); }
+
+std::string invocation_json(const InvocationRow& r, const std::optional<std::string>& log) {
+  JsonWriter w;
+  w.begin_object().field("id", r.id).field("function", r.function).field("mode", r.async ? "async" : "sync");
+  w.field("status", r.status);
+  w.key("start");
+  r.start.empty() ? w.null() : w.value(r.start);
+  w.key("outcome");
+  r.outcome.empty() ? w.null() : w.value(r.outcome);
+  w.field("queued_ms", r.queued_ms).field("started_ms", r.started_ms).field("finished_ms", r.finished_ms);
+  w.field("wall_us", r.wall_us).field("cpu_user_us", r.cpu_user_us).field("cpu_system_us", r.cpu_system_us);
+  w.field("memory_peak_bytes", r.memory_peak_bytes).field("billed_ms", r.billed_ms);
+  w.field("exit_code", r.exit_code).field("signal", r.signal);
+  w.field("oom_killed", r.oom_killed).field("timed_out", r.timed_out).field("output_too_large", r.output_too_large);
+  w.key("error");
+  r.error.empty() ? w.null() : w.value(r.error);
+  if (r.output) w.field("output", *r.output);
+  if (log) w.field("stderr_tail", *log);
+  w.end_object();
+  return w.take();
+}
+
+// The record of a finished invocation, from what the pool returned.
+InvocationEnd end_of(const std::string& id, const pool::InvocationResult& res, Outcome outcome) {
+  const auto& rec = res.record;
+  InvocationEnd e;
+  e.id = id;
+  e.start = std::string(start_name(res.start));
+  e.outcome = std::string(to_string(outcome));
+  e.finished_ms = now_ms();
+  e.wall_us = rec.wall_us;
+  e.cpu_user_us = rec.cpu_user_us;
+  e.cpu_system_us = rec.cpu_system_us;
+  e.memory_peak_bytes = rec.memory_peak_bytes;
+  e.billed_ms = billed_ms(rec.wall_us);
+  e.exit_code = rec.exit_code;
+  e.signal = rec.signal;
+  e.oom_killed = rec.oom_killed;
+  e.timed_out = rec.timed_out;
+  e.output_too_large = res.output_too_large;
+  if (rec.setup_error) e.error = rec.setup_error->message();
+  return e;
+}
+
+std::string failure_message(const pool::FunctionSpec& spec, const pool::InvocationResult& res, Outcome outcome) {
+  const auto& rec = res.record;
+  switch (outcome) {
+    case Outcome::timeout: return fmt::format("function {} timed out after {} ms", spec.name, spec.timeout.count());
+    case Outcome::oom:
+      return fmt::format("function {} was killed by the OOM killer (memory_mb {})", spec.name,
+                         spec.limits.memory_bytes.value_or(0) >> 20);
+    case Outcome::output_too_large:
+      return fmt::format("function {} wrote more than max_output_bytes ({}) to stdout", spec.name,
+                         spec.max_output_bytes);
+    case Outcome::setup_error: return rec.setup_error ? rec.setup_error->message() : "sandbox setup failed";
+    default:
+      if (rec.signal) return fmt::format("function {} was killed by signal {}", spec.name, *rec.signal);
+      return fmt::format("function {} exited with code {}", spec.name, rec.exit_code);
+  }
+}
+
+}  // namespace
+
+Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode, Executor invocations,
+                 Executor admin, ServiceLimits limits)
+    : state_(state),
+      pools_(pools),
+      store_(store),
+      cgroup_mode_(std::move(cgroup_mode)),
+      invocations_(std::move(invocations)),
+      admin_(std::move(admin)),
+      limits_(limits) {}
+
+Result<> Service::start() {
+  auto stored = FNEXEC_TRY(state_.list_functions());
+  for (const auto& f : stored) {
+    auto spec = parse_function_spec(f.name, f.spec_json);
+    if (!spec) {
+      spdlog::error("function={} stored definition unreadable: {}", f.name, spec.error().message());
+      continue;
+    }
+    FunctionEntry entry{std::move(*spec), {}};
+    if (!pools_) {
+      entry.error = "warm pools are not available in this build";
+    } else if (auto r = pools_->configure(entry.spec); !r) {
+      entry.error = r.error().message();
+      spdlog::error("function={} pool not configured: {}", f.name, entry.error);
+    }
+    functions_.emplace(f.name, std::move(entry));
+  }
+  auto queued = FNEXEC_TRY(state_.queued());
+  std::lock_guard lock(mu_);
+  pending_.assign(queued.begin(), queued.end());
+  return {};
+}
+
+bool Service::pools_warm() const {
+  if (!pools_) return true;
+  auto stats = pools_->stats();
+  std::lock_guard lock(mu_);
+  for (const auto& [name, entry] : functions_) {
+    if (!entry.error.empty() || entry.spec.min_warm == 0) continue;
+    auto it = std::find_if(stats.begin(), stats.end(), [&](const pool::PoolStats& s) { return s.function == name; });
+    if (it == stats.end() || it->warm < entry.spec.min_warm) return false;
+  }
+  return true;
+}
+
+void Service::set_limits(const ServiceLimits& limits) {
+  std::lock_guard lock(mu_);
+  limits_ = limits;
+}
+
+void Service::begin_shutdown() {
+  std::lock_guard lock(mu_);
+  stopping_ = true;
+}
+
+void Service::run_job(Executor& executor, std::function<void()> job) {
+  ++busy_;
+  executor([this, job = std::move(job)] {
+    job();
+    --busy_;
+  });
+}
+
+void Service::handle(Request request, Respond respond) {
+  const auto& m = request.match;
+  switch (m.route) {
+    case Route::healthz: {
+      std::lock_guard lock(mu_);
+      return respond(stopping_ ? json_reply(503, R"({"status":"stopping"})") : json_reply(200, R"({"status":"ok"})"));
+    }
+    case Route::metrics: {
+      auto snap = metrics_.snapshot();
+      if (pools_) snap.pools = pools_->stats();
+      snap.cgroup_mode = cgroup_mode_;
+      {
+        std::lock_guard lock(mu_);
+        snap.async_queued = pending_.size();
+      }
+      return respond(Reply{200, "text/plain; version=0.0.4; charset=utf-8", format_prometheus(snap), {}});
+    }
+    case Route::functions_list: return list_functions(respond);
+    case Route::function_get: return get_function(m.param, respond);
+    case Route::function_put: return put_function(request, std::move(respond));
+    case Route::function_delete: return delete_function(m.param, std::move(respond));
+    case Route::function_invoke: return invoke(request, std::move(respond));
+    case Route::function_logs: return logs(request, respond);
+    case Route::invocations_list: return list_invocations(request, respond);
+    case Route::invocation_get: return get_invocation(m.param, respond);
+    case Route::images_list: return images_list(respond);
+    case Route::images_import: return images_import(request, std::move(respond));
+    case Route::bad_request: return respond(error_reply(400, m.error));
+    case Route::method_not_allowed: {
+      auto r = error_reply(405, fmt::format("{} is not allowed on {}; allowed: {}", request.method,
+                                            request.target.substr(0, request.target.find('?')), m.allow));
+      r.headers.emplace_back("Allow", m.allow);
+      return respond(std::move(r));
+    }
+    case Route::not_found: break;
+  }
+  respond(error_reply(404, fmt::format("no such endpoint: {}", request.target.substr(0, request.target.find('?')))));
+}
+
+std::string Service::pool_json(const std::string& name, const std::vector<pool::PoolStats>& stats) const {
+  JsonWriter w;
+  w.begin_object();
+  auto it = std::find_if(stats.begin(), stats.end(), [&](const pool::PoolStats& s) { return s.function == name; });
+  w.field("warm", it == stats.end() ? 0u : it->warm);
+  w.field("busy", it == stats.end() ? 0u : it->busy);
+  w.field("starting", it == stats.end() ? 0u : it->starting);
+  auto f = functions_.find(name);
+  w.key("error");
+  f == functions_.end() || f->second.error.empty() ? w.null() : w.value(f->second.error);
+  w.end_object();
+  return w.take();
+}
+
+namespace {
+
+std::string function_json(const StoredFunction& f, const std::string& pool) {
+  // The stored spec, with the record's times and the pool's state added.
+  std::string body = f.spec_json;
+  body.pop_back();
+  body += fmt::format(",\"created_ms\":{},\"updated_ms\":{},\"pool\":{}}}", f.created_ms, f.updated_ms, pool);
+  return body;
+}
+
+}  // namespace
+
+void Service::list_functions(Respond& respond) {
+  auto stored = state_.list_functions();
+  if (!stored) return respond(error_reply(stored.error()));
+  auto stats = pools_ ? pools_->stats() : std::vector<pool::PoolStats>{};
+  JsonWriter w;
+  w.begin_object().key("functions").begin_array();
+  std::lock_guard lock(mu_);
+  for (const auto& f : *stored) w.raw(function_json(f, pool_json(f.name, stats)));
+  w.end_array().end_object();
+  respond(json_reply(200, w.take()));
+}
+
+void Service::get_function(const std::string& name, Respond& respond) {
+  if (auto ok = validate_function_name(name); !ok) return respond(error_reply(ok.error()));
+  auto f = state_.get_function(name);
+  if (!f) return respond(error_reply(f.error()));
+  if (!*f) return respond(error_reply(404, fmt::format("no function named {}", name)));
+  auto stats = pools_ ? pools_->stats() : std::vector<pool::PoolStats>{};
+  std::lock_guard lock(mu_);
+  respond(json_reply(200, function_json(**f, pool_json(name, stats))));
+}
+
+void Service::put_function(Request& request, Respond respond) {
+  auto spec = parse_function_spec(request.match.param, request.body);
+  if (!spec) return respond(error_reply(spec.error()));
+  run_job(admin_, [this, spec = std::move(*spec), respond = std::move(respond)] {
+    FunctionEntry entry{spec, {}};
+    if (pools_) {
+      if (auto r = pools_->configure(spec); !r) {
+        // A reference the store does not have is the client's mistake, not a missing endpoint.
+        unsigned status = r.error().kind == ErrorKind::not_found ? 400 : http_status(r.error());
+        return respond(error_reply(status, r.error().message()));
+      }
+    } else {
+      entry.error = "warm pools are not available in this build";
+    }
+    auto json = function_spec_json(spec);
+    auto created = state_.put_function(spec.name, json, now_ms());
+    if (!created) return respond(error_reply(created.error()));
+    {
+      std::lock_guard lock(mu_);
+      functions_[spec.name] = std::move(entry);
+    }
+    spdlog::info("function={} {} image={}", spec.name, *created ? "created" : "updated", spec.image);
+    auto f = state_.get_function(spec.name);
+    auto stats = pools_ ? pools_->stats() : std::vector<pool::PoolStats>{};
+    std::string body;
+    {
+      std::lock_guard lock(mu_);
+      body = f && *f ? function_json(**f, pool_json(spec.name, stats)) : json;
+    }
+    respond(json_reply(*created ? 201 : 200, std::move(body)));
+    pump();
+  });
+}
+
+void Service::delete_function(const std::string& name, Respond respond) {
+  if (auto ok = validate_function_name(name); !ok) return respond(error_reply(ok.error()));
+  run_job(admin_, [this, name, respond = std::move(respond)] {
+    auto removed = state_.delete_function(name);
+    if (!removed) return respond(error_reply(removed.error()));
+    if (!*removed) return respond(error_reply(404, fmt::format("no function named {}", name)));
+    {
+      std::lock_guard lock(mu_);
+      functions_.erase(name);
+    }
+    if (pools_) pools_->remove(name);
+    spdlog::info("function={} deleted", name);
+    respond(Reply{204, "application/json", {}, {}});
+    pump();  // queued async invocations of it now fail instead of waiting
+  });
+}
+
+void Service::invoke(Request& request, Respond respond) {
+  const std::string& name = request.match.param;
+  if (auto ok = validate_function_name(name); !ok) return respond(error_reply(ok.error()));
+  auto mode = request.match.query.contains("mode") ? request.match.query.at("mode") : "sync";
+  if (mode != "sync" && mode != "async")
+    return respond(error_reply(400, fmt::format("mode must be sync or async, got '{}'", mode)));
+  std::unique_lock lock(mu_);
+  if (stopping_) return respond(error_reply(503, "the daemon is shutting down"));
+  auto f = functions_.find(name);
+  if (f == functions_.end()) return respond(error_reply(404, fmt::format("no function named {}", name)));
+  if (!f->second.error.empty())
+    return respond(error_reply(503, fmt::format("function {} is not ready: {}", name, f->second.error)));
+
+  if (mode == "async") {
+    lock.unlock();
+    run_job(admin_, [this, name, event = std::move(request.body), respond = std::move(respond)] {
+      auto id = new_invocation_id();
+      if (auto r = state_.enqueue(id, name, event, now_ms()); !r) return respond(error_reply(r.error()));
+      Reply reply = json_reply(202, fmt::format(R"({{"id":"{}","status":"queued"}})", id));
+      reply.headers.emplace_back("Fnexec-Invocation-Id", id);
+      reply.headers.emplace_back("Location", "/v1/invocations/" + id);
+      respond(std::move(reply));
+      {
+        std::lock_guard l(mu_);
+        pending_.push_back({id, name});
+      }
+      pump();
+    });
+    return;
+  }
+
+  auto& n = in_flight_[name];
+  if (n >= f->second.spec.max_concurrency || in_flight_total_ >= limits_.max_in_flight) {
+    metrics_.count(name, Outcome::rejected);
+    auto r = error_reply(429, n >= f->second.spec.max_concurrency
+                                  ? fmt::format("function {} is at max_concurrency ({})", name,
+                                                f->second.spec.max_concurrency)
+                                  : fmt::format("the daemon is running its maximum of {} invocations",
+                                                limits_.max_in_flight));
+    r.headers.emplace_back("Retry-After", "1");
+    return respond(std::move(r));
+  }
+  ++n;
+  ++in_flight_total_;
+  lock.unlock();
+  run_job(invocations_, [this, name, event = std::move(request.body), respond = std::move(respond)]() mutable {
+    invoke_sync(name, std::move(event), std::move(respond));
+    release(name);
+  });
+}
+
+void Service::release(const std::string& function) {
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = in_flight_.find(function); it != in_flight_.end() && it->second > 0 && --it->second == 0)
+      in_flight_.erase(it);
+    --in_flight_total_;
+  }
+  pump();
+}
+
+void Service::invoke_sync(const std::string& name, std::string event, Respond respond) {
+  pool::FunctionSpec spec;
+  Retention retention;
+  {
+    std::lock_guard lock(mu_);
+    auto f = functions_.find(name);
+    if (f == functions_.end()) return respond(error_reply(404, fmt::format("no function named {}", name)));
+    spec = f->second.spec;
+    retention = limits_.retention;
+  }
+  if (!pools_) return respond(error_reply(503, "warm pools are not available in this build"));
+  auto id = new_invocation_id();
+  // The record exists before the sandbox runs, so a crash leaves a `running` row to mark lost.
+  if (auto r = state_.insert_running(id, name, now_ms()); !r) return respond(error_reply(r.error()));
+
+  auto res = pools_->invoke(name, event);
+  if (!res) {
+    InvocationEnd e;
+    e.id = id;
+    e.finished_ms = now_ms();
+    e.error = res.error().message();
+    bool no_capacity = res.error().kind == ErrorKind::unavailable;
+    e.outcome = std::string(to_string(no_capacity ? Outcome::rejected : Outcome::failed));
+    if (auto r = state_.finish(e, retention); !r) spdlog::error("invocation={} {}", id, r.error().message());
+    metrics_.count(name, no_capacity ? Outcome::rejected : Outcome::failed);
+    auto reply = error_reply(no_capacity ? 429 : http_status(res.error()), e.error);
+    if (no_capacity) reply.headers.emplace_back("Retry-After", "1");
+    reply.headers.emplace_back("Fnexec-Invocation-Id", id);
+    return respond(std::move(reply));
+  }
+
+  Outcome outcome = classify(*res);
+  auto end = end_of(id, *res, outcome);
+  if (outcome != Outcome::success) end.error = failure_message(spec, *res, outcome);
+  if (auto r = state_.finish(end, retention); !r) spdlog::error("invocation={} {}", id, r.error().message());
+  if (!res->log.empty())
+    if (auto r = state_.append_log(name, id, end.finished_ms, res->log, retention); !r)
+      spdlog::error("invocation={} {}", id, r.error().message());
+  metrics_.count(name, outcome);
+  metrics_.observe(name, res->start, res->record.wall_us);
+
+  const auto& rec = res->record;
+  Reply reply;
+  reply.status = http_status(outcome);
+  if (outcome == Outcome::success) {
+    reply.content_type = "application/octet-stream";
+    reply.body = std::move(res->output);
+  } else {
+    JsonWriter w;
+    w.begin_object().field("error", end.error).field("invocation_id", id).field("exit_code", rec.exit_code);
+    w.field("signal", rec.signal).field("oom_killed", rec.oom_killed).field("timed_out", rec.timed_out);
+    w.field("output_too_large", res->output_too_large).field("stderr_tail", res->log).end_object();
+    reply.body = w.take();
+  }
+  auto& h = reply.headers;
+  h.emplace_back("Fnexec-Invocation-Id", id);
+  h.emplace_back("Fnexec-Start", std::string(start_name(res->start)));
+  h.emplace_back("Fnexec-Duration-Us", std::to_string(rec.wall_us));
+  h.emplace_back("Fnexec-Billed-Ms", std::to_string(billed_ms(rec.wall_us)));
+  if (rec.cpu_user_us || rec.cpu_system_us)
+    h.emplace_back("Fnexec-Cpu-Us", std::to_string(rec.cpu_user_us.value_or(0) + rec.cpu_system_us.value_or(0)));
+  if (rec.memory_peak_bytes) h.emplace_back("Fnexec-Memory-Peak-Bytes", std::to_string(*rec.memory_peak_bytes));
+  h.emplace_back("Fnexec-Exit-Code", std::to_string(rec.exit_code));
+  respond(std::move(reply));
+}
+
+void Service::pump() {
+  std::vector<QueuedInvocation> start, orphaned;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || !pools_) return;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      auto f = functions_.find(it->function);
+      if (f == functions_.end()) {
+        orphaned.push_back(std::move(*it));
+        it = pending_.erase(it);
+        continue;
+      }
+      if (in_flight_total_ >= limits_.max_in_flight) break;
+      auto& n = in_flight_[it->function];
+      if (n >= f->second.spec.max_concurrency || !f->second.error.empty()) {
+        ++it;
+        continue;
+      }
+      ++n;
+      ++in_flight_total_;
+      start.push_back(std::move(*it));
+      it = pending_.erase(it);
+    }
+  }
+  for (auto& q : start)
+    run_job(invocations_, [this, q = std::move(q)]() mutable {
+      auto function = q.function;
+      run_async(std::move(q));
+      release(function);
+    });
+  for (auto& q : orphaned)
+    run_job(admin_, [this, q = std::move(q)] {
+      if (!state_.start_queued(q.id, now_ms())) return;
+      InvocationEnd e;
+      e.id = q.id;
+      e.outcome = std::string(to_string(Outcome::failed));
+      e.finished_ms = now_ms();
+      e.error = fmt::format("function {} was deleted before this invocation ran", q.function);
+      Retention retention;
+      {
+        std::lock_guard lock(mu_);
+        retention = limits_.retention;
+      }
+      if (auto r = state_.finish(e, retention); !r) spdlog::error("invocation={} {}", q.id, r.error().message());
+    });
+}
+
+void Service::run_async(QueuedInvocation q) {
+  pool::FunctionSpec spec;
+  Retention retention;
+  {
+    std::lock_guard lock(mu_);
+    auto f = functions_.find(q.function);
+    if (f != functions_.end()) spec = f->second.spec;
+    retention = limits_.retention;
+  }
+  auto event = state_.start_queued(q.id, now_ms());
+  if (!event) {
+    spdlog::error("invocation={} {}", q.id, event.error().message());
+    return;
+  }
+  auto res = pools_->invoke(q.function, *event);
+  if (!res && res.error().kind == ErrorKind::unavailable) {
+    // The global sandbox cap: back to the queue front, pump() retries when capacity frees up.
+    if (auto r = state_.requeue(q.id); !r) spdlog::error("invocation={} {}", q.id, r.error().message());
+    std::lock_guard lock(mu_);
+    pending_.push_front(std::move(q));
+    return;
+  }
+  InvocationEnd end;
+  if (!res) {
+    end.id = q.id;
+    end.outcome = std::string(to_string(Outcome::failed));
+    end.finished_ms = now_ms();
+    end.error = res.error().message();
+    metrics_.count(q.function, Outcome::failed);
+  } else {
+    Outcome outcome = classify(*res);
+    end = end_of(q.id, *res, outcome);
+    if (outcome != Outcome::success) end.error = failure_message(spec, *res, outcome);
+    end.output = std::move(res->output);
+    metrics_.count(q.function, outcome);
+    metrics_.observe(q.function, res->start, res->record.wall_us);
+    if (!res->log.empty())
+      if (auto r = state_.append_log(q.function, q.id, end.finished_ms, res->log, retention); !r)
+        spdlog::error("invocation={} {}", q.id, r.error().message());
+  }
+  if (auto r = state_.finish(end, retention); !r) spdlog::error("invocation={} {}", q.id, r.error().message());
+}
+
+void Service::logs(const Request& request, Respond& respond) {
+  const auto& m = request.match;
+  if (auto ok = validate_function_name(m.param); !ok) return respond(error_reply(ok.error()));
+  auto since = query_uint(m.query, "since", 0, INT64_MAX);
+  auto after = query_uint(m.query, "after", 0, INT64_MAX);
+  auto limit = query_uint(m.query, "limit", 100, 10000);
+  for (const auto* r : {&since, &after, &limit})
+    if (!*r) return respond(error_reply(r->error()));
+  auto entries = state_.logs(m.param, static_cast<int64_t>(*since), static_cast<int64_t>(*after), *limit);
+  if (!entries) return respond(error_reply(entries.error()));
+  JsonWriter w;
+  w.begin_object().field("function", m.param).key("entries").begin_array();
+  int64_t next = static_cast<int64_t>(*after);
+  for (const auto& e : *entries) {
+    w.begin_object().field("seq", e.seq).field("invocation_id", e.invocation_id).field("time_ms", e.time_ms);
+    w.field("text", e.text).end_object();
+    next = std::max(next, e.seq);
+  }
+  w.end_array().field("next", next).end_object();
+  respond(json_reply(200, w.take()));
+}
+
+void Service::list_invocations(const Request& request, Respond& respond) {
+  const auto& q = request.match.query;
+  std::string function = q.contains("function") ? q.at("function") : "";
+  if (!function.empty())
+    if (auto ok = validate_function_name(function); !ok) return respond(error_reply(ok.error()));
+  auto since = query_uint(q, "since", 0, INT64_MAX);
+  auto limit = query_uint(q, "limit", 50, 10000);
+  for (const auto* r : {&since, &limit})
+    if (!*r) return respond(error_reply(r->error()));
+  auto rows = state_.list_invocations(function, static_cast<int64_t>(*since), *limit);
+  if (!rows) return respond(error_reply(rows.error()));
+  JsonWriter w;
+  w.begin_object().key("invocations").begin_array();
+  for (const auto& r : *rows) w.raw(invocation_json(r, std::nullopt));
+  w.end_array().end_object();
+  respond(json_reply(200, w.take()));
+}
+
+void Service::get_invocation(const std::string& id, Respond& respond) {
+  auto row = state_.get_invocation(id);
+  if (!row) return respond(error_reply(row.error()));
+  if (!*row) return respond(error_reply(404, fmt::format("no invocation with id {}", id)));
+  auto log = state_.log_of(id);
+  respond(json_reply(200, invocation_json(**row, log ? *log : std::nullopt)));
+}
+
+void Service::images_list(Respond& respond) {
+#if FNEXEC_HAVE_IMAGE_STORE
+  if (store_) {
+    auto list = store_->list();
+    if (!list) return respond(error_reply(list.error()));
+    JsonWriter w;
+    w.begin_object().key("images").begin_array();
+    for (const auto& i : *list) {
+      w.begin_object().field("name", i.name).field("tag", i.tag).field("digest", i.digest);
+      w.field("size", i.size).field("created", i.created).end_object();
+    }
+    w.end_array().end_object();
+    return respond(json_reply(200, w.take()));
+  }
+#endif
+  respond(error_reply(503, "the image store is not available in this build"));
+}
+
+void Service::images_import(Request& request, Respond respond) {
+  auto upload = request.upload;
+  auto name = request.match.query.contains("name") ? std::optional(request.match.query.at("name")) : std::nullopt;
+  run_job(admin_, [this, upload, name, respond = std::move(respond)] {
+    Reply reply = error_reply(503, "the image store is not available in this build");
+#if FNEXEC_HAVE_IMAGE_STORE
+    if (store_) {
+      image::ImportOptions options;
+      options.name = name;
+      auto img = store_->import(upload.string(), options);
+      if (!img) {
+        reply = error_reply(img.error().kind == ErrorKind::internal ? 500 : 400, img.error().message());
+      } else {
+        JsonWriter w;
+        w.begin_object().field("digest", img->manifest_digest).field("reference", img->reference).end_object();
+        reply = json_reply(201, w.take());
+        spdlog::info("image imported reference={} digest={}", img->reference, img->manifest_digest);
+      }
+    }
+#else
+    (void)name;
+#endif
+    std::error_code ec;
+    std::filesystem::remove(upload, ec);
+    respond(std::move(reply));
+  });
+}
+
+}  // namespace fnexec::server

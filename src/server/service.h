@@ -1,0 +1,117 @@
+// The API's behaviour, without the network: one Request in, one Reply out through a callback.
+// Blocking work (invocations, pool configuration, image imports, SQLite writes) runs on executors the
+// daemon provides, so the network loop never waits on a sandbox or the disk.
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pool/pool.h"
+#include "server/api.h"
+#include "server/metrics.h"
+#include "server/state.h"
+
+namespace fnexec::image {
+class Store;
+}
+
+namespace fnexec::server {
+
+struct Request {
+  std::string method;
+  std::string target;
+  RouteMatch match;
+  std::string body;              // every route but images_import
+  std::filesystem::path upload;  // images_import: the file holding the body; the service removes it
+};
+
+struct Reply {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Called exactly once per request, from any thread.
+using Respond = std::function<void(Reply)>;
+// Runs a job on some other thread.
+using Executor = std::function<void(std::function<void()>)>;
+
+// What SIGHUP can change.
+struct ServiceLimits {
+  Retention retention;
+  uint32_t max_in_flight = 64;  // invocations running at once across functions (the worker threads)
+};
+
+class Service {
+ public:
+  // pools and store may be null: the daemon then answers what needs them with 503.
+  Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode, Executor invocations,
+          Executor admin, ServiceLimits limits);
+
+  // Loads the functions and configures their pools, loads the async queue. Before serving.
+  Result<> start();
+  void handle(Request request, Respond respond);
+  // Retries queued async invocations that found no capacity. The daemon calls it periodically.
+  void pump();
+  // New invocations get 503 from now on; queued async ones stay queued for the next start.
+  void begin_shutdown();
+  // Jobs handed to the executors that have not finished.
+  size_t busy() const { return busy_.load(); }
+  // Every function's pool holds at least min_warm parked sandboxes (or has failed to configure).
+  bool pools_warm() const;
+  void set_limits(const ServiceLimits& limits);
+
+ private:
+  struct FunctionEntry {
+    pool::FunctionSpec spec;
+    std::string error;  // why configure() failed, "" when the pool is ready
+  };
+  struct Job;
+
+  void run_job(Executor& executor, std::function<void()> job);
+  void list_functions(Respond& respond);
+  void get_function(const std::string& name, Respond& respond);
+  void put_function(Request& request, Respond respond);
+  void delete_function(const std::string& name, Respond respond);
+  void invoke(Request& request, Respond respond);
+  void invoke_sync(const std::string& name, std::string event, Respond respond);
+  void run_async(QueuedInvocation q);
+  void release(const std::string& function);
+  void logs(const Request& request, Respond& respond);
+  void list_invocations(const Request& request, Respond& respond);
+  void get_invocation(const std::string& id, Respond& respond);
+  void images_list(Respond& respond);
+  void images_import(Request& request, Respond respond);
+  std::string pool_json(const std::string& name, const std::vector<pool::PoolStats>& stats) const;
+
+  State& state_;
+  pool::PoolSet* pools_;
+  image::Store* store_;
+  std::string cgroup_mode_;
+  Executor invocations_;
+  Executor admin_;
+  Metrics metrics_;
+  std::atomic<size_t> busy_{0};
+
+  mutable std::mutex mu_;
+  ServiceLimits limits_;
+  std::map<std::string, FunctionEntry> functions_;
+  std::map<std::string, uint32_t> in_flight_;
+  uint32_t in_flight_total_ = 0;
+  std::deque<QueuedInvocation> pending_;  // async, waiting for capacity
+  bool stopping_ = false;
+};
+
+// 32 lowercase hex digits from getrandom(2).
+std::string new_invocation_id();
+int64_t now_ms();
+
+}  // namespace fnexec::server

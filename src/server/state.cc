@@ -1,0 +1,431 @@
+#include "server/state.h"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <array>
+
+#include "util/log.h"
+
+namespace fnexec::server {
+
+namespace {
+
+// Migration N (1-based) moves the schema from version N-1 to N. Append only; never edit one that shipped.
+constexpr std::array<const char*, kSchemaVersion> kMigrations = {
+    R"sql(
+CREATE TABLE functions (
+  name TEXT PRIMARY KEY,
+  spec TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE TABLE invocations (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  function TEXT NOT NULL,
+  async INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'lost')),
+  start_kind TEXT NOT NULL DEFAULT '',
+  outcome TEXT NOT NULL DEFAULT '',
+  queued_ms INTEGER NOT NULL,
+  started_ms INTEGER,
+  finished_ms INTEGER,
+  wall_us INTEGER,
+  cpu_user_us INTEGER,
+  cpu_system_us INTEGER,
+  memory_peak_bytes INTEGER,
+  billed_ms INTEGER,
+  exit_code INTEGER,
+  signal INTEGER,
+  oom_killed INTEGER NOT NULL DEFAULT 0,
+  timed_out INTEGER NOT NULL DEFAULT 0,
+  output_too_large INTEGER NOT NULL DEFAULT 0,
+  error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX invocations_by_function ON invocations (function, seq);
+CREATE INDEX invocations_by_status ON invocations (status);
+CREATE TABLE async_payloads (
+  id TEXT PRIMARY KEY REFERENCES invocations (id) ON DELETE CASCADE,
+  event BLOB,
+  output BLOB
+);
+CREATE TABLE logs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  function TEXT NOT NULL,
+  invocation_id TEXT NOT NULL,
+  time_ms INTEGER NOT NULL,
+  text BLOB NOT NULL
+);
+CREATE INDEX logs_by_function ON logs (function, seq);
+CREATE INDEX logs_by_invocation ON logs (invocation_id);
+)sql",
+};
+
+std::unexpected<Error> db_error(sqlite3* db, std::string what) {
+  return fail(ErrorKind::internal, std::move(what), "state database", sqlite3_errmsg(db));
+}
+
+// One prepared statement, finalized on every path.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  Result<> ok(const char* what) const {
+    if (rc_ != SQLITE_OK) return db_error(db_, what);
+    return {};
+  }
+  Statement& bind(int i, std::string_view s) {
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& bind_blob(int i, std::string_view s) {
+    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  template <class T>
+  Statement& bind(int i, const std::optional<T>& v) {
+    if (v)
+      sqlite3_bind_int64(stmt_, i, static_cast<int64_t>(*v));
+    else
+      sqlite3_bind_null(stmt_, i);
+    return *this;
+  }
+  // SQLITE_ROW → true, SQLITE_DONE → false.
+  Result<bool> step(const char* what) {
+    if (rc_ != SQLITE_OK) return db_error(db_, what);
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return db_error(db_, what);
+  }
+  Result<> run(const char* what) {
+    FNEXEC_TRY(step(what));
+    return {};
+  }
+  int64_t i64(int col) const { return sqlite3_column_int64(stmt_, col); }
+  bool is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  template <class T>
+  std::optional<T> opt(int col) const {
+    if (is_null(col)) return std::nullopt;
+    return static_cast<T>(sqlite3_column_int64(stmt_, col));
+  }
+  std::string text(int col) const {
+    auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+constexpr const char* kInvocationColumns =
+    "i.seq, i.id, i.function, i.async, i.status, i.start_kind, i.outcome, i.queued_ms, i.started_ms, "
+    "i.finished_ms, i.wall_us, i.cpu_user_us, i.cpu_system_us, i.memory_peak_bytes, i.billed_ms, i.exit_code, "
+    "i.signal, i.oom_killed, i.timed_out, i.output_too_large, i.error, p.output";
+
+InvocationRow read_invocation(const Statement& s) {
+  InvocationRow r;
+  r.seq = s.i64(0);
+  r.id = s.text(1);
+  r.function = s.text(2);
+  r.async = s.i64(3) != 0;
+  r.status = s.text(4);
+  r.start = s.text(5);
+  r.outcome = s.text(6);
+  r.queued_ms = s.i64(7);
+  r.started_ms = s.opt<int64_t>(8);
+  r.finished_ms = s.opt<int64_t>(9);
+  r.wall_us = s.opt<uint64_t>(10);
+  r.cpu_user_us = s.opt<uint64_t>(11);
+  r.cpu_system_us = s.opt<uint64_t>(12);
+  r.memory_peak_bytes = s.opt<uint64_t>(13);
+  r.billed_ms = s.opt<uint64_t>(14);
+  r.exit_code = s.opt<int>(15);
+  r.signal = s.opt<int>(16);
+  r.oom_killed = s.i64(17) != 0;
+  r.timed_out = s.i64(18) != 0;
+  r.output_too_large = s.i64(19) != 0;
+  r.error = s.text(20);
+  if (!s.is_null(21)) r.output = s.text(21);
+  return r;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<State>> State::open(const std::filesystem::path& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return fail(ErrorKind::internal, "open state database", path.string(), msg);
+  }
+  std::unique_ptr<State> state(new State(db));
+  // Writers wait for each other instead of failing with SQLITE_BUSY (a CLI reading the db, a backup).
+  sqlite3_busy_timeout(db, 5000);
+  // WAL: readers never block the writer; synchronous=NORMAL is durable across a process crash,
+  // and only the last transactions can go on power loss (fsync at checkpoints).
+  FNEXEC_TRY(state->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
+  if (auto r = state->migrate(); !r) return std::unexpected(r.error().context(path.string() + ": "));
+  return state;
+}
+
+State::~State() { sqlite3_close(db_); }
+
+Result<> State::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    return fail(ErrorKind::internal, "run SQL", "state database", msg);
+  }
+  return {};
+}
+
+Result<> State::migrate() {
+  std::lock_guard lock(mu_);
+  // BEGIN IMMEDIATE takes the write lock first, so two daemons starting together cannot both migrate.
+  FNEXEC_TRY(exec("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"));
+  auto body = [&]() -> Result<> {
+    Statement q(db_, "SELECT version FROM schema_version");
+    int version = FNEXEC_TRY(q.step("read schema_version")) ? static_cast<int>(q.i64(0)) : -1;
+    if (version < 0) {
+      FNEXEC_TRY(exec("INSERT INTO schema_version (version) VALUES (0)"));
+      version = 0;
+    }
+    if (version > kSchemaVersion)
+      return fail(ErrorKind::invalid, "open state database", {},
+                  fmt::format("schema version {} is newer than this fnexec knows ({}); use a newer fnexec", version,
+                              kSchemaVersion));
+    for (int v = version; v < kSchemaVersion; ++v) {
+      FNEXEC_TRY(exec(kMigrations[v]));
+      Statement up(db_, "UPDATE schema_version SET version = ?");
+      FNEXEC_TRY(up.bind(1, int64_t{v + 1}).run("update schema_version"));
+      spdlog::info("state migrated to schema_version={}", v + 1);
+    }
+    return {};
+  };
+  if (auto r = body(); !r) {
+    (void)exec("ROLLBACK");
+    return r;
+  }
+  return exec("COMMIT");
+}
+
+Result<int> State::schema_version() {
+  std::lock_guard lock(mu_);
+  Statement q(db_, "SELECT version FROM schema_version");
+  if (!FNEXEC_TRY(q.step("read schema_version"))) return 0;
+  return static_cast<int>(q.i64(0));
+}
+
+Result<bool> State::put_function(const std::string& name, const std::string& spec_json, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Statement q(db_,
+              "INSERT INTO functions (name, spec, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3) "
+              "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_ms = excluded.updated_ms "
+              "RETURNING created_ms = updated_ms");
+  q.bind(1, name).bind(2, spec_json).bind(3, now_ms);
+  if (!FNEXEC_TRY(q.step("store function"))) return false;
+  return q.i64(0) != 0;
+}
+
+Result<std::optional<StoredFunction>> State::get_function(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, "SELECT name, spec, created_ms, updated_ms FROM functions WHERE name = ?");
+  q.bind(1, name);
+  if (!FNEXEC_TRY(q.step("read function"))) return std::nullopt;
+  return StoredFunction{q.text(0), q.text(1), q.i64(2), q.i64(3)};
+}
+
+Result<std::vector<StoredFunction>> State::list_functions() {
+  std::lock_guard lock(mu_);
+  Statement q(db_, "SELECT name, spec, created_ms, updated_ms FROM functions ORDER BY name");
+  std::vector<StoredFunction> out;
+  while (FNEXEC_TRY(q.step("list functions"))) out.push_back({q.text(0), q.text(1), q.i64(2), q.i64(3)});
+  return out;
+}
+
+Result<bool> State::delete_function(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, "DELETE FROM functions WHERE name = ?");
+  FNEXEC_TRY(q.bind(1, name).run("delete function"));
+  return sqlite3_changes(db_) > 0;
+}
+
+Result<> State::insert_running(const std::string& id, const std::string& function, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Statement q(db_,
+              "INSERT INTO invocations (id, function, async, status, queued_ms, started_ms) "
+              "VALUES (?1, ?2, 0, 'running', ?3, ?3)");
+  return q.bind(1, id).bind(2, function).bind(3, now_ms).run("record invocation");
+}
+
+Result<> State::enqueue(const std::string& id, const std::string& function, std::string_view event, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  FNEXEC_TRY(exec("BEGIN"));
+  auto body = [&]() -> Result<> {
+    Statement q(db_,
+                "INSERT INTO invocations (id, function, async, status, queued_ms) VALUES (?1, ?2, 1, 'queued', ?3)");
+    FNEXEC_TRY(q.bind(1, id).bind(2, function).bind(3, now_ms).run("queue invocation"));
+    Statement p(db_, "INSERT INTO async_payloads (id, event) VALUES (?1, ?2)");
+    return p.bind(1, id).bind_blob(2, event).run("store event");
+  };
+  if (auto r = body(); !r) {
+    (void)exec("ROLLBACK");
+    return r;
+  }
+  return exec("COMMIT");
+}
+
+Result<std::string> State::start_queued(const std::string& id, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, "UPDATE invocations SET status = 'running', started_ms = ?2 WHERE id = ?1 AND status = 'queued'");
+  FNEXEC_TRY(q.bind(1, id).bind(2, now_ms).run("start queued invocation"));
+  if (sqlite3_changes(db_) == 0) return fail(ErrorKind::not_found, "start queued invocation", id, "not queued");
+  Statement e(db_, "SELECT event FROM async_payloads WHERE id = ?");
+  e.bind(1, id);
+  if (!FNEXEC_TRY(e.step("read event"))) return std::string();
+  return e.text(0);
+}
+
+Result<> State::requeue(const std::string& id) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, "UPDATE invocations SET status = 'queued', started_ms = NULL WHERE id = ?");
+  return q.bind(1, id).run("requeue invocation");
+}
+
+Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
+  std::lock_guard lock(mu_);
+  FNEXEC_TRY(exec("BEGIN"));
+  auto body = [&]() -> Result<> {
+    Statement q(db_,
+                "UPDATE invocations SET status = 'done', start_kind = ?2, outcome = ?3, finished_ms = ?4, "
+                "wall_us = ?5, cpu_user_us = ?6, cpu_system_us = ?7, memory_peak_bytes = ?8, billed_ms = ?9, "
+                "exit_code = ?10, signal = ?11, oom_killed = ?12, timed_out = ?13, output_too_large = ?14, "
+                "error = ?15 WHERE id = ?1 RETURNING function");
+    q.bind(1, e.id).bind(2, e.start).bind(3, e.outcome).bind(4, e.finished_ms);
+    q.bind(5, e.wall_us).bind(6, e.cpu_user_us).bind(7, e.cpu_system_us).bind(8, e.memory_peak_bytes);
+    q.bind(9, e.billed_ms).bind(10, e.exit_code).bind(11, e.signal);
+    q.bind(12, int64_t{e.oom_killed}).bind(13, int64_t{e.timed_out}).bind(14, int64_t{e.output_too_large});
+    q.bind(15, e.error);
+    if (!FNEXEC_TRY(q.step("finish invocation")))
+      return fail(ErrorKind::not_found, "finish invocation", e.id, "no such record");
+    std::string function = q.text(0);
+    if (e.output) {
+      Statement p(db_, "UPDATE async_payloads SET event = NULL, output = ?2 WHERE id = ?1");
+      FNEXEC_TRY(p.bind(1, e.id).bind_blob(2, *e.output).run("store output"));
+    }
+    // Retention: drop the oldest finished records of this function beyond the limit.
+    Statement prune(db_,
+                    "DELETE FROM invocations WHERE function = ?1 AND status IN ('done', 'lost') AND seq <= "
+                    "(SELECT seq FROM invocations WHERE function = ?1 AND status IN ('done', 'lost') "
+                    "ORDER BY seq DESC LIMIT 1 OFFSET ?2)");
+    return prune.bind(1, function).bind(2, static_cast<int64_t>(retention.records_per_function)).run("prune records");
+  };
+  if (auto r = body(); !r) {
+    (void)exec("ROLLBACK");
+    return r;
+  }
+  return exec("COMMIT");
+}
+
+Result<std::optional<InvocationRow>> State::get_invocation(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto sql = fmt::format("SELECT {} FROM invocations i LEFT JOIN async_payloads p ON p.id = i.id WHERE i.id = ?",
+                         kInvocationColumns);
+  Statement q(db_, sql.c_str());
+  q.bind(1, id);
+  if (!FNEXEC_TRY(q.step("read invocation"))) return std::nullopt;
+  return read_invocation(q);
+}
+
+Result<std::vector<InvocationRow>> State::list_invocations(const std::string& function, int64_t since_ms,
+                                                           uint64_t limit) {
+  std::lock_guard lock(mu_);
+  // Lists leave the outputs out (they can be megabytes); GET /v1/invocations/{id} has them.
+  auto sql = fmt::format(
+      "SELECT {} FROM invocations i LEFT JOIN (SELECT NULL AS id, NULL AS output) p ON 0 "
+      "WHERE (?1 = '' OR i.function = ?1) AND i.queued_ms >= ?2 ORDER BY i.seq DESC LIMIT ?3",
+      kInvocationColumns);
+  Statement q(db_, sql.c_str());
+  q.bind(1, function).bind(2, since_ms).bind(3, static_cast<int64_t>(limit));
+  std::vector<InvocationRow> out;
+  while (FNEXEC_TRY(q.step("list invocations"))) out.push_back(read_invocation(q));
+  return out;
+}
+
+Result<std::vector<QueuedInvocation>> State::queued() {
+  std::lock_guard lock(mu_);
+  Statement q(db_, "SELECT id, function FROM invocations WHERE status = 'queued' ORDER BY seq");
+  std::vector<QueuedInvocation> out;
+  while (FNEXEC_TRY(q.step("list queued invocations"))) out.push_back({q.text(0), q.text(1)});
+  return out;
+}
+
+Result<Recovery> State::recover(int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Recovery r;
+  Statement lost(db_,
+                 "UPDATE invocations SET status = 'lost', outcome = 'lost', finished_ms = ?1, "
+                 "error = 'the daemon stopped while this invocation ran' WHERE status = 'running'");
+  FNEXEC_TRY(lost.bind(1, now_ms).run("mark lost invocations"));
+  r.lost = sqlite3_changes(db_);
+  Statement q(db_, "SELECT count(*) FROM invocations WHERE status = 'queued'");
+  if (FNEXEC_TRY(q.step("count queued"))) r.queued = static_cast<int>(q.i64(0));
+  return r;
+}
+
+Result<> State::append_log(const std::string& function, const std::string& invocation_id, int64_t time_ms,
+                           std::string_view text, const Retention& retention) {
+  std::lock_guard lock(mu_);
+  FNEXEC_TRY(exec("BEGIN"));
+  auto body = [&]() -> Result<> {
+    Statement q(db_, "INSERT INTO logs (function, invocation_id, time_ms, text) VALUES (?1, ?2, ?3, ?4)");
+    FNEXEC_TRY(q.bind(1, function).bind(2, invocation_id).bind(3, time_ms).bind_blob(4, text).run("store log"));
+    // Oldest first out: delete entries below the newest ones whose sizes add up to the budget.
+    Statement prune(db_,
+                    "DELETE FROM logs WHERE function = ?1 AND seq < (SELECT coalesce(min(seq), max(newest)) FROM "
+                    "(SELECT seq, max(seq) OVER () AS newest, sum(length(text)) OVER (ORDER BY seq DESC) AS total "
+                    "FROM logs WHERE function = ?1) WHERE total <= ?2 OR seq = newest)");
+    return prune.bind(1, function).bind(2, static_cast<int64_t>(retention.log_bytes_per_function)).run("prune logs");
+  };
+  if (auto r = body(); !r) {
+    (void)exec("ROLLBACK");
+    return r;
+  }
+  return exec("COMMIT");
+}
+
+Result<std::vector<LogEntry>> State::logs(const std::string& function, int64_t since_ms, int64_t after_seq,
+                                          uint64_t limit) {
+  std::lock_guard lock(mu_);
+  Statement q(db_,
+              "SELECT seq, invocation_id, time_ms, text FROM (SELECT * FROM logs WHERE function = ?1 AND "
+              "time_ms >= ?2 AND seq > ?3 ORDER BY seq DESC LIMIT ?4) ORDER BY seq");
+  q.bind(1, function).bind(2, since_ms).bind(3, after_seq).bind(4, static_cast<int64_t>(limit));
+  std::vector<LogEntry> out;
+  while (FNEXEC_TRY(q.step("read logs"))) out.push_back({q.i64(0), q.text(1), q.i64(2), q.text(3)});
+  return out;
+}
+
+Result<std::optional<std::string>> State::log_of(const std::string& invocation_id) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, "SELECT text FROM logs WHERE invocation_id = ? ORDER BY seq DESC LIMIT 1");
+  q.bind(1, invocation_id);
+  if (!FNEXEC_TRY(q.step("read log"))) return std::nullopt;
+  return q.text(0);
+}
+
+}  // namespace fnexec::server

@@ -1,0 +1,133 @@
+// The daemon's durable state in SQLite (WAL): functions, invocation records, the async queue, logs.
+// Thread-safe: one connection behind a mutex; every statement is short (measured in the report).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/error.h"
+
+struct sqlite3;
+
+namespace fnexec::server {
+
+// Versioned migrations; schema_version holds how many of them ran.
+inline constexpr int kSchemaVersion = 1;
+
+struct StoredFunction {
+  std::string name;
+  std::string spec_json;  // function_spec_json()
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+};
+
+// One row of `invocations`. Optional columns are NULL until known.
+struct InvocationRow {
+  int64_t seq = 0;
+  std::string id;
+  std::string function;
+  bool async = false;
+  std::string status;  // queued | running | done | lost
+  std::string start;   // warm | cold | ""
+  std::string outcome; // success | error | timeout | oom | output_too_large | setup_error | rejected | failed | lost
+  int64_t queued_ms = 0;
+  std::optional<int64_t> started_ms, finished_ms;
+  std::optional<uint64_t> wall_us, cpu_user_us, cpu_system_us, memory_peak_bytes, billed_ms;
+  std::optional<int> exit_code, signal;
+  bool oom_killed = false, timed_out = false, output_too_large = false;
+  std::string error;
+  std::optional<std::string> output;  // async results only
+};
+
+// What finish() records.
+struct InvocationEnd {
+  std::string id;
+  std::string start;
+  std::string outcome;
+  int64_t finished_ms = 0;
+  std::optional<uint64_t> wall_us, cpu_user_us, cpu_system_us, memory_peak_bytes, billed_ms;
+  std::optional<int> exit_code, signal;
+  bool oom_killed = false, timed_out = false, output_too_large = false;
+  std::string error;
+  std::optional<std::string> output;  // kept for async invocations
+};
+
+struct QueuedInvocation {
+  std::string id;
+  std::string function;
+};
+
+struct LogEntry {
+  int64_t seq = 0;
+  std::string invocation_id;
+  int64_t time_ms = 0;
+  std::string text;
+};
+
+struct Recovery {
+  int lost = 0;    // were running when the previous instance died
+  int queued = 0;  // async invocations waiting to run
+};
+
+struct Retention {
+  uint64_t log_bytes_per_function = 1 << 20;  // stderr tails kept per function, oldest dropped first
+  uint64_t records_per_function = 10000;      // finished invocation records kept per function
+};
+
+class State {
+ public:
+  // Opens or creates DB, sets WAL and busy_timeout, and runs the migrations it has not seen.
+  static Result<std::unique_ptr<State>> open(const std::filesystem::path& db);
+  ~State();
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+
+  Result<int> schema_version();
+
+  // Returns true when the function was created, false when it replaced one.
+  Result<bool> put_function(const std::string& name, const std::string& spec_json, int64_t now_ms);
+  Result<std::optional<StoredFunction>> get_function(const std::string& name);
+  Result<std::vector<StoredFunction>> list_functions();
+  Result<bool> delete_function(const std::string& name);
+
+  // A sync invocation about to start: status running.
+  Result<> insert_running(const std::string& id, const std::string& function, int64_t now_ms);
+  // An async invocation: status queued, event kept until it ran.
+  Result<> enqueue(const std::string& id, const std::string& function, std::string_view event, int64_t now_ms);
+  // Queued → running; returns the event. not_found when the row is not queued any more.
+  Result<std::string> start_queued(const std::string& id, int64_t now_ms);
+  // Running → queued again (the pool had no capacity after all).
+  Result<> requeue(const std::string& id);
+  Result<> finish(const InvocationEnd& end, const Retention& retention);
+
+  Result<std::optional<InvocationRow>> get_invocation(const std::string& id);
+  // Newest first; function "" = all; since_ms = queued at or after.
+  Result<std::vector<InvocationRow>> list_invocations(const std::string& function, int64_t since_ms, uint64_t limit);
+  // Oldest first.
+  Result<std::vector<QueuedInvocation>> queued();
+
+  // At start: running rows of a previous instance become lost (never dropped); queued ones stay queued.
+  Result<Recovery> recover(int64_t now_ms);
+
+  Result<> append_log(const std::string& function, const std::string& invocation_id, int64_t time_ms,
+                      std::string_view text, const Retention& retention);
+  // Oldest first among the newest `limit` entries with time >= since_ms and seq > after_seq.
+  Result<std::vector<LogEntry>> logs(const std::string& function, int64_t since_ms, int64_t after_seq,
+                                     uint64_t limit);
+  Result<std::optional<std::string>> log_of(const std::string& invocation_id);
+
+ private:
+  explicit State(sqlite3* db) : db_(db) {}
+  Result<> exec(const char* sql);
+  Result<> migrate();
+  std::mutex mu_;
+  sqlite3* db_;
+};
+
+}  // namespace fnexec::server
