@@ -48,6 +48,19 @@ Result<std::string> read_document(const fsys::path& p, int64_t limit = kMaxDocum
   return fs::read_file(p);
 }
 
+Result<std::string> hash_file(int fd) {
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  for (off_t off = 0;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("read blob");
+    if (n == 0) return h.finish();
+    h.update(buf.data(), static_cast<size_t>(n));
+    off += n;
+  }
+}
+
 // Splits NAME[:TAG]; the tag is what follows the last ':' after the last '/'.
 Result<std::pair<std::string, std::string>> parse_reference(std::string_view ref) {
   auto bad = [&](std::string detail) { return fail(ErrorKind::invalid, "parse image reference", std::string(ref), detail); };
@@ -308,10 +321,11 @@ class Importer {
     if (!fd) return fail_errno("open layer blob", src_path.string());
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return fail_errno("stat layer blob", src_path.string());
-    if (expected_size >= 0 && st.st_size < expected_size)
+    if (expected_size >= 0 && st.st_size != expected_size)
       return fail(ErrorKind::corrupt, "verify layer blob", expected_digest,
-                  "shorter than the " + std::to_string(expected_size) + " bytes its descriptor says (" +
-                      std::to_string(st.st_size) + ")");
+                  std::string(st.st_size < expected_size ? "shorter" : "longer") + " than the " +
+                      std::to_string(expected_size) + " bytes its descriptor says (" + std::to_string(st.st_size) +
+                      ")");
     bool copy = !src_.movable() && !have_blob(expected_digest);
     auto partial = work_ / "blobs" / ("partial-" + std::to_string(done_.size()));
     UniqueFd copy_fd;
@@ -343,6 +357,12 @@ class Importer {
     }
     auto digests = unpack_layer(fd.get(), dest, uo);
     if (!digests) {
+      // A damaged blob usually fails decompression first; the digest is the clearer diagnosis.
+      if (!expected_digest.empty() && digests.error().kind == ErrorKind::corrupt) {
+        auto actual = hash_file(fd.get());
+        if (actual && *actual != expected_digest)
+          return fail(ErrorKind::corrupt, "verify layer blob", expected_digest, "its content has digest " + *actual);
+      }
       auto e = digests.error();
       e.context("import layer " + (expected_digest.empty() ? archive_path : expected_digest));
       return std::unexpected(e);
