@@ -23,32 +23,9 @@ bool exists(const std::string& p) {
 // Resolves a symlink target inside the archive lexically; empty when it leaves the archive.
 std::string resolve_in_archive(std::string_view link_name, std::string_view target) {
   if (target.starts_with('/')) return {};
-  std::vector<std::string_view> parts;
-  auto push = [&](std::string_view s) {
-    size_t i = 0;
-    while (i <= s.size()) {
-      size_t j = s.find('/', i);
-      if (j == std::string_view::npos) j = s.size();
-      std::string_view part = s.substr(i, j - i);
-      if (part == "..") {
-        if (parts.empty()) return false;
-        parts.pop_back();
-      } else if (!part.empty() && part != ".") {
-        parts.push_back(part);
-      }
-      i = j + 1;
-    }
-    return true;
-  };
   size_t slash = link_name.rfind('/');
-  if (slash != std::string_view::npos && !push(link_name.substr(0, slash))) return {};
-  if (!push(target)) return {};
-  std::string out;
-  for (auto p : parts) {
-    if (!out.empty()) out += '/';
-    out += p;
-  }
-  return out;
+  auto dir = slash == std::string_view::npos ? std::string_view{} : link_name.substr(0, slash);
+  return resolve_lexically(dir, target).value_or("");
 }
 
 }  // namespace

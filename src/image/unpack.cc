@@ -69,24 +69,36 @@ Result<std::string> clean_entry_path(std::string_view name) {
   return out;
 }
 
+std::optional<std::string> resolve_lexically(std::string_view dir, std::string_view target) {
+  std::vector<std::string_view> parts;
+  for (std::string_view s : {dir, target}) {
+    size_t i = 0;
+    while (i <= s.size()) {
+      size_t j = s.find('/', i);
+      if (j == std::string_view::npos) j = s.size();
+      std::string_view part = s.substr(i, j - i);
+      if (part == "..") {
+        if (parts.empty()) return std::nullopt;
+        parts.pop_back();
+      } else if (!part.empty() && part != ".") {
+        parts.push_back(part);
+      }
+      i = j + 1;
+    }
+  }
+  std::string out;
+  for (auto p : parts) {
+    if (!out.empty()) out += '/';
+    out += p;
+  }
+  return out;
+}
+
 bool symlink_stays_inside(std::string_view link_path, std::string_view target) {
   if (target.starts_with('/')) return true;
-  // Depth of the directory holding the link, then walk the target from there.
-  long depth = 0;
-  for (char c : link_path) depth += c == '/';
-  size_t i = 0;
-  while (i <= target.size()) {
-    size_t j = target.find('/', i);
-    if (j == std::string_view::npos) j = target.size();
-    std::string_view part = target.substr(i, j - i);
-    if (part == "..") {
-      if (--depth < 0) return false;
-    } else if (!part.empty() && part != ".") {
-      ++depth;
-    }
-    i = j + 1;
-  }
-  return true;
+  size_t slash = link_path.rfind('/');
+  return resolve_lexically(slash == std::string_view::npos ? std::string_view{} : link_path.substr(0, slash), target)
+      .has_value();
 }
 
 Whiteout classify_whiteout(std::string_view clean_path) {

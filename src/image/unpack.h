@@ -35,6 +35,10 @@ std::string sha256_of(std::string_view data);
 // Fails on absolute names and on any ".." component.
 Result<std::string> clean_entry_path(std::string_view name);
 
+// dir/target normalised without touching the filesystem ("a/b" + "../c" -> "a/c"); nullopt when it
+// climbs above the root. dir is relative to the root.
+std::optional<std::string> resolve_lexically(std::string_view dir, std::string_view target);
+
 // True when a symlink at link_path (clean, relative to the layer root) with this target stays inside
 // the layer when resolved lexically. Absolute targets are inside: they resolve in the rootfs at run time.
 bool symlink_stays_inside(std::string_view link_path, std::string_view target);

@@ -114,6 +114,9 @@ TEST_CASE("symlink targets may not climb above the layer root") {
   CHECK(!symlink_stays_inside("a/b", "../../x"));
   CHECK(!symlink_stays_inside("a/b", "./../.."));
   CHECK(!symlink_stays_inside("a/b/c", "../x/../../../y"));
+  CHECK(*resolve_lexically("a/b", "../c") == "a/c");
+  CHECK(*resolve_lexically("", "./x//y/") == "x/y");
+  CHECK(!resolve_lexically("a", "../../x"));
 }
 
 TEST_CASE("whiteout names become overlay whiteouts") {
