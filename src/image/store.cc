@@ -24,7 +24,7 @@ namespace {
 
 constexpr int64_t kMaxDocument = 4 << 20;
 // Layers at least this big get a progress line on a TTY.
-constexpr int64_t kProgressThreshold = 16 << 20;
+constexpr int64_t kProgressThreshold = 8 << 20;
 
 using Refs = std::map<std::string, std::string>;  // "name:tag" -> manifest digest
 
@@ -347,11 +347,13 @@ class Importer {
     auto started = std::chrono::steady_clock::now();
     int64_t total = expected_size >= 0 ? expected_size : st.st_size;
     if (options_.progress && total >= kProgressThreshold) {
-      uo.progress = [label, total, started](uint64_t done) {
+      uo.progress = [label, total, started, finished = false](uint64_t done) mutable {
+        if (finished) return;
+        finished = done >= static_cast<uint64_t>(total);
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         std::fprintf(stderr, "\r%s  %.1f/%.1f MB  %.1f MB/s%s", label.c_str(), static_cast<double>(done) / 1e6,
                      static_cast<double>(total) / 1e6, secs > 0 ? static_cast<double>(done) / 1e6 / secs : 0.0,
-                     done >= static_cast<uint64_t>(total) ? "\n" : "");
+                     finished ? "\n" : "");
         std::fflush(stderr);
       };
     }

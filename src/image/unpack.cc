@@ -168,7 +168,7 @@ struct CompressedInput {
     }
     if (progress && *progress && total >= next_progress) {
       (*progress)(total);
-      next_progress = total + (8 << 20);
+      next_progress = total + (4 << 20);
     }
     return static_cast<size_t>(n);
   }

@@ -56,7 +56,7 @@ struct UnpackOptions {
   bool allow_devices = false;      // extract block/char devices instead of refusing them
   int64_t expected_size = -1;      // compressed size from the descriptor; reading more fails at once
   int copy_fd = -1;                // when >= 0, the compressed bytes are also written here
-  // Called with compressed bytes done so far, at most every 64 MiB of input... or so; may be empty.
+  // Called with the compressed bytes read so far, every 4 MiB and once at the end; may be empty.
   std::function<void(uint64_t done)> progress;
 };
 
