@@ -212,7 +212,7 @@ Result<> State::migrate() {
       FNEXEC_TRY(exec(kMigrations[v]));
       Statement up(db_, "UPDATE schema_version SET version = ?");
       FNEXEC_TRY(up.bind(1, int64_t{v + 1}).run("update schema_version"));
-      spdlog::info("state migrated to schema_version={}", v + 1);
+      spdlog::debug("state migrated to schema_version={}", v + 1);
     }
     return {};
   };

@@ -1,0 +1,516 @@
+// The daemon's pieces that need no socket: routes, names, request documents, JSON, metrics text,
+// config, and the SQLite state (migrations, records, recovery, retention).
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+#include <cmath>
+#include <cstring>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "server/api.h"
+#include "server/config.h"
+#include "server/json.h"
+#include "server/metrics.h"
+#include "server/state.h"
+#include "util/fs.h"
+
+using namespace fnexec;
+using namespace fnexec::server;
+
+TEST_CASE("routes: paths, methods, parameters and queries") {
+  CHECK(route("GET", "/healthz").route == Route::healthz);
+  CHECK(route("GET", "/metrics").route == Route::metrics);
+  CHECK(route("GET", "/v1/functions").route == Route::functions_list);
+  CHECK(route("GET", "/v1/functions/").route == Route::functions_list);
+  auto put = route("PUT", "/v1/functions/hello");
+  CHECK(put.route == Route::function_put);
+  CHECK(put.param == "hello");
+  CHECK(route("GET", "/v1/functions/hello").route == Route::function_get);
+  CHECK(route("DELETE", "/v1/functions/hello").route == Route::function_delete);
+  auto inv = route("POST", "/v1/functions/hello/invoke?mode=async");
+  CHECK(inv.route == Route::function_invoke);
+  CHECK(inv.param == "hello");
+  CHECK(inv.query.at("mode") == "async");
+  auto logs = route("GET", "/v1/functions/f1/logs?since=5&limit=10");
+  CHECK(logs.route == Route::function_logs);
+  CHECK(logs.query.at("since") == "5");
+  CHECK(logs.query.at("limit") == "10");
+  auto list = route("GET", "/v1/invocations?function=a%2Db&limit=3");
+  CHECK(list.route == Route::invocations_list);
+  CHECK(list.query.at("function") == "a-b");
+  CHECK(route("GET", "/v1/invocations/abc").param == "abc");
+  CHECK(route("GET", "/v1/images").route == Route::images_list);
+  CHECK(route("POST", "/v1/images?name=x%3A1").query.at("name") == "x:1");
+  CHECK(route("HEAD", "/healthz").route == Route::healthz);
+
+  auto wrong = route("POST", "/v1/functions/hello");
+  CHECK(wrong.route == Route::method_not_allowed);
+  CHECK(wrong.allow == "GET, PUT, DELETE");
+  CHECK(route("GET", "/v1/functions/hello/invoke").route == Route::method_not_allowed);
+  CHECK(route("GET", "/").route == Route::not_found);
+  CHECK(route("GET", "/v2/functions").route == Route::not_found);
+  CHECK(route("GET", "/v1/functions/a/b/c").route == Route::not_found);
+  CHECK(route("GET", "/v1/nothing").route == Route::not_found);
+  auto bad = route("GET", "/v1/invocations?limit=%zz");
+  CHECK(bad.route == Route::bad_request);
+  CHECK(bad.error.find("%zz") != std::string::npos);
+  CHECK(route("GET", "/v1/functions/a%2").route == Route::bad_request);
+}
+
+TEST_CASE("function names") {
+  for (const char* ok : {"a", "hello", "0x", "a-b_c.d", "fn.v2"}) CHECK_MESSAGE(validate_function_name(ok), ok);
+  CHECK(validate_function_name(std::string(63, 'a')));
+  auto why = [](std::string_view n) { return validate_function_name(n).error().message(); };
+  CHECK(why("").find("empty") != std::string::npos);
+  CHECK(why(std::string(64, 'a')).find("64 characters") != std::string::npos);
+  CHECK(why("Hello").find("starts with 'H'") != std::string::npos);
+  CHECK(why("-a").find("starts with '-'") != std::string::npos);
+  CHECK(why(".a").find("starts with '.'") != std::string::npos);
+  CHECK(why("a/b").find("'/' is not allowed") != std::string::npos);
+  CHECK(why("a b").find("' ' is not allowed") != std::string::npos);
+  CHECK(why("aB").find("'B' is not allowed") != std::string::npos);
+}
+
+TEST_CASE("function documents: defaults and every field") {
+  auto min = parse_function_spec("f", R"({"image":"hello:latest"})");
+  REQUIRE(min);
+  CHECK(min->name == "f");
+  CHECK(min->image == "hello:latest");
+  CHECK(*min->limits.memory_bytes == 256u << 20);
+  CHECK(*min->limits.cpus == 1.0);
+  CHECK(*min->limits.pids == 256);
+  CHECK(min->timeout.count() == 30000);
+  CHECK(min->min_warm == 1);
+  CHECK(min->max_concurrency == 16);
+  CHECK(!min->entrypoint);
+  CHECK(!min->cmd);
+
+  auto full = parse_function_spec("g", R"({"image":"x","entrypoint":["/bin/sh","-c"],"cmd":["echo hi"],
+      "env":{"A":"1","B":"x=y"},"workdir":"/srv","user":"1000:1000","memory_mb":64,"cpus":0.5,
+      "pids_limit":32,"timeout_ms":1500,"min_warm":0,"max_concurrency":4,"idle_timeout_s":60,
+      "max_output_bytes":1024,"max_log_bytes":512})");
+  REQUIRE(full);
+  CHECK(*full->entrypoint == std::vector<std::string>{"/bin/sh", "-c"});
+  CHECK(*full->cmd == std::vector<std::string>{"echo hi"});
+  CHECK(full->env == std::vector<std::string>{"A=1", "B=x=y"});
+  CHECK(full->workdir == "/srv");
+  CHECK(full->user == "1000:1000");
+  CHECK(*full->limits.memory_bytes == 64u << 20);
+  CHECK(*full->limits.cpus == 0.5);
+  CHECK(*full->limits.pids == 32);
+  CHECK(full->timeout.count() == 1500);
+  CHECK(full->min_warm == 0);
+  CHECK(full->max_concurrency == 4);
+  CHECK(full->idle_timeout.count() == 60);
+  CHECK(full->max_output_bytes == 1024);
+  CHECK(full->max_log_bytes == 512);
+
+  // The stored form parses back to the same spec.
+  auto again = parse_function_spec("g", function_spec_json(*full));
+  REQUIRE(again);
+  CHECK(function_spec_json(*again) == function_spec_json(*full));
+  auto env_list = parse_function_spec("h", R"({"image":"x","env":["K=V"],"entrypoint":null})");
+  REQUIRE(env_list);
+  CHECK(env_list->env == std::vector<std::string>{"K=V"});
+}
+
+TEST_CASE("function documents: each mistake is named") {
+  auto why = [](std::string_view json) {
+    auto r = parse_function_spec("f", json);
+    REQUIRE(!r);
+    CHECK(r.error().kind == ErrorKind::invalid);
+    return r.error().message();
+  };
+  CHECK(why(R"({"image":)").find("malformed JSON") != std::string::npos);
+  CHECK(why("").find("malformed JSON") != std::string::npos);
+  CHECK(why("[1]").find("expected a JSON object, got an array") != std::string::npos);
+  CHECK(why("{}").find("\"image\" is required") != std::string::npos);
+  CHECK(why(R"({"image":""})").find("\"image\" must not be empty") != std::string::npos);
+  CHECK(why(R"({"image":"x","memroy_mb":5})").find("unknown field \"memroy_mb\"") != std::string::npos);
+  CHECK(why(R"({"image":5})").find("\"image\" must be a string, got an integer") != std::string::npos);
+  CHECK(why(R"({"image":"x","memory_mb":"64"})").find("\"memory_mb\" must be an integer, got a string") !=
+        std::string::npos);
+  CHECK(why(R"({"image":"x","memory_mb":1.5})").find("must be an integer, got a number") != std::string::npos);
+  CHECK(why(R"({"image":"x","memory_mb":-1})").find("\"memory_mb\" must be at least 4") != std::string::npos);
+  CHECK(why(R"({"image":"x","memory_mb":2})").find("between 4 and") != std::string::npos);
+  CHECK(why(R"({"image":"x","cpus":0})").find("\"cpus\" must be above 0") != std::string::npos);
+  CHECK(why(R"({"image":"x","cpus":"1"})").find("\"cpus\" must be a number") != std::string::npos);
+  CHECK(why(R"({"image":"x","timeout_ms":0})").find("\"timeout_ms\"") != std::string::npos);
+  CHECK(why(R"({"image":"x","cmd":"echo"})").find("\"cmd\" must be an array of strings, got a string") !=
+        std::string::npos);
+  CHECK(why(R"({"image":"x","cmd":[1]})").find("has an integer") != std::string::npos);
+  CHECK(why(R"({"image":"x","env":["NOEQUALS"]})").find("\"NOEQUALS\" is not KEY=VALUE") != std::string::npos);
+  CHECK(why(R"({"image":"x","env":{"A":1}})").find("value of \"A\" must be a string") != std::string::npos);
+  CHECK(why(R"({"image":"x","workdir":"rel"})").find("absolute path") != std::string::npos);
+  CHECK(why(R"({"image":"x","min_warm":5,"max_concurrency":2})").find("must not exceed max_concurrency") !=
+        std::string::npos);
+  CHECK(why(R"({"image":"x","image":"y"})").find("given twice") != std::string::npos);
+  CHECK(why(R"({"image":"x","name":"other"})").find("URL names \"f\"") != std::string::npos);
+  CHECK(why(R"({"image":"x","max_concurrency":0})").find("\"max_concurrency\"") != std::string::npos);
+  CHECK(!parse_function_spec("Bad", R"({"image":"x"})"));
+}
+
+TEST_CASE("billed duration rounds up to whole milliseconds") {
+  CHECK(billed_ms(0) == 0);
+  CHECK(billed_ms(1) == 1);
+  CHECK(billed_ms(999) == 1);
+  CHECK(billed_ms(1000) == 1);
+  CHECK(billed_ms(1001) == 2);
+  CHECK(billed_ms(1999) == 2);
+  CHECK(billed_ms(2000) == 2);
+  CHECK(billed_ms(123456789) == 123457);
+}
+
+TEST_CASE("outcomes and their status codes") {
+  pool::InvocationResult r;
+  CHECK(classify(r) == Outcome::success);
+  r.record.exit_code = 3;
+  CHECK(classify(r) == Outcome::error);
+  r.record.exit_code = 0;
+  r.record.signal = 9;
+  CHECK(classify(r) == Outcome::error);
+  r.record.oom_killed = true;
+  CHECK(classify(r) == Outcome::oom);
+  r.record.timed_out = true;
+  CHECK(classify(r) == Outcome::timeout);
+  r.output_too_large = true;
+  CHECK(classify(r) == Outcome::output_too_large);
+  pool::InvocationResult s;
+  s.record.exit_code = 127;
+  s.record.setup_error = Error{ErrorKind::not_found, ENOENT, "exec", "/nope", {}};
+  CHECK(classify(s) == Outcome::setup_error);
+  CHECK(http_status(Outcome::success) == 200);
+  CHECK(http_status(Outcome::error) == 502);
+  CHECK(http_status(Outcome::oom) == 502);
+  CHECK(http_status(Outcome::output_too_large) == 502);
+  CHECK(http_status(Outcome::timeout) == 504);
+  CHECK(http_status(Error{ErrorKind::invalid}) == 400);
+  CHECK(http_status(Error{ErrorKind::not_found}) == 404);
+  CHECK(http_status(Error{ErrorKind::unavailable}) == 503);
+}
+
+TEST_CASE("query integers") {
+  std::map<std::string, std::string> q{{"limit", "20"}, {"bad", "2x"}, {"neg", "-1"}, {"big", "5000"}};
+  CHECK(*query_uint(q, "limit", 5, 100) == 20);
+  CHECK(*query_uint(q, "absent", 5, 100) == 5);
+  CHECK(query_uint(q, "bad", 5, 100).error().message().find("'2x' is not an unsigned integer") != std::string::npos);
+  CHECK(!query_uint(q, "neg", 5, 100));
+  CHECK(query_uint(q, "big", 5, 100).error().message().find("above the maximum 100") != std::string::npos);
+}
+
+TEST_CASE("JSON writer escapes what JSON requires and repairs invalid UTF-8") {
+  CHECK(json_string("a\"b\\c\n\t\x01") == R"("a\"b\\c\n\t\u0001")");
+  CHECK(json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
+  CHECK(json_string("\xff\xfe") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\"");
+  CHECK(json_string("\xc3") == "\"\xEF\xBF\xBD\"");        // truncated sequence
+  CHECK(json_string("\xed\xa0\x80") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");  // surrogate
+  JsonWriter w;
+  w.begin_object().field("a", 1).field("b", std::vector<std::string>{"x", "y"}).key("c").null();
+  w.field("d", std::optional<uint64_t>{}).field("e", true).key("f").begin_object().end_object().end_object();
+  CHECK(w.str() == R"({"a":1,"b":["x","y"],"c":null,"d":null,"e":true,"f":{}})");
+  CHECK(json_error("x \"y\"") == R"({"error":"x \"y\""})");
+}
+
+namespace {
+
+// A small checker of the Prometheus text format (0.0.4): every sample belongs to a declared family,
+// names and labels are well formed, values parse, histogram buckets are cumulative and end in +Inf.
+std::map<std::string, double> parse_prometheus(const std::string& text) {
+  static const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$)");
+  static const std::regex label(R"re(^[a-zA-Z_][a-zA-Z0-9_]*="((?:[^"\\\n]|\\[\\"n])*)"$)re");
+  std::map<std::string, std::string> types;
+  std::map<std::string, double> samples;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    REQUIRE(!line.empty());
+    if (line.starts_with("# TYPE ")) {
+      std::istringstream t(line.substr(7));
+      std::string name, type;
+      t >> name >> type;
+      CHECK(std::set<std::string>{"counter", "gauge", "histogram"}.contains(type));
+      types[name] = type;
+      continue;
+    }
+    if (line.starts_with("# HELP ")) continue;
+    std::smatch m;
+    REQUIRE_MESSAGE(std::regex_match(line, m, sample), line);
+    std::string name = m[1];
+    std::string family = name;
+    for (const char* suffix : {"_bucket", "_sum", "_count"})
+      if (!types.contains(family) && family.ends_with(suffix)) family = family.substr(0, family.size() - strlen(suffix));
+    CHECK_MESSAGE(types.contains(family), line);
+    // Labels: split on commas outside quotes.
+    std::string labels = m[3];
+    std::string cur;
+    bool quoted = false;
+    for (size_t i = 0; i <= labels.size(); ++i) {
+      char c = i < labels.size() ? labels[i] : ',';
+      if (c == '\\' && quoted && i + 1 < labels.size()) {
+        cur += c;
+        cur += labels[++i];
+        continue;
+      }
+      if (c == '"') quoted = !quoted;
+      if (c == ',' && !quoted) {
+        if (!cur.empty()) CHECK_MESSAGE(std::regex_match(cur, label), cur);
+        cur.clear();
+      } else {
+        cur += c;
+      }
+    }
+    std::string value = m[4];
+    double v = value == "+Inf" ? INFINITY : std::stod(value);
+    samples[name + (m[2].matched ? std::string(m[2]) : "")] = v;
+  }
+  return samples;
+}
+
+}  // namespace
+
+TEST_CASE("Prometheus text: families, labels, cumulative histogram") {
+  Metrics metrics;
+  metrics.count("hello", Outcome::success);
+  metrics.count("hello", Outcome::success);
+  metrics.count("hello", Outcome::timeout);
+  metrics.count("we\"ird\\name\n", Outcome::error);
+  metrics.observe("hello", pool::StartKind::warm, 700);       // 0.7 ms
+  metrics.observe("hello", pool::StartKind::cold, 20000);     // 20 ms
+  metrics.observe("hello", pool::StartKind::warm, 90000000);  // 90 s: only +Inf
+  auto snap = metrics.snapshot();
+  snap.pools.push_back({"hello", 2, 1, 0});
+  snap.pools.push_back({"other", 1, 0, 3});
+  snap.cgroup_mode = "v1";
+  snap.async_queued = 4;
+  auto text = format_prometheus(snap);
+  auto s = parse_prometheus(text);
+  CHECK(s.at(R"(fnexec_invocations_total{function="hello",outcome="success"})") == 2);
+  CHECK(s.at(R"(fnexec_invocations_total{function="hello",outcome="timeout"})") == 1);
+  CHECK(s.at(R"(fnexec_invocations_total{function="we\"ird\\name\n",outcome="error"})") == 1);
+  CHECK(s.at(R"(fnexec_starts_total{kind="warm"})") == 2);
+  CHECK(s.at(R"(fnexec_starts_total{kind="cold"})") == 1);
+  CHECK(s.at(R"(fnexec_invocation_duration_seconds_bucket{function="hello",le="0.0005"})") == 0);
+  CHECK(s.at(R"(fnexec_invocation_duration_seconds_bucket{function="hello",le="0.001"})") == 1);
+  CHECK(s.at(R"(fnexec_invocation_duration_seconds_bucket{function="hello",le="0.025"})") == 2);
+  CHECK(s.at(R"(fnexec_invocation_duration_seconds_bucket{function="hello",le="60"})") == 2);
+  CHECK(s.at(R"(fnexec_invocation_duration_seconds_bucket{function="hello",le="+Inf"})") == 3);
+  CHECK(s.at(R"(fnexec_invocation_duration_seconds_count{function="hello"})") == 3);
+  CHECK(s.at(R"(fnexec_invocation_duration_seconds_sum{function="hello"})") == doctest::Approx(90.0207));
+  CHECK(s.at(R"(fnexec_pool_sandboxes{function="hello",state="warm"})") == 2);
+  CHECK(s.at(R"(fnexec_pool_sandboxes{function="other",state="starting"})") == 3);
+  CHECK(s.at("fnexec_sandboxes_alive") == 7);
+  CHECK(s.at("fnexec_async_queued") == 4);
+  CHECK(s.at(R"(fnexec_cgroup_mode{mode="v1"})") == 1);
+}
+
+TEST_CASE("config: key = value lines, flags after the file, checked values") {
+  auto settings = parse_config_text(
+      "# comment\n\nsocket = /run/x.sock\nlisten=127.0.0.1:9000 # trailing\nmax_event_bytes = 1m\n"
+      "shutdown_grace = 2s\nsocket_mode = 0600\nlog_level = debug\n",
+      "test.conf");
+  REQUIRE(settings);
+  CHECK(settings->size() == 6);
+  CHECK((*settings)[1].origin == "test.conf:4");
+  ServeConfig c;
+  settings->push_back({"socket", "/run/flag.sock", "--socket"});
+  REQUIRE(apply_settings(c, *settings));
+  CHECK(c.socket == "/run/flag.sock");
+  CHECK(c.listen == "127.0.0.1:9000");
+  CHECK(c.max_event_bytes == 1u << 20);
+  CHECK(c.shutdown_grace.count() == 2000);
+  CHECK(c.socket_mode == 0600);
+  CHECK(c.log_level == "debug");
+
+  auto unknown = parse_config_text("sokcet = /x\n", "f.conf");
+  REQUIRE(!unknown);
+  CHECK(unknown.error().message().find("f.conf:1") != std::string::npos);
+  CHECK(unknown.error().message().find("unknown key 'sokcet'") != std::string::npos);
+  CHECK(!parse_config_text("just words\n", "f.conf"));
+  auto bad = [](std::string key, std::string value) {
+    ServeConfig c;
+    return apply_settings(c, {{std::move(key), std::move(value), "t:1"}});
+  };
+  CHECK(!bad("socket", "relative.sock"));
+  CHECK(!bad("listen", "8080"));
+  CHECK(!bad("socket_mode", "999"));
+  CHECK(!bad("cgroups", "maybe"));
+  CHECK(!bad("shutdown_grace", "soon"));
+  CHECK(!bad("max_sandboxes", "0"));
+  CHECK(!bad("cgroup_prefix", "a/b"));
+  CHECK(bad("shutdown_grace", "250ms"));
+  CHECK(is_restart_only("socket"));
+  CHECK(!is_restart_only("log_level"));
+  CHECK(parse_millis("3m")->count() == 180000);
+  CHECK(parse_millis("1500")->count() == 1500);
+  CHECK(!parse_millis("1.5s"));
+}
+
+namespace {
+
+struct TempDb {
+  fs::TempDir dir = *fs::TempDir::make("/tmp", "fnexec-unit-state");
+  std::filesystem::path path = dir.path() / "server.db";
+};
+
+int user_tables(const std::filesystem::path& db) {
+  sqlite3* h = nullptr;
+  sqlite3_open(db.c_str(), &h);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(h, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", -1, &st, nullptr);
+  sqlite3_step(st);
+  int n = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("state: migrations from an empty database, then idempotent") {
+  TempDb t;
+  {
+    auto s = State::open(t.path);
+    REQUIRE(s);
+    CHECK(*(*s)->schema_version() == kSchemaVersion);
+  }
+  int tables = user_tables(t.path);
+  CHECK(tables >= 5);  // schema_version, functions, invocations, async_payloads, logs (+ sqlite_sequence)
+  {
+    auto s = State::open(t.path);
+    REQUIRE(s);
+    CHECK(*(*s)->schema_version() == kSchemaVersion);
+    REQUIRE(*(*s)->put_function("f", "{}", 1));
+  }
+  CHECK(user_tables(t.path) == tables);
+  auto s = State::open(t.path);
+  REQUIRE(s);
+  CHECK((*s)->get_function("f").value().has_value());
+
+  // A database from a newer fnexec is refused, not downgraded.
+  sqlite3* h = nullptr;
+  sqlite3_open(t.path.c_str(), &h);
+  sqlite3_exec(h, "UPDATE schema_version SET version = 99", nullptr, nullptr, nullptr);
+  sqlite3_close(h);
+  s->reset();
+  auto newer = State::open(t.path);
+  REQUIRE(!newer);
+  CHECK(newer.error().message().find("schema version 99 is newer") != std::string::npos);
+}
+
+TEST_CASE("state: functions, records, recovery, retention") {
+  TempDb t;
+  auto s = std::move(*State::open(t.path));
+  CHECK(*s->put_function("b", R"({"v":1})", 10) == true);
+  CHECK(*s->put_function("a", R"({"v":2})", 11) == true);
+  CHECK(*s->put_function("b", R"({"v":3})", 12) == false);
+  auto b = s->get_function("b").value();
+  REQUIRE(b);
+  CHECK(b->spec_json == R"({"v":3})");
+  CHECK(b->created_ms == 10);
+  CHECK(b->updated_ms == 12);
+  auto all = s->list_functions().value();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].name == "a");
+  CHECK(*s->delete_function("a") == true);
+  CHECK(*s->delete_function("a") == false);
+  CHECK(!s->get_function("a").value());
+
+  Retention keep;
+  REQUIRE(s->insert_running("i1", "b", 100));
+  auto r1 = s->get_invocation("i1").value();
+  REQUIRE(r1);
+  CHECK(r1->status == "running");
+  CHECK(*r1->started_ms == 100);
+  InvocationEnd e;
+  e.id = "i1";
+  e.start = "warm";
+  e.outcome = "success";
+  e.finished_ms = 105;
+  e.wall_us = 4321;
+  e.billed_ms = billed_ms(4321);
+  e.exit_code = 0;
+  e.cpu_user_us = 10;
+  REQUIRE(s->finish(e, keep));
+  r1 = s->get_invocation("i1").value();
+  CHECK(r1->status == "done");
+  CHECK(r1->start == "warm");
+  CHECK(*r1->billed_ms == 5);
+  CHECK(*r1->cpu_user_us == 10);
+  CHECK(!r1->cpu_system_us);
+  CHECK(!r1->output);
+
+  REQUIRE(s->enqueue("q1", "b", "event-1", 200));
+  REQUIRE(s->enqueue("q2", "b", "event-2", 201));
+  REQUIRE(s->insert_running("i2", "b", 202));
+  CHECK(*s->start_queued("q1", 203) == "event-1");
+  CHECK(s->start_queued("q1", 203).error().kind == ErrorKind::not_found);  // not queued twice
+
+  // A restart: running rows (sync i2 and async q1) become lost; q2 stays queued.
+  auto rec = s->recover(300).value();
+  CHECK(rec.lost == 2);
+  CHECK(rec.queued == 1);
+  CHECK(s->get_invocation("i2").value()->status == "lost");
+  CHECK(s->get_invocation("q1").value()->outcome == "lost");
+  auto queued = s->queued().value();
+  REQUIRE(queued.size() == 1);
+  CHECK(queued[0].id == "q2");
+  CHECK(*s->start_queued("q2", 301) == "event-2");
+  InvocationEnd q2;
+  q2.id = "q2";
+  q2.outcome = "success";
+  q2.output = std::string("out\0put", 7);
+  REQUIRE(s->finish(q2, keep));
+  CHECK(*s->get_invocation("q2").value()->output == std::string("out\0put", 7));
+
+  auto listed = s->list_invocations("b", 0, 10).value();
+  REQUIRE(listed.size() == 4);
+  CHECK(listed[0].id == "i2");  // newest first
+  CHECK(!listed[0].output);
+  CHECK(s->list_invocations("b", 201, 10).value().size() == 2);
+  CHECK(s->list_invocations("", 0, 1).value().size() == 1);
+  CHECK(s->list_invocations("zzz", 0, 10).value().empty());
+
+  // Records beyond records_per_function go, oldest first.
+  Retention two{1 << 20, 2};
+  for (int i = 0; i < 5; ++i) {
+    auto id = "r" + std::to_string(i);
+    REQUIRE(s->insert_running(id, "c", 400 + i));
+    InvocationEnd x;
+    x.id = id;
+    x.outcome = "success";
+    REQUIRE(s->finish(x, two));
+  }
+  auto c = s->list_invocations("c", 0, 10).value();
+  REQUIRE(c.size() == 2);
+  CHECK(c[0].id == "r4");
+  CHECK(c[1].id == "r3");
+}
+
+TEST_CASE("state: logs bounded per function, oldest dropped first") {
+  TempDb t;
+  auto s = std::move(*State::open(t.path));
+  Retention small{100, 1000};
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(s->append_log("f", "id" + std::to_string(i), 1000 + i, std::string(30, char('a' + i)), small));
+  REQUIRE(s->append_log("g", "other", 5, "g's line", small));
+  auto logs = s->logs("f", 0, 0, 100).value();
+  REQUIRE(logs.size() == 3);  // 3 x 30 bytes fit in 100
+  CHECK(logs[0].invocation_id == "id7");
+  CHECK(logs[2].invocation_id == "id9");
+  CHECK(logs[2].text == std::string(30, 'j'));
+  CHECK(s->logs("f", 1009, 0, 100).value().size() == 1);
+  CHECK(s->logs("f", 0, logs[1].seq, 100).value().size() == 1);
+  auto newest = s->logs("f", 0, 0, 2).value();
+  REQUIRE(newest.size() == 2);
+  CHECK(newest[0].invocation_id == "id8");
+  CHECK(*s->log_of("id9").value() == std::string(30, 'j'));
+  CHECK(!s->log_of("id0").value());
+  CHECK(s->logs("g", 0, 0, 10).value().size() == 1);
+  // An entry larger than the whole budget still keeps the newest one.
+  REQUIRE(s->append_log("f", "huge", 2000, std::string(500, 'z'), small));
+  auto after = s->logs("f", 0, 0, 100).value();
+  REQUIRE(after.size() == 1);
+  CHECK(after[0].invocation_id == "huge");
+}
