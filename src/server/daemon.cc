@@ -573,6 +573,17 @@ Result<int> Daemon::run() {
   stdfs::create_directories(uploads_, ec);
   if (ec) return fail(ErrorKind::internal, "create upload directory", uploads_.string(), ec.message());
 
+  // Bind before any clean-up: a live daemon on this socket makes us stop here, before we touch
+  // sandbox cgroups that might be its own. Connections wait in the backlog until the loop runs.
+  FNEXEC_TRY(listen_unix());
+  struct SocketGuard {
+    Daemon* d;
+    ~SocketGuard() {
+      if (d && d->socket_bound_) ::unlink(d->config_.socket.c_str());
+    }
+  } guard{this};
+  if (!config_.listen.empty()) FNEXEC_TRY(listen_tcp());
+
   cgroup::Options cg_options = FNEXEC_TRY(cgroup::options_from_flag(config_.cgroups));
   cg_options.prefix = config_.cgroup_prefix;
   cgroups_ = FNEXEC_TRY(cgroup::Hierarchy::detect(cg_options));
@@ -600,16 +611,10 @@ Result<int> Daemon::run() {
       ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function}, config_.invocation_workers});
   FNEXEC_TRY(service_->start());
 
-  FNEXEC_TRY(listen_unix());
-  if (!config_.listen.empty()) {
-    if (auto r = listen_tcp(); !r) {
-      ::unlink(config_.socket.c_str());
-      return std::unexpected(r.error());
-    }
-  }
   signals_.async_wait([this](beast::error_code ec, int s) {
     if (!ec) on_signal(s);
   });
+  guard.d = nullptr;
   tick();
   io_.run();
 

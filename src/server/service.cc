@@ -309,9 +309,8 @@ void Service::invoke(Request& request, Respond respond) {
   if (stopping_) return respond(error_reply(503, "the daemon is shutting down"));
   auto f = functions_.find(name);
   if (f == functions_.end()) return respond(error_reply(404, fmt::format("no function named {}", name)));
-  if (!f->second.error.empty())
-    return respond(error_reply(503, fmt::format("function {} is not ready: {}", name, f->second.error)));
 
+  // Async invocations queue even while the pool cannot run them: they wait, durably, for capacity.
   if (mode == "async") {
     lock.unlock();
     run_job(admin_, [this, name, event = std::move(request.body), respond = std::move(respond)] {
@@ -330,6 +329,8 @@ void Service::invoke(Request& request, Respond respond) {
     return;
   }
 
+  if (!f->second.error.empty())
+    return respond(error_reply(503, fmt::format("function {} is not ready: {}", name, f->second.error)));
   auto& n = in_flight_[name];
   if (n >= f->second.spec.max_concurrency || in_flight_total_ >= limits_.max_in_flight) {
     metrics_.count(name, Outcome::rejected);

@@ -1,0 +1,546 @@
+// fnexec serve as users run it: a real daemon process on a temp socket with its state on a tmpfs,
+// driven by real clients (curl and the fnexec CLI). Readiness comes from sd_notify on a socket the
+// test owns, so no test sleeps.
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sqlite3.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/fixtures.h"
+#include "support/proc.h"
+#include "util/fs.h"
+#include "util/unique_fd.h"
+
+extern char** environ;
+
+using namespace fnexec;
+namespace stdfs = std::filesystem;
+
+namespace {
+
+std::string slurp(const stdfs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_file(const stdfs::path& p, const std::string& data, mode_t mode = 0644) {
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << data;
+  ::chmod(p.c_str(), mode);
+}
+
+// A datagram socket standing in for systemd's NOTIFY_SOCKET.
+class NotifySocket {
+ public:
+  explicit NotifySocket(stdfs::path path) : path_(std::move(path)) {
+    fd_.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+    REQUIRE(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  // Waits for a message containing `want`; returns every message seen until then. Gives up after
+  // a minute so a broken daemon fails the test instead of hanging it.
+  std::string wait_for(const std::string& want) {
+    std::string seen;
+    for (int i = 0; i < 600; ++i) {
+      pollfd p{fd_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 100) == 1) {
+        char buf[4096];
+        ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
+        if (n > 0) {
+          std::string msg(buf, static_cast<size_t>(n));
+          seen += msg + "\n";
+          if (msg.find(want) != std::string::npos) return seen;
+        }
+      }
+    }
+    FAIL("no " << want << " on NOTIFY_SOCKET; got: " << seen);
+    return seen;
+  }
+  const stdfs::path& path() const { return path_; }
+
+ private:
+  stdfs::path path_;
+  UniqueFd fd_;
+};
+
+struct Http {
+  int status = 0;
+  std::string body;
+  std::string headers;
+  std::string header(const std::string& name) const {
+    std::regex re("(^|\\n)" + name + ": ([^\\r\\n]*)", std::regex::icase);
+    std::smatch m;
+    return std::regex_search(headers, m, re) ? std::string(m[2]) : std::string();
+  }
+};
+
+// The daemon under test. State and socket live on a tmpfs; each daemon has its own cgroup prefix,
+// so its start-up cleanup never touches another test's (or another fnexec's) sandboxes.
+class Daemon {
+ public:
+  explicit Daemon(std::string config_extra = "") : config_extra_(std::move(config_extra)) {
+    static std::atomic<int> n{0};
+    prefix_ = "fnexec-test-serve-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+  }
+  ~Daemon() { stop(SIGKILL); }
+
+  stdfs::path socket() const { return scratch_ / "fnexec.sock"; }
+  stdfs::path state_dir() const { return scratch_ / "state"; }
+  stdfs::path config() const { return scratch_ / "fnexec.conf"; }
+  const test::ScratchTmpfs& scratch() const { return scratch_; }
+  std::string log() const { return slurp(scratch_ / "daemon.log"); }
+  pid_t pid() const { return pid_; }
+
+  // Starts `fnexec serve` and waits for READY=1. extra: more flags.
+  void start(const std::vector<std::string>& extra = {}) {
+    write_file(config(), "cgroup_prefix = " + prefix_ + "\nlog_level = debug\n" + config_extra_);
+    pid_ = spawn(extra);
+    REQUIRE(pid_ > 0);
+    notify_.wait_for("READY=1");
+  }
+  // Starts it and returns its exit status and log, for daemons that must refuse to start.
+  std::pair<int, std::string> start_expecting_failure(const std::vector<std::string>& extra) {
+    write_file(config(), "cgroup_prefix = " + prefix_ + "\n" + config_extra_);
+    pid_t pid = spawn(extra);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log()};
+  }
+  // Sends sig and reaps; returns the exit status (128+N for a signal).
+  int stop(int sig = SIGTERM) {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, sig);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  void signal(int sig) { ::kill(pid_, sig); }
+  NotifySocket& notify() { return notify_; }
+
+  Http curl(const std::string& method, const std::string& path, const std::optional<std::string>& body = {},
+            std::vector<std::string> extra = {}) const {
+    static std::atomic<int> n{0};
+    int k = n++;
+    auto out = scratch_ / ("curl-body-" + std::to_string(k));
+    auto hdr = scratch_ / ("curl-headers-" + std::to_string(k));
+    std::vector<std::string> argv = {"curl", "-sS", "-X", method, "-o", out, "-D", hdr, "-w", "%{http_code}"};
+    if (std::find(extra.begin(), extra.end(), "--tcp") == extra.end()) {
+      argv.insert(argv.end(), {"--unix-socket", socket().string()});
+      argv.push_back("http://localhost" + path);
+    } else {
+      extra.erase(std::find(extra.begin(), extra.end(), "--tcp"));
+    }
+    test::ProcOptions o;
+    if (body) {
+      argv.insert(argv.end(), {"--data-binary", "@-", "-H", "Content-Type: application/json"});
+      o.stdin_data = *body;
+      if (body->empty()) argv.back() = "Content-Length: 0";
+    }
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto r = test::run(argv, o);
+    INFO("curl " << method << " " << path << ": " << r.err);
+    Http h;
+    h.status = std::atoi(r.out.c_str());
+    h.body = slurp(out);
+    h.headers = slurp(hdr);
+    std::error_code ec;
+    stdfs::remove(out, ec);
+    stdfs::remove(hdr, ec);
+    return h;
+  }
+  test::ProcResult cli(std::vector<std::string> args, const std::string& stdin_data = "") const {
+    args.insert(args.end(), {"--socket", socket().string()});
+    test::ProcOptions o;
+    o.stdin_data = stdin_data;
+    return test::fnexec(args, o);
+  }
+
+ private:
+  pid_t spawn(const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {test::fnexec_bin().string(), "serve",         "--config", config().string(),
+                                     "--socket",                  socket().string(), "--state-dir", state_dir().string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<std::string> env_store;
+    for (char** e = environ; *e; ++e)
+      if (!std::string_view(*e).starts_with("NOTIFY_SOCKET=")) env_store.emplace_back(*e);
+    env_store.push_back("NOTIFY_SOCKET=" + notify_.path().string());
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env_store) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    auto log_path = (scratch_ / "daemon.log").string();
+    posix_spawn_file_actions_addopen(&fa, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    pid_t pid = -1;
+    int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    REQUIRE(rc == 0);
+    return pid;
+  }
+
+  test::ScratchTmpfs scratch_{"512m"};
+  std::string config_extra_;
+  std::string prefix_;
+  NotifySocket notify_{scratch_ / "notify.sock"};
+  pid_t pid_ = -1;
+};
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+// Each line is a comment or `name{labels} value` of a family declared by a TYPE line.
+std::map<std::string, double> parse_metrics(const std::string& text) {
+  static const std::regex sample(R"re(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$)re");
+  std::set<std::string> families;
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with("# TYPE ")) {
+      families.insert(line.substr(7, line.find(' ', 7) - 7));
+      continue;
+    }
+    if (line.starts_with("# HELP ")) continue;
+    std::smatch m;
+    REQUIRE_MESSAGE(std::regex_match(line, m, sample), "not Prometheus text: " << line);
+    std::string name = m[1], family = name;
+    for (std::string suffix : {"_bucket", "_sum", "_count"})
+      if (!families.contains(family) && family.ends_with(suffix)) family.resize(family.size() - suffix.size());
+    CHECK_MESSAGE(families.contains(family), "sample before its TYPE: " << line);
+    out[name + std::string(m[2])] = m[3] == "+Inf" ? INFINITY : std::stod(m[3]);
+  }
+  return out;
+}
+
+uint16_t free_tcp_port() {
+  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
+}
+
+const std::string kHello = R"({"image":"hello:latest","memory_mb":64,"min_warm":0,"max_concurrency":2})";
+
+}  // namespace
+
+TEST_SUITE("serve") {
+
+TEST_CASE("functions: create, list, get, update, delete over curl and the CLI") {
+  Daemon d;
+  d.start();
+  struct stat st {};
+  REQUIRE(::stat(d.socket().c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 0777) == 0660);
+
+  auto health = d.curl("GET", "/healthz");
+  CHECK(health.status == 200);
+  CHECK(contains(health.body, R"("status":"ok")"));
+
+  auto created = d.curl("PUT", "/v1/functions/hello", kHello);
+  CHECK(created.status == 201);
+  CHECK(contains(created.body, R"("name":"hello")"));
+  CHECK(contains(created.body, R"("memory_mb":64)"));
+  CHECK(d.curl("PUT", "/v1/functions/hello", kHello).status == 200);  // replaced
+
+  auto cli = d.cli({"fn", "create", "echo", "--image", "busybox:1", "--memory", "32m", "--cpus", "0.5", "--timeout",
+                    "2s", "--min-warm", "0", "-e", "A=1", "--", "cat"});
+  CHECK_MESSAGE(cli.exit_code == 0, cli.err);
+  auto shown = d.cli({"fn", "show", "echo"});
+  CHECK(shown.exit_code == 0);
+  CHECK(contains(shown.out, R"("memory_mb":32)"));
+  CHECK(contains(shown.out, R"("cpus":0.5)"));
+  CHECK(contains(shown.out, R"("timeout_ms":2000)"));
+  CHECK(contains(shown.out, R"("cmd":["cat"])"));
+  CHECK(contains(shown.out, R"("env":["A=1"])"));
+
+  auto list = d.curl("GET", "/v1/functions");
+  CHECK(list.status == 200);
+  CHECK(list.body.find(R"("name":"echo")") < list.body.find(R"("name":"hello")"));
+  auto ls = d.cli({"fn", "ls", "-q"});
+  CHECK(ls.out == "echo\nhello\n");
+
+  CHECK(d.curl("DELETE", "/v1/functions/hello").status == 204);
+  CHECK(d.curl("GET", "/v1/functions/hello").status == 404);
+  auto again = d.curl("DELETE", "/v1/functions/hello");
+  CHECK(again.status == 404);
+  CHECK(contains(again.body, "no function named hello"));
+  auto rm = d.cli({"fn", "rm", "echo"});
+  CHECK(rm.exit_code == 0);
+  auto gone = d.cli({"fn", "show", "echo"});
+  CHECK(gone.exit_code == 125);
+  CHECK(contains(gone.err, "no function named echo (HTTP 404)"));
+  CHECK(d.cli({"fn", "ls", "-q"}).out.empty());
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("bad requests get 4xx with a message naming the problem") {
+  Daemon d;
+  d.start();
+  auto malformed = d.curl("PUT", "/v1/functions/f", R"({"image": "x",)");
+  CHECK(malformed.status == 400);
+  CHECK(contains(malformed.body, "malformed JSON"));
+  auto bad_name = d.curl("PUT", "/v1/functions/Hello", kHello);
+  CHECK(bad_name.status == 400);
+  CHECK(contains(bad_name.body, "starts with 'H'"));
+  auto bad_get = d.curl("GET", "/v1/functions/a%20b");
+  CHECK(bad_get.status == 400);
+  CHECK(contains(bad_get.body, "' ' is not allowed"));
+  auto wrong_type = d.curl("PUT", "/v1/functions/f", R"({"image":"x","memory_mb":"lots"})");
+  CHECK(wrong_type.status == 400);
+  CHECK(contains(wrong_type.body, R"(field \"memory_mb\" must be an integer, got a string)"));
+  auto unknown_field = d.curl("PUT", "/v1/functions/f", R"({"image":"x","memroy_mb":1})");
+  CHECK(unknown_field.status == 400);
+  CHECK(contains(unknown_field.body, R"(unknown field \"memroy_mb\")"));
+  auto unknown_fn = d.curl("POST", "/v1/functions/nope/invoke", "{}");
+  CHECK(unknown_fn.status == 404);
+  CHECK(contains(unknown_fn.body, "no function named nope"));
+  auto no_route = d.curl("GET", "/v1/bogus");
+  CHECK(no_route.status == 404);
+  CHECK(contains(no_route.body, "no such endpoint: /v1/bogus"));
+  auto method = d.curl("PATCH", "/v1/functions/f", "{}");
+  CHECK(method.status == 405);
+  CHECK(method.header("Allow") == "GET, PUT, DELETE");
+  auto bad_mode = d.curl("POST", "/v1/functions/nope/invoke?mode=later", "");
+  CHECK(bad_mode.status == 400);
+  auto bad_limit = d.curl("GET", "/v1/invocations?limit=many");
+  CHECK(bad_limit.status == 400);
+  CHECK(contains(bad_limit.body, "'many' is not an unsigned integer"));
+  // The CLI reports the daemon's message and exits 125.
+  auto cli = d.cli({"fn", "create", "Bad", "--image", "x"});
+  CHECK(cli.exit_code == 125);
+  CHECK(contains(cli.err, "starts with 'B'"));
+  CHECK(d.curl("GET", "/healthz").status == 200);  // still serving
+}
+
+TEST_CASE("events over max_event_bytes get 413; SIGHUP reloads the limit") {
+  Daemon d("max_event_bytes = 1k\n");
+  d.start();
+  REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+  auto big = d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x'));
+  CHECK(big.status == 413);
+  CHECK(contains(big.body, "over the limit of 1024 bytes"));
+  // Chunked uploads have no Content-Length: the limit stops the body while it is read.
+  auto chunked = d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(5000, 'y'),
+                        {"-H", "Transfer-Encoding: chunked"});
+  CHECK(chunked.status == 413);
+  CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(1000, 'x')).status == 202);
+
+  // Raise the limit in the file and reload: no restart, the same process answers.
+  std::ofstream(d.config(), std::ios::app) << "max_event_bytes = 4k\n";
+  pid_t before = d.pid();
+  d.signal(SIGHUP);
+  auto seen = d.notify().wait_for("READY=1");
+  CHECK(contains(seen, "RELOADING=1"));
+  CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x')).status == 202);
+  CHECK(d.pid() == before);
+  // A broken file on reload keeps the running config.
+  std::ofstream(d.config(), std::ios::app) << "nonsense here\n";
+  d.signal(SIGHUP);
+  d.notify().wait_for("READY=1");
+  CHECK(contains(d.log(), "reload failed, keeping the running config"));
+  CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x')).status == 202);
+}
+
+TEST_CASE("metrics parse as Prometheus text") {
+  Daemon d;
+  d.start();
+  REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+  REQUIRE(d.curl("POST", "/v1/functions/f/invoke?mode=async", "e").status == 202);
+  auto m = d.curl("GET", "/metrics");
+  CHECK(m.status == 200);
+  CHECK(m.header("Content-Type").starts_with("text/plain; version=0.0.4"));
+  auto samples = parse_metrics(m.body);
+  CHECK(samples.contains(R"(fnexec_starts_total{kind="warm"})"));
+  CHECK(samples.contains(R"(fnexec_starts_total{kind="cold"})"));
+  CHECK(samples.contains("fnexec_sandboxes_alive"));
+  CHECK(samples.at("fnexec_async_queued") >= 0);
+  int modes = 0;
+  for (const auto& [k, v] : samples)
+    if (k.starts_with("fnexec_cgroup_mode{mode=")) {
+      ++modes;
+      CHECK(v == 1);
+    }
+  CHECK(modes == 1);
+  CHECK(contains(m.body, "# TYPE fnexec_invocations_total counter"));
+  CHECK(contains(m.body, "# TYPE fnexec_invocation_duration_seconds histogram"));
+  CHECK(contains(m.body, "# TYPE fnexec_pool_sandboxes gauge"));
+}
+
+TEST_CASE("TCP: refuses to start without a token; 401 without or with a wrong token") {
+  Daemon d;
+  auto port = std::to_string(free_tcp_port());
+  auto [rc, log] = d.start_expecting_failure({"--listen", "127.0.0.1:" + port});
+  CHECK(rc == 125);
+  CHECK(contains(log, "refusing to serve TCP without a bearer token"));
+  CHECK(!stdfs::exists(d.socket()));
+
+  auto token_file = d.scratch() / "token";
+  write_file(token_file, "0123456789abcdef0123456789abcdef\n", 0644);
+  auto [rc2, log2] = d.start_expecting_failure({"--listen", "127.0.0.1:" + port, "--token-file", token_file});
+  CHECK(rc2 == 125);
+  CHECK(contains(log2, "chmod 600"));
+
+  ::chmod(token_file.c_str(), 0600);
+  d.start({"--listen", "127.0.0.1:" + port, "--token-file", token_file});
+  std::string url = "http://127.0.0.1:" + port;
+  auto none = d.curl("GET", "/v1/functions", {}, {"--tcp", url + "/v1/functions"});
+  CHECK(none.status == 401);
+  CHECK(none.header("WWW-Authenticate") == "Bearer");
+  auto wrong = d.curl("GET", "/v1/functions", {}, {"--tcp", url + "/v1/functions", "-H", "Authorization: Bearer nope"});
+  CHECK(wrong.status == 401);
+  CHECK(contains(wrong.body, "not valid"));
+  // A 401 before a body is read still reaches the client whole.
+  auto put = d.curl("PUT", "/v1/functions/f", kHello, {"--tcp", url + "/v1/functions/f"});
+  CHECK(put.status == 401);
+  auto ok = d.curl("PUT", "/v1/functions/f", kHello,
+                   {"--tcp", url + "/v1/functions/f", "-H", "Authorization: Bearer 0123456789abcdef0123456789abcdef"});
+  CHECK(ok.status == 201);
+  // The CLI over TCP.
+  auto ls = test::fnexec({"fn", "ls", "-q", "--host", url, "--token-file", token_file.string()});
+  CHECK_MESSAGE(ls.exit_code == 0, ls.err);
+  CHECK(ls.out == "f\n");
+  auto no_token = test::fnexec({"fn", "ls", "--host", url});
+  CHECK(no_token.exit_code == 125);
+  CHECK(contains(no_token.err, "HTTP 401"));
+  // The unix socket needs no token (its file mode is the access control).
+  CHECK(d.curl("GET", "/v1/functions").status == 200);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("restart keeps functions and records; SIGTERM exits 0 and removes the socket") {
+  Daemon d;
+  d.start();
+  REQUIRE(d.curl("PUT", "/v1/functions/keep", kHello).status == 201);
+  auto queued = d.curl("POST", "/v1/functions/keep/invoke?mode=async", "payload");
+  REQUIRE(queued.status == 202);
+  auto id = queued.header("Fnexec-Invocation-Id");
+  REQUIRE(id.size() == 32);
+  CHECK(queued.header("Location") == "/v1/invocations/" + id);
+  CHECK(d.stop(SIGTERM) == 0);
+  CHECK(!stdfs::exists(d.socket()));
+  CHECK(contains(d.log(), "stopped"));
+
+  d.start();
+  auto f = d.curl("GET", "/v1/functions/keep");
+  CHECK(f.status == 200);
+  CHECK(contains(f.body, R"("memory_mb":64)"));
+  auto rec = d.curl("GET", "/v1/invocations/" + id);
+  CHECK(rec.status == 200);
+  CHECK(contains(rec.body, R"("function":"keep")"));
+  CHECK(contains(rec.body, R"("mode":"async")"));
+  auto listed = d.cli({"invocations", "keep"});
+  CHECK(listed.exit_code == 0);
+  CHECK(contains(listed.out, id));
+  CHECK(d.curl("GET", "/v1/invocations/0000").status == 404);
+  CHECK(d.stop(SIGINT) == 0);
+}
+
+TEST_CASE("SIGKILL: the next instance replaces the stale socket and marks running invocations lost") {
+  Daemon d;
+  d.start();
+  REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+  auto q = d.curl("POST", "/v1/functions/f/invoke?mode=async", "x");
+  REQUIRE(q.status == 202);
+  CHECK(d.stop(SIGKILL) == 128 + SIGKILL);
+  REQUIRE(stdfs::exists(d.socket()));  // a crash leaves the socket file behind
+
+  // What a crash mid-invocation leaves: rows in `running` (one sync, the async one started).
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open((d.state_dir() / "server.db").c_str(), &db) == SQLITE_OK);
+  auto id = q.header("Fnexec-Invocation-Id");
+  std::string sql = "INSERT INTO invocations (id, function, async, status, queued_ms, started_ms) VALUES "
+                    "('feedfeedfeedfeedfeedfeedfeedfeed', 'f', 0, 'running', 1, 1);"
+                    "UPDATE invocations SET status = 'running' WHERE id = '" + id + "';";
+  REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+
+  d.start();
+  CHECK(contains(d.log(), "removed stale socket"));
+  CHECK(contains(d.log(), "recovered lost=2"));
+  for (const auto& lost : {std::string("feedfeedfeedfeedfeedfeedfeedfeed"), id}) {
+    auto r = d.curl("GET", "/v1/invocations/" + lost);
+    CHECK(r.status == 200);
+    CHECK(contains(r.body, R"("status":"lost")"));
+    CHECK(contains(r.body, "the daemon stopped while this invocation ran"));
+  }
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("one daemon per state dir and per socket") {
+  Daemon a;
+  a.start();
+  // Same state dir, other socket: the lock refuses it.
+  auto other = a.scratch() / "other.sock";
+  pid_t pid = -1;
+  {
+    std::vector<std::string> args = {test::fnexec_bin().string(), "serve", "--config", a.config().string(),
+                                     "--socket", other.string(), "--state-dir", a.state_dir().string()};
+    auto r = test::run(args, {.kill_after = std::chrono::milliseconds(60000)});
+    CHECK(r.exit_code == 125);
+    CHECK(contains(r.err, "another fnexec serve is using it"));
+    CHECK(!stdfs::exists(other));
+  }
+  // Same socket, other state dir: a live daemon answers on it, so it is not replaced.
+  {
+    std::vector<std::string> args = {test::fnexec_bin().string(), "serve", "--config", a.config().string(),
+                                     "--socket", a.socket().string(), "--state-dir", (a.scratch() / "s2").string()};
+    auto r = test::run(args, {.kill_after = std::chrono::milliseconds(60000)});
+    CHECK(r.exit_code == 125);
+    CHECK(contains(r.err, "another daemon answers on it"));
+  }
+  (void)pid;
+  CHECK(a.curl("GET", "/healthz").status == 200);
+}
+
+TEST_CASE("client errors: no daemon, logs and invocations of an empty daemon") {
+  Daemon d;
+  auto none = d.cli({"fn", "ls"});
+  CHECK(none.exit_code == 125);
+  CHECK(contains(none.err, "is the daemon running?"));
+  d.start();
+  REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+  auto logs = d.curl("GET", "/v1/functions/f/logs?limit=5");
+  CHECK(logs.status == 200);
+  CHECK(contains(logs.body, R"("entries":[])"));
+  auto cli_logs = d.cli({"logs", "f"});
+  CHECK(cli_logs.exit_code == 0);
+  CHECK(cli_logs.out.empty());
+  auto inv = d.curl("GET", "/v1/invocations?function=f");
+  CHECK(inv.status == 200);
+  CHECK(contains(inv.body, R"("invocations":[])"));
+}
+
+}  // TEST_SUITE
