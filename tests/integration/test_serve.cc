@@ -544,3 +544,33 @@ TEST_CASE("client errors: no daemon, logs and invocations of an empty daemon") {
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("serve") {
+
+TEST_CASE("images: upload an oci-archive, list it; a broken upload is refused and nothing is kept") {
+  Daemon d;
+  d.start();
+  auto archive = d.scratch() / "hello.tar";
+  auto mk = test::run({test::rootfs_tool("mkimage").string(), "--busybox", "--ref", "hello:1", "--oci-archive",
+                       archive.string()});
+  REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
+  auto up = d.curl("POST", "/v1/images?name=hello%3A1", std::nullopt,
+                   {"--data-binary", "@" + archive.string(), "-H", "Content-Type: application/x-tar"});
+  CHECK_MESSAGE(up.status == 201, up.body);
+  CHECK(contains(up.body, R"("digest":"sha256:)"));
+  auto list = d.curl("GET", "/v1/images");
+  CHECK(list.status == 200);
+  CHECK(contains(list.body, R"("name":"hello")"));
+  CHECK(contains(list.body, R"("tag":"1")"));
+
+  auto junk = d.scratch() / "junk.tar";
+  write_file(junk, std::string(10000, 'j'));
+  auto bad = d.curl("POST", "/v1/images?name=junk%3A1", std::nullopt, {"--data-binary", "@" + junk.string()});
+  CHECK(bad.status == 400);
+  CHECK(contains(bad.body, "error"));
+  CHECK(!contains(d.curl("GET", "/v1/images").body, "junk"));
+  // Uploads are temporary files: none is left after the import.
+  CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
+}
+
+}  // TEST_SUITE
