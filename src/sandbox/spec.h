@@ -1,0 +1,62 @@
+// What one sandbox is made of: the caller fills a SandboxSpec, the Launcher builds it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sandbox/privileges.h"
+
+namespace fnexec::cgroup {
+class SandboxCgroup;
+}
+
+namespace fnexec::sandbox {
+
+struct Volume {
+  std::filesystem::path source;  // host path: directory or file
+  std::string target;            // absolute path inside the sandbox
+  bool read_only = false;
+};
+
+struct TmpfsMount {
+  std::string target;   // absolute path inside the sandbox
+  std::string options;  // tmpfs options, e.g. "size=64m"
+};
+
+enum class Network { loopback, none };  // loopback: fresh netns with lo up; none: fresh netns, lo down
+enum class UserNamespace { host, automatic };
+
+// Host ids that root in a --userns=auto sandbox maps to.
+struct IdRange {
+  uid_t host_first = 100000;
+  uint32_t count = 65536;
+};
+
+struct SandboxSpec {
+  std::vector<std::filesystem::path> layers;  // absolute layer dirs, BOTTOM first
+  std::string image_name;                     // for messages: "fn-hello:1"
+  bool read_only = false;
+  std::vector<TmpfsMount> tmpfs;
+  std::vector<Volume> volumes;
+  std::string hostname = "fnexec";
+  Network network = Network::loopback;
+  UserNamespace userns = UserNamespace::host;
+  IdRange id_range;                   // used with UserNamespace::automatic
+  cgroup::SandboxCgroup* cgroup = nullptr;  // not owned; nullptr: no cgroup
+  Privileges privileges;              // from prepare_privileges()
+
+  std::vector<std::string> argv;  // argv[0] is the entrypoint: absolute, relative or looked up in PATH
+  std::vector<std::string> env;   // "K=V", final
+  std::string cwd = "/";
+  bool init = true;  // fnexec's init as PID 1; false: the function is PID 1
+
+  // Where the sandbox's private tmpfs and overlay are mounted, inside its own mount namespace only.
+  std::filesystem::path mount_dir = "/run/fnexec/mnt";
+};
+
+}  // namespace fnexec::sandbox
