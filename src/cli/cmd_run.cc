@@ -286,22 +286,23 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
 void add_run_command(CLI::App& app, Globals& g) {
   auto* sub = app.add_subcommand("run", "run a function from an image in a fresh sandbox");
   auto o = std::make_shared<RunOptions>();
+  // Repeatable options take one value per occurrence, so `-e A=1 IMAGE` never swallows IMAGE.
   sub->prefix_command();  // IMAGE and everything after it are ours, not options of fnexec
-  sub->add_option("-e,--env", o->env, "set K=V in the function's environment (K alone: take our value)");
-  sub->add_option("--env-file", o->env_files, "read K=V lines from a file");
+  sub->add_option("-e,--env", o->env, "set K=V in the function's environment (K alone: take our value)")->allow_extra_args(false);
+  sub->add_option("--env-file", o->env_files, "read K=V lines from a file")->allow_extra_args(false);
   sub->add_option("-w,--workdir", o->workdir, "working directory inside the sandbox");
   sub->add_option("-u,--user", o->user, "UID[:GID] or NAME[:GROUP] from the image");
   sub->add_option("--entrypoint", o->entrypoint, "override the image's entrypoint (clears its Cmd)");
   sub->add_option("--hostname", o->hostname, "hostname inside the sandbox (default fnexec)");
   sub->add_flag("--read-only", o->read_only, "mount the rootfs read-only (tmpfs on /tmp, /var/tmp, /run)");
-  sub->add_option("--tmpfs", o->tmpfs, "PATH[:SIZE|:OPTIONS] mount a tmpfs");
-  sub->add_option("-v,--volume", o->volumes, "HOSTDIR:DIR[:ro] bind a host path");
+  sub->add_option("--tmpfs", o->tmpfs, "PATH[:SIZE|:OPTIONS] mount a tmpfs")->allow_extra_args(false);
+  sub->add_option("-v,--volume", o->volumes, "HOSTDIR:DIR[:ro] bind a host path")->allow_extra_args(false);
   sub->add_option("--userns", o->userns, "host, or auto: root inside maps to an unprivileged host range");
   sub->add_option("--net,--network", o->net, "none: private network namespace with lo up (default)");
   sub->add_option("--seccomp", o->seccomp, "default, unconfined or a JSON profile file");
-  sub->add_option("--cap-add", o->cap_add, "add a capability");
-  sub->add_option("--cap-drop", o->cap_drop, "drop a capability (ALL for all)");
-  sub->add_option("--ulimit", o->ulimits, "NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+  sub->add_option("--cap-add", o->cap_add, "add a capability")->allow_extra_args(false);
+  sub->add_option("--cap-drop", o->cap_drop, "drop a capability (ALL for all)")->allow_extra_args(false);
+  sub->add_option("--ulimit", o->ulimits, "NAME=SOFT[:HARD], e.g. nofile=1024:2048")->allow_extra_args(false);
   sub->add_option("--timeout", o->timeout, "kill the sandbox after DURATION (500ms, 2s, 1m): exit 124");
   sub->add_flag("--init,!--no-init", o->init, "fnexec's init as PID 1 (default), or the function itself");
   sub->add_flag("--rootfs", o->rootfs, "IMAGE is an unpacked root filesystem directory");

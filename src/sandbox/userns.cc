@@ -61,6 +61,7 @@ Result<UniqueFd> make_user_namespace(const IdRange& range) {
   long pid = sys::clone3(&args, sizeof args);
   if (pid < 0) return fail_errno("create user namespace (needs clone3, Linux >= 5.3)");
   if (pid == 0) {
+    ::close(sync[1]);
     char c;
     // Waits until the parent has written the maps and opened the namespace (EOF on close).
     while (::read(sync[0], &c, 1) < 0 && errno == EINTR) {
