@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -13,6 +14,7 @@
 #include "sandbox/net.h"
 #include "sandbox/setup_plan.h"
 #include "sandbox/userns.h"
+#include "util/log.h"
 #include "util/syscalls.h"
 
 namespace fnexec::sandbox {
@@ -146,7 +148,10 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
     if (auto r = spec.cgroup->attach(sb.pid_); !r) return std::unexpected(r.error());
   }
   if (spec.network == Network::loopback) {
+    auto t0 = std::chrono::steady_clock::now();
     if (auto r = bring_up_loopback(sb.pidfd_.get()); !r) return std::unexpected(r.error());
+    spdlog::debug("sandbox pid={} lo_up_us={}", sb.pid_,
+                  std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   }
   return sb;
 }
