@@ -30,7 +30,7 @@ struct PrivilegeSpec {
   uid_t uid = 0;
   gid_t gid = 0;
   std::vector<gid_t> supplementary_gids;
-  std::vector<std::string> cap_add;   // "NET_ADMIN", "CAP_NET_ADMIN" or "ALL"
+  std::vector<std::string> cap_add;   // "NET_ADMIN", "CAP_NET_ADMIN" or "ALL" (only what fnexec itself holds)
   std::vector<std::string> cap_drop;  // same forms
   SeccompMode seccomp = SeccompMode::default_profile;
   std::string seccomp_file;           // with SeccompMode::file: an OCI/Docker JSON seccomp profile
@@ -46,7 +46,8 @@ struct Privileges {
   uint64_t effective = 0;    // == permitted == inheritable; ambient too when uid != 0
   bool seccomp_enabled = true;
   std::vector<sock_filter> seccomp_filter;  // exported BPF, loaded with prctl in the child
-  std::vector<Rlimit> rlimits;              // NOFILE, NPROC, CORE=0 by default, plus --ulimit
+  std::vector<Rlimit> rlimits;              // NOFILE 1024 (or lower), CORE 0 by default, plus --ulimit;
+                                            // NPROC is inherited unless --ulimit sets it (see rlimits.cc)
 };
 
 // Parent side: parses names and profiles, builds the seccomp BPF. Errors name the bad flag or file.

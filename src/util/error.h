@@ -55,5 +55,5 @@ inline std::unexpected<Error> fail_errno(std::string what, std::string on = {}, 
   __extension__({                                                                \
     auto&& fnexec_try_r_ = (expr);                                    \
     if (!fnexec_try_r_) return std::unexpected(std::move(fnexec_try_r_.error())); \
-    std::move(*fnexec_try_r_);                                        \
+    *std::move(fnexec_try_r_);                                        \
   })

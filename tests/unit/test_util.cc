@@ -58,3 +58,17 @@ TEST_CASE("TempDir removes its tree; write_file_atomic replaces") {
   CHECK(!std::filesystem::exists(kept));
   CHECK(fs::read_file("/nonexistent/x").error().kind == ErrorKind::not_found);
 }
+
+static Result<> check_even(int x) {
+  if (x % 2) return fail(ErrorKind::invalid, "check", std::to_string(x), "odd");
+  return {};
+}
+static Result<int> twice_checked(int x) {
+  FNEXEC_TRY(check_even(x));
+  return x * 2;
+}
+
+TEST_CASE("FNEXEC_TRY works on Result<void>") {
+  CHECK(*twice_checked(4) == 8);
+  CHECK(!twice_checked(3));
+}
