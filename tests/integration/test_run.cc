@@ -37,6 +37,8 @@ struct BusyboxRootfs {
     std::ofstream(rootfs / "etc/passwd") << "root:x:0:0:root:/root:/bin/sh\napp:x:1234:2345:app:/home/app:/bin/sh\n";
     std::ofstream(rootfs / "etc/group") << "root:x:0:\napp:x:2345:\nstaff:x:50:\n";
     std::ofstream(rootfs / "etc/hostname") << "image\n";
+    // Static: tries each escape a sandbox must deny (tests/integration/programs/escape_probe.cc).
+    stdfs::copy_file(build_root() / "tests/integration/escape_probe", rootfs / "bin/escape_probe");
   }
 };
 
@@ -211,6 +213,16 @@ TEST_CASE("inside: /dev is minimal, kernel knobs are masked or read-only") {
   CHECK(sh("cat /proc/keys | wc -c").out == "0\n");
   CHECK(sh("ls /sys/firmware | wc -l").out == "0\n");
   CHECK(sh("touch /sys/x").exit_code != 0);
+}
+
+TEST_CASE("end to end: every escape is denied, as root, as a user and under --userns=auto") {
+  for (const auto& flags : std::vector<std::vector<std::string>>{{}, {"-u", "1000"}, {"--userns", "auto"}}) {
+    auto r = run_in(flags, {"escape_probe", "all"});
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("mount EPERM") != std::string::npos);
+    CHECK(r.out.find("ptrace_pid1 EPERM") != std::string::npos);
+  }
 }
 
 TEST_CASE("writes go to a private upper layer and vanish after the run") {
