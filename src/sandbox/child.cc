@@ -5,10 +5,12 @@
 #include <signal.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "runtime/init.h"
 #include "sandbox/setup_plan.h"
@@ -131,6 +133,17 @@ void child_main(const ChildPlan& plan) noexcept {
   close(plan.control_fd);
 
   if (!plan.init) start_function(&plan);
+
+  // The init is a copy of fnexec: hide fnexec's command line and environment from /proc/1, and make
+  // it non-dumpable so a function running as root cannot ptrace or read it either.
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  prctl(PR_SET_NAME, "fnexec-init", 0, 0, 0);
+  if (plan.own_env) memset(plan.own_env, 0, plan.own_env_len);
+  if (plan.own_args) {
+    memset(plan.own_args, 0, plan.own_args_len);
+    constexpr char kName[] = "fnexec-init";
+    if (plan.own_args_len > sizeof kName) memcpy(plan.own_args, kName, sizeof kName);
+  }
 
   const char* failed = nullptr;
   if (int err = drop_bounding_set(plan.privileges, &failed); err != 0) fail(plan, step_init_privileges, err, failed);

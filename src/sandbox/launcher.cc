@@ -9,11 +9,13 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 
 #include "cgroup/cgroup.h"
 #include "sandbox/net.h"
 #include "sandbox/setup_plan.h"
 #include "sandbox/userns.h"
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/syscalls.h"
 
@@ -53,6 +55,40 @@ std::vector<std::string> exec_candidates(const std::string& entry, const std::ve
     start = colon + 1;
   }
   return out;
+}
+
+// Where the kernel shows our argv and environ from (/proc/PID/cmdline, environ): the sandbox's init
+// is a copy of this process and blanks both, so no host path or secret shows through /proc/1.
+struct ArgEnvArea {
+  char* args = nullptr;
+  size_t args_len = 0;
+  char* env = nullptr;
+  size_t env_len = 0;
+};
+
+const ArgEnvArea& own_arg_env_area() {
+  static const ArgEnvArea area = [] {
+    ArgEnvArea a;
+    auto stat = fs::read_file("/proc/self/stat");
+    if (!stat) return a;
+    auto close = stat->rfind(')');
+    if (close == std::string::npos) return a;
+    // Fields 48..51 (arg_start, arg_end, env_start, env_end); the text after ')' starts at field 3.
+    std::istringstream in(stat->substr(close + 2));
+    std::string field;
+    unsigned long long v[4] = {};
+    for (int i = 3; i <= 51 && (in >> field); ++i) {
+      if (i >= 48) v[i - 48] = std::stoull(field);
+    }
+    if (v[1] > v[0] && v[3] > v[2]) {
+      a.args = reinterpret_cast<char*>(v[0]);
+      a.args_len = v[1] - v[0];
+      a.env = reinterpret_cast<char*>(v[2]);
+      a.env_len = v[3] - v[2];
+    }
+    return a;
+  }();
+  return area;
 }
 
 struct Pipe {
@@ -95,7 +131,7 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   UniqueFd userns;
   if (spec.userns == UserNamespace::automatic) userns = FNEXEC_TRY(make_user_namespace(spec.id_range));
   std::vector<UniqueFd> detached;
-  if (auto r = detail::plan_rootfs(spec, userns.get(), plan, detached); !r) return std::unexpected(r.error());
+  FNEXEC_TRY(detail::plan_rootfs(spec, userns.get(), plan, detached));
 
   plan.hostname = plan.keep(spec.hostname);
   plan.hostname_len = spec.hostname.size();
@@ -108,6 +144,13 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   for (const auto& e : spec.env) plan.envp.push_back(const_cast<char*>(plan.keep(e)));
   plan.envp.push_back(nullptr);
   plan.privileges = spec.privileges;
+  if (plan.init) {
+    const auto& area = own_arg_env_area();
+    plan.own_args = area.args;
+    plan.own_args_len = area.args_len;
+    plan.own_env = area.env;
+    plan.own_env_len = area.env_len;
+  }
 
   auto control = FNEXEC_TRY(Pipe::make("sandbox control"));
   auto errors = FNEXEC_TRY(Pipe::make("sandbox errors"));
@@ -144,12 +187,10 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   status.write.reset();
   control.read.reset();
 
-  if (spec.cgroup && !placed) {
-    if (auto r = spec.cgroup->attach(sb.pid_); !r) return std::unexpected(r.error());
-  }
+  if (spec.cgroup && !placed) FNEXEC_TRY(spec.cgroup->attach(sb.pid_));
   if (spec.network == Network::loopback) {
     auto t0 = std::chrono::steady_clock::now();
-    if (auto r = bring_up_loopback(sb.pidfd_.get()); !r) return std::unexpected(r.error());
+    FNEXEC_TRY(bring_up_loopback(sb.pidfd_.get()));
     spdlog::debug("sandbox pid={} lo_up_us={}", sb.pid_,
                   std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   }

@@ -85,6 +85,12 @@ struct ChildPlan {
   std::vector<char*> argv;                   // nullptr-terminated
   std::vector<char*> envp;                   // nullptr-terminated
   Privileges privileges;
+
+  // This process's argv and environ memory, blanked by the init (its copy of them) before it runs.
+  char* own_args = nullptr;
+  size_t own_args_len = 0;
+  char* own_env = nullptr;
+  size_t own_env_len = 0;
 };
 
 // Appends the mount sequence (scratch tmpfs, overlay, pivot_root, /proc, /dev, /sys, masks,

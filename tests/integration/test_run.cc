@@ -199,6 +199,10 @@ TEST_CASE("inside: init is PID 1, only the sandbox's processes, hostname, only l
   CHECK(sh("echo $$", {"--no-init"}).out == "1\n");
   // PID 1 (init) and the shell: nothing of the host.
   CHECK(sh("echo /proc/[0-9]*").out == "/proc/1 /proc/2\n");
+  // The init is a copy of fnexec: neither its command line (host paths) nor its environment shows.
+  auto init = sh("tr -d '\\0' < /proc/1/cmdline; echo; cat /proc/1/environ", {}, {.env = {{"FNEXEC_TEST_SECRET", "s3cret"}}});
+  CHECK(init.out == "fnexec-init\n");
+  CHECK(init.err.find("Permission denied") != std::string::npos);
   CHECK(run_in({}, {"hostname"}).out == "fnexec\n");
   CHECK(run_in({"--hostname", "fn-1"}, {"hostname"}).out == "fn-1\n");
   CHECK(run_in({}, {"ls", "/sys/class/net"}).out == "lo\n");
