@@ -1,6 +1,11 @@
 // fnexec run against the real kernel: a busybox rootfs on a tmpfs, the real binary, root.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <pty.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -80,6 +85,42 @@ bool host_has_process_with(const std::string& token) {
   return false;
 }
 
+// Starts `fnexec --root STATE run --rootfs ROOTFS -- argv` with stdin, stdout and stderr on fd.
+pid_t spawn_on(int fd, const std::vector<std::string>& argv) {
+  std::vector<std::string> args{fnexec_bin().string(), "--root", image().state.string(), "run", "--rootfs",
+                                image().rootfs.string(), "--"};
+  args.insert(args.end(), argv.begin(), argv.end());
+  std::vector<char*> cargs;
+  for (auto& a : args) cargs.push_back(a.data());
+  cargs.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  for (int target : {0, 1, 2}) posix_spawn_file_actions_adddup2(&fa, fd, target);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, cargs[0], &fa, nullptr, cargs.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  REQUIRE(rc == 0);
+  return pid;
+}
+
+// Reads from fd until `until` appears or EOF/EIO (a pty master reports EIO once the slave is gone).
+std::string read_until(int fd, const std::string& until) {
+  std::string got;
+  char buf[4096];
+  while (got.find(until) == std::string::npos) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+int wait_exit(pid_t pid) {
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 }  // namespace
 
 TEST_SUITE("run") {
@@ -114,6 +155,30 @@ TEST_CASE("exit status is the function's, 128+N on a signal") {
   // As PID 1 of its namespace the function ignores signals from inside without a handler.
   CHECK(sh("kill -9 $$", {"--no-init"}).exit_code == 0);
   CHECK(sh("exit 3", {"--no-init"}).exit_code == 3);
+}
+
+TEST_CASE("a TTY on stdin and stdout reaches the function as a TTY") {
+  int master = -1, slave = -1;
+  REQUIRE(::openpty(&master, &slave, nullptr, nullptr, nullptr) == 0);
+  pid_t pid = spawn_on(slave, {"sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; read line; echo got-$line"});
+  ::close(slave);
+  CHECK(read_until(master, "is-a-tty").find("is-a-tty") != std::string::npos);
+  REQUIRE(::write(master, "abc\n", 4) == 4);
+  CHECK(read_until(master, "got-abc").find("got-abc") != std::string::npos);
+  CHECK(wait_exit(pid) == 0);
+  ::close(master);
+}
+
+TEST_CASE("SIGTERM to fnexec reaches the function through the init") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  pid_t pid = spawn_on(fds[1], {"sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.02; done"});
+  ::close(fds[1]);
+  CHECK(read_until(fds[0], "ready") == "ready\n");
+  ::kill(pid, SIGTERM);
+  CHECK(read_until(fds[0], "got-term") == "got-term\n");
+  CHECK(wait_exit(pid) == 7);
+  ::close(fds[0]);
 }
 
 TEST_CASE("fnexec's own errors: 125 bad image, 126 cannot exec, 127 not found") {
