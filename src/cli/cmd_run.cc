@@ -51,8 +51,8 @@ std::optional<std::string> read_image_file(const image::ResolvedImage& img, cons
 }
 
 // Finds NAME-or-ID in field 0 or 2 of a passwd/group style file; returns fields.
-std::optional<std::vector<std::string>> find_entry(const std::optional<std::string>& file, std::string_view key,
-                                                   bool by_id) {
+std::optional<std::vector<std::string>> find_entry(const std::optional<std::string>& file,
+                                                   std::string_view key, bool by_id) {
   if (!file) return std::nullopt;
   size_t pos = 0;
   while (pos < file->size()) {
@@ -101,7 +101,8 @@ Result<std::pair<uid_t, gid_t>> resolve_user(const image::ResolvedImage& img, co
     } else {
       auto group = find_entry(read_image_file(img, "etc/group"), *g, false);
       if (!group || !parse_id((*group)[2]))
-        return fail(ErrorKind::not_found, "find group", *g, "not in the image's /etc/group (use a numeric GID)");
+        return fail(ErrorKind::not_found, "find group", *g,
+                    "not in the image's /etc/group (use a numeric GID)");
       gid = *parse_id((*group)[2]);
     }
   }
@@ -136,7 +137,8 @@ Result<image::ResolvedImage> resolve_image(const Globals& g, const std::string& 
     // podman's --rootfs: IMAGE is an unpacked root filesystem, used as the only layer.
     std::error_code ec;
     auto dir = stdfs::canonical(ref, ec);
-    if (ec || !stdfs::is_directory(dir)) return fail(ErrorKind::not_found, "use rootfs", ref, "not a directory");
+    if (ec || !stdfs::is_directory(dir))
+      return fail(ErrorKind::not_found, "use rootfs", ref, "not a directory");
     image::ResolvedImage img;
     img.reference = ref;
     img.layers.push_back(dir);
@@ -147,8 +149,10 @@ Result<image::ResolvedImage> resolve_image(const Globals& g, const std::string& 
               "the image store is not available in this build yet; use --rootfs DIR");
 }
 
-Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o, const std::vector<std::string>& rest) {
-  if (rest.empty()) return fail(ErrorKind::invalid, "run", {}, "IMAGE is required: fnexec run [OPTIONS] IMAGE [-- ARG...]");
+Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
+                                        const std::vector<std::string>& rest) {
+  if (rest.empty())
+    return fail(ErrorKind::invalid, "run", {}, "IMAGE is required: fnexec run [OPTIONS] IMAGE [-- ARG...]");
   std::vector<std::string> args(rest.begin() + 1, rest.end());
   if (!args.empty() && args.front() == "--") args.erase(args.begin());
 
@@ -167,11 +171,13 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o, const s
   spec.argv = entry;
   spec.argv.insert(spec.argv.end(), cmd.begin(), cmd.end());
   if (spec.argv.empty())
-    return fail(ErrorKind::invalid, "run image", spec.image_name, "it has no Entrypoint or Cmd: give a command after IMAGE");
+    return fail(ErrorKind::invalid, "run image", spec.image_name,
+                "it has no Entrypoint or Cmd: give a command after IMAGE");
 
   spec.hostname = o.hostname.empty() ? "fnexec" : o.hostname;
   std::vector<std::string> env = img.config.env;
-  if (!has_env(env, "PATH")) env.insert(env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  if (!has_env(env, "PATH"))
+    env.insert(env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
   for (const auto& file : o.env_files) {
     auto text = fs::read_file(file);
     if (!text) return std::unexpected(text.error().context("read --env-file"));
@@ -208,8 +214,10 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o, const s
   ps.cap_add = o.cap_add;
   ps.cap_drop = o.cap_drop;
   ps.ulimits = o.ulimits;
-  if (o.seccomp == "default") ps.seccomp = sandbox::SeccompMode::default_profile;
-  else if (o.seccomp == "unconfined") ps.seccomp = sandbox::SeccompMode::unconfined;
+  if (o.seccomp == "default")
+    ps.seccomp = sandbox::SeccompMode::default_profile;
+  else if (o.seccomp == "unconfined")
+    ps.seccomp = sandbox::SeccompMode::unconfined;
   else {
     ps.seccomp = sandbox::SeccompMode::file;
     ps.seccomp_file = o.seccomp;
@@ -231,15 +239,21 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o, const s
   }
   for (const auto& v : o.volumes) {
     auto a = v.find(':');
-    if (a == std::string::npos) return fail(ErrorKind::invalid, "parse --volume", v, "expected HOSTDIR:DIR[:ro]");
+    if (a == std::string::npos)
+      return fail(ErrorKind::invalid, "parse --volume", v, "expected HOSTDIR:DIR[:ro]");
     auto b = v.find(':', a + 1);
-    sandbox::Volume vol{v.substr(0, a), v.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1)};
+    sandbox::Volume vol{v.substr(0, a),
+                        v.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1)};
     if (b != std::string::npos) {
       std::string mode = v.substr(b + 1);
-      if (mode == "ro") vol.read_only = true;
-      else if (mode != "rw") return fail(ErrorKind::invalid, "parse --volume", v, "mode must be ro or rw");
+      if (mode == "ro")
+        vol.read_only = true;
+      else if (mode != "rw")
+        return fail(ErrorKind::invalid, "parse --volume", v, "mode must be ro or rw");
     }
-    if (!vol.source.is_absolute()) return fail(ErrorKind::invalid, "use volume source", vol.source.string(), "must be an absolute host path");
+    if (!vol.source.is_absolute())
+      return fail(ErrorKind::invalid, "use volume source", vol.source.string(),
+                  "must be an absolute host path");
     spec.volumes.push_back(std::move(vol));
   }
   if (o.userns == "auto") {
@@ -248,7 +262,9 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o, const s
   } else if (o.userns != "host") {
     return fail(ErrorKind::invalid, "use --userns", o.userns, "expected host or auto");
   }
-  if (o.net != "none") return fail(ErrorKind::invalid, "use --net", o.net, "only none (a private network namespace with lo) is supported");
+  if (o.net != "none")
+    return fail(ErrorKind::invalid, "use --net", o.net,
+                "only none (a private network namespace with lo) is supported");
   spec.network = sandbox::Network::loopback;
   spec.mount_dir = stdfs::path(g.root) / "mnt";
   return spec;
@@ -269,7 +285,8 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
   auto rec = invoke::run_invocation(*sb, nullptr, wait);
   if (!rec) return report(rec.error());
   if (rec->setup_error) std::fprintf(stderr, "fnexec: %s\n", rec->setup_error->message().c_str());
-  if (rec->timed_out) std::fprintf(stderr, "fnexec: %s timed out after %s\n", spec->image_name.c_str(), o.timeout->c_str());
+  if (rec->timed_out)
+    std::fprintf(stderr, "fnexec: %s timed out after %s\n", spec->image_name.c_str(), o.timeout->c_str());
   if (o.report) {
     std::string json = invoke::to_json(*rec) + "\n";
     if (*o.report == "-") {
@@ -288,7 +305,8 @@ void add_run_command(CLI::App& app, Globals& g) {
   auto o = std::make_shared<RunOptions>();
   // Repeatable options take one value per occurrence, so `-e A=1 IMAGE` never swallows IMAGE.
   sub->prefix_command();  // IMAGE and everything after it are ours, not options of fnexec
-  sub->add_option("-e,--env", o->env, "set K=V in the function's environment (K alone: take our value)")->allow_extra_args(false);
+  sub->add_option("-e,--env", o->env, "set K=V in the function's environment (K alone: take our value)")
+      ->allow_extra_args(false);
   sub->add_option("--env-file", o->env_files, "read K=V lines from a file")->allow_extra_args(false);
   sub->add_option("-w,--workdir", o->workdir, "working directory inside the sandbox");
   sub->add_option("-u,--user", o->user, "UID[:GID] or NAME[:GROUP] from the image");

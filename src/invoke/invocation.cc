@@ -38,7 +38,9 @@ class SignalForwarding {
   UniqueFd fd_;
 };
 
-std::string opt(const std::optional<uint64_t>& v) { return v ? std::to_string(*v) : "null"; }
+std::string opt(const std::optional<uint64_t>& v) {
+  return v ? std::to_string(*v) : "null";
+}
 
 }  // namespace
 
@@ -63,13 +65,21 @@ Result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
     return fail(ErrorKind::invalid, "parse duration", std::string(text), "expected e.g. 500ms, 2s, 1m");
   std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
   double ns_per = 0;
-  if (unit.empty() || unit == "s") ns_per = 1e9;
-  else if (unit == "ms") ns_per = 1e6;
-  else if (unit == "us") ns_per = 1e3;
-  else if (unit == "ns") ns_per = 1;
-  else if (unit == "m") ns_per = 60e9;
-  else if (unit == "h") ns_per = 3600e9;
-  else return fail(ErrorKind::invalid, "parse duration", std::string(text), "unit must be ns, us, ms, s, m or h");
+  if (unit.empty() || unit == "s")
+    ns_per = 1e9;
+  else if (unit == "ms")
+    ns_per = 1e6;
+  else if (unit == "us")
+    ns_per = 1e3;
+  else if (unit == "ns")
+    ns_per = 1;
+  else if (unit == "m")
+    ns_per = 60e9;
+  else if (unit == "h")
+    ns_per = 3600e9;
+  else
+    return fail(ErrorKind::invalid, "parse duration", std::string(text),
+                "unit must be ns, us, ms, s, m or h");
   return std::chrono::nanoseconds(static_cast<int64_t>(value * ns_per));
 }
 
@@ -134,10 +144,14 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
   }
   int st = exit->wait_status;
   if (WIFSIGNALED(st)) rec.signal = WTERMSIG(st);
-  if (rec.timed_out) rec.exit_code = 124;
-  else if (WIFEXITED(st)) rec.exit_code = WEXITSTATUS(st);
-  else if (WIFSIGNALED(st)) rec.exit_code = 128 + WTERMSIG(st);
-  else rec.exit_code = 125;
+  if (rec.timed_out)
+    rec.exit_code = 124;
+  else if (WIFEXITED(st))
+    rec.exit_code = WEXITSTATUS(st);
+  else if (WIFSIGNALED(st))
+    rec.exit_code = 128 + WTERMSIG(st);
+  else
+    rec.exit_code = 125;
   if (rec.oom_killed && !rec.timed_out) rec.exit_code = 137;
   return rec;
 }

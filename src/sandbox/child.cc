@@ -2,8 +2,8 @@
 // Async-signal-safe only: no allocation, no locks, no logging, no exceptions.
 #include <fcntl.h>
 #include <grp.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -40,12 +40,16 @@ int run_op(const SetupOp& op) noexcept {
     case OpKind::mount:
       return mount(op.source, op.path, op.fstype, op.flags, op.data) == 0 ? 0 : errno;
     case OpKind::bind_ro:
-      if (mount(op.path, op.path, nullptr, MS_BIND | MS_REC, nullptr) != 0) return errno == ENOENT ? 0 : errno;
-      return mount(nullptr, op.path, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | op.flags, nullptr) == 0 ? 0 : errno;
+      if (mount(op.path, op.path, nullptr, MS_BIND | MS_REC, nullptr) != 0)
+        return errno == ENOENT ? 0 : errno;
+      return mount(nullptr, op.path, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | op.flags, nullptr) == 0
+                 ? 0
+                 : errno;
     case OpKind::mask:
       if (stat(op.path, &st) != 0) return errno == ENOENT ? 0 : errno;
       if (S_ISDIR(st.st_mode))
-        return mount("tmpfs", op.path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555") == 0
+        return mount("tmpfs", op.path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                     "size=0,mode=0555") == 0
                    ? 0
                    : errno;
       return mount("/dev/null", op.path, nullptr, MS_BIND, nullptr) == 0 ? 0 : errno;
@@ -77,7 +81,9 @@ int run_op(const SetupOp& op) noexcept {
       if (umount2(".", MNT_DETACH) != 0) return errno;
       return chdir("/") == 0 ? 0 : errno;
     case OpKind::remount_ro:
-      return mount(nullptr, op.path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | op.flags, nullptr) == 0 ? 0 : errno;
+      return mount(nullptr, op.path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | op.flags, nullptr) == 0
+                 ? 0
+                 : errno;
   }
   return EINVAL;
 }
@@ -88,14 +94,16 @@ void start_function(const void* arg) noexcept {
   // Marked close-on-exec instead of closed, so the error pipe still reports a failed exec.
   if (sys::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(plan, step_privileges, errno, "close_range");
   const char* failed = nullptr;
-  if (int err = apply_privileges(plan.privileges, &failed); err != 0) fail(plan, step_privileges, err, failed);
+  if (int err = apply_privileges(plan.privileges, &failed); err != 0)
+    fail(plan, step_privileges, err, failed);
   umask(022);
 
   // Like execvp: ENOENT/ENOTDIR try the next PATH entry, EACCES is kept unless something is found.
   int err = ENOENT;
   for (const char* candidate : plan.exec_candidates) {
     execve(candidate, plan.argv.data(), plan.envp.data());
-    if (errno == EACCES) err = EACCES;
+    if (errno == EACCES)
+      err = EACCES;
     else if (errno != ENOENT && errno != ENOTDIR) {
       err = errno;
       break;
@@ -146,7 +154,8 @@ void child_main(const ChildPlan& plan) noexcept {
   }
 
   const char* failed = nullptr;
-  if (int err = drop_bounding_set(plan.privileges, &failed); err != 0) fail(plan, step_init_privileges, err, failed);
+  if (int err = drop_bounding_set(plan.privileges, &failed); err != 0)
+    fail(plan, step_init_privileges, err, failed);
   runtime::run_init(start_function, &plan, plan.status_fd);
   fail(plan, step_fork, errno);
 }

@@ -138,7 +138,8 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   plan.userns_fd = userns.get();
   plan.init = spec.init;
   plan.cwd = plan.keep(spec.cwd.empty() ? "/" : spec.cwd);
-  for (auto& c : exec_candidates(spec.argv[0], spec.env)) plan.exec_candidates.push_back(plan.keep(std::move(c)));
+  for (auto& c : exec_candidates(spec.argv[0], spec.env))
+    plan.exec_candidates.push_back(plan.keep(std::move(c)));
   for (const auto& a : spec.argv) plan.argv.push_back(const_cast<char*>(plan.keep(a)));
   plan.argv.push_back(nullptr);
   for (const auto& e : spec.env) plan.envp.push_back(const_cast<char*>(plan.keep(e)));
@@ -191,15 +192,17 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   if (spec.network == Network::loopback) {
     auto t0 = std::chrono::steady_clock::now();
     FNEXEC_TRY(bring_up_loopback(sb.pidfd_.get()));
-    spdlog::debug("sandbox pid={} lo_up_us={}", sb.pid_,
-                  std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+    spdlog::debug(
+        "sandbox pid={} lo_up_us={}", sb.pid_,
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   }
   return sb;
 }
 
 Result<> Sandbox::go() {
   char g = 'g';
-  if (::write(control_.get(), &g, 1) != 1) return fail_errno("start function in sandbox", std::to_string(pid_));
+  if (::write(control_.get(), &g, 1) != 1)
+    return fail_errno("start function in sandbox", std::to_string(pid_));
   control_.reset();
   return {};
 }
@@ -210,7 +213,9 @@ Result<> Sandbox::signal(int sig) {
   return {};
 }
 
-Result<> Sandbox::kill() { return signal(SIGKILL); }
+Result<> Sandbox::kill() {
+  return signal(SIGKILL);
+}
 
 Result<SandboxExit> Sandbox::reap() {
   siginfo_t info{};
@@ -235,22 +240,32 @@ Result<SandboxExit> Sandbox::reap() {
       case detail::step_exec:
         if (failure.err == ENOENT || failure.err == ENOTDIR) {
           out.setup_exit_code = 127;
-          e = Error{ErrorKind::not_found, 0, "find entrypoint", entrypoint_, "not found in image " + image_name_};
+          e = Error{ErrorKind::not_found, 0, "find entrypoint", entrypoint_,
+                    "not found in image " + image_name_};
         } else {
           out.setup_exit_code = 126;
           e.what = "execute entrypoint";
           e.on = entrypoint_ + " in image " + image_name_;
         }
         break;
-      case detail::step_hostname: e.what = "set hostname of sandbox"; break;
-      case detail::step_userns: e.what = "join the sandbox user namespace"; break;
-      case detail::step_workdir: e.what = "change to working directory"; e.on = plan_->cwd; break;
+      case detail::step_hostname:
+        e.what = "set hostname of sandbox";
+        break;
+      case detail::step_userns:
+        e.what = "join the sandbox user namespace";
+        break;
+      case detail::step_workdir:
+        e.what = "change to working directory";
+        e.on = plan_->cwd;
+        break;
       case detail::step_privileges:
       case detail::step_init_privileges:
         e.what = "apply privileges";
         e.on = failure.detail[0] ? failure.detail : "";
         break;
-      case detail::step_fork: e.what = "fork the function from the sandbox init"; break;
+      case detail::step_fork:
+        e.what = "fork the function from the sandbox init";
+        break;
       default:
         if (failure.step >= 0 && static_cast<size_t>(failure.step) < plan_->ops.size())
           e.what = detail::describe(plan_->ops[static_cast<size_t>(failure.step)]);

@@ -21,11 +21,12 @@ namespace stdfs = std::filesystem;
 
 // crun's and podman's defaults: kernel information and knobs a function has no business with.
 constexpr std::array kMaskedPaths = {
-    "/proc/acpi",       "/proc/asound",      "/proc/kcore",  "/proc/keys",     "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-    "/sys/fs/selinux",  "/sys/dev/block",
+    "/proc/acpi",          "/proc/asound",     "/proc/kcore",       "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi",          "/sys/firmware",    "/sys/fs/selinux",   "/sys/dev/block",
 };
-constexpr std::array kReadOnlyPaths = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
+constexpr std::array kReadOnlyPaths = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                       "/proc/sysrq-trigger"};
 
 constexpr size_t kPageSize = 4096;
 
@@ -38,7 +39,8 @@ class PlanBuilder {
     op.path = plan_.keep(std::move(path));
     return plan_.ops.emplace_back(op);
   }
-  void mount(std::string source, std::string path, const char* fstype, unsigned long flags, std::string data) {
+  void mount(std::string source, std::string path, const char* fstype, unsigned long flags,
+             std::string data) {
     auto& op = add(OpKind::mount, std::move(path));
     op.source = plan_.keep(std::move(source));
     op.fstype = fstype;
@@ -83,11 +85,14 @@ class PlanBuilder {
   uid_t root_;
 };
 
-bool overlay_safe(const std::string& p) { return p.find_first_of(":,\\") == std::string::npos; }
+bool overlay_safe(const std::string& p) {
+  return p.find_first_of(":,\\") == std::string::npos;
+}
 
 // Mount targets are resolved after pivot_root, so symlinks in the image cannot point them at the host.
 Result<std::string> sandbox_path(const std::string& p, std::string_view what) {
-  if (p.empty() || p[0] != '/') return fail(ErrorKind::invalid, std::string("use ") + std::string(what), p, "must be an absolute path");
+  if (p.empty() || p[0] != '/')
+    return fail(ErrorKind::invalid, std::string("use ") + std::string(what), p, "must be an absolute path");
   auto norm = stdfs::path(p).lexically_normal().string();
   if (norm.size() > 1 && norm.back() == '/') norm.pop_back();
   return norm;
@@ -100,23 +105,35 @@ std::string describe(const SetupOp& op) {
   switch (op.kind) {
     case OpKind::mount:
       return std::string("mount ") + (op.fstype ? op.fstype : "") + " on " + path;
-    case OpKind::bind_ro: return "make " + path + " read-only";
-    case OpKind::mask: return "mask " + path;
-    case OpKind::mkdir: return "create directory " + path;
-    case OpKind::mknod: return "create device " + path;
-    case OpKind::symlink: return "create symlink " + path;
-    case OpKind::touch: return "create mount point " + path;
-    case OpKind::chown: return "change owner of " + path;
-    case OpKind::chdir: return "change directory to " + path;
-    case OpKind::attach: return std::string("mount ") + (op.source ? op.source : "") + " on " + path;
-    case OpKind::pivot_root: return "pivot_root into " + path;
-    case OpKind::remount_ro: return "remount read-only " + path;
+    case OpKind::bind_ro:
+      return "make " + path + " read-only";
+    case OpKind::mask:
+      return "mask " + path;
+    case OpKind::mkdir:
+      return "create directory " + path;
+    case OpKind::mknod:
+      return "create device " + path;
+    case OpKind::symlink:
+      return "create symlink " + path;
+    case OpKind::touch:
+      return "create mount point " + path;
+    case OpKind::chown:
+      return "change owner of " + path;
+    case OpKind::chdir:
+      return "change directory to " + path;
+    case OpKind::attach:
+      return std::string("mount ") + (op.source ? op.source : "") + " on " + path;
+    case OpKind::pivot_root:
+      return "pivot_root into " + path;
+    case OpKind::remount_ro:
+      return "remount read-only " + path;
   }
   return "set up " + path;
 }
 
 Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, std::vector<UniqueFd>& fds) {
-  if (spec.layers.empty()) return fail(ErrorKind::invalid, "build rootfs of", spec.image_name, "image has no layers");
+  if (spec.layers.empty())
+    return fail(ErrorKind::invalid, "build rootfs of", spec.image_name, "image has no layers");
   const bool userns = userns_fd >= 0;
   const uid_t root = userns ? spec.id_range.host_first : 0;
   PlanBuilder b(plan, userns, root);
@@ -161,7 +178,8 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
   } else {
     for (auto it = spec.layers.rbegin(); it != spec.layers.rend(); ++it) {
       if (!it->is_absolute() || !overlay_safe(it->string()))
-        return fail(ErrorKind::invalid, "use layer", it->string(), "needs an absolute path without ':', ',' or '\\'");
+        return fail(ErrorKind::invalid, "use layer", it->string(),
+                    "needs an absolute path without ':', ',' or '\\'");
       lowers.push_back(it->string());
     }
   }
@@ -175,7 +193,8 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
     // mount(2) copies one page of options: mount from the layers' common parent with short paths.
     stdfs::path common = spec.layers.front().parent_path();
     for (const auto& l : spec.layers) {
-      while (!common.empty() && l.string().rfind(common.string() + "/", 0) != 0) common = common.parent_path();
+      while (!common.empty() && l.string().rfind(common.string() + "/", 0) != 0)
+        common = common.parent_path();
     }
     for (auto& l : lowers) l = stdfs::path(l).lexically_relative(common).string();
     opts = options(lowers);
@@ -204,7 +223,8 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
           "newinstance,ptmxmode=0666,mode=0620,gid=" + std::to_string(root + 5));
   b.symlink("pts/ptmx", "/dev/ptmx");
   b.mkdir("/dev/shm", 01777);
-  b.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b.tmpfs_options("mode=1777,size=65536k"));
+  b.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+          b.tmpfs_options("mode=1777,size=65536k"));
   b.mkdir("/dev/mqueue", 0755);
   b.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
   b.symlink("/proc/self/fd", "/dev/fd");
@@ -220,7 +240,8 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
     auto target = FNEXEC_TRY(sandbox_path(v.target, "volume target"));
     struct stat st;
     if (::stat(v.source.c_str(), &st) != 0) return fail_errno("use volume source", v.source.string());
-    UniqueFd tree(sys::open_tree(AT_FDCWD, v.source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+    UniqueFd tree(
+        sys::open_tree(AT_FDCWD, v.source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
     if (!tree) return fail_errno("open volume source", v.source.string());
     if (v.read_only) {
       mount_attr attr{};

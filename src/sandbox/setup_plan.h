@@ -17,18 +17,18 @@
 namespace fnexec::sandbox::detail {
 
 enum class OpKind : uint8_t {
-  mount,        // mount(source, path, fstype, flags, data)
-  bind_ro,      // bind path onto itself, then remount it read-only (skipped when absent)
-  mask,         // directory: read-only empty tmpfs; file: /dev/null bound over it (skipped when absent)
-  mkdir,        // EEXIST is fine; chowned to (uid, gid) when flags is kChownNew and it was created
-  mknod,        // character device
-  symlink,      // source -> path
-  touch,        // create an empty file to bind over (EEXIST is fine)
-  chown,        // path to (uid, gid)
+  mount,    // mount(source, path, fstype, flags, data)
+  bind_ro,  // bind path onto itself, then remount it read-only (skipped when absent)
+  mask,     // directory: read-only empty tmpfs; file: /dev/null bound over it (skipped when absent)
+  mkdir,    // EEXIST is fine; chowned to (uid, gid) when flags is kChownNew and it was created
+  mknod,    // character device
+  symlink,  // source -> path
+  touch,    // create an empty file to bind over (EEXIST is fine)
+  chown,    // path to (uid, gid)
   chdir,
-  attach,       // move_mount the detached tree fd onto path
-  pivot_root,   // pivot_root(path, path) + detach the old root (path: the new root, made cwd)
-  remount_ro,   // remount the mount at path read-only
+  attach,      // move_mount the detached tree fd onto path
+  pivot_root,  // pivot_root(path, path) + detach the old root (path: the new root, made cwd)
+  remount_ro,  // remount the mount at path read-only
 };
 
 struct SetupOp {

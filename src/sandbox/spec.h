@@ -46,9 +46,9 @@ struct SandboxSpec {
   std::string hostname = "fnexec";
   Network network = Network::loopback;
   UserNamespace userns = UserNamespace::host;
-  IdRange id_range;                   // used with UserNamespace::automatic
+  IdRange id_range;                         // used with UserNamespace::automatic
   cgroup::SandboxCgroup* cgroup = nullptr;  // not owned; nullptr: no cgroup
-  Privileges privileges;              // from prepare_privileges()
+  Privileges privileges;                    // from prepare_privileges()
 
   std::vector<std::string> argv;  // argv[0] is the entrypoint: absolute, relative or looked up in PATH
   std::vector<std::string> env;   // "K=V", final
