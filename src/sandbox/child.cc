@@ -119,6 +119,10 @@ void child_main(const ChildPlan& plan) noexcept {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
+  // A killed fnexec must not leave a running sandbox behind. If it died before this line, the
+  // control pipe is already at EOF and the wait for go below ends the child.
+  if (plan.die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+    fail(plan, step_parent_death, errno);
   // Modes below are exact (device nodes 0666, /dev/shm 1777); the function gets 022 back.
   umask(0);
   for (size_t i = 0; i < plan.ops.size(); ++i) {

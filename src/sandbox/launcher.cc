@@ -137,6 +137,7 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   plan.hostname_len = spec.hostname.size();
   plan.userns_fd = userns.get();
   plan.init = spec.init;
+  plan.die_with_parent = spec.die_with_parent;
   plan.cwd = plan.keep(spec.cwd.empty() ? "/" : spec.cwd);
   for (auto& c : exec_candidates(spec.argv[0], spec.env))
     plan.exec_candidates.push_back(plan.keep(std::move(c)));
@@ -262,6 +263,9 @@ Result<SandboxExit> Sandbox::reap() {
       case detail::step_init_privileges:
         e.what = "apply privileges";
         e.on = failure.detail[0] ? failure.detail : "";
+        break;
+      case detail::step_parent_death:
+        e.what = "tie the sandbox to fnexec's lifetime";
         break;
       case detail::step_fork:
         e.what = "fork the function from the sandbox init";

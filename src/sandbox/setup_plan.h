@@ -57,6 +57,7 @@ enum SpecialStep : int32_t {
   step_exec = -6,
   step_fork = -7,
   step_init_privileges = -8,
+  step_parent_death = -9,
 };
 
 // What the child writes to the error pipe, once, before it exits.
@@ -79,6 +80,7 @@ struct ChildPlan {
   int error_fd = -1;    // write end, O_CLOEXEC: a successful exec closes it
   int status_fd = -1;   // write end: init reports the function's raw wait status
   bool init = true;
+  bool die_with_parent = true;
 
   const char* cwd = nullptr;
   std::vector<const char*> exec_candidates;  // entrypoint paths to try in order (PATH lookup done here)

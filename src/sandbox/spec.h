@@ -54,6 +54,9 @@ struct SandboxSpec {
   std::vector<std::string> env;   // "K=V", final
   std::string cwd = "/";
   bool init = true;  // fnexec's init as PID 1; false: the function is PID 1
+  // SIGKILL the sandbox when the thread that launched it dies (PR_SET_PDEATHSIG): right for
+  // `fnexec run`; a multi-threaded launcher must launch from a thread that outlives the sandbox.
+  bool die_with_parent = true;
 
   // Where the sandbox's private tmpfs and overlay are mounted, inside its own mount namespace only.
   std::filesystem::path mount_dir = "/run/fnexec/mnt";

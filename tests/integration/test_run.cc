@@ -185,6 +185,26 @@ TEST_SUITE("run") {
     ::close(fds[0]);
   }
 
+  TEST_CASE("a killed fnexec takes its sandbox with it") {
+    const std::string token = "4444" + std::to_string(::getpid());
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    auto before = ResourceSnapshot::take();
+    pid_t pid = spawn_on(fds[1], {"sh", "-c", "sleep " + token + " & echo ready; sleep " + token});
+    ::close(fds[1]);
+    CHECK(read_until(fds[0], "ready") == "ready\n");
+    ::kill(pid, SIGKILL);
+    CHECK(wait_exit(pid) == 137);
+    // The pipe reaches EOF only when every sandbox process holding it is gone.
+    CHECK(read_until(fds[0], "never") == "");
+    ::close(fds[0]);
+    CHECK_FALSE(host_has_process_with("sleep " + token));
+    // The orphaned sandbox init was reparented to us (a subreaper) and is a zombie to reap, not a process.
+    while (::waitpid(-1, nullptr, 0) > 0) {
+    }
+    CHECK(ResourceSnapshot::take().processes == before.processes);
+  }
+
   TEST_CASE("fnexec's own errors: 125 bad image, 126 cannot exec, 127 not found") {
     auto bad =
         fnexec({"--root", image().state.string(), "run", "--rootfs", "/nonexistent-rootfs", "--", "true"});
