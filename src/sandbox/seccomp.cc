@@ -23,12 +23,6 @@
 #include "util/unique_fd.h"
 
 // FNEXEC_TRY yields the value, so it cannot take a Result<void>; this is its statement form.
-#define FNEXEC_CHECK(expr)                                        \
-  do {                                                            \
-    if (auto fnexec_check_r_ = (expr); !fnexec_check_r_)          \
-      return std::unexpected(std::move(fnexec_check_r_.error())); \
-  } while (0)
-
 namespace fnexec::sandbox {
 
 namespace {
@@ -350,10 +344,10 @@ Result<> add_profile_entry(void* ctx, dom::object entry, uint32_t default_action
       continue;
     }
     if (!repeated) {
-      FNEXEC_CHECK(add_rule(ctx, action, nr, args, name, where.origin));
+      FNEXEC_TRY(add_rule(ctx, action, nr, args, name, where.origin));
     } else {
       for (const auto& cmp : args)
-        FNEXEC_CHECK(add_rule(ctx, action, nr, std::span(&cmp, 1), name, where.origin));
+        FNEXEC_TRY(add_rule(ctx, action, nr, std::span(&cmp, 1), name, where.origin));
     }
   }
   return {};
@@ -368,18 +362,18 @@ Result<std::vector<sock_filter>> build_default_filter() {
     int nr = seccomp_syscall_resolve_name(n.c_str());
     if (nr == __NR_SCMP_ERROR)
       return fail(ErrorKind::internal, "build default seccomp filter", n, "libseccomp does not know it");
-    FNEXEC_CHECK(add_rule(ctx.get(), eperm, nr, {}, name, origin));
+    FNEXEC_TRY(add_rule(ctx.get(), eperm, nr, {}, name, origin));
   }
   for (const auto& raw : kDeniedByNumber)
-    FNEXEC_CHECK(add_rule(ctx.get(), eperm, raw.nr, {}, raw.name, origin));
+    FNEXEC_TRY(add_rule(ctx.get(), eperm, raw.nr, {}, raw.name, origin));
 
   // New namespaces would let the function build its own mounts and users. clone3 passes its flags
   // in memory a filter cannot read, so it answers ENOSYS and glibc falls back to clone (as Docker does).
   for (uint64_t flag : kNamespaceFlags) {
     scmp_arg_cmp cmp = SCMP_A0_64(SCMP_CMP_MASKED_EQ, flag, flag);
-    FNEXEC_CHECK(add_rule(ctx.get(), eperm, SCMP_SYS(clone), std::span(&cmp, 1), "clone", origin));
+    FNEXEC_TRY(add_rule(ctx.get(), eperm, SCMP_SYS(clone), std::span(&cmp, 1), "clone", origin));
   }
-  FNEXEC_CHECK(add_rule(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), {}, "clone3", origin));
+  FNEXEC_TRY(add_rule(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), {}, "clone3", origin));
 
   // personality: only PER_LINUX (0) and the 0xffffffff query. libseccomp cannot AND two tests of one
   // argument, so "x != 0 and x != ~0" is written as "some bit i set and bit i+1 (mod 32) clear": every
@@ -387,7 +381,7 @@ Result<std::vector<sock_filter>> build_default_filter() {
   for (unsigned i = 0; i < 32; ++i) {
     uint32_t set = 1u << i, clear = 1u << ((i + 1) % 32);
     scmp_arg_cmp cmp = SCMP_A0_32(SCMP_CMP_MASKED_EQ, set | clear, set);
-    FNEXEC_CHECK(
+    FNEXEC_TRY(
         add_rule(ctx.get(), eperm, SCMP_SYS(personality), std::span(&cmp, 1), "personality", origin));
   }
   return export_bpf(ctx.get(), origin);
@@ -427,18 +421,18 @@ Result<std::vector<sock_filter>> seccomp_filter_from_profile(std::string_view js
   if (auto arches = FNEXEC_TRY(member<dom::array>(root, "architectures", top))) {
     Where w = top.at("architectures");
     auto names = FNEXEC_TRY(strings(*arches, w));
-    for (size_t i = 0; i < names.size(); ++i) FNEXEC_CHECK(add_arch(names[i], w.index(i)));
+    for (size_t i = 0; i < names.size(); ++i) FNEXEC_TRY(add_arch(names[i], w.index(i)));
   }
   // Docker's archMap: the entry for the native architecture brings its sub-architectures (x86, x32).
   if (auto map = FNEXEC_TRY(member<dom::array>(root, "archMap", top))) {
-    FNEXEC_CHECK(for_each_object(*map, top.at("archMap"), [&](dom::object entry, const Where& w) -> Result<> {
+    FNEXEC_TRY(for_each_object(*map, top.at("archMap"), [&](dom::object entry, const Where& w) -> Result<> {
       auto arch = FNEXEC_TRY(required<std::string_view>(entry, "architecture", w));
       if (FNEXEC_TRY(parse_arch(arch, w.at("architecture"))) != seccomp_arch_native()) return {};
       auto subs = FNEXEC_TRY(member<dom::array>(entry, "subArchitectures", w));
       auto names =
           subs ? FNEXEC_TRY(strings(*subs, w.at("subArchitectures"))) : std::vector<std::string_view>{};
       for (size_t i = 0; i < names.size(); ++i)
-        FNEXEC_CHECK(add_arch(names[i], w.at("subArchitectures").index(i)));
+        FNEXEC_TRY(add_arch(names[i], w.at("subArchitectures").index(i)));
       return {};
     }));
   }
@@ -448,7 +442,7 @@ Result<std::vector<sock_filter>> seccomp_filter_from_profile(std::string_view js
                  origin);
   }
   if (auto syscalls = FNEXEC_TRY(member<dom::array>(root, "syscalls", top))) {
-    FNEXEC_CHECK(for_each_object(*syscalls, top.at("syscalls"), [&](dom::object entry, const Where& w) {
+    FNEXEC_TRY(for_each_object(*syscalls, top.at("syscalls"), [&](dom::object entry, const Where& w) {
       return add_profile_entry(ctx.get(), entry, default_action, default_errno, capabilities, w);
     }));
   }

@@ -1,0 +1,265 @@
+// cgroup v1 backend: one hierarchy per mounted controller set (memory, cpu, cpuacct, pids, freezer);
+// co-mounted controllers ("cpu,cpuacct") share one directory.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+
+#include "cgroup/backend.h"
+#include "util/fs.h"
+
+namespace fnexec::cgroup::detail {
+
+namespace {
+
+// Controllers fnexec uses on v1, in the order `fnexec info` lists them.
+constexpr const char* kV1Controllers[] = {"memory", "cpu", "cpuacct", "pids", "freezer"};
+
+// Per controller name: the directory (below the hierarchy's sandboxes/ dir) that carries it.
+using ControllerDirs = std::map<std::string, stdfs::path>;
+
+std::optional<stdfs::path> dir_of(const ControllerDirs& dirs, const char* controller) {
+  auto it = dirs.find(controller);
+  if (it == dirs.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<stdfs::path> unique_dirs(const ControllerDirs& dirs) {
+  std::set<stdfs::path> s;
+  for (auto& [_, d] : dirs) s.insert(d);
+  return {s.begin(), s.end()};
+}
+
+class V1Sandbox final : public SandboxCgroup {
+ public:
+  V1Sandbox(ControllerDirs dirs, Features features)
+      : dirs_(std::move(dirs)), all_(unique_dirs(dirs_)), features_(std::move(features)) {}
+  ~V1Sandbox() override {
+    if (auto r = destroy(); !r)
+      spdlog::error("event=cgroup_destroy_failed path={} error=\"{}\"", path(), r.error().message());
+  }
+
+  Result<> set_limits(const Limits& limits) {
+    auto need = [&](const char* controller, const char* option) -> Result<stdfs::path> {
+      if (auto d = dir_of(dirs_, controller)) return *d;
+      return fail(ErrorKind::unavailable, std::string("set ") + option, path(),
+                  std::string("the v1 ") + controller + " controller is not mounted on this host");
+    };
+    if (limits.memory_bytes) {
+      auto d = FNEXEC_TRY(need("memory", "--memory"));
+      auto v = std::to_string(*limits.memory_bytes);
+      FNEXEC_TRY(fs::write_file(d / "memory.limit_in_bytes", v));
+      // memsw = memory+swap; equal to the limit means no swap. Absent without swap accounting.
+      if (features_.swap_limit) FNEXEC_TRY(fs::write_file(d / "memory.memsw.limit_in_bytes", v));
+    }
+    if (limits.cpus) {
+      auto d = FNEXEC_TRY(need("cpu", "--cpus"));
+      FNEXEC_TRY(fs::write_file(d / "cpu.cfs_period_us", std::to_string(kCpuPeriodUs)));
+      FNEXEC_TRY(fs::write_file(d / "cpu.cfs_quota_us", std::to_string(cpu_quota_us(*limits.cpus))));
+    }
+    if (limits.pids) {
+      auto d = FNEXEC_TRY(need("pids", "--pids-limit"));
+      FNEXEC_TRY(fs::write_file(d / "pids.max", std::to_string(*limits.pids)));
+    }
+    return {};
+  }
+
+  int clone_into_fd() const override { return -1; }
+
+  Result<> attach(pid_t pid) override {
+    auto s = std::to_string(pid);
+    for (auto& d : all_) FNEXEC_TRY(fs::write_file(d / "cgroup.procs", s));
+    return {};
+  }
+
+  Result<> baseline() override {
+    base_ = FNEXEC_TRY(raw_usage());
+    has_base_ = true;
+    // Writing 0 resets the high-water mark to the current usage.
+    if (auto d = dir_of(dirs_, "memory")) FNEXEC_TRY(fs::write_file(*d / "memory.max_usage_in_bytes", "0"));
+    return {};
+  }
+
+  Result<Usage> usage() const override {
+    Usage u = FNEXEC_TRY(raw_usage());
+    if (!has_base_) return u;
+    subtract_counters(u, base_);
+    return u;
+  }
+
+  Result<> kill() override {
+    if (destroyed_) return {};
+    auto freezer = dir_of(dirs_, "freezer");
+    // A crash during create() can leave a sandbox in some hierarchies only (remove_stale()).
+    if (freezer && !file_exists(*freezer)) freezer.reset();
+    if (freezer) {
+      // Frozen tasks cannot fork, so one listing catches every process; SIGKILL lands when thawed.
+      FNEXEC_TRY(fs::write_file(*freezer / "freezer.state", "FROZEN"));
+      wait_frozen(*freezer);
+    }
+    kill_listed();
+    if (freezer) FNEXEC_TRY(fs::write_file(*freezer / "freezer.state", "THAWED"));
+    auto deadline = Clock::now() + kKillDeadline;
+    for (int round = 0;; ++round) {
+      bool empty = true;
+      for (auto& d : all_)
+        if (!procs_below(d).empty()) empty = false;
+      if (empty) return {};
+      if (Clock::now() > deadline)
+        return fail(ErrorKind::internal, "empty cgroup", path(),
+                    "tasks still running " + std::to_string(kKillDeadline.count()) + " s after SIGKILL");
+      // Without a freezer a fork bomb can outrun one pass: keep killing until the cgroup is empty.
+      if (!freezer || round % 16 == 15) kill_listed();
+      backoff_sleep(round);
+    }
+  }
+
+  Result<> destroy() override {
+    if (destroyed_) return {};
+    FNEXEC_TRY(kill());
+    for (auto& d : all_) FNEXEC_TRY(remove_cgroup_tree(d));
+    destroyed_ = true;
+    return {};
+  }
+
+  std::string path() const override {
+    if (auto d = dir_of(dirs_, "memory")) return d->string();
+    return all_.empty() ? std::string() : all_.front().string();
+  }
+  std::vector<std::string> paths() const override {
+    std::vector<std::string> out;
+    for (auto& d : all_) out.push_back(d.string());
+    return out;
+  }
+
+ private:
+  void kill_listed() const {
+    for (auto& d : all_)
+      for (pid_t p : procs_below(d)) ::kill(p, SIGKILL);
+  }
+
+  // FREEZING turns into FROZEN once every task reached the refrigerator; give up after a moment and
+  // kill anyway (a task stuck in the kernel still gets the SIGKILL when thawed).
+  static void wait_frozen(const stdfs::path& freezer) {
+    for (int round = 0; round < 40; ++round) {
+      auto s = fs::read_file(freezer / "freezer.state").value_or("");
+      if (s.starts_with("FROZEN")) return;
+      backoff_sleep(round);
+    }
+  }
+
+  Result<Usage> raw_usage() const {
+    Usage u;
+    if (auto d = dir_of(dirs_, "cpuacct")) {
+      auto ns = [&](const char* f) -> Result<std::optional<uint64_t>> {
+        if (!file_exists(*d / f)) return std::optional<uint64_t>{};
+        auto v = single_value(FNEXEC_TRY(fs::read_file(*d / f)));
+        return v ? std::optional<uint64_t>(*v / 1000) : std::nullopt;
+      };
+      u.cpu_user_us = FNEXEC_TRY(ns("cpuacct.usage_user"));
+      u.cpu_system_us = FNEXEC_TRY(ns("cpuacct.usage_sys"));
+      u.cpu_total_us = FNEXEC_TRY(ns("cpuacct.usage"));
+    }
+    if (auto d = dir_of(dirs_, "memory")) {
+      u.memory_peak_bytes = single_value(FNEXEC_TRY(fs::read_file(*d / "memory.max_usage_in_bytes")));
+      // "oom_kill N" arrived in 4.13; failcnt counts limit hits, not kills, so it is no substitute.
+      u.oom_kills = keyed_value(FNEXEC_TRY(fs::read_file(*d / "memory.oom_control")), "oom_kill");
+    }
+    return u;
+  }
+
+  ControllerDirs dirs_;
+  std::vector<stdfs::path> all_;
+  Features features_;
+  Usage base_;
+  bool has_base_ = false;
+  bool destroyed_ = false;
+};
+
+class V1Hierarchy final : public Hierarchy {
+ public:
+  // parents: controller → its hierarchy's ".../PREFIX/sandboxes" directory.
+  V1Hierarchy(ControllerDirs parents, Features features)
+      : parents_(std::move(parents)), features_(std::move(features)) {}
+
+  Mode mode() const override { return Mode::v1; }
+  std::vector<std::string> controllers() const override {
+    std::vector<std::string> out;
+    for (const char* c : kV1Controllers)
+      if (parents_.contains(c)) out.emplace_back(c);
+    return out;
+  }
+  std::vector<std::string> sandbox_parents() const override {
+    std::vector<std::string> out;
+    for (const char* c : kV1Controllers)
+      if (auto d = dir_of(parents_, c); d && std::find(out.begin(), out.end(), d->string()) == out.end())
+        out.push_back(d->string());
+    return out;
+  }
+  bool has_memory_peak() const override { return features_.memory_peak; }
+  Features features() const override { return features_; }
+
+  Result<std::unique_ptr<SandboxCgroup>> create(std::string_view id, const Limits& limits) override {
+    FNEXEC_TRY(check_id(id));
+    ControllerDirs dirs;
+    for (auto& [c, parent] : parents_) dirs[c] = parent / std::string(id);
+    std::vector<stdfs::path> made;
+    for (auto& d : unique_dirs(dirs)) {
+      if (::mkdir(d.c_str(), 0755) != 0) {
+        auto e = fail_errno("create cgroup", d.string());
+        if (e.error().err == EEXIST) e.error().kind = ErrorKind::exists;
+        for (auto& m : made) ::rmdir(m.c_str());
+        return e;
+      }
+      made.push_back(d);
+    }
+    // From here the sandbox object owns the directories: any failure below removes them.
+    auto sb = std::make_unique<V1Sandbox>(std::move(dirs), features_);
+    FNEXEC_TRY(sb->set_limits(limits));
+    return sb;
+  }
+
+  Result<int> remove_stale() override {
+    std::set<std::string> names;
+    for (auto& parent : unique_dirs(parents_))
+      for (auto& n : subdirs(parent)) names.insert(n);
+    for (auto& name : names) {
+      ControllerDirs dirs;
+      for (auto& [c, parent] : parents_) dirs[c] = parent / name;
+      V1Sandbox sb(std::move(dirs), features_);
+      FNEXEC_TRY(sb.destroy());
+    }
+    return static_cast<int>(names.size());
+  }
+
+ private:
+  ControllerDirs parents_;
+  Features features_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<Hierarchy>> make_v1(const std::vector<ProcCgroupEntry>& self,
+                                           const std::vector<CgroupMount>& mounts, const Options& options) {
+  ControllerDirs parents;
+  for (const char* c : kV1Controllers)
+    if (auto own = own_v1(self, mounts, c)) parents[c] = own->dir / options.prefix / "sandboxes";
+  for (auto& d : unique_dirs(parents)) {
+    FNEXEC_TRY(ensure_dir(d.parent_path()));
+    FNEXEC_TRY(ensure_dir(d));
+  }
+  Features f;
+  if (auto d = dir_of(parents, "memory")) {
+    f.memory_peak = file_exists(*d / "memory.max_usage_in_bytes");
+    f.memory_peak_resettable = f.memory_peak;
+    if (f.memory_peak) f.memory_peak_file = "memory.max_usage_in_bytes";
+    f.swap_limit = file_exists(*d / "memory.memsw.limit_in_bytes");
+  }
+  f.freezer = parents.contains("freezer");
+  return std::make_shared<V1Hierarchy>(std::move(parents), std::move(f));
+}
+
+}  // namespace fnexec::cgroup::detail

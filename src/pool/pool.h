@@ -1,0 +1,87 @@
+// Warm pools: per function, sandboxes parked at "waiting for go" (namespaces, overlay rootfs, /proc,
+// /dev and cgroup ready), so an invocation only hands over the event, execs, reads and accounts.
+// This header is the contract the daemon (src/server) builds on.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cgroup/cgroup.h"
+#include "invoke/invocation.h"
+#include "util/error.h"
+
+namespace fnexec::image {
+class Store;
+}
+
+namespace fnexec::pool {
+
+enum class StartKind { warm, cold };
+std::string_view to_string(StartKind k);
+
+// A registered function, as the daemon stores it (PUT /v1/functions/{name}).
+struct FunctionSpec {
+  std::string name;
+  std::string image;  // a stored reference; resolved to a digest when the pool is configured
+  std::optional<std::vector<std::string>> entrypoint;  // overrides the image's
+  std::optional<std::vector<std::string>> cmd;
+  std::vector<std::string> env;  // "K=V", added to the image's
+  std::string workdir;
+  std::string user;  // "uid[:gid]"
+  cgroup::Limits limits;
+  std::chrono::milliseconds timeout{30000};
+  uint32_t min_warm = 1;
+  uint32_t max_concurrency = 16;
+  std::chrono::seconds idle_timeout{600};
+  uint64_t max_output_bytes = 6 << 20;  // stdout cap; beyond it the invocation fails, never truncates
+  uint64_t max_log_bytes = 64 << 10;    // stderr kept per invocation (the tail)
+};
+
+struct InvocationResult {
+  StartKind start = StartKind::cold;
+  invoke::InvocationRecord record;  // exit, signal, oom, timeout, wall/cpu/memory from cgroup counters
+  std::string output;               // the function's stdout
+  bool output_too_large = false;    // stdout passed max_output_bytes: the function was killed
+  std::string log;                  // the tail of its stderr, at most max_log_bytes
+};
+
+struct PoolStats {
+  std::string function;
+  uint32_t warm = 0;     // parked, ready
+  uint32_t busy = 0;     // running an invocation
+  uint32_t starting = 0; // being built in the background
+};
+
+struct PoolSetOptions {
+  uint32_t max_sandboxes = 256;  // across all functions: parked + busy + starting
+};
+
+// All pools of one supervisor. Thread-safe. invoke() blocks its caller (the daemon calls it from a
+// worker thread, never from the Asio loop); refills happen on a background thread.
+class PoolSet {
+ public:
+  static Result<std::unique_ptr<PoolSet>> create(image::Store& store, std::shared_ptr<cgroup::Hierarchy> cgroups,
+                                                 PoolSetOptions options);
+  virtual ~PoolSet() = default;  // destroys every sandbox
+
+  // Creates or updates a function's pool: resolves the image, and when anything that shapes a
+  // sandbox changed (image digest, limits, argv/env/cwd/user), drains the old sandboxes.
+  virtual Result<> configure(const FunctionSpec& spec) = 0;
+  virtual void remove(std::string_view name) = 0;
+
+  // Runs one invocation: a parked sandbox if there is one (warm), else one built on the spot (cold).
+  // ErrorKind::unavailable when the function is at max_concurrency or the global cap is reached;
+  // ErrorKind::not_found for an unknown function.
+  virtual Result<InvocationResult> invoke(std::string_view name, std::string_view event) = 0;
+
+  virtual std::vector<PoolStats> stats() const = 0;
+  // Stops refilling, waits up to grace for running invocations, then kills the rest.
+  virtual void shutdown(std::chrono::milliseconds grace) = 0;
+};
+
+}  // namespace fnexec::pool
