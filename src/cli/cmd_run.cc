@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cgroup/cgroup.h"
 #include "cli/commands.h"
 #include "image/store.h"
 #include "invoke/invocation.h"
@@ -25,7 +26,8 @@ namespace stdfs = std::filesystem;
 
 struct RunOptions {
   std::vector<std::string> env, env_files, tmpfs, volumes, cap_add, cap_drop, ulimits;
-  std::optional<std::string> workdir, user, entrypoint, timeout, report;
+  std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit;
+  std::string cgroups = "auto";
   std::string hostname, userns = "host", net = "none", seccomp = "default";
   bool read_only = false, init = true, no_init = false, rootfs = false;
 };
@@ -270,6 +272,37 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
   return spec;
 }
 
+// The sandbox's cgroup: limits and accounting. nullptr with --cgroups=disabled.
+Result<std::unique_ptr<cgroup::SandboxCgroup>> make_cgroup(const RunOptions& o, cgroup::Mode* mode) {
+  cgroup::Limits limits;
+  if (o.memory) limits.memory_bytes = FNEXEC_TRY(cgroup::parse_size(*o.memory));
+  if (o.cpus) limits.cpus = FNEXEC_TRY(cgroup::parse_cpus(*o.cpus));
+  if (o.pids_limit) {
+    auto n = parse_id(*o.pids_limit);
+    if (!n || *n == 0)
+      return fail(ErrorKind::invalid, "use --pids-limit", *o.pids_limit, "expected a positive number");
+    limits.pids = *n;
+  }
+  // auto: a cgroup only when limits or the report need one; creating and removing a v1 sandbox
+  // cgroup (five hierarchies) costs about as much as the rest of the run.
+  bool wanted = limits.memory_bytes || limits.cpus || limits.pids || o.report;
+  if (o.cgroups == "auto" && !wanted) return std::unique_ptr<cgroup::SandboxCgroup>{};
+  if (o.cgroups != "auto" && o.cgroups != "enabled" && o.cgroups != "disabled")
+    return fail(ErrorKind::invalid, "use --cgroups=" + o.cgroups, {}, "expected auto, enabled or disabled");
+  auto options = FNEXEC_TRY(cgroup::options_from_flag(o.cgroups == "disabled" ? "disabled" : "auto"));
+  auto hierarchy = FNEXEC_TRY(cgroup::Hierarchy::detect(options));
+  *mode = hierarchy->mode();
+  if (*mode == cgroup::Mode::disabled) {
+    if (limits.memory_bytes || limits.cpus || limits.pids)
+      return fail(ErrorKind::invalid, "apply --memory, --cpus or --pids-limit", {},
+                  "they need --cgroups=auto");
+    return std::unique_ptr<cgroup::SandboxCgroup>{};
+  }
+  static unsigned counter = 0;
+  std::string id = "run-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  return hierarchy->create(id, limits);
+}
+
 int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest) {
   auto spec = build_spec(g, o, rest);
   if (!spec) return report(spec.error());
@@ -280,13 +313,25 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
     if (!t) return report(t.error());
     wait.timeout = *t;
   }
+  cgroup::Mode mode = cgroup::Mode::disabled;
+  auto cg = make_cgroup(o, &mode);
+  if (!cg) return report(cg.error());
+  spec->cgroup = cg->get();
+
   auto sb = sandbox::Sandbox::launch(*spec);
   if (!sb) return report(sb.error());
-  auto rec = invoke::run_invocation(*sb, nullptr, wait);
+  auto rec = invoke::run_invocation(*sb, cg->get(), wait);
+  if (*cg) {
+    if (auto d = (*cg)->destroy(); !d) report(d.error());
+  }
   if (!rec) return report(rec.error());
+  rec->cgroup_mode = std::string(cgroup::to_string(mode));
   if (rec->setup_error) std::fprintf(stderr, "fnexec: %s\n", rec->setup_error->message().c_str());
   if (rec->timed_out)
     std::fprintf(stderr, "fnexec: %s timed out after %s\n", spec->image_name.c_str(), o.timeout->c_str());
+  else if (rec->oom_killed)
+    std::fprintf(stderr, "fnexec: %s was killed: out of memory (--memory %s)\n", spec->image_name.c_str(),
+                 o.memory ? o.memory->c_str() : "unset");
   if (o.report) {
     std::string json = invoke::to_json(*rec) + "\n";
     if (*o.report == "-") {
@@ -324,6 +369,12 @@ void add_run_command(CLI::App& app, Globals& g) {
   sub->add_option("--timeout", o->timeout, "kill the sandbox after DURATION (500ms, 2s, 1m): exit 124");
   sub->add_flag("--init,!--no-init", o->init, "fnexec's init as PID 1 (default), or the function itself");
   sub->add_flag("--rootfs", o->rootfs, "IMAGE is an unpacked root filesystem directory");
+  sub->add_option("--memory,-m", o->memory, "memory limit (512m, 1g); swap is limited to 0 where possible");
+  sub->add_option("--cpus", o->cpus, "CPU quota in CPUs (0.5, 2)");
+  sub->add_option("--pids-limit", o->pids_limit, "maximum number of processes in the sandbox");
+  sub->add_option("--cgroups", o->cgroups,
+                  "auto: a cgroup when --memory, --cpus, --pids-limit or --report need one (default); "
+                  "enabled: always; disabled: never");
   sub->add_option("--report", o->report, "write the invocation record as JSON to FILE, or - for stderr");
   sub->callback([&g, o, sub] {
     o->no_init = !o->init;

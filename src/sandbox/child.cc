@@ -143,6 +143,7 @@ void child_main(const ChildPlan& plan) noexcept {
   while (r < 0 && errno == EINTR);
   if (r != 1) _exit(0);  // the parent gave up on this sandbox: nothing to report
   close(plan.control_fd);
+  if (plan.unshare_cgroupns_after_go && unshare(CLONE_NEWCGROUP) != 0) fail(plan, step_cgroupns, errno);
 
   if (!plan.init) start_function(&plan);
 

@@ -162,9 +162,11 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   plan.status_fd = status.write.get();
 
   int cgroup_fd = spec.cgroup ? spec.cgroup->clone_into_fd() : -1;
+  plan.unshare_cgroupns_after_go = spec.cgroup && cgroup_fd < 0;
+  unsigned long namespaces = plan.unshare_cgroupns_after_go ? kNamespaces & ~CLONE_NEWCGROUP : kNamespaces;
   int pidfd = -1;
   clone_args args{};
-  args.flags = kNamespaces | CLONE_PIDFD | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
+  args.flags = namespaces | CLONE_PIDFD | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = SIGCHLD;
   args.cgroup = cgroup_fd >= 0 ? static_cast<uint64_t>(cgroup_fd) : 0;
@@ -173,7 +175,7 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
     // Kernels before 5.3 (no clone3) or 5.7 (no cgroup field): classic clone, fork-like without a
     // stack; CLONE_PIDFD returns the pidfd through the parent_tid argument.
-    pid = ::syscall(SYS_clone, kNamespaces | CLONE_PIDFD | SIGCHLD, nullptr, &pidfd, nullptr, nullptr);
+    pid = ::syscall(SYS_clone, namespaces | CLONE_PIDFD | SIGCHLD, nullptr, &pidfd, nullptr, nullptr);
     placed = false;
   }
   if (pid < 0) return fail_errno("create sandbox namespaces for", spec.image_name);
@@ -266,6 +268,9 @@ Result<SandboxExit> Sandbox::reap() {
         break;
       case detail::step_parent_death:
         e.what = "tie the sandbox to fnexec's lifetime";
+        break;
+      case detail::step_cgroupns:
+        e.what = "create the sandbox's cgroup namespace";
         break;
       case detail::step_fork:
         e.what = "fork the function from the sandbox init";

@@ -58,6 +58,7 @@ enum SpecialStep : int32_t {
   step_fork = -7,
   step_init_privileges = -8,
   step_parent_death = -9,
+  step_cgroupns = -10,
 };
 
 // What the child writes to the error pipe, once, before it exits.
@@ -81,6 +82,9 @@ struct ChildPlan {
   int status_fd = -1;   // write end: init reports the function's raw wait status
   bool init = true;
   bool die_with_parent = true;
+  // The cgroup namespace is made after go, once the parent has attached the child to its cgroup
+  // (cgroup v1, no CLONE_INTO_CGROUP): a namespace made at clone would be rooted at fnexec's cgroup.
+  bool unshare_cgroupns_after_go = false;
 
   const char* cwd = nullptr;
   std::vector<const char*> exec_candidates;  // entrypoint paths to try in order (PATH lookup done here)

@@ -189,6 +189,7 @@ TEST_SUITE("run") {
     const std::string token = "4444" + std::to_string(::getpid());
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
+    image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
     pid_t pid = spawn_on(fds[1], {"sh", "-c", "sleep " + token + " & echo ready; sleep " + token});
     ::close(fds[1]);
@@ -231,6 +232,7 @@ TEST_SUITE("run") {
   TEST_CASE("--timeout kills the function with everything it forked: exit 124") {
     ScratchTmpfs vol("1m");
     const std::string token = "4242" + std::to_string(::getpid());
+    image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
     auto r = sh("for i in 1 2 3; do (sleep " + token + " & echo $! >> /v/pids; sleep " + token +
                     ") & done; sleep " + token,
@@ -251,6 +253,7 @@ TEST_SUITE("run") {
 
   TEST_CASE("a background child left by the function leaves no process on the host") {
     const std::string token = "4343" + std::to_string(::getpid());
+    image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
     auto r = sh("sleep " + token + " >/dev/null 2>&1 & echo started");
     CHECK(r.exit_code == 0);
@@ -370,6 +373,42 @@ TEST_SUITE("run") {
     // Host root's files are not root's inside.
     auto host = sh("touch /v/host-file", {"--userns", "auto", "-v", "/proc:/v"});
     CHECK(host.exit_code != 0);
+  }
+
+  TEST_CASE("cgroups: --memory kills with 137 and says so, --report gives the record, --pids-limit holds") {
+    ScratchTmpfs files("1m");
+    image();  // built before the snapshot: its scratch tmpfs is a mount
+    image();  // built before the snapshot: its scratch tmpfs is a mount
+    auto before = ResourceSnapshot::take();
+    auto oom = sh("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+                  {"--memory", "32m", "--report", "-"});
+    CHECK(oom.exit_code == 137);
+    CHECK(oom.out == "");
+    CHECK(oom.err.find("out of memory") != std::string::npos);
+    CHECK(oom.err.find("\"oom_killed\":true") != std::string::npos);
+
+    auto ok = sh("echo hi", {"--report", (files / "r.json").string()});
+    CHECK(ok.exit_code == 0);
+    std::string json = read(files / "r.json");
+    for (const char* key : {"\"wall_us\":", "\"cpu_user_us\":", "\"cpu_system_us\":",
+                            "\"memory_peak_bytes\":", "\"exit_code\":0", "\"signal\":null",
+                            "\"oom_killed\":false", "\"timed_out\":false", "\"cgroup_mode\":\"v"})
+      CHECK_MESSAGE(json.find(key) != std::string::npos, key << " in " << json);
+
+    auto pids = sh("for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait; echo end", {"--pids-limit", "4"});
+    CHECK(pids.err.find("fork") != std::string::npos);
+    // The sandbox's cgroup namespace is rooted at its own cgroup, also on v1 where it is attached after
+    // clone.
+    CHECK(sh("grep -c ':/$' /proc/self/cgroup; grep -vc ':/$' /proc/self/cgroup", {"--cgroups", "enabled"})
+              .out == sh("wc -l < /proc/self/cgroup; echo 0").out);
+    auto timeout = sh("sleep 5", {"--timeout", "100ms", "--report", "-"});
+    CHECK(timeout.exit_code == 124);
+    CHECK(timeout.err.find("\"timed_out\":true") != std::string::npos);
+    CHECK(run_in({"--cgroups", "disabled", "--memory", "1m"}, {"true"}).exit_code == 125);
+    auto after = ResourceSnapshot::take();
+    CHECK(after.cgroups == before.cgroups);
+    CHECK(after.mounts == before.mounts);
+    CHECK(after.processes == before.processes);
   }
 
   TEST_CASE("nothing is left behind after many runs and failed runs") {
