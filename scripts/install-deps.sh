@@ -13,12 +13,15 @@ BUILD_PKGS=(
 TEST_PKGS=(busybox-static zstd gzip tar python3 iproute2 curl cpio kmod xz-utils)
 # Peers for bench/ and the cgroup-v2 VM suite.
 EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86)
+# The libFuzzer targets (tests/fuzz/run.sh): clang 14 cannot use libstdc++'s <expected>.
+FUZZ_PKGS=(clang-16 libclang-rt-16-dev)
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
 case "${1:-}" in
   --all) want+=("${EXTRA_PKGS[@]}") ;;
+  --fuzz) want+=("${FUZZ_PKGS[@]}") ;;
   "") ;;
-  *) echo "usage: $0 [--all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--all|--fuzz]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -1,10 +1,161 @@
+// fnexec image import|ls|inspect|rm|gc: the content-addressed image store from the command line.
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
 #include "cli/commands.h"
+#include "image/oci.h"
+#include "image/store.h"
 
 namespace fnexec::cli {
 
+namespace {
+
+using image::json_quote;
+
+std::string json_array(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + json_quote(v[i]);
+  return out + "]";
+}
+
+std::string human_size(int64_t bytes) {
+  char buf[32];
+  if (bytes >= 1000 * 1000) std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / 1e6);
+  else if (bytes >= 1000) std::snprintf(buf, sizeof buf, "%.1f kB", static_cast<double>(bytes) / 1e3);
+  else std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(bytes));
+  return buf;
+}
+
+struct ImageArgs {
+  std::string source;
+  std::string name;
+  bool allow_devices = false;
+  bool json = false;
+  std::string ref;
+};
+
+int do_import(const Globals& g, const ImageArgs& a) {
+  auto store = image::Store::open(g.root);
+  if (!store) return report(store.error());
+  image::ImportOptions opts;
+  if (!a.name.empty()) opts.name = a.name;
+  opts.allow_devices = a.allow_devices;
+  opts.progress = ::isatty(STDERR_FILENO) == 1;
+  auto img = store->import(a.source, opts);
+  if (!img) return report(img.error());
+  std::printf("%s %s\n", img->reference.c_str(), img->manifest_digest.c_str());
+  return 0;
+}
+
+int do_ls(const Globals& g, const ImageArgs& a) {
+  auto store = image::Store::open(g.root);
+  if (!store) return report(store.error());
+  auto images = store->list();
+  if (!images) return report(images.error());
+  if (a.json) {
+    std::string out = "[";
+    for (size_t i = 0; i < images->size(); ++i) {
+      const auto& s = (*images)[i];
+      out += std::string(i ? "," : "") + "\n  {\"name\":" + json_quote(s.name) + ",\"tag\":" + json_quote(s.tag) +
+             ",\"digest\":" + json_quote(s.digest) + ",\"size\":" + std::to_string(s.size) +
+             ",\"created\":" + json_quote(s.created) + "}";
+    }
+    std::printf("%s\n]\n", out.c_str());
+    return 0;
+  }
+  std::printf("%-30s %-12s %-19s %10s  %s\n", "NAME", "TAG", "DIGEST", "SIZE", "CREATED");
+  for (const auto& s : *images)
+    std::printf("%-30s %-12s %-19s %10s  %s\n", s.name.c_str(), s.tag.c_str(), s.digest.substr(0, 19).c_str(),
+                human_size(s.size).c_str(), s.created.c_str());
+  return 0;
+}
+
+int do_inspect(const Globals& g, const ImageArgs& a) {
+  auto store = image::Store::open(g.root);
+  if (!store) return report(store.error());
+  auto d = store->inspect(a.ref);
+  if (!d) return report(d.error());
+  const auto& c = d->image.config;
+  int64_t total = d->config_size;
+  std::string layers = "[";
+  for (size_t i = 0; i < d->layers.size(); ++i) {
+    const auto& l = d->layers[i];
+    total += l.size;
+    layers += std::string(i ? "," : "") + "\n    {\"digest\":" + json_quote(l.digest) + ",\"diff_id\":" +
+              json_quote(l.diff_id) + ",\"media_type\":" + json_quote(l.media_type) +
+              ",\"size\":" + std::to_string(l.size) + ",\"path\":" + json_quote(l.path.string()) + "}";
+  }
+  layers += "\n  ]";
+  std::printf(
+      "{\n  \"reference\": %s,\n  \"names\": %s,\n  \"digest\": %s,\n  \"size\": %lld,\n"
+      "  \"config\": {\"digest\": %s, \"size\": %lld, \"architecture\": %s, \"os\": %s, \"created\": %s,\n"
+      "    \"entrypoint\": %s, \"cmd\": %s, \"env\": %s, \"working_dir\": %s, \"user\": %s},\n"
+      "  \"layers\": %s\n}\n",
+      json_quote(d->image.reference).c_str(), json_array(d->names).c_str(),
+      json_quote(d->image.manifest_digest).c_str(), static_cast<long long>(total),
+      json_quote(d->config_digest).c_str(), static_cast<long long>(d->config_size),
+      json_quote(c.architecture).c_str(), json_quote(c.os).c_str(), json_quote(c.created).c_str(),
+      json_array(c.entrypoint).c_str(), json_array(c.cmd).c_str(), json_array(c.env).c_str(),
+      json_quote(c.working_dir).c_str(), json_quote(c.user).c_str(), layers.c_str());
+  return 0;
+}
+
+int do_rm(const Globals& g, const ImageArgs& a) {
+  auto store = image::Store::open(g.root);
+  if (!store) return report(store.error());
+  auto removed = store->remove(a.ref);
+  if (!removed) return report(removed.error());
+  for (const auto& r : *removed) std::printf("untagged %s\n", r.c_str());
+  return 0;
+}
+
+int do_gc(const Globals& g, const ImageArgs& a) {
+  auto store = image::Store::open(g.root);
+  if (!store) return report(store.error());
+  auto r = store->gc();
+  if (!r) return report(r.error());
+  if (a.json)
+    std::printf("{\"blobs_removed\":%zu,\"layers_removed\":%zu,\"bytes_freed\":%llu}\n", r->blobs_removed,
+                r->layers_removed, static_cast<unsigned long long>(r->bytes_freed));
+  else
+    std::printf("removed %zu blobs and %zu layers, freed %s\n", r->blobs_removed, r->layers_removed,
+                human_size(static_cast<int64_t>(r->bytes_freed)).c_str());
+  return 0;
+}
+
+}  // namespace
+
 void add_image_commands(CLI::App& app, Globals& g) {
-  auto* sub = app.add_subcommand("image", "not implemented yet");
-  sub->callback([&g] { g.exit_code = report(fail(ErrorKind::unavailable, "image", {}, "not implemented yet").error()); });
+  auto args = std::make_shared<ImageArgs>();
+  auto* image = app.add_subcommand("image", "manage the image store (import, ls, inspect, rm, gc)");
+  image->require_subcommand(1);
+
+  auto* imp = image->add_subcommand("import", "import an OCI layout, oci-archive or docker-archive");
+  imp->add_option("source", args->source,
+                  "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF] or a plain path")
+      ->required();
+  imp->add_option("--name", args->name, "record the image as NAME[:TAG] (default: from the source)");
+  imp->add_flag("--allow-devices", args->allow_devices, "keep device nodes found in layers instead of refusing");
+  imp->callback([&g, args] { g.exit_code = do_import(g, *args); });
+
+  auto* ls = image->add_subcommand("ls", "list images: name, tag, digest, size, created");
+  ls->add_flag("--json", args->json, "print a JSON array");
+  ls->callback([&g, args] { g.exit_code = do_ls(g, *args); });
+
+  auto* inspect = image->add_subcommand("inspect", "print an image's config and layers as JSON");
+  inspect->add_option("ref", args->ref, "NAME[:TAG], sha256:DIGEST or a unique digest prefix")->required();
+  inspect->callback([&g, args] { g.exit_code = do_inspect(g, *args); });
+
+  auto* rm = image->add_subcommand("rm", "remove a name (or every name of a digest); gc frees the space");
+  rm->add_option("ref", args->ref, "NAME[:TAG], sha256:DIGEST or a unique digest prefix")->required();
+  rm->callback([&g, args] { g.exit_code = do_rm(g, *args); });
+
+  auto* gc = image->add_subcommand("gc", "remove blobs and layers no image name needs");
+  gc->add_flag("--json", args->json, "print the report as JSON");
+  gc->callback([&g, args] { g.exit_code = do_gc(g, *args); });
 }
 
 }  // namespace fnexec::cli

@@ -42,6 +42,38 @@ struct ImportOptions {
   bool progress = false;            // print a progress line for large layers (on a TTY)
 };
 
+// One name:tag of `fnexec image ls`.
+struct ImageSummary {
+  std::string name;
+  std::string tag;
+  std::string digest;   // manifest digest
+  int64_t size = 0;     // config + compressed layer blobs, as the manifest says
+  std::string created;  // from the config
+};
+
+struct LayerInfo {
+  std::string digest;      // compressed blob
+  std::string diff_id;     // uncompressed tar stream
+  std::string media_type;
+  int64_t size = 0;        // compressed
+  std::filesystem::path path;
+};
+
+// What `fnexec image inspect` shows.
+struct ImageDetails {
+  ResolvedImage image;
+  std::vector<std::string> names;  // every name:tag pointing at it
+  std::string config_digest;
+  int64_t config_size = 0;
+  std::vector<LayerInfo> layers;
+};
+
+struct GcReport {
+  size_t blobs_removed = 0;
+  size_t layers_removed = 0;
+  uint64_t bytes_freed = 0;  // blob bytes plus unpacked layer file sizes
+};
+
 class Store {
  public:
   // Opens (creating if needed) a store at root.
@@ -55,6 +87,13 @@ class Store {
 
   // REF: name[:tag] (tag defaults to latest), sha256:<hex>, or a unique hex prefix of a digest.
   Result<ResolvedImage> resolve(std::string_view ref) const;
+
+  Result<std::vector<ImageSummary>> list() const;
+  Result<ImageDetails> inspect(std::string_view ref) const;
+  // Removes the reference (a name:tag), or every name of a digest. Content stays until gc().
+  Result<std::vector<std::string>> remove(std::string_view ref);
+  // Removes blobs, layers and stale import directories that no reference needs.
+  Result<GcReport> gc();
 
  private:
   explicit Store(std::filesystem::path root) : root_(std::move(root)) {}

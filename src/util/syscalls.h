@@ -3,6 +3,7 @@
 #pragma once
 
 #include <linux/mount.h>
+#include <linux/openat2.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -49,6 +50,10 @@ inline int open_tree(int dfd, const char* path, unsigned flags) {
 
 inline int mount_setattr(int dfd, const char* path, unsigned flags, struct mount_attr* attr, size_t size) {
   return static_cast<int>(::syscall(SYS_mount_setattr, dfd, path, flags, attr, size));
+}
+
+inline int openat2(int dirfd, const char* path, struct open_how* how, size_t size) {
+  return static_cast<int>(::syscall(SYS_openat2, dirfd, path, how, size));
 }
 
 inline int close_range(unsigned first, unsigned last, unsigned flags) {

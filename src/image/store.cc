@@ -1,0 +1,633 @@
+#include "image/store.h"
+
+#include <fcntl.h>
+#include <simdjson.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <set>
+
+#include "image/oci.h"
+#include "image/source.h"
+#include "image/unpack.h"
+#include "util/fs.h"
+#include "util/unique_fd.h"
+
+namespace fnexec::image {
+
+namespace fsys = std::filesystem;
+
+namespace {
+
+constexpr int64_t kMaxDocument = 4 << 20;
+// Layers at least this big get a progress line on a TTY.
+constexpr int64_t kProgressThreshold = 8 << 20;
+
+using Refs = std::map<std::string, std::string>;  // "name:tag" -> manifest digest
+
+fsys::path blob_path(const fsys::path& root, std::string_view digest) {
+  return root / "blobs" / "sha256" / std::string(digest_hex(digest));
+}
+fsys::path layer_path(const fsys::path& root, std::string_view diff_id) {
+  return root / "layers" / "sha256" / std::string(digest_hex(diff_id));
+}
+
+bool path_exists(const fsys::path& p) {
+  struct stat st;
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+Result<std::string> read_document(const fsys::path& p, int64_t limit = kMaxDocument) {
+  struct stat st;
+  if (::stat(p.c_str(), &st) != 0) return fail_errno("read", p.string());
+  if (st.st_size > limit)
+    return fail(ErrorKind::corrupt, "read", p.string(), "larger than " + std::to_string(limit) + " bytes");
+  return fs::read_file(p);
+}
+
+Result<std::string> hash_file(int fd) {
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  for (off_t off = 0;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("read blob");
+    if (n == 0) return h.finish();
+    h.update(buf.data(), static_cast<size_t>(n));
+    off += n;
+  }
+}
+
+// Splits NAME[:TAG]; the tag is what follows the last ':' after the last '/'.
+Result<std::pair<std::string, std::string>> parse_reference(std::string_view ref) {
+  auto bad = [&](std::string detail) { return fail(ErrorKind::invalid, "parse image reference", std::string(ref), detail); };
+  if (ref.empty()) return bad("empty");
+  for (unsigned char c : ref)
+    if (c <= ' ' || c == 0x7f || c == '"' || c == '\\') return bad("contains whitespace, quotes or control characters");
+  size_t slash = ref.rfind('/');
+  size_t colon = ref.rfind(':');
+  std::string name(ref), tag = "latest";
+  if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash)) {
+    name = ref.substr(0, colon);
+    tag = ref.substr(colon + 1);
+  }
+  if (name.empty() || tag.empty()) return bad("want NAME[:TAG]");
+  if (name.starts_with("sha256")) return bad("a name may not look like a digest");
+  return std::pair{name, tag};
+}
+
+Result<Refs> load_refs(const fsys::path& root) {
+  Refs refs;
+  auto p = root / "refs.json";
+  if (!path_exists(p)) return refs;
+  std::string text = FNEXEC_TRY(read_document(p, 64 << 20));
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(text);
+  simdjson::dom::object obj;
+  if (parser.parse(padded).get_object().get(obj) || obj["refs"].get_object().get(obj))
+    return fail(ErrorKind::corrupt, "read references", p.string(), "not a {\"refs\": {...}} document");
+  for (auto field : obj) {
+    std::string_view digest;
+    if (field.value.get_string().get(digest) || !is_valid_digest(digest))
+      return fail(ErrorKind::corrupt, "read references", p.string(), "bad digest for " + std::string(field.key));
+    refs.emplace(std::string(field.key), std::string(digest));
+  }
+  return refs;
+}
+
+Result<> save_refs(const fsys::path& root, const Refs& refs) {
+  std::string out = "{\"refs\":{";
+  bool first = true;
+  for (const auto& [name, digest] : refs) {
+    if (!first) out += ',';
+    first = false;
+    out += "\n  " + json_quote(name) + ":" + json_quote(digest);
+  }
+  out += "\n}}\n";
+  return fs::write_file_atomic(root / "refs.json", out);
+}
+
+// Store mutations (import, rm, gc) hold ROOT/lock exclusively; readers need no lock because every
+// change becomes visible by one rename.
+class StoreLock {
+ public:
+  static Result<StoreLock> acquire(const fsys::path& root) {
+    auto p = root / "lock";
+    UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd) return fail_errno("open store lock", p.string());
+    while (::flock(fd.get(), LOCK_EX) != 0)
+      if (errno != EINTR) return fail_errno("lock store", p.string());
+    return StoreLock(std::move(fd));
+  }
+
+ private:
+  explicit StoreLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
+
+// The manifest and config of an image in the store.
+struct StoredImage {
+  Manifest manifest;
+  ParsedConfig config;
+  std::string config_digest;
+};
+
+Result<StoredImage> load_image(const fsys::path& root, const std::string& digest) {
+  auto mp = blob_path(root, digest);
+  if (!path_exists(mp)) return fail(ErrorKind::not_found, "find image", digest, "no such manifest in the store");
+  std::string mtext = FNEXEC_TRY(read_document(mp));
+  StoredImage img;
+  img.manifest = FNEXEC_TRY(parse_manifest(mtext));
+  img.config_digest = img.manifest.config.digest;
+  std::string ctext = FNEXEC_TRY(read_document(blob_path(root, img.config_digest)));
+  img.config = FNEXEC_TRY(parse_config(ctext));
+  if (img.config.diff_ids.size() != img.manifest.layers.size())
+    return fail(ErrorKind::corrupt, "load image", digest, "config and manifest disagree on the number of layers");
+  return img;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class Importer {
+ public:
+  Importer(const fsys::path& root, const fsys::path& work, const ImageSource& src, const ImportOptions& options)
+      : root_(root), work_(work), src_(src), options_(options) {}
+
+  // Verifies and unpacks everything into work_; returns the manifest digest and the default name.
+  Result<std::pair<std::string, std::string>> run() {
+    return src_.kind() == ImageSource::Kind::docker_archive ? run_docker() : run_oci();
+  }
+
+ private:
+  Result<std::pair<std::string, std::string>> run_oci() {
+    auto index_path = FNEXEC_TRY(src_.file("index.json"));
+    std::string text = FNEXEC_TRY(read_document(index_path));
+    Index index = FNEXEC_TRY(parse_index(text));
+    Descriptor desc = FNEXEC_TRY(pick_manifest(index, src_.ref()));
+    std::string name = default_name(desc);
+    for (int depth = 0; is_index_media_type(desc.media_type); ++depth) {
+      if (depth == 4) return fail(ErrorKind::corrupt, "read image index", desc.digest, "nested more than 4 deep");
+      std::string nested = FNEXEC_TRY(read_blob(desc));
+      Index inner = FNEXEC_TRY(parse_index(nested));
+      desc = FNEXEC_TRY(pick_manifest(inner, {}));
+    }
+    if (!is_manifest_media_type(desc.media_type))
+      return fail(ErrorKind::corrupt, "read image", desc.digest, "media type " + desc.media_type + " is not a manifest");
+    std::string mtext = FNEXEC_TRY(read_blob(desc));
+    Manifest manifest = FNEXEC_TRY(parse_manifest(mtext, desc.media_type));
+    if (!is_config_media_type(manifest.config.media_type))
+      return fail(ErrorKind::corrupt, "read image", desc.digest, "config is not an image config");
+    std::string ctext = FNEXEC_TRY(read_blob(manifest.config));
+    ParsedConfig config = FNEXEC_TRY(parse_config(ctext));
+    FNEXEC_TRY(check_config(config, manifest.layers.size()));
+    for (size_t i = 0; i < manifest.layers.size(); ++i) {
+      const auto& layer = manifest.layers[i];
+      std::string path = "blobs/sha256/" + std::string(digest_hex(layer.digest));
+      FNEXEC_TRY(import_layer(path, layer.digest, layer.size, config.diff_ids[i]));
+    }
+    FNEXEC_TRY(keep_blob(desc.digest, mtext));
+    FNEXEC_TRY(keep_blob(manifest.config.digest, ctext));
+    return std::pair{desc.digest, name};
+  }
+
+  Result<std::pair<std::string, std::string>> run_docker() {
+    auto mpath = FNEXEC_TRY(src_.file("manifest.json"));
+    std::string text = FNEXEC_TRY(read_document(mpath));
+    auto images = FNEXEC_TRY(parse_docker_archive_manifest(text));
+    const DockerArchiveImage* img = &images.front();
+    if (!src_.ref().empty()) {
+      img = nullptr;
+      for (const auto& i : images)
+        for (const auto& t : i.repo_tags)
+          if (t == src_.ref() || t == src_.ref() + ":latest") img = &i;
+      if (!img) return fail(ErrorKind::not_found, "find image", src_.ref(), "no image in the archive has this tag");
+    } else if (images.size() > 1) {
+      return fail(ErrorKind::invalid, "choose image", src_.path().string(),
+                  std::to_string(images.size()) + " images in the archive: name one as docker-archive:FILE:NAME:TAG");
+    }
+    std::string ctext = FNEXEC_TRY(read_document(FNEXEC_TRY(src_.file(img->config))));
+    std::string config_digest = sha256_of(ctext);
+    if (auto named = digest_named_by(img->config); !named.empty() && named != config_digest)
+      return fail(ErrorKind::corrupt, "verify config", img->config, "its content has digest " + config_digest);
+    ParsedConfig config = FNEXEC_TRY(parse_config(ctext));
+    FNEXEC_TRY(check_config(config, img->layers.size()));
+    // docker save does not record compressed digests: the manifest is written here from what was read.
+    std::string manifest = "{\"schemaVersion\":2,\"mediaType\":" + json_quote(media::oci_manifest) +
+                           ",\"config\":{\"mediaType\":" + json_quote(media::oci_config) +
+                           ",\"digest\":" + json_quote(config_digest) +
+                           ",\"size\":" + std::to_string(ctext.size()) + "},\"layers\":[";
+    for (size_t i = 0; i < img->layers.size(); ++i) {
+      auto layer = FNEXEC_TRY(import_layer(img->layers[i], digest_named_by(img->layers[i]), -1, config.diff_ids[i]));
+      std::string mt = layer.compression == "gzip"   ? std::string(media::oci_layer_gzip)
+                       : layer.compression == "zstd" ? std::string(media::oci_layer_zstd)
+                                                     : std::string(media::oci_layer);
+      if (i) manifest += ',';
+      manifest += "{\"mediaType\":" + json_quote(mt) + ",\"digest\":" + json_quote(layer.compressed) +
+                  ",\"size\":" + std::to_string(layer.compressed_size) + "}";
+    }
+    manifest += "]}";
+    std::string manifest_digest = sha256_of(manifest);
+    FNEXEC_TRY(keep_blob(manifest_digest, manifest));
+    FNEXEC_TRY(keep_blob(config_digest, ctext));
+    std::string name = img->repo_tags.empty() ? fallback_name("latest") : img->repo_tags.front();
+    if (!src_.ref().empty()) name = src_.ref();
+    return std::pair{manifest_digest, name};
+  }
+
+  static std::string digest_named_by(std::string_view archive_path) {
+    // "blobs/sha256/<hex>" or "<hex>.json" name their own digest.
+    std::string_view p = archive_path;
+    if (p.starts_with("blobs/sha256/")) p.remove_prefix(13);
+    if (p.ends_with(".json")) p.remove_suffix(5);
+    std::string d = "sha256:" + std::string(p);
+    return is_valid_digest(d) ? d : std::string();
+  }
+
+  Result<> check_config(const ParsedConfig& config, size_t layers) {
+    if (config.diff_ids.size() != layers)
+      return fail(ErrorKind::corrupt, "read image config", {},
+                  std::to_string(config.diff_ids.size()) + " diff_ids for " + std::to_string(layers) + " layers");
+    if ((!config.config.os.empty() && config.config.os != "linux") ||
+        (!config.config.architecture.empty() && config.config.architecture != "amd64"))
+      return fail(ErrorKind::invalid, "import image", {},
+                  "it is built for " + config.config.os + "/" + config.config.architecture + ", not linux/amd64");
+    return {};
+  }
+
+  std::string fallback_name(std::string_view tag) const {
+    std::string base = src_.path().filename().string();
+    for (std::string_view ext : {".tar", ".oci", ".docker"})
+      if (base.ends_with(ext)) base.resize(base.size() - ext.size());
+    if (base.empty()) base = "image";
+    return base + ":" + std::string(tag);
+  }
+
+  std::string default_name(const Descriptor& desc) const {
+    if (!src_.ref().empty() && src_.ref().find_first_of(":/") != std::string::npos) return src_.ref();
+    if (auto it = desc.annotations.find("io.containerd.image.name"); it != desc.annotations.end()) return it->second;
+    auto it = desc.annotations.find("org.opencontainers.image.ref.name");
+    if (it != desc.annotations.end() && it->second.find_first_of(":/") != std::string::npos) return it->second;
+    return fallback_name(!src_.ref().empty()            ? src_.ref()
+                         : it != desc.annotations.end() ? it->second
+                                                        : "latest");
+  }
+
+  // A small blob (index, manifest, config): size and digest checked against its descriptor.
+  Result<std::string> read_blob(const Descriptor& desc) {
+    auto p = FNEXEC_TRY(src_.file("blobs/sha256/" + std::string(digest_hex(desc.digest))));
+    struct stat st;
+    if (::stat(p.c_str(), &st) != 0) return fail_errno("read blob", desc.digest);
+    if (st.st_size != desc.size)
+      return fail(ErrorKind::corrupt, "verify blob", desc.digest,
+                  std::string(st.st_size < desc.size ? "shorter" : "longer") + " than the " +
+                      std::to_string(desc.size) + " bytes its descriptor says (" + std::to_string(st.st_size) + ")");
+    std::string text = FNEXEC_TRY(read_document(p));
+    if (auto actual = sha256_of(text); actual != desc.digest)
+      return fail(ErrorKind::corrupt, "verify blob", desc.digest, "its content has digest " + actual);
+    return text;
+  }
+
+  Result<> keep_blob(const std::string& digest, std::string_view bytes) {
+    auto p = work_ / "blobs" / std::string(digest_hex(digest));
+    if (path_exists(p)) return {};
+    return fs::write_file_atomic(p, bytes);
+  }
+
+  bool have_blob(std::string_view digest) const {
+    return !digest.empty() &&
+           (path_exists(blob_path(root_, digest)) || path_exists(work_ / "blobs" / std::string(digest_hex(digest))));
+  }
+  bool have_layer(std::string_view diff_id) const {
+    return path_exists(layer_path(root_, diff_id)) || path_exists(work_ / "layers" / std::string(digest_hex(diff_id)));
+  }
+
+  // One layer blob: verified (compressed digest and size, uncompressed digest = diff_id), copied or
+  // moved into work_/blobs, unpacked into work_/layers unless the store already has the layer.
+  // expected_digest may be empty (docker-archive): the blob is then stored under what was read.
+  Result<LayerDigests> import_layer(const std::string& archive_path, const std::string& expected_digest,
+                                    int64_t expected_size, const std::string& diff_id) {
+    if (auto it = done_.find(archive_path); it != done_.end()) return it->second;
+    if (have_layer(diff_id) && have_blob(expected_digest)) {
+      LayerDigests d;
+      d.compressed = expected_digest;
+      d.compressed_size = static_cast<uint64_t>(expected_size);
+      return d;
+    }
+    auto src_path = FNEXEC_TRY(src_.file(archive_path));
+    UniqueFd fd(::open(src_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return fail_errno("open layer blob", src_path.string());
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return fail_errno("stat layer blob", src_path.string());
+    if (expected_size >= 0 && st.st_size != expected_size)
+      return fail(ErrorKind::corrupt, "verify layer blob", expected_digest,
+                  std::string(st.st_size < expected_size ? "shorter" : "longer") + " than the " +
+                      std::to_string(expected_size) + " bytes its descriptor says (" + std::to_string(st.st_size) +
+                      ")");
+    bool copy = !src_.movable() && !have_blob(expected_digest);
+    auto partial = work_ / "blobs" / ("partial-" + std::to_string(done_.size()));
+    UniqueFd copy_fd;
+    if (copy) {
+      copy_fd.reset(::open(partial.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+      if (!copy_fd) return fail_errno("create", partial.string());
+    }
+    std::optional<std::string> dest;
+    auto layer_dir = work_ / "layers" / std::string(digest_hex(diff_id));
+    if (!have_layer(diff_id)) {
+      if (::mkdir(layer_dir.c_str(), 0700) != 0) return fail_errno("create", layer_dir.string());
+      dest = layer_dir.string();
+    }
+    UnpackOptions uo;
+    uo.allow_devices = options_.allow_devices;
+    uo.expected_size = expected_size;
+    uo.copy_fd = copy_fd.get();
+    std::string label = expected_digest.empty() ? archive_path : expected_digest.substr(0, 19);
+    auto started = std::chrono::steady_clock::now();
+    int64_t total = expected_size >= 0 ? expected_size : st.st_size;
+    if (options_.progress && total >= kProgressThreshold) {
+      uo.progress = [label, total, started, finished = false](uint64_t done) mutable {
+        if (finished) return;
+        finished = done >= static_cast<uint64_t>(total);
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        std::fprintf(stderr, "\r%s  %.1f/%.1f MB  %.1f MB/s%s", label.c_str(), static_cast<double>(done) / 1e6,
+                     static_cast<double>(total) / 1e6, secs > 0 ? static_cast<double>(done) / 1e6 / secs : 0.0,
+                     finished ? "\n" : "");
+        std::fflush(stderr);
+      };
+    }
+    auto digests = unpack_layer(fd.get(), dest, uo);
+    if (!digests) {
+      // A damaged blob usually fails decompression first; the digest is the clearer diagnosis.
+      if (!expected_digest.empty() && digests.error().kind == ErrorKind::corrupt) {
+        auto actual = hash_file(fd.get());
+        if (actual && *actual != expected_digest)
+          return fail(ErrorKind::corrupt, "verify layer blob", expected_digest, "its content has digest " + *actual);
+      }
+      auto e = digests.error();
+      e.context("import layer " + (expected_digest.empty() ? archive_path : expected_digest));
+      return std::unexpected(e);
+    }
+    std::string what = expected_digest.empty() ? archive_path : expected_digest;
+    if (expected_size >= 0 && digests->compressed_size != static_cast<uint64_t>(expected_size))
+      return fail(ErrorKind::corrupt, "verify layer blob", what,
+                  "shorter than the " + std::to_string(expected_size) + " bytes its descriptor says (" +
+                      std::to_string(digests->compressed_size) + ")");
+    if (!expected_digest.empty() && digests->compressed != expected_digest)
+      return fail(ErrorKind::corrupt, "verify layer blob", what, "its content has digest " + digests->compressed);
+    if (digests->uncompressed != diff_id)
+      return fail(ErrorKind::corrupt, "verify layer", what,
+                  "its uncompressed tar has digest " + digests->uncompressed + " but the config says " + diff_id);
+    auto final_blob = work_ / "blobs" / std::string(digest_hex(digests->compressed));
+    if (!have_blob(digests->compressed)) {
+      auto from = copy ? partial : src_path;
+      if (::rename(from.c_str(), final_blob.c_str()) != 0) return fail_errno("keep blob", final_blob.string());
+    } else if (copy) {
+      ::unlink(partial.c_str());
+    }
+    done_[archive_path] = *digests;
+    return *digests;
+  }
+
+  const fsys::path& root_;
+  const fsys::path& work_;
+  const ImageSource& src_;
+  const ImportOptions& options_;
+  std::map<std::string, LayerDigests> done_;
+};
+
+// Renames every entry of from/ into to/ unless to/ has it already (then ours is dropped with the
+// temp dir); a directory that exists is identical by its digest.
+Result<> move_all(const fsys::path& from, const fsys::path& to) {
+  std::error_code ec;
+  for (const auto& entry : fsys::directory_iterator(from, ec)) {
+    auto target = to / entry.path().filename();
+    if (path_exists(target)) continue;
+    if (::rename(entry.path().c_str(), target.c_str()) != 0 && errno != EEXIST && errno != ENOTEMPTY)
+      return fail_errno("move into store", target.string());
+  }
+  if (ec) return fail(ErrorKind::internal, "list", from.string(), ec.message());
+  return {};
+}
+
+uint64_t tree_bytes(const fsys::path& p) {
+  uint64_t total = 0;
+  std::error_code ec;
+  struct stat st;
+  if (::lstat(p.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  for (auto it = fsys::recursive_directory_iterator(p, ec); !ec && it != fsys::recursive_directory_iterator();
+       it.increment(ec))
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) total += static_cast<uint64_t>(st.st_size);
+  return total;
+}
+
+Result<> clear_dir(const fsys::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : fsys::directory_iterator(dir, ec)) {
+    fsys::remove_all(entry.path(), ec);
+    if (ec) return fail(ErrorKind::internal, "remove", entry.path().string(), ec.message());
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<Store> Store::open(fsys::path root) {
+  std::error_code ec;
+  root = fsys::absolute(root, ec);
+  for (auto sub : {"blobs/sha256", "layers/sha256", "tmp"}) {
+    fsys::create_directories(root / sub, ec);
+    if (ec)
+      return fail(ErrorKind::internal, "create store directory", (root / sub).string(),
+                  ec.message() + " (choose another --root or run as root)");
+  }
+  return Store(root);
+}
+
+Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions& options) {
+  auto context = [&](Error e) {
+    e.context("import " + std::string(source));
+    return std::unexpected(std::move(e));
+  };
+  std::optional<std::pair<std::string, std::string>> name;
+  if (options.name) {
+    auto parsed = parse_reference(*options.name);
+    if (!parsed) return context(parsed.error());
+    name = *parsed;
+  }
+  auto lock = StoreLock::acquire(root_);
+  if (!lock) return context(lock.error());
+  // Nobody else holds the lock, so anything in tmp/ is left over from a crashed import.
+  if (auto r = clear_dir(root_ / "tmp"); !r) return context(r.error());
+  auto work = fs::TempDir::make(root_ / "tmp", "import-");
+  if (!work) return context(work.error());
+  for (auto sub : {"stage", "blobs", "layers"})
+    if (::mkdir((work->path() / sub).c_str(), 0700) != 0) return context(fail_errno("create", sub).error());
+  auto src = ImageSource::open(source, work->path() / "stage");
+  if (!src) return context(src.error());
+  Importer importer(root_, work->path(), *src, options);
+  auto imported = importer.run();
+  if (!imported) return context(imported.error());
+  auto [digest, default_name] = *imported;
+  if (!name) {
+    auto parsed = parse_reference(default_name);
+    if (!parsed) return context(parsed.error());
+    name = *parsed;
+  }
+
+  // Unpacked files are written without fsync; one syncfs before the renames makes "renamed into
+  // place" imply "complete on disk".
+  UniqueFd rootfd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (rootfd) ::syncfs(rootfd.get());
+  if (auto r = move_all(work->path() / "blobs", root_ / "blobs" / "sha256"); !r) return context(r.error());
+  if (auto r = move_all(work->path() / "layers", root_ / "layers" / "sha256"); !r) return context(r.error());
+  auto refs = load_refs(root_);
+  if (!refs) return context(refs.error());
+  std::string full = name->first + ":" + name->second;
+  (*refs)[full] = digest;
+  if (auto r = save_refs(root_, *refs); !r) return context(r.error());
+  auto resolved = resolve(digest);
+  if (resolved) resolved->reference = full;
+  return resolved;
+}
+
+namespace {
+
+// ref -> (manifest digest, the name:tag it was found by, or the digest)
+Result<std::pair<std::string, std::string>> lookup(const fsys::path& root, std::string_view ref) {
+  auto refs = FNEXEC_TRY(load_refs(root));
+  if (is_valid_digest(ref)) return std::pair{std::string(ref), std::string(ref)};
+  std::string_view hex = ref.starts_with("sha256:") ? ref.substr(7) : ref;
+  bool is_hex = hex.size() >= 4 && hex.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+  if (!ref.starts_with("sha256:")) {
+    auto parsed = parse_reference(ref);
+    if (parsed) {
+      auto it = refs.find(parsed->first + ":" + parsed->second);
+      if (it != refs.end()) return std::pair{it->second, it->first};
+    } else if (!is_hex) {
+      return std::unexpected(parsed.error());
+    }
+  }
+  if (is_hex) {
+    std::set<std::string> matches;
+    for (const auto& [n, d] : refs)
+      if (digest_hex(d).starts_with(hex)) matches.insert(d);
+    if (matches.size() == 1) return std::pair{*matches.begin(), *matches.begin()};
+    if (matches.size() > 1)
+      return fail(ErrorKind::invalid, "resolve image", std::string(ref), "prefix matches several images");
+  }
+  return fail(ErrorKind::not_found, "find image", std::string(ref), "no such image: see `fnexec image ls`");
+}
+
+}  // namespace
+
+Result<ResolvedImage> Store::resolve(std::string_view ref) const {
+  auto [digest, reference] = FNEXEC_TRY(lookup(root_, ref));
+  auto img = FNEXEC_TRY(load_image(root_, digest));
+  ResolvedImage out;
+  out.manifest_digest = digest;
+  out.reference = reference;
+  out.config = std::move(img.config.config);
+  for (const auto& diff_id : img.config.diff_ids) {
+    auto p = layer_path(root_, diff_id);
+    struct stat st;
+    if (::stat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return fail(ErrorKind::corrupt, "resolve image", std::string(ref),
+                  "layer " + diff_id + " is missing from the store: import the image again");
+    out.layers.push_back(p);
+  }
+  return out;
+}
+
+Result<std::vector<ImageSummary>> Store::list() const {
+  auto refs = FNEXEC_TRY(load_refs(root_));
+  std::vector<ImageSummary> out;
+  for (const auto& [full, digest] : refs) {
+    auto [name, tag] = FNEXEC_TRY(parse_reference(full));
+    ImageSummary s{name, tag, digest, 0, {}};
+    if (auto img = load_image(root_, digest)) {
+      s.size = img->manifest.config.size;
+      for (const auto& l : img->manifest.layers) s.size += l.size;
+      s.created = img->config.config.created;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<ImageDetails> Store::inspect(std::string_view ref) const {
+  ImageDetails d;
+  d.image = FNEXEC_TRY(resolve(ref));
+  auto img = FNEXEC_TRY(load_image(root_, d.image.manifest_digest));
+  d.config_digest = img.config_digest;
+  d.config_size = img.manifest.config.size;
+  for (size_t i = 0; i < img.manifest.layers.size(); ++i) {
+    const auto& l = img.manifest.layers[i];
+    d.layers.push_back({l.digest, img.config.diff_ids[i], l.media_type, l.size, d.image.layers[i]});
+  }
+  for (const auto& [full, digest] : FNEXEC_TRY(load_refs(root_)))
+    if (digest == d.image.manifest_digest) d.names.push_back(full);
+  return d;
+}
+
+Result<std::vector<std::string>> Store::remove(std::string_view ref) {
+  auto lock = FNEXEC_TRY(StoreLock::acquire(root_));
+  auto [digest, found_by] = FNEXEC_TRY(lookup(root_, ref));
+  auto refs = FNEXEC_TRY(load_refs(root_));
+  std::vector<std::string> removed;
+  if (found_by == digest) {
+    for (auto it = refs.begin(); it != refs.end();) {
+      if (it->second == digest) {
+        removed.push_back(it->first);
+        it = refs.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  } else {
+    refs.erase(found_by);
+    removed.push_back(found_by);
+  }
+  if (removed.empty()) return fail(ErrorKind::not_found, "remove image", std::string(ref), "no name points at it");
+  FNEXEC_TRY(save_refs(root_, refs));
+  return removed;
+}
+
+Result<GcReport> Store::gc() {
+  auto lock = FNEXEC_TRY(StoreLock::acquire(root_));
+  FNEXEC_TRY(clear_dir(root_ / "tmp"));
+  std::set<std::string> blobs, layers;  // hex names to keep
+  for (const auto& [name, digest] : FNEXEC_TRY(load_refs(root_))) {
+    blobs.insert(std::string(digest_hex(digest)));
+    auto img = load_image(root_, digest);
+    if (!img) continue;  // an unreadable image keeps its manifest; the rest of it is lost anyway
+    blobs.insert(std::string(digest_hex(img->config_digest)));
+    for (const auto& l : img->manifest.layers) blobs.insert(std::string(digest_hex(l.digest)));
+    for (const auto& id : img->config.diff_ids) layers.insert(std::string(digest_hex(id)));
+  }
+  GcReport report;
+  auto sweep = [&](const fsys::path& dir, const std::set<std::string>& keep, size_t& count) -> Result<> {
+    std::error_code ec;
+    for (const auto& entry : fsys::directory_iterator(dir, ec)) {
+      if (keep.contains(entry.path().filename().string())) continue;
+      report.bytes_freed += tree_bytes(entry.path());
+      fsys::remove_all(entry.path(), ec);
+      if (ec) return fail(ErrorKind::internal, "remove", entry.path().string(), ec.message());
+      ++count;
+    }
+    if (ec) return fail(ErrorKind::internal, "list", dir.string(), ec.message());
+    return {};
+  };
+  FNEXEC_TRY(sweep(root_ / "blobs" / "sha256", blobs, report.blobs_removed));
+  FNEXEC_TRY(sweep(root_ / "layers" / "sha256", layers, report.layers_removed));
+  return report;
+}
+
+bool is_importable_source(std::string_view ref) {
+  if (ref.starts_with("oci:") || ref.starts_with("oci-archive:") || ref.starts_with("docker-archive:")) return true;
+  struct stat st;
+  return !ref.empty() && ::stat(std::string(ref).c_str(), &st) == 0;
+}
+
+}  // namespace fnexec::image

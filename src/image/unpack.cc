@@ -1,0 +1,607 @@
+#include "image/unpack.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "util/syscalls.h"
+#include "util/unique_fd.h"
+
+namespace fnexec::image {
+
+// ---------------------------------------------------------------------------------------------
+// sha256
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+void Sha256::update(const void* data, size_t size) { EVP_DigestUpdate(ctx_, data, size); }
+
+std::string Sha256::finish() {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx_, md, &len);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out = "sha256:";
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string sha256_of(std::string_view data) {
+  Sha256 h;
+  h.update(data.data(), data.size());
+  return h.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// entry-name rules
+
+Result<std::string> clean_entry_path(std::string_view name) {
+  if (name.starts_with('/'))
+    return fail(ErrorKind::corrupt, "unpack entry", std::string(name), "absolute names are refused");
+  std::string out;
+  size_t i = 0;
+  while (i <= name.size()) {
+    size_t j = name.find('/', i);
+    if (j == std::string_view::npos) j = name.size();
+    std::string_view part = name.substr(i, j - i);
+    if (part == "..")
+      return fail(ErrorKind::corrupt, "unpack entry", std::string(name), "\"..\" components are refused");
+    if (!part.empty() && part != ".") {
+      if (!out.empty()) out += '/';
+      out += part;
+    }
+    i = j + 1;
+  }
+  if (out.find('\0') != std::string::npos)
+    return fail(ErrorKind::corrupt, "unpack entry", std::string(name), "NUL in name");
+  return out;
+}
+
+std::optional<std::string> resolve_lexically(std::string_view dir, std::string_view target) {
+  std::vector<std::string_view> parts;
+  for (std::string_view s : {dir, target}) {
+    size_t i = 0;
+    while (i <= s.size()) {
+      size_t j = s.find('/', i);
+      if (j == std::string_view::npos) j = s.size();
+      std::string_view part = s.substr(i, j - i);
+      if (part == "..") {
+        if (parts.empty()) return std::nullopt;
+        parts.pop_back();
+      } else if (!part.empty() && part != ".") {
+        parts.push_back(part);
+      }
+      i = j + 1;
+    }
+  }
+  std::string out;
+  for (auto p : parts) {
+    if (!out.empty()) out += '/';
+    out += p;
+  }
+  return out;
+}
+
+bool symlink_stays_inside(std::string_view link_path, std::string_view target) {
+  if (target.starts_with('/')) return true;
+  size_t slash = link_path.rfind('/');
+  return resolve_lexically(slash == std::string_view::npos ? std::string_view{} : link_path.substr(0, slash), target)
+      .has_value();
+}
+
+Whiteout classify_whiteout(std::string_view clean_path) {
+  size_t slash = clean_path.rfind('/');
+  std::string_view dir = slash == std::string_view::npos ? std::string_view{} : clean_path.substr(0, slash);
+  std::string_view base = slash == std::string_view::npos ? clean_path : clean_path.substr(slash + 1);
+  if (!base.starts_with(".wh.")) return {};
+  if (base == ".wh..wh..opq") return {Whiteout::opaque, std::string(dir)};
+  if (base.starts_with(".wh..wh.")) return {Whiteout::ignored, {}};
+  std::string_view victim = base.substr(4);
+  if (victim.empty() || victim == "." || victim == "..") return {Whiteout::ignored, {}};
+  std::string path(dir);
+  if (!path.empty()) path += '/';
+  path += victim;
+  return {Whiteout::remove, std::move(path)};
+}
+
+namespace {
+
+constexpr size_t kReadBlock = 1 << 20;
+
+std::string archive_message(struct archive* a) {
+  const char* m = archive_error_string(a);
+  return m ? m : "unknown libarchive error";
+}
+
+Error corrupt(std::string_view entry, std::string detail) {
+  return Error{ErrorKind::corrupt, 0, "unpack entry", std::string(entry), std::move(detail)};
+}
+
+std::pair<std::string_view, std::string_view> split_parent(std::string_view path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string_view::npos) return {{}, path};
+  return {path.substr(0, slash), path.substr(slash + 1)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two streams: compressed bytes from the blob fd, decompressed bytes from the outer reader.
+
+struct CompressedInput {
+  int fd = -1;
+  int copy_fd = -1;
+  int64_t expected_size = -1;
+  const std::function<void(uint64_t)>* progress = nullptr;
+  Sha256 hash;
+  uint64_t total = 0;
+  uint64_t next_progress = 0;
+  std::vector<char> buf = std::vector<char>(kReadBlock);
+  std::optional<Error> error;
+
+  // Reads one block: hashed, copied, counted. 0 at the end of the blob.
+  Result<size_t> pull() {
+    ssize_t n;
+    do n = ::read(fd, buf.data(), buf.size());
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return fail_errno("read layer blob");
+    total += static_cast<uint64_t>(n);
+    if (expected_size >= 0 && total > static_cast<uint64_t>(expected_size))
+      return fail(ErrorKind::corrupt, "verify layer blob", {},
+                  "longer than the " + std::to_string(expected_size) + " bytes its descriptor says");
+    hash.update(buf.data(), static_cast<size_t>(n));
+    for (size_t done = 0; copy_fd >= 0 && done < static_cast<size_t>(n);) {
+      ssize_t w = ::write(copy_fd, buf.data() + done, static_cast<size_t>(n) - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return fail_errno("write blob copy");
+      done += static_cast<size_t>(w);
+    }
+    if (progress && *progress && total >= next_progress) {
+      (*progress)(total);
+      next_progress = total + (4 << 20);
+    }
+    return static_cast<size_t>(n);
+  }
+};
+
+la_ssize_t compressed_read(struct archive* a, void* ctx, const void** out) {
+  auto* in = static_cast<CompressedInput*>(ctx);
+  auto n = in->pull();
+  if (!n) {
+    in->error = n.error();
+    archive_set_error(a, EIO, "%s", n.error().message().c_str());
+    return -1;
+  }
+  *out = in->buf.data();
+  return static_cast<la_ssize_t>(*n);
+}
+
+struct TarInput {
+  struct archive* outer = nullptr;
+  Sha256 hash;
+  uint64_t total = 0;
+  bool eof = false;
+  std::optional<Error> error;
+
+  // Next decompressed block, hashed; size 0 at the end of the stream.
+  Result<std::pair<const void*, size_t>> pull() {
+    for (;;) {
+      if (eof) return std::pair<const void*, size_t>{nullptr, 0};
+      const void* buf = nullptr;
+      size_t size = 0;
+      la_int64_t offset = 0;
+      int r = archive_read_data_block(outer, &buf, &size, &offset);
+      if (r == ARCHIVE_EOF) {
+        eof = true;
+        continue;
+      }
+      if (r < ARCHIVE_WARN)
+        return fail(ErrorKind::corrupt, "decompress layer", {}, archive_message(outer));
+      if (size == 0) continue;
+      hash.update(buf, size);
+      total += size;
+      return std::pair{buf, size};
+    }
+  }
+};
+
+la_ssize_t tar_read(struct archive* a, void* ctx, const void** out) {
+  auto* in = static_cast<TarInput*>(ctx);
+  auto block = in->pull();
+  if (!block) {
+    in->error = block.error();
+    archive_set_error(a, EIO, "%s", block.error().message().c_str());
+    return -1;
+  }
+  *out = block->first;
+  return static_cast<la_ssize_t>(block->second);
+}
+
+struct ArchiveFree {
+  void operator()(struct archive* a) const { archive_read_free(a); }
+};
+using ArchivePtr = std::unique_ptr<struct archive, ArchiveFree>;
+
+// ---------------------------------------------------------------------------------------------
+// Writing entries below one directory fd; every path is resolved with openat2 so that nothing
+// (symlink, "..", mount crossing) can lead outside the layer.
+
+class LayerWriter {
+ public:
+  LayerWriter(UniqueFd root, bool allow_devices) : root_(std::move(root)), allow_devices_(allow_devices) {}
+
+  Result<> write(struct archive* tar, struct archive_entry* e);
+  Result<> finish();
+
+ private:
+  Result<UniqueFd> open_dir(std::string_view rel, bool create);
+  Result<int> parent(std::string_view dir);
+  Result<> make_room(int pfd, std::string_view base, std::string_view path, bool keep_dir);
+  Result<> set_owner_mode(int fd, struct archive_entry* e, std::string_view path);
+  Result<> set_xattrs(int fd, struct archive_entry* e, std::string_view path);
+  Result<> set_link_times(int pfd, std::string_view base, struct archive_entry* e, std::string_view path);
+  Result<> write_file(struct archive* tar, struct archive_entry* e, int pfd, std::string_view base,
+                      std::string_view path);
+  Result<> write_dir(struct archive_entry* e, int pfd, std::string_view base, std::string_view path);
+
+  UniqueFd root_;
+  bool allow_devices_;
+  std::string cached_dir_;
+  UniqueFd cached_fd_;
+  std::vector<std::pair<std::string, std::array<timespec, 2>>> dir_times_;
+};
+
+std::array<timespec, 2> entry_times(struct archive_entry* e) {
+  std::array<timespec, 2> ts{};
+  if (archive_entry_mtime_is_set(e)) {
+    ts[1] = {archive_entry_mtime(e), archive_entry_mtime_nsec(e)};
+  } else {
+    ts[1].tv_nsec = UTIME_OMIT;
+  }
+  ts[0] = archive_entry_atime_is_set(e) ? timespec{archive_entry_atime(e), archive_entry_atime_nsec(e)} : ts[1];
+  return ts;
+}
+
+Result<UniqueFd> LayerWriter::open_dir(std::string_view rel, bool create) {
+  open_how how{};
+  how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+  auto refuse = [&](int err) -> Result<UniqueFd> {
+    if (err == ELOOP) return std::unexpected(corrupt(rel, "a path component is a symlink: writing through symlinks is refused"));
+    if (err == ENOTDIR) return std::unexpected(corrupt(rel, "a path component is not a directory"));
+    if (err == EXDEV) return std::unexpected(corrupt(rel, "path leaves the layer"));
+    return fail_errno("open directory", std::string(rel), err);
+  };
+  std::string path(rel.empty() ? "." : rel);
+  UniqueFd fd(sys::openat2(root_.get(), path.c_str(), &how, sizeof how));
+  if (fd) return fd;
+  if (errno != ENOENT || !create) return refuse(errno);
+  // Parents missing from the archive are made 0755 root-owned, as tar and containers/storage do.
+  UniqueFd cur(::fcntl(root_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!cur) return fail_errno("dup layer fd");
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    std::string part = path.substr(i, j - i);
+    UniqueFd next(sys::openat2(cur.get(), part.c_str(), &how, sizeof how));
+    if (!next && errno == ENOENT) {
+      if (::mkdirat(cur.get(), part.c_str(), 0755) != 0 && errno != EEXIST)
+        return fail_errno("create directory", path.substr(0, j));
+      next.reset(sys::openat2(cur.get(), part.c_str(), &how, sizeof how));
+    }
+    if (!next) return refuse(errno);
+    cur = std::move(next);
+    i = j + 1;
+  }
+  return cur;
+}
+
+Result<int> LayerWriter::parent(std::string_view dir) {
+  if (!cached_fd_ || cached_dir_ != dir) {
+    cached_fd_.reset();
+    cached_fd_ = FNEXEC_TRY(open_dir(dir, true));
+    cached_dir_ = dir;
+  }
+  return cached_fd_.get();
+}
+
+// A later entry replaces an earlier one of the same name (tar semantics), except that a
+// directory over a directory only updates its metadata.
+Result<> LayerWriter::make_room(int pfd, std::string_view base, std::string_view path, bool keep_dir) {
+  std::string name(base);
+  struct stat st;
+  if (::fstatat(pfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return {};
+    return fail_errno("stat", std::string(path));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    if (keep_dir) return {};
+    if (::unlinkat(pfd, name.c_str(), AT_REMOVEDIR) != 0)
+      return std::unexpected(corrupt(path, "replaces a non-empty directory of the same layer"));
+    cached_fd_.reset();  // the cached parent may have been below it
+    return {};
+  }
+  if (::unlinkat(pfd, name.c_str(), 0) != 0) return fail_errno("replace", std::string(path));
+  return {};
+}
+
+Result<> LayerWriter::set_owner_mode(int fd, struct archive_entry* e, std::string_view path) {
+  // chown first: it clears setuid/setgid, which the chmod after it restores.
+  if (::fchown(fd, static_cast<uid_t>(archive_entry_uid(e)), static_cast<gid_t>(archive_entry_gid(e))) != 0)
+    return fail_errno("chown", std::string(path));
+  if (::fchmod(fd, archive_entry_perm(e) & 07777) != 0) return fail_errno("chmod", std::string(path));
+  return {};
+}
+
+Result<> LayerWriter::set_xattrs(int fd, struct archive_entry* e, std::string_view path) {
+  if (archive_entry_xattr_reset(e) == 0) return {};
+  const char* name;
+  const void* value;
+  size_t size;
+  while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+    std::string_view n(name);
+    // Overlay's own attributes are written only by the whiteout conversion: a layer carrying
+    // them could redirect or hide lower content behind overlay's back.
+    if (n.starts_with("trusted.overlay.") || n.starts_with("user.overlay.")) continue;
+    if (::fsetxattr(fd, name, value, size, 0) != 0 && errno != ENOTSUP)
+      return fail_errno("set xattr " + std::string(n) + " on", std::string(path));
+  }
+  return {};
+}
+
+Result<> LayerWriter::set_link_times(int pfd, std::string_view base, struct archive_entry* e,
+                                     std::string_view path) {
+  std::string name(base);
+  if (::fchownat(pfd, name.c_str(), static_cast<uid_t>(archive_entry_uid(e)),
+                 static_cast<gid_t>(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW) != 0)
+    return fail_errno("chown", std::string(path));
+  auto ts = entry_times(e);
+  if (::utimensat(pfd, name.c_str(), ts.data(), AT_SYMLINK_NOFOLLOW) != 0)
+    return fail_errno("set times", std::string(path));
+  return {};
+}
+
+Result<> LayerWriter::write_file(struct archive* tar, struct archive_entry* e, int pfd, std::string_view base,
+                                 std::string_view path) {
+  std::string name(base);
+  UniqueFd fd(::openat(pfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd && errno == EEXIST) {
+    FNEXEC_TRY(make_room(pfd, base, path, false));
+    fd.reset(::openat(pfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  }
+  if (!fd) return fail_errno("create", std::string(path));
+  int64_t end = 0;
+  for (;;) {
+    const void* buf;
+    size_t size;
+    la_int64_t offset;
+    int r = archive_read_data_block(tar, &buf, &size, &offset);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return std::unexpected(corrupt(path, archive_message(tar)));
+    // pwrite at the block's offset keeps sparse files sparse.
+    for (size_t done = 0; done < size;) {
+      ssize_t w = ::pwrite(fd.get(), static_cast<const char*>(buf) + done, size - done,
+                           offset + static_cast<off_t>(done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return fail_errno("write", std::string(path));
+      done += static_cast<size_t>(w);
+    }
+    end = offset + static_cast<int64_t>(size);
+  }
+  if (archive_entry_size(e) > end && ::ftruncate(fd.get(), archive_entry_size(e)) != 0)
+    return fail_errno("extend", std::string(path));
+  FNEXEC_TRY(set_owner_mode(fd.get(), e, path));
+  FNEXEC_TRY(set_xattrs(fd.get(), e, path));
+  auto ts = entry_times(e);
+  if (::futimens(fd.get(), ts.data()) != 0) return fail_errno("set times", std::string(path));
+  return {};
+}
+
+Result<> LayerWriter::write_dir(struct archive_entry* e, int pfd, std::string_view base, std::string_view path) {
+  UniqueFd fd;
+  if (path.empty()) {
+    fd.reset(::fcntl(root_.get(), F_DUPFD_CLOEXEC, 0));
+  } else {
+    FNEXEC_TRY(make_room(pfd, base, path, true));
+    std::string name(base);
+    if (::mkdirat(pfd, name.c_str(), 0700) != 0 && errno != EEXIST) return fail_errno("mkdir", std::string(path));
+    fd.reset(::openat(pfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  }
+  if (!fd) return fail_errno("open directory", std::string(path));
+  FNEXEC_TRY(set_owner_mode(fd.get(), e, path));
+  FNEXEC_TRY(set_xattrs(fd.get(), e, path));
+  // Entries written into the directory later change its mtime, so times are set at the end.
+  dir_times_.emplace_back(std::string(path), entry_times(e));
+  return {};
+}
+
+Result<> LayerWriter::write(struct archive* tar, struct archive_entry* e) {
+  const char* raw = archive_entry_pathname(e);
+  if (!raw) return std::unexpected(corrupt("(unnamed)", "entry without a name"));
+  std::string path = FNEXEC_TRY(clean_entry_path(raw));
+
+  auto whiteout = classify_whiteout(path);
+  if (whiteout.kind == Whiteout::ignored) return {};
+  if (whiteout.kind == Whiteout::opaque) {
+    auto dir = FNEXEC_TRY(open_dir(whiteout.path, true));
+    if (::fsetxattr(dir.get(), "trusted.overlay.opaque", "y", 1, 0) != 0)
+      return fail_errno("mark opaque", whiteout.path.empty() ? "/" : whiteout.path);
+    return {};
+  }
+  if (whiteout.kind == Whiteout::remove) {
+    auto [dir, base] = split_parent(whiteout.path);
+    int pfd = FNEXEC_TRY(parent(dir));
+    std::string name(base);
+    // An entry of the same name in this layer stays: whiteouts only apply to lower layers.
+    if (::mknodat(pfd, name.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0 && errno != EEXIST)
+      return fail_errno("create whiteout", whiteout.path);
+    return {};
+  }
+
+  auto [dir, base] = split_parent(path);
+  const char* hardlink = archive_entry_hardlink(e);
+  if (hardlink) {
+    std::string target = FNEXEC_TRY(clean_entry_path(hardlink));
+    if (target.empty() || target == path) return std::unexpected(corrupt(path, "hardlink to itself or the root"));
+    auto [tdir, tbase] = split_parent(target);
+    auto tfd = open_dir(tdir, false);
+    if (!tfd) {
+      if (tfd.error().kind == ErrorKind::corrupt || tfd.error().kind == ErrorKind::not_found)
+        return std::unexpected(corrupt(path, "hardlink target " + target + " is not a file of this layer"));
+      return std::unexpected(tfd.error());
+    }
+    int pfd = FNEXEC_TRY(parent(dir));
+    std::string tname(tbase), name(base);
+    if (::linkat(tfd->get(), tname.c_str(), pfd, name.c_str(), 0) == 0) return {};
+    int err = errno;
+    if (err == EEXIST) {
+      FNEXEC_TRY(make_room(pfd, base, path, false));
+      if (::linkat(tfd->get(), tname.c_str(), pfd, name.c_str(), 0) == 0) return {};
+      err = errno;
+    }
+    if (err == ENOENT || err == EPERM)
+      return std::unexpected(corrupt(path, "hardlink target " + target + " is not a file of this layer"));
+    return fail_errno("hardlink", path, err);
+  }
+
+  int pfd = path.empty() ? root_.get() : FNEXEC_TRY(parent(dir));
+  std::string name(base);
+  switch (archive_entry_filetype(e)) {
+    case AE_IFREG:
+      return write_file(tar, e, pfd, base, path);
+    case AE_IFDIR:
+      return write_dir(e, pfd, base, path);
+    case AE_IFLNK: {
+      const char* target = archive_entry_symlink(e);
+      if (!target || !*target) return std::unexpected(corrupt(path, "symlink without a target"));
+      if (!symlink_stays_inside(path, target))
+        return std::unexpected(corrupt(path, std::string("symlink target ") + target + " climbs out of the layer"));
+      FNEXEC_TRY(make_room(pfd, base, path, false));
+      if (::symlinkat(target, pfd, name.c_str()) != 0) return fail_errno("symlink", path);
+      return set_link_times(pfd, base, e, path);
+    }
+    case AE_IFCHR:
+    case AE_IFBLK:
+    case AE_IFIFO: {
+      mode_t type = archive_entry_filetype(e);
+      if (type != AE_IFIFO && !allow_devices_)
+        return std::unexpected(corrupt(path, "device nodes are refused (import with --allow-devices to keep them)"));
+      FNEXEC_TRY(make_room(pfd, base, path, false));
+      if (::mknodat(pfd, name.c_str(), type | 0600, archive_entry_rdev(e)) != 0) return fail_errno("mknod", path);
+      FNEXEC_TRY(set_link_times(pfd, base, e, path));
+      if (::fchmodat(pfd, name.c_str(), archive_entry_perm(e) & 07777, 0) != 0) return fail_errno("chmod", path);
+      return {};
+    }
+    default:
+      return std::unexpected(corrupt(path, "unsupported entry type (socket or unknown)"));
+  }
+}
+
+Result<> LayerWriter::finish() {
+  cached_fd_.reset();
+  for (auto it = dir_times_.rbegin(); it != dir_times_.rend(); ++it) {
+    if (it->second[1].tv_nsec == UTIME_OMIT) continue;
+    auto fd = open_dir(it->first, false);
+    if (!fd) continue;  // replaced by a later entry
+    if (::futimens(fd->get(), it->second.data()) != 0) return fail_errno("set times", it->first);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> dest_dir,
+                                  const UnpackOptions& options) {
+  std::optional<LayerWriter> writer;
+  if (dest_dir) {
+    std::string dir(*dest_dir);
+    UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root) return fail_errno("open layer directory", dir);
+    // mkdtemp makes 0700; a layer root without its own entry is an ordinary 0755 directory.
+    if (::fchmod(root.get(), 0755) != 0) return fail_errno("chmod", dir);
+    writer.emplace(std::move(root), options.allow_devices);
+  }
+
+  CompressedInput cin;
+  cin.fd = blob_fd;
+  cin.copy_fd = options.copy_fd;
+  cin.expected_size = options.expected_size;
+  cin.progress = &options.progress;
+  ArchivePtr outer(archive_read_new());
+  archive_read_support_filter_gzip(outer.get());
+  archive_read_support_filter_zstd(outer.get());
+  archive_read_support_format_raw(outer.get());
+  auto outer_error = [&](std::string_view what) -> Error {
+    if (cin.error) return *cin.error;
+    return Error{ErrorKind::corrupt, 0, std::string(what), {}, archive_message(outer.get())};
+  };
+  if (archive_read_open(outer.get(), &cin, nullptr, compressed_read, nullptr) != ARCHIVE_OK)
+    return std::unexpected(outer_error("read layer blob"));
+  struct archive_entry* raw_entry;
+  if (archive_read_next_header(outer.get(), &raw_entry) != ARCHIVE_OK)
+    return std::unexpected(outer_error("read layer blob"));
+  LayerDigests out;
+  switch (archive_filter_code(outer.get(), 0)) {
+    case ARCHIVE_FILTER_GZIP: out.compression = "gzip"; break;
+    case ARCHIVE_FILTER_ZSTD: out.compression = "zstd"; break;
+    default: out.compression = "none";
+  }
+
+  TarInput tin;
+  tin.outer = outer.get();
+  ArchivePtr tar(archive_read_new());
+  archive_read_support_format_tar(tar.get());
+  auto tar_error = [&](std::string_view what) -> Error {
+    if (cin.error) return *cin.error;
+    if (tin.error) return *tin.error;
+    return Error{ErrorKind::corrupt, 0, std::string(what), {}, archive_message(tar.get())};
+  };
+  if (archive_read_open(tar.get(), &tin, nullptr, tar_read, nullptr) != ARCHIVE_OK)
+    return std::unexpected(tar_error("read layer tar"));
+  for (;;) {
+    struct archive_entry* e;
+    int r = archive_read_next_header(tar.get(), &e);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return std::unexpected(tar_error("read layer tar"));
+    if (writer) {
+      auto w = writer->write(tar.get(), e);
+      if (!w) {
+        if (cin.error) return std::unexpected(*cin.error);
+        if (tin.error) return std::unexpected(*tin.error);
+        return std::unexpected(w.error());
+      }
+    }
+  }
+  // The digests cover every byte, including the zero blocks after the tar's end and any
+  // compressed bytes after the end of the stream.
+  for (;;) {
+    auto block = tin.pull();
+    if (!block) return std::unexpected(block.error());
+    if (block->second == 0) break;
+  }
+  for (;;) {
+    auto n = cin.pull();
+    if (!n) return std::unexpected(n.error());
+    if (*n == 0) break;
+  }
+  if (writer) FNEXEC_TRY(writer->finish());
+  if (options.progress) options.progress(cin.total);
+  out.compressed = cin.hash.finish();
+  out.compressed_size = cin.total;
+  out.uncompressed = tin.hash.finish();
+  out.uncompressed_size = tin.total;
+  return out;
+}
+
+}  // namespace fnexec::image

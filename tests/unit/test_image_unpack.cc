@@ -1,0 +1,253 @@
+// Layer unpacking without privileges: digest verification of both streams, path safety rules,
+// whiteout classification. Entries are owned by the test's own uid so no capability is needed.
+#include <doctest/doctest.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "image/unpack.h"
+#include "util/fs.h"
+#include "util/unique_fd.h"
+
+using namespace fnexec;
+using namespace fnexec::image;
+
+namespace {
+
+struct TarEntry {
+  std::string name;
+  mode_t type = AE_IFREG;
+  std::string data;
+  std::string link;      // symlink target
+  std::string hardlink;  // hardlink target
+  mode_t perm = 0644;
+};
+
+// A pax tar (compressed as asked), deterministic for the same entries.
+std::string make_tar(const std::vector<TarEntry>& entries, std::string_view compression = "none") {
+  struct archive* a = archive_write_new();
+  archive_write_set_format_pax_restricted(a);
+  if (compression == "gzip") archive_write_add_filter_gzip(a);
+  if (compression == "zstd") archive_write_add_filter_zstd(a);
+  archive_write_set_bytes_in_last_block(a, 1);
+  std::vector<char> buf(8 << 20);
+  size_t used = 0;
+  REQUIRE(archive_write_open_memory(a, buf.data(), buf.size(), &used) == ARCHIVE_OK);
+  for (const auto& t : entries) {
+    struct archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, t.name.c_str());
+    archive_entry_set_filetype(e, t.type);
+    archive_entry_set_perm(e, t.perm);
+    archive_entry_set_uid(e, ::getuid());
+    archive_entry_set_gid(e, ::getgid());
+    archive_entry_set_mtime(e, 1000000, 0);
+    if (!t.link.empty()) archive_entry_set_symlink(e, t.link.c_str());
+    if (!t.hardlink.empty()) archive_entry_set_hardlink(e, t.hardlink.c_str());
+    if (t.type == AE_IFCHR) archive_entry_set_rdev(e, makedev(1, 3));
+    archive_entry_set_size(e, static_cast<la_int64_t>(t.data.size()));
+    REQUIRE(archive_write_header(a, e) == ARCHIVE_OK);
+    if (!t.data.empty()) archive_write_data(a, t.data.data(), t.data.size());
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+  return std::string(buf.data(), used);
+}
+
+UniqueFd memfd_with(std::string_view bytes) {
+  UniqueFd fd(::memfd_create("layer", MFD_CLOEXEC));
+  REQUIRE(fd);
+  REQUIRE(::write(fd.get(), bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+  ::lseek(fd.get(), 0, SEEK_SET);
+  return fd;
+}
+
+Result<LayerDigests> unpack_bytes(std::string_view bytes, const std::filesystem::path* dir,
+                                  UnpackOptions options = {}) {
+  auto fd = memfd_with(bytes);
+  std::optional<std::string_view> dest;
+  std::string d = dir ? dir->string() : std::string();
+  if (dir) dest = d;
+  return unpack_layer(fd.get(), dest, options);
+}
+
+const std::vector<TarEntry> kTree = {
+    {.name = "dir", .type = AE_IFDIR, .perm = 0750},
+    {.name = "dir/file", .data = "hello\n"},
+    {.name = "dir/suid", .data = "#!/bin/sh\n", .perm = 04755},
+    {.name = "dir/hard", .hardlink = "dir/file"},
+    {.name = "dir/rel", .type = AE_IFLNK, .link = "file", .perm = 0777},
+    {.name = "abs", .type = AE_IFLNK, .link = "/etc/passwd", .perm = 0777},
+    {.name = "fifo", .type = AE_IFIFO},
+    {.name = "missing/parent/file", .data = "x"},
+};
+
+}  // namespace
+
+TEST_CASE("clean_entry_path normalises and refuses escapes") {
+  CHECK(*clean_entry_path("./a//b/") == "a/b");
+  CHECK(*clean_entry_path("a/./b") == "a/b");
+  CHECK(*clean_entry_path(".") == "");
+  CHECK(*clean_entry_path("./") == "");
+  CHECK(*clean_entry_path("..a/b..") == "..a/b..");
+  for (const char* bad : {"/etc/passwd", "../x", "a/../../x", "a/..", ".."}) {
+    auto r = clean_entry_path(bad);
+    REQUIRE_MESSAGE(!r, bad);
+    CHECK(r.error().kind == ErrorKind::corrupt);
+  }
+}
+
+TEST_CASE("symlink targets may not climb above the layer root") {
+  CHECK(symlink_stays_inside("a/b", "../c"));
+  CHECK(symlink_stays_inside("a/b", "x/../../y"));
+  CHECK(symlink_stays_inside("l", "/etc/passwd"));
+  CHECK(symlink_stays_inside("l", "."));
+  CHECK(!symlink_stays_inside("a", "../x"));
+  CHECK(!symlink_stays_inside("a/b", "../../x"));
+  CHECK(!symlink_stays_inside("a/b", "./../.."));
+  CHECK(!symlink_stays_inside("a/b/c", "../x/../../../y"));
+  CHECK(*resolve_lexically("a/b", "../c") == "a/c");
+  CHECK(*resolve_lexically("", "./x//y/") == "x/y");
+  CHECK(!resolve_lexically("a", "../../x"));
+}
+
+TEST_CASE("whiteout names become overlay whiteouts") {
+  auto w = classify_whiteout("a/b/.wh.gone");
+  CHECK(w.kind == Whiteout::remove);
+  CHECK(w.path == "a/b/gone");
+  CHECK(classify_whiteout(".wh.top").path == "top");
+  w = classify_whiteout("d/.wh..wh..opq");
+  CHECK(w.kind == Whiteout::opaque);
+  CHECK(w.path == "d");
+  w = classify_whiteout(".wh..wh..opq");
+  CHECK(w.kind == Whiteout::opaque);
+  CHECK(w.path.empty());
+  CHECK(classify_whiteout("d/.wh..wh.plnk").kind == Whiteout::ignored);
+  CHECK(classify_whiteout("d/.wh.").kind == Whiteout::ignored);
+  CHECK(classify_whiteout("d/.wh...").kind == Whiteout::ignored);
+  CHECK(classify_whiteout("d/x.wh.y").kind == Whiteout::none);
+  CHECK(classify_whiteout("plain").kind == Whiteout::none);
+}
+
+TEST_CASE("both digests cover every byte of both streams, for each compression") {
+  std::string tar = make_tar(kTree);
+  // Extra zero blocks after the end-of-archive marker are part of the diff_id.
+  std::string padded = tar + std::string(10240, '\0');
+  for (std::string_view comp : {"none", "gzip", "zstd"}) {
+    CAPTURE(comp);
+    std::string blob = comp == "none" ? tar : make_tar(kTree, comp);
+    auto d = unpack_bytes(blob, nullptr);
+    REQUIRE_MESSAGE(d, d.error().message());
+    CHECK(d->compressed == sha256_of(blob));
+    CHECK(d->compressed_size == blob.size());
+    CHECK(d->uncompressed == sha256_of(tar));
+    CHECK(d->uncompressed_size == tar.size());
+    CHECK(d->compression == comp);
+  }
+  auto p = unpack_bytes(padded, nullptr);
+  REQUIRE(p);
+  CHECK(p->uncompressed == sha256_of(padded));
+  CHECK(p->uncompressed != sha256_of(tar));
+
+  // Bytes after the end of a gzip stream are still part of the blob's digest.
+  std::string gz = make_tar(kTree, "gzip") + "trailing";
+  auto t = unpack_bytes(gz, nullptr);
+  if (t) CHECK(t->compressed == sha256_of(gz));
+}
+
+TEST_CASE("a blob longer than its descriptor fails while reading; corrupt streams fail") {
+  std::string blob = make_tar(kTree, "gzip");
+  UnpackOptions o;
+  o.expected_size = static_cast<int64_t>(blob.size()) - 1;
+  auto r = unpack_bytes(blob, nullptr, o);
+  REQUIRE(!r);
+  CHECK(r.error().kind == ErrorKind::corrupt);
+  CHECK(r.error().message().find("longer than") != std::string::npos);
+
+  std::string broken = blob;
+  broken[broken.size() / 2] ^= 0x55;
+  broken[broken.size() / 2 + 1] ^= 0x55;
+  CHECK(!unpack_bytes(broken, nullptr));
+  CHECK(!unpack_bytes(blob.substr(0, blob.size() / 2), nullptr));
+  CHECK(!unpack_bytes("this is not a tar archive at all, not even close................", nullptr));
+}
+
+TEST_CASE("unpack keeps files, modes, setuid, hardlinks, symlinks, fifos and times") {
+  auto tmp = fs::TempDir::make("/tmp", "fnexec-unpack-");
+  REQUIRE(tmp);
+  auto root = tmp->path();
+  auto d = unpack_bytes(make_tar(kTree, "gzip"), &root);
+  REQUIRE_MESSAGE(d, d.error().message());
+  CHECK(*fs::read_file(root / "dir/file") == "hello\n");
+  struct stat a, b;
+  REQUIRE(::stat((root / "dir/file").c_str(), &a) == 0);
+  REQUIRE(::stat((root / "dir/hard").c_str(), &b) == 0);
+  CHECK(a.st_ino == b.st_ino);
+  CHECK(a.st_mtime == 1000000);
+  REQUIRE(::stat((root / "dir/suid").c_str(), &a) == 0);
+  CHECK((a.st_mode & 07777) == 04755);
+  REQUIRE(::stat((root / "dir").c_str(), &a) == 0);
+  CHECK((a.st_mode & 07777) == 0750);
+  CHECK(a.st_mtime == 1000000);  // set after its children were written
+  CHECK(std::filesystem::read_symlink(root / "dir/rel") == "file");
+  CHECK(std::filesystem::read_symlink(root / "abs") == "/etc/passwd");
+  REQUIRE(::lstat((root / "fifo").c_str(), &a) == 0);
+  CHECK(S_ISFIFO(a.st_mode));
+  CHECK(*fs::read_file(root / "missing/parent/file") == "x");
+  REQUIRE(::stat(root.c_str(), &a) == 0);
+  CHECK((a.st_mode & 07777) == 0755);
+}
+
+TEST_CASE("hostile entries are refused and nothing is written outside the layer") {
+  auto tmp = fs::TempDir::make("/tmp", "fnexec-hostile-");
+  REQUIRE(tmp);
+  auto outside = tmp->path() / "outside";
+  std::filesystem::create_directory(outside);
+  struct Case {
+    const char* why;
+    std::vector<TarEntry> entries;
+    const char* message;
+  };
+  std::vector<Case> cases = {
+      {"dotdot", {{.name = "../outside/x", .data = "x"}}, "\"..\" components"},
+      {"absolute", {{.name = (outside / "abs").string(), .data = "x"}}, "absolute names"},
+      {"through symlink",
+       {{.name = "s", .type = AE_IFLNK, .link = outside.string()}, {.name = "s/x", .data = "x"}},
+       "symlink"},
+      {"through relative symlink",
+       {{.name = "d", .type = AE_IFDIR}, {.name = "d/s", .type = AE_IFLNK, .link = "."}, {.name = "d/s/x", .data = "x"}},
+       "symlink"},
+      {"climbing symlink", {{.name = "d/s", .type = AE_IFLNK, .link = "../../outside"}}, "climbs out"},
+      {"hardlink dotdot", {{.name = "h", .hardlink = "../outside/t"}}, "\"..\" components"},
+      {"hardlink absolute", {{.name = "h", .hardlink = (outside / "t").string()}}, "absolute names"},
+      {"hardlink via symlink",
+       {{.name = "s", .type = AE_IFLNK, .link = outside.string()}, {.name = "h", .hardlink = "s/t"}},
+       "not a file of this layer"},
+      {"hardlink missing", {{.name = "h", .hardlink = "nothing"}}, "not a file of this layer"},
+      {"device", {{.name = "null", .type = AE_IFCHR}}, "--allow-devices"},
+  };
+  std::filesystem::path target = outside / "t";
+  REQUIRE(fs::write_file_atomic(target, "precious"));
+  for (const auto& c : cases) {
+    CAPTURE(c.why);
+    auto layer = fs::TempDir::make(tmp->path(), "layer-");
+    REQUIRE(layer);
+    auto root = layer->path();
+    auto r = unpack_bytes(make_tar(c.entries), &root);
+    REQUIRE(!r);
+    CHECK(r.error().kind == ErrorKind::corrupt);
+    CHECK_MESSAGE(r.error().message().find(c.message) != std::string::npos, r.error().message());
+    size_t n = 0;
+    for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(outside)) ++n;
+    CHECK(n == 1);
+    CHECK(*fs::read_file(target) == "precious");
+  }
+}
