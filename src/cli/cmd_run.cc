@@ -146,9 +146,17 @@ Result<image::ResolvedImage> resolve_image(const Globals& g, const std::string& 
     img.layers.push_back(dir);
     return img;
   }
-  (void)g;
-  return fail(ErrorKind::unavailable, "run image", ref,
-              "the image store is not available in this build yet; use --rootfs DIR");
+  auto store = FNEXEC_TRY(image::Store::open(g.root));
+  // A transport or a path is imported on the fly (the store keeps blobs and layers once, so
+  // importing again is cheap); a name or digest is looked up, and imported only if it is not
+  // stored but names something importable.
+  bool looks_like_source = ref.find(':') != std::string::npos && ref.find('/') != std::string::npos;
+  if ((looks_like_source || ref.starts_with("/") || ref.starts_with(".")) && image::is_importable_source(ref))
+    return store.import(ref, {});
+  auto resolved = store.resolve(ref);
+  if (!resolved && resolved.error().kind == ErrorKind::not_found && image::is_importable_source(ref))
+    return store.import(ref, {});
+  return resolved;
 }
 
 Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,

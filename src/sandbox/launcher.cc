@@ -243,8 +243,11 @@ Result<SandboxExit> Sandbox::reap() {
       case detail::step_exec:
         if (failure.err == ENOENT || failure.err == ENOTDIR) {
           out.setup_exit_code = 127;
-          e = Error{ErrorKind::not_found, 0, "find entrypoint", entrypoint_,
-                    "not found in image " + image_name_};
+          e = Error{ErrorKind::not_found,
+                    0,
+                    "start function",
+                    {},
+                    "entrypoint " + entrypoint_ + " not found in image " + image_name_};
         } else {
           out.setup_exit_code = 126;
           e.what = "execute entrypoint";

@@ -218,7 +218,7 @@ TEST_SUITE("run") {
 
     auto missing = run_in({}, {"/app/handler"});
     CHECK(missing.exit_code == 127);
-    CHECK(missing.err.find("entrypoint /app/handler: not found in image") != std::string::npos);
+    CHECK(missing.err.find("entrypoint /app/handler not found in image") != std::string::npos);
     CHECK(run_in({}, {"no-such-command"}).exit_code == 127);
     CHECK(run_in({"--no-init"}, {"/app/handler"}).exit_code == 127);
 
