@@ -115,6 +115,7 @@ void start_function(const void* arg) noexcept {
 }  // namespace
 
 void child_main(const ChildPlan& plan) noexcept {
+  close(plan.control_parent_fd);
   // The parent may block signals it waits for; the sandbox starts from a clean mask.
   sigset_t none;
   sigemptyset(&none);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -154,10 +155,16 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
     plan.own_env_len = area.env_len;
   }
 
-  auto control = FNEXEC_TRY(Pipe::make("sandbox control"));
+  // A socket rather than a pipe: go() sends with MSG_NOSIGNAL, so a child that already failed its
+  // setup gives EPIPE (and its error is reported by reap) instead of killing us with SIGPIPE.
+  int control_fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, control_fds) != 0)
+    return fail_errno("create control socket for sandbox");
+  Pipe control{UniqueFd(control_fds[0]), UniqueFd(control_fds[1])};
   auto errors = FNEXEC_TRY(Pipe::make("sandbox errors"));
   auto status = FNEXEC_TRY(Pipe::make("sandbox status"));
   plan.control_fd = control.read.get();
+  plan.control_parent_fd = control.write.get();
   plan.error_fd = errors.write.get();
   plan.status_fd = status.write.get();
 

@@ -77,9 +77,10 @@ struct ChildPlan {
   size_t hostname_len = 0;
   int userns_fd = -1;  // join after the mounts: the mounts are made as host root
 
-  int control_fd = -1;  // read end: one byte means go, EOF means abandon
-  int error_fd = -1;    // write end, O_CLOEXEC: a successful exec closes it
-  int status_fd = -1;   // write end: init reports the function's raw wait status
+  int control_fd = -1;         // our end of the control socket: one byte means go, EOF means abandon
+  int control_parent_fd = -1;  // the parent's end, closed first so the parent's death reads as EOF
+  int error_fd = -1;           // write end, O_CLOEXEC: a successful exec closes it
+  int status_fd = -1;          // write end: init reports the function's raw wait status
   bool init = true;
   bool die_with_parent = true;
   // The cgroup namespace is made after go, once the parent has attached the child to its cgroup

@@ -227,6 +227,12 @@ TEST_SUITE("run") {
     CHECK(bad_volume.err.find("/nonexistent-dir") != std::string::npos);
     CHECK(run_in({"--timeout", "soon"}, {"true"}).exit_code == 125);
     CHECK(run_in({"--userns", "maybe"}, {"true"}).exit_code == 125);
+    // A setup step failing before go: reported as 125 naming the step, every time (no SIGPIPE race).
+    for (int i = 0; i < 20; ++i) {
+      auto bad_mount = run_in({"--tmpfs", "/t:size=bogus"}, {"true"});
+      CHECK(bad_mount.exit_code == 125);
+      CHECK(bad_mount.err.find("mount tmpfs on /t") != std::string::npos);
+    }
   }
 
   TEST_CASE("--timeout kills the function with everything it forked: exit 124") {
