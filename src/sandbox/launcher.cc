@@ -211,7 +211,8 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
 
 Result<> Sandbox::go() {
   char g = 'g';
-  if (::write(control_.get(), &g, 1) != 1)
+  // EPIPE: the child already failed its setup and exited; reap() reports why.
+  if (::send(control_.get(), &g, 1, MSG_NOSIGNAL) != 1 && errno != EPIPE && errno != ECONNRESET)
     return fail_errno("start function in sandbox", std::to_string(pid_));
   control_.reset();
   return {};

@@ -29,6 +29,11 @@ struct TmpfsMount {
 };
 
 enum class Network { loopback, none };  // loopback: fresh netns with lo up; none: fresh netns, lo down
+// automatic: the child makes every mount as host root (so overlay honours the store's trusted.*
+// whiteout xattrs, no userxattr needed), over layers id-mapped 0 -> FIRST, then joins a user
+// namespace mapping 0..COUNT to FIRST.. before the function runs. Its mount, pid and network
+// namespaces stay owned by the host's user namespace: root inside cannot mount, and cannot bind
+// ports below 1024 either (net.ipv4.ip_unprivileged_port_start applies).
 enum class UserNamespace { host, automatic };
 
 // Host ids that root in a --userns=auto sandbox maps to.
