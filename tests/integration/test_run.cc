@@ -88,6 +88,31 @@ bool host_has_process_with(const std::string& token) {
   return false;
 }
 
+// Other test binaries may run at the same time in the host's mount namespace and cgroups, so the
+// generic ResourceSnapshot counts can move under us: these count only what fnexec run could leave,
+// mounts of its kinds or under its state dir, and its "run-*" sandbox cgroups.
+size_t fnexec_mounts() {
+  std::ifstream f("/proc/self/mountinfo");
+  size_t n = 0;
+  for (std::string line; std::getline(f, line);) {
+    if (line.find(image().state.string()) != std::string::npos ||
+        line.find(" - overlay ") != std::string::npos || line.find(" - mqueue ") != std::string::npos ||
+        line.find(" - devpts devpts ") != std::string::npos)
+      ++n;
+  }
+  return n;
+}
+
+size_t fnexec_cgroups() {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = stdfs::recursive_directory_iterator("/sys/fs/cgroup", ec);
+       !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory(ec) && it->path().filename().string().starts_with("run-")) ++n;
+  }
+  return n;
+}
+
 // Starts `fnexec --root STATE run --rootfs ROOTFS -- argv` with stdin, stdout and stderr on fd.
 pid_t spawn_on(int fd, const std::vector<std::string>& argv) {
   std::vector<std::string> args{fnexec_bin().string(),   "--root", image().state.string(), "run", "--rootfs",
@@ -191,6 +216,7 @@ TEST_SUITE("run") {
     REQUIRE(::pipe(fds) == 0);
     image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
     pid_t pid = spawn_on(fds[1], {"sh", "-c", "sleep " + token + " & echo ready; sleep " + token});
     ::close(fds[1]);
     CHECK(read_until(fds[0], "ready") == "ready\n");
@@ -204,6 +230,8 @@ TEST_SUITE("run") {
     while (::waitpid(-1, nullptr, 0) > 0) {
     }
     CHECK(ResourceSnapshot::take().processes == before.processes);
+    CHECK(fnexec_mounts() == mounts_before);
+    CHECK(fnexec_cgroups() == cgroups_before);
   }
 
   TEST_CASE("fnexec's own errors: 125 bad image, 126 cannot exec, 127 not found") {
@@ -240,6 +268,7 @@ TEST_SUITE("run") {
     const std::string token = "4242" + std::to_string(::getpid());
     image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
     auto r = sh("for i in 1 2 3; do (sleep " + token + " & echo $! >> /v/pids; sleep " + token +
                     ") & done; sleep " + token,
                 {"--timeout", "300ms", "-v", vol.path().string() + ":/v"});
@@ -254,18 +283,22 @@ TEST_SUITE("run") {
     CHECK_FALSE(host_has_process_with("sleep " + token));
     auto after = ResourceSnapshot::take();
     CHECK(after.processes == before.processes);
-    CHECK(after.mounts == before.mounts);
+    CHECK(fnexec_mounts() == mounts_before);
+    CHECK(fnexec_cgroups() == cgroups_before);
   }
 
   TEST_CASE("a background child left by the function leaves no process on the host") {
     const std::string token = "4343" + std::to_string(::getpid());
     image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
     auto r = sh("sleep " + token + " >/dev/null 2>&1 & echo started");
     CHECK(r.exit_code == 0);
     CHECK(r.out == "started\n");
     CHECK_FALSE(host_has_process_with("sleep " + token));
     CHECK(ResourceSnapshot::take().processes == before.processes);
+    CHECK(fnexec_mounts() == mounts_before);
+    CHECK(fnexec_cgroups() == cgroups_before);
   }
 
   TEST_CASE("environment, working directory, user and entrypoint from flags") {
@@ -386,6 +419,7 @@ TEST_SUITE("run") {
     image();  // built before the snapshot: its scratch tmpfs is a mount
     image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
     auto oom = sh("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
                   {"--memory", "32m", "--report", "-"});
     CHECK(oom.exit_code == 137);
@@ -412,14 +446,15 @@ TEST_SUITE("run") {
     CHECK(timeout.err.find("\"timed_out\":true") != std::string::npos);
     CHECK(run_in({"--cgroups", "disabled", "--memory", "1m"}, {"true"}).exit_code == 125);
     auto after = ResourceSnapshot::take();
-    CHECK(after.cgroups == before.cgroups);
-    CHECK(after.mounts == before.mounts);
+    CHECK(fnexec_cgroups() == cgroups_before);
+    CHECK(fnexec_mounts() == mounts_before);
     CHECK(after.processes == before.processes);
   }
 
   TEST_CASE("nothing is left behind after many runs and failed runs") {
     run_in({}, {"true"});  // warm up: the state dir and its mount point exist from here on
     auto before = ResourceSnapshot::take();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
     for (int i = 0; i < 1000; ++i) {
       auto r = run_in({}, {"true"});
       if (r.exit_code != 0) {
@@ -431,10 +466,10 @@ TEST_SUITE("run") {
     run_in({"--timeout", "50ms"}, {"sleep", "5"});
     run_in({"--userns", "auto"}, {"true"});
     auto after = ResourceSnapshot::take();
-    CHECK(after.mounts == before.mounts);
+    CHECK(fnexec_mounts() == mounts_before);
     CHECK(after.fds == before.fds);
     CHECK(after.processes == before.processes);
-    CHECK(after.cgroups == before.cgroups);
+    CHECK(fnexec_cgroups() == cgroups_before);
   }
 
 }  // TEST_SUITE
