@@ -28,7 +28,9 @@ struct TmpfsMount {
   std::string options;  // tmpfs options, e.g. "size=64m"
 };
 
-enum class Network { loopback, none };  // loopback: fresh netns with lo up; none: fresh netns, lo down
+// Always a fresh network namespace. loopback: lo brought up (what --net=none gives, as in podman);
+// lo_down: lo left down, saving the netlink round trip for functions that need no network at all.
+enum class Network { loopback, lo_down };
 // automatic: the child makes every mount as host root (so overlay honours the store's trusted.*
 // whiteout xattrs, no userxattr needed), over layers id-mapped 0 -> FIRST, then joins a user
 // namespace mapping 0..COUNT to FIRST.. before the function runs. Its mount, pid and network
