@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cgroup/cgroup.h"
+#include "invoke/invocation.h"
 #include "util/fs.h"
 
 namespace fnexec::server {
@@ -55,17 +56,8 @@ Result<std::chrono::milliseconds> parse_setting_millis(const Setting& s) {
 bool is_restart_only(std::string_view key) { return kRestartOnly.contains(key); }
 
 Result<std::chrono::milliseconds> parse_millis(std::string_view text) {
-  text = trim(text);
-  size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  uint64_t n = 0;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + digits, n);
-  std::string_view unit = text.substr(digits);
-  uint64_t scale = unit == "" || unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : unit == "h" ? 3600000 : 0;
-  if (digits == 0 || ec != std::errc{} || scale == 0 || n > UINT64_MAX / scale / 1000)
-    return fail(ErrorKind::invalid, "parse duration", std::string(text),
-                "expected a whole number with ms, s, m or h (a bare number is milliseconds)");
-  return std::chrono::milliseconds(n * scale);
+  auto d = FNEXEC_TRY(invoke::parse_duration(trim(text)));
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d);
 }
 
 Result<std::vector<Setting>> parse_config_text(std::string_view text, std::string_view origin) {

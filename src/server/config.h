@@ -57,7 +57,7 @@ Result<> apply_settings(ServeConfig& config, const std::vector<Setting>& setting
 // Keys SIGHUP cannot change.
 bool is_restart_only(std::string_view key);
 
-// "10s", "500ms", "2m", "1h"; a bare number is milliseconds.
+// invoke::parse_duration ("10s", "500ms", "2m", "1.5s"; a bare number is seconds) in milliseconds.
 Result<std::chrono::milliseconds> parse_millis(std::string_view text);
 
 // Reads the bearer token: the first line of the file, surrounding whitespace removed, at least 16 bytes.

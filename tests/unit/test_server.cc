@@ -343,8 +343,9 @@ TEST_CASE("config: key = value lines, flags after the file, checked values") {
   CHECK(is_restart_only("socket"));
   CHECK(!is_restart_only("log_level"));
   CHECK(parse_millis("3m")->count() == 180000);
-  CHECK(parse_millis("1500")->count() == 1500);
-  CHECK(!parse_millis("1.5s"));
+  CHECK(parse_millis("15")->count() == 15000);
+  CHECK(parse_millis("1.5s")->count() == 1500);
+  CHECK(!parse_millis("1.5 fortnights"));
 }
 
 namespace {
