@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -128,6 +129,7 @@ class State {
   Result<> migrate();
   std::mutex mu_;
   sqlite3* db_;
+  std::map<std::string, uint64_t> log_bytes_;  // per function, see append_log
 };
 
 }  // namespace fnexec::server
