@@ -26,10 +26,8 @@ struct ProbeRootfs {
   stdfs::path state = scratch / "state";
 
   ProbeRootfs() {
-    stdfs::create_directories(rootfs / "bin");
+    populate_busybox_rootfs(rootfs);
     stdfs::create_directories(state);
-    stdfs::copy_file("/bin/busybox", rootfs / "bin/busybox");
-    for (const char* applet : {"sh", "true", "sleep"}) stdfs::create_symlink("busybox", rootfs / "bin" / applet);
     const char* probe = std::getenv("FNEXEC_CG_PROBE");
     stdfs::copy_file(probe ? stdfs::path(probe) : build_root() / "tests/integration/cg_probe", rootfs / "bin/cg_probe");
   }
