@@ -13,7 +13,7 @@ timer=$(realpath "$builddir/bench/fnexec-bench-start")
 
 work=$(mktemp -d /tmp/fnexec-bench-XXXXXX)
 mount -t tmpfs -o size=512m fnexec-bench "$work"
-cleanup() { umount -l "$work" 2>/dev/null || true; rmdir "$work" 2>/dev/null || true; }
+cleanup() { umount "$work/bundle/rootfs" 2>/dev/null || true; umount -l "$work" 2>/dev/null || true; rmdir "$work" 2>/dev/null || true; }
 trap cleanup EXIT
 
 rootfs-tools/mkimage --busybox --ref bench:1 --compression none -o "$work/layout" >/dev/null
@@ -21,7 +21,7 @@ rootfs-tools/mkimage --busybox --ref bench:1 --compression none -o "$work/layout
 # The peers get the same bytes: the image's single unpacked layer, read-only.
 rootfs=$(find "$work/store/layers/sha256" -mindepth 1 -maxdepth 1 -type d | head -1)
 mkdir -p "$work/bundle"
-ln -s "$rootfs" "$work/bundle/rootfs"
+mkdir "$work/bundle/rootfs" && mount --bind "$rootfs" "$work/bundle/rootfs"  # runc refuses a symlinked rootfs
 (cd "$work/bundle" && crun spec 2>/dev/null || runc spec)
 python3 - "$work/bundle/config.json" <<'PY'
 import json, sys
