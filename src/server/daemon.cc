@@ -636,7 +636,7 @@ Result<int> serve(const ServeOptions& options) {
   settings.insert(settings.end(), options.flags.begin(), options.flags.end());
   ServeConfig config;
   FNEXEC_TRY(apply_settings(config, settings));
-  // Replies, SIGPIPE from a client that went away must not kill the daemon.
+  // A client that goes away mid-reply must not kill the daemon with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
   Daemon daemon(options, std::move(config));
   return daemon.run();

@@ -278,7 +278,7 @@ void Service::put_function(Request& request, Respond respond) {
       body = f && *f ? function_json(**f, pool_json(spec.name, stats)) : json;
     }
     respond(json_reply(*created ? 201 : 200, std::move(body)));
-    pump();
+    pump_queue();
   });
 }
 
@@ -295,7 +295,7 @@ void Service::delete_function(const std::string& name, Respond respond) {
     if (pools_) pools_->remove(name);
     spdlog::info("function={} deleted", name);
     respond(Reply{204, "application/json", {}, {}});
-    pump();  // queued async invocations of it now fail instead of waiting
+    pump_queue();  // queued async invocations of it now fail instead of waiting
   });
 }
 
@@ -324,7 +324,7 @@ void Service::invoke(Request& request, Respond respond) {
         std::lock_guard l(mu_);
         pending_.push_back({id, name});
       }
-      pump();
+      pump_queue();
     });
     return;
   }
@@ -358,7 +358,7 @@ void Service::release(const std::string& function) {
       in_flight_.erase(it);
     --in_flight_total_;
   }
-  pump();
+  pump_queue();
 }
 
 void Service::invoke_sync(const std::string& name, std::string event, Respond respond) {
@@ -428,6 +428,14 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
 }
 
 void Service::pump() {
+  {
+    std::lock_guard lock(mu_);
+    backoff_ = false;
+  }
+  pump_queue();
+}
+
+void Service::pump_queue() {
   std::vector<QueuedInvocation> start, orphaned;
   {
     std::lock_guard lock(mu_);
@@ -439,7 +447,7 @@ void Service::pump() {
         it = pending_.erase(it);
         continue;
       }
-      if (in_flight_total_ >= limits_.max_in_flight) break;
+      if (in_flight_total_ >= limits_.max_in_flight || backoff_) break;
       auto& n = in_flight_[it->function];
       if (n >= f->second.spec.max_concurrency || !f->second.error.empty()) {
         ++it;
@@ -490,10 +498,12 @@ void Service::run_async(QueuedInvocation q) {
   }
   auto res = pools_->invoke(q.function, *event);
   if (!res && res.error().kind == ErrorKind::unavailable) {
-    // The global sandbox cap: back to the queue front, pump() retries when capacity frees up.
+    // The global sandbox cap: back to the queue front. Retrying at once would spin while the
+    // cap holds, so queued work waits for the daemon's next periodic pump().
     if (auto r = state_.requeue(q.id); !r) spdlog::error("invocation={} {}", q.id, r.error().message());
     std::lock_guard lock(mu_);
     pending_.push_front(std::move(q));
+    backoff_ = true;
     return;
   }
   InvocationEnd end;

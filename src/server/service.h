@@ -59,7 +59,8 @@ class Service {
   // Loads the functions and configures their pools, loads the async queue. Before serving.
   Result<> start();
   void handle(Request request, Respond respond);
-  // Retries queued async invocations that found no capacity. The daemon calls it periodically.
+  // Starts queued async invocations that have capacity, including those that found the pool set
+  // full before. The daemon calls it periodically.
   void pump();
   // New invocations get 503 from now on; queued async ones stay queued for the next start.
   void begin_shutdown();
@@ -83,6 +84,7 @@ class Service {
   void delete_function(const std::string& name, Respond respond);
   void invoke(Request& request, Respond respond);
   void invoke_sync(const std::string& name, std::string event, Respond respond);
+  void pump_queue();  // pump() without retrying after the pool set was full
   void run_async(QueuedInvocation q);
   void release(const std::string& function);
   void logs(const Request& request, Respond& respond);
@@ -108,6 +110,7 @@ class Service {
   uint32_t in_flight_total_ = 0;
   std::deque<QueuedInvocation> pending_;  // async, waiting for capacity
   bool stopping_ = false;
+  bool backoff_ = false;  // the pool set had no capacity: wait for the next pump()
 };
 
 // 32 lowercase hex digits from getrandom(2).
