@@ -38,7 +38,10 @@ Result<server::Client> connect(const EndpointOptions& o) {
 
 // "HTTP 404: no function named x" as an Error, for report().
 Error http_error(const server::HttpResponse& r, std::string what) {
-  return Error{r.status == 404 ? ErrorKind::not_found : ErrorKind::invalid, 0, std::move(what), {},
+  return Error{r.status == 404 ? ErrorKind::not_found : ErrorKind::invalid,
+               0,
+               std::move(what),
+               {},
                fmt::format("{} (HTTP {})", server::error_message(r), r.status)};
 }
 
@@ -65,7 +68,8 @@ Result<std::string> create_body(const CreateFlags& f) {
   if (!f.timeout.empty())
     w.field("timeout_ms", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(f.timeout)).count()));
   if (!f.idle_timeout.empty())
-    w.field("idle_timeout_s", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(f.idle_timeout)).count() / 1000));
+    w.field("idle_timeout_s",
+            static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(f.idle_timeout)).count() / 1000));
   if (f.min_warm) w.field("min_warm", *f.min_warm);
   if (f.max_concurrency) w.field("max_concurrency", *f.max_concurrency);
   if (!f.max_output.empty()) w.field("max_output_bytes", FNEXEC_TRY(cgroup::parse_size(f.max_output)));
@@ -96,7 +100,9 @@ int do_ls(const EndpointOptions& e, bool quiet) {
   simdjson::dom::array list;
   if (parser.parse(padded)["functions"].get(list))
     return report(fail(ErrorKind::corrupt, "read function list", {}, "unexpected reply").error());
-  if (!quiet) std::printf("%-24s %-28s %8s %5s %8s %8s %6s\n", "NAME", "IMAGE", "MEMORY", "CPUS", "TIMEOUT", "WARM", "MAX");
+  if (!quiet)
+    std::printf("%-24s %-28s %8s %5s %8s %8s %6s\n", "NAME", "IMAGE", "MEMORY", "CPUS", "TIMEOUT", "WARM",
+                "MAX");
   for (auto f : list) {
     std::string_view name, image;
     uint64_t mem = 0, timeout = 0, min_warm = 0, max_conc = 0, warm = 0;
@@ -113,9 +119,9 @@ int do_ls(const EndpointOptions& e, bool quiet) {
     server::read_member(f["min_warm"], min_warm);
     server::read_member(f["max_concurrency"], max_conc);
     server::read_member(f["pool"]["warm"], warm);
-    std::printf("%-24.*s %-28.*s %6luMi %5g %7.1fs %3lu/%-4lu %6lu\n", static_cast<int>(name.size()), name.data(),
-                static_cast<int>(image.size()), image.data(), mem, cpus, static_cast<double>(timeout) / 1000, warm,
-                min_warm, max_conc);
+    std::printf("%-24.*s %-28.*s %6luMi %5g %7.1fs %3lu/%-4lu %6lu\n", static_cast<int>(name.size()),
+                name.data(), static_cast<int>(image.size()), image.data(), mem, cpus,
+                static_cast<double>(timeout) / 1000, warm, min_warm, max_conc);
   }
   return 0;
 }
@@ -125,7 +131,9 @@ int do_simple(const EndpointOptions& e, const char* method, const std::string& n
   if (!client) return report(client.error());
   auto r = client->request(method, "/v1/functions/" + name);
   if (!r) return report(r.error());
-  if (r->status >= 300) return report(http_error(*r, std::string(method == std::string_view("GET") ? "show" : "delete") + " function " + name));
+  if (r->status >= 300)
+    return report(http_error(
+        *r, std::string(method == std::string_view("GET") ? "show" : "delete") + " function " + name));
   if (print_body) std::printf("%s\n", r->body.c_str());
   return 0;
 }
@@ -138,7 +146,8 @@ void add_fn_commands(CLI::App& app, Globals& g) {
 
   auto f = std::make_shared<CreateFlags>();
   auto ce = std::make_shared<EndpointOptions>();
-  auto* create = fn->add_subcommand("create", "register or update a function: fnexec fn create NAME --image REF [-- CMD...]");
+  auto* create = fn->add_subcommand(
+      "create", "register or update a function: fnexec fn create NAME --image REF [-- CMD...]");
   create->add_option("name", f->name, "function name")->required();
   create->add_option("--image", f->image, "image reference (name:tag or sha256:...)")->required();
   create->add_option("--memory", f->memory, "memory limit, e.g. 256m (default 256m)");

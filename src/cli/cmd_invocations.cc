@@ -47,8 +47,8 @@ int do_list(const EndpointOptions& e, const InvocationsFlags& f) {
   simdjson::dom::array list;
   if (parser.parse(padded)["invocations"].get(list))
     return report(fail(ErrorKind::corrupt, "read invocation list", {}, "unexpected reply").error());
-  std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %10s %7s %s\n", "ID", "FUNCTION", "MODE", "STATUS", "OUTCOME", "START",
-              "WALL_MS", "BILLED", "QUEUED");
+  std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %10s %7s %s\n", "ID", "FUNCTION", "MODE", "STATUS", "OUTCOME",
+              "START", "WALL_MS", "BILLED", "QUEUED");
   for (auto row : list) {
     std::string_view id, fn, mode, status, outcome = "-", start = "-";
     int64_t queued = 0;
@@ -63,8 +63,8 @@ int do_list(const EndpointOptions& e, const InvocationsFlags& f) {
     bool have_wall = server::read_member(row["wall_us"], wall);
     server::read_member(row["billed_ms"], billed);
     auto s = [](std::string_view v) { return std::string(v); };
-    std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %10s %7s %s\n", s(id).c_str(), s(fn).c_str(), s(mode).c_str(),
-                s(status).c_str(), s(outcome).c_str(), s(start).c_str(),
+    std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %10s %7s %s\n", s(id).c_str(), s(fn).c_str(),
+                s(mode).c_str(), s(status).c_str(), s(outcome).c_str(), s(start).c_str(),
                 have_wall ? fmt::format("{:.3f}", static_cast<double>(wall) / 1000).c_str() : "-",
                 have_wall ? fmt::format("{}", billed).c_str() : "-", local_time(queued).c_str());
   }

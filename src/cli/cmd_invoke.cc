@@ -64,7 +64,8 @@ int do_invoke(const EndpointOptions& e, const InvokeFlags& f) {
   simdjson::dom::element doc;
   int64_t exit_code = 0;
   std::string_view tail;
-  if ((r->status == 502 || r->status == 504) && !parser.parse(padded).get(doc) && !doc["exit_code"].get(exit_code)) {
+  if ((r->status == 502 || r->status == 504) && !parser.parse(padded).get(doc) &&
+      !doc["exit_code"].get(exit_code)) {
     server::read_member(doc["stderr_tail"], tail);
     std::fwrite(tail.data(), 1, tail.size(), stderr);
     std::fprintf(stderr, "fnexec: %s\n", server::error_message(*r).c_str());

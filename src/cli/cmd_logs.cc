@@ -47,7 +47,8 @@ int do_logs(const EndpointOptions& e, const LogsFlags& f) {
   int64_t after = 0;
   uint64_t limit = f.limit;
   for (;;) {
-    auto r = client->request("GET", fmt::format("/v1/functions/{}/logs?after={}&limit={}", f.name, after, limit));
+    auto r =
+        client->request("GET", fmt::format("/v1/functions/{}/logs?after={}&limit={}", f.name, after, limit));
     if (!r) return report(r.error());
     if (r->status != 200) return report(http_error(*r, "read logs of " + f.name));
     auto next = print_entries(r->body, after);

@@ -21,8 +21,10 @@ struct ServeFlags {
 void add_serve_command(CLI::App& app, Globals& g) {
   auto o = std::make_shared<ServeFlags>();
   auto* sub = app.add_subcommand("serve", "run the daemon: warm pools and the HTTP API (fnexec-serve(8))");
-  sub->add_option("--config", o->config, std::string("config file (default ") + server::kDefaultConfigFile + ")");
-  sub->add_option("--socket", o->socket, std::string("unix socket to listen on (default ") + server::kDefaultSocket + ")");
+  sub->add_option("--config", o->config,
+                  std::string("config file (default ") + server::kDefaultConfigFile + ")");
+  sub->add_option("--socket", o->socket,
+                  std::string("unix socket to listen on (default ") + server::kDefaultSocket + ")");
   sub->add_option("--listen", o->listen, "also listen on TCP HOST:PORT (needs --token-file)");
   sub->add_option("--token-file", o->token_file, "file holding the bearer token TCP clients must send");
   sub->add_option("--state-dir", o->state_dir, "state directory: images, database (default --root)");

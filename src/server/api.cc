@@ -56,7 +56,8 @@ std::vector<std::string_view> split_path(std::string_view path) {
   return parts;
 }
 
-RouteMatch by_method(std::string_view method, std::initializer_list<std::pair<std::string_view, Route>> table) {
+RouteMatch by_method(std::string_view method,
+                     std::initializer_list<std::pair<std::string_view, Route>> table) {
   RouteMatch m;
   for (const auto& [verb, r] : table) {
     if (method == verb || (method == "HEAD" && verb == "GET")) {
@@ -107,8 +108,9 @@ RouteMatch route(std::string_view method, std::string_view target) {
     if (p == "functions" && parts.size() == 2) {
       m = by_method(method, {{"GET", Route::functions_list}});
     } else if (p == "functions" && parts.size() == 3) {
-      m = by_method(method, {{"GET", Route::function_get}, {"PUT", Route::function_put},
-                             {"DELETE", Route::function_delete}});
+      m = by_method(
+          method,
+          {{"GET", Route::function_get}, {"PUT", Route::function_put}, {"DELETE", Route::function_delete}});
     } else if (p == "functions" && parts.size() == 4 && parts[3] == "invoke") {
       m = by_method(method, {{"POST", Route::function_invoke}});
     } else if (p == "functions" && parts.size() == 4 && parts[3] == "logs") {
@@ -157,14 +159,21 @@ using simdjson::dom::element_type;
 
 std::string_view type_name(element_type t) {
   switch (t) {
-    case element_type::ARRAY: return "an array";
-    case element_type::OBJECT: return "an object";
+    case element_type::ARRAY:
+      return "an array";
+    case element_type::OBJECT:
+      return "an object";
     case element_type::INT64:
-    case element_type::UINT64: return "an integer";
-    case element_type::DOUBLE: return "a number";
-    case element_type::STRING: return "a string";
-    case element_type::BOOL: return "a boolean";
-    case element_type::NULL_VALUE: return "null";
+    case element_type::UINT64:
+      return "an integer";
+    case element_type::DOUBLE:
+      return "a number";
+    case element_type::STRING:
+      return "a string";
+    case element_type::BOOL:
+      return "a boolean";
+    case element_type::NULL_VALUE:
+      return "null";
   }
   return "a value";
 }
@@ -185,13 +194,15 @@ Result<uint64_t> get_uint(std::string_view field, element v, uint64_t min, uint6
   } else {
     return field_error(field, fmt::format("must be an integer, got {}", type_name(t)));
   }
-  if (n < min || n > max) return field_error(field, fmt::format("must be between {} and {}, got {}", min, max, n));
+  if (n < min || n > max)
+    return field_error(field, fmt::format("must be between {} and {}, got {}", min, max, n));
   return n;
 }
 
 Result<std::string> get_string(std::string_view field, element v) {
   std::string_view s;
-  if (v.get_string().get(s)) return field_error(field, fmt::format("must be a string, got {}", type_name(v.type())));
+  if (v.get_string().get(s))
+    return field_error(field, fmt::format("must be a string, got {}", type_name(v.type())));
   if (s.find('\0') != std::string_view::npos) return field_error(field, "must not contain NUL bytes");
   return std::string(s);
 }
@@ -289,8 +300,10 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       spec.limits.memory_bytes = FNEXEC_TRY(get_uint(k, v, 4, 1 << 20)) * MiB;
     } else if (k == "cpus") {
       double c = 0;
-      if (v.get_double().get(c)) return field_error(k, fmt::format("must be a number, got {}", type_name(v.type())));
-      if (!(c > 0 && c <= 1024)) return field_error(k, fmt::format("must be above 0 and at most 1024, got {}", c));
+      if (v.get_double().get(c))
+        return field_error(k, fmt::format("must be a number, got {}", type_name(v.type())));
+      if (!(c > 0 && c <= 1024))
+        return field_error(k, fmt::format("must be above 0 and at most 1024, got {}", c));
       spec.limits.cpus = c;
     } else if (k == "pids_limit") {
       spec.limits.pids = FNEXEC_TRY(get_uint(k, v, 1, 1 << 22));
@@ -307,11 +320,12 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
     } else if (k == "max_log_bytes") {
       spec.max_log_bytes = FNEXEC_TRY(get_uint(k, v, 0, 16 * MiB));
     } else {
-      return fail(ErrorKind::invalid, "accept function", {},
-                  fmt::format("unknown field \"{}\"; known: image, entrypoint, cmd, env, workdir, user, memory_mb, "
-                              "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
-                              "max_output_bytes, max_log_bytes",
-                              k));
+      return fail(
+          ErrorKind::invalid, "accept function", {},
+          fmt::format("unknown field \"{}\"; known: image, entrypoint, cmd, env, workdir, user, memory_mb, "
+                      "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
+                      "max_output_bytes, max_log_bytes",
+                      k));
     }
   }
   if (!have_image) return field_error("image", "is required (an image reference such as hello:latest)");
@@ -340,21 +354,34 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
   return w.take();
 }
 
-std::string_view start_name(pool::StartKind k) { return k == pool::StartKind::warm ? "warm" : "cold"; }
+std::string_view start_name(pool::StartKind k) {
+  return k == pool::StartKind::warm ? "warm" : "cold";
+}
 
-uint64_t billed_ms(uint64_t wall_us) { return (wall_us + 999) / 1000; }
+uint64_t billed_ms(uint64_t wall_us) {
+  return (wall_us + 999) / 1000;
+}
 
 std::string_view to_string(Outcome o) {
   switch (o) {
-    case Outcome::success: return "success";
-    case Outcome::error: return "error";
-    case Outcome::timeout: return "timeout";
-    case Outcome::oom: return "oom";
-    case Outcome::output_too_large: return "output_too_large";
-    case Outcome::setup_error: return "setup_error";
-    case Outcome::rejected: return "rejected";
-    case Outcome::failed: return "failed";
-    case Outcome::lost: return "lost";
+    case Outcome::success:
+      return "success";
+    case Outcome::error:
+      return "error";
+    case Outcome::timeout:
+      return "timeout";
+    case Outcome::oom:
+      return "oom";
+    case Outcome::output_too_large:
+      return "output_too_large";
+    case Outcome::setup_error:
+      return "setup_error";
+    case Outcome::rejected:
+      return "rejected";
+    case Outcome::failed:
+      return "failed";
+    case Outcome::lost:
+      return "lost";
   }
   return "failed";
 }
@@ -371,23 +398,33 @@ Outcome classify(const pool::InvocationResult& r) {
 
 unsigned http_status(Outcome o) {
   switch (o) {
-    case Outcome::success: return 200;
-    case Outcome::timeout: return 504;
-    case Outcome::rejected: return 429;
+    case Outcome::success:
+      return 200;
+    case Outcome::timeout:
+      return 504;
+    case Outcome::rejected:
+      return 429;
     case Outcome::failed:
-    case Outcome::lost: return 500;
-    default: return 502;
+    case Outcome::lost:
+      return 500;
+    default:
+      return 502;
   }
 }
 
 unsigned http_status(const Error& e) {
   switch (e.kind) {
     case ErrorKind::invalid:
-    case ErrorKind::corrupt: return 400;
-    case ErrorKind::not_found: return 404;
-    case ErrorKind::exists: return 409;
-    case ErrorKind::unavailable: return 503;
-    case ErrorKind::internal: return 500;
+    case ErrorKind::corrupt:
+      return 400;
+    case ErrorKind::not_found:
+      return 404;
+    case ErrorKind::exists:
+      return 409;
+    case ErrorKind::unavailable:
+      return 503;
+    case ErrorKind::internal:
+      return 500;
   }
   return 500;
 }
@@ -400,9 +437,11 @@ Result<uint64_t> query_uint(const std::map<std::string, std::string>& query, con
   const auto& s = it->second;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc{} || p != s.data() + s.size() || s.empty())
-    return fail(ErrorKind::invalid, "read query parameter", key, fmt::format("'{}' is not an unsigned integer", s));
+    return fail(ErrorKind::invalid, "read query parameter", key,
+                fmt::format("'{}' is not an unsigned integer", s));
   if (v > max)
-    return fail(ErrorKind::invalid, "read query parameter", key, fmt::format("{} is above the maximum {}", v, max));
+    return fail(ErrorKind::invalid, "read query parameter", key,
+                fmt::format("{} is above the maximum {}", v, max));
   return v;
 }
 

@@ -28,7 +28,7 @@ enum class Route {
   images_import,     // POST /v1/images
   not_found,
   method_not_allowed,
-  bad_request,       // a query string that does not decode
+  bad_request,  // a query string that does not decode
 };
 
 struct RouteMatch {

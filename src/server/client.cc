@@ -105,7 +105,8 @@ Result<Client> Client::connect(const Endpoint& endpoint) {
       return fail(ErrorKind::invalid, "use --host", endpoint.url, "expected http://HOST:PORT");
     impl->host = std::string(u.substr(0, colon));
     impl->port = std::string(u.substr(colon + 1));
-    if (impl->host.size() > 2 && impl->host.front() == '[') impl->host = impl->host.substr(1, impl->host.size() - 2);
+    if (impl->host.size() > 2 && impl->host.front() == '[')
+      impl->host = impl->host.substr(1, impl->host.size() - 2);
   }
   FNEXEC_TRY(impl->open());
   return Client(std::move(impl));
@@ -113,7 +114,8 @@ Result<Client> Client::connect(const Endpoint& endpoint) {
 
 Result<HttpResponse> Client::request(std::string_view method, std::string_view target, std::string_view body,
                                      std::string_view content_type) {
-  http::request<http::string_body> req(http::string_to_verb(beast::string_view(method.data(), method.size())), std::string(target), 11);
+  http::request<http::string_body> req(http::string_to_verb(beast::string_view(method.data(), method.size())),
+                                       std::string(target), 11);
   if (!body.empty() || method == "POST" || method == "PUT") {
     req.set(http::field::content_type, std::string(content_type));
     req.body() = std::string(body);

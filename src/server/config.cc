@@ -20,14 +20,16 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-const std::set<std::string_view> kRestartOnly = {"socket",    "socket_mode",   "socket_group",      "listen",
-                                                 "state_dir", "cgroups", "cgroup_prefix",       "max_sandboxes",     "invocation_workers"};
-const std::set<std::string_view> kReloadable = {"token_file",       "max_event_bytes",      "max_upload_bytes",
-                                                "log_bytes_per_function", "records_per_function", "shutdown_grace",
-                                                "ready_timeout",    "log_level"};
+const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",   "socket_group",
+                                                 "listen",        "state_dir",     "cgroups",
+                                                 "cgroup_prefix", "max_sandboxes", "invocation_workers"};
+const std::set<std::string_view> kReloadable = {
+    "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
+    "records_per_function", "shutdown_grace",  "ready_timeout",    "log_level"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
-  return fail(ErrorKind::invalid, "read setting", s.origin, fmt::format("{} = {}: {}", s.key, s.value, detail));
+  return fail(ErrorKind::invalid, "read setting", s.origin,
+              fmt::format("{} = {}: {}", s.key, s.value, detail));
 }
 
 Result<uint64_t> parse_uint(const Setting& s, uint64_t min, uint64_t max) {
@@ -53,7 +55,9 @@ Result<std::chrono::milliseconds> parse_setting_millis(const Setting& s) {
 
 }  // namespace
 
-bool is_restart_only(std::string_view key) { return kRestartOnly.contains(key); }
+bool is_restart_only(std::string_view key) {
+  return kRestartOnly.contains(key);
+}
 
 Result<std::chrono::milliseconds> parse_millis(std::string_view text) {
   auto d = FNEXEC_TRY(invoke::parse_duration(trim(text)));
@@ -77,7 +81,8 @@ Result<std::vector<Setting>> parse_config_text(std::string_view text, std::strin
       return fail(ErrorKind::invalid, "read config", where, fmt::format("'{}' is not `key = value`", line));
     std::string key(trim(line.substr(0, eq)));
     if (!kRestartOnly.contains(key) && !kReloadable.contains(key))
-      return fail(ErrorKind::invalid, "read config", where, fmt::format("unknown key '{}' (see fnexec.conf(5))", key));
+      return fail(ErrorKind::invalid, "read config", where,
+                  fmt::format("unknown key '{}' (see fnexec.conf(5))", key));
     out.push_back({key, std::string(trim(line.substr(eq + 1))), where});
   }
   return out;
@@ -147,7 +152,8 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       return fail(ErrorKind::invalid, "read setting", s.origin, fmt::format("unknown key '{}'", k));
     }
   }
-  if (c.max_event_bytes == 0) return fail(ErrorKind::invalid, "check config", {}, "max_event_bytes must be above 0");
+  if (c.max_event_bytes == 0)
+    return fail(ErrorKind::invalid, "check config", {}, "max_event_bytes must be above 0");
   return {};
 }
 

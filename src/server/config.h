@@ -25,7 +25,7 @@ struct ServeConfig {
   std::string socket_group;  // chgrp of the socket; "" keeps root's group
   std::string listen;        // HOST:PORT for TCP; needs token_file
   std::filesystem::path state_dir = "/var/lib/fnexec";
-  std::string cgroups = "auto";  // auto | disabled
+  std::string cgroups = "auto";          // auto | disabled
   std::string cgroup_prefix = "fnexec";  // below our own cgroup; one daemon per prefix
   uint32_t max_sandboxes = 256;
   uint32_t invocation_workers = 64;  // threads that run invocations; also the daemon-wide concurrency cap

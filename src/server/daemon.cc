@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -47,7 +48,8 @@ Result<> sd_notify(std::string_view state) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!fd) return fail_errno("create notify socket");
   auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
-  if (::sendto(fd.get(), state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), addr_len) < 0)
+  if (::sendto(fd.get(), state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
+               addr_len) < 0)
     return fail_errno("notify service manager", path);
   return {};
 }
@@ -71,12 +73,17 @@ class Daemon;
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Daemon& daemon, generic_socket socket, bool needs_token)
-      : daemon_(daemon), socket_(std::move(socket)), timer_(socket_.get_executor()), needs_token_(needs_token) {}
+      : daemon_(daemon),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        needs_token_(needs_token) {}
   void start() { read_header(); }
   // Closes the connection if it waits for a request (shutdown); a request in progress finishes first.
   void close_if_idle() {
     if (idle_) close();
   }
+  // Between reading a request and finishing its reply.
+  bool in_request() const { return !idle_ && !closed_; }
 
  private:
   void arm_timer() {
@@ -86,6 +93,7 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
   void close() {
+    closed_ = true;
     beast::error_code ec;
     socket_.shutdown(asio::socket_base::shutdown_both, ec);
     socket_.close(ec);
@@ -104,6 +112,7 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer timer_;
   bool needs_token_;
   bool idle_ = false;
+  bool closed_ = false;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::empty_body>> header_;
   std::optional<http::request_parser<http::string_body>> string_parser_;
@@ -124,7 +133,9 @@ class Daemon {
   // Loop thread only.
   bool stopping() const { return stopping_; }
   const std::string& token() const { return token_; }
-  uint64_t body_limit(Route r) const { return r == Route::images_import ? config_.max_upload_bytes : config_.max_event_bytes; }
+  uint64_t body_limit(Route r) const {
+    return r == Route::images_import ? config_.max_upload_bytes : config_.max_event_bytes;
+  }
   Result<stdfs::path> upload_path() {
     auto p = uploads_ / fmt::format("upload-{}", new_invocation_id());
     return p;
@@ -184,9 +195,8 @@ void Session::read_header() {
   header_.emplace();
   header_->header_limit(16 * 1024);
   arm_timer();
-  http::async_read_header(socket_, buffer_, *header_, [self = shared_from_this()](beast::error_code ec, size_t) {
-    self->on_header(ec);
-  });
+  http::async_read_header(socket_, buffer_, *header_,
+                          [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
 }
 
 void Session::on_header(beast::error_code ec) {
@@ -204,7 +214,8 @@ void Session::on_header(beast::error_code ec) {
     std::string_view given(auth.data(), auth.size());
     bool ok = given.starts_with("Bearer ") && token_matches(given.substr(7), daemon_.token());
     if (!ok) {
-      Reply r{401, "application/json",
+      Reply r{401,
+              "application/json",
               json_error(given.empty() ? "this endpoint needs Authorization: Bearer TOKEN"
                                        : "the bearer token is not valid"),
               {{"WWW-Authenticate", "Bearer"}}};
@@ -214,10 +225,12 @@ void Session::on_header(beast::error_code ec) {
 
   uint64_t limit = daemon_.body_limit(match_.route);
   if (auto len = header_->content_length(); len && *len > limit) {
-    return send(Reply{413, "application/json",
-                      json_error(fmt::format("request body of {} bytes is over the limit of {} bytes", *len, limit)),
-                      {}},
-                true);
+    return send(
+        Reply{413,
+              "application/json",
+              json_error(fmt::format("request body of {} bytes is over the limit of {} bytes", *len, limit)),
+              {}},
+        true);
   }
   if (req[http::field::expect] == "100-continue") {
     auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, version_);
@@ -240,8 +253,8 @@ void Session::read_body() {
     file_parser_->get().body().open(path->c_str(), beast::file_mode::write_new, ec);
     if (ec) {
       file_parser_.reset();
-      return send(Reply{500, "application/json", json_error("cannot create upload file: " + ec.message()), {}},
-                  true);
+      return send(
+          Reply{500, "application/json", json_error("cannot create upload file: " + ec.message()), {}}, true);
     }
     upload_ = *path;
     return http::async_read(socket_, buffer_, *file_parser_,
@@ -274,7 +287,8 @@ void Session::on_body(beast::error_code ec) {
       stdfs::remove(request.upload, rm);
     }
     if (ec == http::error::body_limit)
-      return send(Reply{413, "application/json",
+      return send(Reply{413,
+                        "application/json",
                         json_error(fmt::format("request body is over the limit of {} bytes",
                                                daemon_.body_limit(match_.route))),
                         {}},
@@ -294,7 +308,8 @@ void Session::dispatch(Request request) {
 }
 
 void Session::send(Reply reply, bool close_after) {
-  auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(reply.status), version_);
+  auto res =
+      std::make_shared<http::response<http::string_body>>(static_cast<http::status>(reply.status), version_);
   res->set(http::field::server, "fnexec");
   if (reply.status != 204) res->set(http::field::content_type, reply.content_type);
   for (auto& [k, v] : reply.headers) res->set(k, v);
@@ -302,12 +317,13 @@ void Session::send(Reply reply, bool close_after) {
   res->keep_alive(keep);
   res->body() = std::move(reply.body);
   res->prepare_payload();
-  http::async_write(socket_, *res, [self = shared_from_this(), res, keep, close_after](beast::error_code ec, size_t) {
-    if (ec) return self->close();
-    if (close_after) return self->drain_and_close();
-    if (!keep) return self->close();
-    self->read_header();
-  });
+  http::async_write(socket_, *res,
+                    [self = shared_from_this(), res, keep, close_after](beast::error_code ec, size_t) {
+                      if (ec) return self->close();
+                      if (close_after) return self->drain_and_close();
+                      if (!keep) return self->close();
+                      self->read_header();
+                    });
 }
 
 // After an early reply (401, 413) the client may still be sending its body: read it away before
@@ -319,11 +335,12 @@ void Session::drain_and_close() {
   timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
     if (auto self = weak.lock(); self && !ec) self->close();
   });
-  socket_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
-    self->drained_ += n;
-    if (ec || self->drained_ > (64u << 20)) return self->close();
-    self->drain_and_close();
-  });
+  socket_.async_read_some(asio::buffer(discard_),
+                          [self = shared_from_this()](beast::error_code ec, size_t n) {
+                            self->drained_ += n;
+                            if (ec || self->drained_ > (64u << 20)) return self->close();
+                            self->drain_and_close();
+                          });
 }
 
 // Binds the unix socket. An existing socket file is replaced only when nothing answers on it.
@@ -333,11 +350,13 @@ Result<> Daemon::listen_unix() {
     return fail(ErrorKind::invalid, "listen on unix socket", path.string(), "path too long for a socket");
   std::error_code ec;
   stdfs::create_directories(path.parent_path(), ec);
-  if (ec) return fail(ErrorKind::internal, "create socket directory", path.parent_path().string(), ec.message());
+  if (ec)
+    return fail(ErrorKind::internal, "create socket directory", path.parent_path().string(), ec.message());
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
-      return fail(ErrorKind::exists, "listen on unix socket", path.string(), "a file that is not a socket is there");
+      return fail(ErrorKind::exists, "listen on unix socket", path.string(),
+                  "a file that is not a socket is there");
     UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -345,7 +364,8 @@ Result<> Daemon::listen_unix() {
     if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
       return fail(ErrorKind::exists, "listen on unix socket", path.string(),
                   "another daemon answers on it; stop it or use another --socket");
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return fail_errno("remove stale socket", path.string());
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      return fail_errno("remove stale socket", path.string());
     spdlog::info("removed stale socket path={}", path.string());
   }
   asio::local::stream_protocol::endpoint ep(path.string());
@@ -361,7 +381,8 @@ Result<> Daemon::listen_unix() {
   if (!config_.socket_group.empty()) {
     struct group* gr = ::getgrnam(config_.socket_group.c_str());
     if (!gr) return fail(ErrorKind::not_found, "find socket group", config_.socket_group);
-    if (::chown(path.c_str(), static_cast<uid_t>(-1), gr->gr_gid) != 0) return fail_errno("chgrp socket", path.string());
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), gr->gr_gid) != 0)
+      return fail_errno("chgrp socket", path.string());
   }
   if (::chmod(path.c_str(), config_.socket_mode) != 0) return fail_errno("chmod socket", path.string());
   unix_acceptor_->listen(asio::socket_base::max_listen_connections, bec);
@@ -377,9 +398,11 @@ Result<> Daemon::listen_tcp() {
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   beast::error_code ec;
   asio::ip::tcp::resolver resolver(io_);
-  auto results = resolver.resolve(host, port, asio::ip::tcp::resolver::passive | asio::ip::tcp::resolver::numeric_service, ec);
+  auto results = resolver.resolve(
+      host, port, asio::ip::tcp::resolver::passive | asio::ip::tcp::resolver::numeric_service, ec);
   if (ec || results.empty())
-    return fail(ErrorKind::invalid, "resolve listen address", config_.listen, ec ? ec.message() : "no address");
+    return fail(ErrorKind::invalid, "resolve listen address", config_.listen,
+                ec ? ec.message() : "no address");
   auto ep = results.begin()->endpoint();
   tcp_acceptor_.emplace(io_);
   tcp_acceptor_->open(ep.protocol(), ec);
@@ -463,9 +486,10 @@ void Daemon::reload() {
       if (is_restart_only(s.key)) {
         ServeConfig probe = config_;
         (void)apply_settings(probe, {s});
-        if (probe.socket != config_.socket || probe.listen != config_.listen || probe.state_dir != config_.state_dir ||
-            probe.cgroups != config_.cgroups || probe.cgroup_prefix != config_.cgroup_prefix ||
-            probe.max_sandboxes != config_.max_sandboxes || probe.invocation_workers != config_.invocation_workers ||
+        if (probe.socket != config_.socket || probe.listen != config_.listen ||
+            probe.state_dir != config_.state_dir || probe.cgroups != config_.cgroups ||
+            probe.cgroup_prefix != config_.cgroup_prefix || probe.max_sandboxes != config_.max_sandboxes ||
+            probe.invocation_workers != config_.invocation_workers ||
             probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group)
           spdlog::warn("reload: {} changed; it takes effect after a restart", s.key);
       }
@@ -479,7 +503,8 @@ void Daemon::reload() {
     config_.log_level = next.log_level;
     token_ = token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
-    service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function}, config_.invocation_workers});
+    service_->set_limits(
+        {{config_.log_bytes_per_function, config_.records_per_function}, config_.invocation_workers});
     spdlog::info("reloaded config file={}", options_.config_file.string());
   }
   (void)sd_notify("READY=1");
@@ -491,7 +516,9 @@ void Daemon::tick() {
     bool warm = service_->pools_warm();
     bool waited_long = std::chrono::steady_clock::now() - started_ > config_.ready_timeout;
     if (warm || waited_long) {
-      if (!warm) spdlog::warn("pools not warm after ready_timeout={}ms; reporting ready", config_.ready_timeout.count());
+      if (!warm)
+        spdlog::warn("pools not warm after ready_timeout={}ms; reporting ready",
+                     config_.ready_timeout.count());
       ready_sent_ = true;
       if (auto r = sd_notify("READY=1\nSTATUS=serving"); !r) spdlog::warn("{}", r.error().message());
       spdlog::info("ready");
@@ -531,7 +558,12 @@ void Daemon::begin_shutdown() {
 }
 
 void Daemon::finish_shutdown_when_idle() {
-  bool idle = pools_stopped_ && service_->busy() == 0;
+  // Replies still being written count too: stopping the loop would cut them off.
+  bool idle = pools_stopped_ && service_->busy() == 0 &&
+              std::none_of(sessions_.begin(), sessions_.end(), [](const std::weak_ptr<Session>& w) {
+                auto s = w.lock();
+                return s && s->in_request();
+              });
   if (idle || std::chrono::steady_clock::now() > stop_deadline_) {
     if (!idle) spdlog::warn("shutdown: {} jobs still running at the deadline", service_->busy());
     signals_.cancel();
@@ -546,15 +578,17 @@ Result<int> Daemon::run() {
   spdlog::set_level(spdlog::level::from_str(config_.log_level));
   if (!config_.listen.empty()) {
     if (config_.token_file.empty())
-      return fail(ErrorKind::invalid, "listen on TCP", config_.listen,
-                  "refusing to serve TCP without a bearer token: set --token-file (token_file in fnexec.conf)");
+      return fail(
+          ErrorKind::invalid, "listen on TCP", config_.listen,
+          "refusing to serve TCP without a bearer token: set --token-file (token_file in fnexec.conf)");
     token_ = FNEXEC_TRY(read_token_file(config_.token_file));
   }
 
   // One daemon per state dir: the lock is what makes recovery (lost records, stale cgroups) safe.
   std::error_code ec;
   stdfs::create_directories(config_.state_dir, ec);
-  if (ec) return fail(ErrorKind::internal, "create state directory", config_.state_dir.string(), ec.message());
+  if (ec)
+    return fail(ErrorKind::internal, "create state directory", config_.state_dir.string(), ec.message());
   auto lock_path = config_.state_dir / "serve.lock";
   UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lock) return fail_errno("open lock file", lock_path.string());
@@ -604,11 +638,14 @@ Result<int> Daemon::run() {
 
   invocation_threads_ = std::make_unique<asio::thread_pool>(config_.invocation_workers);
   admin_threads_ = std::make_unique<asio::thread_pool>(2);
-  auto on = [](asio::thread_pool& p) { return [&p](std::function<void()> job) { asio::post(p, std::move(job)); }; };
+  auto on = [](asio::thread_pool& p) {
+    return [&p](std::function<void()> job) { asio::post(p, std::move(job)); };
+  };
   service_ = std::make_unique<Service>(
-      *state_, pools_.get(), store, std::string(cgroup::to_string(cgroups_->mode())), on(*invocation_threads_),
-      on(*admin_threads_),
-      ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function}, config_.invocation_workers});
+      *state_, pools_.get(), store, std::string(cgroup::to_string(cgroups_->mode())),
+      on(*invocation_threads_), on(*admin_threads_),
+      ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function},
+                    config_.invocation_workers});
   FNEXEC_TRY(service_->start());
 
   signals_.async_wait([this](beast::error_code ec, int s) {

@@ -24,7 +24,8 @@ void Metrics::observe(std::string_view function, pool::StartKind start, uint64_t
   std::lock_guard lock(mu_);
   ++(start == pool::StartKind::warm ? counters_.warm_starts : counters_.cold_starts);
   auto it = counters_.durations.find(function);
-  if (it == counters_.durations.end()) it = counters_.durations.emplace(std::string(function), DurationHistogram{}).first;
+  if (it == counters_.durations.end())
+    it = counters_.durations.emplace(std::string(function), DurationHistogram{}).first;
   it->second.observe(static_cast<double>(wall_us) / 1e6);
 }
 
@@ -57,10 +58,11 @@ std::string format_prometheus(const MetricsSnapshot& m) {
 
   header("fnexec_invocations_total", "counter", "Invocations that finished, by function and outcome.");
   for (const auto& [key, n] : m.invocations)
-    out += fmt::format("fnexec_invocations_total{{function=\"{}\",outcome=\"{}\"}} {}\n", escape_label(key.first),
-                       escape_label(key.second), n);
+    out += fmt::format("fnexec_invocations_total{{function=\"{}\",outcome=\"{}\"}} {}\n",
+                       escape_label(key.first), escape_label(key.second), n);
 
-  header("fnexec_starts_total", "counter", "Invocations by start kind: warm (pooled sandbox) or cold (built on demand).");
+  header("fnexec_starts_total", "counter",
+         "Invocations by start kind: warm (pooled sandbox) or cold (built on demand).");
   out += fmt::format("fnexec_starts_total{{kind=\"warm\"}} {}\n", m.warm_starts);
   out += fmt::format("fnexec_starts_total{{kind=\"cold\"}} {}\n", m.cold_starts);
 
@@ -73,7 +75,8 @@ std::string format_prometheus(const MetricsSnapshot& m) {
       out += fmt::format("fnexec_invocation_duration_seconds_bucket{{function=\"{}\",le=\"{}\"}} {}\n", fn,
                          kDurationBuckets[i], cumulative);
     }
-    out += fmt::format("fnexec_invocation_duration_seconds_bucket{{function=\"{}\",le=\"+Inf\"}} {}\n", fn, h.count);
+    out += fmt::format("fnexec_invocation_duration_seconds_bucket{{function=\"{}\",le=\"+Inf\"}} {}\n", fn,
+                       h.count);
     out += fmt::format("fnexec_invocation_duration_seconds_sum{{function=\"{}\"}} {}\n", fn, h.sum_seconds);
     out += fmt::format("fnexec_invocation_duration_seconds_count{{function=\"{}\"}} {}\n", fn, h.count);
   }

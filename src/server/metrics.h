@@ -16,8 +16,8 @@
 namespace fnexec::server {
 
 // Upper bounds (seconds) of fnexec_invocation_duration_seconds; +Inf is implied.
-inline constexpr std::array<double, 16> kDurationBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                            0.25,   0.5,   1,      2.5,   5,     10,    30,    60};
+inline constexpr std::array<double, 16> kDurationBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 
 struct DurationHistogram {
   std::array<uint64_t, kDurationBuckets.size()> buckets{};  // not cumulative: one bucket per observation

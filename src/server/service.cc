@@ -26,15 +26,22 @@ std::string new_invocation_id() {
 }
 
 int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
 namespace {
 
-Reply json_reply(unsigned status, std::string body) { return Reply{status, "application/json", std::move(body), {}}; }
-Reply error_reply(unsigned status, std::string_view message) { return json_reply(status, json_error(message)); }
-Reply error_reply(const Error& e) { return error_reply(http_status(e), e.message()); }
+Reply json_reply(unsigned status, std::string body) {
+  return Reply{status, "application/json", std::move(body), {}};
+}
+Reply error_reply(unsigned status, std::string_view message) {
+  return json_reply(status, json_error(message));
+}
+Reply error_reply(const Error& e) {
+  return error_reply(http_status(e), e.message());
+}
 
 std::string invocation_json(const InvocationRow& r, const std::optional<std::string>& log) {
   JsonWriter w;
@@ -48,7 +55,9 @@ std::string invocation_json(const InvocationRow& r, const std::optional<std::str
   w.field("wall_us", r.wall_us).field("cpu_user_us", r.cpu_user_us).field("cpu_system_us", r.cpu_system_us);
   w.field("memory_peak_bytes", r.memory_peak_bytes).field("billed_ms", r.billed_ms);
   w.field("exit_code", r.exit_code).field("signal", r.signal);
-  w.field("oom_killed", r.oom_killed).field("timed_out", r.timed_out).field("output_too_large", r.output_too_large);
+  w.field("oom_killed", r.oom_killed)
+      .field("timed_out", r.timed_out)
+      .field("output_too_large", r.output_too_large);
   w.key("error");
   r.error.empty() ? w.null() : w.value(r.error);
   if (r.output) w.field("output", *r.output);
@@ -79,17 +88,20 @@ InvocationEnd end_of(const std::string& id, const pool::InvocationResult& res, O
   return e;
 }
 
-std::string failure_message(const pool::FunctionSpec& spec, const pool::InvocationResult& res, Outcome outcome) {
+std::string failure_message(const pool::FunctionSpec& spec, const pool::InvocationResult& res,
+                            Outcome outcome) {
   const auto& rec = res.record;
   switch (outcome) {
-    case Outcome::timeout: return fmt::format("function {} timed out after {} ms", spec.name, spec.timeout.count());
+    case Outcome::timeout:
+      return fmt::format("function {} timed out after {} ms", spec.name, spec.timeout.count());
     case Outcome::oom:
       return fmt::format("function {} was killed by the OOM killer (memory_mb {})", spec.name,
                          spec.limits.memory_bytes.value_or(0) >> 20);
     case Outcome::output_too_large:
       return fmt::format("function {} wrote more than max_output_bytes ({}) to stdout", spec.name,
                          spec.max_output_bytes);
-    case Outcome::setup_error: return rec.setup_error ? rec.setup_error->message() : "sandbox setup failed";
+    case Outcome::setup_error:
+      return rec.setup_error ? rec.setup_error->message() : "sandbox setup failed";
     default:
       if (rec.signal) return fmt::format("function {} was killed by signal {}", spec.name, *rec.signal);
       return fmt::format("function {} exited with code {}", spec.name, rec.exit_code);
@@ -98,8 +110,8 @@ std::string failure_message(const pool::FunctionSpec& spec, const pool::Invocati
 
 }  // namespace
 
-Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode, Executor invocations,
-                 Executor admin, ServiceLimits limits)
+Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode,
+                 Executor invocations, Executor admin, ServiceLimits limits)
     : state_(state),
       pools_(pools),
       store_(store),
@@ -137,7 +149,8 @@ bool Service::pools_warm() const {
   std::lock_guard lock(mu_);
   for (const auto& [name, entry] : functions_) {
     if (!entry.error.empty() || entry.spec.min_warm == 0) continue;
-    auto it = std::find_if(stats.begin(), stats.end(), [&](const pool::PoolStats& s) { return s.function == name; });
+    auto it = std::find_if(stats.begin(), stats.end(),
+                           [&](const pool::PoolStats& s) { return s.function == name; });
     if (it == stats.end() || it->warm < entry.spec.min_warm) return false;
   }
   return true;
@@ -166,7 +179,8 @@ void Service::handle(Request request, Respond respond) {
   switch (m.route) {
     case Route::healthz: {
       std::lock_guard lock(mu_);
-      return respond(stopping_ ? json_reply(503, R"({"status":"stopping"})") : json_reply(200, R"({"status":"ok"})"));
+      return respond(stopping_ ? json_reply(503, R"({"status":"stopping"})")
+                               : json_reply(200, R"({"status":"ok"})"));
     }
     case Route::metrics: {
       auto snap = metrics_.snapshot();
@@ -178,32 +192,46 @@ void Service::handle(Request request, Respond respond) {
       }
       return respond(Reply{200, "text/plain; version=0.0.4; charset=utf-8", format_prometheus(snap), {}});
     }
-    case Route::functions_list: return list_functions(respond);
-    case Route::function_get: return get_function(m.param, respond);
-    case Route::function_put: return put_function(request, std::move(respond));
-    case Route::function_delete: return delete_function(m.param, std::move(respond));
-    case Route::function_invoke: return invoke(request, std::move(respond));
-    case Route::function_logs: return logs(request, respond);
-    case Route::invocations_list: return list_invocations(request, respond);
-    case Route::invocation_get: return get_invocation(m.param, respond);
-    case Route::images_list: return images_list(respond);
-    case Route::images_import: return images_import(request, std::move(respond));
-    case Route::bad_request: return respond(error_reply(400, m.error));
+    case Route::functions_list:
+      return list_functions(respond);
+    case Route::function_get:
+      return get_function(m.param, respond);
+    case Route::function_put:
+      return put_function(request, std::move(respond));
+    case Route::function_delete:
+      return delete_function(m.param, std::move(respond));
+    case Route::function_invoke:
+      return invoke(request, std::move(respond));
+    case Route::function_logs:
+      return logs(request, respond);
+    case Route::invocations_list:
+      return list_invocations(request, respond);
+    case Route::invocation_get:
+      return get_invocation(m.param, respond);
+    case Route::images_list:
+      return images_list(respond);
+    case Route::images_import:
+      return images_import(request, std::move(respond));
+    case Route::bad_request:
+      return respond(error_reply(400, m.error));
     case Route::method_not_allowed: {
       auto r = error_reply(405, fmt::format("{} is not allowed on {}; allowed: {}", request.method,
                                             request.target.substr(0, request.target.find('?')), m.allow));
       r.headers.emplace_back("Allow", m.allow);
       return respond(std::move(r));
     }
-    case Route::not_found: break;
+    case Route::not_found:
+      break;
   }
-  respond(error_reply(404, fmt::format("no such endpoint: {}", request.target.substr(0, request.target.find('?')))));
+  respond(error_reply(
+      404, fmt::format("no such endpoint: {}", request.target.substr(0, request.target.find('?')))));
 }
 
 std::string Service::pool_json(const std::string& name, const std::vector<pool::PoolStats>& stats) const {
   JsonWriter w;
   w.begin_object();
-  auto it = std::find_if(stats.begin(), stats.end(), [&](const pool::PoolStats& s) { return s.function == name; });
+  auto it =
+      std::find_if(stats.begin(), stats.end(), [&](const pool::PoolStats& s) { return s.function == name; });
   w.field("warm", it == stats.end() ? 0u : it->warm);
   w.field("busy", it == stats.end() ? 0u : it->busy);
   w.field("starting", it == stats.end() ? 0u : it->starting);
@@ -334,21 +362,21 @@ void Service::invoke(Request& request, Respond respond) {
   auto& n = in_flight_[name];
   if (n >= f->second.spec.max_concurrency || in_flight_total_ >= limits_.max_in_flight) {
     metrics_.count(name, Outcome::rejected);
-    auto r = error_reply(429, n >= f->second.spec.max_concurrency
-                                  ? fmt::format("function {} is at max_concurrency ({})", name,
-                                                f->second.spec.max_concurrency)
-                                  : fmt::format("the daemon is running its maximum of {} invocations",
-                                                limits_.max_in_flight));
+    auto r = error_reply(
+        429, n >= f->second.spec.max_concurrency
+                 ? fmt::format("function {} is at max_concurrency ({})", name, f->second.spec.max_concurrency)
+                 : fmt::format("the daemon is running its maximum of {} invocations", limits_.max_in_flight));
     r.headers.emplace_back("Retry-After", "1");
     return respond(std::move(r));
   }
   ++n;
   ++in_flight_total_;
   lock.unlock();
-  run_job(invocations_, [this, name, event = std::move(request.body), respond = std::move(respond)]() mutable {
-    invoke_sync(name, std::move(event), std::move(respond));
-    release(name);
-  });
+  run_job(invocations_,
+          [this, name, event = std::move(request.body), respond = std::move(respond)]() mutable {
+            invoke_sync(name, std::move(event), std::move(respond));
+            release(name);
+          });
 }
 
 void Service::release(const std::string& function) {
@@ -421,8 +449,10 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
   h.emplace_back("Fnexec-Duration-Us", std::to_string(rec.wall_us));
   h.emplace_back("Fnexec-Billed-Ms", std::to_string(billed_ms(rec.wall_us)));
   if (rec.cpu_user_us || rec.cpu_system_us)
-    h.emplace_back("Fnexec-Cpu-Us", std::to_string(rec.cpu_user_us.value_or(0) + rec.cpu_system_us.value_or(0)));
-  if (rec.memory_peak_bytes) h.emplace_back("Fnexec-Memory-Peak-Bytes", std::to_string(*rec.memory_peak_bytes));
+    h.emplace_back("Fnexec-Cpu-Us",
+                   std::to_string(rec.cpu_user_us.value_or(0) + rec.cpu_system_us.value_or(0)));
+  if (rec.memory_peak_bytes)
+    h.emplace_back("Fnexec-Memory-Peak-Bytes", std::to_string(*rec.memory_peak_bytes));
   h.emplace_back("Fnexec-Exit-Code", std::to_string(rec.exit_code));
   respond(std::move(reply));
 }
@@ -478,7 +508,8 @@ void Service::pump_queue() {
         std::lock_guard lock(mu_);
         retention = limits_.retention;
       }
-      if (auto r = state_.finish(e, retention); !r) spdlog::error("invocation={} {}", q.id, r.error().message());
+      if (auto r = state_.finish(e, retention); !r)
+        spdlog::error("invocation={} {}", q.id, r.error().message());
     });
 }
 
@@ -524,7 +555,8 @@ void Service::run_async(QueuedInvocation q) {
       if (auto r = state_.append_log(q.function, q.id, end.finished_ms, res->log, retention); !r)
         spdlog::error("invocation={} {}", q.id, r.error().message());
   }
-  if (auto r = state_.finish(end, retention); !r) spdlog::error("invocation={} {}", q.id, r.error().message());
+  if (auto r = state_.finish(end, retention); !r)
+    spdlog::error("invocation={} {}", q.id, r.error().message());
 }
 
 void Service::logs(const Request& request, Respond& respond) {
@@ -595,7 +627,8 @@ void Service::images_list(Respond& respond) {
 
 void Service::images_import(Request& request, Respond respond) {
   auto upload = request.upload;
-  auto name = request.match.query.contains("name") ? std::optional(request.match.query.at("name")) : std::nullopt;
+  auto name =
+      request.match.query.contains("name") ? std::optional(request.match.query.at("name")) : std::nullopt;
   run_job(admin_, [this, upload, name, respond = std::move(respond)] {
     Reply reply = error_reply(503, "the image store is not available in this build");
 #if FNEXEC_HAVE_IMAGE_STORE
@@ -607,7 +640,10 @@ void Service::images_import(Request& request, Respond respond) {
         reply = error_reply(img.error().kind == ErrorKind::internal ? 500 : 400, img.error().message());
       } else {
         JsonWriter w;
-        w.begin_object().field("digest", img->manifest_digest).field("reference", img->reference).end_object();
+        w.begin_object()
+            .field("digest", img->manifest_digest)
+            .field("reference", img->reference)
+            .end_object();
         reply = json_reply(201, w.take());
         spdlog::info("image imported reference={} digest={}", img->reference, img->manifest_digest);
       }

@@ -53,8 +53,8 @@ struct ServiceLimits {
 class Service {
  public:
   // pools and store may be null: the daemon then answers what needs them with 503.
-  Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode, Executor invocations,
-          Executor admin, ServiceLimits limits);
+  Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode,
+          Executor invocations, Executor admin, ServiceLimits limits);
 
   // Loads the functions and configures their pools, loads the async queue. Before serving.
   Result<> start();

@@ -69,7 +69,9 @@ std::unexpected<Error> db_error(sqlite3* db, std::string what) {
 // One prepared statement, finalized on every path.
 class Statement {
  public:
-  Statement(sqlite3* db, const char* sql) : db_(db) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
   ~Statement() { sqlite3_finalize(stmt_); }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
@@ -132,7 +134,8 @@ constexpr int64_t kPruneEvery = 256;
 
 constexpr const char* kInvocationColumns =
     "i.seq, i.id, i.function, i.async, i.status, i.start_kind, i.outcome, i.queued_ms, i.started_ms, "
-    "i.finished_ms, i.wall_us, i.cpu_user_us, i.cpu_system_us, i.memory_peak_bytes, i.billed_ms, i.exit_code, "
+    "i.finished_ms, i.wall_us, i.cpu_user_us, i.cpu_system_us, i.memory_peak_bytes, i.billed_ms, "
+    "i.exit_code, "
     "i.signal, i.oom_killed, i.timed_out, i.output_too_large, i.error, p.output";
 
 InvocationRow read_invocation(const Statement& s) {
@@ -166,8 +169,8 @@ InvocationRow read_invocation(const Statement& s) {
 
 Result<std::unique_ptr<State>> State::open(const std::filesystem::path& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
@@ -180,13 +183,16 @@ Result<std::unique_ptr<State>> State::open(const std::filesystem::path& path) {
   // and only the last transactions can go on power loss (fsync at checkpoints).
   // locking_mode=EXCLUSIVE: the daemon is the only user (serve.lock), and it saves the file locks
   // of every transaction (measured: 12 fcntl calls per invocation record without it).
-  FNEXEC_TRY(state->exec("PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                         "PRAGMA foreign_keys=ON;"));
+  FNEXEC_TRY(
+      state->exec("PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                  "PRAGMA foreign_keys=ON;"));
   if (auto r = state->migrate(); !r) return std::unexpected(r.error().context(path.string() + ": "));
   return state;
 }
 
-State::~State() { sqlite3_close(db_); }
+State::~State() {
+  sqlite3_close(db_);
+}
 
 Result<> State::exec(const char* sql) {
   char* err = nullptr;
@@ -211,8 +217,8 @@ Result<> State::migrate() {
     }
     if (version > kSchemaVersion)
       return fail(ErrorKind::invalid, "open state database", {},
-                  fmt::format("schema version {} is newer than this fnexec knows ({}); use a newer fnexec", version,
-                              kSchemaVersion));
+                  fmt::format("schema version {} is newer than this fnexec knows ({}); use a newer fnexec",
+                              version, kSchemaVersion));
     for (int v = version; v < kSchemaVersion; ++v) {
       FNEXEC_TRY(exec(kMigrations[v]));
       Statement up(db_, "UPDATE schema_version SET version = ?");
@@ -277,12 +283,14 @@ Result<> State::insert_running(const std::string& id, const std::string& functio
   return q.bind(1, id).bind(2, function).bind(3, now_ms).run("record invocation");
 }
 
-Result<> State::enqueue(const std::string& id, const std::string& function, std::string_view event, int64_t now_ms) {
+Result<> State::enqueue(const std::string& id, const std::string& function, std::string_view event,
+                        int64_t now_ms) {
   std::lock_guard lock(mu_);
   FNEXEC_TRY(exec("BEGIN"));
   auto body = [&]() -> Result<> {
-    Statement q(db_,
-                "INSERT INTO invocations (id, function, async, status, queued_ms) VALUES (?1, ?2, 1, 'queued', ?3)");
+    Statement q(
+        db_,
+        "INSERT INTO invocations (id, function, async, status, queued_ms) VALUES (?1, ?2, 1, 'queued', ?3)");
     FNEXEC_TRY(q.bind(1, id).bind(2, function).bind(3, now_ms).run("queue invocation"));
     Statement p(db_, "INSERT INTO async_payloads (id, event) VALUES (?1, ?2)");
     return p.bind(1, id).bind_blob(2, event).run("store event");
@@ -296,9 +304,11 @@ Result<> State::enqueue(const std::string& id, const std::string& function, std:
 
 Result<std::string> State::start_queued(const std::string& id, int64_t now_ms) {
   std::lock_guard lock(mu_);
-  Statement q(db_, "UPDATE invocations SET status = 'running', started_ms = ?2 WHERE id = ?1 AND status = 'queued'");
+  Statement q(
+      db_, "UPDATE invocations SET status = 'running', started_ms = ?2 WHERE id = ?1 AND status = 'queued'");
   FNEXEC_TRY(q.bind(1, id).bind(2, now_ms).run("start queued invocation"));
-  if (sqlite3_changes(db_) == 0) return fail(ErrorKind::not_found, "start queued invocation", id, "not queued");
+  if (sqlite3_changes(db_) == 0)
+    return fail(ErrorKind::not_found, "start queued invocation", id, "not queued");
   Statement e(db_, "SELECT event FROM async_payloads WHERE id = ?");
   e.bind(1, id);
   if (!FNEXEC_TRY(e.step("read event"))) return std::string();
@@ -341,7 +351,9 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
                     "DELETE FROM invocations WHERE function = ?1 AND status IN ('done', 'lost') AND seq <= "
                     "(SELECT seq FROM invocations WHERE function = ?1 AND status IN ('done', 'lost') "
                     "ORDER BY seq DESC LIMIT 1 OFFSET ?2)");
-    return prune.bind(1, function).bind(2, static_cast<int64_t>(retention.records_per_function)).run("prune records");
+    return prune.bind(1, function)
+        .bind(2, static_cast<int64_t>(retention.records_per_function))
+        .run("prune records");
   };
   if (auto r = body(); !r) {
     (void)exec("ROLLBACK");
@@ -352,8 +364,9 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
 
 Result<std::optional<InvocationRow>> State::get_invocation(const std::string& id) {
   std::lock_guard lock(mu_);
-  auto sql = fmt::format("SELECT {} FROM invocations i LEFT JOIN async_payloads p ON p.id = i.id WHERE i.id = ?",
-                         kInvocationColumns);
+  auto sql =
+      fmt::format("SELECT {} FROM invocations i LEFT JOIN async_payloads p ON p.id = i.id WHERE i.id = ?",
+                  kInvocationColumns);
   Statement q(db_, sql.c_str());
   q.bind(1, id);
   if (!FNEXEC_TRY(q.step("read invocation"))) return std::nullopt;
@@ -412,11 +425,13 @@ Result<> State::append_log(const std::string& function, const std::string& invoc
   uint64_t total = it->second + text.size();
   auto body = [&]() -> Result<> {
     Statement q(db_, "INSERT INTO logs (function, invocation_id, time_ms, text) VALUES (?1, ?2, ?3, ?4)");
-    FNEXEC_TRY(q.bind(1, function).bind(2, invocation_id).bind(3, time_ms).bind_blob(4, text).run("store log"));
+    FNEXEC_TRY(
+        q.bind(1, function).bind(2, invocation_id).bind(3, time_ms).bind_blob(4, text).run("store log"));
     int64_t newest = sqlite3_last_insert_rowid(db_);
     while (total > retention.log_bytes_per_function) {
       // Oldest first; the newest entry always stays, even when it alone is over the budget.
-      Statement old(db_, "SELECT seq, length(text) FROM logs WHERE function = ?1 AND seq < ?2 ORDER BY seq LIMIT 64");
+      Statement old(
+          db_, "SELECT seq, length(text) FROM logs WHERE function = ?1 AND seq < ?2 ORDER BY seq LIMIT 64");
       old.bind(1, function).bind(2, newest);
       int64_t last = -1;
       while (total > retention.log_bytes_per_function && FNEXEC_TRY(old.step("find old logs"))) {

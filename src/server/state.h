@@ -36,7 +36,8 @@ struct InvocationRow {
   bool async = false;
   std::string status;  // queued | running | done | lost
   std::string start;   // warm | cold | ""
-  std::string outcome; // success | error | timeout | oom | output_too_large | setup_error | rejected | failed | lost
+  std::string
+      outcome;  // success | error | timeout | oom | output_too_large | setup_error | rejected | failed | lost
   int64_t queued_ms = 0;
   std::optional<int64_t> started_ms, finished_ms;
   std::optional<uint64_t> wall_us, cpu_user_us, cpu_system_us, memory_peak_bytes, billed_ms;
@@ -100,7 +101,8 @@ class State {
   // A sync invocation about to start: status running.
   Result<> insert_running(const std::string& id, const std::string& function, int64_t now_ms);
   // An async invocation: status queued, event kept until it ran.
-  Result<> enqueue(const std::string& id, const std::string& function, std::string_view event, int64_t now_ms);
+  Result<> enqueue(const std::string& id, const std::string& function, std::string_view event,
+                   int64_t now_ms);
   // Queued → running; returns the event. not_found when the row is not queued any more.
   Result<std::string> start_queued(const std::string& id, int64_t now_ms);
   // Running → queued again (the pool had no capacity after all).
@@ -109,7 +111,8 @@ class State {
 
   Result<std::optional<InvocationRow>> get_invocation(const std::string& id);
   // Newest first; function "" = all; since_ms = queued at or after.
-  Result<std::vector<InvocationRow>> list_invocations(const std::string& function, int64_t since_ms, uint64_t limit);
+  Result<std::vector<InvocationRow>> list_invocations(const std::string& function, int64_t since_ms,
+                                                      uint64_t limit);
   // Oldest first.
   Result<std::vector<QueuedInvocation>> queued();
 

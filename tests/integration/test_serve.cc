@@ -9,321 +9,337 @@ using namespace fnexec;
 using namespace fnexec::test::serve;
 
 TEST_SUITE("serve") {
+  TEST_CASE("functions: create, list, get, update, delete over curl and the CLI") {
+    Daemon d;
+    d.start();
+    struct stat st {};
+    REQUIRE(::stat(d.socket().c_str(), &st) == 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0660);
 
-TEST_CASE("functions: create, list, get, update, delete over curl and the CLI") {
-  Daemon d;
-  d.start();
-  struct stat st {};
-  REQUIRE(::stat(d.socket().c_str(), &st) == 0);
-  CHECK(S_ISSOCK(st.st_mode));
-  CHECK((st.st_mode & 0777) == 0660);
+    auto health = d.curl("GET", "/healthz");
+    CHECK(health.status == 200);
+    CHECK(contains(health.body, R"("status":"ok")"));
 
-  auto health = d.curl("GET", "/healthz");
-  CHECK(health.status == 200);
-  CHECK(contains(health.body, R"("status":"ok")"));
+    auto created = d.curl("PUT", "/v1/functions/hello", kHello);
+    CHECK(created.status == 201);
+    CHECK(contains(created.body, R"("name":"hello")"));
+    CHECK(contains(created.body, R"("memory_mb":64)"));
+    CHECK(d.curl("PUT", "/v1/functions/hello", kHello).status == 200);  // replaced
 
-  auto created = d.curl("PUT", "/v1/functions/hello", kHello);
-  CHECK(created.status == 201);
-  CHECK(contains(created.body, R"("name":"hello")"));
-  CHECK(contains(created.body, R"("memory_mb":64)"));
-  CHECK(d.curl("PUT", "/v1/functions/hello", kHello).status == 200);  // replaced
+    auto cli = d.cli({"fn", "create", "echo", "--image", "busybox:1", "--memory", "32m", "--cpus", "0.5",
+                      "--timeout", "2s", "--min-warm", "0", "-e", "A=1", "--", "cat"});
+    CHECK_MESSAGE(cli.exit_code == 0, cli.err);
+    auto shown = d.cli({"fn", "show", "echo"});
+    CHECK(shown.exit_code == 0);
+    CHECK(contains(shown.out, R"("memory_mb":32)"));
+    CHECK(contains(shown.out, R"("cpus":0.5)"));
+    CHECK(contains(shown.out, R"("timeout_ms":2000)"));
+    CHECK(contains(shown.out, R"("cmd":["cat"])"));
+    CHECK(contains(shown.out, R"("env":["A=1"])"));
 
-  auto cli = d.cli({"fn", "create", "echo", "--image", "busybox:1", "--memory", "32m", "--cpus", "0.5", "--timeout",
-                    "2s", "--min-warm", "0", "-e", "A=1", "--", "cat"});
-  CHECK_MESSAGE(cli.exit_code == 0, cli.err);
-  auto shown = d.cli({"fn", "show", "echo"});
-  CHECK(shown.exit_code == 0);
-  CHECK(contains(shown.out, R"("memory_mb":32)"));
-  CHECK(contains(shown.out, R"("cpus":0.5)"));
-  CHECK(contains(shown.out, R"("timeout_ms":2000)"));
-  CHECK(contains(shown.out, R"("cmd":["cat"])"));
-  CHECK(contains(shown.out, R"("env":["A=1"])"));
+    auto list = d.curl("GET", "/v1/functions");
+    CHECK(list.status == 200);
+    CHECK(list.body.find(R"("name":"echo")") < list.body.find(R"("name":"hello")"));
+    auto ls = d.cli({"fn", "ls", "-q"});
+    CHECK(ls.out == "echo\nhello\n");
 
-  auto list = d.curl("GET", "/v1/functions");
-  CHECK(list.status == 200);
-  CHECK(list.body.find(R"("name":"echo")") < list.body.find(R"("name":"hello")"));
-  auto ls = d.cli({"fn", "ls", "-q"});
-  CHECK(ls.out == "echo\nhello\n");
+    CHECK(d.curl("DELETE", "/v1/functions/hello").status == 204);
+    CHECK(d.curl("GET", "/v1/functions/hello").status == 404);
+    auto again = d.curl("DELETE", "/v1/functions/hello");
+    CHECK(again.status == 404);
+    CHECK(contains(again.body, "no function named hello"));
+    auto rm = d.cli({"fn", "rm", "echo"});
+    CHECK(rm.exit_code == 0);
+    auto gone = d.cli({"fn", "show", "echo"});
+    CHECK(gone.exit_code == 125);
+    CHECK(contains(gone.err, "no function named echo (HTTP 404)"));
+    CHECK(d.cli({"fn", "ls", "-q"}).out.empty());
+    CHECK(d.stop() == 0);
+  }
 
-  CHECK(d.curl("DELETE", "/v1/functions/hello").status == 204);
-  CHECK(d.curl("GET", "/v1/functions/hello").status == 404);
-  auto again = d.curl("DELETE", "/v1/functions/hello");
-  CHECK(again.status == 404);
-  CHECK(contains(again.body, "no function named hello"));
-  auto rm = d.cli({"fn", "rm", "echo"});
-  CHECK(rm.exit_code == 0);
-  auto gone = d.cli({"fn", "show", "echo"});
-  CHECK(gone.exit_code == 125);
-  CHECK(contains(gone.err, "no function named echo (HTTP 404)"));
-  CHECK(d.cli({"fn", "ls", "-q"}).out.empty());
-  CHECK(d.stop() == 0);
-}
+  TEST_CASE("bad requests get 4xx with a message naming the problem") {
+    Daemon d;
+    d.start();
+    auto malformed = d.curl("PUT", "/v1/functions/f", R"({"image": "x",)");
+    CHECK(malformed.status == 400);
+    CHECK(contains(malformed.body, "malformed JSON"));
+    auto bad_name = d.curl("PUT", "/v1/functions/Hello", kHello);
+    CHECK(bad_name.status == 400);
+    CHECK(contains(bad_name.body, "starts with 'H'"));
+    auto bad_get = d.curl("GET", "/v1/functions/a%20b");
+    CHECK(bad_get.status == 400);
+    CHECK(contains(bad_get.body, "' ' is not allowed"));
+    auto wrong_type = d.curl("PUT", "/v1/functions/f", R"({"image":"x","memory_mb":"lots"})");
+    CHECK(wrong_type.status == 400);
+    CHECK(contains(wrong_type.body, R"(field \"memory_mb\" must be an integer, got a string)"));
+    auto unknown_field = d.curl("PUT", "/v1/functions/f", R"({"image":"x","memroy_mb":1})");
+    CHECK(unknown_field.status == 400);
+    CHECK(contains(unknown_field.body, R"(unknown field \"memroy_mb\")"));
+    auto unknown_fn = d.curl("POST", "/v1/functions/nope/invoke", "{}");
+    CHECK(unknown_fn.status == 404);
+    CHECK(contains(unknown_fn.body, "no function named nope"));
+    auto no_route = d.curl("GET", "/v1/bogus");
+    CHECK(no_route.status == 404);
+    CHECK(contains(no_route.body, "no such endpoint: /v1/bogus"));
+    auto method = d.curl("PATCH", "/v1/functions/f", "{}");
+    CHECK(method.status == 405);
+    CHECK(method.header("Allow") == "GET, PUT, DELETE");
+    auto bad_mode = d.curl("POST", "/v1/functions/nope/invoke?mode=later", "");
+    CHECK(bad_mode.status == 400);
+    auto bad_limit = d.curl("GET", "/v1/invocations?limit=many");
+    CHECK(bad_limit.status == 400);
+    CHECK(contains(bad_limit.body, "'many' is not an unsigned integer"));
+    // The CLI reports the daemon's message and exits 125.
+    auto cli = d.cli({"fn", "create", "Bad", "--image", "x"});
+    CHECK(cli.exit_code == 125);
+    CHECK(contains(cli.err, "starts with 'B'"));
+    CHECK(d.curl("GET", "/healthz").status == 200);  // still serving
+  }
 
-TEST_CASE("bad requests get 4xx with a message naming the problem") {
-  Daemon d;
-  d.start();
-  auto malformed = d.curl("PUT", "/v1/functions/f", R"({"image": "x",)");
-  CHECK(malformed.status == 400);
-  CHECK(contains(malformed.body, "malformed JSON"));
-  auto bad_name = d.curl("PUT", "/v1/functions/Hello", kHello);
-  CHECK(bad_name.status == 400);
-  CHECK(contains(bad_name.body, "starts with 'H'"));
-  auto bad_get = d.curl("GET", "/v1/functions/a%20b");
-  CHECK(bad_get.status == 400);
-  CHECK(contains(bad_get.body, "' ' is not allowed"));
-  auto wrong_type = d.curl("PUT", "/v1/functions/f", R"({"image":"x","memory_mb":"lots"})");
-  CHECK(wrong_type.status == 400);
-  CHECK(contains(wrong_type.body, R"(field \"memory_mb\" must be an integer, got a string)"));
-  auto unknown_field = d.curl("PUT", "/v1/functions/f", R"({"image":"x","memroy_mb":1})");
-  CHECK(unknown_field.status == 400);
-  CHECK(contains(unknown_field.body, R"(unknown field \"memroy_mb\")"));
-  auto unknown_fn = d.curl("POST", "/v1/functions/nope/invoke", "{}");
-  CHECK(unknown_fn.status == 404);
-  CHECK(contains(unknown_fn.body, "no function named nope"));
-  auto no_route = d.curl("GET", "/v1/bogus");
-  CHECK(no_route.status == 404);
-  CHECK(contains(no_route.body, "no such endpoint: /v1/bogus"));
-  auto method = d.curl("PATCH", "/v1/functions/f", "{}");
-  CHECK(method.status == 405);
-  CHECK(method.header("Allow") == "GET, PUT, DELETE");
-  auto bad_mode = d.curl("POST", "/v1/functions/nope/invoke?mode=later", "");
-  CHECK(bad_mode.status == 400);
-  auto bad_limit = d.curl("GET", "/v1/invocations?limit=many");
-  CHECK(bad_limit.status == 400);
-  CHECK(contains(bad_limit.body, "'many' is not an unsigned integer"));
-  // The CLI reports the daemon's message and exits 125.
-  auto cli = d.cli({"fn", "create", "Bad", "--image", "x"});
-  CHECK(cli.exit_code == 125);
-  CHECK(contains(cli.err, "starts with 'B'"));
-  CHECK(d.curl("GET", "/healthz").status == 200);  // still serving
-}
+  TEST_CASE("events over max_event_bytes get 413; SIGHUP reloads the limit") {
+    Daemon d("max_event_bytes = 1k\n");
+    d.start();
+    REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+    auto big = d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x'));
+    CHECK(big.status == 413);
+    CHECK(contains(big.body, "over the limit of 1024 bytes"));
+    // Chunked uploads have no Content-Length: the limit stops the body while it is read.
+    auto chunked = d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(5000, 'y'),
+                          {"-H", "Transfer-Encoding: chunked"});
+    CHECK(chunked.status == 413);
+    CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(1000, 'x')).status == 202);
 
-TEST_CASE("events over max_event_bytes get 413; SIGHUP reloads the limit") {
-  Daemon d("max_event_bytes = 1k\n");
-  d.start();
-  REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
-  auto big = d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x'));
-  CHECK(big.status == 413);
-  CHECK(contains(big.body, "over the limit of 1024 bytes"));
-  // Chunked uploads have no Content-Length: the limit stops the body while it is read.
-  auto chunked = d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(5000, 'y'),
-                        {"-H", "Transfer-Encoding: chunked"});
-  CHECK(chunked.status == 413);
-  CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(1000, 'x')).status == 202);
+    // Raise the limit in the file and reload: no restart, the same process answers.
+    std::ofstream(d.config(), std::ios::app) << "max_event_bytes = 4k\n";
+    pid_t before = d.pid();
+    d.signal(SIGHUP);
+    auto seen = d.notify().wait_for("READY=1");
+    CHECK(contains(seen, "RELOADING=1"));
+    CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x')).status == 202);
+    CHECK(d.pid() == before);
+    // A broken file on reload keeps the running config.
+    std::ofstream(d.config(), std::ios::app) << "nonsense here\n";
+    d.signal(SIGHUP);
+    d.notify().wait_for("READY=1");
+    CHECK(contains(d.log(), "reload failed, keeping the running config"));
+    CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x')).status == 202);
+  }
 
-  // Raise the limit in the file and reload: no restart, the same process answers.
-  std::ofstream(d.config(), std::ios::app) << "max_event_bytes = 4k\n";
-  pid_t before = d.pid();
-  d.signal(SIGHUP);
-  auto seen = d.notify().wait_for("READY=1");
-  CHECK(contains(seen, "RELOADING=1"));
-  CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x')).status == 202);
-  CHECK(d.pid() == before);
-  // A broken file on reload keeps the running config.
-  std::ofstream(d.config(), std::ios::app) << "nonsense here\n";
-  d.signal(SIGHUP);
-  d.notify().wait_for("READY=1");
-  CHECK(contains(d.log(), "reload failed, keeping the running config"));
-  CHECK(d.curl("POST", "/v1/functions/f/invoke?mode=async", std::string(2000, 'x')).status == 202);
-}
+  TEST_CASE("metrics parse as Prometheus text") {
+    Daemon d;
+    d.start();
+    REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+    REQUIRE(d.curl("POST", "/v1/functions/f/invoke?mode=async", "e").status == 202);
+    auto m = d.curl("GET", "/metrics");
+    CHECK(m.status == 200);
+    CHECK(m.header("Content-Type").starts_with("text/plain; version=0.0.4"));
+    auto samples = parse_metrics(m.body);
+    CHECK(samples.contains(R"(fnexec_starts_total{kind="warm"})"));
+    CHECK(samples.contains(R"(fnexec_starts_total{kind="cold"})"));
+    CHECK(samples.contains("fnexec_sandboxes_alive"));
+    CHECK(samples.at("fnexec_async_queued") >= 0);
+    int modes = 0;
+    for (const auto& [k, v] : samples)
+      if (k.starts_with("fnexec_cgroup_mode{mode=")) {
+        ++modes;
+        CHECK(v == 1);
+      }
+    CHECK(modes == 1);
+    CHECK(contains(m.body, "# TYPE fnexec_invocations_total counter"));
+    CHECK(contains(m.body, "# TYPE fnexec_invocation_duration_seconds histogram"));
+    CHECK(contains(m.body, "# TYPE fnexec_pool_sandboxes gauge"));
+  }
 
-TEST_CASE("metrics parse as Prometheus text") {
-  Daemon d;
-  d.start();
-  REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
-  REQUIRE(d.curl("POST", "/v1/functions/f/invoke?mode=async", "e").status == 202);
-  auto m = d.curl("GET", "/metrics");
-  CHECK(m.status == 200);
-  CHECK(m.header("Content-Type").starts_with("text/plain; version=0.0.4"));
-  auto samples = parse_metrics(m.body);
-  CHECK(samples.contains(R"(fnexec_starts_total{kind="warm"})"));
-  CHECK(samples.contains(R"(fnexec_starts_total{kind="cold"})"));
-  CHECK(samples.contains("fnexec_sandboxes_alive"));
-  CHECK(samples.at("fnexec_async_queued") >= 0);
-  int modes = 0;
-  for (const auto& [k, v] : samples)
-    if (k.starts_with("fnexec_cgroup_mode{mode=")) {
-      ++modes;
-      CHECK(v == 1);
+  TEST_CASE("TCP: refuses to start without a token; 401 without or with a wrong token") {
+    Daemon d;
+    auto port = std::to_string(free_tcp_port());
+    auto [rc, log] = d.start_expecting_failure({"--listen", "127.0.0.1:" + port});
+    CHECK(rc == 125);
+    CHECK(contains(log, "refusing to serve TCP without a bearer token"));
+    CHECK(!stdfs::exists(d.socket()));
+
+    auto token_file = d.scratch() / "token";
+    write_file(token_file, "0123456789abcdef0123456789abcdef\n", 0644);
+    auto [rc2, log2] =
+        d.start_expecting_failure({"--listen", "127.0.0.1:" + port, "--token-file", token_file});
+    CHECK(rc2 == 125);
+    CHECK(contains(log2, "chmod 600"));
+
+    ::chmod(token_file.c_str(), 0600);
+    d.start({"--listen", "127.0.0.1:" + port, "--token-file", token_file});
+    std::string url = "http://127.0.0.1:" + port;
+    auto none = d.curl("GET", "/v1/functions", {}, {"--tcp", url + "/v1/functions"});
+    CHECK(none.status == 401);
+    CHECK(none.header("WWW-Authenticate") == "Bearer");
+    auto wrong = d.curl("GET", "/v1/functions", {},
+                        {"--tcp", url + "/v1/functions", "-H", "Authorization: Bearer nope"});
+    CHECK(wrong.status == 401);
+    CHECK(contains(wrong.body, "not valid"));
+    // A 401 before a body is read still reaches the client whole.
+    auto put = d.curl("PUT", "/v1/functions/f", kHello, {"--tcp", url + "/v1/functions/f"});
+    CHECK(put.status == 401);
+    auto ok = d.curl(
+        "PUT", "/v1/functions/f", kHello,
+        {"--tcp", url + "/v1/functions/f", "-H", "Authorization: Bearer 0123456789abcdef0123456789abcdef"});
+    CHECK(ok.status == 201);
+    // The CLI over TCP.
+    auto ls = test::fnexec({"fn", "ls", "-q", "--host", url, "--token-file", token_file.string()});
+    CHECK_MESSAGE(ls.exit_code == 0, ls.err);
+    CHECK(ls.out == "f\n");
+    auto no_token = test::fnexec({"fn", "ls", "--host", url});
+    CHECK(no_token.exit_code == 125);
+    CHECK(contains(no_token.err, "HTTP 401"));
+    // The unix socket needs no token (its file mode is the access control).
+    CHECK(d.curl("GET", "/v1/functions").status == 200);
+    CHECK(d.stop() == 0);
+  }
+
+  TEST_CASE("restart keeps functions and records; SIGTERM exits 0 and removes the socket") {
+    Daemon d;
+    d.start();
+    REQUIRE(d.curl("PUT", "/v1/functions/keep", kHello).status == 201);
+    auto queued = d.curl("POST", "/v1/functions/keep/invoke?mode=async", "payload");
+    REQUIRE(queued.status == 202);
+    auto id = queued.header("Fnexec-Invocation-Id");
+    REQUIRE(id.size() == 32);
+    CHECK(queued.header("Location") == "/v1/invocations/" + id);
+    CHECK(d.stop(SIGTERM) == 0);
+    CHECK(!stdfs::exists(d.socket()));
+    CHECK(contains(d.log(), "stopped"));
+
+    d.start();
+    auto f = d.curl("GET", "/v1/functions/keep");
+    CHECK(f.status == 200);
+    CHECK(contains(f.body, R"("memory_mb":64)"));
+    auto rec = d.curl("GET", "/v1/invocations/" + id);
+    CHECK(rec.status == 200);
+    CHECK(contains(rec.body, R"("function":"keep")"));
+    CHECK(contains(rec.body, R"("mode":"async")"));
+    auto listed = d.cli({"invocations", "keep"});
+    CHECK(listed.exit_code == 0);
+    CHECK(contains(listed.out, id));
+    CHECK(d.curl("GET", "/v1/invocations/0000").status == 404);
+    CHECK(d.stop(SIGINT) == 0);
+  }
+
+  TEST_CASE("SIGKILL: the next instance replaces the stale socket and marks running invocations lost") {
+    Daemon d;
+    d.start();
+    REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+    auto q = d.curl("POST", "/v1/functions/f/invoke?mode=async", "x");
+    REQUIRE(q.status == 202);
+    CHECK(d.stop(SIGKILL) == 128 + SIGKILL);
+    REQUIRE(stdfs::exists(d.socket()));  // a crash leaves the socket file behind
+
+    // What a crash mid-invocation leaves: rows in `running` (one sync, the async one started).
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((d.state_dir() / "server.db").c_str(), &db) == SQLITE_OK);
+    auto id = q.header("Fnexec-Invocation-Id");
+    std::string sql =
+        "INSERT INTO invocations (id, function, async, status, queued_ms, started_ms) VALUES "
+        "('feedfeedfeedfeedfeedfeedfeedfeed', 'f', 0, 'running', 1, 1);"
+        "UPDATE invocations SET status = 'running' WHERE id = '" +
+        id + "';";
+    REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+
+    d.start();
+    CHECK(contains(d.log(), "removed stale socket"));
+    CHECK(contains(d.log(), "recovered lost=2"));
+    for (const auto& lost : {std::string("feedfeedfeedfeedfeedfeedfeedfeed"), id}) {
+      auto r = d.curl("GET", "/v1/invocations/" + lost);
+      CHECK(r.status == 200);
+      CHECK(contains(r.body, R"("status":"lost")"));
+      CHECK(contains(r.body, "the daemon stopped while this invocation ran"));
     }
-  CHECK(modes == 1);
-  CHECK(contains(m.body, "# TYPE fnexec_invocations_total counter"));
-  CHECK(contains(m.body, "# TYPE fnexec_invocation_duration_seconds histogram"));
-  CHECK(contains(m.body, "# TYPE fnexec_pool_sandboxes gauge"));
-}
-
-TEST_CASE("TCP: refuses to start without a token; 401 without or with a wrong token") {
-  Daemon d;
-  auto port = std::to_string(free_tcp_port());
-  auto [rc, log] = d.start_expecting_failure({"--listen", "127.0.0.1:" + port});
-  CHECK(rc == 125);
-  CHECK(contains(log, "refusing to serve TCP without a bearer token"));
-  CHECK(!stdfs::exists(d.socket()));
-
-  auto token_file = d.scratch() / "token";
-  write_file(token_file, "0123456789abcdef0123456789abcdef\n", 0644);
-  auto [rc2, log2] = d.start_expecting_failure({"--listen", "127.0.0.1:" + port, "--token-file", token_file});
-  CHECK(rc2 == 125);
-  CHECK(contains(log2, "chmod 600"));
-
-  ::chmod(token_file.c_str(), 0600);
-  d.start({"--listen", "127.0.0.1:" + port, "--token-file", token_file});
-  std::string url = "http://127.0.0.1:" + port;
-  auto none = d.curl("GET", "/v1/functions", {}, {"--tcp", url + "/v1/functions"});
-  CHECK(none.status == 401);
-  CHECK(none.header("WWW-Authenticate") == "Bearer");
-  auto wrong = d.curl("GET", "/v1/functions", {}, {"--tcp", url + "/v1/functions", "-H", "Authorization: Bearer nope"});
-  CHECK(wrong.status == 401);
-  CHECK(contains(wrong.body, "not valid"));
-  // A 401 before a body is read still reaches the client whole.
-  auto put = d.curl("PUT", "/v1/functions/f", kHello, {"--tcp", url + "/v1/functions/f"});
-  CHECK(put.status == 401);
-  auto ok = d.curl("PUT", "/v1/functions/f", kHello,
-                   {"--tcp", url + "/v1/functions/f", "-H", "Authorization: Bearer 0123456789abcdef0123456789abcdef"});
-  CHECK(ok.status == 201);
-  // The CLI over TCP.
-  auto ls = test::fnexec({"fn", "ls", "-q", "--host", url, "--token-file", token_file.string()});
-  CHECK_MESSAGE(ls.exit_code == 0, ls.err);
-  CHECK(ls.out == "f\n");
-  auto no_token = test::fnexec({"fn", "ls", "--host", url});
-  CHECK(no_token.exit_code == 125);
-  CHECK(contains(no_token.err, "HTTP 401"));
-  // The unix socket needs no token (its file mode is the access control).
-  CHECK(d.curl("GET", "/v1/functions").status == 200);
-  CHECK(d.stop() == 0);
-}
-
-TEST_CASE("restart keeps functions and records; SIGTERM exits 0 and removes the socket") {
-  Daemon d;
-  d.start();
-  REQUIRE(d.curl("PUT", "/v1/functions/keep", kHello).status == 201);
-  auto queued = d.curl("POST", "/v1/functions/keep/invoke?mode=async", "payload");
-  REQUIRE(queued.status == 202);
-  auto id = queued.header("Fnexec-Invocation-Id");
-  REQUIRE(id.size() == 32);
-  CHECK(queued.header("Location") == "/v1/invocations/" + id);
-  CHECK(d.stop(SIGTERM) == 0);
-  CHECK(!stdfs::exists(d.socket()));
-  CHECK(contains(d.log(), "stopped"));
-
-  d.start();
-  auto f = d.curl("GET", "/v1/functions/keep");
-  CHECK(f.status == 200);
-  CHECK(contains(f.body, R"("memory_mb":64)"));
-  auto rec = d.curl("GET", "/v1/invocations/" + id);
-  CHECK(rec.status == 200);
-  CHECK(contains(rec.body, R"("function":"keep")"));
-  CHECK(contains(rec.body, R"("mode":"async")"));
-  auto listed = d.cli({"invocations", "keep"});
-  CHECK(listed.exit_code == 0);
-  CHECK(contains(listed.out, id));
-  CHECK(d.curl("GET", "/v1/invocations/0000").status == 404);
-  CHECK(d.stop(SIGINT) == 0);
-}
-
-TEST_CASE("SIGKILL: the next instance replaces the stale socket and marks running invocations lost") {
-  Daemon d;
-  d.start();
-  REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
-  auto q = d.curl("POST", "/v1/functions/f/invoke?mode=async", "x");
-  REQUIRE(q.status == 202);
-  CHECK(d.stop(SIGKILL) == 128 + SIGKILL);
-  REQUIRE(stdfs::exists(d.socket()));  // a crash leaves the socket file behind
-
-  // What a crash mid-invocation leaves: rows in `running` (one sync, the async one started).
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open((d.state_dir() / "server.db").c_str(), &db) == SQLITE_OK);
-  auto id = q.header("Fnexec-Invocation-Id");
-  std::string sql = "INSERT INTO invocations (id, function, async, status, queued_ms, started_ms) VALUES "
-                    "('feedfeedfeedfeedfeedfeedfeedfeed', 'f', 0, 'running', 1, 1);"
-                    "UPDATE invocations SET status = 'running' WHERE id = '" + id + "';";
-  REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
-  sqlite3_close(db);
-
-  d.start();
-  CHECK(contains(d.log(), "removed stale socket"));
-  CHECK(contains(d.log(), "recovered lost=2"));
-  for (const auto& lost : {std::string("feedfeedfeedfeedfeedfeedfeedfeed"), id}) {
-    auto r = d.curl("GET", "/v1/invocations/" + lost);
-    CHECK(r.status == 200);
-    CHECK(contains(r.body, R"("status":"lost")"));
-    CHECK(contains(r.body, "the daemon stopped while this invocation ran"));
+    CHECK(d.stop() == 0);
   }
-  CHECK(d.stop() == 0);
-}
 
-TEST_CASE("one daemon per state dir and per socket") {
-  Daemon a;
-  a.start();
-  // Same state dir, other socket: the lock refuses it.
-  auto other = a.scratch() / "other.sock";
-  pid_t pid = -1;
-  {
-    std::vector<std::string> args = {test::fnexec_bin().string(), "serve", "--config", a.config().string(),
-                                     "--socket", other.string(), "--state-dir", a.state_dir().string()};
-    auto r = test::run(args, {.kill_after = std::chrono::milliseconds(60000)});
-    CHECK(r.exit_code == 125);
-    CHECK(contains(r.err, "another fnexec serve is using it"));
-    CHECK(!stdfs::exists(other));
+  TEST_CASE("one daemon per state dir and per socket") {
+    Daemon a;
+    a.start();
+    // Same state dir, other socket: the lock refuses it.
+    auto other = a.scratch() / "other.sock";
+    pid_t pid = -1;
+    {
+      std::vector<std::string> args = {test::fnexec_bin().string(),
+                                       "serve",
+                                       "--config",
+                                       a.config().string(),
+                                       "--socket",
+                                       other.string(),
+                                       "--state-dir",
+                                       a.state_dir().string()};
+      auto r = test::run(args, {.kill_after = std::chrono::milliseconds(60000)});
+      CHECK(r.exit_code == 125);
+      CHECK(contains(r.err, "another fnexec serve is using it"));
+      CHECK(!stdfs::exists(other));
+    }
+    // Same socket, other state dir: a live daemon answers on it, so it is not replaced.
+    {
+      std::vector<std::string> args = {test::fnexec_bin().string(),
+                                       "serve",
+                                       "--config",
+                                       a.config().string(),
+                                       "--socket",
+                                       a.socket().string(),
+                                       "--state-dir",
+                                       (a.scratch() / "s2").string()};
+      auto r = test::run(args, {.kill_after = std::chrono::milliseconds(60000)});
+      CHECK(r.exit_code == 125);
+      CHECK(contains(r.err, "another daemon answers on it"));
+    }
+    (void)pid;
+    CHECK(a.curl("GET", "/healthz").status == 200);
   }
-  // Same socket, other state dir: a live daemon answers on it, so it is not replaced.
-  {
-    std::vector<std::string> args = {test::fnexec_bin().string(), "serve", "--config", a.config().string(),
-                                     "--socket", a.socket().string(), "--state-dir", (a.scratch() / "s2").string()};
-    auto r = test::run(args, {.kill_after = std::chrono::milliseconds(60000)});
-    CHECK(r.exit_code == 125);
-    CHECK(contains(r.err, "another daemon answers on it"));
-  }
-  (void)pid;
-  CHECK(a.curl("GET", "/healthz").status == 200);
-}
 
-TEST_CASE("client errors: no daemon, logs and invocations of an empty daemon") {
-  Daemon d;
-  auto none = d.cli({"fn", "ls"});
-  CHECK(none.exit_code == 125);
-  CHECK(contains(none.err, "is the daemon running?"));
-  d.start();
-  REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
-  auto logs = d.curl("GET", "/v1/functions/f/logs?limit=5");
-  CHECK(logs.status == 200);
-  CHECK(contains(logs.body, R"("entries":[])"));
-  auto cli_logs = d.cli({"logs", "f"});
-  CHECK(cli_logs.exit_code == 0);
-  CHECK(cli_logs.out.empty());
-  auto inv = d.curl("GET", "/v1/invocations?function=f");
-  CHECK(inv.status == 200);
-  CHECK(contains(inv.body, R"("invocations":[])"));
-}
+  TEST_CASE("client errors: no daemon, logs and invocations of an empty daemon") {
+    Daemon d;
+    auto none = d.cli({"fn", "ls"});
+    CHECK(none.exit_code == 125);
+    CHECK(contains(none.err, "is the daemon running?"));
+    d.start();
+    REQUIRE(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+    auto logs = d.curl("GET", "/v1/functions/f/logs?limit=5");
+    CHECK(logs.status == 200);
+    CHECK(contains(logs.body, R"("entries":[])"));
+    auto cli_logs = d.cli({"logs", "f"});
+    CHECK(cli_logs.exit_code == 0);
+    CHECK(cli_logs.out.empty());
+    auto inv = d.curl("GET", "/v1/invocations?function=f");
+    CHECK(inv.status == 200);
+    CHECK(contains(inv.body, R"("invocations":[])"));
+  }
 
 }  // TEST_SUITE
 
 TEST_SUITE("serve") {
+  TEST_CASE("images: upload an oci-archive, list it; a broken upload is refused and nothing is kept") {
+    Daemon d;
+    d.start();
+    auto archive = d.scratch() / "hello.tar";
+    auto mk = test::run({test::rootfs_tool("mkimage").string(), "--busybox", "--ref", "hello:1",
+                         "--oci-archive", archive.string()});
+    REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
+    auto up = d.curl("POST", "/v1/images?name=hello%3A1", std::nullopt,
+                     {"--data-binary", "@" + archive.string(), "-H", "Content-Type: application/x-tar"});
+    CHECK_MESSAGE(up.status == 201, up.body);
+    CHECK(contains(up.body, R"("digest":"sha256:)"));
+    auto list = d.curl("GET", "/v1/images");
+    CHECK(list.status == 200);
+    CHECK(contains(list.body, R"("name":"hello")"));
+    CHECK(contains(list.body, R"("tag":"1")"));
 
-TEST_CASE("images: upload an oci-archive, list it; a broken upload is refused and nothing is kept") {
-  Daemon d;
-  d.start();
-  auto archive = d.scratch() / "hello.tar";
-  auto mk = test::run({test::rootfs_tool("mkimage").string(), "--busybox", "--ref", "hello:1", "--oci-archive",
-                       archive.string()});
-  REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
-  auto up = d.curl("POST", "/v1/images?name=hello%3A1", std::nullopt,
-                   {"--data-binary", "@" + archive.string(), "-H", "Content-Type: application/x-tar"});
-  CHECK_MESSAGE(up.status == 201, up.body);
-  CHECK(contains(up.body, R"("digest":"sha256:)"));
-  auto list = d.curl("GET", "/v1/images");
-  CHECK(list.status == 200);
-  CHECK(contains(list.body, R"("name":"hello")"));
-  CHECK(contains(list.body, R"("tag":"1")"));
-
-  auto junk = d.scratch() / "junk.tar";
-  write_file(junk, std::string(10000, 'j'));
-  auto bad = d.curl("POST", "/v1/images?name=junk%3A1", std::nullopt, {"--data-binary", "@" + junk.string()});
-  CHECK(bad.status == 400);
-  CHECK(contains(bad.body, "error"));
-  CHECK(!contains(d.curl("GET", "/v1/images").body, "junk"));
-  // Uploads are temporary files: none is left after the import.
-  CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
-}
+    auto junk = d.scratch() / "junk.tar";
+    write_file(junk, std::string(10000, 'j'));
+    auto bad =
+        d.curl("POST", "/v1/images?name=junk%3A1", std::nullopt, {"--data-binary", "@" + junk.string()});
+    CHECK(bad.status == 400);
+    CHECK(contains(bad.body, "error"));
+    CHECK(!contains(d.curl("GET", "/v1/images").body, "junk"));
+    // Uploads are temporary files: none is left after the import.
+    CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
+  }
 
 }  // TEST_SUITE

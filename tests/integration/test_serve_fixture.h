@@ -36,7 +36,6 @@
 
 extern char** environ;
 
-
 namespace fnexec::test::serve {
 
 namespace stdfs = std::filesystem;
@@ -182,8 +181,9 @@ class Daemon {
 
  private:
   pid_t spawn(const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {test::fnexec_bin().string(), "serve",         "--config", config().string(),
-                                     "--socket",                  socket().string(), "--state-dir", state_dir().string()};
+    std::vector<std::string> args = {
+        test::fnexec_bin().string(), "serve",       "--config",          config().string(), "--socket",
+        socket().string(),           "--state-dir", state_dir().string()};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<std::string> env_store;
     for (char** e = environ; *e; ++e)
@@ -214,11 +214,14 @@ class Daemon {
   pid_t pid_ = -1;
 };
 
-inline bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+inline bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
 
 // Each line is a comment or `name{labels} value` of a family declared by a TYPE line.
 inline std::map<std::string, double> parse_metrics(const std::string& text) {
-  static const std::regex sample(R"re(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$)re");
+  static const std::regex sample(
+      R"re(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$)re");
   std::set<std::string> families;
   std::map<std::string, double> out;
   std::istringstream in(text);
@@ -233,7 +236,8 @@ inline std::map<std::string, double> parse_metrics(const std::string& text) {
     REQUIRE_MESSAGE(std::regex_match(line, m, sample), "not Prometheus text: " << line);
     std::string name = m[1], family = name;
     for (std::string suffix : {"_bucket", "_sum", "_count"})
-      if (!families.contains(family) && family.ends_with(suffix)) family.resize(family.size() - suffix.size());
+      if (!families.contains(family) && family.ends_with(suffix))
+        family.resize(family.size() - suffix.size());
     CHECK_MESSAGE(families.contains(family), "sample before its TYPE: " << line);
     out[name + std::string(m[2])] = m[3] == "+Inf" ? INFINITY : std::stod(m[3]);
   }
@@ -251,7 +255,7 @@ inline uint16_t free_tcp_port() {
   return ntohs(a.sin_port);
 }
 
-inline const std::string kHello = R"({"image":"hello:latest","memory_mb":64,"min_warm":0,"max_concurrency":2})";
+inline const std::string kHello =
+    R"({"image":"hello:latest","memory_mb":64,"min_warm":0,"max_concurrency":2})";
 
 }  // namespace fnexec::test::serve
-

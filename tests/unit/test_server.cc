@@ -60,7 +60,8 @@ TEST_CASE("routes: paths, methods, parameters and queries") {
 }
 
 TEST_CASE("function names") {
-  for (const char* ok : {"a", "hello", "0x", "a-b_c.d", "fn.v2"}) CHECK_MESSAGE(validate_function_name(ok), ok);
+  for (const char* ok : {"a", "hello", "0x", "a-b_c.d", "fn.v2"})
+    CHECK_MESSAGE(validate_function_name(ok), ok);
   CHECK(validate_function_name(std::string(63, 'a')));
   auto why = [](std::string_view n) { return validate_function_name(n).error().message(); };
   CHECK(why("").find("empty") != std::string::npos);
@@ -132,7 +133,8 @@ TEST_CASE("function documents: each mistake is named") {
   CHECK(why(R"({"image":5})").find("\"image\" must be a string, got an integer") != std::string::npos);
   CHECK(why(R"({"image":"x","memory_mb":"64"})").find("\"memory_mb\" must be an integer, got a string") !=
         std::string::npos);
-  CHECK(why(R"({"image":"x","memory_mb":1.5})").find("must be an integer, got a number") != std::string::npos);
+  CHECK(why(R"({"image":"x","memory_mb":1.5})").find("must be an integer, got a number") !=
+        std::string::npos);
   CHECK(why(R"({"image":"x","memory_mb":-1})").find("\"memory_mb\" must be at least 4") != std::string::npos);
   CHECK(why(R"({"image":"x","memory_mb":2})").find("between 4 and") != std::string::npos);
   CHECK(why(R"({"image":"x","cpus":0})").find("\"cpus\" must be above 0") != std::string::npos);
@@ -141,7 +143,8 @@ TEST_CASE("function documents: each mistake is named") {
   CHECK(why(R"({"image":"x","cmd":"echo"})").find("\"cmd\" must be an array of strings, got a string") !=
         std::string::npos);
   CHECK(why(R"({"image":"x","cmd":[1]})").find("has an integer") != std::string::npos);
-  CHECK(why(R"({"image":"x","env":["NOEQUALS"]})").find("\"NOEQUALS\" is not KEY=VALUE") != std::string::npos);
+  CHECK(why(R"({"image":"x","env":["NOEQUALS"]})").find("\"NOEQUALS\" is not KEY=VALUE") !=
+        std::string::npos);
   CHECK(why(R"({"image":"x","env":{"A":1}})").find("value of \"A\" must be a string") != std::string::npos);
   CHECK(why(R"({"image":"x","workdir":"rel"})").find("absolute path") != std::string::npos);
   CHECK(why(R"({"image":"x","min_warm":5,"max_concurrency":2})").find("must not exceed max_concurrency") !=
@@ -195,7 +198,8 @@ TEST_CASE("query integers") {
   std::map<std::string, std::string> q{{"limit", "20"}, {"bad", "2x"}, {"neg", "-1"}, {"big", "5000"}};
   CHECK(*query_uint(q, "limit", 5, 100) == 20);
   CHECK(*query_uint(q, "absent", 5, 100) == 5);
-  CHECK(query_uint(q, "bad", 5, 100).error().message().find("'2x' is not an unsigned integer") != std::string::npos);
+  CHECK(query_uint(q, "bad", 5, 100).error().message().find("'2x' is not an unsigned integer") !=
+        std::string::npos);
   CHECK(!query_uint(q, "neg", 5, 100));
   CHECK(query_uint(q, "big", 5, 100).error().message().find("above the maximum 100") != std::string::npos);
 }
@@ -204,7 +208,7 @@ TEST_CASE("JSON writer escapes what JSON requires and repairs invalid UTF-8") {
   CHECK(json_string("a\"b\\c\n\t\x01") == R"("a\"b\\c\n\t\u0001")");
   CHECK(json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
   CHECK(json_string("\xff\xfe") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\"");
-  CHECK(json_string("\xc3") == "\"\xEF\xBF\xBD\"");        // truncated sequence
+  CHECK(json_string("\xc3") == "\"\xEF\xBF\xBD\"");                                  // truncated sequence
   CHECK(json_string("\xed\xa0\x80") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");  // surrogate
   JsonWriter w;
   w.begin_object().field("a", 1).field("b", std::vector<std::string>{"x", "y"}).key("c").null();
@@ -240,7 +244,8 @@ std::map<std::string, double> parse_prometheus(const std::string& text) {
     std::string name = m[1];
     std::string family = name;
     for (const char* suffix : {"_bucket", "_sum", "_count"})
-      if (!types.contains(family) && family.ends_with(suffix)) family = family.substr(0, family.size() - strlen(suffix));
+      if (!types.contains(family) && family.ends_with(suffix))
+        family = family.substr(0, family.size() - strlen(suffix));
     CHECK_MESSAGE(types.contains(family), line);
     // Labels: split on commas outside quotes.
     std::string labels = m[3];

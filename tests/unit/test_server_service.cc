@@ -2,12 +2,11 @@
 // PoolSet (a stand-in only because the warm pools are not on main yet; the end-to-end versions are
 // in tests/integration/test_serve_invoke.cc).
 #include <doctest/doctest.h>
+#include <spdlog/spdlog.h>
 
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "server/service.h"
 #include "util/fs.h"
@@ -100,7 +99,9 @@ struct Fixture {
   }
 };
 
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
 
 }  // namespace
 
@@ -142,7 +143,8 @@ TEST_CASE("service: sync invoke answers with stdout, headers, and a finished rec
 
 TEST_CASE("service: failures map to 502/504 with the exit and stderr tail") {
   Fixture f;
-  REQUIRE(f.call("PUT", "/v1/functions/f", R"({"image":"x:1","timeout_ms":250,"memory_mb":16})").status == 201);
+  REQUIRE(f.call("PUT", "/v1/functions/f", R"({"image":"x:1","timeout_ms":250,"memory_mb":16})").status ==
+          201);
   f.pools.next.record.exit_code = 3;
   f.pools.next.log = "boom";
   auto r = f.call("POST", "/v1/functions/f/invoke");
@@ -182,7 +184,8 @@ TEST_CASE("service: image the store lacks is 400 on PUT, nothing stored") {
 
 TEST_CASE("service: the record is running while the sandbox runs; 429 beyond max_concurrency") {
   Fixture f(true);
-  REQUIRE(f.call("PUT", "/v1/functions/f", R"({"image":"x:1","max_concurrency":1,"min_warm":0})").status == 201);
+  REQUIRE(f.call("PUT", "/v1/functions/f", R"({"image":"x:1","max_concurrency":1,"min_warm":0})").status ==
+          201);
   f.pools.hold = true;
   Reply first;
   std::mutex mu;
@@ -206,7 +209,8 @@ TEST_CASE("service: the record is running while the sandbox runs; 429 beyond max
   CHECK(first.status == 200);
 }
 
-TEST_CASE("service: async invocations queue, run in order, keep the output; shutdown leaves the rest queued") {
+TEST_CASE(
+    "service: async invocations queue, run in order, keep the output; shutdown leaves the rest queued") {
   Fixture f;
   REQUIRE(f.call("PUT", "/v1/functions/f", R"({"image":"x:1"})").status == 201);
   f.pools.next.output = "async out";
