@@ -28,6 +28,12 @@ struct SandboxExit {
   bool killed = false;
 };
 
+// The parent's ends of the function's stdio with Stdio::pipes, non-blocking: the event goes into
+// in, the result comes out of out and the log out of err.
+struct StdioPipes {
+  UniqueFd in, out, err;
+};
+
 class Sandbox {
  public:
   // Clones the sandbox and starts its setup; it then waits for go(). The spec must outlive nothing:
@@ -40,6 +46,13 @@ class Sandbox {
 
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }  // readable when PID 1 has exited
+
+  // Readable once the sandbox is parked at go or its setup failed; wait_ready() then returns at once.
+  int control_fd() const { return control_.get(); }
+  // Waits until the sandbox is parked: true; false when its setup failed (reap() says why).
+  Result<bool> wait_ready();
+  // With Stdio::pipes: the parent's ends (empty ones after the first call).
+  StdioPipes take_stdio() { return std::move(stdio_); }
 
   // Lets the parked sandbox run the function.
   Result<> go();
@@ -56,6 +69,7 @@ class Sandbox {
   std::string entrypoint_;
   pid_t pid_ = -1;
   UniqueFd pidfd_, control_, errors_, status_;
+  StdioPipes stdio_;
   bool reaped_ = false;
 };
 
