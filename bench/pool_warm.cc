@@ -206,11 +206,14 @@ int main(int argc, char** argv) {
     for (auto& e : stdfs::directory_iterator(parent)) {
       if (!e.is_directory() || !e.path().filename().string().starts_with("pool-")) continue;
       if (memory) {
+        std::ifstream procs_file(e.path() / "cgroup.procs");
+        std::vector<pid_t> pids;
+        for (pid_t pid; procs_file >> pid;) pids.push_back(pid);
+        if (pids.empty()) continue;  // a used sandbox the cleanup thread is removing
         ++sandboxes;
         cg_usage += read_number(e.path() / "memory.usage_in_bytes");
         cg_kmem += read_number(e.path() / "memory.kmem.usage_in_bytes");
-        std::ifstream procs_file(e.path() / "cgroup.procs");
-        for (pid_t pid; procs_file >> pid;) {
+        for (pid_t pid : pids) {
           ++procs;
           rss += smaps_field(pid, "Rss");
           pss += smaps_field(pid, "Pss");

@@ -184,14 +184,18 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
   std::optional<Clock::time_point> deadline;
   if (options.timeout) deadline = start + *options.timeout;
 
-  bool exited = false;
+  // With stdio pipes the invocation ends when init reports the function's status and both pipes
+  // are at EOF: PID 1's own exit (its namespaces torn down) is left to whoever destroys the sandbox.
+  bool exited = false, reported = false;
+  int status_fd = stdio ? sandbox.status_fd() : -1;
   for (;;) {
-    if (exited && !pipes.out && !pipes.err) break;
-    pollfd fds[5] = {{exited ? -1 : sandbox.pidfd(), POLLIN, 0},
+    if ((exited || reported) && !pipes.out && !pipes.err) break;
+    pollfd fds[6] = {{exited ? -1 : sandbox.pidfd(), POLLIN, 0},
                      {forwarding ? forwarding->fd() : -1, POLLIN, 0},
                      {pipes.in ? pipes.in.get() : -1, POLLOUT, 0},
                      {pipes.out ? pipes.out.get() : -1, POLLIN, 0},
-                     {pipes.err ? pipes.err.get() : -1, POLLIN, 0}};
+                     {pipes.err ? pipes.err.get() : -1, POLLIN, 0},
+                     {reported ? -1 : status_fd, POLLIN, 0}};
     timespec ts{}, *tsp = nullptr;
     if (deadline && !rec.timed_out) {
       auto left = std::max(std::chrono::nanoseconds(0), *deadline - Clock::now());
@@ -199,7 +203,7 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
       ts.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
       tsp = &ts;
     }
-    int n = ::ppoll(fds, 5, tsp, nullptr);
+    int n = ::ppoll(fds, 6, tsp, nullptr);
     if (n < 0) {
       if (errno == EINTR) continue;
       return fail_errno("wait for sandbox", std::to_string(sandbox.pid()));
@@ -218,11 +222,12 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
     if (fds[2].revents) FNEXEC_TRY(write_input());
     if (fds[3].revents) FNEXEC_TRY(drain(pipes.out, true));
     if (fds[4].revents) FNEXEC_TRY(drain(pipes.err, false));
+    if (fds[5].revents) reported = true;
   }
   if (stdio && stdio->log.size() > stdio->max_log_bytes)
     stdio->log.erase(0, stdio->log.size() - stdio->max_log_bytes);
 
-  auto exit = sandbox.reap();
+  auto exit = exited ? sandbox.reap() : sandbox.collect();
   rec.wall_us = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
   if (!exit) return std::unexpected(exit.error());

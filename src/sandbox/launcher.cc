@@ -228,6 +228,9 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   sb.pidfd_.reset(pidfd);
   sb.control_ = std::move(control.write);
   sb.errors_ = std::move(errors.read);
+  // collect() reads it while init still holds the write end: a failure, if any, is already there.
+  ::fcntl(sb.errors_.get(), F_SETFL, O_NONBLOCK);
+  sb.plan_init_ = spec.init;
   sb.status_ = std::move(status.read);
   // The child holds its own copies; closing ours makes EOF mean "every sandbox process is gone".
   errors.write.reset();
@@ -291,10 +294,22 @@ Result<SandboxExit> Sandbox::reap() {
   }
   reaped_ = true;
   control_.reset();
-
-  SandboxExit out;
   int pid1_status = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status & 0x7f;
+  return report(pid1_status);
+}
 
+Result<SandboxExit> Sandbox::collect() {
+  int status = 0;
+  ssize_t n;
+  do n = ::read(status_.get(), &status, sizeof status);
+  while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof status)) return reap();
+  collected_status_ = status;
+  return report(0);
+}
+
+Result<SandboxExit> Sandbox::report(int pid1_status) {
+  SandboxExit out;
   detail::ChildFailure failure;
   ssize_t n;
   do n = ::read(errors_.get(), &failure, sizeof failure);
@@ -361,8 +376,13 @@ Result<SandboxExit> Sandbox::reap() {
     return out;
   }
   int status = 0;
-  do n = ::read(status_.get(), &status, sizeof status);
-  while (n < 0 && errno == EINTR);
+  if (collected_status_) {
+    status = *collected_status_;
+    n = sizeof status;
+  } else {
+    do n = ::read(status_.get(), &status, sizeof status);
+    while (n < 0 && errno == EINTR);
+  }
   if (n == static_cast<ssize_t>(sizeof status)) {
     out.wait_status = status;
   } else {

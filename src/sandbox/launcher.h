@@ -61,12 +61,21 @@ class Sandbox {
   Result<> kill();
   // Waits for PID 1 (immediate once pidfd() is readable), reaps it and reports.
   Result<SandboxExit> reap();
+  // With init: readable once init reported the function's end, before PID 1 exits and its
+  // namespaces are torn down; -1 without init.
+  int status_fd() const { return plan_init_ ? status_.get() : -1; }
+  // After status_fd() became readable: the report without waiting for PID 1 (the destructor reaps
+  // it later). Falls back to reap() when init died without reporting.
+  Result<SandboxExit> collect();
 
  private:
   Sandbox();
   std::unique_ptr<detail::ChildPlan> plan_;  // kept to name a failed step
   std::string image_name_;
   std::string entrypoint_;
+  Result<SandboxExit> report(int pid1_status);
+  bool plan_init_ = false;
+  std::optional<int> collected_status_;
   pid_t pid_ = -1;
   UniqueFd pidfd_, control_, errors_, status_;
   StdioPipes stdio_;
