@@ -149,7 +149,7 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
     return {};
   };
   char buf[64 << 10];
-  // Reads what is there; returns false at EOF.
+  // Reads what is there; closes fd at EOF. stdout beyond the cap kills the sandbox.
   auto drain = [&](UniqueFd& fd, bool is_output) -> Result<> {
     for (;;) {
       ssize_t n = ::read(fd.get(), buf, sizeof buf);
