@@ -14,7 +14,8 @@ constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2
 
 }  // namespace
 
-void run_init(void (*start_function)(const void*), const void* arg, int status_fd) noexcept {
+void run_init(void (*start_function)(const void*), const void* arg, int status_fd, const int* release,
+              int n) noexcept {
   // Blocked before the fork so no signal is lost between fork and sigwaitinfo; a blocked signal
   // sent to a pid-namespace init is queued rather than ignored, even without a handler.
   sigset_t waited, previous;
@@ -34,6 +35,8 @@ void run_init(void (*start_function)(const void*), const void* arg, int status_f
     start_function(arg);
     _exit(127);
   }
+  for (int i = 0; i < n; ++i)
+    if (release[i] >= 0) close(release[i]);
 
   for (;;) {
     siginfo_t info;

@@ -8,7 +8,9 @@ namespace fnexec::runtime {
 // The parent (PID 1) forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to the
 // function, reaps every child, and when the function is gone writes its wait status (an int) to
 // status_fd and exits, which makes the kernel kill whatever is left in the pid namespace.
+// After the fork PID 1 closes the n fds in release (-1 entries skipped): what only the function needs.
 // Returns only if the fork fails, with errno set.
-void run_init(void (*start_function)(const void*), const void* arg, int status_fd) noexcept;
+void run_init(void (*start_function)(const void*), const void* arg, int status_fd, const int* release = nullptr,
+              int n = 0) noexcept;
 
 }  // namespace fnexec::runtime

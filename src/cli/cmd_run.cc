@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "image/store.h"
 #include "invoke/invocation.h"
+#include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
 #include "sandbox/userns.h"
 #include "util/fs.h"
@@ -32,106 +33,10 @@ struct RunOptions {
   bool read_only = false, init = true, no_init = false, rootfs = false;
 };
 
-std::optional<unsigned> parse_id(std::string_view s) {
-  unsigned v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc{} || p != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
-}
-
-// The topmost layer's copy of a file (a 0/0 character device there is an overlay whiteout).
-std::optional<std::string> read_image_file(const image::ResolvedImage& img, const std::string& rel) {
-  for (auto it = img.layers.rbegin(); it != img.layers.rend(); ++it) {
-    struct stat st;
-    auto p = *it / rel;
-    if (::lstat(p.c_str(), &st) != 0) continue;
-    if (!S_ISREG(st.st_mode)) return std::nullopt;
-    auto text = fs::read_file(p);
-    return text ? std::optional(*text) : std::nullopt;
-  }
-  return std::nullopt;
-}
-
-// Finds NAME-or-ID in field 0 or 2 of a passwd/group style file; returns fields.
-std::optional<std::vector<std::string>> find_entry(const std::optional<std::string>& file,
-                                                   std::string_view key, bool by_id) {
-  if (!file) return std::nullopt;
-  size_t pos = 0;
-  while (pos < file->size()) {
-    size_t nl = file->find('\n', pos);
-    std::string line = file->substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-    pos = nl == std::string::npos ? file->size() : nl + 1;
-    std::vector<std::string> f;
-    size_t s = 0;
-    for (;;) {
-      size_t c = line.find(':', s);
-      f.push_back(line.substr(s, c == std::string::npos ? std::string::npos : c - s));
-      if (c == std::string::npos) break;
-      s = c + 1;
-    }
-    if (f.size() >= 3 && f[by_id ? 2 : 0] == key) return f;
-  }
-  return std::nullopt;
-}
-
-// "uid[:gid]" numeric or names from the image's /etc/passwd and /etc/group, as Docker resolves them.
-Result<std::pair<uid_t, gid_t>> resolve_user(const image::ResolvedImage& img, const std::string& spec,
-                                             std::string* home) {
-  std::string u = spec.substr(0, spec.find(':'));
-  std::optional<std::string> g;
-  if (auto c = spec.find(':'); c != std::string::npos) g = spec.substr(c + 1);
-  auto passwd = read_image_file(img, "etc/passwd");
-  uid_t uid = 0;
-  gid_t gid = 0;
-  std::optional<std::vector<std::string>> entry;
-  if (auto id = parse_id(u)) {
-    uid = *id;
-    entry = find_entry(passwd, u, true);
-  } else {
-    entry = find_entry(passwd, u, false);
-    if (!entry || entry->size() < 4 || !parse_id((*entry)[2]))
-      return fail(ErrorKind::not_found, "find user", u, "not in the image's /etc/passwd (use a numeric UID)");
-    uid = *parse_id((*entry)[2]);
-  }
-  if (entry && entry->size() >= 4) {
-    if (auto pg = parse_id((*entry)[3])) gid = *pg;
-    if (entry->size() >= 6) *home = (*entry)[5];
-  }
-  if (g) {
-    if (auto id = parse_id(*g)) {
-      gid = *id;
-    } else {
-      auto group = find_entry(read_image_file(img, "etc/group"), *g, false);
-      if (!group || !parse_id((*group)[2]))
-        return fail(ErrorKind::not_found, "find group", *g,
-                    "not in the image's /etc/group (use a numeric GID)");
-      gid = *parse_id((*group)[2]);
-    }
-  }
-  return std::pair{uid, gid};
-}
-
-void set_env(std::vector<std::string>& env, const std::string& kv) {
-  auto key = kv.substr(0, kv.find('=') + 1);
-  for (auto& e : env) {
-    if (e.compare(0, key.size(), key) == 0) {
-      e = kv;
-      return;
-    }
-  }
-  env.push_back(kv);
-}
-
-bool has_env(const std::vector<std::string>& env, const std::string& key) {
-  for (auto& e : env)
-    if (e.compare(0, key.size() + 1, key + "=") == 0) return true;
-  return false;
-}
-
 // -e K=V sets; -e K copies our own value when we have one (Docker skips it otherwise).
 void add_user_env(std::vector<std::string>& env, const std::string& item) {
-  if (item.find('=') != std::string::npos) return set_env(env, item);
-  if (const char* v = std::getenv(item.c_str())) set_env(env, item + "=" + v);
+  if (item.find('=') != std::string::npos) return sandbox::set_env(env, item);
+  if (const char* v = std::getenv(item.c_str())) sandbox::set_env(env, item + "=" + v);
 }
 
 Result<image::ResolvedImage> resolve_image(const Globals& g, const std::string& ref, bool rootfs) {
@@ -171,23 +76,13 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
   spec.image_name = img.reference.empty() ? rest.front() : img.reference;
   spec.layers = img.layers;
 
-  // Docker's merge: --entrypoint replaces Entrypoint and drops the image's Cmd; ARGs replace Cmd.
-  std::vector<std::string> entry = img.config.entrypoint, cmd = img.config.cmd;
-  if (o.entrypoint) {
-    entry = o.entrypoint->empty() ? std::vector<std::string>{} : std::vector<std::string>{*o.entrypoint};
-    cmd.clear();
-  }
-  if (!args.empty()) cmd = args;
-  spec.argv = entry;
-  spec.argv.insert(spec.argv.end(), cmd.begin(), cmd.end());
-  if (spec.argv.empty())
-    return fail(ErrorKind::invalid, "run image", spec.image_name,
-                "it has no Entrypoint or Cmd: give a command after IMAGE");
-
   spec.hostname = o.hostname.empty() ? "fnexec" : o.hostname;
-  std::vector<std::string> env = img.config.env;
-  if (!has_env(env, "PATH"))
-    env.insert(env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  sandbox::ProcessOverrides overrides;
+  // --entrypoint "" clears the image's Entrypoint (and, as any --entrypoint, its Cmd).
+  if (o.entrypoint)
+    overrides.entrypoint =
+        o.entrypoint->empty() ? std::vector<std::string>{} : std::vector<std::string>{*o.entrypoint};
+  if (!args.empty()) overrides.cmd = args;
   for (const auto& file : o.env_files) {
     auto text = fs::read_file(file);
     if (!text) return std::unexpected(text.error().context("read --env-file"));
@@ -198,28 +93,14 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
       pos = nl == std::string::npos ? text->size() : nl + 1;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.empty() || line[0] == '#') continue;
-      add_user_env(env, line);
+      add_user_env(overrides.env, line);
     }
   }
-  for (const auto& e : o.env) add_user_env(env, e);
-  set_env(env, "HOSTNAME=" + spec.hostname);
-
-  spec.cwd = o.workdir ? *o.workdir : (img.config.working_dir.empty() ? "/" : img.config.working_dir);
-  if (spec.cwd.empty() || spec.cwd[0] != '/')
-    return fail(ErrorKind::invalid, "use working directory", spec.cwd, "must be an absolute path");
-
+  for (const auto& e : o.env) add_user_env(overrides.env, e);
+  overrides.workdir = o.workdir;
+  overrides.user = o.user;
   sandbox::PrivilegeSpec ps;
-  std::string user = o.user ? *o.user : img.config.user;
-  std::string home = "/";
-  if (!user.empty()) {
-    auto [uid, gid] = FNEXEC_TRY(resolve_user(img, user, &home));
-    ps.uid = uid;
-    ps.gid = gid;
-  } else {
-    home = "/root";
-  }
-  if (!has_env(env, "HOME")) env.push_back("HOME=" + home);
-  spec.env = env;
+  FNEXEC_TRY(sandbox::apply_image_config(img, overrides, spec, ps));
 
   ps.cap_add = o.cap_add;
   ps.cap_drop = o.cap_drop;
@@ -286,10 +167,12 @@ Result<std::unique_ptr<cgroup::SandboxCgroup>> make_cgroup(const RunOptions& o, 
   if (o.memory) limits.memory_bytes = FNEXEC_TRY(cgroup::parse_size(*o.memory));
   if (o.cpus) limits.cpus = FNEXEC_TRY(cgroup::parse_cpus(*o.cpus));
   if (o.pids_limit) {
-    auto n = parse_id(*o.pids_limit);
-    if (!n || *n == 0)
-      return fail(ErrorKind::invalid, "use --pids-limit", *o.pids_limit, "expected a positive number");
-    limits.pids = *n;
+    const std::string& text = *o.pids_limit;
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (ec != std::errc{} || end != text.data() + text.size() || n == 0)
+      return fail(ErrorKind::invalid, "use --pids-limit", text, "expected a positive number");
+    limits.pids = n;
   }
   // auto: a cgroup only when limits or the report need one; creating and removing a v1 sandbox
   // cgroup (five hierarchies) costs about as much as the rest of the run.

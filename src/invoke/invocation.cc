@@ -1,11 +1,13 @@
 #include "invoke/invocation.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -38,6 +40,28 @@ class SignalForwarding {
   UniqueFd fd_;
 };
 
+// SIGPIPE from writes to a function's stdin is blocked in this thread, and one that came is discarded:
+// EPIPE is the answer wanted here, and the process's signal dispositions are not ours to change.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &set_, &previous_);
+  }
+  ~SigpipeBlocked() {
+    timespec zero{};
+    if (discard_pending && !sigismember(&previous_, SIGPIPE))
+      while (::sigtimedwait(&set_, nullptr, &zero) > 0) {
+      }
+    ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+  }
+  bool discard_pending = false;
+
+ private:
+  sigset_t set_, previous_;
+};
+
 std::string opt(const std::optional<uint64_t>& v) {
   return v ? std::to_string(*v) : "null";
 }
@@ -55,6 +79,7 @@ std::string to_json(const InvocationRecord& r) {
   j += std::string(",\"oom_killed\":") + (r.oom_killed ? "true" : "false");
   j += std::string(",\"timed_out\":") + (r.timed_out ? "true" : "false");
   j += ",\"cgroup_mode\":\"" + r.cgroup_mode + "\"";
+  j += std::string(",\"memory_peak_includes_setup\":") + (r.memory_peak_includes_setup ? "true" : "false");
   return j + "}";
 }
 
@@ -84,18 +109,93 @@ Result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
 }
 
 Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::SandboxCgroup* cgroup,
-                                        const WaitOptions& options) {
+                                        const WaitOptions& options, StdioExchange* stdio) {
   InvocationRecord rec;
   std::optional<SignalForwarding> forwarding;
   if (options.forward_signals) forwarding.emplace();
+  sandbox::StdioPipes pipes;
+  std::optional<SigpipeBlocked> sigpipe;
+  if (stdio) {
+    pipes = sandbox.take_stdio();
+    if (!pipes.in || !pipes.out || !pipes.err)
+      return fail(ErrorKind::invalid, "exchange stdio with sandbox", std::to_string(sandbox.pid()),
+                  "it was not launched with Stdio::pipes");
+    sigpipe.emplace();
+  }
+
+  size_t written = 0;
+  // Non-blocking; closes stdin once the event is written, or when the function closed its end.
+  auto write_input = [&]() -> Result<> {
+    while (written < stdio->input.size()) {
+      ssize_t n = ::write(pipes.in.get(), stdio->input.data() + written, stdio->input.size() - written);
+      if (n > 0) {
+        written += static_cast<size_t>(n);
+      } else if (errno == EAGAIN) {
+        return {};
+      } else if (errno == EPIPE) {
+        sigpipe->discard_pending = true;
+        break;
+      } else if (errno != EINTR) {
+        return fail_errno("write event to sandbox", std::to_string(sandbox.pid()));
+      }
+    }
+    pipes.in.reset();
+    return {};
+  };
+  auto kill_all = [&]() -> Result<> {
+    // SIGKILL to PID 1 ends its whole pid namespace; the cgroup catches anything that escaped it.
+    FNEXEC_TRY(sandbox.kill());
+    if (cgroup) (void)cgroup->kill();
+    return {};
+  };
+  char buf[64 << 10];
+  // Reads what is there; closes fd at EOF. stdout beyond the cap kills the sandbox.
+  auto drain = [&](UniqueFd& fd, bool is_output) -> Result<> {
+    for (;;) {
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return {};
+      if (n < 0) return fail_errno("read from sandbox", std::to_string(sandbox.pid()));
+      if (n == 0) {
+        fd.reset();
+        return {};
+      }
+      auto got = static_cast<size_t>(n);
+      if (!is_output) {
+        stdio->log.append(buf, got);
+        // Trimmed once it holds twice the tail, so a chatty function costs amortised O(1) per byte.
+        if (stdio->log.size() > 2 * stdio->max_log_bytes)
+          stdio->log.erase(0, stdio->log.size() - stdio->max_log_bytes);
+      } else if (stdio->output.size() + got > stdio->max_output_bytes) {
+        stdio->output_too_large = true;
+        stdio->output.clear();
+        fd.reset();
+        return kill_all();
+      } else {
+        stdio->output.append(buf, got);
+      }
+    }
+  };
 
   auto start = Clock::now();
+  // Before go: an event that fits the pipe is there when the function first reads.
+  if (stdio) FNEXEC_TRY(write_input());
   if (auto r = sandbox.go(); !r) return std::unexpected(r.error());
   std::optional<Clock::time_point> deadline;
   if (options.timeout) deadline = start + *options.timeout;
 
+  // With stdio pipes the invocation ends when init reports the function's status and both pipes
+  // are at EOF: PID 1's own exit (its namespaces torn down) is left to whoever destroys the sandbox.
+  bool exited = false, reported = false;
+  int status_fd = stdio ? sandbox.status_fd() : -1;
   for (;;) {
-    pollfd fds[2] = {{sandbox.pidfd(), POLLIN, 0}, {forwarding ? forwarding->fd() : -1, POLLIN, 0}};
+    if ((exited || reported) && !pipes.out && !pipes.err) break;
+    pollfd fds[6] = {{exited ? -1 : sandbox.pidfd(), POLLIN, 0},
+                     {forwarding ? forwarding->fd() : -1, POLLIN, 0},
+                     {pipes.in ? pipes.in.get() : -1, POLLOUT, 0},
+                     {pipes.out ? pipes.out.get() : -1, POLLIN, 0},
+                     {pipes.err ? pipes.err.get() : -1, POLLIN, 0},
+                     {reported ? -1 : status_fd, POLLIN, 0}};
     timespec ts{}, *tsp = nullptr;
     if (deadline && !rec.timed_out) {
       auto left = std::max(std::chrono::nanoseconds(0), *deadline - Clock::now());
@@ -103,27 +203,31 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
       ts.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
       tsp = &ts;
     }
-    int n = ::ppoll(fds, 2, tsp, nullptr);
+    int n = ::ppoll(fds, 6, tsp, nullptr);
     if (n < 0) {
       if (errno == EINTR) continue;
       return fail_errno("wait for sandbox", std::to_string(sandbox.pid()));
     }
-    if (fds[0].revents) break;
     if (n == 0) {
-      // SIGKILL to PID 1 ends its whole pid namespace; the cgroup catches anything that escaped it.
       rec.timed_out = true;
-      if (auto r = sandbox.kill(); !r) return std::unexpected(r.error());
-      if (cgroup) (void)cgroup->kill();
+      FNEXEC_TRY(kill_all());
       continue;
     }
+    if (fds[0].revents) exited = true;
     if (fds[1].revents) {
       signalfd_siginfo si;
       while (::read(fds[1].fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si))
         (void)sandbox.signal(static_cast<int>(si.ssi_signo));
     }
+    if (fds[2].revents) FNEXEC_TRY(write_input());
+    if (fds[3].revents) FNEXEC_TRY(drain(pipes.out, true));
+    if (fds[4].revents) FNEXEC_TRY(drain(pipes.err, false));
+    if (fds[5].revents) reported = true;
   }
+  if (stdio && stdio->log.size() > stdio->max_log_bytes)
+    stdio->log.erase(0, stdio->log.size() - stdio->max_log_bytes);
 
-  auto exit = sandbox.reap();
+  auto exit = exited ? sandbox.reap() : sandbox.collect();
   rec.wall_us = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
   if (!exit) return std::unexpected(exit.error());
@@ -134,6 +238,7 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
       rec.cpu_system_us = u->cpu_system_us;
       rec.memory_peak_bytes = u->memory_peak_bytes;
       rec.oom_killed = u->oom_kills && *u->oom_kills > 0;
+      rec.memory_peak_includes_setup = u->memory_peak_includes_setup;
     }
   }
 

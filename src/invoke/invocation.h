@@ -27,6 +27,8 @@ struct InvocationRecord {
   std::optional<int> signal;  // the signal that ended the function
   bool oom_killed = false;
   bool timed_out = false;
+  // The kernel could not reset the peak at go (cgroup v2 before 6.12): it includes the sandbox's setup.
+  bool memory_peak_includes_setup = false;
   std::string cgroup_mode = "disabled";
   std::optional<Error> setup_error;  // set when exit_code is 125, 126 or 127 because of setup
 };
@@ -41,10 +43,21 @@ struct WaitOptions {
   bool forward_signals = false;
 };
 
-// Sends go, waits on the pidfd (ppoll, no sleeping loop) until PID 1 exits or the deadline passes;
-// at the deadline SIGKILLs PID 1 (which takes the pid namespace with it) and kills the cgroup.
+// The event and the result of a sandbox launched with Stdio::pipes (pooled sandboxes).
+struct StdioExchange {
+  std::string_view input;  // written to stdin, which is then closed; a function that never reads it is fine
+  uint64_t max_output_bytes = UINT64_MAX;  // beyond it the sandbox is killed and output_too_large set
+  uint64_t max_log_bytes = 64 << 10;       // the tail of stderr kept
+  std::string output;                      // stdout; empty when output_too_large
+  bool output_too_large = false;
+  std::string log;  // the last max_log_bytes of stderr
+};
+
+// Sends go, then waits in one ppoll on the pidfd, the stdio pipes (when stdio is given) and the
+// deadline; at the deadline SIGKILLs PID 1 (which takes the pid namespace with it) and kills the
+// cgroup. Counters are read from the cgroup: deltas when the caller took cgroup->baseline().
 Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::SandboxCgroup* cgroup,
-                                        const WaitOptions& options);
+                                        const WaitOptions& options, StdioExchange* stdio = nullptr);
 
 // "500ms", "2s", "1m", "1h", "1.5s", "250us"; a bare number is seconds.
 Result<std::chrono::nanoseconds> parse_duration(std::string_view text);

@@ -55,6 +55,7 @@ struct PoolStats {
   uint32_t warm = 0;     // parked, ready
   uint32_t busy = 0;     // running an invocation
   uint32_t starting = 0; // being built in the background
+  uint64_t setup_failures = 0;  // sandboxes whose setup failed (each one logged; refills back off)
 };
 
 struct PoolSetOptions {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,8 +89,9 @@ int run_op(const SetupOp& op) noexcept {
   return EINVAL;
 }
 
-void start_function(const void* arg) noexcept {
-  const auto& plan = *static_cast<const ChildPlan*>(arg);
+// Everything before exec that does not need go: privileges, fds, working directory. Done at park
+// time so that go is followed by nothing but execve.
+void prepare_function(const ChildPlan& plan) noexcept {
   if (chdir(plan.cwd) != 0) fail(plan, step_workdir, errno);
   // Marked close-on-exec instead of closed, so the error pipe still reports a failed exec.
   if (sys::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(plan, step_privileges, errno, "close_range");
@@ -97,7 +99,23 @@ void start_function(const void* arg) noexcept {
   if (int err = apply_privileges(plan.privileges, &failed); err != 0)
     fail(plan, step_privileges, err, failed);
   umask(022);
+}
 
+// Tells the parent the sandbox is ready, then waits for go; EOF means the parent gave up on it.
+void park(const ChildPlan& plan) noexcept {
+  char ready = 'r';
+  ssize_t r;
+  // EPIPE is no failure: a parent that sent go at once (`fnexec run`) may have closed its end
+  // already, and the go byte is still there to read.
+  do r = send(plan.control_fd, &ready, 1, MSG_NOSIGNAL);
+  while (r < 0 && errno == EINTR);
+  char go = 0;
+  do r = read(plan.control_fd, &go, 1);
+  while (r < 0 && errno == EINTR);
+  if (r != 1) _exit(0);  // nothing to report
+}
+
+[[noreturn]] void exec_function(const ChildPlan& plan) noexcept {
   // Like execvp: ENOENT/ENOTDIR try the next PATH entry, EACCES is kept unless something is found.
   int err = ENOENT;
   for (const char* candidate : plan.exec_candidates) {
@@ -112,10 +130,24 @@ void start_function(const void* arg) noexcept {
   fail(plan, step_exec, err);
 }
 
+// The function process forked by init: prepared and parked before go (pre-forked).
+void start_function(const void* arg) noexcept {
+  const auto& plan = *static_cast<const ChildPlan*>(arg);
+  prepare_function(plan);
+  park(plan);
+  exec_function(plan);
+}
+
 }  // namespace
 
 void child_main(const ChildPlan& plan) noexcept {
-  close(plan.control_parent_fd);
+  // Also closes control_parent_fd, the parent's end.
+  unsigned next = 3;
+  for (int fd : plan.keep_fds) {
+    if (static_cast<unsigned>(fd) > next) sys::close_range(next, static_cast<unsigned>(fd) - 1, 0);
+    next = static_cast<unsigned>(fd) + 1;
+  }
+  sys::close_range(next, ~0U, 0);
   // The parent may block signals it waits for; the sandbox starts from a clean mask.
   sigset_t none;
   sigemptyset(&none);
@@ -124,6 +156,15 @@ void child_main(const ChildPlan& plan) noexcept {
   // control pipe is already at EOF and the wait for go below ends the child.
   if (plan.die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
     fail(plan, step_parent_death, errno);
+  // An ignored signal stays ignored across exec, and a daemon ignores SIGPIPE: the function gets
+  // the default back, so `producer | head` inside it ends as it would anywhere else.
+  signal(SIGPIPE, SIG_DFL);
+  for (int i = 0; i < 3; ++i) {
+    // The launcher made these fds >= 3, so no dup2 overwrites a source still to come.
+    if (plan.stdio_fds[i] >= 0 && dup2(plan.stdio_fds[i], i) != i) fail(plan, step_stdio, errno);
+  }
+  for (int fd : plan.stdio_fds)
+    if (fd >= 0) close(fd);
   // Modes below are exact (device nodes 0666, /dev/shm 1777); the function gets 022 back.
   umask(0);
   for (size_t i = 0; i < plan.ops.size(); ++i) {
@@ -138,15 +179,20 @@ void child_main(const ChildPlan& plan) noexcept {
       fail(plan, step_userns, errno);
   }
 
-  char go = 0;
-  ssize_t r;
-  do r = read(plan.control_fd, &go, 1);
-  while (r < 0 && errno == EINTR);
-  if (r != 1) _exit(0);  // the parent gave up on this sandbox: nothing to report
-  close(plan.control_fd);
-  if (plan.unshare_cgroupns_after_go && unshare(CLONE_NEWCGROUP) != 0) fail(plan, step_cgroupns, errno);
+  if (plan.wait_attach) {
+    char attached = 0;
+    ssize_t r;
+    do r = read(plan.control_fd, &attached, 1);
+    while (r < 0 && errno == EINTR);
+    if (r != 1) _exit(0);  // the parent gave up on this sandbox: nothing to report
+    if (unshare(CLONE_NEWCGROUP) != 0) fail(plan, step_cgroupns, errno);
+  }
 
-  if (!plan.init) start_function(&plan);
+  if (!plan.init) {
+    prepare_function(plan);
+    park(plan);
+    exec_function(plan);
+  }
 
   // The init is a copy of fnexec: hide fnexec's command line and environment from /proc/1, and make
   // it non-dumpable so a function running as root cannot ptrace or read it either.
@@ -162,7 +208,11 @@ void child_main(const ChildPlan& plan) noexcept {
   const char* failed = nullptr;
   if (int err = drop_bounding_set(plan.privileges, &failed); err != 0)
     fail(plan, step_init_privileges, err, failed);
-  runtime::run_init(start_function, &plan, plan.status_fd);
+  // The function is forked now and parks itself; init keeps neither the control socket (so the
+  // function's exit reads as EOF there) nor the stdio pipes (so the function's exit is EOF on stdout).
+  int release[4] = {plan.control_fd, -1, -1, -1};
+  if (plan.stdio_fds[0] >= 0) release[1] = 0, release[2] = 1, release[3] = 2;
+  runtime::run_init(start_function, &plan, plan.status_fd, release, 4);
   fail(plan, step_fork, errno);
 }
 

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -101,6 +102,21 @@ struct Pipe {
   }
 };
 
+// A pipe whose child end is >= 3 (so the child's dup2 onto 0..2 never overwrites a source fd) and
+// whose parent end is non-blocking (the invocation polls it).
+Result<Pipe> stdio_pipe(bool child_reads) {
+  auto p = FNEXEC_TRY(Pipe::make("sandbox stdio"));
+  for (UniqueFd* end : {&p.read, &p.write}) {
+    if (end->get() >= 3) continue;
+    int moved = ::fcntl(end->get(), F_DUPFD_CLOEXEC, 3);
+    if (moved < 0) return fail_errno("move stdio pipe above fd 2");
+    end->reset(moved);
+  }
+  int parent = child_reads ? p.write.get() : p.read.get();
+  if (::fcntl(parent, F_SETFL, O_NONBLOCK) != 0) return fail_errno("make stdio pipe non-blocking");
+  return p;
+}
+
 }  // namespace
 
 Sandbox::Sandbox() = default;
@@ -168,9 +184,27 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   plan.error_fd = errors.write.get();
   plan.status_fd = status.write.get();
 
+  std::optional<Pipe> child_in, child_out, child_err;
+  if (spec.stdio == Stdio::pipes) {
+    child_in = FNEXEC_TRY(stdio_pipe(true));
+    child_out = FNEXEC_TRY(stdio_pipe(false));
+    child_err = FNEXEC_TRY(stdio_pipe(false));
+    plan.stdio_fds[0] = child_in->read.get();
+    plan.stdio_fds[1] = child_out->write.get();
+    plan.stdio_fds[2] = child_err->write.get();
+  }
+
+  for (int fd : {plan.userns_fd, plan.control_fd, plan.error_fd, plan.status_fd, plan.stdio_fds[0],
+                 plan.stdio_fds[1], plan.stdio_fds[2]})
+    if (fd > 2) plan.keep_fds.push_back(fd);
+  for (const auto& op : plan.ops)
+    if (op.fd > 2) plan.keep_fds.push_back(op.fd);
+  std::sort(plan.keep_fds.begin(), plan.keep_fds.end());
+  plan.keep_fds.erase(std::unique(plan.keep_fds.begin(), plan.keep_fds.end()), plan.keep_fds.end());
+
   int cgroup_fd = spec.cgroup ? spec.cgroup->clone_into_fd() : -1;
-  plan.unshare_cgroupns_after_go = spec.cgroup && cgroup_fd < 0;
-  unsigned long namespaces = plan.unshare_cgroupns_after_go ? kNamespaces & ~CLONE_NEWCGROUP : kNamespaces;
+  plan.wait_attach = spec.cgroup && cgroup_fd < 0;
+  unsigned long namespaces = plan.wait_attach ? kNamespaces & ~CLONE_NEWCGROUP : kNamespaces;
   int pidfd = -1;
   clone_args args{};
   args.flags = namespaces | CLONE_PIDFD | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
@@ -182,6 +216,8 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
     // Kernels before 5.3 (no clone3) or 5.7 (no cgroup field): classic clone, fork-like without a
     // stack; CLONE_PIDFD returns the pidfd through the parent_tid argument.
+    plan.wait_attach = spec.cgroup != nullptr;
+    if (plan.wait_attach) namespaces &= ~CLONE_NEWCGROUP;
     pid = ::syscall(SYS_clone, namespaces | CLONE_PIDFD | SIGCHLD, nullptr, &pidfd, nullptr, nullptr);
     placed = false;
   }
@@ -192,13 +228,26 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   sb.pidfd_.reset(pidfd);
   sb.control_ = std::move(control.write);
   sb.errors_ = std::move(errors.read);
+  // collect() reads it while init still holds the write end: a failure, if any, is already there.
+  ::fcntl(sb.errors_.get(), F_SETFL, O_NONBLOCK);
+  sb.plan_init_ = spec.init;
   sb.status_ = std::move(status.read);
   // The child holds its own copies; closing ours makes EOF mean "every sandbox process is gone".
   errors.write.reset();
   status.write.reset();
   control.read.reset();
+  if (child_in) sb.stdio_ = {std::move(child_in->write), std::move(child_out->read), std::move(child_err->read)};
+  child_in.reset();
+  child_out.reset();
+  child_err.reset();
 
   if (spec.cgroup && !placed) FNEXEC_TRY(spec.cgroup->attach(sb.pid_));
+  if (plan.wait_attach) {
+    // The child makes its cgroup namespace (and forks the function) only after this byte.
+    char attached = 'a';
+    if (::send(sb.control_.get(), &attached, 1, MSG_NOSIGNAL) != 1 && errno != EPIPE && errno != ECONNRESET)
+      return fail_errno("release sandbox after cgroup attach", std::to_string(sb.pid_));
+  }
   if (spec.network == Network::loopback) {
     auto t0 = std::chrono::steady_clock::now();
     FNEXEC_TRY(bring_up_loopback(sb.pidfd_.get()));
@@ -207,6 +256,16 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   }
   return sb;
+}
+
+Result<bool> Sandbox::wait_ready() {
+  char ready = 0;
+  ssize_t n;
+  do n = ::recv(control_.get(), &ready, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n == 1 && ready == 'r') return true;
+  if (n == 0 || (n < 0 && errno == ECONNRESET)) return false;
+  return fail_errno("wait for sandbox to be ready", std::to_string(pid_), n < 0 ? errno : EPROTO);
 }
 
 Result<> Sandbox::go() {
@@ -235,10 +294,22 @@ Result<SandboxExit> Sandbox::reap() {
   }
   reaped_ = true;
   control_.reset();
-
-  SandboxExit out;
   int pid1_status = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status & 0x7f;
+  return report(pid1_status);
+}
 
+Result<SandboxExit> Sandbox::collect() {
+  int status = 0;
+  ssize_t n;
+  do n = ::read(status_.get(), &status, sizeof status);
+  while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof status)) return reap();
+  collected_status_ = status;
+  return report(0);
+}
+
+Result<SandboxExit> Sandbox::report(int pid1_status) {
+  SandboxExit out;
   detail::ChildFailure failure;
   ssize_t n;
   do n = ::read(errors_.get(), &failure, sizeof failure);
@@ -283,6 +354,9 @@ Result<SandboxExit> Sandbox::reap() {
       case detail::step_cgroupns:
         e.what = "create the sandbox's cgroup namespace";
         break;
+      case detail::step_stdio:
+        e.what = "connect the function's stdin, stdout and stderr";
+        break;
       case detail::step_fork:
         e.what = "fork the function from the sandbox init";
         break;
@@ -302,8 +376,13 @@ Result<SandboxExit> Sandbox::reap() {
     return out;
   }
   int status = 0;
-  do n = ::read(status_.get(), &status, sizeof status);
-  while (n < 0 && errno == EINTR);
+  if (collected_status_) {
+    status = *collected_status_;
+    n = sizeof status;
+  } else {
+    do n = ::read(status_.get(), &status, sizeof status);
+    while (n < 0 && errno == EINTR);
+  }
   if (n == static_cast<ssize_t>(sizeof status)) {
     out.wait_status = status;
   } else {

@@ -28,6 +28,12 @@ struct SandboxExit {
   bool killed = false;
 };
 
+// The parent's ends of the function's stdio with Stdio::pipes, non-blocking: the event goes into
+// in, the result comes out of out and the log out of err.
+struct StdioPipes {
+  UniqueFd in, out, err;
+};
+
 class Sandbox {
  public:
   // Clones the sandbox and starts its setup; it then waits for go(). The spec must outlive nothing:
@@ -41,6 +47,13 @@ class Sandbox {
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }  // readable when PID 1 has exited
 
+  // Readable once the sandbox is parked at go or its setup failed; wait_ready() then returns at once.
+  int control_fd() const { return control_.get(); }
+  // Waits until the sandbox is parked: true; false when its setup failed (reap() says why).
+  Result<bool> wait_ready();
+  // With Stdio::pipes: the parent's ends (empty ones after the first call).
+  StdioPipes take_stdio() { return std::move(stdio_); }
+
   // Lets the parked sandbox run the function.
   Result<> go();
   Result<> signal(int sig);
@@ -48,14 +61,24 @@ class Sandbox {
   Result<> kill();
   // Waits for PID 1 (immediate once pidfd() is readable), reaps it and reports.
   Result<SandboxExit> reap();
+  // With init: readable once init reported the function's end, before PID 1 exits and its
+  // namespaces are torn down; -1 without init.
+  int status_fd() const { return plan_init_ ? status_.get() : -1; }
+  // After status_fd() became readable: the report without waiting for PID 1 (the destructor reaps
+  // it later). Falls back to reap() when init died without reporting.
+  Result<SandboxExit> collect();
 
  private:
   Sandbox();
   std::unique_ptr<detail::ChildPlan> plan_;  // kept to name a failed step
   std::string image_name_;
   std::string entrypoint_;
+  Result<SandboxExit> report(int pid1_status);
+  bool plan_init_ = false;
+  std::optional<int> collected_status_;
   pid_t pid_ = -1;
   UniqueFd pidfd_, control_, errors_, status_;
+  StdioPipes stdio_;
   bool reaped_ = false;
 };
 

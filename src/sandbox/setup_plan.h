@@ -59,6 +59,7 @@ enum SpecialStep : int32_t {
   step_init_privileges = -8,
   step_parent_death = -9,
   step_cgroupns = -10,
+  step_stdio = -11,
 };
 
 // What the child writes to the error pipe, once, before it exits.
@@ -77,15 +78,21 @@ struct ChildPlan {
   size_t hostname_len = 0;
   int userns_fd = -1;  // join after the mounts: the mounts are made as host root
 
-  int control_fd = -1;         // our end of the control socket: one byte means go, EOF means abandon
+  // Our end of the control socket. Parent to child: 'a' once attached to the cgroup (when
+  // wait_attach), then one byte for go; EOF means abandon. Child to parent: 'r' once parked.
+  int control_fd = -1;
   int control_parent_fd = -1;  // the parent's end, closed first so the parent's death reads as EOF
   int error_fd = -1;           // write end, O_CLOEXEC: a successful exec closes it
   int status_fd = -1;          // write end: init reports the function's raw wait status
+  int stdio_fds[3] = {-1, -1, -1};
+  // Every fd above 2 the child uses, ascending; it closes all others first: a sibling sandbox's
+  // pipes and sockets, copied by this clone, must not stay open in a parked init.
+  std::vector<int> keep_fds;  // dup2'ed onto 0, 1, 2 when set (Stdio::pipes)
   bool init = true;
   bool die_with_parent = true;
-  // The cgroup namespace is made after go, once the parent has attached the child to its cgroup
-  // (cgroup v1, no CLONE_INTO_CGROUP): a namespace made at clone would be rooted at fnexec's cgroup.
-  bool unshare_cgroupns_after_go = false;
+  // The cgroup namespace is made once the parent has attached the child to its cgroup (cgroup v1,
+  // no CLONE_INTO_CGROUP): a namespace made at clone would be rooted at fnexec's cgroup.
+  bool wait_attach = false;
 
   const char* cwd = nullptr;
   std::vector<const char*> exec_candidates;  // entrypoint paths to try in order (PATH lookup done here)

@@ -44,6 +44,10 @@ struct IdRange {
   uint32_t count = 65536;
 };
 
+// inherit: the function gets fnexec's own 0/1/2 (zero copy for `fnexec run`); pipes: the launcher
+// makes one pipe per stream and hands the parent's ends out (Sandbox::take_stdio), as pools need.
+enum class Stdio { inherit, pipes };
+
 struct SandboxSpec {
   std::vector<std::filesystem::path> layers;  // absolute layer dirs, BOTTOM first
   std::string image_name;                     // for messages: "fn-hello:1"
@@ -64,6 +68,7 @@ struct SandboxSpec {
   // SIGKILL the sandbox when the thread that launched it dies (PR_SET_PDEATHSIG): right for
   // `fnexec run`; a multi-threaded launcher must launch from a thread that outlives the sandbox.
   bool die_with_parent = true;
+  Stdio stdio = Stdio::inherit;
 
   // Where the sandbox's private tmpfs and overlay are mounted, inside its own mount namespace only.
   std::filesystem::path mount_dir = "/run/fnexec/mnt";

@@ -139,7 +139,8 @@ TEST_SUITE("invoke") {
     r.cgroup_mode = "v1";
     CHECK(to_json(r) ==
           "{\"wall_us\":1234,\"cpu_user_us\":10,\"cpu_system_us\":null,\"memory_peak_bytes\":null,"
-          "\"exit_code\":137,\"signal\":9,\"oom_killed\":false,\"timed_out\":false,\"cgroup_mode\":\"v1\"}");
+          "\"exit_code\":137,\"signal\":9,\"oom_killed\":false,\"timed_out\":false,\"cgroup_mode\":\"v1\","
+          "\"memory_peak_includes_setup\":false}");
   }
 
 }  // TEST_SUITE

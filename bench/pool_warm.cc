@@ -1,0 +1,235 @@
+// Warm pool latency, throughput and parked memory, in-process (no HTTP), beside the fork+exec floor
+// of the same binary measured in the same run (A B A B ...).
+//
+//   fnexec-bench-pool [-n RUNS] [--parked N] [--event-bytes N]
+// Builds a busybox image with rootfs-tools/mkimage in a tmpfs store; function: `cat`.
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cgroup/cgroup.h"
+#include "image/store.h"
+#include "pool/pool.h"
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace stdfs = std::filesystem;
+using namespace fnexec;
+
+double us_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - t).count();
+}
+
+// The floor: posix_spawn of the same busybox `cat`, event into a pipe, result out of one, waitpid.
+double floor_sample(const std::string& event) {
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) return -1;
+  auto t0 = Clock::now();
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  char arg0[] = "cat";
+  char* argv[] = {arg0, nullptr};
+  pid_t pid;
+  int rc = posix_spawn(&pid, "/bin/busybox", &fa, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(in[0]);
+  close(out[1]);
+  if (rc != 0) return -1;
+  (void)!write(in[1], event.data(), event.size());
+  close(in[1]);
+  std::string got;
+  char buf[65536];
+  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) > 0;) got.append(buf, static_cast<size_t>(n));
+  close(out[0]);
+  int st;
+  waitpid(pid, &st, 0);
+  double us = us_since(t0);
+  return got == event ? us : -1;
+}
+
+struct Summary {
+  double p50, p90, p99, max, mean;
+};
+Summary summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  auto q = [&](double p) { return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))]; };
+  double sum = 0;
+  for (double x : v) sum += x;
+  return {q(0.5), q(0.9), q(0.99), v.back(), sum / static_cast<double>(v.size())};
+}
+
+void wait_warm(pool::PoolSet& pools, uint32_t n) {
+  for (int i = 0; i < 60000; ++i) {
+    auto s = pools.stats();
+    if (!s.empty() && s[0].warm >= n) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::fprintf(stderr, "pool did not fill to %u\n", n);
+}
+
+uint64_t read_number(const stdfs::path& p) {
+  std::ifstream f(p);
+  uint64_t v = 0;
+  f >> v;
+  return v;
+}
+
+uint64_t smaps_field(pid_t pid, const std::string& key) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.starts_with(key + ":")) return std::stoull(line.substr(key.size() + 1)) * 1024;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int runs = 2000, parked = 100;
+  size_t event_bytes = 16;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "-n") runs = std::atoi(argv[i + 1]);
+    else if (a == "--parked") parked = std::atoi(argv[i + 1]);
+    else if (a == "--event-bytes") event_bytes = static_cast<size_t>(std::atol(argv[i + 1]));
+  }
+  std::string src = stdfs::path(__FILE__).parent_path().parent_path();
+  char tmpl[] = "/tmp/fnexec-bench-pool-XXXXXX";
+  if (!mkdtemp(tmpl) || mount("fnexec-bench", tmpl, "tmpfs", 0, "size=256m") != 0) {
+    std::perror("tmpfs");
+    return 1;
+  }
+  stdfs::path scratch = tmpl;
+  std::string mk = src + "/rootfs-tools/mkimage --busybox --ref bench:1 -o " + (scratch / "img").string();
+  if (std::system(mk.c_str()) != 0) return 1;
+  auto store = image::Store::open(scratch / "store");
+  if (!store || !store->import("oci:" + (scratch / "img").string(), {.name = "bench:1"})) return 1;
+  auto hierarchy = cgroup::Hierarchy::detect(true);
+  if (!hierarchy) return 1;
+  auto pools = pool::PoolSet::create(*store, *hierarchy, {.max_sandboxes = 1024});
+  if (!pools) return 1;
+
+  pool::FunctionSpec fn;
+  fn.name = "cat";
+  fn.image = "bench:1";
+  fn.cmd = std::vector<std::string>{"cat"};
+  fn.min_warm = 8;
+  fn.max_concurrency = 64;
+  if (auto r = (*pools)->configure(fn); !r) {
+    std::fprintf(stderr, "%s\n", r.error().message().c_str());
+    return 1;
+  }
+  std::string event(event_bytes, 'x');
+  std::printf("cgroup mode %s, event %zu bytes\n", std::string(cgroup::to_string((*hierarchy)->mode())).c_str(),
+              event_bytes);
+
+  // Latency: one invocation at a time, each a pool hit (waits for the refill between samples,
+  // outside the timing), interleaved with the floor.
+  std::vector<double> warm, floor;
+  int cold = 0;
+  for (int i = 0; i < runs; ++i) {
+    wait_warm(**pools, 1);
+    auto t0 = Clock::now();
+    auto r = (*pools)->invoke("cat", event);
+    double us = us_since(t0);
+    if (!r || r->output != event) {
+      std::fprintf(stderr, "invoke failed: %s\n", r ? r->log.c_str() : r.error().message().c_str());
+      return 1;
+    }
+    if (r->start == pool::StartKind::cold) ++cold;
+    warm.push_back(us);
+    floor.push_back(floor_sample(event));
+  }
+  auto w = summarize(warm), f = summarize(floor);
+  std::printf("%-10s %8s %8s %8s %8s %8s\n", "latency", "p50", "p90", "p99", "max", "mean");
+  std::printf("%-10s %8.0f %8.0f %8.0f %8.0f %8.0f us  (%d cold of %d)\n", "warm", w.p50, w.p90, w.p99, w.max, w.mean,
+              cold, runs);
+  std::printf("%-10s %8.0f %8.0f %8.0f %8.0f %8.0f us\n", "floor", f.p50, f.p90, f.p99, f.max, f.mean);
+  std::printf("ratio p50 warm/floor %.2f\n", w.p50 / f.p50);
+
+  // Throughput: a burst of `burst` invocations from c threads against a pool filled to `burst`
+  // (every one a hit), then a sustained run where the refill has to keep up.
+  for (uint32_t c : {1u, 4u, 16u}) {
+    for (bool sustained : {false, true}) {
+      uint32_t burst = 200;
+      fn.min_warm = sustained ? 16 : burst;
+      (void)(*pools)->configure(fn);
+      wait_warm(**pools, fn.min_warm);
+      int total = sustained ? 1000 : static_cast<int>(burst);
+      std::atomic<int> next{0}, colds{0}, errors{0};
+      auto t0 = Clock::now();
+      std::vector<std::thread> threads;
+      for (uint32_t t = 0; t < c; ++t)
+        threads.emplace_back([&] {
+          while (next.fetch_add(1) < total) {
+            auto r = (*pools)->invoke("cat", event);
+            if (!r || r->output != event) ++errors;
+            else if (r->start == pool::StartKind::cold) ++colds;
+          }
+        });
+      for (auto& t : threads) t.join();
+      double s = us_since(t0) / 1e6;
+      std::printf("throughput c=%-2u %-9s %6.0f/s  (%d invocations, %d cold, %d errors)\n", c,
+                  sustained ? "sustained" : "burst", total / s, total, colds.load(), errors.load());
+    }
+  }
+
+  // Memory of parked sandboxes.
+  fn.min_warm = static_cast<uint32_t>(parked);
+  fn.idle_timeout = std::chrono::seconds(3600);
+  (void)(*pools)->configure(fn);
+  wait_warm(**pools, fn.min_warm);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  uint64_t rss = 0, pss = 0, uss = 0, cg_usage = 0, cg_kmem = 0;
+  int procs = 0, sandboxes = 0;
+  for (auto& parent : (*hierarchy)->sandbox_parents()) {
+    bool memory = stdfs::exists(stdfs::path(parent) / "memory.usage_in_bytes");
+    for (auto& e : stdfs::directory_iterator(parent)) {
+      if (!e.is_directory() || !e.path().filename().string().starts_with("pool-")) continue;
+      if (memory) {
+        std::ifstream procs_file(e.path() / "cgroup.procs");
+        std::vector<pid_t> pids;
+        for (pid_t pid; procs_file >> pid;) pids.push_back(pid);
+        if (pids.empty()) continue;  // a used sandbox the cleanup thread is removing
+        ++sandboxes;
+        cg_usage += read_number(e.path() / "memory.usage_in_bytes");
+        cg_kmem += read_number(e.path() / "memory.kmem.usage_in_bytes");
+        for (pid_t pid : pids) {
+          ++procs;
+          rss += smaps_field(pid, "Rss");
+          pss += smaps_field(pid, "Pss");
+          uss += smaps_field(pid, "Private_Clean") + smaps_field(pid, "Private_Dirty");
+        }
+      }
+    }
+  }
+  if (sandboxes) {
+    auto per = [&](uint64_t v) { return static_cast<double>(v) / sandboxes / 1024.0; };
+    std::printf("parked: %d sandboxes, %d processes; per sandbox: RSS %.0f KiB, PSS %.0f KiB, USS %.0f KiB; "
+                "cgroup memory.usage_in_bytes %.0f KiB (kmem %.0f KiB)\n",
+                sandboxes, procs, per(rss), per(pss), per(uss), per(cg_usage), per(cg_kmem));
+  }
+  pools->reset();
+  umount2(tmpl, MNT_DETACH);
+  rmdir(tmpl);
+  return 0;
+}
