@@ -271,18 +271,21 @@ class CommandTarget final : public Target {
   static inline std::atomic<uint64_t> next_id_{0};
 };
 
-// The cgroup directories below base that do not exist yet in any v1 hierarchy, deepest first.
+// The cgroup directories below base that do not exist yet in any hierarchy, deepest first.
 std::vector<stdfs::path> dirs_to_remove(const std::string& base, const std::vector<std::string>& leaves) {
   std::vector<stdfs::path> out;
   std::error_code ec;
   std::vector<stdfs::path> seen;
-  for (const auto& entry : stdfs::directory_iterator("/sys/fs/cgroup", ec)) {
-    if (entry.path().filename() == "unified") continue;
-    auto mount = stdfs::canonical(entry.path(), ec);
+  std::vector<stdfs::path> mounts{"/sys/fs/cgroup"};  // itself on a pure v2 host
+  for (const auto& entry : stdfs::directory_iterator("/sys/fs/cgroup", ec))
+    if (entry.is_directory(ec)) mounts.push_back(entry.path());
+  for (const auto& candidate : mounts) {
+    auto mount = stdfs::canonical(candidate, ec);
     if (ec || std::find(seen.begin(), seen.end(), mount) != seen.end()) continue;
     seen.push_back(mount);
     struct statfs st;
-    if (::statfs(mount.c_str(), &st) != 0 || st.f_type != 0x27e0eb /* CGROUP_SUPER_MAGIC */) continue;
+    // runc on a hybrid host also places its containers in the v2 hierarchy (0x63677270).
+    if (::statfs(mount.c_str(), &st) != 0 || (st.f_type != 0x27e0eb && st.f_type != 0x63677270)) continue;
     for (const auto& leaf : leaves) out.push_back(mount / stdfs::path(base).relative_path() / leaf);
     // The base and every missing component above it, deepest first.
     std::vector<stdfs::path> missing;

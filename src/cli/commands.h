@@ -26,5 +26,6 @@ int report(const Error& e);
 void add_image_commands(CLI::App& app, Globals& g);
 void add_run_command(CLI::App& app, Globals& g);
 void add_info_command(CLI::App& app, Globals& g);
+void add_bench_command(CLI::App& app, Globals& g);
 
 }  // namespace fnexec::cli

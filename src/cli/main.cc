@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   add_image_commands(app, g);
   add_run_command(app, g);
   add_info_command(app, g);
+  add_bench_command(app, g);
 
   try {
     app.parse(argc, argv);
