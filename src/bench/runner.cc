@@ -45,26 +45,27 @@ void record(Series& s, const Outcome& o) {
   }
 }
 
-// One batch: `threads` threads released together, each doing `per_thread` invocations.
+// One batch: threads released together, thread t doing counts[t] invocations.
 // Returns the batch's wall time in seconds (thread start-up excluded).
-double run_batch(const Entry& e, Series& s, std::string_view event, unsigned threads, unsigned per_thread) {
-  if (threads == 1) {
+double run_batch(const Entry& e, Series& s, std::string_view event, const std::vector<unsigned>& counts) {
+  e.target->before_batch();
+  if (counts.size() == 1) {
     std::string output;
     auto t0 = Clock::now();
-    for (unsigned k = 0; k < per_thread; ++k) record(s, invoke_once(e, event, output, 0));
+    for (unsigned k = 0; k < counts[0]; ++k) record(s, invoke_once(e, event, output, 0));
     return std::chrono::duration<double>(Clock::now() - t0).count();
   }
   std::mutex mu;
-  std::latch ready(threads + 1), go(1);
+  std::latch ready(static_cast<std::ptrdiff_t>(counts.size()) + 1), go(1);
   std::vector<std::jthread> pool;
-  for (unsigned t = 0; t < threads; ++t)
+  for (unsigned t = 0; t < counts.size(); ++t)
     pool.emplace_back([&, t] {
       std::string output;
       std::vector<Outcome> mine;
-      mine.reserve(per_thread);
+      mine.reserve(counts[t]);
       ready.count_down();
       go.wait();
-      for (unsigned k = 0; k < per_thread; ++k) mine.push_back(invoke_once(e, event, output, t));
+      for (unsigned k = 0; k < counts[t]; ++k) mine.push_back(invoke_once(e, event, output, t));
       std::lock_guard lock(mu);
       for (const auto& o : mine) record(s, o);
     });
@@ -73,6 +74,13 @@ double run_batch(const Entry& e, Series& s, std::string_view event, unsigned thr
   go.count_down();
   pool.clear();  // joins
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// n split into parts as evenly as possible (the first ones get the remainder).
+std::vector<unsigned> split_evenly(unsigned n, unsigned parts) {
+  std::vector<unsigned> out(parts, n / parts);
+  for (unsigned i = 0; i < n % parts; ++i) ++out[i];
+  return out;
 }
 
 }  // namespace
@@ -108,13 +116,15 @@ std::vector<Series> run_interleaved(const std::vector<Entry>& entries, const Run
     }
     // At concurrency 1 every round is one invocation per target (A B A B); higher levels batch a
     // few invocations per thread so the batch, not the thread start, dominates its wall time.
-    unsigned rounds = conc == 1 ? plan.runs : std::clamp(plan.runs / conc, 1u, 10u);
-    unsigned per_thread = std::max(1u, (plan.runs + conc * rounds - 1) / (conc * rounds));
+    // Exactly plan.runs samples per series either way.
+    unsigned rounds = conc == 1 ? plan.runs : std::clamp(plan.runs / (4 * conc), 1u, 10u);
+    auto per_round = split_evenly(plan.runs, rounds);
     for (unsigned round = 0; round < rounds; ++round) {
+      auto counts = split_evenly(per_round[round], std::min(conc, std::max(per_round[round], 1u)));
       for (size_t i = 0; i < entries.size(); ++i) {
         if (index[i] == SIZE_MAX) continue;
         Series& s = out[index[i]];
-        s.wall_seconds += run_batch(entries[i], s, plan.event, conc, per_thread);
+        s.wall_seconds += run_batch(entries[i], s, plan.event, counts);
       }
       if (plan.progress && (conc > 1 || (round + 1) % std::max(1u, rounds / 10) == 0 || round + 1 == rounds))
         plan.progress(fmt::format("concurrency {}: round {}/{}", conc, round + 1, rounds));

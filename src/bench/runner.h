@@ -20,6 +20,10 @@ class Target {
   virtual ~Target() = default;
   // Hands the event to the function and collects its stdout into output (cleared first).
   virtual Result<> invoke(std::string_view event, std::string& output, unsigned slot) = 0;
+  // Untimed, before each batch (warm pools refill here).
+  virtual void before_batch() {}
+  // Anything the reader of the results must know (pool misses), or empty.
+  virtual std::string remarks() const { return {}; }
 };
 
 struct Entry {
