@@ -300,6 +300,10 @@ std::vector<stdfs::path> dirs_to_remove(const std::string& base, const std::vect
 
 }  // namespace
 
+std::shared_ptr<Target> command_target(std::vector<Command> per_slot) {
+  return std::make_shared<CommandTarget>(std::move(per_slot), nullptr);
+}
+
 Result<PeerSet> prepare_peers(const PeerOptions& o) {
   PeerSet set;
   auto want = [&](std::string_view name) {

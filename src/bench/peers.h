@@ -27,6 +27,10 @@ struct Command {
 // error carrying the tail of its stderr.
 Result<> run_command(const Command& cmd, std::string_view input, std::string& output);
 
+// A target that runs one of these commands per invocation (per_slot[slot % size]); "{id}" in an
+// argument becomes a fresh id (container names).
+std::shared_ptr<Target> command_target(std::vector<Command> per_slot);
+
 struct PeerOptions {
   std::filesystem::path rootfs;     // the function's merged root filesystem, used read-only
   std::filesystem::path work;       // scratch directory for OCI bundles (tmpfs)

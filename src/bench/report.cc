@@ -158,6 +158,7 @@ std::vector<Goal> evaluate_goals(const Report& r) {
   };
   ratio_goal("cold p50, true: fnexec / crun", p50("fnexec", "cold", "true"), p50("crun", "process", "true"), 0.25);
   ratio_goal("cold p50, true: fnexec / bwrap", p50("fnexec", "cold", "true"), p50("bwrap", "process", "true"), 0.6);
+  ratio_goal("run p50, true: fnexec run / crun", p50("fnexec", "run", "true"), p50("crun", "process", "true"), 0.25);
   ratio_goal("warm p50, cat: fnexec / floor", p50("fnexec", "warm", "cat"), p50("floor", "process", "cat"), 1.2);
   {
     Goal g{"warm p99, cat", "<= 3 ms", std::nullopt, "ms", false};
@@ -261,7 +262,9 @@ std::string to_table(const Report& r) {
       out += line + "\n";
     }
   }
-  out += "\nx_cold, x_warm: p50 divided by fnexec's cold or warm p50 for the same function and concurrency\n";
+  out += "\nmodes: cold = a fresh sandbox per invocation in this process; warm = a pool hit in this process;\n"
+         "       run = a whole `fnexec run` process; process = a whole peer process per invocation\n"
+         "x_cold, x_warm: p50 divided by fnexec's cold or warm p50 for the same function and concurrency\n";
   for (const auto& s : r.skipped) out += fmt::format("skipped {}: {}\n", s.system, s.reason);
   for (const auto& n : r.notes) out += fmt::format("note: {}\n", n);
   for (const auto& s : r.series)

@@ -33,7 +33,7 @@ struct BenchOptions {
   std::optional<std::string> image;
   unsigned runs = 200;
   unsigned warmup = 5;
-  std::string modes = "cold,warm";
+  std::string modes = "cold,warm,run";
   std::string concurrency = "1";
   std::string peers = "floor,bwrap,crun,runc";
   std::string functions = "true,cat";
@@ -80,8 +80,8 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   report.concurrency = FNEXEC_TRY(parse_levels(o.concurrency));
   auto modes = split_list(o.modes);
   for (const auto& m : modes)
-    if (m != "cold" && m != "warm")
-      return fail(ErrorKind::invalid, "use --mode", m, "expected cold and/or warm (persistent: later)");
+    if (m != "cold" && m != "warm" && m != "run")
+      return fail(ErrorKind::invalid, "use --mode", m, "expected cold, warm and/or run (persistent: later)");
   auto functions = split_list(o.functions);
   for (const auto& f : functions)
     if (f != "true" && f != "cat")
@@ -134,6 +134,14 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
         std::string f = fn.argv[0].substr(5);
         entries.push_back({"fnexec", "cold", f, *t, expected(f)});
       }
+    } else if (m == "run") {
+      // The whole `fnexec run` process, as a user at a shell gets it: exec, image resolve, sandbox.
+      for (const auto& f : functions) {
+        bench::Command c{"/proc/self/exe",
+                         {"fnexec", "--root", store->root().string(), "run", img.manifest_digest, "--", "/bin/" + f},
+                         -1};
+        entries.push_back({"fnexec", "run", f, bench::command_target({c}), expected(f)});
+      }
     } else {
       auto ts = bench::make_warm_targets(*store, img.reference.empty() ? img.manifest_digest : img.reference,
                                          fnexec_functions, max_conc + 1);
@@ -169,6 +177,8 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   if (::isatty(2)) plan.progress = [](std::string_view s) { std::fprintf(stderr, "\r\033[K%.*s", static_cast<int>(s.size()), s.data()); };
   report.series = bench::run_interleaved(entries, plan, report.skipped);
   if (plan.progress) std::fputs("\r\033[K", stderr);
+  for (const auto& e : entries)
+    if (auto r = e.target->remarks(); !r.empty()) report.notes.push_back(fmt::format("{} {} {}: {}", e.system, e.mode, e.function, r));
   entries.clear();  // ends pools and peers' resources before the scratch tmpfs goes
   bench::read_load(report.host.load_after);
 
@@ -202,7 +212,7 @@ void add_bench_command(CLI::App& app, Globals& g) {
   sub->add_option("IMAGE", o->image, "a stored image with /bin/true and /bin/cat (default: busybox built on the fly)");
   sub->add_option("-n,--runs", o->runs, "timed invocations per series")->capture_default_str();
   sub->add_option("--warmup", o->warmup, "untimed invocations per series first")->capture_default_str();
-  sub->add_option("--mode", o->modes, "fnexec modes: cold, warm (comma-separated)")->capture_default_str();
+  sub->add_option("--mode", o->modes, "fnexec modes: cold, warm, run (the whole `fnexec run` process)")->capture_default_str();
   sub->add_option("--concurrency", o->concurrency, "levels: threads invoking at once, e.g. 1,4,16")
       ->capture_default_str();
   sub->add_option("--peers", o->peers, "floor, bwrap, crun, runc, or none")->capture_default_str();

@@ -40,7 +40,7 @@ TEST_CASE("bench: a tiny run of every mode and peer writes a table, JSON with ev
   auto json = scratch / "out.json", svg = scratch / "out.svg", md = scratch / "out.md";
   auto before = test::ResourceSnapshot::take();
   auto r = test::fnexec(bench_args(scratch, {"-n", "5", "--warmup", "1", "--concurrency", "1,2", "--mode",
-                                             "cold,warm", "--json", json.string(), "--svg", svg.string(),
+                                             "cold,warm,run", "--json", json.string(), "--svg", svg.string(),
                                              "--markdown", md.string()}));
   INFO(r.err);
   INFO(r.out);
@@ -56,6 +56,7 @@ TEST_CASE("bench: a tiny run of every mode and peer writes a table, JSON with ev
   if (installed("crun")) expect.insert("crun process");
   if (installed("runc")) expect.insert("runc process");
   if (FNEXEC_BENCH_HAS_LAUNCHER) expect.insert("fnexec cold");
+  if (FNEXEC_BENCH_HAS_LAUNCHER) expect.insert("fnexec run");
   if (FNEXEC_BENCH_HAS_POOL) expect.insert("fnexec warm");
   if (installed("crun")) CHECK(r.out.find("/sys/fs/cgroup/unified unmounted") != std::string::npos);
 
@@ -99,7 +100,7 @@ TEST_CASE("bench: a tiny run of every mode and peer writes a table, JSON with ev
     CHECK(double(s["invocations_per_s"]) > 0);
   }
   CHECK(seen == expect);
-  CHECK(simdjson::dom::array(doc["goals"]).size() == 5);
+  CHECK(simdjson::dom::array(doc["goals"]).size() == 6);
 
   // The SVG is well-formed XML with exactly one curve path per concurrency-1 series, labels unique.
   auto check = test::run({"python3", "-c",
@@ -164,7 +165,7 @@ TEST_CASE("bench: bad options are refused with a message and nothing left behind
       {{"--concurrency", "0"}, "expected numbers from 1 to 256"},
       {{"--concurrency", "1,x"}, "expected numbers from 1 to 256"},
       {{"--peers", "docker"}, "expected floor, bwrap, crun or runc"},
-      {{"--mode", "lukewarm"}, "expected cold and/or warm"},
+      {{"--mode", "lukewarm"}, "expected cold, warm and/or run"},
       {{"--function", "ls"}, "expected true and/or cat"},
       {{"-n", "0"}, "give at least 1 run"},
       {{"--event", (scratch / "missing").string()}, "missing"},
