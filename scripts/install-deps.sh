@@ -7,7 +7,7 @@ BUILD_PKGS=(
   build-essential g++ meson ninja-build pkg-config
   libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev
   libboost-dev libsimdjson-dev libspdlog-dev libfmt-dev doctest-dev
-  libarchive-dev libssl-dev libsqlite3-dev libcli11-dev libzstd-dev zlib1g-dev
+  libarchive-dev libssl-dev libsqlite3-dev libcli11-dev libzstd-dev zlib1g-dev liblzma-dev libbz2-dev
 )
 # Used by tests and rootfs-tools at run time.
 TEST_PKGS=(busybox-static zstd gzip tar python3 iproute2 curl cpio kmod xz-utils)

@@ -1,0 +1,52 @@
+// One invocation of a launched sandbox: start it, wait with a deadline, kill on timeout, account.
+// Shared by `fnexec run` and the daemon.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "sandbox/launcher.h"
+#include "util/error.h"
+
+namespace fnexec::cgroup {
+class SandboxCgroup;
+}
+
+namespace fnexec::invoke {
+
+// What one invocation cost and how it ended. Counters the kernel does not give stay nullopt.
+struct InvocationRecord {
+  uint64_t wall_us = 0;  // from go to PID 1 reaped
+  std::optional<uint64_t> cpu_user_us;
+  std::optional<uint64_t> cpu_system_us;
+  std::optional<uint64_t> memory_peak_bytes;
+  int exit_code = 0;          // what `fnexec run` exits with: the function's, 128+N, 124, 125-127, 137
+  std::optional<int> signal;  // the signal that ended the function
+  bool oom_killed = false;
+  bool timed_out = false;
+  std::string cgroup_mode = "disabled";
+  std::optional<Error> setup_error;  // set when exit_code is 125, 126 or 127 because of setup
+};
+
+// {"wall_us":..,"cpu_user_us":..|null,...}
+std::string to_json(const InvocationRecord& r);
+
+struct WaitOptions {
+  std::optional<std::chrono::nanoseconds> timeout;
+  // Forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH received by this
+  // process to the sandbox's PID 1 while waiting (a CLI in the foreground wants this).
+  bool forward_signals = false;
+};
+
+// Sends go, waits on the pidfd (ppoll, no sleeping loop) until PID 1 exits or the deadline passes;
+// at the deadline SIGKILLs PID 1 (which takes the pid namespace with it) and kills the cgroup.
+Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::SandboxCgroup* cgroup,
+                                        const WaitOptions& options);
+
+// "500ms", "2s", "1m", "1h", "1.5s", "250us"; a bare number is seconds.
+Result<std::chrono::nanoseconds> parse_duration(std::string_view text);
+
+}  // namespace fnexec::invoke
