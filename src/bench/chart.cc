@@ -36,11 +36,21 @@ std::string xml_escape(std::string_view s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
         // XML 1.0 forbids most control characters even as references.
         out += (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n') ? '?' : c;
@@ -58,7 +68,8 @@ constexpr const char* kColors[] = {"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "
 
 }  // namespace
 
-std::string render_cdf_svg(std::string_view title, std::string_view subtitle, const std::vector<Curve>& curves) {
+std::string render_cdf_svg(std::string_view title, std::string_view subtitle,
+                           const std::vector<Curve>& curves) {
   double lo = 0, hi = 0;
   bool any = false;
   for (const auto& c : curves)
@@ -92,7 +103,8 @@ std::string render_cdf_svg(std::string_view title, std::string_view subtitle, co
     s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n", x(m), kTop, kTop + ph);
   s += "</g>\n<g class=\"ticks\" stroke=\"#bbb\">\n";
   for (double d : axis.decades)
-    s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n", x(d), kTop, kTop + ph + 5);
+    s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>\n", x(d), kTop,
+                     kTop + ph + 5);
   for (int q = 0; q <= 4; ++q)
     s += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\"/>\n", kLeft - 5, y(q / 4.0),
                      kLeft + pw);
@@ -101,8 +113,9 @@ std::string render_cdf_svg(std::string_view title, std::string_view subtitle, co
     s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", x(d), kTop + ph + 20,
                      decade_label(d));
   for (int q = 0; q <= 4; ++q)
-    s += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\" dominant-baseline=\"middle\">{}%</text>\n",
-                     kLeft - 9, y(q / 4.0), q * 25);
+    s += fmt::format(
+        "<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\" dominant-baseline=\"middle\">{}%</text>\n",
+        kLeft - 9, y(q / 4.0), q * 25);
   s += fmt::format(
       "<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">latency per invocation (ms, log "
       "scale)</text>\n",
@@ -111,8 +124,8 @@ std::string render_cdf_svg(std::string_view title, std::string_view subtitle, co
       "<text transform=\"translate(22 {:.1f}) rotate(-90)\" text-anchor=\"middle\" font-size=\"13\">"
       "invocations at or below this latency</text>\n</g>\n",
       kTop + ph / 2);
-  s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n", kLeft,
-                   kTop, pw, ph);
+  s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n",
+                   kLeft, kTop, pw, ph);
 
   // One step path per curve: the empirical CDF, rising 1/n at each sample.
   for (size_t i = 0; i < curves.size(); ++i) {
@@ -128,7 +141,8 @@ std::string render_cdf_svg(std::string_view title, std::string_view subtitle, co
       }
     }
     s += fmt::format(
-        "<path class=\"curve\" data-label=\"{}\" d=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\"/>\n",
+        "<path class=\"curve\" data-label=\"{}\" d=\"{}\" fill=\"none\" stroke=\"{}\" "
+        "stroke-width=\"{}\"/>\n",
         xml_escape(curves[i].label), d, color, curves[i].label.starts_with("fnexec") ? 2.5 : 1.5);
   }
   // Legend, right of the plot.

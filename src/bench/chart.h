@@ -9,9 +9,9 @@
 namespace fnexec::bench {
 
 struct LogAxis {
-  double min = 0, max = 0;          // the axis range: whole decades around the data
-  std::vector<double> decades;      // labelled ticks: 0.1, 1, 10, ...
-  std::vector<double> minor;        // 2..9 × each decade inside the range, unlabelled
+  double min = 0, max = 0;      // the axis range: whole decades around the data
+  std::vector<double> decades;  // labelled ticks: 0.1, 1, 10, ...
+  std::vector<double> minor;    // 2..9 × each decade inside the range, unlabelled
 };
 
 // Decades that enclose [lo, hi] (both > 0; anything smaller is treated as lo = hi / 10).
@@ -23,10 +23,11 @@ std::string decade_label(double v);
 std::string xml_escape(std::string_view s);
 
 struct Curve {
-  std::string label;            // "fnexec cold · true"
+  std::string label;               // "fnexec cold · true"
   std::vector<double> samples_ms;  // any order
 };
 
-std::string render_cdf_svg(std::string_view title, std::string_view subtitle, const std::vector<Curve>& curves);
+std::string render_cdf_svg(std::string_view title, std::string_view subtitle,
+                           const std::vector<Curve>& curves);
 
 }  // namespace fnexec::bench

@@ -1,9 +1,8 @@
 // fnexec cold: a fresh sandbox per invocation (all namespaces incl. net, overlay, cgroup, seccomp),
 // launched and run by the same Sandbox::launch and run_invocation that `fnexec run` uses.
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <mutex>
@@ -27,7 +26,8 @@ std::mutex g_stdio_swap;
 
 class StdioSwap {
  public:
-  StdioSwap(int in, int out) : saved_in_(::fcntl(0, F_DUPFD_CLOEXEC, 3)), saved_out_(::fcntl(1, F_DUPFD_CLOEXEC, 3)) {
+  StdioSwap(int in, int out)
+      : saved_in_(::fcntl(0, F_DUPFD_CLOEXEC, 3)), saved_out_(::fcntl(1, F_DUPFD_CLOEXEC, 3)) {
     ::dup2(in, 0);
     ::dup2(out, 1);
   }
@@ -38,8 +38,10 @@ class StdioSwap {
 
  private:
   static void restore(UniqueFd& saved, int fd) {
-    if (saved) ::dup2(saved.get(), fd);
-    else ::close(fd);
+    if (saved)
+      ::dup2(saved.get(), fd);
+    else
+      ::close(fd);
   }
   UniqueFd saved_in_, saved_out_;
 };
@@ -98,7 +100,8 @@ class ColdTarget final : public Target {
     // may still hold its read end, which is harmless.
     ::fcntl(out_read.get(), F_SETFL, O_NONBLOCK);
     char buf[65536];
-    for (ssize_t r; (r = ::read(out_read.get(), buf, sizeof buf)) > 0;) output.append(buf, static_cast<size_t>(r));
+    for (ssize_t r; (r = ::read(out_read.get(), buf, sizeof buf)) > 0;)
+      output.append(buf, static_cast<size_t>(r));
     if (cg) {
       if (auto d = cg->destroy(); !d) return std::unexpected(d.error());
     }
@@ -126,7 +129,8 @@ Result<std::shared_ptr<Target>> make_cold_target(const FnexecFunction& fn) {
   spec.env = fn.image.config.env;
   bool has_path = false;
   for (const auto& e : spec.env) has_path |= e.starts_with("PATH=");
-  if (!has_path) spec.env.insert(spec.env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  if (!has_path)
+    spec.env.insert(spec.env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
   spec.env.push_back("HOSTNAME=" + spec.hostname);
   spec.env.push_back("HOME=/root");
   spec.cwd = fn.image.config.working_dir.empty() ? "/" : fn.image.config.working_dir;

@@ -1,12 +1,13 @@
 // Stand-ins while the launcher (branch sandbox) and the warm pools (src/pool) are not merged.
-#include "bench/fnexec_targets.h"
 #include "bench/bench_features.h"
+#include "bench/fnexec_targets.h"
 
 namespace fnexec::bench {
 
 #if !FNEXEC_BENCH_HAS_LAUNCHER
 Result<std::shared_ptr<Target>> make_cold_target(const FnexecFunction&) {
-  return fail(ErrorKind::unavailable, "run fnexec cold", {}, "this build has no sandbox launcher (src/sandbox/launcher.cc)");
+  return fail(ErrorKind::unavailable, "run fnexec cold", {},
+              "this build has no sandbox launcher (src/sandbox/launcher.cc)");
 }
 #endif
 

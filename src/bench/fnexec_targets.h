@@ -19,8 +19,8 @@ namespace fnexec::bench {
 
 struct FnexecFunction {
   image::ResolvedImage image;
-  std::vector<std::string> argv;            // {"/bin/cat"}
-  std::filesystem::path mount_dir;          // the sandboxes' private mount point
+  std::vector<std::string> argv;               // {"/bin/cat"}
+  std::filesystem::path mount_dir;             // the sandboxes' private mount point
   std::shared_ptr<cgroup::Hierarchy> cgroups;  // nullptr: no cgroup (disabled)
 };
 
@@ -28,7 +28,8 @@ struct FnexecFunction {
 Result<std::shared_ptr<Target>> make_cold_target(const FnexecFunction& fn);
 
 // One pool per function, min_warm sandboxes parked each. ErrorKind::unavailable without warm pools.
-Result<std::vector<std::shared_ptr<Target>>> make_warm_targets(image::Store& store, const std::string& image_ref,
+Result<std::vector<std::shared_ptr<Target>>> make_warm_targets(image::Store& store,
+                                                               const std::string& image_ref,
                                                                const std::vector<FnexecFunction>& functions,
                                                                unsigned min_warm);
 

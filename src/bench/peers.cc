@@ -1,6 +1,7 @@
 #include "bench/peers.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -8,8 +9,6 @@
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include <atomic>
 #include <cerrno>
@@ -62,7 +61,8 @@ Result<> run_command(const Command& cmd, std::string_view input, std::string& ou
   std::vector<char*> argv;
   for (const auto& a : cmd.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  SpawnArgs args{cmd.path.c_str(), argv.data(), in.read.get(), out.write.get(), err.write.get(), cmd.mntns_fd};
+  SpawnArgs args{cmd.path.c_str(), argv.data(),     in.read.get(),
+                 out.write.get(),  err.write.get(), cmd.mntns_fd};
   constexpr size_t kStack = 64 * 1024;
   alignas(16) static thread_local char stack[kStack];
   pid_t pid = ::clone(spawn_child, stack + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
@@ -73,8 +73,10 @@ Result<> run_command(const Command& cmd, std::string_view input, std::string& ou
 
   // Feed stdin and drain stdout/stderr together: a large event through cat would otherwise fill
   // one pipe while we block on the other.
-  if (input.empty()) in.write.reset();
-  else ::fcntl(in.write.get(), F_SETFL, O_NONBLOCK);
+  if (input.empty())
+    in.write.reset();
+  else
+    ::fcntl(in.write.get(), F_SETFL, O_NONBLOCK);
   std::string errtext;
   size_t written = 0;
   char buf[65536];
@@ -82,9 +84,18 @@ Result<> run_command(const Command& cmd, std::string_view input, std::string& ou
     pollfd p[3];
     int n = 0;
     int iout = -1, ierr = -1, iin = -1;
-    if (out.read) { iout = n; p[n++] = {out.read.get(), POLLIN, 0}; }
-    if (err.read) { ierr = n; p[n++] = {err.read.get(), POLLIN, 0}; }
-    if (in.write) { iin = n; p[n++] = {in.write.get(), POLLOUT, 0}; }
+    if (out.read) {
+      iout = n;
+      p[n++] = {out.read.get(), POLLIN, 0};
+    }
+    if (err.read) {
+      ierr = n;
+      p[n++] = {err.read.get(), POLLIN, 0};
+    }
+    if (in.write) {
+      iin = n;
+      p[n++] = {in.write.get(), POLLOUT, 0};
+    }
     if (::poll(p, static_cast<nfds_t>(n), -1) < 0) {
       if (errno == EINTR) continue;
       return fail_errno("poll the pipes of", cmd.path);
@@ -95,11 +106,14 @@ Result<> run_command(const Command& cmd, std::string_view input, std::string& ou
       // EPIPE: the function exited without reading its event (true does); that is its right.
       if ((w < 0 && errno != EAGAIN && errno != EINTR) || written == input.size()) in.write.reset();
     }
-    for (auto [idx, fd, sink] : {std::tuple{iout, &out.read, &output}, std::tuple{ierr, &err.read, &errtext}}) {
+    for (auto [idx, fd, sink] :
+         {std::tuple{iout, &out.read, &output}, std::tuple{ierr, &err.read, &errtext}}) {
       if (idx < 0 || !p[idx].revents) continue;
       ssize_t r = ::read(fd->get(), buf, sizeof buf);
-      if (r > 0) sink->append(buf, static_cast<size_t>(r));
-      else if (r == 0 || (errno != EAGAIN && errno != EINTR)) fd->reset();
+      if (r > 0)
+        sink->append(buf, static_cast<size_t>(r));
+      else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+        fd->reset();
     }
     if (errtext.size() > 8192) errtext.erase(0, errtext.size() - 4096);
   }
@@ -168,7 +182,7 @@ Result<stdfs::path> resolve_in_root(const stdfs::path& root, std::string rel) {
 
 // Holds what the crun/runc entries share, and removes the cgroup directories they made.
 struct OciResources {
-  UniqueFd mntns;                     // crun's mount namespace without the v2 mount
+  UniqueFd mntns;                        // crun's mount namespace without the v2 mount
   std::vector<stdfs::path> remove_dirs;  // deepest first; rmdir only, so a busy one stays
   ~OciResources() {
     for (const auto& d : remove_dirs) ::rmdir(d.c_str());
@@ -199,7 +213,9 @@ Result<UniqueFd> hidden_cgroup2_namespace() {
   int saved = errno;
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
-  if (!ns) return fail_errno("make a mount namespace without /sys/fs/cgroup/unified for crun", {}, saved ? saved : EPERM);
+  if (!ns)
+    return fail_errno("make a mount namespace without /sys/fs/cgroup/unified for crun", {},
+                      saved ? saved : EPERM);
   return ns;
 }
 
@@ -217,7 +233,8 @@ std::string json_list(const std::vector<std::string>& v) {
 
 // An OCI runtime config as `crun spec` writes it, plus a cgroup namespace (fnexec makes one too),
 // the rootfs read-only, stdio passed through, and a cgroup below our own.
-std::string oci_config(const stdfs::path& rootfs, const std::string& binary, const std::string& cgroups_path) {
+std::string oci_config(const stdfs::path& rootfs, const std::string& binary,
+                       const std::string& cgroups_path) {
   const std::string caps = R"(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"])";
   return fmt::format(R"({{
   "ociVersion": "1.0.0",
@@ -248,7 +265,8 @@ std::string oci_config(const stdfs::path& rootfs, const std::string& binary, con
   }}
 }}
 )",
-                     json_list({binary}), json_escape(rootfs.string()), json_escape(cgroups_path), fmt::arg("caps", caps));
+                     json_list({binary}), json_escape(rootfs.string()), json_escape(cgroups_path),
+                     fmt::arg("caps", caps));
 }
 
 class CommandTarget final : public Target {
@@ -321,17 +339,19 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
         continue;
       }
       Command c{bin->string(), {fn}, -1};
-      set.entries.push_back({"floor", "process", fn, std::make_shared<CommandTarget>(std::vector{c}, nullptr), {}});
+      set.entries.push_back(
+          {"floor", "process", fn, std::make_shared<CommandTarget>(std::vector{c}, nullptr), {}});
     }
   }
   if (want("bwrap")) {
     if (auto bwrap = find_in_path("bwrap")) {
       for (const auto& fn : o.functions) {
         Command c{bwrap->string(),
-                  {"bwrap", "--unshare-all", "--ro-bind", o.rootfs.string(), "/", "--proc", "/proc", "--dev", "/dev",
-                   "--tmpfs", "/tmp", "/bin/" + fn},
+                  {"bwrap", "--unshare-all", "--ro-bind", o.rootfs.string(), "/", "--proc", "/proc", "--dev",
+                   "/dev", "--tmpfs", "/tmp", "/bin/" + fn},
                   -1};
-        set.entries.push_back({"bwrap", "process", fn, std::make_shared<CommandTarget>(std::vector{c}, nullptr), {}});
+        set.entries.push_back(
+            {"bwrap", "process", fn, std::make_shared<CommandTarget>(std::vector{c}, nullptr), {}});
       }
     } else {
       set.skipped.push_back({"bwrap", "not installed (no bwrap in PATH; Debian package bubblewrap)"});
@@ -341,13 +361,15 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
     if (!want(runtime)) continue;
     auto bin = find_in_path(runtime);
     if (!bin) {
-      set.skipped.push_back({runtime, fmt::format("not installed (no {} in PATH; Debian package {})", runtime, runtime)});
+      set.skipped.push_back(
+          {runtime, fmt::format("not installed (no {} in PATH; Debian package {})", runtime, runtime)});
       continue;
     }
     auto own = fs::read_file("/proc/self/cgroup");
     auto parent = own ? common_own_cgroup(*own) : std::nullopt;
     if (!parent) {
-      set.skipped.push_back({runtime, "no cgroup path lies below ours in every v1 hierarchy (see /proc/self/cgroup)"});
+      set.skipped.push_back(
+          {runtime, "no cgroup path lies below ours in every v1 hierarchy (see /proc/self/cgroup)"});
       continue;
     }
     auto res = std::make_shared<OciResources>();
@@ -362,10 +384,12 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
           "crun runs in a private mount namespace with /sys/fs/cgroup/unified unmounted: crun refuses hybrid "
           "cgroup hosts; joining that namespace costs one setns(2) per run");
     }
-    std::string base = (*parent == "/" ? "" : *parent) + fmt::format("/fnexec-bench-{}-{}", ::getpid(), runtime);
+    std::string base =
+        (*parent == "/" ? "" : *parent) + fmt::format("/fnexec-bench-{}-{}", ::getpid(), runtime);
     std::vector<std::string> leaves;
     for (const auto& fn : o.functions)
-      for (unsigned slot = 0; slot < o.max_concurrency; ++slot) leaves.push_back(fmt::format("{}-{}", fn, slot));
+      for (unsigned slot = 0; slot < o.max_concurrency; ++slot)
+        leaves.push_back(fmt::format("{}-{}", fn, slot));
     res->remove_dirs = dirs_to_remove(base, leaves);
     for (const auto& fn : o.functions) {
       std::vector<Command> per_slot;
@@ -374,11 +398,14 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
         std::error_code ec;
         stdfs::create_directories(bundle, ec);
         if (ec) return fail_errno("create bundle", bundle.string(), ec.value());
-        FNEXEC_TRY(fs::write_file_atomic(bundle / "config.json",
-                                         oci_config(o.rootfs, "/bin/" + fn, fmt::format("{}/{}-{}", base, fn, slot))));
-        per_slot.push_back({bin->string(), {runtime, "run", "--bundle", bundle.string(), "{id}"}, res->mntns.get()});
+        FNEXEC_TRY(fs::write_file_atomic(
+            bundle / "config.json",
+            oci_config(o.rootfs, "/bin/" + fn, fmt::format("{}/{}-{}", base, fn, slot))));
+        per_slot.push_back(
+            {bin->string(), {runtime, "run", "--bundle", bundle.string(), "{id}"}, res->mntns.get()});
       }
-      set.entries.push_back({runtime, "process", fn, std::make_shared<CommandTarget>(std::move(per_slot), res), {}});
+      set.entries.push_back(
+          {runtime, "process", fn, std::make_shared<CommandTarget>(std::move(per_slot), res), {}});
     }
   }
   if (!set.entries.empty())

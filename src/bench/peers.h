@@ -4,8 +4,8 @@
 #pragma once
 
 #include <filesystem>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,9 +32,9 @@ Result<> run_command(const Command& cmd, std::string_view input, std::string& ou
 std::shared_ptr<Target> command_target(std::vector<Command> per_slot);
 
 struct PeerOptions {
-  std::filesystem::path rootfs;     // the function's merged root filesystem, used read-only
-  std::filesystem::path work;       // scratch directory for OCI bundles (tmpfs)
-  std::vector<std::string> peers;   // any of floor, bwrap, crun, runc
+  std::filesystem::path rootfs;        // the function's merged root filesystem, used read-only
+  std::filesystem::path work;          // scratch directory for OCI bundles (tmpfs)
+  std::vector<std::string> peers;      // any of floor, bwrap, crun, runc
   std::vector<std::string> functions;  // busybox applets: true, cat
   unsigned max_concurrency = 1;
 };

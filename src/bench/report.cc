@@ -17,11 +17,17 @@ namespace fnexec::bench {
 namespace {
 
 // A finite number for JSON (which has no NaN or infinity).
-std::string num(double v, int decimals = 1) { return std::isfinite(v) ? fmt::format("{:.{}f}", v, decimals) : "null"; }
+std::string num(double v, int decimals = 1) {
+  return std::isfinite(v) ? fmt::format("{:.{}f}", v, decimals) : "null";
+}
 
-std::string ms(double us) { return fmt::format("{:.3f}", us / 1000); }
+std::string ms(double us) {
+  return fmt::format("{:.3f}", us / 1000);
+}
 
-std::string load_text(const double (&l)[3]) { return fmt::format("{:.2f} {:.2f} {:.2f}", l[0], l[1], l[2]); }
+std::string load_text(const double (&l)[3]) {
+  return fmt::format("{:.2f} {:.2f} {:.2f}", l[0], l[1], l[2]);
+}
 
 // (function, concurrency) blocks in the order the series first appear.
 std::vector<std::pair<std::string, unsigned>> blocks(const Report& r) {
@@ -45,7 +51,8 @@ struct Row {
 };
 
 std::vector<std::string> header() {
-  return {"system", "mode", "n", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "inv/s", "x_cold", "x_warm"};
+  return {"system", "mode",    "n",     "p50_ms", "p90_ms", "p99_ms",
+          "max_ms", "mean_ms", "inv/s", "x_cold", "x_warm"};
 }
 
 std::vector<std::string> row(const Report& r, const Series& s) {
@@ -79,8 +86,9 @@ std::string context_lines(const Report& r, std::string_view prefix) {
         prefix, h.cores);
   std::string conc;
   for (unsigned c : r.concurrency) conc += (conc.empty() ? "" : ",") + std::to_string(c);
-  out += fmt::format("{}image {}, event {} bytes, {} runs per series after {} warm-up, interleaved; concurrency {}\n",
-                     prefix, r.image, r.event_bytes, r.runs, r.warmup, conc);
+  out += fmt::format(
+      "{}image {}, event {} bytes, {} runs per series after {} warm-up, interleaved; concurrency {}\n",
+      prefix, r.image, r.event_bytes, r.runs, r.warmup, conc);
   return out;
 }
 
@@ -91,7 +99,9 @@ std::string goal_value(const Goal& g) {
   return fmt::format("{:.0f}{}", *g.value, g.unit);
 }
 
-std::string goal_verdict(const Goal& g) { return !g.value ? "-" : g.met ? "met" : "MISSED"; }
+std::string goal_verdict(const Goal& g) {
+  return !g.value ? "-" : g.met ? "met" : "MISSED";
+}
 
 }  // namespace
 
@@ -156,10 +166,14 @@ std::vector<Goal> evaluate_goals(const Report& r) {
     }
     goals.push_back(std::move(g));
   };
-  ratio_goal("cold p50, true: fnexec / crun", p50("fnexec", "cold", "true"), p50("crun", "process", "true"), 0.25);
-  ratio_goal("cold p50, true: fnexec / bwrap", p50("fnexec", "cold", "true"), p50("bwrap", "process", "true"), 0.6);
-  ratio_goal("run p50, true: fnexec run / crun", p50("fnexec", "run", "true"), p50("crun", "process", "true"), 0.25);
-  ratio_goal("warm p50, cat: fnexec / floor", p50("fnexec", "warm", "cat"), p50("floor", "process", "cat"), 1.2);
+  ratio_goal("cold p50, true: fnexec / crun", p50("fnexec", "cold", "true"), p50("crun", "process", "true"),
+             0.25);
+  ratio_goal("cold p50, true: fnexec / bwrap", p50("fnexec", "cold", "true"), p50("bwrap", "process", "true"),
+             0.6);
+  ratio_goal("run p50, true: fnexec run / crun", p50("fnexec", "run", "true"), p50("crun", "process", "true"),
+             0.25);
+  ratio_goal("warm p50, cat: fnexec / floor", p50("fnexec", "warm", "cat"), p50("floor", "process", "cat"),
+             1.2);
   {
     Goal g{"warm p99, cat", "<= 3 ms", std::nullopt, "ms", false};
     if (const Series* s = r.find("fnexec", "warm", "cat", 1)) {
@@ -184,12 +198,18 @@ std::string json_escape(std::string_view s) {
   out.reserve(s.size());
   for (char c : s) {
     auto u = static_cast<unsigned char>(c);
-    if (c == '"') out += "\\\"";
-    else if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (u < 0x20) out += fmt::format("\\u{:04x}", u);
-    else out += c;
+    if (c == '"')
+      out += "\\\"";
+    else if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (u < 0x20)
+      out += fmt::format("\\u{:04x}", u);
+    else
+      out += c;
   }
   return out;
 }
@@ -200,13 +220,14 @@ std::string to_json(const Report& r) {
   j += fmt::format(
       "  \"host\": {{\"cpu_model\": \"{}\", \"cores\": {}, \"kernel\": \"{}\", \"cgroup_mode\": \"{}\", "
       "\"load_before\": [{}, {}, {}], \"load_after\": [{}, {}, {}], \"high_load\": {}}},\n",
-      json_escape(h.cpu_model), h.cores, json_escape(h.kernel), json_escape(h.cgroup_mode), num(h.load_before[0], 2),
-      num(h.load_before[1], 2), num(h.load_before[2], 2), num(h.load_after[0], 2), num(h.load_after[1], 2),
-      num(h.load_after[2], 2), h.high_load() ? "true" : "false");
+      json_escape(h.cpu_model), h.cores, json_escape(h.kernel), json_escape(h.cgroup_mode),
+      num(h.load_before[0], 2), num(h.load_before[1], 2), num(h.load_before[2], 2), num(h.load_after[0], 2),
+      num(h.load_after[1], 2), num(h.load_after[2], 2), h.high_load() ? "true" : "false");
   std::string conc;
   for (unsigned c : r.concurrency) conc += (conc.empty() ? "" : ", ") + std::to_string(c);
   j += fmt::format(
-      "  \"options\": {{\"runs\": {}, \"warmup\": {}, \"image\": \"{}\", \"event_bytes\": {}, \"concurrency\": "
+      "  \"options\": {{\"runs\": {}, \"warmup\": {}, \"image\": \"{}\", \"event_bytes\": {}, "
+      "\"concurrency\": "
       "[{}]}},\n",
       r.runs, r.warmup, json_escape(r.image), r.event_bytes, conc);
   j += "  \"series\": [";
@@ -214,8 +235,10 @@ std::string to_json(const Report& r) {
     const auto& s = r.series[i];
     auto m = s.summary();
     j += fmt::format(
-        "{}\n    {{\"system\": \"{}\", \"mode\": \"{}\", \"function\": \"{}\", \"concurrency\": {}, \"n\": {}, "
-        "\"failures\": {}, \"first_error\": \"{}\", \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \"max_us\": {}, "
+        "{}\n    {{\"system\": \"{}\", \"mode\": \"{}\", \"function\": \"{}\", \"concurrency\": {}, \"n\": "
+        "{}, "
+        "\"failures\": {}, \"first_error\": \"{}\", \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, "
+        "\"max_us\": {}, "
         "\"mean_us\": {}, \"wall_seconds\": {}, \"invocations_per_s\": {}, \"samples_us\": [",
         i ? "," : "", json_escape(s.system), json_escape(s.mode), json_escape(s.function), s.concurrency, m.n,
         s.failures, json_escape(s.first_error), num(m.p50_us), num(m.p90_us), num(m.p99_us), num(m.max_us),
@@ -225,17 +248,19 @@ std::string to_json(const Report& r) {
   }
   j += "\n  ],\n  \"skipped\": [";
   for (size_t i = 0; i < r.skipped.size(); ++i)
-    j += fmt::format("{}{{\"system\": \"{}\", \"reason\": \"{}\"}}", i ? ", " : "", json_escape(r.skipped[i].system),
-                     json_escape(r.skipped[i].reason));
+    j += fmt::format("{}{{\"system\": \"{}\", \"reason\": \"{}\"}}", i ? ", " : "",
+                     json_escape(r.skipped[i].system), json_escape(r.skipped[i].reason));
   j += "],\n  \"notes\": [";
-  for (size_t i = 0; i < r.notes.size(); ++i) j += fmt::format("{}\"{}\"", i ? ", " : "", json_escape(r.notes[i]));
+  for (size_t i = 0; i < r.notes.size(); ++i)
+    j += fmt::format("{}\"{}\"", i ? ", " : "", json_escape(r.notes[i]));
   j += "],\n  \"goals\": [";
   auto goals = evaluate_goals(r);
   for (size_t i = 0; i < goals.size(); ++i) {
     const auto& g = goals[i];
-    j += fmt::format("{}\n    {{\"metric\": \"{}\", \"target\": \"{}\", \"value\": {}, \"unit\": \"{}\", \"met\": {}}}",
-                     i ? "," : "", json_escape(g.metric), json_escape(g.target), g.value ? num(*g.value, 3) : "null",
-                     json_escape(g.unit), g.value ? (g.met ? "true" : "false") : "null");
+    j += fmt::format(
+        "{}\n    {{\"metric\": \"{}\", \"target\": \"{}\", \"value\": {}, \"unit\": \"{}\", \"met\": {}}}",
+        i ? "," : "", json_escape(g.metric), json_escape(g.target), g.value ? num(*g.value, 3) : "null",
+        json_escape(g.unit), g.value ? (g.met ? "true" : "false") : "null");
   }
   j += "\n  ]\n}\n";
   return j;
@@ -256,20 +281,23 @@ std::string to_table(const Report& r) {
       std::string line;
       for (size_t c = 0; c < cells.size(); ++c) {
         // Names left-aligned, numbers right-aligned.
-        line += c < 2 ? fmt::format("{:<{}}", cells[c], width[c] + 2) : fmt::format("{:>{}}", cells[c], width[c] + 2);
+        line += c < 2 ? fmt::format("{:<{}}", cells[c], width[c] + 2)
+                      : fmt::format("{:>{}}", cells[c], width[c] + 2);
       }
       while (!line.empty() && line.back() == ' ') line.pop_back();
       out += line + "\n";
     }
   }
-  out += "\nmodes: cold = a fresh sandbox per invocation in this process; warm = a pool hit in this process;\n"
-         "       run = a whole `fnexec run` process; process = a whole peer process per invocation\n"
-         "x_cold, x_warm: p50 divided by fnexec's cold or warm p50 for the same function and concurrency\n";
+  out +=
+      "\nmodes: cold = a fresh sandbox per invocation in this process; warm = a pool hit in this process;\n"
+      "       run = a whole `fnexec run` process; process = a whole peer process per invocation\n"
+      "x_cold, x_warm: p50 divided by fnexec's cold or warm p50 for the same function and concurrency\n";
   for (const auto& s : r.skipped) out += fmt::format("skipped {}: {}\n", s.system, s.reason);
   for (const auto& n : r.notes) out += fmt::format("note: {}\n", n);
   for (const auto& s : r.series)
-    if (s.failures) out += fmt::format("failed {}: {} of {}; first: {}\n", s.label(), s.failures,
-                                       s.failures + s.samples_us.size(), s.first_error);
+    if (s.failures)
+      out += fmt::format("failed {}: {} of {}; first: {}\n", s.label(), s.failures,
+                         s.failures + s.samples_us.size(), s.first_error);
   out += "\ngoals:\n";
   for (const auto& g : evaluate_goals(r))
     out += fmt::format("  {:<40} {:<10} {:>14}  {}\n", g.metric, g.target, goal_value(g), goal_verdict(g));

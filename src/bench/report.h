@@ -49,7 +49,7 @@ struct Goal {
   std::string metric;  // "cold p50 true vs crun"
   std::string target;  // "<= 0.25x"
   std::optional<double> value;
-  std::string unit;    // "x", "ms", "/s"
+  std::string unit;  // "x", "ms", "/s"
   bool met = false;
 };
 

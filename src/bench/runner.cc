@@ -95,14 +95,18 @@ std::vector<Series> run_interleaved(const std::vector<Entry>& entries, const Run
     unsigned ok = 0;
     for (unsigned k = 0; k < std::max(plan.warmup, 1u); ++k) {
       auto o = invoke_once(e, plan.event, output, 0);
-      if (o.ok) ++ok;
-      else last_error = o.error;
+      if (o.ok)
+        ++ok;
+      else
+        last_error = o.error;
     }
     if (ok == 0) {
       alive[i] = false;
-      skipped.push_back({e.system + " " + e.mode + " " + e.function, "every warm-up run failed: " + last_error});
+      skipped.push_back(
+          {e.system + " " + e.mode + " " + e.function, "every warm-up run failed: " + last_error});
     }
-    if (plan.progress) plan.progress(fmt::format("warm-up {} {} {}: {} ok", e.system, e.mode, e.function, ok));
+    if (plan.progress)
+      plan.progress(fmt::format("warm-up {} {} {}: {} ok", e.system, e.mode, e.function, ok));
   }
 
   std::vector<Series> out;

@@ -29,7 +29,7 @@ class Target {
 struct Entry {
   std::string system, mode, function;
   std::shared_ptr<Target> target;
-  std::string expected_output;  // checked byte for byte; a mismatch counts as a failure
+  std::string expected_output;      // checked byte for byte; a mismatch counts as a failure
   unsigned max_concurrency = 1024;  // levels above it are not run for this entry
 };
 

@@ -49,11 +49,13 @@ class WarmTarget final : public Target {
 
 }  // namespace
 
-Result<std::vector<std::shared_ptr<Target>>> make_warm_targets(image::Store& store, const std::string& image_ref,
+Result<std::vector<std::shared_ptr<Target>>> make_warm_targets(image::Store& store,
+                                                               const std::string& image_ref,
                                                                const std::vector<FnexecFunction>& functions,
                                                                unsigned min_warm) {
   std::shared_ptr<cgroup::Hierarchy> cgroups = functions.empty() ? nullptr : functions.front().cgroups;
-  std::shared_ptr<pool::PoolSet> pools = FNEXEC_TRY(pool::PoolSet::create(store, cgroups, pool::PoolSetOptions{}));
+  std::shared_ptr<pool::PoolSet> pools =
+      FNEXEC_TRY(pool::PoolSet::create(store, cgroups, pool::PoolSetOptions{}));
   std::vector<std::shared_ptr<Target>> out;
   for (const auto& fn : functions) {
     pool::FunctionSpec spec;

@@ -1,9 +1,8 @@
 #include "bench/workspace.h"
 
+#include <fmt/format.h>
 #include <sys/mount.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include <cstdlib>
 
@@ -54,7 +53,8 @@ Result<stdfs::path> find_mkimage(const std::optional<std::string>& explicit_path
       s = e + 1;
     }
   }
-  if (explicit_path) return fail(ErrorKind::not_found, "use --mkimage", *explicit_path, "not an executable file");
+  if (explicit_path)
+    return fail(ErrorKind::not_found, "use --mkimage", *explicit_path, "not an executable file");
   return fail(ErrorKind::not_found, "find rootfs-tools/mkimage", {},
               "give --mkimage PATH or FNEXEC_MKIMAGE, or name a stored IMAGE to bench");
 }
@@ -64,17 +64,19 @@ Result<image::ResolvedImage> build_busybox_image(image::Store& store, const stdf
   auto layout = work / "busybox-layout";
   std::string out;
   Command cmd{mkimage.string(),
-              {mkimage.string(), "--busybox", "--ref", "bench:busybox", "--compression", "none", "--mtime", "0", "-o",
-               layout.string()},
+              {mkimage.string(), "--busybox", "--ref", "bench:busybox", "--compression", "none", "--mtime",
+               "0", "-o", layout.string()},
               -1};
-  if (auto r = run_command(cmd, {}, out); !r) return std::unexpected(r.error().context("build the busybox image"));
+  if (auto r = run_command(cmd, {}, out); !r)
+    return std::unexpected(r.error().context("build the busybox image"));
   image::ImportOptions opts;
   opts.name = "bench:busybox";
   return store.import("oci:" + layout.string(), opts);
 }
 
 Result<> copy_rootfs(const image::ResolvedImage& image, const stdfs::path& work, const stdfs::path& dest) {
-  if (image.layers.empty()) return fail(ErrorKind::invalid, "copy the rootfs of", image.reference, "it has no layers");
+  if (image.layers.empty())
+    return fail(ErrorKind::invalid, "copy the rootfs of", image.reference, "it has no layers");
   stdfs::path source = image.layers.front();
   stdfs::path merged = work / "merged";
   bool mounted = false;

@@ -56,7 +56,8 @@ Result<std::vector<unsigned>> parse_levels(const std::string& s) {
     char* end = nullptr;
     unsigned long v = std::strtoul(item.c_str(), &end, 10);
     if (*end != '\0' || v == 0 || v > 256)
-      return fail(ErrorKind::invalid, "use --concurrency", item, "expected numbers from 1 to 256, e.g. 1,4,16");
+      return fail(ErrorKind::invalid, "use --concurrency", item,
+                  "expected numbers from 1 to 256, e.g. 1,4,16");
     out.push_back(static_cast<unsigned>(v));
   }
   if (out.empty()) return fail(ErrorKind::invalid, "use --concurrency", s, "expected e.g. 1,4,16");
@@ -137,9 +138,10 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     } else if (m == "run") {
       // The whole `fnexec run` process, as a user at a shell gets it: exec, image resolve, sandbox.
       for (const auto& f : functions) {
-        bench::Command c{"/proc/self/exe",
-                         {"fnexec", "--root", store->root().string(), "run", img.manifest_digest, "--", "/bin/" + f},
-                         -1};
+        bench::Command c{
+            "/proc/self/exe",
+            {"fnexec", "--root", store->root().string(), "run", img.manifest_digest, "--", "/bin/" + f},
+            -1};
         entries.push_back({"fnexec", "run", f, bench::command_target({c}), expected(f)});
       }
     } else {
@@ -158,7 +160,8 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
 
   if (!peer_names.empty()) {
     FNEXEC_TRY(bench::copy_rootfs(img, scratch.path(), scratch.path() / "rootfs"));
-    bench::PeerOptions po{scratch.path() / "rootfs", scratch.path() / "bundles", peer_names, functions, max_conc};
+    bench::PeerOptions po{scratch.path() / "rootfs", scratch.path() / "bundles", peer_names, functions,
+                          max_conc};
     auto peers = FNEXEC_TRY(bench::prepare_peers(po));
     for (auto& e : peers.entries) {
       e.expected_output = expected(e.function);
@@ -167,18 +170,23 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     report.skipped.insert(report.skipped.end(), peers.skipped.begin(), peers.skipped.end());
     report.notes.insert(report.notes.end(), peers.notes.begin(), peers.notes.end());
   }
-  if (entries.empty()) return fail(ErrorKind::unavailable, "bench", {}, "nothing to run: every mode and peer was skipped");
+  if (entries.empty())
+    return fail(ErrorKind::unavailable, "bench", {}, "nothing to run: every mode and peer was skipped");
 
   bench::RunPlan plan;
   plan.runs = o.runs;
   plan.warmup = o.warmup;
   plan.concurrency = report.concurrency;
   plan.event = event;
-  if (::isatty(2)) plan.progress = [](std::string_view s) { std::fprintf(stderr, "\r\033[K%.*s", static_cast<int>(s.size()), s.data()); };
+  if (::isatty(2))
+    plan.progress = [](std::string_view s) {
+      std::fprintf(stderr, "\r\033[K%.*s", static_cast<int>(s.size()), s.data());
+    };
   report.series = bench::run_interleaved(entries, plan, report.skipped);
   if (plan.progress) std::fputs("\r\033[K", stderr);
   for (const auto& e : entries)
-    if (auto r = e.target->remarks(); !r.empty()) report.notes.push_back(fmt::format("{} {} {}: {}", e.system, e.mode, e.function, r));
+    if (auto r = e.target->remarks(); !r.empty())
+      report.notes.push_back(fmt::format("{} {} {}: {}", e.system, e.mode, e.function, r));
   entries.clear();  // ends pools and peers' resources before the scratch tmpfs goes
   bench::read_load(report.host.load_after);
 
@@ -194,10 +202,11 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
       for (double us : s.samples_us) c.samples_ms.push_back(us / 1000);
       curves.push_back(std::move(c));
     }
-    std::string subtitle = fmt::format("{}, {} cores, kernel {}, cgroups {}; {} runs each, concurrency 1",
-                                       report.host.cpu_model, report.host.cores, report.host.kernel,
-                                       report.host.cgroup_mode, report.runs);
-    FNEXEC_TRY(fs::write_file_atomic(*o.svg, bench::render_cdf_svg("fnexec bench: start latency CDF", subtitle, curves)));
+    std::string subtitle =
+        fmt::format("{}, {} cores, kernel {}, cgroups {}; {} runs each, concurrency 1", report.host.cpu_model,
+                    report.host.cores, report.host.kernel, report.host.cgroup_mode, report.runs);
+    FNEXEC_TRY(fs::write_file_atomic(
+        *o.svg, bench::render_cdf_svg("fnexec bench: start latency CDF", subtitle, curves)));
   }
   for (const auto& s : report.series)
     if (s.system == "fnexec" && s.failures) return 1;
@@ -207,24 +216,29 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
 }  // namespace
 
 void add_bench_command(CLI::App& app, Globals& g) {
-  auto* sub = app.add_subcommand("bench", "measure cold and warm start latency against floor, bwrap, crun, runc");
+  auto* sub =
+      app.add_subcommand("bench", "measure cold and warm start latency against floor, bwrap, crun, runc");
   auto o = std::make_shared<BenchOptions>();
-  sub->add_option("IMAGE", o->image, "a stored image with /bin/true and /bin/cat (default: busybox built on the fly)");
+  sub->add_option("IMAGE", o->image,
+                  "a stored image with /bin/true and /bin/cat (default: busybox built on the fly)");
   sub->add_option("-n,--runs", o->runs, "timed invocations per series")->capture_default_str();
   sub->add_option("--warmup", o->warmup, "untimed invocations per series first")->capture_default_str();
-  sub->add_option("--mode", o->modes, "fnexec modes: cold, warm, run (the whole `fnexec run` process)")->capture_default_str();
+  sub->add_option("--mode", o->modes, "fnexec modes: cold, warm, run (the whole `fnexec run` process)")
+      ->capture_default_str();
   sub->add_option("--concurrency", o->concurrency, "levels: threads invoking at once, e.g. 1,4,16")
       ->capture_default_str();
   sub->add_option("--peers", o->peers, "floor, bwrap, crun, runc, or none")->capture_default_str();
   sub->add_option("--function", o->functions, "busybox functions: true, cat (event in, same bytes out)")
       ->capture_default_str();
-  sub->add_option("--event", o->event_file, "the event (stdin) for every invocation (default: 256 bytes of JSON)");
+  sub->add_option("--event", o->event_file,
+                  "the event (stdin) for every invocation (default: 256 bytes of JSON)");
   sub->add_option("--json", o->json, "write every sample and the summary as JSON");
   sub->add_option("--svg", o->svg, "write a latency CDF chart (SVG, concurrency 1)");
   sub->add_option("--markdown", o->markdown, "write the tables and goals as Markdown");
   sub->add_flag("--via-api", o->via_api, "also time warm invocations over fnexec serve's unix socket");
   sub->add_option("--mkimage", o->mkimage, "rootfs-tools/mkimage, for the default image");
-  sub->add_option("--scratch", o->scratch_parent, "directory for the private scratch tmpfs")->capture_default_str();
+  sub->add_option("--scratch", o->scratch_parent, "directory for the private scratch tmpfs")
+      ->capture_default_str();
   sub->callback([&g, o] {
     auto r = bench(g, *o);
     g.exit_code = r ? *r : report(r.error());

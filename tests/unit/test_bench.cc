@@ -95,7 +95,8 @@ TEST_CASE("bench: XML and JSON escaping") {
 }
 
 TEST_CASE("bench: the SVG has one curve per series, escaped labels and decade labels") {
-  std::vector<Curve> curves{{"fnexec cold · true", {1.2, 1.4, 1.3}}, {"crun <process>", {12, 14, 13}}, {"empty", {}}};
+  std::vector<Curve> curves{
+      {"fnexec cold · true", {1.2, 1.4, 1.3}}, {"crun <process>", {12, 14, 13}}, {"empty", {}}};
   auto svg = render_cdf_svg("title & more", "sub", curves);
   CHECK(svg.starts_with("<?xml"));
   CHECK(count(svg, "class=\"curve\"") == 3);
