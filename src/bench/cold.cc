@@ -7,6 +7,7 @@
 #include <atomic>
 #include <mutex>
 
+#include "bench/bench_features.h"
 #include "bench/fnexec_targets.h"
 #include "cgroup/cgroup.h"
 #include "invoke/invocation.h"
@@ -18,6 +19,7 @@ namespace fnexec::bench {
 
 namespace {
 
+#if !FNEXEC_BENCH_HAS_STDIO_PIPES
 // The sandbox inherits fds 0 and 1 of the launching process as the function's stdin and stdout:
 // SandboxSpec has no stdio fields. So the event pipe and the result pipe are put on 0 and 1 for
 // the clone and put back after, under one lock. Every other pipe end exists only inside the lock,
@@ -58,6 +60,8 @@ Result<int> grow_pipe(int fd, size_t need) {
   return size;
 }
 
+#endif
+
 class ColdTarget final : public Target {
  public:
   ColdTarget(sandbox::SandboxSpec spec, std::shared_ptr<cgroup::Hierarchy> cgroups)
@@ -71,6 +75,17 @@ class ColdTarget final : public Target {
     sandbox::SandboxSpec spec = spec_;
     spec.cgroup = cg.get();
 
+    invoke::WaitOptions wait;
+    wait.timeout = std::chrono::seconds(30);
+#if FNEXEC_BENCH_HAS_STDIO_PIPES
+    spec.stdio = sandbox::Stdio::pipes;
+    auto sb = sandbox::Sandbox::launch(spec);
+    if (!sb) return std::unexpected(sb.error());
+    invoke::StdioExchange exchange;
+    exchange.input = event;
+    auto rec = invoke::run_invocation(*sb, cg.get(), wait, &exchange);
+    output = std::move(exchange.output);
+#else
     UniqueFd out_read;
     std::optional<Result<sandbox::Sandbox>> launched;
     {
@@ -93,8 +108,6 @@ class ColdTarget final : public Target {
       launched.emplace(sandbox::Sandbox::launch(spec));
     }
     if (!*launched) return std::unexpected(launched->error());
-    invoke::WaitOptions wait;
-    wait.timeout = std::chrono::seconds(30);
     auto rec = invoke::run_invocation(**launched, cg.get(), wait);
     // PID 1 has exited, so everything the function wrote is in the pipe; other sandboxes' inits
     // may still hold its read end, which is harmless.
@@ -102,6 +115,7 @@ class ColdTarget final : public Target {
     char buf[65536];
     for (ssize_t r; (r = ::read(out_read.get(), buf, sizeof buf)) > 0;)
       output.append(buf, static_cast<size_t>(r));
+#endif
     if (cg) {
       if (auto d = cg->destroy(); !d) return std::unexpected(d.error());
     }
