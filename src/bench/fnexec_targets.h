@@ -24,7 +24,6 @@ struct FnexecFunction {
   std::shared_ptr<cgroup::Hierarchy> cgroups;  // nullptr: no cgroup (disabled)
 };
 
-// ErrorKind::unavailable when this build has no sandbox launcher.
 Result<std::shared_ptr<Target>> make_cold_target(const FnexecFunction& fn);
 
 // One pool per function, min_warm sandboxes parked each. ErrorKind::unavailable without warm pools.
