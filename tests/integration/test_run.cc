@@ -30,15 +30,9 @@ struct BusyboxRootfs {
   stdfs::path state = scratch / "state";
 
   BusyboxRootfs() {
-    stdfs::create_directories(rootfs / "bin");
+    populate_busybox_rootfs(rootfs);
     stdfs::create_directories(rootfs / "etc");
     stdfs::create_directories(state);
-    stdfs::copy_file("/bin/busybox", rootfs / "bin/busybox");
-    auto list = run({"/bin/busybox", "--list"});
-    std::istringstream names(list.out);
-    for (std::string n; std::getline(names, n);) {
-      if (!n.empty() && n != "busybox") stdfs::create_symlink("busybox", rootfs / "bin" / n);
-    }
     std::ofstream(rootfs / "etc/passwd")
         << "root:x:0:0:root:/root:/bin/sh\napp:x:1234:2345:app:/home/app:/bin/sh\n";
     std::ofstream(rootfs / "etc/group") << "root:x:0:\napp:x:2345:\nstaff:x:50:\n";

@@ -1,5 +1,7 @@
 #include "support/fixtures.h"
 
+#include "support/proc.h"
+
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -55,6 +57,14 @@ std::filesystem::path fnexec_bin() { return env_path("FNEXEC_BIN"); }
 std::filesystem::path rootfs_tool(const std::string& name) { return source_root() / "rootfs-tools" / name; }
 
 bool is_root() { return ::geteuid() == 0; }
+
+void populate_busybox_rootfs(const std::filesystem::path& rootfs) {
+  std::filesystem::create_directories(rootfs / "bin");
+  std::filesystem::copy_file("/bin/busybox", rootfs / "bin/busybox");
+  std::istringstream names(run({"/bin/busybox", "--list"}).out);
+  for (std::string n; std::getline(names, n);)
+    if (!n.empty() && n != "busybox") std::filesystem::create_symlink("busybox", rootfs / "bin" / n);
+}
 
 ScratchTmpfs::ScratchTmpfs(const std::string& size) {
   std::string tmpl = "/tmp/fnexec-test-XXXXXX";

@@ -13,6 +13,10 @@ std::filesystem::path rootfs_tool(const std::string& name);  // source_root()/ro
 
 bool is_root();
 
+// Fills rootfs/bin with the host's busybox-static and one symlink per applet (an unpacked rootfs for
+// `fnexec run --rootfs`, without an image store).
+void populate_busybox_rootfs(const std::filesystem::path& rootfs);
+
 // A fresh tmpfs mounted on a temporary directory (tmpfs keeps trusted.* xattrs and 0/0 whiteout
 // devices, and avoids ext4's slow-down after large deletes). Unmounted and removed on destruction.
 class ScratchTmpfs {
