@@ -5,7 +5,7 @@
 #   bench/results/<date>-<host>.md     tables, goals, and the unpack numbers
 #   bench/results/<date>-<host>.svg    latency CDF at concurrency 1
 # Results are not committed unless they document a change (.gitignore).
-# Usage: bench/run-all.sh [RUNS] [BUILDDIR]        (root)
+# Usage: bench/run-all.sh [RUNS] [BUILDDIR]        (root; env UNPACK_REPS=5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-500}
@@ -22,7 +22,7 @@ out=bench/results/$(date +%Y-%m-%d-%H%M)-$(hostname -s)
   echo "## layer unpack"
   echo
   echo '```'
-  BUILDDIR=$builddir JSON="$out-unpack.json" bench/unpack.sh 5
+  BUILDDIR=$builddir JSON="$out-unpack.json" bench/unpack.sh "${UNPACK_REPS:-5}"
   echo '```'
 } >>"$out.md"
 echo "results: $out.{json,md,svg} and $out-unpack.json"
