@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -27,8 +28,9 @@ bool installed(const std::string& tool) {
 }
 
 // Other test binaries may run at the same time in the host's mount namespace and cgroups, so
-// these count only what a bench could leave: its scratch tmpfs and mounts below the test's
-// scratch directory, and its cgroups (bench-* sandboxes, fnexec-bench-* for crun and runc).
+// these count only what a bench could leave: mounts below the test's scratch directory (where
+// --scratch puts the bench's tmpfs), and its cgroups: bench-PID-N sandboxes and
+// fnexec-bench-PID-crun|runc for the peers.
 size_t bench_mounts(const stdfs::path& scratch) {
   std::ifstream f("/proc/self/mountinfo");
   size_t n = 0;
@@ -45,7 +47,10 @@ size_t bench_cgroups() {
   for (auto it = stdfs::recursive_directory_iterator("/sys/fs/cgroup", ec);
        !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
     auto name = it->path().filename().string();
-    if (it->is_directory(ec) && (name.starts_with("bench-") || name.starts_with("fnexec-bench-"))) ++n;
+    bool sandbox =
+        name.starts_with("bench-") && name.size() > 6 && std::isdigit(static_cast<unsigned char>(name[6]));
+    bool peer = name.starts_with("fnexec-bench-") && (name.ends_with("-crun") || name.ends_with("-runc"));
+    if (it->is_directory(ec) && (sandbox || peer)) ++n;
   }
   return n;
 }
