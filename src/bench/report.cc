@@ -1,0 +1,331 @@
+#include "bench/report.h"
+
+#include <fmt/format.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <utility>
+
+#include "util/fs.h"
+
+namespace fnexec::bench {
+
+namespace {
+
+// A finite number for JSON (which has no NaN or infinity).
+std::string num(double v, int decimals = 1) {
+  return std::isfinite(v) ? fmt::format("{:.{}f}", v, decimals) : "null";
+}
+
+std::string ms(double us) {
+  return fmt::format("{:.3f}", us / 1000);
+}
+
+std::string load_text(const double (&l)[3]) {
+  return fmt::format("{:.2f} {:.2f} {:.2f}", l[0], l[1], l[2]);
+}
+
+// (function, concurrency) blocks in the order the series first appear.
+std::vector<std::pair<std::string, unsigned>> blocks(const Report& r) {
+  std::vector<std::pair<std::string, unsigned>> out;
+  for (const auto& s : r.series) {
+    std::pair key{s.function, s.concurrency};
+    if (std::find(out.begin(), out.end(), key) == out.end()) out.push_back(key);
+  }
+  return out;
+}
+
+std::string ratio_text(const Report& r, const Series& s, std::string_view mode) {
+  const Series* base = r.find("fnexec", mode, s.function, s.concurrency);
+  if (!base) return "-";
+  double b = base->summary().p50_us, v = s.summary().p50_us;
+  return b > 0 && v > 0 ? fmt::format("{:.2f}", v / b) : "-";
+}
+
+struct Row {
+  std::vector<std::string> cells;
+};
+
+std::vector<std::string> header() {
+  return {"system", "mode",    "n",     "p50_ms", "p90_ms", "p99_ms",
+          "max_ms", "mean_ms", "inv/s", "x_cold", "x_warm"};
+}
+
+std::vector<std::string> row(const Report& r, const Series& s) {
+  auto m = s.summary();
+  std::string n = std::to_string(m.n);
+  if (s.failures) n += fmt::format(" ({} failed)", s.failures);
+  return {s.system,
+          s.mode,
+          n,
+          ms(m.p50_us),
+          ms(m.p90_us),
+          ms(m.p99_us),
+          ms(m.max_us),
+          ms(m.mean_us),
+          fmt::format("{:.0f}", per_second(m.n, s.wall_seconds)),
+          ratio_text(r, s, "cold"),
+          ratio_text(r, s, "warm")};
+}
+
+std::string context_lines(const Report& r, std::string_view prefix) {
+  const auto& h = r.host;
+  std::string out;
+  out += fmt::format("{}host: {}, {} cores, kernel {}, cgroups {}\n", prefix, h.cpu_model, h.cores, h.kernel,
+                     h.cgroup_mode);
+  out += fmt::format("{}load average before: {}; after: {}\n", prefix, load_text(h.load_before),
+                     load_text(h.load_after));
+  if (h.high_load())
+    out += fmt::format(
+        "{}WARNING: the load average exceeded the {} cores: other work competed with the bench; "
+        "compare ratios, not absolute times, or run again on a quiet host\n",
+        prefix, h.cores);
+  std::string conc;
+  for (unsigned c : r.concurrency) conc += (conc.empty() ? "" : ",") + std::to_string(c);
+  out += fmt::format(
+      "{}image {}, event {} bytes, {} runs per series after {} warm-up, interleaved; concurrency {}\n",
+      prefix, r.image, r.event_bytes, r.runs, r.warmup, conc);
+  return out;
+}
+
+std::string goal_value(const Goal& g) {
+  if (!g.value) return "not measured";
+  if (g.unit == "x") return fmt::format("{:.2f}x", *g.value);
+  if (g.unit == "ms") return fmt::format("{:.3f} ms", *g.value);
+  return fmt::format("{:.0f}{}", *g.value, g.unit);
+}
+
+std::string goal_verdict(const Goal& g) {
+  return !g.value ? "-" : g.met ? "met" : "MISSED";
+}
+
+}  // namespace
+
+bool HostContext::high_load() const {
+  return cores > 0 && std::max(load_before[0], load_after[0]) > static_cast<double>(cores);
+}
+
+void read_load(double (&out)[3]) {
+  out[0] = out[1] = out[2] = 0;
+  if (auto text = fs::read_file("/proc/loadavg"))
+    std::sscanf(text->c_str(), "%lf %lf %lf", &out[0], &out[1], &out[2]);
+}
+
+HostContext read_host_context() {
+  HostContext h;
+  h.cores = static_cast<unsigned>(::sysconf(_SC_NPROCESSORS_ONLN));
+  if (auto cpuinfo = fs::read_file("/proc/cpuinfo")) {
+    auto p = cpuinfo->find("model name");
+    if (p != std::string::npos) {
+      auto colon = cpuinfo->find(':', p);
+      auto eol = cpuinfo->find('\n', p);
+      if (colon != std::string::npos && colon < eol) {
+        h.cpu_model = cpuinfo->substr(colon + 1, eol - colon - 1);
+        h.cpu_model.erase(0, h.cpu_model.find_first_not_of(' '));
+      }
+    }
+  }
+  if (h.cpu_model.empty()) h.cpu_model = "unknown CPU";
+  struct utsname u;
+  if (::uname(&u) == 0) h.kernel = std::string(u.release) + " " + u.machine;
+  read_load(h.load_before);
+  return h;
+}
+
+std::string Series::label() const {
+  std::string l = system + " " + mode + " · " + function;
+  if (concurrency != 1) l += fmt::format(" ×{}", concurrency);
+  return l;
+}
+
+const Series* Report::find(std::string_view system, std::string_view mode, std::string_view function,
+                           unsigned conc) const {
+  for (const auto& s : series)
+    if (s.system == system && s.mode == mode && s.function == function && s.concurrency == conc &&
+        !s.samples_us.empty())
+      return &s;
+  return nullptr;
+}
+
+std::vector<Goal> evaluate_goals(const Report& r) {
+  std::vector<Goal> goals;
+  auto p50 = [&](std::string_view sys, std::string_view mode, std::string_view fn) -> std::optional<double> {
+    const Series* s = r.find(sys, mode, fn, 1);
+    if (!s) return std::nullopt;
+    return s->summary().p50_us;
+  };
+  auto ratio_goal = [&](std::string metric, std::optional<double> a, std::optional<double> b, double limit) {
+    Goal g{std::move(metric), fmt::format("<= {:.2f}x", limit), std::nullopt, "x", false};
+    if (a && b && *b > 0) {
+      g.value = *a / *b;
+      g.met = *g.value <= limit;
+    }
+    goals.push_back(std::move(g));
+  };
+  ratio_goal("cold p50, true: fnexec / crun", p50("fnexec", "cold", "true"), p50("crun", "process", "true"),
+             0.25);
+  ratio_goal("cold p50, true: fnexec / bwrap", p50("fnexec", "cold", "true"), p50("bwrap", "process", "true"),
+             0.6);
+  ratio_goal("run p50, true: fnexec run / crun", p50("fnexec", "run", "true"), p50("crun", "process", "true"),
+             0.25);
+  ratio_goal("warm p50, cat: fnexec / floor", p50("fnexec", "warm", "cat"), p50("floor", "process", "cat"),
+             1.2);
+  {
+    Goal g{"warm p99, cat", "<= 3 ms", std::nullopt, "ms", false};
+    if (const Series* s = r.find("fnexec", "warm", "cat", 1)) {
+      g.value = s->summary().p99_us / 1000;
+      g.met = *g.value <= 3;
+    }
+    goals.push_back(std::move(g));
+  }
+  {
+    Goal g{"warm throughput, cat, concurrency 4", ">= 1000/s", std::nullopt, "/s", false};
+    if (const Series* s = r.find("fnexec", "warm", "cat", 4)) {
+      g.value = per_second(s->samples_us.size(), s->wall_seconds);
+      g.met = *g.value >= 1000;
+    }
+    goals.push_back(std::move(g));
+  }
+  return goals;
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '"')
+      out += "\\\"";
+    else if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (u < 0x20)
+      out += fmt::format("\\u{:04x}", u);
+    else
+      out += c;
+  }
+  return out;
+}
+
+std::string to_json(const Report& r) {
+  const auto& h = r.host;
+  std::string j = "{\n  \"schema\": \"fnexec-bench/1\",\n";
+  j += fmt::format(
+      "  \"host\": {{\"cpu_model\": \"{}\", \"cores\": {}, \"kernel\": \"{}\", \"cgroup_mode\": \"{}\", "
+      "\"load_before\": [{}, {}, {}], \"load_after\": [{}, {}, {}], \"high_load\": {}}},\n",
+      json_escape(h.cpu_model), h.cores, json_escape(h.kernel), json_escape(h.cgroup_mode),
+      num(h.load_before[0], 2), num(h.load_before[1], 2), num(h.load_before[2], 2), num(h.load_after[0], 2),
+      num(h.load_after[1], 2), num(h.load_after[2], 2), h.high_load() ? "true" : "false");
+  std::string conc;
+  for (unsigned c : r.concurrency) conc += (conc.empty() ? "" : ", ") + std::to_string(c);
+  j += fmt::format(
+      "  \"options\": {{\"runs\": {}, \"warmup\": {}, \"image\": \"{}\", \"event_bytes\": {}, "
+      "\"concurrency\": "
+      "[{}]}},\n",
+      r.runs, r.warmup, json_escape(r.image), r.event_bytes, conc);
+  j += "  \"series\": [";
+  for (size_t i = 0; i < r.series.size(); ++i) {
+    const auto& s = r.series[i];
+    auto m = s.summary();
+    j += fmt::format(
+        "{}\n    {{\"system\": \"{}\", \"mode\": \"{}\", \"function\": \"{}\", \"concurrency\": {}, \"n\": "
+        "{}, "
+        "\"failures\": {}, \"first_error\": \"{}\", \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, "
+        "\"max_us\": {}, "
+        "\"mean_us\": {}, \"wall_seconds\": {}, \"invocations_per_s\": {}, \"samples_us\": [",
+        i ? "," : "", json_escape(s.system), json_escape(s.mode), json_escape(s.function), s.concurrency, m.n,
+        s.failures, json_escape(s.first_error), num(m.p50_us), num(m.p90_us), num(m.p99_us), num(m.max_us),
+        num(m.mean_us), num(s.wall_seconds, 6), num(per_second(m.n, s.wall_seconds)));
+    for (size_t k = 0; k < s.samples_us.size(); ++k) j += (k ? "," : "") + num(s.samples_us[k]);
+    j += "]}";
+  }
+  j += "\n  ],\n  \"skipped\": [";
+  for (size_t i = 0; i < r.skipped.size(); ++i)
+    j += fmt::format("{}{{\"system\": \"{}\", \"reason\": \"{}\"}}", i ? ", " : "",
+                     json_escape(r.skipped[i].system), json_escape(r.skipped[i].reason));
+  j += "],\n  \"notes\": [";
+  for (size_t i = 0; i < r.notes.size(); ++i)
+    j += fmt::format("{}\"{}\"", i ? ", " : "", json_escape(r.notes[i]));
+  j += "],\n  \"goals\": [";
+  auto goals = evaluate_goals(r);
+  for (size_t i = 0; i < goals.size(); ++i) {
+    const auto& g = goals[i];
+    j += fmt::format(
+        "{}\n    {{\"metric\": \"{}\", \"target\": \"{}\", \"value\": {}, \"unit\": \"{}\", \"met\": {}}}",
+        i ? "," : "", json_escape(g.metric), json_escape(g.target), g.value ? num(*g.value, 3) : "null",
+        json_escape(g.unit), g.value ? (g.met ? "true" : "false") : "null");
+  }
+  j += "\n  ]\n}\n";
+  return j;
+}
+
+std::string to_table(const Report& r) {
+  std::string out = context_lines(r, "");
+  auto head = header();
+  for (const auto& [fn, conc] : blocks(r)) {
+    std::vector<std::vector<std::string>> rows{head};
+    for (const auto& s : r.series)
+      if (s.function == fn && s.concurrency == conc) rows.push_back(row(r, s));
+    std::vector<size_t> width(head.size(), 0);
+    for (const auto& cells : rows)
+      for (size_t c = 0; c < cells.size(); ++c) width[c] = std::max(width[c], cells[c].size());
+    out += fmt::format("\nfunction {}, concurrency {}\n", fn, conc);
+    for (const auto& cells : rows) {
+      std::string line;
+      for (size_t c = 0; c < cells.size(); ++c) {
+        // Names left-aligned, numbers right-aligned.
+        line += c < 2 ? fmt::format("{:<{}}", cells[c], width[c] + 2)
+                      : fmt::format("{:>{}}", cells[c], width[c] + 2);
+      }
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      out += line + "\n";
+    }
+  }
+  out +=
+      "\nmodes: cold = a fresh sandbox per invocation in this process; warm = a pool hit in this process;\n"
+      "       run = a whole `fnexec run` process; process = a whole peer process per invocation\n"
+      "x_cold, x_warm: p50 divided by fnexec's cold or warm p50 for the same function and concurrency\n";
+  for (const auto& s : r.skipped) out += fmt::format("skipped {}: {}\n", s.system, s.reason);
+  for (const auto& n : r.notes) out += fmt::format("note: {}\n", n);
+  for (const auto& s : r.series)
+    if (s.failures)
+      out += fmt::format("failed {}: {} of {}; first: {}\n", s.label(), s.failures,
+                         s.failures + s.samples_us.size(), s.first_error);
+  out += "\ngoals:\n";
+  for (const auto& g : evaluate_goals(r))
+    out += fmt::format("  {:<40} {:<10} {:>14}  {}\n", g.metric, g.target, goal_value(g), goal_verdict(g));
+  return out;
+}
+
+std::string to_markdown(const Report& r) {
+  std::string out = "# fnexec bench\n\n" + context_lines(r, "- ");
+  for (const auto& [fn, conc] : blocks(r)) {
+    out += fmt::format("\n## function `{}`, concurrency {}\n\n", fn, conc);
+    auto head = header();
+    for (const auto& h : head) out += "| " + h + " ";
+    out += "|\n";
+    for (size_t c = 0; c < head.size(); ++c) out += c < 2 ? "|---" : "|---:";
+    out += "|\n";
+    for (const auto& s : r.series) {
+      if (s.function != fn || s.concurrency != conc) continue;
+      for (const auto& cell : row(r, s)) out += "| " + cell + " ";
+      out += "|\n";
+    }
+  }
+  if (!r.skipped.empty() || !r.notes.empty()) out += "\n";
+  for (const auto& s : r.skipped) out += fmt::format("- skipped {}: {}\n", s.system, s.reason);
+  for (const auto& n : r.notes) out += fmt::format("- note: {}\n", n);
+  out += "\n## goals\n\n| metric | goal | measured | verdict |\n|---|---|---:|---|\n";
+  for (const auto& g : evaluate_goals(r))
+    out += fmt::format("| {} | {} | {} | {} |\n", g.metric, g.target, goal_value(g), goal_verdict(g));
+  return out;
+}
+
+}  // namespace fnexec::bench

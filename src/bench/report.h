@@ -1,0 +1,79 @@
+// What a bench run produced, and its three renderings: a table for people, JSON with every sample,
+// and the goals of issues 3, 5 and 6 checked against the numbers of this run.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bench/stats.h"
+
+namespace fnexec::bench {
+
+struct HostContext {
+  std::string cpu_model;
+  unsigned cores = 0;
+  std::string kernel;
+  std::string cgroup_mode;  // "v1", "v2", "disabled"
+  double load_before[3] = {0, 0, 0};
+  double load_after[3] = {0, 0, 0};
+  // The 1-minute load during the run exceeded the core count: other work competed for the CPUs.
+  bool high_load() const;
+};
+
+// Reads /proc/cpuinfo, uname, /proc/loadavg; cgroup_mode is filled in by the caller.
+HostContext read_host_context();
+void read_load(double (&out)[3]);
+
+// One row: a system in a mode running one function at one concurrency.
+struct Series {
+  std::string system;    // fnexec, floor, bwrap, crun, runc
+  std::string mode;      // cold, warm (fnexec); process (a peer: one whole process per invocation)
+  std::string function;  // true, cat
+  unsigned concurrency = 1;
+  std::vector<double> samples_us;
+  double wall_seconds = 0;  // sum of the timed batches, for invocations/s
+  unsigned failures = 0;
+  std::string first_error;
+  Summary summary() const { return summarize(samples_us); }
+  std::string label() const;  // "fnexec cold · true"
+};
+
+struct Skipped {
+  std::string system;
+  std::string reason;
+};
+
+struct Goal {
+  std::string metric;  // "cold p50 true vs crun"
+  std::string target;  // "<= 0.25x"
+  std::optional<double> value;
+  std::string unit;  // "x", "ms", "/s"
+  bool met = false;
+};
+
+struct Report {
+  HostContext host;
+  unsigned runs = 0, warmup = 0;
+  std::string image;
+  size_t event_bytes = 0;
+  std::vector<unsigned> concurrency;
+  std::vector<Series> series;
+  std::vector<Skipped> skipped;
+  std::vector<std::string> notes;
+  const Series* find(std::string_view system, std::string_view mode, std::string_view function,
+                     unsigned concurrency) const;
+};
+
+std::vector<Goal> evaluate_goals(const Report& r);
+
+// JSON string literal contents: quotes, backslash and control characters escaped (\u00XX).
+std::string json_escape(std::string_view s);
+std::string to_json(const Report& r);
+// The stdout table: host context, one block per (function, concurrency), skipped peers, notes, goals.
+std::string to_table(const Report& r);
+// The same as Markdown for bench/results/*.md.
+std::string to_markdown(const Report& r);
+
+}  // namespace fnexec::bench
