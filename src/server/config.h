@@ -26,7 +26,9 @@ struct ServeConfig {
   std::string listen;        // HOST:PORT for TCP; needs token_file
   std::filesystem::path state_dir = "/var/lib/fnexec";
   std::string cgroups = "auto";          // auto | disabled
-  std::string cgroup_prefix = "fnexec";  // below our own cgroup; one daemon per prefix
+  // Below our own cgroup; one daemon per prefix, and not `fnexec run`'s "fnexec": the daemon removes
+  // every sandbox cgroup under its prefix at start.
+  std::string cgroup_prefix = "fnexec-serve";
   uint32_t max_sandboxes = 256;
   uint32_t invocation_workers = 64;  // threads that run invocations; also the daemon-wide concurrency cap
 

@@ -116,6 +116,7 @@ class Daemon {
 
   // Starts `fnexec serve` and waits for READY=1. extra: more flags.
   void start(const std::vector<std::string>& extra = {}) {
+    import_test_images();
     write_file(config(), "cgroup_prefix = " + prefix_ + "\nlog_level = debug\n" + config_extra_);
     pid_ = spawn(extra);
     REQUIRE(pid_ > 0);
@@ -180,6 +181,23 @@ class Daemon {
   }
 
  private:
+  // The daemon resolves a function's image when it is created, so the images the tests name
+  // (hello:latest, busybox:1: busybox-static from mkimage) are in the store before the first start.
+  void import_test_images() {
+    if (stdfs::exists(state_dir() / "refs.json")) return;
+    static const test::ScratchTmpfs images("64m");
+    static const stdfs::path archive = [] {
+      auto path = images / "busybox.tar";
+      auto mk = test::run({test::rootfs_tool("mkimage").string(), "--busybox", "--cmd", "cat", "--oci-archive", path.string()});
+      REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
+      return path;
+    }();
+    for (const char* name : {"hello:latest", "busybox:1"}) {
+      auto r = test::fnexec({"--root", state_dir().string(), "image", "import", archive.string(), "--name", name});
+      REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    }
+  }
+
   pid_t spawn(const std::vector<std::string>& extra) {
     std::vector<std::string> args = {
         test::fnexec_bin().string(), "serve",       "--config",          config().string(), "--socket",
