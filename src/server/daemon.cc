@@ -21,7 +21,6 @@
 
 #include "cgroup/cgroup.h"
 #include "image/store.h"
-#include "server/features.h"
 #include "server/json.h"
 #include "server/service.h"
 #include "util/log.h"
@@ -173,9 +172,7 @@ class Daemon {
 
   std::unique_ptr<State> state_;
   std::shared_ptr<cgroup::Hierarchy> cgroups_;
-#if FNEXEC_HAVE_IMAGE_STORE
   std::optional<image::Store> store_;
-#endif
   std::unique_ptr<pool::PoolSet> pools_;
   std::unique_ptr<asio::thread_pool> invocation_threads_;
   std::unique_ptr<asio::thread_pool> admin_threads_;
@@ -626,15 +623,8 @@ Result<int> Daemon::run() {
     if (removed) spdlog::warn("removed {} sandbox cgroups left by a previous instance", removed);
   }
 
-  image::Store* store = nullptr;
-#if FNEXEC_HAVE_IMAGE_STORE
   store_.emplace(FNEXEC_TRY(image::Store::open(config_.state_dir)));
-  store = &*store_;
-#endif
-#if FNEXEC_HAVE_POOL
-  if (store) pools_ = FNEXEC_TRY(pool::PoolSet::create(*store, cgroups_, {config_.max_sandboxes}));
-#endif
-  if (!pools_) spdlog::warn("warm pools are not available in this build: invocations answer 503");
+  pools_ = FNEXEC_TRY(pool::PoolSet::create(*store_, cgroups_, {config_.max_sandboxes}));
 
   invocation_threads_ = std::make_unique<asio::thread_pool>(config_.invocation_workers);
   admin_threads_ = std::make_unique<asio::thread_pool>(2);
@@ -642,7 +632,7 @@ Result<int> Daemon::run() {
     return [&p](std::function<void()> job) { asio::post(p, std::move(job)); };
   };
   service_ = std::make_unique<Service>(
-      *state_, pools_.get(), store, std::string(cgroup::to_string(cgroups_->mode())),
+      *state_, pools_.get(), &*store_, std::string(cgroup::to_string(cgroups_->mode())),
       on(*invocation_threads_), on(*admin_threads_),
       ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function},
                     config_.invocation_workers});

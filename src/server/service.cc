@@ -7,7 +7,6 @@
 #include <filesystem>
 
 #include "image/store.h"
-#include "server/features.h"
 #include "server/json.h"
 #include "util/log.h"
 
@@ -130,7 +129,7 @@ Result<> Service::start() {
     }
     FunctionEntry entry{std::move(*spec), {}};
     if (!pools_) {
-      entry.error = "warm pools are not available in this build";
+      entry.error = "warm pools are not running";
     } else if (auto r = pools_->configure(entry.spec); !r) {
       entry.error = r.error().message();
       spdlog::error("function={} pool not configured: {}", f.name, entry.error);
@@ -288,7 +287,7 @@ void Service::put_function(Request& request, Respond respond) {
         return respond(error_reply(status, r.error().message()));
       }
     } else {
-      entry.error = "warm pools are not available in this build";
+      entry.error = "warm pools are not running";
     }
     auto json = function_spec_json(spec);
     auto created = state_.put_function(spec.name, json, now_ms());
@@ -399,7 +398,7 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
     spec = f->second.spec;
     retention = limits_.retention;
   }
-  if (!pools_) return respond(error_reply(503, "warm pools are not available in this build"));
+  if (!pools_) return respond(error_reply(503, "warm pools are not running"));
   auto id = new_invocation_id();
   // The record exists before the sandbox runs, so a crash leaves a `running` row to mark lost.
   if (auto r = state_.insert_running(id, name, now_ms()); !r) return respond(error_reply(r.error()));
@@ -608,7 +607,6 @@ void Service::get_invocation(const std::string& id, Respond& respond) {
 }
 
 void Service::images_list(Respond& respond) {
-#if FNEXEC_HAVE_IMAGE_STORE
   if (store_) {
     auto list = store_->list();
     if (!list) return respond(error_reply(list.error()));
@@ -621,8 +619,7 @@ void Service::images_list(Respond& respond) {
     w.end_array().end_object();
     return respond(json_reply(200, w.take()));
   }
-#endif
-  respond(error_reply(503, "the image store is not available in this build"));
+  respond(error_reply(503, "the image store is not open"));
 }
 
 void Service::images_import(Request& request, Respond respond) {
@@ -630,8 +627,7 @@ void Service::images_import(Request& request, Respond respond) {
   auto name =
       request.match.query.contains("name") ? std::optional(request.match.query.at("name")) : std::nullopt;
   run_job(admin_, [this, upload, name, respond = std::move(respond)] {
-    Reply reply = error_reply(503, "the image store is not available in this build");
-#if FNEXEC_HAVE_IMAGE_STORE
+    Reply reply = error_reply(503, "the image store is not open");
     if (store_) {
       image::ImportOptions options;
       options.name = name;
@@ -648,9 +644,6 @@ void Service::images_import(Request& request, Respond respond) {
         spdlog::info("image imported reference={} digest={}", img->reference, img->manifest_digest);
       }
     }
-#else
-    (void)name;
-#endif
     std::error_code ec;
     std::filesystem::remove(upload, ec);
     respond(std::move(reply));

@@ -13,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_features.h"
 #include "support/fixtures.h"
 #include "support/proc.h"
 #include "util/fs.h"
@@ -89,7 +88,7 @@ TEST_CASE("bench: a tiny run of every mode and peer writes a table, JSON with ev
   if (installed("runc")) expect.insert("runc process");
   expect.insert("fnexec cold");
   expect.insert("fnexec run");
-  if (FNEXEC_BENCH_HAS_POOL) expect.insert("fnexec warm");
+  expect.insert("fnexec warm");
   if (installed("crun")) CHECK(r.out.find("/sys/fs/cgroup/unified unmounted") != std::string::npos);
 
   auto text = fs::read_file(json);

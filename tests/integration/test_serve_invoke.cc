@@ -1,9 +1,4 @@
 // Invocations through the daemon end to end: real images, real warm pools, real sandboxes.
-// Built only once the warm pools are on main (server/features.h).
-#include "server/features.h"
-
-#if FNEXEC_HAVE_POOL
-
 #include <sqlite3.h>
 
 #include "server/client.h"
@@ -252,4 +247,3 @@ TEST_SUITE("serve") {
 
 }  // TEST_SUITE
 
-#endif  // FNEXEC_HAVE_POOL
