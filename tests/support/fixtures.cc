@@ -67,7 +67,8 @@ void populate_busybox_rootfs(const std::filesystem::path& rootfs) {
 }
 
 ScratchTmpfs::ScratchTmpfs(const std::string& size) {
-  std::string tmpl = "/tmp/fnexec-test-XXXXXX";
+  const char* tmpdir = std::getenv("TMPDIR");  // the VM suite points it at its scratch tmpfs
+  std::string tmpl = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/fnexec-test-XXXXXX";
   if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
   path_ = tmpl;
   std::string opts = "size=" + size + ",mode=0755";

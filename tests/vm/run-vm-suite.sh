@@ -47,10 +47,12 @@ BUILD_ROOT=${FNEXEC_BUILD_ROOT:-$(dirname "$(dirname "$TEST_BIN")")}
 {
     echo "R=/mnt/host"
     echo 'mount --bind /proc $R/proc && mount --rbind /sys $R/sys && mount --bind /dev $R/dev || exit 10'
-    # A writable /tmp for tests, unless the build tree is there (a tmpfs over it would hide it).
-    case $BUILD_ROOT/ in /tmp/*) ;; *) echo 'mount -t tmpfs tmpfs $R/tmp || exit 11' ;; esac
-    printf 'run() { chroot $R /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin FNEXEC_IN_VM=1 FNEXEC_BIN=%q FNEXEC_BUILD_ROOT=%q FNEXEC_SOURCE_ROOT=%q "$@"; }\n' \
-        "$FNEXEC_BIN" "$BUILD_ROOT" "${FNEXEC_SOURCE_ROOT:-$(dirname "$BUILD_ROOT")}"
+    # A writable scratch tmpfs for the tests (TMPDIR): /tmp, or /var/tmp when the build tree is
+    # under /tmp (a tmpfs over it would hide it; the rest of the shared host root is read-only).
+    case $BUILD_ROOT/ in /tmp/*) SCRATCH=/var/tmp ;; *) SCRATCH=/tmp ;; esac
+    printf 'mount -t tmpfs tmpfs $R%q || exit 11\n' "$SCRATCH"
+    printf 'run() { chroot $R /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TMPDIR=%q FNEXEC_IN_VM=1 FNEXEC_BIN=%q FNEXEC_BUILD_ROOT=%q FNEXEC_SOURCE_ROOT=%q "$@"; }\n' \
+        "$SCRATCH" "$FNEXEC_BIN" "$BUILD_ROOT" "${FNEXEC_SOURCE_ROOT:-$(dirname "$BUILD_ROOT")}"
     printf 'echo "== fnexec info"; run %q info || exit 12\n' "$FNEXEC_BIN"
     printf 'echo "== fnexec info --json"; run %q info --json || exit 12\n' "$FNEXEC_BIN"
     printf 'echo "== tests"; run %q' "$TEST_BIN"
