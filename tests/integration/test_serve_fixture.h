@@ -105,7 +105,10 @@ class Daemon {
     static std::atomic<int> n{0};
     prefix_ = "fnexec-test-serve-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
   }
-  ~Daemon() { stop(SIGKILL); }
+  ~Daemon() {
+    stop(SIGKILL);
+    test::remove_own_cgroup_tree(prefix_);
+  }
 
   stdfs::path socket() const { return scratch_ / "fnexec.sock"; }
   stdfs::path state_dir() const { return scratch_ / "state"; }

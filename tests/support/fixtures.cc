@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -119,7 +120,12 @@ ResourceSnapshot ResourceSnapshot::take() {
     }
   }
 
-  // Cgroups below ours in every hierarchy we are in.
+  for (auto& own : own_cgroup_dirs()) s.cgroups += count_dirs_below(own);
+  return s;
+}
+
+std::vector<std::filesystem::path> own_cgroup_dirs() {
+  std::vector<std::filesystem::path> dirs;
   std::ifstream cg("/proc/self/cgroup");
   std::string line;
   while (std::getline(cg, line)) {
@@ -129,9 +135,25 @@ ResourceSnapshot ResourceSnapshot::take() {
     if (ctrls.empty()) base = std::filesystem::exists("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
     else if (ctrls.starts_with("name=")) continue;
     else base = "/sys/fs/cgroup/" + ctrls.substr(0, ctrls.find(','));
-    s.cgroups += count_dirs_below(base / path.substr(1));
+    dirs.push_back(base / path.substr(1));
   }
-  return s;
+  return dirs;
+}
+
+void remove_own_cgroup_tree(const std::string& name) {
+  for (auto& own : own_cgroup_dirs()) {
+    auto root = own / name;
+    std::error_code ec;
+    if (!std::filesystem::is_directory(root, ec)) continue;
+    std::vector<std::filesystem::path> dirs{root};
+    for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
+      if (it->is_directory(ec)) dirs.push_back(it->path());
+    // Deepest first; a cgroup whose last task is still exiting refuses rmdir with EBUSY for a moment.
+    std::sort(dirs.begin(), dirs.end(), [](auto& x, auto& y) { return x.string().size() > y.string().size(); });
+    for (auto& d : dirs)
+      for (int i = 0; i < 200 && ::rmdir(d.c_str()) != 0 && errno == EBUSY; ++i) ::usleep(10000);
+  }
 }
 
 }  // namespace fnexec::test

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace fnexec::test {
 
@@ -31,6 +32,12 @@ class ScratchTmpfs {
  private:
   std::filesystem::path path_;
 };
+
+// Our own cgroup in every hierarchy we are in (v1: one per controller; v2: the unified one).
+std::vector<std::filesystem::path> own_cgroup_dirs();
+// Removes OWN/name and everything below it in every hierarchy: a test that gave a daemon its own
+// cgroup prefix cleans up what the daemon leaves there (the prefix and sandboxes emptied by a kill).
+void remove_own_cgroup_tree(const std::string& name);
 
 // Counters that must not grow across many runs: mounts, our fds, processes, cgroups below ours.
 struct ResourceSnapshot {
