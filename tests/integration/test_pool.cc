@@ -28,6 +28,7 @@ using namespace std::chrono_literals;
 
 // fn:1 and fn:2: busybox with /version holding "1" or "2" (two digests of one function).
 struct PoolImages {
+  static constexpr const char* kPrefix = "fnexec-test-pool";
   ScratchTmpfs scratch{"256m"};
   stdfs::path store_dir = scratch / "store";
   std::optional<image::Store> store;
@@ -48,10 +49,15 @@ struct PoolImages {
       REQUIRE(store->import("oci:" + (scratch / (std::string("img") + v)).string(),
                             {.name = std::string("fn:") + v}));
     cgroup::Options o;
-    o.prefix = "fnexec-test-pool";
+    o.prefix = kPrefix;
     auto h = cgroup::Hierarchy::detect(o);
     REQUIRE_MESSAGE(h, h.error().message());
     cgroups = *h;
+  }
+  // The suite's own cgroup layout goes with it; every sandbox in it was destroyed by its test.
+  ~PoolImages() {
+    cgroups.reset();
+    remove_own_cgroup_tree(kPrefix);
   }
 };
 
