@@ -354,10 +354,6 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
   return w.take();
 }
 
-std::string_view start_name(pool::StartKind k) {
-  return k == pool::StartKind::warm ? "warm" : "cold";
-}
-
 uint64_t billed_ms(uint64_t wall_us) {
   return (wall_us + 999) / 1000;
 }

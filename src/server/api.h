@@ -50,9 +50,6 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
 // The stored and returned form; parse_function_spec(name, function_spec_json(s)) == s.
 std::string function_spec_json(const pool::FunctionSpec& spec);
 
-// "warm" | "cold" (kept here so the daemon does not depend on the pool's object code for a name).
-std::string_view start_name(pool::StartKind k);
-
 // Billed duration: wall time rounded UP to the next whole millisecond (0 µs bills 0 ms).
 uint64_t billed_ms(uint64_t wall_us);
 

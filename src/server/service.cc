@@ -70,7 +70,7 @@ InvocationEnd end_of(const std::string& id, const pool::InvocationResult& res, O
   const auto& rec = res.record;
   InvocationEnd e;
   e.id = id;
-  e.start = std::string(start_name(res.start));
+  e.start = std::string(pool::to_string(res.start));
   e.outcome = std::string(to_string(outcome));
   e.finished_ms = now_ms();
   e.wall_us = rec.wall_us;
@@ -444,7 +444,7 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
   }
   auto& h = reply.headers;
   h.emplace_back("Fnexec-Invocation-Id", id);
-  h.emplace_back("Fnexec-Start", std::string(start_name(res->start)));
+  h.emplace_back("Fnexec-Start", std::string(pool::to_string(res->start)));
   h.emplace_back("Fnexec-Duration-Us", std::to_string(rec.wall_us));
   h.emplace_back("Fnexec-Billed-Ms", std::to_string(billed_ms(rec.wall_us)));
   if (rec.cpu_user_us || rec.cpu_system_us)
