@@ -84,7 +84,7 @@ bool host_has_process_with(const std::string& token) {
 
 // Other test binaries may run at the same time in the host's mount namespace and cgroups, so the
 // generic ResourceSnapshot counts can move under us: these count only what fnexec run could leave,
-// mounts of its kinds or under its state dir, and its "run-*" sandbox cgroups.
+// mounts of its kinds or under its state dir, and (count_cgroups_named) its "run-*" sandbox cgroups.
 size_t fnexec_mounts() {
   std::ifstream f("/proc/self/mountinfo");
   size_t n = 0;
@@ -93,16 +93,6 @@ size_t fnexec_mounts() {
         line.find(" - overlay ") != std::string::npos || line.find(" - mqueue ") != std::string::npos ||
         line.find(" - devpts devpts ") != std::string::npos)
       ++n;
-  }
-  return n;
-}
-
-size_t fnexec_cgroups() {
-  size_t n = 0;
-  std::error_code ec;
-  for (auto it = stdfs::recursive_directory_iterator("/sys/fs/cgroup", ec);
-       !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_directory(ec) && it->path().filename().string().starts_with("run-")) ++n;
   }
   return n;
 }
@@ -210,7 +200,7 @@ TEST_SUITE("run") {
     REQUIRE(::pipe(fds) == 0);
     image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
-    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = count_cgroups_named("run-");
     pid_t pid = spawn_on(fds[1], {"sh", "-c", "sleep " + token + " & echo ready; sleep " + token});
     ::close(fds[1]);
     CHECK(read_until(fds[0], "ready") == "ready\n");
@@ -225,7 +215,7 @@ TEST_SUITE("run") {
     }
     CHECK(ResourceSnapshot::take().processes == before.processes);
     CHECK(fnexec_mounts() == mounts_before);
-    CHECK(fnexec_cgroups() == cgroups_before);
+    CHECK(count_cgroups_named("run-") == cgroups_before);
   }
 
   TEST_CASE("fnexec's own errors: 125 bad image, 126 cannot exec, 127 not found") {
@@ -262,7 +252,7 @@ TEST_SUITE("run") {
     const std::string token = "4242" + std::to_string(::getpid());
     image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
-    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = count_cgroups_named("run-");
     auto r = sh("for i in 1 2 3; do (sleep " + token + " & echo $! >> /v/pids; sleep " + token +
                     ") & done; sleep " + token,
                 {"--timeout", "300ms", "-v", vol.path().string() + ":/v"});
@@ -278,21 +268,21 @@ TEST_SUITE("run") {
     auto after = ResourceSnapshot::take();
     CHECK(after.processes == before.processes);
     CHECK(fnexec_mounts() == mounts_before);
-    CHECK(fnexec_cgroups() == cgroups_before);
+    CHECK(count_cgroups_named("run-") == cgroups_before);
   }
 
   TEST_CASE("a background child left by the function leaves no process on the host") {
     const std::string token = "4343" + std::to_string(::getpid());
     image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
-    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = count_cgroups_named("run-");
     auto r = sh("sleep " + token + " >/dev/null 2>&1 & echo started");
     CHECK(r.exit_code == 0);
     CHECK(r.out == "started\n");
     CHECK_FALSE(host_has_process_with("sleep " + token));
     CHECK(ResourceSnapshot::take().processes == before.processes);
     CHECK(fnexec_mounts() == mounts_before);
-    CHECK(fnexec_cgroups() == cgroups_before);
+    CHECK(count_cgroups_named("run-") == cgroups_before);
   }
 
   TEST_CASE("environment, working directory, user and entrypoint from flags") {
@@ -413,7 +403,7 @@ TEST_SUITE("run") {
     image();  // built before the snapshot: its scratch tmpfs is a mount
     image();  // built before the snapshot: its scratch tmpfs is a mount
     auto before = ResourceSnapshot::take();
-    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = count_cgroups_named("run-");
     auto oom = sh("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
                   {"--memory", "32m", "--report", "-"});
     CHECK(oom.exit_code == 137);
@@ -440,7 +430,7 @@ TEST_SUITE("run") {
     CHECK(timeout.err.find("\"timed_out\":true") != std::string::npos);
     CHECK(run_in({"--cgroups", "disabled", "--memory", "1m"}, {"true"}).exit_code == 125);
     auto after = ResourceSnapshot::take();
-    CHECK(fnexec_cgroups() == cgroups_before);
+    CHECK(count_cgroups_named("run-") == cgroups_before);
     CHECK(fnexec_mounts() == mounts_before);
     CHECK(after.processes == before.processes);
   }
@@ -448,7 +438,7 @@ TEST_SUITE("run") {
   TEST_CASE("nothing is left behind after many runs and failed runs") {
     run_in({}, {"true"});  // warm up: the state dir and its mount point exist from here on
     auto before = ResourceSnapshot::take();
-    size_t mounts_before = fnexec_mounts(), cgroups_before = fnexec_cgroups();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = count_cgroups_named("run-");
     for (int i = 0; i < 1000; ++i) {
       auto r = run_in({}, {"true"});
       if (r.exit_code != 0) {
@@ -463,7 +453,7 @@ TEST_SUITE("run") {
     CHECK(fnexec_mounts() == mounts_before);
     CHECK(after.fds == before.fds);
     CHECK(after.processes == before.processes);
-    CHECK(fnexec_cgroups() == cgroups_before);
+    CHECK(count_cgroups_named("run-") == cgroups_before);
   }
 
 }  // TEST_SUITE

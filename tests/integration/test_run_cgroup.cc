@@ -71,17 +71,6 @@ int64_t number(const simdjson::dom::element& report, const char* key) {
 
 bool boolean(const simdjson::dom::element& report, const char* key) { return bool(report[key].get_bool()); }
 
-// The sandbox cgroups fnexec run names "run-*", wherever the hierarchies are mounted.
-size_t run_cgroups() {
-  size_t n = 0;
-  std::error_code ec;
-  for (auto it = stdfs::recursive_directory_iterator("/sys/fs/cgroup", ec);
-       !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_directory(ec) && it->path().filename().string().starts_with("run-")) ++n;
-  }
-  return n;
-}
-
 }  // namespace
 
 TEST_SUITE("run-cgroup") {
@@ -137,13 +126,13 @@ TEST_SUITE("run-cgroup") {
 
   TEST_CASE("after many runs with a cgroup each, no cgroup of ours is left") {
     const int runs = in_vm() ? 50 : 1000;  // code in the TCG guest runs ~16x slower
-    size_t cgroups_before = run_cgroups();
+    size_t cgroups_before = count_cgroups_named("run-");
     for (int i = 0; i < runs; ++i) {
       auto r = fnexec({"--root", probe_rootfs().state.string(), "run", "--rootfs", "--cgroups", "enabled",
                        "--memory", "64m", probe_rootfs().rootfs.string(), "--", "true"});
       if (r.exit_code != 0) FAIL("run " << i << " failed: " << r.err);
     }
-    CHECK(run_cgroups() == cgroups_before);
+    CHECK(count_cgroups_named("run-") == cgroups_before);
   }
 }
 

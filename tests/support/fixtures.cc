@@ -140,6 +140,15 @@ std::vector<std::filesystem::path> own_cgroup_dirs() {
   return dirs;
 }
 
+size_t count_cgroups_named(const std::string& prefix) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator("/sys/fs/cgroup", ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_directory(ec) && it->path().filename().string().starts_with(prefix)) ++n;
+  return n;
+}
+
 void remove_own_cgroup_tree(const std::string& name) {
   for (auto& own : own_cgroup_dirs()) {
     auto root = own / name;

@@ -39,6 +39,10 @@ std::vector<std::filesystem::path> own_cgroup_dirs();
 // cgroup prefix cleans up what the daemon leaves there (the prefix and sandboxes emptied by a kill).
 void remove_own_cgroup_tree(const std::string& name);
 
+// Cgroup directories anywhere under /sys/fs/cgroup whose name starts with prefix ("run-" for the
+// sandboxes of `fnexec run`): other suites share the host's cgroups, so leak checks count by name.
+size_t count_cgroups_named(const std::string& prefix);
+
 // Counters that must not grow across many runs: mounts, our fds, processes, cgroups below ours.
 struct ResourceSnapshot {
   size_t mounts = 0;
