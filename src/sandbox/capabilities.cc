@@ -88,44 +88,4 @@ Result<CapabilitySets> capability_sets(uint64_t base, const std::vector<std::str
   return sets;
 }
 
-int drop_bounding_capabilities(uint64_t keep) noexcept {
-  for (int cap = 0; cap < 64; ++cap) {
-    if (keep & bit(cap)) continue;
-    // Reading first skips a credential copy (about 2 us each, measured) for every capability already
-    // gone, as when the sandbox's init dropped them before forking the function. EINVAL past
-    // cap_last_cap: the end of what this kernel has.
-    int present = ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
-    if (present < 0) return errno == EINVAL ? 0 : errno;
-    if (present == 1 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return errno;
-  }
-  return 0;
-}
-
-int set_capabilities(uint64_t caps, bool ambient, const char** failed_step) noexcept {
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
-  for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; ++i) {
-    auto word = static_cast<uint32_t>(caps >> (32 * i));
-    data[i].effective = data[i].permitted = data[i].inheritable = word;
-  }
-  // Ambient capabilities inherited from the launcher would survive exec: start from none.
-  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
-    *failed_step = "clear ambient capabilities";
-    return errno;
-  }
-  if (::syscall(SYS_capset, &header, data) != 0) {
-    *failed_step = "capset";
-    return errno;
-  }
-  if (!ambient) return 0;
-  for (int cap = 0; cap < 64; ++cap) {
-    if (!(caps & bit(cap))) continue;
-    if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0) {
-      *failed_step = "raise ambient capability";
-      return errno;
-    }
-  }
-  return 0;
-}
-
 }  // namespace fnexec::sandbox

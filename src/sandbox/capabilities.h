@@ -34,11 +34,4 @@ uint64_t held_capabilities();
 Result<CapabilitySets> capability_sets(uint64_t base, const std::vector<std::string>& add,
                                        const std::vector<std::string>& drop, uid_t uid, uint64_t held);
 
-// Child side. Removes every capability not in keep from the bounding set; needs CAP_SETPCAP.
-int drop_bounding_capabilities(uint64_t keep) noexcept;
-
-// Child side, after setresuid with keepcaps: effective = permitted = inheritable = caps, and each of
-// them raised in the ambient set too when `ambient` (a non-root uid keeps them across exec).
-int set_capabilities(uint64_t caps, bool ambient, const char** failed_step) noexcept;
-
 }  // namespace fnexec::sandbox

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -11,11 +12,11 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <sstream>
 
 #include "cgroup/cgroup.h"
 #include "sandbox/net.h"
 #include "sandbox/setup_plan.h"
+#include "sandbox/spawn.h"
 #include "sandbox/userns.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -59,40 +60,6 @@ std::vector<std::string> exec_candidates(const std::string& entry, const std::ve
   return out;
 }
 
-// Where the kernel shows our argv and environ from (/proc/PID/cmdline, environ): the sandbox's init
-// is a copy of this process and blanks both, so no host path or secret shows through /proc/1.
-struct ArgEnvArea {
-  char* args = nullptr;
-  size_t args_len = 0;
-  char* env = nullptr;
-  size_t env_len = 0;
-};
-
-const ArgEnvArea& own_arg_env_area() {
-  static const ArgEnvArea area = [] {
-    ArgEnvArea a;
-    auto stat = fs::read_file("/proc/self/stat");
-    if (!stat) return a;
-    auto close = stat->rfind(')');
-    if (close == std::string::npos) return a;
-    // Fields 48..51 (arg_start, arg_end, env_start, env_end); the text after ')' starts at field 3.
-    std::istringstream in(stat->substr(close + 2));
-    std::string field;
-    unsigned long long v[4] = {};
-    for (int i = 3; i <= 51 && (in >> field); ++i) {
-      if (i >= 48) v[i - 48] = std::stoull(field);
-    }
-    if (v[1] > v[0] && v[3] > v[2]) {
-      a.args = reinterpret_cast<char*>(v[0]);
-      a.args_len = v[1] - v[0];
-      a.env = reinterpret_cast<char*>(v[2]);
-      a.env_len = v[3] - v[2];
-    }
-    return a;
-  }();
-  return area;
-}
-
 struct Pipe {
   UniqueFd read, write;
   static Result<Pipe> make(std::string_view what) {
@@ -115,6 +82,18 @@ Result<Pipe> stdio_pipe(bool child_reads) {
   int parent = child_reads ? p.write.get() : p.read.get();
   if (::fcntl(parent, F_SETFL, O_NONBLOCK) != 0) return fail_errno("make stdio pipe non-blocking");
   return p;
+}
+
+// The plan block, from offset 0 (written again when a fallback changes the plan).
+Result<> write_plan(int fd, const std::string& block) {
+  if (::ftruncate(fd, 0) != 0) return fail_errno("write the sandbox plan");
+  for (size_t done = 0; done < block.size();) {
+    ssize_t n = ::pwrite(fd, block.data() + done, block.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return fail_errno("write the sandbox plan");
+    done += static_cast<size_t>(n);
+  }
+  return {};
 }
 
 }  // namespace
@@ -163,13 +142,6 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   for (const auto& e : spec.env) plan.envp.push_back(const_cast<char*>(plan.keep(e)));
   plan.envp.push_back(nullptr);
   plan.privileges = spec.privileges;
-  if (plan.init) {
-    const auto& area = own_arg_env_area();
-    plan.own_args = area.args;
-    plan.own_args_len = area.args_len;
-    plan.own_env = area.env;
-    plan.own_env_len = area.env_len;
-  }
 
   // A socket rather than a pipe: go() sends with MSG_NOSIGNAL, so a child that already failed its
   // setup gives EPIPE (and its error is reported by reap) instead of killing us with SIGPIPE.
@@ -199,30 +171,53 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
     if (fd > 2) plan.keep_fds.push_back(fd);
   for (const auto& op : plan.ops)
     if (op.fd > 2) plan.keep_fds.push_back(op.fd);
-  std::sort(plan.keep_fds.begin(), plan.keep_fds.end());
-  plan.keep_fds.erase(std::unique(plan.keep_fds.begin(), plan.keep_fds.end()), plan.keep_fds.end());
 
   int cgroup_fd = spec.cgroup ? spec.cgroup->clone_into_fd() : -1;
   plan.wait_attach = spec.cgroup && cgroup_fd < 0;
   unsigned long namespaces = plan.wait_attach ? kNamespaces & ~CLONE_NEWCGROUP : kNamespaces;
+
+  // The init reads its plan from a memfd; the clone child only execs the init.
+  int image_fd = FNEXEC_TRY(detail::init_image());
+  UniqueFd plan_fd(::memfd_create("fnexec-plan", MFD_CLOEXEC));
+  if (!plan_fd) return fail_errno("create memfd for the sandbox plan");
+  plan.keep_fds.push_back(plan_fd.get());
+  std::sort(plan.keep_fds.begin(), plan.keep_fds.end());
+  plan.keep_fds.erase(std::unique(plan.keep_fds.begin(), plan.keep_fds.end()), plan.keep_fds.end());
+  FNEXEC_TRY(write_plan(plan_fd.get(), detail::encode_for_init(plan)));
+  std::string plan_fd_text = std::to_string(plan_fd.get());
+  std::string error_fd_text = std::to_string(plan.error_fd);
+  std::vector<int> open_fds = plan.keep_fds;
+  open_fds.insert(std::upper_bound(open_fds.begin(), open_fds.end(), image_fd), image_fd);
+  detail::Spawn spawn;
+  spawn.image_fd = image_fd;
+  spawn.open_fds = open_fds.data();
+  spawn.n_open = open_fds.size();
+  spawn.inherit_fds = plan.keep_fds.data();
+  spawn.n_inherit = plan.keep_fds.size();
+  spawn.error_fd = plan.error_fd;
+  spawn.argv[0] = "fnexec-init";
+  spawn.argv[1] = plan_fd_text.c_str();
+  spawn.argv[2] = error_fd_text.c_str();
+
   int pidfd = -1;
   clone_args args{};
   args.flags = namespaces | CLONE_PIDFD | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = SIGCHLD;
   args.cgroup = cgroup_fd >= 0 ? static_cast<uint64_t>(cgroup_fd) : 0;
-  long pid = sys::clone3(&args, sizeof args);
+  long pid = detail::spawn_clone3(args, spawn);
   bool placed = cgroup_fd >= 0;
   if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
     // Kernels before 5.3 (no clone3) or 5.7 (no cgroup field): classic clone, fork-like without a
     // stack; CLONE_PIDFD returns the pidfd through the parent_tid argument.
     plan.wait_attach = spec.cgroup != nullptr;
     if (plan.wait_attach) namespaces &= ~CLONE_NEWCGROUP;
+    FNEXEC_TRY(write_plan(plan_fd.get(), detail::encode_for_init(plan)));
     pid = ::syscall(SYS_clone, namespaces | CLONE_PIDFD | SIGCHLD, nullptr, &pidfd, nullptr, nullptr);
+    if (pid == 0) detail::spawn_child(&spawn);
     placed = false;
   }
   if (pid < 0) return fail_errno("create sandbox namespaces for", spec.image_name);
-  if (pid == 0) detail::child_main(plan);
 
   sb.pid_ = static_cast<pid_t>(pid);
   sb.pidfd_.reset(pidfd);
@@ -359,6 +354,9 @@ Result<SandboxExit> Sandbox::report(int pid1_status) {
         break;
       case detail::step_fork:
         e.what = "fork the function from the sandbox init";
+        break;
+      case detail::step_start_init:
+        e.what = "start the sandbox init";
         break;
       default:
         if (failure.step >= 0 && static_cast<size_t>(failure.step) < plan_->ops.size())

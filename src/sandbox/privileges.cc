@@ -8,6 +8,7 @@
 #include "sandbox/capabilities.h"
 #include "sandbox/rlimits.h"
 #include "sandbox/seccomp.h"
+#include "runtime/privileges.h"
 
 namespace fnexec::sandbox {
 
@@ -49,43 +50,32 @@ Result<Privileges> prepare_privileges(const PrivilegeSpec& spec) {
   return p;
 }
 
+namespace {
+
+runtime::PrivilegeView view_of(const Privileges& p) {
+  runtime::PrivilegeView v;
+  v.uid = p.uid;
+  v.gid = p.gid;
+  v.groups = p.groups.data();
+  v.n_groups = p.groups.size();
+  v.bounding = p.bounding;
+  v.effective = p.effective;
+  v.seccomp = p.seccomp_enabled;
+  v.filter = p.seccomp_filter.data();
+  v.n_filter = p.seccomp_filter.size();
+  v.rlimits = p.rlimits.data();
+  v.n_rlimits = p.rlimits.size();
+  return v;
+}
+
+}  // namespace
+
 int apply_privileges(const Privileges& p, const char** failed_step) noexcept {
-  static const char* unused_step;
-  if (failed_step == nullptr) failed_step = &unused_step;
-  auto failed = [&](const char* step) {
-    *failed_step = step;
-    return errno;
-  };
-  if (int err = apply_rlimits(p.rlimits.data(), p.rlimits.size()); err != 0) {
-    *failed_step = "setrlimit";
-    return err;
-  }
-  // Dropping from the bounding set needs CAP_SETPCAP, so it comes while still fully privileged.
-  if (int err = drop_bounding_capabilities(p.bounding); err != 0) {
-    *failed_step = "drop bounding set";
-    return err;
-  }
-  // Without keepcaps, leaving uid 0 would clear the permitted set before capset can pick from it.
-  if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) return failed("set keepcaps");
-  // Raw syscalls change only this thread's credentials, with none of glibc's all-threads signalling.
-  if (::syscall(SYS_setgroups, p.groups.size(), p.groups.data()) != 0) return failed("setgroups");
-  if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) != 0) return failed("setresgid");
-  if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) return failed("setresuid");
-  if (int err = set_capabilities(p.effective, p.uid != 0, failed_step); err != 0) return err;
-  // Required by an unprivileged seccomp filter load, and stops setuid binaries regaining privileges.
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return failed("set no_new_privs");
-  // Last, so no earlier step runs under the filter.
-  if (p.seccomp_enabled) {
-    if (int err = load_seccomp_filter(p.seccomp_filter.data(), p.seccomp_filter.size()); err != 0) {
-      *failed_step = "seccomp";
-      return err;
-    }
-  }
-  return 0;
+  return runtime::apply_privileges(view_of(p), failed_step);
 }
 
 int drop_bounding_set(const Privileges& p, const char** failed_step) noexcept {
-  if (int err = drop_bounding_capabilities(p.bounding); err != 0) {
+  if (int err = runtime::drop_bounding_capabilities(p.bounding); err != 0) {
     if (failed_step != nullptr) *failed_step = "drop bounding set";
     return err;
   }

@@ -13,17 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "runtime/protocol.h"
 #include "util/error.h"
 
 namespace fnexec::sandbox {
 
 enum class SeccompMode { default_profile, unconfined, file };
 
-struct Rlimit {
-  int resource;  // RLIMIT_*
-  rlim_t soft;
-  rlim_t hard;
-};
+using Rlimit = runtime::wire::Rlimit;  // {RLIMIT_*, soft, hard}
 
 // What the user asked for (CLI flags, function spec).
 struct PrivilegeSpec {

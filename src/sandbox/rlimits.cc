@@ -109,14 +109,4 @@ Result<std::vector<Rlimit>> sandbox_rlimits(const std::vector<std::string>& ulim
   return limits;
 }
 
-int apply_rlimits(const Rlimit* limits, size_t count) noexcept {
-  for (size_t i = 0; i < count; ++i) {
-    struct rlimit value {
-      limits[i].soft, limits[i].hard
-    };
-    if (::syscall(SYS_prlimit64, 0, limits[i].resource, &value, nullptr) != 0) return errno;
-  }
-  return 0;
-}
-
 }  // namespace fnexec::sandbox

@@ -18,7 +18,4 @@ Result<Rlimit> parse_ulimit(std::string_view arg);
 // (the caller holds CAP_SYS_RESOURCE), because the kernel would refuse it in the child anyway.
 Result<std::vector<Rlimit>> sandbox_rlimits(const std::vector<std::string>& ulimits, bool may_raise);
 
-// Child side: applies each limit with prlimit64. Returns 0 or errno.
-int apply_rlimits(const Rlimit* limits, size_t count) noexcept;
-
 }  // namespace fnexec::sandbox

@@ -455,11 +455,4 @@ Result<std::vector<sock_filter>> seccomp_filter_from_file(const std::string& pat
   return seccomp_filter_from_profile(*text, path, capabilities);
 }
 
-int load_seccomp_filter(const sock_filter* filter, size_t count) noexcept {
-  // The kernel copies the program and never writes through the pointer.
-  sock_fprog prog{static_cast<unsigned short>(count), const_cast<sock_filter*>(filter)};
-  if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) return errno;
-  return 0;
-}
-
 }  // namespace fnexec::sandbox

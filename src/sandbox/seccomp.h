@@ -24,7 +24,4 @@ Result<std::vector<sock_filter>> seccomp_filter_from_profile(std::string_view js
                                                              uint64_t capabilities);
 Result<std::vector<sock_filter>> seccomp_filter_from_file(const std::string& path, uint64_t capabilities);
 
-// Child side, after PR_SET_NO_NEW_PRIVS. Returns 0 or errno.
-int load_seccomp_filter(const sock_filter* filter, size_t count) noexcept;
-
 }  // namespace fnexec::sandbox

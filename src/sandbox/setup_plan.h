@@ -1,5 +1,5 @@
-// The child's setup, precomputed by the parent: every string, array and fd the child needs, so
-// the child side of clone runs a linear list of syscalls without allocating (sandbox-internal).
+// The sandbox's setup, precomputed by the parent: every string, array and fd the sandbox init
+// needs (sandbox-internal). encode_for_init() flattens it for the init.
 #pragma once
 
 #include <sys/types.h>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/protocol.h"
 #include "sandbox/privileges.h"
 #include "sandbox/spec.h"
 #include "util/error.h"
@@ -16,20 +17,8 @@
 
 namespace fnexec::sandbox::detail {
 
-enum class OpKind : uint8_t {
-  mount,    // mount(source, path, fstype, flags, data)
-  bind_ro,  // bind path onto itself, then remount it read-only (skipped when absent)
-  mask,     // directory: read-only empty tmpfs; file: /dev/null bound over it (skipped when absent)
-  mkdir,    // EEXIST is fine; chowned to (uid, gid) when flags is kChownNew and it was created
-  mknod,    // character device
-  symlink,  // source -> path
-  touch,    // create an empty file to bind over (EEXIST is fine)
-  chown,    // path to (uid, gid)
-  chdir,
-  attach,      // move_mount the detached tree fd onto path
-  pivot_root,  // pivot_root(path, path) + detach the old root (path: the new root, made cwd)
-  remount_ro,  // remount the mount at path read-only
-};
+using runtime::wire::OpKind;
+using runtime::wire::kChownNew;
 
 struct SetupOp {
   OpKind kind;
@@ -45,29 +34,9 @@ struct SetupOp {
   int fd = -1;
 };
 
-inline constexpr unsigned long kChownNew = 1;
-
-// Steps outside the op list (negative so they never collide with an op index).
-enum SpecialStep : int32_t {
-  step_hostname = -1,
-  step_userns = -2,
-  step_wait_go = -3,
-  step_workdir = -4,
-  step_privileges = -5,
-  step_exec = -6,
-  step_fork = -7,
-  step_init_privileges = -8,
-  step_parent_death = -9,
-  step_cgroupns = -10,
-  step_stdio = -11,
-};
-
-// What the child writes to the error pipe, once, before it exits.
-struct ChildFailure {
-  int32_t step = 0;  // op index, or a SpecialStep
-  int32_t err = 0;
-  char detail[48] = {};  // static step name from apply_privileges, when there is one
-};
+// Steps outside the op list, and what the init writes to the error pipe: runtime/protocol.h.
+using enum runtime::wire::SpecialStep;
+using runtime::wire::ChildFailure;
 
 struct ChildPlan {
   std::deque<std::string> strings;  // owns every const char* below; deque keeps them in place
@@ -82,12 +51,13 @@ struct ChildPlan {
   // wait_attach), then one byte for go; EOF means abandon. Child to parent: 'r' once parked.
   int control_fd = -1;
   int control_parent_fd = -1;  // the parent's end, closed first so the parent's death reads as EOF
-  int error_fd = -1;           // write end, O_CLOEXEC: a successful exec closes it
+  int error_fd = -1;           // write end: the function's successful exec closes it
   int status_fd = -1;          // write end: init reports the function's raw wait status
   int stdio_fds[3] = {-1, -1, -1};
-  // Every fd above 2 the child uses, ascending; it closes all others first: a sibling sandbox's
-  // pipes and sockets, copied by this clone, must not stay open in a parked init.
-  std::vector<int> keep_fds;  // dup2'ed onto 0, 1, 2 when set (Stdio::pipes)
+  // dup'ed onto 0, 1, 2 when set (Stdio::pipes)
+  // Every fd above 2 the init uses, ascending; the clone child closes all others before it execs
+  // the init: a sibling sandbox's pipes and sockets must not stay open in a parked sandbox.
+  std::vector<int> keep_fds;
   bool init = true;
   bool die_with_parent = true;
   // The cgroup namespace is made once the parent has attached the child to its cgroup (cgroup v1,
@@ -99,12 +69,6 @@ struct ChildPlan {
   std::vector<char*> argv;                   // nullptr-terminated
   std::vector<char*> envp;                   // nullptr-terminated
   Privileges privileges;
-
-  // This process's argv and environ memory, blanked by the init (its copy of them) before it runs.
-  char* own_args = nullptr;
-  size_t own_args_len = 0;
-  char* own_env = nullptr;
-  size_t own_env_len = 0;
 };
 
 // Appends the mount sequence (scratch tmpfs, overlay, pivot_root, /proc, /dev, /sys, masks,
@@ -115,7 +79,7 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
 // "mount overlay on /x", for the parent's error message about a failed op.
 std::string describe(const SetupOp& op);
 
-// Runs the setup and never returns: execs the function, or reports a failure and exits.
-[[noreturn]] void child_main(const ChildPlan& plan) noexcept;
+// The plan in the form the sandbox init reads (runtime/protocol.h): one flat block.
+std::string encode_for_init(const ChildPlan& plan);
 
 }  // namespace fnexec::sandbox::detail

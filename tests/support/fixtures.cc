@@ -89,9 +89,10 @@ ResourceSnapshot ResourceSnapshot::take() {
   ResourceSnapshot s;
   s.mounts = count_lines("/proc/self/mountinfo");
   std::error_code ec;
+  // The sandbox init's sealed memfd is made once per process, at the first launch, and kept.
   for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
-    ++s.fds;
+    if (std::filesystem::read_symlink(it->path(), ec).string() != "/memfd:fnexec-init (deleted)") ++s.fds;
 
   // Descendants of this process (orphans come back to us: we are a subreaper).
   std::multimap<pid_t, pid_t> children;

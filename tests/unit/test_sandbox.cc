@@ -4,6 +4,7 @@
 #include <string>
 
 #include "invoke/invocation.h"
+#include "runtime/protocol.h"
 #include "sandbox/setup_plan.h"
 #include "sandbox/userns.h"
 
@@ -19,6 +20,65 @@ const detail::SetupOp* find_mount(const detail::ChildPlan& plan, std::string_vie
 }  // namespace
 
 TEST_SUITE("sandbox") {
+  TEST_CASE("the init's plan block decodes to the plan it was made from") {
+    SandboxSpec spec;
+    spec.layers = {"/s/layers/a"};
+    spec.mount_dir = "/run/x";
+    detail::ChildPlan plan;
+    std::vector<UniqueFd> fds;
+    REQUIRE(detail::plan_rootfs(spec, -1, plan, fds));
+    plan.control_fd = 7;
+    plan.error_fd = 8;
+    plan.hostname = plan.keep("fn");
+    plan.hostname_len = 2;
+    plan.cwd = plan.keep("/work");
+    plan.exec_candidates = {plan.keep("/bin/cat"), plan.keep("/usr/bin/cat")};
+    plan.argv = {const_cast<char*>(plan.keep("cat")), const_cast<char*>(plan.keep("-")), nullptr};
+    plan.envp = {const_cast<char*>(plan.keep("A=1")), nullptr};
+    plan.privileges.uid = 1000;
+    plan.privileges.groups = {5, 6};
+    plan.privileges.seccomp_filter = {{0x06, 0, 0, 0x7fff0000}};
+    plan.privileges.rlimits = {{7, 1024, 2048}};
+    plan.wait_attach = true;
+
+    std::string block = detail::encode_for_init(plan);
+    namespace wire = runtime::wire;
+    const wire::Header* h = wire::decode(block.data(), block.size());
+    REQUIRE(h);
+    const char* base = block.data();
+    CHECK(h->flags == (wire::kInit | wire::kWaitAttach | wire::kDieWithParent | wire::kSeccomp));
+    CHECK(h->control_fd == 7);
+    CHECK(h->error_fd == 8);
+    CHECK(std::string(wire::str(base, h->hostname)) == "fn");
+    CHECK(std::string(wire::str(base, h->cwd)) == "/work");
+    auto* argv = reinterpret_cast<char* const*>(base + h->argv);
+    CHECK(std::string(argv[0]) == "cat");
+    CHECK(std::string(argv[1]) == "-");
+    CHECK(argv[2] == nullptr);
+    auto* cand = reinterpret_cast<char* const*>(base + h->candidates);
+    CHECK(std::string(cand[1]) == "/usr/bin/cat");
+    CHECK(cand[2] == nullptr);
+    REQUIRE(h->n_ops == plan.ops.size());
+    auto* ops = reinterpret_cast<const wire::Op*>(base + h->ops);
+    for (size_t i = 0; i < plan.ops.size(); ++i) {
+      CHECK(ops[i].kind == plan.ops[i].kind);
+      CHECK(std::string(wire::str(base, ops[i].path)) == plan.ops[i].path);
+    }
+    CHECK(h->uid == 1000);
+    CHECK(h->n_groups == 2);
+    CHECK(reinterpret_cast<const uint32_t*>(base + h->groups)[1] == 6);
+    CHECK(h->n_filter == 1);
+    CHECK(h->n_rlimits == 1);
+    CHECK(reinterpret_cast<const wire::Rlimit*>(base + h->rlimits)->hard == 2048);
+
+    // A block cut short, or of another version, is refused rather than read past its end.
+    std::string cut = detail::encode_for_init(plan);
+    CHECK(wire::decode(cut.data(), cut.size() - 8) == nullptr);
+    std::string other = detail::encode_for_init(plan);
+    reinterpret_cast<wire::Header*>(other.data())->version = 99;
+    CHECK(wire::decode(other.data(), other.size()) == nullptr);
+  }
+
   TEST_CASE("overlay lowerdir lists the top layer first") {
     SandboxSpec spec;
     spec.layers = {"/s/layers/a", "/s/layers/b", "/s/layers/c"};

@@ -1,0 +1,394 @@
+// fnexec-init: the program a sandbox runs from its first instant. fnexec clones the namespaces and
+// execs this at once (from a sealed memfd), passing the fd of its plan (runtime/protocol.h). It
+// then runs one linear setup sequence: stdio, mounts and pivot_root, hostname, user namespace,
+// cgroup namespace. As PID 1 it forks the function, which applies its privileges and parks on the
+// control socket until go, then execs; PID 1 forwards signals, reaps orphans and reports the
+// function's raw wait status.
+//
+// Built with -nostdlib -static: a parked sandbox is two small processes (about 12 KiB resident
+// each) instead of two copies of fnexec, and its exec at go tears down nothing large.
+#include <linux/close_range.h>
+#include <linux/fcntl.h>
+#include <linux/mman.h>
+#include <linux/mount.h>
+#include <linux/prctl.h>
+#include <linux/sched.h>
+#include <linux/stat.h>
+#include <linux/wait.h>
+
+#include "runtime/privileges.h"
+#include "runtime/protocol.h"
+#include "runtime/sys.h"
+
+// The compiler may emit calls to these for struct copies and zeroing; there is no C library.
+extern "C" {
+void* memset(void* d, int c, size_t n) {
+  auto* p = static_cast<unsigned char*>(d);
+  while (n--) *p++ = static_cast<unsigned char>(c);
+  return d;
+}
+void* memcpy(void* d, const void* s, size_t n) {
+  auto* p = static_cast<unsigned char*>(d);
+  auto* q = static_cast<const unsigned char*>(s);
+  while (n--) *p++ = *q++;
+  return d;
+}
+void* memmove(void* d, const void* s, size_t n) {
+  auto* p = static_cast<unsigned char*>(d);
+  auto* q = static_cast<const unsigned char*>(s);
+  if (p < q) return memcpy(d, s, n);
+  while (n--) p[n] = q[n];
+  return d;
+}
+int memcmp(const void* a, const void* b, size_t n) {
+  auto* p = static_cast<const unsigned char*>(a);
+  auto* q = static_cast<const unsigned char*>(b);
+  for (; n--; ++p, ++q)
+    if (*p != *q) return *p - *q;
+  return 0;
+}
+}
+
+namespace fnexec::runtime {
+
+namespace {
+
+using namespace wire;
+
+// Signal numbers and the kernel's own sigaction layout (asm/signal.h would clash with nothing here,
+// but is not the same on every architecture).
+constexpr int kSIGHUP = 1, kSIGINT = 2, kSIGQUIT = 3, kSIGKILL = 9, kSIGUSR1 = 10, kSIGUSR2 = 12,
+              kSIGPIPE = 13, kSIGTERM = 15, kSIGCHLD = 17, kSIGWINCH = 28;
+constexpr int kForwarded[] = {kSIGTERM, kSIGINT, kSIGHUP, kSIGQUIT, kSIGUSR1, kSIGUSR2, kSIGWINCH};
+constexpr int kEINTR = 4, kENOENT = 2, kENOTDIR = 20, kEACCES = 13, kEEXIST = 17, kEINVAL = 22;
+constexpr long kSigBlock = 0, kSigSetMask = 2;
+
+uint64_t sigbit(int sig) {
+  return uint64_t{1} << (sig - 1);
+}
+
+struct KernelSigaction {
+  unsigned long handler;
+  unsigned long flags;
+  unsigned long restorer;
+  uint64_t mask;
+};
+
+constexpr long kMsgNoSignal = 0x4000, kMntDetach = 2;
+
+template <class... A>
+long retrying(long n, A... args) {
+  long r;
+  do r = sys::call(n, args...);
+  while (r == -kEINTR);
+  return r;
+}
+
+const Header* plan;  // decoded once, read-only after
+char* base;
+
+[[noreturn]] void exit_now(int code) {
+  for (;;) sys::call(__NR_exit_group, code);
+}
+
+[[noreturn]] void fail(int32_t step, int err, const char* detail = nullptr) {
+  ChildFailure f;
+  f.step = step;
+  f.err = err;
+  if (detail)
+    for (size_t i = 0; detail[i] && i + 1 < sizeof f.detail; ++i) f.detail[i] = detail[i];
+  if (plan) retrying(__NR_write, plan->error_fd, &f, sizeof f);
+  exit_now(125);
+}
+
+const char* s(Off o) {
+  return str(base, o);
+}
+
+int mount(const char* source, const char* target, const char* fstype, unsigned long flags, const char* data) {
+  return sys::err(sys::call(__NR_mount, source, target, fstype, flags, data));
+}
+
+// Returns 0 or an errno.
+int run_op(const Op& op) {
+  const char* path = s(op.path);
+  switch (op.kind) {
+    case OpKind::mount:
+      return mount(s(op.source), path, s(op.fstype), op.flags, s(op.data));
+    case OpKind::bind_ro:
+      if (int e = mount(path, path, nullptr, MS_BIND | MS_REC, nullptr); e != 0) return e == kENOENT ? 0 : e;
+      return mount(nullptr, path, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | op.flags, nullptr);
+    case OpKind::mask: {
+      struct statx st;
+      if (int e = sys::err(sys::call(__NR_statx, AT_FDCWD, path, 0, STATX_TYPE, &st)); e != 0)
+        return e == kENOENT ? 0 : e;
+      if (S_ISDIR(st.stx_mode))
+        return mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
+      return mount("/dev/null", path, nullptr, MS_BIND, nullptr);
+    }
+    case OpKind::mkdir: {
+      int e = sys::err(sys::call(__NR_mkdirat, AT_FDCWD, path, op.mode));
+      if (e != 0) return e == kEEXIST ? 0 : e;
+      if (op.flags == kChownNew) return sys::err(sys::call(__NR_fchownat, AT_FDCWD, path, op.uid, op.gid, 0));
+      return 0;
+    }
+    case OpKind::mknod: {
+      int e = sys::err(sys::call(__NR_mknodat, AT_FDCWD, path, S_IFCHR | op.mode, op.dev));
+      return e == kEEXIST ? 0 : e;
+    }
+    case OpKind::symlink: {
+      int e = sys::err(sys::call(__NR_symlinkat, s(op.source), AT_FDCWD, path));
+      return e == kEEXIST ? 0 : e;
+    }
+    case OpKind::touch: {
+      long fd = sys::call(__NR_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, op.mode);
+      if (fd < 0) return sys::err(fd) == kEEXIST ? 0 : sys::err(fd);
+      sys::call(__NR_close, fd);
+      return 0;
+    }
+    case OpKind::chown:
+      return sys::err(sys::call(__NR_fchownat, AT_FDCWD, path, op.uid, op.gid, 0));
+    case OpKind::chdir:
+      return sys::err(sys::call(__NR_chdir, path));
+    case OpKind::attach:
+      return sys::err(sys::call(__NR_move_mount, op.fd, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH));
+    case OpKind::pivot_root:
+      // pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it
+      // without needing a directory for it inside the new root.
+      if (int e = sys::err(sys::call(__NR_chdir, path)); e != 0) return e;
+      if (int e = sys::err(sys::call(__NR_pivot_root, ".", ".")); e != 0) return e;
+      if (int e = sys::err(sys::call(__NR_umount2, ".", kMntDetach)); e != 0) return e;
+      return sys::err(sys::call(__NR_chdir, "/"));
+    case OpKind::remount_ro:
+      return mount(nullptr, path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | op.flags, nullptr);
+  }
+  return kEINVAL;
+}
+
+PrivilegeView privileges() {
+  PrivilegeView v;
+  v.uid = plan->uid;
+  v.gid = plan->gid;
+  v.groups = reinterpret_cast<const uint32_t*>(s(plan->groups));
+  v.n_groups = plan->n_groups;
+  v.bounding = plan->bounding;
+  v.effective = plan->effective;
+  v.seccomp = plan->flags & kSeccomp;
+  v.filter = reinterpret_cast<const sock_filter*>(s(plan->filter));
+  v.n_filter = plan->n_filter;
+  v.rlimits = reinterpret_cast<const wire::Rlimit*>(s(plan->rlimits));
+  v.n_rlimits = plan->n_rlimits;
+  return v;
+}
+
+// Everything before exec that does not need go: privileges, fds, working directory. Done at park
+// time so that go is followed by nothing but execve.
+void prepare_function() {
+  if (int e = sys::err(sys::call(__NR_chdir, s(plan->cwd))); e != 0) fail(step_workdir, e);
+  // Marked close-on-exec instead of closed, so the error pipe still reports a failed exec.
+  if (int e = sys::err(sys::call(__NR_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC)); e != 0)
+    fail(step_privileges, e, "close_range");
+  const char* failed = nullptr;
+  if (int e = apply_privileges(privileges(), &failed); e != 0) fail(step_privileges, e, failed);
+  sys::call(__NR_umask, 022);
+}
+
+// Tells the parent the sandbox is ready, then waits for go; EOF means the parent gave up on it.
+void park() {
+  char ready = 'r';
+  // EPIPE is no failure: a parent that sent go at once (`fnexec run`) may have closed its end
+  // already, and the go byte is still there to read.
+  retrying(__NR_sendto, plan->control_fd, &ready, 1, kMsgNoSignal, 0, 0);
+  char go = 0;
+  if (retrying(__NR_read, plan->control_fd, &go, 1) != 1) exit_now(0);  // nothing to report
+}
+
+[[noreturn]] void exec_function() {
+  auto* argv = reinterpret_cast<char* const*>(base + plan->argv);
+  auto* envp = reinterpret_cast<char* const*>(base + plan->envp);
+  // Like execvp: ENOENT/ENOTDIR try the next PATH entry, EACCES is kept unless something is found.
+  int err = kENOENT;
+  for (auto* c = reinterpret_cast<const char* const*>(base + plan->candidates); *c; ++c) {
+    int e = sys::err(sys::call(__NR_execve, *c, argv, envp));
+    if (e == kEACCES)
+      err = kEACCES;
+    else if (e != kENOENT && e != kENOTDIR) {
+      err = e;
+      break;
+    }
+  }
+  fail(step_exec, err);
+}
+
+// PID 1 from here on: the function is forked now and parks itself; init keeps neither the control
+// socket (so the function's exit reads as EOF there) nor the stdio pipes (so the function's exit is
+// EOF on stdout).
+[[noreturn]] void run_init() {
+  // Blocked before the fork so no signal is lost between fork and sigtimedwait; a blocked signal
+  // sent to a pid-namespace init is queued rather than ignored, even without a handler.
+  uint64_t waited = sigbit(kSIGCHLD);
+  for (int sig : kForwarded) waited |= sigbit(sig);
+  uint64_t previous = 0;
+  sys::call(__NR_rt_sigprocmask, kSigBlock, &waited, &previous, 8);
+
+  long function = sys::call(__NR_clone, kSIGCHLD, 0, 0, 0, 0);
+  if (function < 0) fail(step_fork, sys::err(function));
+  if (function == 0) {
+    sys::call(__NR_rt_sigprocmask, kSigSetMask, &previous, 0, 8);
+    prepare_function();
+    park();
+    exec_function();
+  }
+  sys::call(__NR_close, plan->control_fd);
+  if (plan->stdio_fds[0] >= 0)
+    for (int fd = 0; fd < 3; ++fd) sys::call(__NR_close, fd);
+
+  for (;;) {
+    unsigned char info[128];
+    long sig = sys::call(__NR_rt_sigtimedwait, &waited, info, 0, 8);
+    if (sig < 0) continue;  // EINTR
+    if (sig != kSIGCHLD) {
+      sys::call(__NR_kill, function, sig);
+      continue;
+    }
+    // One SIGCHLD may stand for several exits: reap until nothing is left to reap.
+    for (;;) {
+      int status = 0;
+      long pid = sys::call(__NR_wait4, -1, &status, WNOHANG, 0);
+      if (pid <= 0) break;
+      if (pid == function) {
+        retrying(__NR_write, plan->status_fd, &status, sizeof status);
+        exit_now(0);
+      }
+    }
+  }
+}
+
+long parse_fd(const char* text) {
+  long fd = 0;
+  for (const char* p = text; *p; ++p) {
+    if (*p < '0' || *p > '9' || fd > 1000000) return -1;
+    fd = fd * 10 + (*p - '0');
+  }
+  return *text ? fd : -1;
+}
+
+// argv: fnexec-init PLAN_FD ERROR_FD. The error fd comes on the command line too, so that a plan
+// that cannot be read is still reported.
+void load_plan(int argc, char** argv) {
+  if (argc < 3) exit_now(125);
+  long error_fd = parse_fd(argv[2]);
+  auto failed = [error_fd](int err) {
+    ChildFailure f;
+    f.step = step_start_init;
+    f.err = err;
+    if (error_fd >= 0) retrying(__NR_write, error_fd, &f, sizeof f);
+    exit_now(125);
+  };
+  long fd = parse_fd(argv[1]);
+  if (fd < 0) failed(kEINVAL);
+  long size = sys::call(__NR_lseek, fd, 0, 2 /* SEEK_END */);
+  if (size <= 0) failed(size < 0 ? sys::err(size) : kEINVAL);
+  long map = sys::call(__NR_mmap, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (sys::err(map)) failed(sys::err(map));
+  sys::call(__NR_close, fd);
+  base = reinterpret_cast<char*>(map);
+  plan = decode(base, static_cast<uint64_t>(size));
+  if (!plan) failed(kEINVAL);
+}
+
+}  // namespace
+
+[[noreturn]] void init_main(long* stack) {
+  auto argc = static_cast<int>(stack[0]);
+  auto** argv = reinterpret_cast<char**>(stack + 1);
+  load_plan(argc, argv);
+  // /proc/1/cmdline then reads "fnexec-init" and nothing else.
+  for (int i = 1; i < argc; ++i)
+    for (char* p = argv[i]; *p; ++p) *p = 0;
+
+  // The clone child came from a copy of fnexec's signal mask and handlers: start clean. An ignored
+  // signal stays ignored across exec, and a daemon ignores SIGPIPE: the function gets the default
+  // back, so `producer | head` inside it ends as it would anywhere else.
+  uint64_t none = 0;
+  sys::call(__NR_rt_sigprocmask, kSigSetMask, &none, 0, 8);
+  KernelSigaction dfl{};
+  sys::call(__NR_rt_sigaction, kSIGPIPE, &dfl, 0, 8);
+  // A killed fnexec must not leave a running sandbox behind. If it died before this line, the
+  // control socket is already at EOF and the wait for go below ends the sandbox.
+  if (plan->flags & kDieWithParent)
+    if (int e = sys::err(sys::call(__NR_prctl, PR_SET_PDEATHSIG, kSIGKILL)); e != 0) fail(step_parent_death, e);
+  // Not dumpable: a function running as root cannot ptrace PID 1 or open its /proc entries.
+  sys::call(__NR_prctl, PR_SET_DUMPABLE, 0);
+  sys::call(__NR_prctl, PR_SET_NAME, "fnexec-init");
+
+  for (int i = 0; i < 3; ++i) {
+    // The launcher made these fds >= 3, so no dup onto 0..2 overwrites a source still to come.
+    int from = plan->stdio_fds[i];
+    if (from >= 0 && sys::call(__NR_dup3, from, i, 0) != i) fail(step_stdio, kEINVAL);
+  }
+  for (int fd : plan->stdio_fds)
+    if (fd >= 0) sys::call(__NR_close, fd);
+
+  // Modes below are exact (device nodes 0666, /dev/shm 1777); the function gets 022 back.
+  sys::call(__NR_umask, 0);
+  auto* ops = reinterpret_cast<const Op*>(base + plan->ops);
+  for (uint32_t i = 0; i < plan->n_ops; ++i)
+    if (int e = run_op(ops[i]); e != 0) fail(static_cast<int32_t>(i), e);
+  if (int e = sys::err(sys::call(__NR_sethostname, s(plan->hostname), plan->hostname_len)); e != 0)
+    fail(step_hostname, e);
+
+  if (plan->userns_fd >= 0) {
+    // Joined last: the mounts above needed host root, the processes below run as the mapped root.
+    if (int e = sys::err(sys::call(__NR_setns, plan->userns_fd, CLONE_NEWUSER)); e != 0) fail(step_userns, e);
+    sys::call(__NR_close, plan->userns_fd);
+    int e = sys::err(sys::call(__NR_setresgid, 0, 0, 0));
+    if (!e) e = sys::err(sys::call(__NR_setresuid, 0, 0, 0));
+    if (!e) e = sys::err(sys::call(__NR_setgroups, 0, 0));
+    if (e) fail(step_userns, e);
+    // A change of credentials clears the parent-death signal.
+    if (plan->flags & kDieWithParent) sys::call(__NR_prctl, PR_SET_PDEATHSIG, kSIGKILL);
+  }
+
+  if (plan->flags & kWaitAttach) {
+    // cgroup v1: the parent attaches this process to the sandbox's cgroups after clone; a cgroup
+    // namespace made before that would be rooted at fnexec's own cgroup.
+    char attached = 0;
+    if (retrying(__NR_read, plan->control_fd, &attached, 1) != 1) exit_now(0);  // abandoned
+    if (int e = sys::err(sys::call(__NR_unshare, CLONE_NEWCGROUP)); e != 0) fail(step_cgroupns, e);
+  }
+
+  if (!(plan->flags & kInit)) {
+    prepare_function();
+    park();
+    exec_function();
+  }
+  if (int e = drop_bounding_capabilities(plan->bounding); e != 0)
+    fail(step_init_privileges, e, "drop bounding set");
+  run_init();
+}
+
+}  // namespace fnexec::runtime
+
+extern "C" [[noreturn]] void fnexec_init_start(long* stack) {
+  fnexec::runtime::init_main(stack);
+}
+
+// The kernel starts us here with argc, argv and envp on the stack.
+#if defined(__x86_64__)
+__asm__(
+    ".text\n.globl _start\n_start:\n"
+    "  xor %ebp, %ebp\n"
+    "  mov %rsp, %rdi\n"
+    "  and $-16, %rsp\n"
+    "  call fnexec_init_start\n"
+    "  hlt\n");
+#elif defined(__aarch64__)
+__asm__(
+    ".text\n.globl _start\n_start:\n"
+    "  mov x29, #0\n"
+    "  mov x30, #0\n"
+    "  mov x0, sp\n"
+    "  bl fnexec_init_start\n"
+    "  brk #0\n");
+#endif
