@@ -93,13 +93,28 @@ uint64_t read_number(const stdfs::path& p) {
   return v;
 }
 
-uint64_t smaps_field(pid_t pid, const std::string& key) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
+uint64_t kib_field(const std::string& file, const std::string& key) {
+  std::ifstream f(file);
   std::string line;
   while (std::getline(f, line))
     if (line.starts_with(key + ":")) return std::stoull(line.substr(key.size() + 1)) * 1024;
   return 0;
 }
+
+uint64_t smaps_field(pid_t pid, const std::string& key) {
+  return kib_field("/proc/" + std::to_string(pid) + "/smaps_rollup", key);
+}
+
+// What the whole host lost to parked sandboxes, wherever the kernel charged it (the clone runs in
+// fnexec's cgroup, so namespaces and page tables are not all in the sandbox's): MemAvailable and
+// the kernel's own slab, stacks and page tables, before and after.
+struct HostMemory {
+  int64_t available, slab, kernel_stack, page_tables;
+  static HostMemory now() {
+    auto f = [](const char* k) { return static_cast<int64_t>(kib_field("/proc/meminfo", k)); };
+    return {f("MemAvailable"), f("Slab"), f("KernelStack"), f("PageTables")};
+  }
+};
 
 }  // namespace
 
@@ -193,12 +208,17 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Memory of parked sandboxes.
-  fn.min_warm = static_cast<uint32_t>(parked);
+  // Memory of parked sandboxes: from none to `parked`.
+  fn.min_warm = 0;
   fn.idle_timeout = std::chrono::seconds(3600);
+  (void)(*pools)->configure(fn);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto host_before = HostMemory::now();
+  fn.min_warm = static_cast<uint32_t>(parked);
   (void)(*pools)->configure(fn);
   wait_warm(**pools, fn.min_warm);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto host_after = HostMemory::now();
   uint64_t rss = 0, pss = 0, uss = 0, cg_usage = 0, cg_kmem = 0;
   int procs = 0, sandboxes = 0;
   for (auto& parent : (*hierarchy)->sandbox_parents()) {
@@ -227,6 +247,13 @@ int main(int argc, char** argv) {
     std::printf("parked: %d sandboxes, %d processes; per sandbox: RSS %.0f KiB, PSS %.0f KiB, USS %.0f KiB; "
                 "cgroup memory.usage_in_bytes %.0f KiB (kmem %.0f KiB)\n",
                 sandboxes, procs, per(rss), per(pss), per(uss), per(cg_usage), per(cg_kmem));
+    auto delta = [&](int64_t HostMemory::*f, int sign) {
+      return static_cast<double>(sign * (host_after.*f - host_before.*f)) / sandboxes / 1024.0;
+    };
+    std::printf("host, per parked sandbox: MemAvailable -%.0f KiB (slab +%.0f, kernel stacks +%.0f, "
+                "page tables +%.0f KiB); other work on the host moves these too\n",
+                delta(&HostMemory::available, -1), delta(&HostMemory::slab, 1),
+                delta(&HostMemory::kernel_stack, 1), delta(&HostMemory::page_tables, 1));
   }
   pools->reset();
   umount2(tmpl, MNT_DETACH);

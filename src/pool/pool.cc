@@ -261,7 +261,10 @@ Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_
     }
     ++fn->busy;
     ++busy_;
-    wake();  // a cold start to launch, or a refill after the hit
+    // A cold start to launch, or the last parked sandbox taken: the launcher starts now. Otherwise
+    // the refill waits until this invocation is done, so that on a small machine it does not take
+    // the CPU from the invocation it refills for.
+    if (request || fn->warm.empty()) wake();
   }
   StartKind start = request ? StartKind::cold : StartKind::warm;
 
@@ -274,6 +277,7 @@ Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_
       running_.erase(&*done->sandbox);
       trash(std::move(done));
     }
+    wake();  // the refill of the sandbox this invocation used
     idle_cv_.notify_all();
   };
   if (request) {
