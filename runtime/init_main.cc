@@ -333,8 +333,11 @@ void load_plan(int argc, char** argv) {
   // Modes below are exact (device nodes 0666, /dev/shm 1777); the function gets 022 back.
   sys::call(__NR_umask, 0);
   auto* ops = reinterpret_cast<const Op*>(base + plan->ops);
-  for (uint32_t i = 0; i < plan->n_ops; ++i)
+  for (uint32_t i = 0; i < plan->n_ops; ++i) {
     if (int e = run_op(ops[i]); e != 0) fail(static_cast<int32_t>(i), e);
+    // A detached tree is attached once; the mount stays, its fd is of no further use.
+    if (ops[i].kind == OpKind::attach) sys::call(__NR_close, ops[i].fd);
+  }
   if (int e = sys::err(sys::call(__NR_sethostname, s(plan->hostname), plan->hostname_len)); e != 0)
     fail(step_hostname, e);
 
