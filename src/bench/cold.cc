@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 
 #include "bench/fnexec_targets.h"
 #include "cgroup/cgroup.h"
@@ -32,12 +33,18 @@ class ColdTarget final : public Target {
     invoke::WaitOptions wait;
     wait.timeout = std::chrono::seconds(30);
     spec.stdio = sandbox::Stdio::pipes;
-    auto sb = sandbox::Sandbox::launch(spec);
-    if (!sb) return std::unexpected(sb.error());
+    std::optional<sandbox::Sandbox> sb;
+    if (auto launched = sandbox::Sandbox::launch(spec); launched)
+      sb.emplace(std::move(*launched));
+    else
+      return std::unexpected(launched.error());
     invoke::StdioExchange exchange;
     exchange.input = event;
     auto rec = invoke::run_invocation(*sb, cg.get(), wait, &exchange);
     output = std::move(exchange.output);
+    // Killed and reaped first, as the pools do: removing the cgroup of a sandbox whose PID 1 is
+    // still tearing down its namespaces would freeze, kill and poll it (cgroup v1).
+    sb.reset();
     if (cg) {
       if (auto d = cg->destroy(); !d) return std::unexpected(d.error());
     }
