@@ -3,6 +3,7 @@
 // test owns, so no test sleeps.
 #include <sqlite3.h>
 
+#include "server/client.h"
 #include "test_serve_fixture.h"
 
 using namespace fnexec;
@@ -340,6 +341,52 @@ TEST_SUITE("serve") {
     CHECK(!contains(d.curl("GET", "/v1/images").body, "junk"));
     // Uploads are temporary files: none is left after the import.
     CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
+  }
+
+
+  TEST_CASE("HEAD gets the headers of GET, Content-Length included, and no body") {
+    Daemon d;
+    d.start();
+    // A raw request with Connection: close, read to EOF: anything after the blank line is a body.
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, d.socket().c_str(), sizeof addr.sun_path - 1);
+    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    std::string req = "HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    REQUIRE(::write(fd.get(), req.data(), req.size()) == static_cast<ssize_t>(req.size()));
+    std::string reply;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) reply.append(buf, static_cast<size_t>(n));
+    INFO(reply);
+    CHECK(reply.starts_with("HTTP/1.1 200"));
+    auto end = reply.find("\r\n\r\n");
+    REQUIRE(end != std::string::npos);
+    CHECK(reply.size() == end + 4);
+    auto get = d.curl("GET", "/healthz");
+    CHECK(contains(reply, "Content-Length: " + std::to_string(get.body.size()) + "\r\n"));
+
+    // On one kept-alive connection (the CLI's client): HEAD, then GET and a 405 to HEAD, in order.
+    auto client = server::Client::connect({d.socket().string(), {}, {}});
+    REQUIRE(client);
+    auto head = client->request("HEAD", "/v1/functions");
+    REQUIRE(head);
+    CHECK(head->status == 200);
+    CHECK(head->body.empty());
+    auto list = client->request("GET", "/v1/functions");
+    REQUIRE(list);
+    CHECK(list->status == 200);
+    CHECK(list->body == R"({"functions":[]})");
+    CHECK(head->header("content-length") == std::to_string(list->body.size()));
+    CHECK(head->header("content-type") == list->header("content-type"));
+    auto refused = client->request("HEAD", "/v1/functions/f/invoke");
+    REQUIRE(refused);
+    CHECK(refused->status == 405);
+    CHECK(refused->body.empty());
+    auto health = client->request("GET", "/healthz");
+    REQUIRE(health);
+    CHECK(health->status == 200);
+    CHECK(health->body == get.body);
   }
 
 }  // TEST_SUITE
