@@ -16,6 +16,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cstdlib>
+#include <limits>
 #include <list>
 #include <thread>
 
@@ -192,6 +193,9 @@ void Session::read_header() {
   if (daemon_.stopping()) return close();
   header_.emplace();
   header_->header_limit(16 * 1024);
+  // Beast checks Content-Length against the parser's body limit (1 MiB by default) as soon as the
+  // header is read, before the route and so its limit are known: on_header and read_body apply that.
+  header_->body_limit(std::numeric_limits<std::uint64_t>::max());
   arm_timer();
   http::async_read_header(socket_, buffer_, *header_,
                           [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });

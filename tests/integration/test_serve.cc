@@ -331,6 +331,15 @@ TEST_SUITE("serve") {
     CHECK(list.status == 200);
     CHECK(contains(list.body, R"("name":"hello")"));
     CHECK(contains(list.body, R"("tag":"1")"));
+    // Uncompressed, the same image is over 1 MiB: Beast's default body limit must not apply to it.
+    auto big = d.scratch() / "big.tar";
+    auto mk_big = test::run({test::rootfs_tool("mkimage").string(), "--busybox", "--ref", "big:1",
+                             "--compression", "none", "--oci-archive", big.string()});
+    REQUIRE_MESSAGE(mk_big.exit_code == 0, mk_big.err);
+    REQUIRE(stdfs::file_size(big) > (1u << 20));
+    auto big_up = d.curl("POST", "/v1/images?name=big%3A1", std::nullopt,
+                         {"--data-binary", "@" + big.string(), "-H", "Content-Type: application/x-tar"});
+    CHECK_MESSAGE(big_up.status == 201, big_up.body);
 
     auto junk = d.scratch() / "junk.tar";
     write_file(junk, std::string(10000, 'j'));
