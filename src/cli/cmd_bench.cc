@@ -107,6 +107,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   auto scratch = FNEXEC_TRY(bench::ScratchTmpfs::mount(o.scratch_parent, "1g"));
   std::optional<image::Store> store;
   image::ResolvedImage img;
+  auto archive = scratch.path() / "busybox-oci.tar";
   if (o.image) {
     store.emplace(FNEXEC_TRY(image::Store::open(g.root)));
     img = FNEXEC_TRY(store->resolve(*o.image));
@@ -114,7 +115,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   } else {
     auto mkimage = FNEXEC_TRY(bench::find_mkimage(o.mkimage));
     store.emplace(FNEXEC_TRY(image::Store::open(scratch.path() / "store")));
-    img = FNEXEC_TRY(bench::build_busybox_image(*store, mkimage, scratch.path()));
+    img = FNEXEC_TRY(bench::build_busybox_image(*store, mkimage, archive));
     report.image = "busybox (built by rootfs-tools/mkimage into a scratch store on tmpfs)";
   }
 
