@@ -352,7 +352,6 @@ TEST_SUITE("serve") {
     CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
   }
 
-
   TEST_CASE("HEAD gets the headers of GET, Content-Length included, and no body") {
     Daemon d;
     d.start();
@@ -378,24 +377,20 @@ TEST_SUITE("serve") {
     // On one kept-alive connection (the CLI's client): HEAD, then GET and a 405 to HEAD, in order.
     auto client = server::Client::connect({d.socket().string(), {}, {}});
     REQUIRE(client);
-    auto head = client->request("HEAD", "/v1/functions");
-    REQUIRE(head);
-    CHECK(head->status == 200);
-    CHECK(head->body.empty());
-    auto list = client->request("GET", "/v1/functions");
-    REQUIRE(list);
-    CHECK(list->status == 200);
-    CHECK(list->body == R"({"functions":[]})");
-    CHECK(head->header("content-length") == std::to_string(list->body.size()));
-    CHECK(head->header("content-type") == list->header("content-type"));
-    auto refused = client->request("HEAD", "/v1/functions/f/invoke");
-    REQUIRE(refused);
-    CHECK(refused->status == 405);
-    CHECK(refused->body.empty());
-    auto health = client->request("GET", "/healthz");
-    REQUIRE(health);
-    CHECK(health->status == 200);
-    CHECK(health->body == get.body);
+    auto ask = [&](const char* method, const char* target, unsigned status) {
+      auto r = client->request(method, target);
+      REQUIRE(r);
+      CHECK(r->status == status);
+      return *r;
+    };
+    auto head = ask("HEAD", "/v1/functions", 200);
+    CHECK(head.body.empty());
+    auto list = ask("GET", "/v1/functions", 200);
+    CHECK(list.body == R"({"functions":[]})");
+    CHECK(head.header("content-length") == std::to_string(list.body.size()));
+    CHECK(head.header("content-type") == list.header("content-type"));
+    CHECK(ask("HEAD", "/v1/functions/f/invoke", 405).body.empty());
+    CHECK(ask("GET", "/healthz", 200).body == get.body);
   }
 
 }  // TEST_SUITE
