@@ -226,10 +226,11 @@ Result<> ApiServer::launch_own_daemon() {
     if (options_.cgroups->mode() == cgroup::Mode::v2) {
       // On v2 the bench sits in OWN/fnexec/supervisor, and a child there would reuse that layout.
       // A supervisor leaf with sandboxes/ beside it under the new prefix is the layout the daemon
-      // then takes as its own.
+      // then takes as its own; its detection wants the controllers offered in that leaf already.
       auto tree = cgroup_trees_.front();
       for (const auto& d : {tree, tree / "supervisor", tree / "sandboxes"})
         if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("create cgroup", d.string());
+      FNEXEC_TRY(fs::write_file(tree / "cgroup.subtree_control", "+memory +cpu +pids"));
       start.join_cgroup = (tree / "supervisor").string();
     }
   }
