@@ -249,69 +249,73 @@ TEST_CASE("bench: bad options are refused with a message and nothing left behind
   CHECK(std::distance(stdfs::directory_iterator(scratch.path()), stdfs::directory_iterator()) <= 1);
 }
 
-TEST_CASE("bench: --via-api times cold-api and warm-api over a daemon of its own and removes it") {
-  REQUIRE(test::is_root());
-  test::ScratchTmpfs scratch("256m");
-  auto json = scratch / "api.json";
-  auto before = test::ResourceSnapshot::take();
-  size_t api_cgroups_before = test::count_cgroups_named("fnexec-bench-api");
-  auto r = test::fnexec(
-      bench_args(scratch, {"-n", "5", "--warmup", "1", "--concurrency", "1,2", "--mode", "cold,warm",
-                           "--peers", "floor", "--via-api", "--json", json.string()}));
-  INFO(r.err);
-  INFO(r.out);
-  REQUIRE(r.exit_code == 0);
-  CHECK(r.out.find("skipped fnexec") == std::string::npos);
-  CHECK(r.out.find("cold-api, warm-api = the same over fnexec serve's HTTP API") != std::string::npos);
-  // min_warm 0: every cold-api invocation must have built its sandbox (the Fnexec-Start header).
-  CHECK(r.out.find("served warm although") == std::string::npos);
+// In a suite of its own so that the VM suite runs it on cgroup v2 too, where the own daemon must
+// get a layout of its own next to the bench's (tests/vm/meson.build).
+TEST_SUITE("bench-api") {
+  TEST_CASE("bench: --via-api times cold-api and warm-api over a daemon of its own and removes it") {
+    REQUIRE(test::is_root());
+    test::ScratchTmpfs scratch("256m");
+    auto json = scratch / "api.json";
+    auto before = test::ResourceSnapshot::take();
+    size_t api_cgroups_before = test::count_cgroups_named("fnexec-bench-api");
+    auto r = test::fnexec(
+        bench_args(scratch, {"-n", "5", "--warmup", "1", "--concurrency", "1,2", "--mode", "cold,warm",
+                             "--peers", "floor", "--via-api", "--json", json.string()}));
+    INFO(r.err);
+    INFO(r.out);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.find("skipped fnexec") == std::string::npos);
+    CHECK(r.out.find("cold-api, warm-api = the same over fnexec serve's HTTP API") != std::string::npos);
+    // min_warm 0: every cold-api invocation must have built its sandbox (the Fnexec-Start header).
+    CHECK(r.out.find("served warm although") == std::string::npos);
 
-  auto text = fs::read_file(json);
-  REQUIRE(text);
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  REQUIRE(parser.parse(*text).get(doc) == simdjson::SUCCESS);
-  std::set<std::string> api_series, systems;
-  for (simdjson::dom::object s : simdjson::dom::array(doc["series"])) {
-    std::string mode{std::string_view(s["mode"])}, fn{std::string_view(s["function"])};
-    systems.insert(std::string(std::string_view(s["system"])) + " " + mode);
-    if (!mode.ends_with("-api")) continue;
-    int64_t conc = s["concurrency"];
-    INFO(mode, " ", fn, " x", conc, ": ", std::string_view(s["first_error"]));
-    CHECK(std::string_view(s["system"]) == "fnexec");
-    CHECK(int64_t(s["failures"]) == 0);
-    CHECK(simdjson::dom::array(s["samples_us"]).size() == 5);
-    CHECK(double(s["invocations_per_s"]) > 0);
-    api_series.insert(fmt::format("{} {} {}", mode, fn, conc));
+    auto text = fs::read_file(json);
+    REQUIRE(text);
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    REQUIRE(parser.parse(*text).get(doc) == simdjson::SUCCESS);
+    std::set<std::string> api_series, systems;
+    for (simdjson::dom::object s : simdjson::dom::array(doc["series"])) {
+      std::string mode{std::string_view(s["mode"])}, fn{std::string_view(s["function"])};
+      systems.insert(std::string(std::string_view(s["system"])) + " " + mode);
+      if (!mode.ends_with("-api")) continue;
+      int64_t conc = s["concurrency"];
+      INFO(mode, " ", fn, " x", conc, ": ", std::string_view(s["first_error"]));
+      CHECK(std::string_view(s["system"]) == "fnexec");
+      CHECK(int64_t(s["failures"]) == 0);
+      CHECK(simdjson::dom::array(s["samples_us"]).size() == 5);
+      CHECK(double(s["invocations_per_s"]) > 0);
+      api_series.insert(fmt::format("{} {} {}", mode, fn, conc));
+    }
+    CHECK(api_series == std::set<std::string>{"cold-api cat 1", "cold-api cat 2", "cold-api true 1",
+                                              "cold-api true 2", "warm-api cat 1", "warm-api cat 2",
+                                              "warm-api true 1", "warm-api true 2"});
+    // The api rows are more entries of the same interleaved run, next to the in-process ones.
+    CHECK(systems == std::set<std::string>{"fnexec cold", "fnexec cold-api", "fnexec warm", "fnexec warm-api",
+                                           "floor process"});
+
+    // Nothing of the daemon is left: no process, no cgroup of its prefix, no directory, no mount.
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    CHECK(processes_mentioning(scratch.path().string()) == 0);
+    CHECK(test::count_cgroups_named("fnexec-bench-api") == api_cgroups_before);
+    CHECK(left_in(scratch, {"api.json"}).empty());
+    CHECK(mounts_below(scratch.path()) == 0);
+    // Descendants only: other suites may come and go in the host's cgroups and processes meanwhile.
+    CHECK(test::ResourceSnapshot::take().processes == before.processes);
+
+    // A bench that fails after its daemon started (a bad --peers is checked only then) leaves
+    // nothing behind either.
+    auto failed = test::fnexec(bench_args(scratch, {"-n", "1", "--warmup", "1", "--mode", "warm",
+                                                    "--function", "true", "--peers", "docker", "--via-api"}));
+    INFO(failed.err);
+    CHECK(failed.exit_code == 125);
+    CHECK(failed.err.find("expected floor, bwrap, crun or runc") != std::string::npos);
+    CHECK(processes_mentioning(scratch.path().string()) == 0);
+    CHECK(test::count_cgroups_named("fnexec-bench-api") == api_cgroups_before);
+    CHECK(left_in(scratch, {"api.json"}).empty());
+    CHECK(mounts_below(scratch.path()) == 0);
   }
-  CHECK(api_series == std::set<std::string>{"cold-api cat 1", "cold-api cat 2", "cold-api true 1",
-                                            "cold-api true 2", "warm-api cat 1", "warm-api cat 2",
-                                            "warm-api true 1", "warm-api true 2"});
-  // The api rows are more entries of the same interleaved run, next to the in-process ones.
-  CHECK(systems == std::set<std::string>{"fnexec cold", "fnexec cold-api", "fnexec warm", "fnexec warm-api",
-                                         "floor process"});
-
-  // Nothing of the daemon is left: no process, no cgroup of its prefix, no directory, no mount.
-  while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-  }
-  CHECK(processes_mentioning(scratch.path().string()) == 0);
-  CHECK(test::count_cgroups_named("fnexec-bench-api") == api_cgroups_before);
-  CHECK(left_in(scratch, {"api.json"}).empty());
-  CHECK(mounts_below(scratch.path()) == 0);
-  // Descendants only: other suites may come and go in the host's cgroups and processes meanwhile.
-  CHECK(test::ResourceSnapshot::take().processes == before.processes);
-
-  // A bench that fails after its daemon started (a bad --peers is checked only then) leaves
-  // nothing behind either.
-  auto failed = test::fnexec(bench_args(scratch, {"-n", "1", "--warmup", "1", "--mode", "warm", "--function",
-                                                  "true", "--peers", "docker", "--via-api"}));
-  INFO(failed.err);
-  CHECK(failed.exit_code == 125);
-  CHECK(failed.err.find("expected floor, bwrap, crun or runc") != std::string::npos);
-  CHECK(processes_mentioning(scratch.path().string()) == 0);
-  CHECK(test::count_cgroups_named("fnexec-bench-api") == api_cgroups_before);
-  CHECK(left_in(scratch, {"api.json"}).empty());
-  CHECK(mounts_below(scratch.path()) == 0);
 }
 
 TEST_CASE("bench: --via-api --socket uses a running daemon and removes only its own functions") {
