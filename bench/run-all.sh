@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The full suite: `fnexec bench` (modes cold, warm, run; functions true and cat; concurrency 1, 4
-# and 16; every installed peer), then the layer unpack bench. Writes
+# The full suite: `fnexec bench` (modes cold, warm, run, and with --via-api cold-api and warm-api
+# over a daemon of its own; functions true and cat; concurrency 1, 4 and 16; every installed peer),
+# then the layer unpack bench. Writes
 #   bench/results/<date>-<host>.json   every sample, host context, goals
 #   bench/results/<date>-<host>.md     tables, goals, and the unpack numbers
 #   bench/results/<date>-<host>.svg    latency CDF at concurrency 1
@@ -15,7 +16,7 @@ builddir=${2:-build}
 mkdir -p bench/results
 out=bench/results/$(date +%Y-%m-%d-%H%M)-$(hostname -s)
 
-"$builddir/fnexec" bench -n "$runs" --warmup 20 --mode cold,warm,run --concurrency 1,4,16 \
+"$builddir/fnexec" bench -n "$runs" --warmup 20 --mode cold,warm,run --via-api --concurrency 1,4,16 \
   --json "$out.json" --markdown "$out.md" --svg "$out.svg"
 {
   echo

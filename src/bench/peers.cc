@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -30,15 +31,24 @@ namespace {
 struct SpawnArgs {
   const char* path;
   char* const* argv;
+  char* const* envp;
   int in, out, err, mntns;
+  const char* cgroup_procs;  // nullptr, or a cgroup.procs file to write "0" to
+  int death_signal;
 };
 
 // Runs on the parent's memory until execve (CLONE_VM|CLONE_VFORK): syscalls only.
 int spawn_child(void* p) {
   auto* a = static_cast<SpawnArgs*>(p);
   if (a->mntns >= 0 && ::setns(a->mntns, CLONE_NEWNS) != 0) _exit(125);
+  if (a->death_signal && ::prctl(PR_SET_PDEATHSIG, a->death_signal) != 0) _exit(125);
+  if (a->cgroup_procs) {
+    int fd = ::open(a->cgroup_procs, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, "0", 1) != 1) _exit(125);
+    ::close(fd);
+  }
   if (::dup2(a->in, 0) < 0 || ::dup2(a->out, 1) < 0 || ::dup2(a->err, 2) < 0) _exit(125);
-  ::execve(a->path, a->argv, environ);
+  ::execve(a->path, a->argv, a->envp);
   _exit(127);
 }
 
@@ -53,20 +63,36 @@ struct Pipe {
 
 }  // namespace
 
+Result<pid_t> start_command(const Command& cmd, int in, int out, int err, const StartOptions& options) {
+  std::vector<char*> argv;
+  for (const auto& a : cmd.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const auto& e : options.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  std::string procs = options.join_cgroup.empty() ? std::string() : options.join_cgroup + "/cgroup.procs";
+  SpawnArgs args{cmd.path.c_str(),
+                 argv.data(),
+                 options.env.empty() ? environ : envp.data(),
+                 in,
+                 out,
+                 err,
+                 cmd.mntns_fd,
+                 procs.empty() ? nullptr : procs.c_str(),
+                 options.parent_death_signal};
+  constexpr size_t kStack = 64 * 1024;
+  alignas(16) static thread_local char stack[kStack];
+  pid_t pid = ::clone(spawn_child, stack + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+  if (pid < 0) return fail_errno("start", cmd.path);
+  return pid;
+}
+
 Result<> run_command(const Command& cmd, std::string_view input, std::string& output) {
   output.clear();
   auto in = FNEXEC_TRY(Pipe::make());
   auto out = FNEXEC_TRY(Pipe::make());
   auto err = FNEXEC_TRY(Pipe::make());
-  std::vector<char*> argv;
-  for (const auto& a : cmd.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  SpawnArgs args{cmd.path.c_str(), argv.data(),     in.read.get(),
-                 out.write.get(),  err.write.get(), cmd.mntns_fd};
-  constexpr size_t kStack = 64 * 1024;
-  alignas(16) static thread_local char stack[kStack];
-  pid_t pid = ::clone(spawn_child, stack + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
-  if (pid < 0) return fail_errno("start", cmd.path);
+  pid_t pid = FNEXEC_TRY(start_command(cmd, in.read.get(), out.write.get(), err.write.get()));
   in.read.reset();
   out.write.reset();
   err.write.reset();

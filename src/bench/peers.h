@@ -27,6 +27,15 @@ struct Command {
 // error carrying the tail of its stderr.
 Result<> run_command(const Command& cmd, std::string_view input, std::string& output);
 
+struct StartOptions {
+  std::string join_cgroup;       // a cgroup directory the child moves itself into before exec; "": ours
+  int parent_death_signal = 0;   // sent to the child when the calling thread ends (PR_SET_PDEATHSIG)
+  std::vector<std::string> env;  // the child's environment ("K=V"); empty: ours
+};
+
+// Starts it with stdin, stdout and stderr on the given fds and returns its pid, not waited for.
+Result<pid_t> start_command(const Command& cmd, int in, int out, int err, const StartOptions& options = {});
+
 // A target that runs one of these commands per invocation (per_slot[slot % size]); "{id}" in an
 // argument becomes a fresh id (container names).
 std::shared_ptr<Target> command_target(std::vector<Command> per_slot);

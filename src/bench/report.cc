@@ -290,8 +290,12 @@ std::string to_table(const Report& r) {
   }
   out +=
       "\nmodes: cold = a fresh sandbox per invocation in this process; warm = a pool hit in this process;\n"
-      "       run = a whole `fnexec run` process; process = a whole peer process per invocation\n"
-      "x_cold, x_warm: p50 divided by fnexec's cold or warm p50 for the same function and concurrency\n";
+      "       run = a whole `fnexec run` process; process = a whole peer process per invocation\n";
+  if (std::any_of(r.series.begin(), r.series.end(), [](const Series& s) { return s.mode.ends_with("-api"); }))
+    out +=
+        "       cold-api, warm-api = the same over fnexec serve's HTTP API on its unix socket (POST,\n"
+        "       event in, result out; a keep-alive connection per client thread): a pool of 0 / a pool hit\n";
+  out += "x_cold, x_warm: p50 divided by fnexec's cold or warm p50 for the same function and concurrency\n";
   for (const auto& s : r.skipped) out += fmt::format("skipped {}: {}\n", s.system, s.reason);
   for (const auto& n : r.notes) out += fmt::format("note: {}\n", n);
   for (const auto& s : r.series)

@@ -29,7 +29,7 @@ void read_load(double (&out)[3]);
 // One row: a system in a mode running one function at one concurrency.
 struct Series {
   std::string system;    // fnexec, floor, bwrap, crun, runc
-  std::string mode;      // cold, warm (fnexec); process (a peer: one whole process per invocation)
+  std::string mode;      // cold, warm, run, cold-api, warm-api (fnexec); process (a peer: one whole process)
   std::string function;  // true, cat
   unsigned concurrency = 1;
   std::vector<double> samples_us;

@@ -60,18 +60,17 @@ Result<stdfs::path> find_mkimage(const std::optional<std::string>& explicit_path
 }
 
 Result<image::ResolvedImage> build_busybox_image(image::Store& store, const stdfs::path& mkimage,
-                                                 const stdfs::path& work) {
-  auto layout = work / "busybox-layout";
+                                                 const stdfs::path& archive) {
   std::string out;
   Command cmd{mkimage.string(),
               {mkimage.string(), "--busybox", "--ref", "bench:busybox", "--compression", "none", "--mtime",
-               "0", "-o", layout.string()},
+               "0", "--oci-archive", archive.string()},
               -1};
   if (auto r = run_command(cmd, {}, out); !r)
     return std::unexpected(r.error().context("build the busybox image"));
   image::ImportOptions opts;
   opts.name = "bench:busybox";
-  return store.import("oci:" + layout.string(), opts);
+  return store.import("oci-archive:" + archive.string(), opts);
 }
 
 Result<> copy_rootfs(const image::ResolvedImage& image, const stdfs::path& work, const stdfs::path& dest) {

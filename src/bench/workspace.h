@@ -31,9 +31,10 @@ class ScratchTmpfs {
 // (build/fnexec → rootfs-tools/), /usr/lib/fnexec/mkimage, or fnexec-mkimage in PATH.
 Result<std::filesystem::path> find_mkimage(const std::optional<std::string>& explicit_path);
 
-// Builds the default bench image (busybox-static) with mkimage and imports it into store.
+// Builds the default bench image (busybox-static) with mkimage as an oci-archive at archive, which
+// stays there (--via-api uploads it to the daemon), and imports it into store.
 Result<image::ResolvedImage> build_busybox_image(image::Store& store, const std::filesystem::path& mkimage,
-                                                 const std::filesystem::path& work);
+                                                 const std::filesystem::path& archive);
 
 // The image's layers merged (overlay for several, the layer itself for one) and copied to dest
 // with the mount points the peers need (proc, dev, sys, tmp), so no peer ever writes to the store.

@@ -2,6 +2,7 @@
 #include "cgroup/cgroup.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -215,6 +216,22 @@ Result<std::shared_ptr<Hierarchy>> Hierarchy::detect(const Options& options) {
   if (options.allow_disabled) return std::make_shared<NoHierarchy>(reason);
   return fail(ErrorKind::unavailable, "find usable cgroups", {},
               reason + "; mount them, or pass --cgroups=disabled to run without limits and accounting");
+}
+
+Result<> kill_and_remove_tree(const std::filesystem::path& dir) {
+  if (!detail::file_exists(dir)) return {};
+  auto deadline = detail::Clock::now() + detail::kKillDeadline;
+  for (int round = 0;; ++round) {
+    auto pids = detail::procs_below(dir);
+    if (pids.empty()) break;
+    if (detail::Clock::now() > deadline)
+      return fail(
+          ErrorKind::internal, "empty cgroup", dir.string(),
+          "tasks still running " + std::to_string(detail::kKillDeadline.count()) + " s after SIGKILL");
+    for (pid_t pid : pids) ::kill(pid, SIGKILL);
+    detail::backoff_sleep(round);
+  }
+  return detail::remove_cgroup_tree(dir);
 }
 
 }  // namespace fnexec::cgroup

@@ -25,6 +25,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -133,5 +134,10 @@ class SandboxCgroup {
 Result<uint64_t> parse_size(std::string_view text);
 // "0.5", "2" → cpus; must be > 0 and at most 1024.
 Result<double> parse_cpus(std::string_view text);
+
+// Kills every process in dir and in the cgroups below it, then removes them all, deepest first: for
+// a layout another fnexec process left when it stopped (`fnexec bench --via-api` removes its own
+// daemon's prefix this way). A dir that does not exist is not an error.
+Result<> kill_and_remove_tree(const std::filesystem::path& dir);
 
 }  // namespace fnexec::cgroup

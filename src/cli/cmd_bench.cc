@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/api.h"
 #include "bench/chart.h"
 #include "bench/fnexec_targets.h"
 #include "bench/peers.h"
@@ -40,6 +41,7 @@ struct BenchOptions {
   std::optional<std::string> event_file, json, svg, markdown, mkimage;
   std::string scratch_parent = "/tmp";
   bool via_api = false;
+  std::optional<std::string> socket;  // --via-api against this running daemon instead of one of its own
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -87,6 +89,9 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   for (const auto& f : functions)
     if (f != "true" && f != "cat")
       return fail(ErrorKind::invalid, "use --function", f, "expected true and/or cat");
+  if (o.socket && !o.via_api)
+    return fail(ErrorKind::invalid, "use --socket", *o.socket,
+                "it names the daemon --via-api times invocations over; add --via-api");
   auto peer_names = o.peers == "none" ? std::vector<std::string>{} : split_list(o.peers);
   std::string event = default_event();
   if (o.event_file) event = FNEXEC_TRY(fs::read_file(*o.event_file));
@@ -107,6 +112,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   auto scratch = FNEXEC_TRY(bench::ScratchTmpfs::mount(o.scratch_parent, "1g"));
   std::optional<image::Store> store;
   image::ResolvedImage img;
+  auto archive = scratch.path() / "busybox-oci.tar";
   if (o.image) {
     store.emplace(FNEXEC_TRY(image::Store::open(g.root)));
     img = FNEXEC_TRY(store->resolve(*o.image));
@@ -114,7 +120,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   } else {
     auto mkimage = FNEXEC_TRY(bench::find_mkimage(o.mkimage));
     store.emplace(FNEXEC_TRY(image::Store::open(scratch.path() / "store")));
-    img = FNEXEC_TRY(bench::build_busybox_image(*store, mkimage, scratch.path()));
+    img = FNEXEC_TRY(bench::build_busybox_image(*store, mkimage, archive));
     report.image = "busybox (built by rootfs-tools/mkimage into a scratch store on tmpfs)";
   }
 
@@ -122,8 +128,46 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   for (const auto& f : functions)
     fnexec_functions.push_back({img, {"/bin/" + f}, scratch.path() / "mnt", cgroups});
 
+  // --via-api: cold and warm once more over fnexec serve's HTTP API (cold-api, warm-api), from one
+  // daemon. Declared before the entries, so its destructor runs after theirs on every path.
+  std::unique_ptr<bench::ApiServer> api;
+  bool api_modes =
+      std::any_of(modes.begin(), modes.end(), [](auto& m) { return m == "cold" || m == "warm"; });
+  if (o.via_api && !api_modes) {
+    report.skipped.push_back({"fnexec --via-api", "no cold or warm mode asked (--mode)"});
+  } else if (o.via_api && o.image && !o.socket) {
+    report.skipped.push_back(
+        {"fnexec cold-api, warm-api",
+         "with IMAGE, --via-api needs --socket of a daemon that has it (the bench's own daemon gets only the "
+         "busybox image the bench builds)"});
+  } else if (o.via_api) {
+    bench::ApiOptions ao;
+    ao.socket = o.socket;
+    ao.work = scratch.path();
+    ao.image = o.image;
+    ao.archive = archive;
+    ao.archive_digest = img.manifest_digest;
+    ao.cgroups = cgroups;
+    ao.max_concurrency = max_conc;
+    if (auto a = bench::ApiServer::start(ao))
+      api = std::move(*a);
+    else
+      report.skipped.push_back({"fnexec cold-api, warm-api", a.error().message()});
+  }
+
   std::vector<bench::Entry> entries;
   auto expected = [&](const std::string& f) { return f == "cat" ? event : std::string(); };
+  auto add_api_entries = [&](bool warm) {
+    if (!api) return;
+    std::string mode = warm ? "warm-api" : "cold-api";
+    for (const auto& f : functions) {
+      auto t = api->add_function(f, warm);
+      if (!t)
+        report.skipped.push_back({"fnexec " + mode + " " + f, t.error().message()});
+      else
+        entries.push_back({"fnexec", mode, f, *t, expected(f)});
+    }
+  };
   for (const auto& m : modes) {
     if (m == "cold") {
       for (const auto& fn : fnexec_functions) {
@@ -135,6 +179,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
         std::string f = fn.argv[0].substr(5);
         entries.push_back({"fnexec", "cold", f, *t, expected(f)});
       }
+      add_api_entries(false);
     } else if (m == "run") {
       // The whole `fnexec run` process, as a user at a shell gets it: exec, image resolve, sandbox.
       for (const auto& f : functions) {
@@ -147,16 +192,14 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     } else {
       auto ts = bench::make_warm_targets(*store, img.reference.empty() ? img.manifest_digest : img.reference,
                                          fnexec_functions, max_conc + 1);
-      if (!ts) {
+      if (!ts)
         report.skipped.push_back({"fnexec warm", ts.error().message()});
-        continue;
-      }
-      for (size_t i = 0; i < ts->size(); ++i)
-        entries.push_back({"fnexec", "warm", functions[i], (*ts)[i], expected(functions[i])});
+      else
+        for (size_t i = 0; i < ts->size(); ++i)
+          entries.push_back({"fnexec", "warm", functions[i], (*ts)[i], expected(functions[i])});
+      add_api_entries(true);
     }
   }
-  if (o.via_api)
-    report.skipped.push_back({"fnexec warm --via-api", "this build has no fnexec serve (src/server) yet"});
 
   if (!peer_names.empty()) {
     FNEXEC_TRY(bench::copy_rootfs(img, scratch.path(), scratch.path() / "rootfs"));
@@ -187,7 +230,9 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   for (const auto& e : entries)
     if (auto r = e.target->remarks(); !r.empty())
       report.notes.push_back(fmt::format("{} {} {}: {}", e.system, e.mode, e.function, r));
+  if (api) report.notes.insert(report.notes.end(), api->notes().begin(), api->notes().end());
   entries.clear();  // ends pools and peers' resources before the scratch tmpfs goes
+  api.reset();      // stops the bench's daemon and removes its functions, cgroups and directory
   bench::read_load(report.host.load_after);
 
   std::fputs(bench::to_table(report).c_str(), stdout);
@@ -235,7 +280,12 @@ void add_bench_command(CLI::App& app, Globals& g) {
   sub->add_option("--json", o->json, "write every sample and the summary as JSON");
   sub->add_option("--svg", o->svg, "write a latency CDF chart (SVG, concurrency 1)");
   sub->add_option("--markdown", o->markdown, "write the tables and goals as Markdown");
-  sub->add_flag("--via-api", o->via_api, "also time warm invocations over fnexec serve's unix socket");
+  sub->add_flag("--via-api", o->via_api,
+                "also time cold and warm invocations over fnexec serve's HTTP API on a unix socket "
+                "(modes cold-api, warm-api), from a daemon the bench starts and removes");
+  sub->add_option("--socket", o->socket,
+                  "with --via-api: use the daemon running on this socket instead (registers and removes "
+                  "functions bench-api-*)");
   sub->add_option("--mkimage", o->mkimage, "rootfs-tools/mkimage, for the default image");
   sub->add_option("--scratch", o->scratch_parent, "directory for the private scratch tmpfs")
       ->capture_default_str();

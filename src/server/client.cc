@@ -62,6 +62,8 @@ struct Client::Impl {
       http::write(*socket, req, ec);
       http::response_parser<http::string_body> parser;
       parser.body_limit(std::numeric_limits<uint64_t>::max());
+      // A reply to HEAD has the Content-Length of the GET reply but no body to wait for.
+      parser.skip(req.method() == http::verb::head);
       if (!ec) http::read(*socket, buffer, parser, ec);
       if (ec) {
         socket.reset();

@@ -16,6 +16,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cstdlib>
+#include <limits>
 #include <list>
 #include <thread>
 
@@ -120,6 +121,7 @@ class Session : public std::enable_shared_from_this<Session> {
   stdfs::path upload_;
   unsigned version_ = 11;
   bool keep_alive_ = true;
+  bool head_ = false;  // the request is a HEAD: its reply carries no body
   std::array<char, 65536> discard_{};
   size_t drained_ = 0;
 };
@@ -191,6 +193,9 @@ void Session::read_header() {
   if (daemon_.stopping()) return close();
   header_.emplace();
   header_->header_limit(16 * 1024);
+  // Beast checks Content-Length against the parser's body limit (1 MiB by default) as soon as the
+  // header is read, before the route and so its limit are known: on_header and read_body apply that.
+  header_->body_limit(std::numeric_limits<std::uint64_t>::max());
   arm_timer();
   http::async_read_header(socket_, buffer_, *header_,
                           [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
@@ -203,6 +208,7 @@ void Session::on_header(beast::error_code ec) {
   auto& req = header_->get();
   version_ = req.version();
   keep_alive_ = req.keep_alive();
+  head_ = req.method() == http::verb::head;
   std::string target(req.target());
   match_ = route(std::string_view(req.method_string().data(), req.method_string().size()), target);
 
@@ -314,6 +320,9 @@ void Session::send(Reply reply, bool close_after) {
   res->keep_alive(keep);
   res->body() = std::move(reply.body);
   res->prepare_payload();
+  // HEAD gets the headers GET would, Content-Length included, and no body (RFC 9110 9.3.2); bytes
+  // after them would be read as the start of the next reply on a kept-alive connection.
+  if (head_) res->body().clear();
   http::async_write(socket_, *res,
                     [self = shared_from_this(), res, keep, close_after](beast::error_code ec, size_t) {
                       if (ec) return self->close();

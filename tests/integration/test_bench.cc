@@ -2,6 +2,7 @@
 // checked against the schema, its SVG parsed as XML with one curve per series; bad options refused.
 // No timing is asserted: speed lives in the numbers the bench prints.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 #include <simdjson.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 
 #include "support/fixtures.h"
 #include "support/proc.h"
+#include "test_serve_fixture.h"
 #include "util/fs.h"
 
 using namespace fnexec;
@@ -52,6 +54,38 @@ size_t bench_cgroups() {
     if (it->is_directory(ec) && (sandbox || peer)) ++n;
   }
   return n;
+}
+
+// Mounts below dir only: unlike bench_mounts(), blind to other benches running meanwhile.
+size_t mounts_below(const stdfs::path& dir) {
+  std::ifstream f("/proc/self/mountinfo");
+  size_t n = 0;
+  for (std::string line; std::getline(f, line);)
+    n += line.find(" " + dir.string() + "/") != std::string::npos;
+  return n;
+}
+
+// Processes whose command line names path: the bench's own `fnexec serve` has its socket and
+// state dir below the scratch directory.
+size_t processes_mentioning(const std::string& path) {
+  size_t n = 0;
+  std::error_code ec;
+  for (const auto& entry : stdfs::directory_iterator("/proc", ec)) {
+    auto name = entry.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream f(entry.path() / "cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(f)), {});
+    if (cmdline.find(path) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+// Entries below the scratch directory other than the ones the test made itself.
+std::vector<std::string> left_in(const test::ScratchTmpfs& scratch, const std::set<std::string>& own) {
+  std::vector<std::string> out;
+  for (const auto& e : stdfs::directory_iterator(scratch.path()))
+    if (!own.contains(e.path().filename().string())) out.push_back(e.path().filename().string());
+  return out;
 }
 
 std::vector<std::string> bench_args(const test::ScratchTmpfs& scratch, std::vector<std::string> extra) {
@@ -195,6 +229,7 @@ TEST_CASE("bench: bad options are refused with a message and nothing left behind
     std::string message;
   } cases[] = {
       {{"--concurrency", "0"}, "expected numbers from 1 to 256"},
+      {{"--socket", "/run/fnexec/fnexec.sock"}, "add --via-api"},
       {{"--concurrency", "1,x"}, "expected numbers from 1 to 256"},
       {{"--peers", "docker"}, "expected floor, bwrap, crun or runc"},
       {{"--mode", "lukewarm"}, "expected cold, warm and/or run"},
@@ -212,4 +247,99 @@ TEST_CASE("bench: bad options are refused with a message and nothing left behind
   CHECK(bench_mounts(scratch.path()) == mounts_before);
   // Nothing in the scratch directory: no store was made, no private tmpfs is left.
   CHECK(std::distance(stdfs::directory_iterator(scratch.path()), stdfs::directory_iterator()) <= 1);
+}
+
+// In a suite of its own so that the VM suite runs it on cgroup v2 too, where the own daemon must
+// get a layout of its own next to the bench's (tests/vm/meson.build).
+TEST_SUITE("bench-api") {
+  TEST_CASE("bench: --via-api times cold-api and warm-api over a daemon of its own and removes it") {
+    REQUIRE(test::is_root());
+    test::ScratchTmpfs scratch("256m");
+    auto json = scratch / "api.json";
+    auto before = test::ResourceSnapshot::take();
+    size_t api_cgroups_before = test::count_cgroups_named("fnexec-bench-api");
+    auto r = test::fnexec(
+        bench_args(scratch, {"-n", "5", "--warmup", "1", "--concurrency", "1,2", "--mode", "cold,warm",
+                             "--peers", "floor", "--via-api", "--json", json.string()}));
+    INFO(r.err);
+    INFO(r.out);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.find("skipped fnexec") == std::string::npos);
+    CHECK(r.out.find("cold-api, warm-api = the same over fnexec serve's HTTP API") != std::string::npos);
+    // min_warm 0: every cold-api invocation must have built its sandbox (the Fnexec-Start header).
+    CHECK(r.out.find("served warm although") == std::string::npos);
+
+    auto text = fs::read_file(json);
+    REQUIRE(text);
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    REQUIRE(parser.parse(*text).get(doc) == simdjson::SUCCESS);
+    std::set<std::string> api_series, systems;
+    for (simdjson::dom::object s : simdjson::dom::array(doc["series"])) {
+      std::string mode{std::string_view(s["mode"])}, fn{std::string_view(s["function"])};
+      systems.insert(std::string(std::string_view(s["system"])) + " " + mode);
+      if (!mode.ends_with("-api")) continue;
+      int64_t conc = s["concurrency"];
+      INFO(mode, " ", fn, " x", conc, ": ", std::string_view(s["first_error"]));
+      CHECK(std::string_view(s["system"]) == "fnexec");
+      CHECK(int64_t(s["failures"]) == 0);
+      CHECK(simdjson::dom::array(s["samples_us"]).size() == 5);
+      CHECK(double(s["invocations_per_s"]) > 0);
+      api_series.insert(fmt::format("{} {} {}", mode, fn, conc));
+    }
+    CHECK(api_series == std::set<std::string>{"cold-api cat 1", "cold-api cat 2", "cold-api true 1",
+                                              "cold-api true 2", "warm-api cat 1", "warm-api cat 2",
+                                              "warm-api true 1", "warm-api true 2"});
+    // The api rows are more entries of the same interleaved run, next to the in-process ones.
+    CHECK(systems == std::set<std::string>{"fnexec cold", "fnexec cold-api", "fnexec warm", "fnexec warm-api",
+                                           "floor process"});
+
+    // Nothing of the daemon is left: no process, no cgroup of its prefix, no directory, no mount.
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    CHECK(processes_mentioning(scratch.path().string()) == 0);
+    CHECK(test::count_cgroups_named("fnexec-bench-api") == api_cgroups_before);
+    CHECK(left_in(scratch, {"api.json"}).empty());
+    CHECK(mounts_below(scratch.path()) == 0);
+    // Descendants only: other suites may come and go in the host's cgroups and processes meanwhile.
+    CHECK(test::ResourceSnapshot::take().processes == before.processes);
+
+    // A bench that fails after its daemon started (a bad --peers is checked only then) leaves
+    // nothing behind either.
+    auto failed = test::fnexec(bench_args(scratch, {"-n", "1", "--warmup", "1", "--mode", "warm",
+                                                    "--function", "true", "--peers", "docker", "--via-api"}));
+    INFO(failed.err);
+    CHECK(failed.exit_code == 125);
+    CHECK(failed.err.find("expected floor, bwrap, crun or runc") != std::string::npos);
+    CHECK(processes_mentioning(scratch.path().string()) == 0);
+    CHECK(test::count_cgroups_named("fnexec-bench-api") == api_cgroups_before);
+    CHECK(left_in(scratch, {"api.json"}).empty());
+    CHECK(mounts_below(scratch.path()) == 0);
+  }
+}
+
+TEST_CASE("bench: --via-api --socket uses a running daemon and removes only its own functions") {
+  REQUIRE(test::is_root());
+  test::serve::Daemon d;
+  d.start();
+  REQUIRE(d.curl("PUT", "/v1/functions/hello", test::serve::kHello).status == 201);
+  test::ScratchTmpfs scratch("256m");
+  auto r = test::fnexec(
+      bench_args(scratch, {"-n", "3", "--warmup", "1", "--mode", "cold,warm", "--function", "cat", "--peers",
+                           "none", "--via-api", "--socket", d.socket().string()}));
+  INFO(r.err);
+  INFO(r.out);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("skipped fnexec") == std::string::npos);
+  for (const char* row : {"fnexec  warm-api", "fnexec  cold-api"})
+    CHECK(r.out.find(row) != std::string::npos);
+  // The daemon got the bench image by upload, and says so; the bench's functions are gone again.
+  CHECK(r.out.find("was imported into the daemon at " + d.socket().string()) != std::string::npos);
+  auto functions = d.curl("GET", "/v1/functions");
+  CHECK(functions.status == 200);
+  CHECK(test::serve::contains(functions.body, R"("name":"hello")"));
+  CHECK(!test::serve::contains(functions.body, "bench-api"));
+  CHECK(d.curl("GET", "/healthz").status == 200);
+  CHECK(d.stop() == 0);
+  CHECK(test::count_cgroups_named("fnexec-bench-api") == 0);
 }

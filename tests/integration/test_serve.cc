@@ -3,6 +3,7 @@
 // test owns, so no test sleeps.
 #include <sqlite3.h>
 
+#include "server/client.h"
 #include "test_serve_fixture.h"
 
 using namespace fnexec;
@@ -330,6 +331,15 @@ TEST_SUITE("serve") {
     CHECK(list.status == 200);
     CHECK(contains(list.body, R"("name":"hello")"));
     CHECK(contains(list.body, R"("tag":"1")"));
+    // Uncompressed, the same image is over 1 MiB: Beast's default body limit must not apply to it.
+    auto big = d.scratch() / "big.tar";
+    auto mk_big = test::run({test::rootfs_tool("mkimage").string(), "--busybox", "--ref", "big:1",
+                             "--compression", "none", "--oci-archive", big.string()});
+    REQUIRE_MESSAGE(mk_big.exit_code == 0, mk_big.err);
+    REQUIRE(stdfs::file_size(big) > (1u << 20));
+    auto big_up = d.curl("POST", "/v1/images?name=big%3A1", std::nullopt,
+                         {"--data-binary", "@" + big.string(), "-H", "Content-Type: application/x-tar"});
+    CHECK_MESSAGE(big_up.status == 201, big_up.body);
 
     auto junk = d.scratch() / "junk.tar";
     write_file(junk, std::string(10000, 'j'));
@@ -340,6 +350,47 @@ TEST_SUITE("serve") {
     CHECK(!contains(d.curl("GET", "/v1/images").body, "junk"));
     // Uploads are temporary files: none is left after the import.
     CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
+  }
+
+  TEST_CASE("HEAD gets the headers of GET, Content-Length included, and no body") {
+    Daemon d;
+    d.start();
+    // A raw request with Connection: close, read to EOF: anything after the blank line is a body.
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, d.socket().c_str(), sizeof addr.sun_path - 1);
+    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    std::string req = "HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    REQUIRE(::write(fd.get(), req.data(), req.size()) == static_cast<ssize_t>(req.size()));
+    std::string reply;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) reply.append(buf, static_cast<size_t>(n));
+    INFO(reply);
+    CHECK(reply.starts_with("HTTP/1.1 200"));
+    auto end = reply.find("\r\n\r\n");
+    REQUIRE(end != std::string::npos);
+    CHECK(reply.size() == end + 4);
+    auto get = d.curl("GET", "/healthz");
+    CHECK(contains(reply, "Content-Length: " + std::to_string(get.body.size()) + "\r\n"));
+
+    // On one kept-alive connection (the CLI's client): HEAD, then GET and a 405 to HEAD, in order.
+    auto client = server::Client::connect({d.socket().string(), {}, {}});
+    REQUIRE(client);
+    auto ask = [&](const char* method, const char* target, unsigned status) {
+      auto r = client->request(method, target);
+      REQUIRE(r);
+      CHECK(r->status == status);
+      return *r;
+    };
+    auto head = ask("HEAD", "/v1/functions", 200);
+    CHECK(head.body.empty());
+    auto list = ask("GET", "/v1/functions", 200);
+    CHECK(list.body == R"({"functions":[]})");
+    CHECK(head.header("content-length") == std::to_string(list.body.size()));
+    CHECK(head.header("content-type") == list.header("content-type"));
+    CHECK(ask("HEAD", "/v1/functions/f/invoke", 405).body.empty());
+    CHECK(ask("GET", "/healthz", 200).body == get.body);
   }
 
 }  // TEST_SUITE
