@@ -74,7 +74,7 @@ struct KernelSigaction {
   uint64_t mask;
 };
 
-constexpr long kMsgNoSignal = 0x4000, kMntDetach = 2;
+constexpr long kMsgNoSignal = 0x4000, kMntDetach = 2, kPrioProcess = 0;
 
 template <class... A>
 long retrying(long n, A... args) {
@@ -258,6 +258,8 @@ void park() {
       if (pid <= 0) break;
       if (pid == function) {
         retrying(__NR_write, plan->status_fd, &status, sizeof status);
+        // What is left, the teardown of the namespaces at exit, waits for nobody.
+        if (plan->flags & kRenice) sys::call(__NR_setpriority, kPrioProcess, 0, 19);
         exit_now(0);
       }
     }
@@ -340,6 +342,12 @@ void load_plan(int argc, char** argv) {
   }
   if (int e = sys::err(sys::call(__NR_sethostname, s(plan->hostname), plan->hostname_len)); e != 0)
     fail(step_hostname, e);
+  // A pool builds sandboxes at a low priority so that refills yield the CPU to invocations; the
+  // function gets the daemon's own priority back. Lowering nice needs CAP_SYS_NICE in the host's
+  // user namespace, so this comes before the user namespace is joined.
+  if (plan->flags & kRenice)
+    if (int e = sys::err(sys::call(__NR_setpriority, kPrioProcess, 0, plan->nice)); e != 0)
+      fail(step_priority, e);
 
   if (plan->userns_fd >= 0) {
     // Joined last: the mounts above needed host root, the processes below run as the mapped root.

@@ -59,6 +59,8 @@ inline constexpr uint32_t kWaitAttach = 2;     // wait for 'a' on the control so
                                                // cgroup namespace (cgroup v1)
 inline constexpr uint32_t kDieWithParent = 4;  // PR_SET_PDEATHSIG SIGKILL
 inline constexpr uint32_t kSeccomp = 8;        // load the filter before exec
+inline constexpr uint32_t kRenice = 16;        // set up at the launcher's (low) priority, then take
+                                               // Header::nice for the function; exit at nice 19
 
 struct Header {
   uint32_t magic = kMagic, version = kVersion;
@@ -80,6 +82,8 @@ struct Header {
   Off filter = 0;   // struct sock_filter[n_filter] (8 bytes each)
   Off rlimits = 0;  // Rlimit[n_rlimits]
   uint64_t bounding = 0, effective = 0;
+  int32_t nice = 0;  // with kRenice
+  uint32_t pad2 = 0;
 };
 
 static_assert(sizeof(void*) == sizeof(Off), "the init's arrays are decoded in place: 64-bit only");
@@ -122,6 +126,7 @@ enum SpecialStep : int32_t {
   step_cgroupns = -10,
   step_stdio = -11,
   step_start_init = -12,  // exec of the init itself, or a plan it could not read
+  step_priority = -13,
 };
 
 // What the init (or the clone child before it) writes to the error pipe, once, before it exits.

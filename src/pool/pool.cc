@@ -4,6 +4,8 @@
 #include "pool/pool.h"
 
 #include <poll.h>
+#include <linux/capability.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include <thread>
 
 #include "image/store.h"
+#include "sandbox/capabilities.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
 #include "util/log.h"
@@ -39,6 +42,21 @@ constexpr size_t kMaxStarting = 4;
 constexpr auto kReadyTimeout = 30s;
 constexpr auto kBackoffFirst = 100ms;
 constexpr auto kBackoffMax = 30s;
+// Refills and cleanup run this much nicer than the daemon: on a small machine they then yield the
+// CPU to invocations instead of adding their setup to the latency of the invocation beside them.
+constexpr int kBackgroundNice = 10;
+
+int own_nice() {
+  errno = 0;
+  int n = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+  return errno ? 0 : n;
+}
+
+// Nice of the calling thread only (Linux: PRIO_PROCESS with a thread id). Raising nice always
+// works; lowering it back needs CAP_SYS_NICE, and without it the thread simply stays nicer.
+void set_thread_nice(int nice) {
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
+}
 
 // One sandbox and its cgroup. Members are destroyed in reverse: the sandbox is killed and reaped
 // before its cgroup is emptied and removed.
@@ -134,6 +152,9 @@ class PoolSetImpl final : public PoolSet {
   std::shared_ptr<cgroup::Hierarchy> cgroups_;
   PoolSetOptions options_;
   UniqueFd wake_;  // eventfd: work for the launcher
+  // The launcher thread's nice before it made itself nicer, and what it uses for refills (both set
+  // by that thread; equal when refills cannot be made nicer).
+  int base_nice_ = 0, background_nice_ = 0;
 
   mutable std::mutex mutex_;
   std::condition_variable idle_cv_;  // busy invocations finished (shutdown waits on it)
@@ -356,11 +377,16 @@ Result<SlotPtr> PoolSetImpl::launch(const cgroup::Limits& limits, const sandbox:
   slot->cgroup = FNEXEC_TRY(cgroups_->create(id, limits));
   sandbox::SandboxSpec spec = tmpl;
   spec.cgroup = slot->cgroup.get();
+  if (background_nice_ != base_nice_) spec.function_nice = base_nice_;
   slot->sandbox.emplace(FNEXEC_TRY(sandbox::Sandbox::launch(spec)));
   return slot;
 }
 
 void PoolSetImpl::launcher_loop() {
+  base_nice_ = background_nice_ = own_nice();
+  // Only where the sandbox can give its function the daemon's priority back (CAP_SYS_NICE).
+  if (sandbox::held_capabilities() & (uint64_t{1} << CAP_SYS_NICE))
+    background_nice_ = std::min(base_nice_ + kBackgroundNice, 19);
   std::vector<Starting> starting;
   for (;;) {
     // 1. Decide what to launch (cold starts first, then refills), and shrink idle pools.
@@ -407,8 +433,10 @@ void PoolSetImpl::launcher_loop() {
       }
     }
 
-    // 2. Launch outside the lock: cgroup creation and clone take a while.
+    // 2. Launch outside the lock: cgroup creation and clone take a while. A cold start has an
+    // invocation waiting for it and is built at the daemon's priority, a refill in the background.
     for (auto& job : jobs) {
+      set_thread_nice(job.request ? base_nice_ : background_nice_);
       auto slot = launch(job.fspec.limits, *job.spec, job.generation);
       if (slot) {
         starting.push_back({job.function, std::move(*slot), Clock::now(), std::move(job.request)});
@@ -529,6 +557,7 @@ void PoolSetImpl::launcher_loop() {
 }
 
 void PoolSetImpl::cleanup_loop() {
+  set_thread_nice(std::min(own_nice() + kBackgroundNice, 19));
   std::unique_lock lock(mutex_);
   for (;;) {
     trash_cv_.wait(lock, [&] { return !trash_.empty() || cleaner_stop_; });

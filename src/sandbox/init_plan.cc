@@ -54,7 +54,8 @@ std::string encode_for_init(const ChildPlan& plan) {
   wire::Header h;
   h.flags = (plan.init ? wire::kInit : 0) | (plan.wait_attach ? wire::kWaitAttach : 0) |
             (plan.die_with_parent ? wire::kDieWithParent : 0) |
-            (plan.privileges.seccomp_enabled ? wire::kSeccomp : 0);
+            (plan.privileges.seccomp_enabled ? wire::kSeccomp : 0) | (plan.function_nice ? wire::kRenice : 0);
+  h.nice = plan.function_nice.value_or(0);
   h.control_fd = plan.control_fd;
   h.error_fd = plan.error_fd;
   h.status_fd = plan.status_fd;

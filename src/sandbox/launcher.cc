@@ -134,6 +134,7 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   plan.userns_fd = userns.get();
   plan.init = spec.init;
   plan.die_with_parent = spec.die_with_parent;
+  plan.function_nice = spec.function_nice;
   plan.cwd = plan.keep(spec.cwd.empty() ? "/" : spec.cwd);
   for (auto& c : exec_candidates(spec.argv[0], spec.env))
     plan.exec_candidates.push_back(plan.keep(std::move(c)));
@@ -357,6 +358,9 @@ Result<SandboxExit> Sandbox::report(int pid1_status) {
         break;
       case detail::step_start_init:
         e.what = "start the sandbox init";
+        break;
+      case detail::step_priority:
+        e.what = "give the function its scheduling priority";
         break;
       default:
         if (failure.step >= 0 && static_cast<size_t>(failure.step) < plan_->ops.size())

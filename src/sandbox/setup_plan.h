@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,7 @@ struct ChildPlan {
   std::vector<int> keep_fds;
   bool init = true;
   bool die_with_parent = true;
+  std::optional<int> function_nice;
   // The cgroup namespace is made once the parent has attached the child to its cgroup (cgroup v1,
   // no CLONE_INTO_CGROUP): a namespace made at clone would be rooted at fnexec's cgroup.
   bool wait_attach = false;

@@ -69,6 +69,9 @@ struct SandboxSpec {
   // `fnexec run`; a multi-threaded launcher must launch from a thread that outlives the sandbox.
   bool die_with_parent = true;
   Stdio stdio = Stdio::inherit;
+  // Set by a launcher thread that runs at a lower priority than the rest of its process (pools):
+  // the sandbox is set up at the thread's priority and the function runs at this nice value.
+  std::optional<int> function_nice;
 
   // Where the sandbox's private tmpfs and overlay are mounted, inside its own mount namespace only.
   std::filesystem::path mount_dir = "/run/fnexec/mnt";
