@@ -195,6 +195,41 @@ TEST_SUITE("pool") {
     leaks.check_same();
   }
 
+  TEST_CASE("refills are built at a lower priority; the function and a cold start run at ours") {
+    images();
+    auto nice_of = [](const std::string& stat) {
+      std::istringstream in(stat.substr(stat.rfind(')') + 2));
+      std::string field;
+      for (int i = 3; i <= 19; ++i) in >> field;  // field 19: nice
+      return std::stoi(field);
+    };
+    std::ifstream self("/proc/thread-self/stat");
+    std::string self_stat((std::istreambuf_iterator<char>(self)), std::istreambuf_iterator<char>());
+    int ours = nice_of(self_stat);
+    REQUIRE(ours <= 9);
+    auto pools = make_pools();
+    // Field 19 of the function's and of PID 1's stat, as the function sees them.
+    auto probe = std::vector<std::string>{"sh", "-c", "cut -d' ' -f19 /proc/self/stat /proc/1/stat"};
+    REQUIRE(pools->configure(function("nice-warm", probe, 1)));
+    REQUIRE(pools->configure(function("nice-cold", probe, 0)));
+    wait_warm(*pools, "nice-warm", 1);
+    // The launcher thread, whose last job was a refill, and the cleanup thread run nicer.
+    int nicer = 0;
+    for (const auto& t : stdfs::directory_iterator("/proc/self/task")) {
+      std::ifstream f(t.path() / "stat");
+      std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (nice_of(s) == ours + 10) ++nicer;
+    }
+    CHECK(nicer == 2);
+    std::string expect = std::to_string(ours) + "\n" + std::to_string(ours) + "\n";
+    auto warm = invoke(*pools, "nice-warm", "");
+    CHECK(warm.start == pool::StartKind::warm);
+    CHECK(warm.output == expect);
+    auto cold = invoke(*pools, "nice-cold", "");
+    CHECK(cold.start == pool::StartKind::cold);
+    CHECK(cold.output == expect);
+  }
+
   TEST_CASE("the function gets the image's process: argv, env, workdir, user, exit code and stderr tail") {
     images();
     auto pools = make_pools();
