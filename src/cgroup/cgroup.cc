@@ -173,7 +173,7 @@ class NoHierarchy final : public Hierarchy {
                   "cgroups are disabled (" + reason_ + "); drop --memory/--cpus/--pids-limit");
     return std::make_unique<NoSandboxCgroup>();
   }
-  Result<int> remove_stale() override { return 0; }
+  Result<int> remove_stale(const std::function<bool(const std::string&)>&) override { return 0; }
 
  private:
   std::string reason_;
@@ -216,6 +216,16 @@ Result<std::shared_ptr<Hierarchy>> Hierarchy::detect(const Options& options) {
   if (options.allow_disabled) return std::make_shared<NoHierarchy>(reason);
   return fail(ErrorKind::unavailable, "find usable cgroups", {},
               reason + "; mount them, or pass --cgroups=disabled to run without limits and accounting");
+}
+
+bool owner_is_gone(const std::string& sandbox_id) {
+  auto first = sandbox_id.find('-');
+  auto last = sandbox_id.rfind('-');
+  if (first == std::string::npos || last <= first + 1) return false;
+  auto digits = sandbox_id.substr(first + 1, last - first - 1);
+  if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 9) return false;
+  auto pid = static_cast<pid_t>(std::stol(digits));
+  return pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
 Result<> kill_and_remove_tree(const std::filesystem::path& dir) {

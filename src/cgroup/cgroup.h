@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -104,8 +105,9 @@ class Hierarchy {
   // id: 1-64 of [A-Za-z0-9_.-], not starting with '.'. An existing cgroup of that id is an error.
   virtual Result<std::unique_ptr<SandboxCgroup>> create(std::string_view id, const Limits& limits) = 0;
   // Removes sandbox cgroups left by a crashed earlier instance (kills their processes first).
-  // Only for the one fnexec instance that owns the prefix (the daemon at start-up, holding its lock).
-  virtual Result<int> remove_stale() = 0;
+  // Without a filter only for the one fnexec instance that owns the prefix (the daemon at start-up,
+  // holding its lock); with one, only the sandboxes whose name it accepts (owner_is_gone).
+  virtual Result<int> remove_stale(const std::function<bool(const std::string&)>& which = nullptr) = 0;
 };
 
 class SandboxCgroup {
@@ -139,5 +141,9 @@ Result<double> parse_cpus(std::string_view text);
 // a layout another fnexec process left when it stopped (`fnexec bench --via-api` removes its own
 // daemon's prefix this way). A dir that does not exist is not an error.
 Result<> kill_and_remove_tree(const std::filesystem::path& dir);
+
+// For remove_stale() on a prefix several fnexec processes share: sandbox ids are KIND-PID-N
+// ("run-", "bench-", "pool-"); true when process PID no longer exists, as after a SIGKILL.
+bool owner_is_gone(const std::string& sandbox_id);
 
 }  // namespace fnexec::cgroup

@@ -227,10 +227,11 @@ class V1Hierarchy final : public Hierarchy {
     return sb;
   }
 
-  Result<int> remove_stale() override {
+  Result<int> remove_stale(const std::function<bool(const std::string&)>& which) override {
     std::set<std::string> names;
     for (auto& parent : unique_dirs(parents_))
-      for (auto& n : subdirs(parent)) names.insert(n);
+      for (auto& n : subdirs(parent))
+        if (!which || which(n)) names.insert(n);
     for (auto& name : names) {
       ControllerDirs dirs;
       for (auto& [c, parent] : parents_) dirs[c] = parent / name;

@@ -165,9 +165,10 @@ class V2Hierarchy final : public Hierarchy {
     return sb;
   }
 
-  Result<int> remove_stale() override {
+  Result<int> remove_stale(const std::function<bool(const std::string&)>& which) override {
     int n = 0;
     for (auto& name : subdirs(base_ / "sandboxes")) {
+      if (which && !which(name)) continue;
       auto dir = base_ / "sandboxes" / name;
       UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!fd) continue;

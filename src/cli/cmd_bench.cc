@@ -23,6 +23,7 @@
 #include "cli/commands.h"
 #include "image/store.h"
 #include "util/fs.h"
+#include "util/log.h"
 
 namespace fnexec::cli {
 
@@ -105,6 +106,11 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     cgroups = *h;
     report.host.cgroup_mode = std::string(cgroup::to_string(cgroups->mode()));
     if (cgroups->mode() == cgroup::Mode::disabled) cgroups.reset();
+    // A bench killed with SIGKILL or Ctrl-C leaves its sandboxes' (empty) cgroups; the next one
+    // removes them, and only those whose fnexec is gone: `fnexec run`s may share the prefix.
+    if (cgroups)
+      if (auto r = cgroups->remove_stale(cgroup::owner_is_gone); r && *r > 0)
+        spdlog::info("removed {} sandbox cgroups of fnexec processes that no longer exist", *r);
   } else {
     report.host.cgroup_mode = "unusable: " + h.error().message();
   }

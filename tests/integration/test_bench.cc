@@ -220,6 +220,36 @@ TEST_CASE("bench: a peer that is not installed is skipped with the reason") {
   CHECK(r.out.find("floor   process") != std::string::npos);
 }
 
+TEST_CASE("bench: removes the sandbox cgroups of an fnexec that is gone, and only those") {
+  REQUIRE(test::is_root());
+  test::ScratchTmpfs scratch("256m");
+  auto tiny = bench_args(scratch, {"-n", "1", "--warmup", "1", "--mode", "cold", "--function", "true",
+                                   "--peers", "none"});
+  auto first = test::fnexec(tiny);  // makes the layout OWN/fnexec/sandboxes if it is not there yet
+  REQUIRE_MESSAGE(first.exit_code == 0, first.err);
+  // What a bench killed by SIGKILL leaves: an empty sandbox cgroup named after its dead pid.
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  REQUIRE(dead > 0);
+  ::waitpid(dead, nullptr, 0);
+  std::string gone = fmt::format("pool-{}-7", dead), alive = fmt::format("run-{}-7", ::getpid());
+  std::vector<stdfs::path> parents;
+  for (const auto& own : test::own_cgroup_dirs())
+    if (stdfs::is_directory(own / "fnexec/sandboxes")) parents.push_back(own / "fnexec/sandboxes");
+  REQUIRE_FALSE(parents.empty());
+  for (const auto& p : parents) {
+    stdfs::create_directory(p / gone);
+    stdfs::create_directory(p / alive);
+  }
+  auto second = test::fnexec(tiny);
+  CHECK_MESSAGE(second.exit_code == 0, second.err);
+  for (const auto& p : parents) {
+    CHECK_FALSE(stdfs::exists(p / gone));
+    CHECK(stdfs::exists(p / alive));  // its owner (this test) still runs
+    ::rmdir((p / alive).c_str());
+  }
+}
+
 TEST_CASE("bench: bad options are refused with a message and nothing left behind") {
   REQUIRE(test::is_root());
   test::ScratchTmpfs scratch("64m");

@@ -1,4 +1,7 @@
 #include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <string>
 
 #include "cgroup/backend.h"
 #include "cgroup/cgroup.h"
@@ -8,6 +11,13 @@ using namespace fnexec;
 using namespace fnexec::cgroup;
 
 TEST_SUITE("cgroup") {
+  TEST_CASE("owner_is_gone: only KIND-PID-N names of a pid that does not exist") {
+    CHECK_FALSE(owner_is_gone("pool-1-3"));  // PID 1 always exists
+    CHECK_FALSE(owner_is_gone("run-" + std::to_string(::getpid()) + "-0"));
+    for (const char* odd : {"pool", "pool-", "pool--1", "pool-x1-2", "pool-12", "-1-2", "pool-99999999999-1"})
+      CHECK_FALSE(owner_is_gone(odd));
+  }
+
   TEST_CASE("parse_proc_cgroup: hybrid host with separate cpu and cpuacct") {
     auto r = parse_proc_cgroup(
         "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/e32f\n2:cpuacct:/\n1:cpu,cpuacct:/a b\n0::/\n");
