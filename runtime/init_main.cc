@@ -55,8 +55,8 @@ namespace {
 
 using namespace wire;
 
-// Signal numbers and the kernel's own sigaction layout (asm/signal.h would clash with nothing here,
-// but is not the same on every architecture).
+// Signal numbers (the same on x86_64 and aarch64), and a sigaction for the kernel large enough for
+// either architecture's layout; it is only ever passed all zeros (SIG_DFL).
 constexpr int kSIGHUP = 1, kSIGINT = 2, kSIGQUIT = 3, kSIGKILL = 9, kSIGUSR1 = 10, kSIGUSR2 = 12,
               kSIGPIPE = 13, kSIGTERM = 15, kSIGCHLD = 17, kSIGWINCH = 28;
 constexpr int kForwarded[] = {kSIGTERM, kSIGINT, kSIGHUP, kSIGQUIT, kSIGUSR1, kSIGUSR2, kSIGWINCH};
@@ -327,7 +327,8 @@ void load_plan(int argc, char** argv) {
   for (int i = 0; i < 3; ++i) {
     // The launcher made these fds >= 3, so no dup onto 0..2 overwrites a source still to come.
     int from = plan->stdio_fds[i];
-    if (from >= 0 && sys::call(__NR_dup3, from, i, 0) != i) fail(step_stdio, kEINVAL);
+    if (from < 0) continue;
+    if (long r = sys::call(__NR_dup3, from, i, 0); r != i) fail(step_stdio, r < 0 ? sys::err(r) : kEINVAL);
   }
   for (int fd : plan->stdio_fds)
     if (fd >= 0) sys::call(__NR_close, fd);

@@ -11,6 +11,7 @@
 #include "runtime/protocol.h"
 #include "runtime/sys.h"
 #include "util/syscalls.h"
+#include "util/unique_fd.h"
 
 #ifndef MFD_EXEC
 #define MFD_EXEC 0x0010U  // Linux 6.3: executable memfd even where vm.memfd_noexec asks otherwise
@@ -24,26 +25,19 @@ Result<int> init_image() {
   static const Result<int> image = []() -> Result<int> {
     const auto* begin = fnexec_init_image;
     auto size = static_cast<size_t>(fnexec_init_image_end - fnexec_init_image);
-    int fd = ::memfd_create("fnexec-init", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
-    if (fd < 0 && errno == EINVAL) fd = ::memfd_create("fnexec-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0) return fail_errno("create memfd for the sandbox init");
+    UniqueFd fd(::memfd_create("fnexec-init", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC));
+    if (!fd && errno == EINVAL) fd.reset(::memfd_create("fnexec-init", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd) return fail_errno("create memfd for the sandbox init");
     for (size_t done = 0; done < size;) {
-      ssize_t n = ::write(fd, begin + done, size - done);
+      ssize_t n = ::write(fd.get(), begin + done, size - done);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        int err = errno;
-        ::close(fd);
-        return fail_errno("write the sandbox init to its memfd", {}, err);
-      }
+      if (n <= 0) return fail_errno("write the sandbox init to its memfd", {}, n < 0 ? errno : EIO);
       done += static_cast<size_t>(n);
     }
     // Sealed: no process, inside a sandbox or not, can change the init every sandbox runs.
-    if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0) {
-      int err = errno;
-      ::close(fd);
-      return fail_errno("seal the sandbox init's memfd", {}, err);
-    }
-    return fd;  // kept for the life of the process
+    if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0)
+      return fail_errno("seal the sandbox init's memfd");
+    return fd.release();  // kept for the life of the process
   }();
   return image;
 }
