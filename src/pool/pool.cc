@@ -3,10 +3,10 @@
 // invoke::run_invocation and hands the remains to a cleanup thread, off the caller's path.
 #include "pool/pool.h"
 
-#include <poll.h>
 #include <linux/capability.h>
-#include <sys/resource.h>
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
