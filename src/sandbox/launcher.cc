@@ -86,14 +86,8 @@ Result<Pipe> stdio_pipe(bool child_reads) {
 
 // The plan block, from offset 0 (written again when a fallback changes the plan).
 Result<> write_plan(int fd, const std::string& block) {
-  if (::ftruncate(fd, 0) != 0) return fail_errno("write the sandbox plan");
-  for (size_t done = 0; done < block.size();) {
-    ssize_t n = ::pwrite(fd, block.data() + done, block.size() - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail_errno("write the sandbox plan");
-    done += static_cast<size_t>(n);
-  }
-  return {};
+  if (::ftruncate(fd, 0) != 0 || ::lseek(fd, 0, SEEK_SET) != 0) return fail_errno("write the sandbox plan");
+  return fs::write_all(fd, block, "sandbox plan");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "runtime/init_image.h"
 #include "runtime/protocol.h"
 #include "runtime/sys.h"
+#include "util/fs.h"
 #include "util/syscalls.h"
 #include "util/unique_fd.h"
 
@@ -28,12 +29,7 @@ Result<int> init_image() {
     UniqueFd fd(::memfd_create("fnexec-init", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC));
     if (!fd && errno == EINVAL) fd.reset(::memfd_create("fnexec-init", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (!fd) return fail_errno("create memfd for the sandbox init");
-    for (size_t done = 0; done < size;) {
-      ssize_t n = ::write(fd.get(), begin + done, size - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return fail_errno("write the sandbox init to its memfd", {}, n < 0 ? errno : EIO);
-      done += static_cast<size_t>(n);
-    }
+    FNEXEC_TRY(fs::write_all(fd.get(), {reinterpret_cast<const char*>(begin), size}, "memfd of the sandbox init"));
     // Sealed: no process, inside a sandbox or not, can change the init every sandbox runs.
     if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0)
       return fail_errno("seal the sandbox init's memfd");

@@ -37,21 +37,25 @@ Result<> write_file(const std::filesystem::path& path, std::string_view data) {
   return {};
 }
 
+Result<> write_all(int fd, std::string_view data, std::string_view what) {
+  for (size_t done = 0; done < data.size();) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("write", std::string(what));
+    if (n == 0) return fail(ErrorKind::internal, "write", std::string(what), "no progress");
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
 Result<> write_file_atomic(const std::filesystem::path& path, std::string_view data) {
   std::string tmp = path.string() + ".tmp.XXXXXX";
   UniqueFd fd(::mkstemp(tmp.data()));
   if (!fd) return fail_errno("create", tmp);
   auto cleanup = [&] { ::unlink(tmp.c_str()); };
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      auto e = fail_errno("write", tmp);
-      cleanup();
-      return e;
-    }
-    done += static_cast<size_t>(n);
+  if (auto w = write_all(fd.get(), data, tmp); !w) {
+    cleanup();
+    return w;
   }
   if (::fchmod(fd.get(), 0644) != 0 || ::fsync(fd.get()) != 0) {
     auto e = fail_errno("sync", tmp);

@@ -12,6 +12,9 @@ namespace fnexec::fs {
 Result<std::string> read_file(const std::filesystem::path& path);
 // Writes with one write(2) and no O_CREAT|O_TRUNC surprises: made for cgroup and proc files.
 Result<> write_file(const std::filesystem::path& path, std::string_view data);
+// Writes all of data to fd from its current offset, retrying short writes and EINTR; what names the
+// file in an error.
+Result<> write_all(int fd, std::string_view data, std::string_view what);
 // Writes to a temp file in the same directory, fsyncs it and renames it over path.
 Result<> write_file_atomic(const std::filesystem::path& path, std::string_view data);
 

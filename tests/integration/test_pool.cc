@@ -19,6 +19,7 @@
 #include "pool/pool.h"
 #include "support/fixtures.h"
 #include "support/proc.h"
+#include "util/fs.h"
 
 namespace fnexec::test {
 namespace {
@@ -203,9 +204,7 @@ TEST_SUITE("pool") {
       for (int i = 3; i <= 19; ++i) in >> field;  // field 19: nice
       return std::stoi(field);
     };
-    std::ifstream self("/proc/thread-self/stat");
-    std::string self_stat((std::istreambuf_iterator<char>(self)), std::istreambuf_iterator<char>());
-    int ours = nice_of(self_stat);
+    int ours = nice_of(fs::read_file("/proc/thread-self/stat").value_or(""));
     REQUIRE(ours <= 9);
     auto pools = make_pools();
     // Field 19 of the function's and of PID 1's stat, as the function sees them.
@@ -215,11 +214,8 @@ TEST_SUITE("pool") {
     wait_warm(*pools, "nice-warm", 1);
     // The launcher thread, whose last job was a refill, and the cleanup thread run nicer.
     int nicer = 0;
-    for (const auto& t : stdfs::directory_iterator("/proc/self/task")) {
-      std::ifstream f(t.path() / "stat");
-      std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      if (nice_of(s) == ours + 10) ++nicer;
-    }
+    for (const auto& t : stdfs::directory_iterator("/proc/self/task"))
+      if (nice_of(fs::read_file(t.path() / "stat").value_or("")) == ours + 10) ++nicer;
     CHECK(nicer == 2);
     std::string expect = std::to_string(ours) + "\n" + std::to_string(ours) + "\n";
     auto warm = invoke(*pools, "nice-warm", "");
