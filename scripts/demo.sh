@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 builddir=${BUILDDIR:-build}
 bash scripts/install-deps.sh
 [ -f "$builddir/build.ninja" ] || meson setup "$builddir" >/dev/null
-meson compile -C "$builddir" fnexec >/dev/null
+# "fnexec" alone is ambiguous: the static library and the executable share the name.
+meson compile -C "$builddir" fnexec:executable
 
 work=$(mktemp -d /tmp/fnexec-demo-XXXXXX)
 trap 'rm -rf "$work"' EXIT

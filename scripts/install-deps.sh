@@ -12,7 +12,7 @@ BUILD_PKGS=(
 # Used by tests and rootfs-tools at run time.
 TEST_PKGS=(busybox-static zstd gzip tar python3 iproute2 curl cpio kmod xz-utils)
 # Peers for bench/ and the cgroup-v2 VM suite.
-EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86)
+EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap)
 # The libFuzzer targets (tests/fuzz/run.sh): clang 14 cannot use libstdc++'s <expected>.
 FUZZ_PKGS=(clang-16 libclang-rt-16-dev)
 
