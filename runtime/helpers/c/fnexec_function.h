@@ -18,7 +18,8 @@
  *
  * The frame channel is private: fnexec_take_stdio() moves the original stdin and stdout to
  * close-on-exec fds of its own, points fd 1 at stderr (the function's log) and fd 0 at /dev/null.
- * Include this header in one file only; its state is static. */
+ * Include this header in one file only; its state is static. It needs POSIX.1-2008 (the default of
+ * gcc and clang; with a strict -std=c99 add -D_POSIX_C_SOURCE=200809L). */
 #ifndef FNEXEC_FUNCTION_H
 #define FNEXEC_FUNCTION_H
 
