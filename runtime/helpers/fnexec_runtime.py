@@ -95,6 +95,9 @@ class Channel:
         sys.stdout.flush()
         in_fd = os.dup(0)   # os.dup gives non-inheritable fds: child processes never see the channel
         out_fd = os.dup(1)
+        # The function's pipe ends are its own: blocking I/O on them cannot stall fnexec's side.
+        os.set_blocking(in_fd, True)
+        os.set_blocking(out_fd, True)
         os.dup2(2, 1)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)

@@ -74,6 +74,9 @@ static inline void fnexec_take_stdio(void) {
     perror("fnexec_function.h: dup stdin/stdout");
     exit(1);
   }
+  /* The function's pipe ends are its own: blocking I/O on them cannot stall fnexec's side. */
+  fcntl(fnexec_p_state.in_fd, F_SETFL, fcntl(fnexec_p_state.in_fd, F_GETFL) & ~O_NONBLOCK);
+  fcntl(fnexec_p_state.out_fd, F_SETFL, fcntl(fnexec_p_state.out_fd, F_GETFL) & ~O_NONBLOCK);
   dup2(2, 1);
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null_fd >= 0) {
