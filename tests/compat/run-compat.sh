@@ -171,6 +171,8 @@ if grep -q '"size":-' <<<"$out"; then fail "a negative size in image ls: $out"; 
 [ "$(grep -c '"name":"bb","tag":"25"' <<<"$out")" = 1 ] || fail "docker25: not exactly one name: $out"
 out=$(fx run bb:25 -- /bin/sh -c 'cat /etc/hostname-marker') || fail "run bb:25"
 expect "$out" '^busybox-tree$' "run bb:25"
+# As a plain path the same tarball reads as the oci-archive it also is.
+import_and_run docker25-plain "$W/docker25.tar"
 
 # --- a Debian root (mmdebstrap minbase + systemd), one layer added with umoci -----------------
 step "debian root"
