@@ -80,22 +80,28 @@ int do_inspect(const Globals& g, const ImageArgs& a) {
   if (!d) return report(d.error());
   const auto& c = d->image.config;
   int64_t total = d->config_size;
+  uint64_t devices_skipped = 0;
   std::string layers = "[";
   for (size_t i = 0; i < d->layers.size(); ++i) {
     const auto& l = d->layers[i];
     total += l.size;
+    devices_skipped += l.device_nodes_skipped;
     layers += std::string(i ? "," : "") + "\n    {\"digest\":" + json_quote(l.digest) + ",\"diff_id\":" +
               json_quote(l.diff_id) + ",\"media_type\":" + json_quote(l.media_type) +
-              ",\"size\":" + std::to_string(l.size) + ",\"path\":" + json_quote(l.path.string()) + "}";
+              ",\"size\":" + std::to_string(l.size) + ",\"path\":" + json_quote(l.path.string()) +
+              ",\"device_nodes\":" + std::to_string(l.device_nodes) +
+              ",\"device_nodes_skipped\":" + std::to_string(l.device_nodes_skipped) + "}";
   }
   layers += "\n  ]";
   std::printf(
       "{\n  \"reference\": %s,\n  \"names\": %s,\n  \"digest\": %s,\n  \"size\": %lld,\n"
+      "  \"device_nodes_skipped\": %llu,\n"
       "  \"config\": {\"digest\": %s, \"size\": %lld, \"architecture\": %s, \"os\": %s, \"created\": %s,\n"
       "    \"entrypoint\": %s, \"cmd\": %s, \"env\": %s, \"working_dir\": %s, \"user\": %s},\n"
       "  \"layers\": %s\n}\n",
       json_quote(d->image.reference).c_str(), json_array(d->names).c_str(),
       json_quote(d->image.manifest_digest).c_str(), static_cast<long long>(total),
+      static_cast<unsigned long long>(devices_skipped),
       json_quote(d->config_digest).c_str(), static_cast<long long>(d->config_size),
       json_quote(c.architecture).c_str(), json_quote(c.os).c_str(), json_quote(c.created).c_str(),
       json_array(c.entrypoint).c_str(), json_array(c.cmd).c_str(), json_array(c.env).c_str(),
@@ -138,7 +144,7 @@ void add_image_commands(CLI::App& app, Globals& g) {
                   "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF] or a plain path")
       ->required();
   imp->add_option("--name", args->name, "record the image as NAME[:TAG] (default: from the source)");
-  imp->add_flag("--allow-devices", args->allow_devices, "keep device nodes found in layers instead of refusing");
+  imp->add_flag("--allow-devices", args->allow_devices, "keep block/char device nodes found in layers (skipped by default; image layers are mounted nodev)");
   imp->callback([&g, args] { g.exit_code = do_import(g, *args); });
 
   auto* ls = image->add_subcommand("ls", "list images: name, tag, digest, size, created");

@@ -1,6 +1,7 @@
 #include "image/oci.h"
 
 #include <simdjson.h>
+#include <sys/utsname.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -237,7 +238,37 @@ Result<std::vector<DockerArchiveImage>> parse_docker_archive_manifest(std::strin
   return out;
 }
 
-Result<Descriptor> pick_manifest(const Index& index, std::string_view ref) {
+Platform platform_of_machine(std::string_view machine) {
+  struct Known {
+    std::string_view machine, architecture, variant;
+  };
+  // The kernel's names on the left, Go's GOARCH (which OCI uses) on the right.
+  static constexpr Known known[] = {
+      {"x86_64", "amd64", ""},   {"aarch64", "arm64", ""},    {"arm64", "arm64", ""},
+      {"armv7l", "arm", "v7"},   {"armv6l", "arm", "v6"},     {"armv5tel", "arm", "v5"},
+      {"i386", "386", ""},       {"i686", "386", ""},         {"ppc64le", "ppc64le", ""},
+      {"s390x", "s390x", ""},    {"riscv64", "riscv64", ""},  {"mips64", "mips64le", ""},
+      {"loongarch64", "loong64", ""},
+  };
+  for (const auto& k : known)
+    if (k.machine == machine) return {"linux", std::string(k.architecture), std::string(k.variant)};
+  return {"linux", std::string(machine), ""};
+}
+
+const Platform& host_platform() {
+  static const Platform host = [] {
+    struct utsname u{};
+    ::uname(&u);
+    return platform_of_machine(u.machine);
+  }();
+  return host;
+}
+
+std::string to_string(const Platform& p) {
+  return p.os + "/" + p.architecture + (p.variant.empty() ? "" : "/" + p.variant);
+}
+
+Result<Descriptor> pick_manifest(const Index& index, std::string_view ref, const Platform& want) {
   std::vector<const Descriptor*> candidates;
   for (const auto& d : index.manifests) {
     if (!ref.empty()) {
@@ -253,9 +284,12 @@ Result<Descriptor> pick_manifest(const Index& index, std::string_view ref) {
                 ref.empty() ? "the index lists no manifests" : "no manifest in the index has this reference");
   if (candidates.size() == 1) return *candidates.front();
   for (const auto* d : candidates)
-    if (d->platform && d->platform->os == "linux" && d->platform->architecture == "amd64") return *d;
+    if (d->platform && d->platform->os == want.os && d->platform->architecture == want.architecture &&
+        (want.variant.empty() || d->platform->variant.empty() || d->platform->variant == want.variant))
+      return *d;
   return fail(ErrorKind::invalid, "choose image", ref.empty() ? "in index" : std::string(ref),
-              std::to_string(candidates.size()) + " manifests and none for linux/amd64: name one as oci:DIR:REF");
+              std::to_string(candidates.size()) + " manifests and none for " + to_string(want) +
+                  " (this host's platform): name one as oci:DIR:REF");
 }
 
 std::string json_quote(std::string_view s) {

@@ -44,6 +44,14 @@ struct Platform {
   std::string variant;
 };
 
+// The OCI platform of a uname(2) machine name ("x86_64" -> amd64, "aarch64" -> arm64, "armv7l" ->
+// arm/v7, ...); an unknown machine name is passed through as the architecture.
+Platform platform_of_machine(std::string_view machine);
+// This host's platform: the images it can run.
+const Platform& host_platform();
+// "linux/arm64/v8", without the variant when it is empty.
+std::string to_string(const Platform& p);
+
 struct Descriptor {
   std::string media_type;
   std::string digest;  // valid, see is_valid_digest
@@ -81,8 +89,9 @@ Result<ParsedConfig> parse_config(std::string_view json);
 Result<std::vector<DockerArchiveImage>> parse_docker_archive_manifest(std::string_view json);
 
 // The manifest to import from an index: the one whose ref annotation equals ref when given,
-// else the only one, else the linux/amd64 one.
-Result<Descriptor> pick_manifest(const Index& index, std::string_view ref);
+// else the only one, else the one for the wanted platform (a variant only narrows the choice
+// when both sides name one).
+Result<Descriptor> pick_manifest(const Index& index, std::string_view ref, const Platform& want = host_platform());
 
 // A JSON string literal with the quotes, for the few documents the store writes itself.
 std::string json_quote(std::string_view s);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <simdjson.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,6 +34,10 @@ fsys::path blob_path(const fsys::path& root, std::string_view digest) {
 }
 fsys::path layer_path(const fsys::path& root, std::string_view diff_id) {
   return root / "layers" / "sha256" / std::string(digest_hex(diff_id));
+}
+
+fsys::path layer_info_path(const fsys::path& root, std::string_view diff_id) {
+  return root / "layer-info" / (std::string(digest_hex(diff_id)) + ".json");
 }
 
 bool path_exists(const fsys::path& p) {
@@ -149,6 +154,30 @@ Result<StoredImage> load_image(const fsys::path& root, const std::string& digest
   return img;
 }
 
+// What unpacking a layer left out; all zero for a layer without a record (older stores).
+struct LayerRecord {
+  uint64_t device_nodes = 0;
+  uint64_t device_nodes_skipped = 0;
+};
+
+LayerRecord load_layer_record(const fsys::path& root, std::string_view diff_id) {
+  LayerRecord r;
+  auto text = fs::read_file(layer_info_path(root, diff_id));
+  if (!text) return r;
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(*text);
+  simdjson::dom::object obj;
+  if (parser.parse(padded).get_object().get(obj)) return r;
+  if (obj["device_nodes"].get_uint64().get(r.device_nodes)) r.device_nodes = 0;
+  if (obj["device_nodes_skipped"].get_uint64().get(r.device_nodes_skipped)) r.device_nodes_skipped = 0;
+  return r;
+}
+
+std::string layer_record_json(const LayerDigests& d) {
+  return "{\"device_nodes\":" + std::to_string(d.device_nodes) +
+         ",\"device_nodes_skipped\":" + std::to_string(d.device_nodes_skipped) + "}\n";
+}
+
 // ---------------------------------------------------------------------------------------------
 
 class Importer {
@@ -250,10 +279,12 @@ class Importer {
     if (config.diff_ids.size() != layers)
       return fail(ErrorKind::corrupt, "read image config", {},
                   std::to_string(config.diff_ids.size()) + " diff_ids for " + std::to_string(layers) + " layers");
-    if ((!config.config.os.empty() && config.config.os != "linux") ||
-        (!config.config.architecture.empty() && config.config.architecture != "amd64"))
+    const Platform& host = host_platform();
+    if ((!config.config.os.empty() && config.config.os != host.os) ||
+        (!config.config.architecture.empty() && config.config.architecture != host.architecture))
       return fail(ErrorKind::invalid, "import image", {},
-                  "it is built for " + config.config.os + "/" + config.config.architecture + ", not linux/amd64");
+                  "it is built for " + config.config.os + "/" + config.config.architecture + ", not " +
+                      host.os + "/" + host.architecture + " (this host)");
     return {};
   }
 
@@ -311,9 +342,29 @@ class Importer {
                                     int64_t expected_size, const std::string& diff_id) {
     if (auto it = done_.find(archive_path); it != done_.end()) return it->second;
     if (have_layer(diff_id) && have_blob(expected_digest)) {
+      if (options_.allow_devices)
+        if (auto skipped = load_layer_record(root_, diff_id).device_nodes_skipped)
+          spdlog::warn(
+              "layer {} stays without its {} device nodes: it was unpacked before without --allow-devices "
+              "(remove every image using it, run `fnexec image gc`, then import again)",
+              diff_id.substr(0, 19), skipped);
+      // A docker-archive names no size or compression: the stored blob has both, so the manifest
+      // written for it is the same as the first import's.
+      auto stored = path_exists(blob_path(root_, expected_digest))
+                        ? blob_path(root_, expected_digest)
+                        : work_ / "blobs" / std::string(digest_hex(expected_digest));
+      UniqueFd blob(::open(stored.c_str(), O_RDONLY | O_CLOEXEC));
+      struct stat st;
+      if (!blob || ::fstat(blob.get(), &st) != 0) return fail_errno("open stored layer blob", stored.string());
+      if (expected_size >= 0 && st.st_size != expected_size)
+        return fail(ErrorKind::corrupt, "verify layer blob", expected_digest,
+                    "the store has it with " + std::to_string(st.st_size) + " bytes, the descriptor says " +
+                        std::to_string(expected_size));
       LayerDigests d;
       d.compressed = expected_digest;
-      d.compressed_size = static_cast<uint64_t>(expected_size);
+      d.compressed_size = static_cast<uint64_t>(st.st_size);
+      d.compression = FNEXEC_TRY(blob_compression(blob.get()));
+      done_[archive_path] = d;
       return d;
     }
     auto src_path = FNEXEC_TRY(src_.file(archive_path));
@@ -379,6 +430,8 @@ class Importer {
     if (digests->uncompressed != diff_id)
       return fail(ErrorKind::corrupt, "verify layer", what,
                   "its uncompressed tar has digest " + digests->uncompressed + " but the config says " + diff_id);
+    if (dest) FNEXEC_TRY(fs::write_file_atomic(work_ / "layer-info" / (std::string(digest_hex(diff_id)) + ".json"),
+                                               layer_record_json(*digests)));
     auto final_blob = work_ / "blobs" / std::string(digest_hex(digests->compressed));
     if (!have_blob(digests->compressed)) {
       auto from = copy ? partial : src_path;
@@ -436,7 +489,7 @@ Result<> clear_dir(const fsys::path& dir) {
 Result<Store> Store::open(fsys::path root) {
   std::error_code ec;
   root = fsys::absolute(root, ec);
-  for (auto sub : {"blobs/sha256", "layers/sha256", "tmp"}) {
+  for (auto sub : {"blobs/sha256", "layers/sha256", "layer-info", "tmp"}) {
     fsys::create_directories(root / sub, ec);
     if (ec)
       return fail(ErrorKind::internal, "create store directory", (root / sub).string(),
@@ -462,7 +515,7 @@ Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions
   if (auto r = clear_dir(root_ / "tmp"); !r) return context(r.error());
   auto work = fs::TempDir::make(root_ / "tmp", "import-");
   if (!work) return context(work.error());
-  for (auto sub : {"stage", "blobs", "layers"})
+  for (auto sub : {"stage", "blobs", "layers", "layer-info"})
     if (::mkdir((work->path() / sub).c_str(), 0700) != 0) return context(fail_errno("create", sub).error());
   auto src = ImageSource::open(source, work->path() / "stage");
   if (!src) return context(src.error());
@@ -481,6 +534,8 @@ Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions
   UniqueFd rootfd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (rootfd) ::syncfs(rootfd.get());
   if (auto r = move_all(work->path() / "blobs", root_ / "blobs" / "sha256"); !r) return context(r.error());
+  // Records first: a layer is never visible without the record of what unpacking it left out.
+  if (auto r = move_all(work->path() / "layer-info", root_ / "layer-info"); !r) return context(r.error());
   if (auto r = move_all(work->path() / "layers", root_ / "layers" / "sha256"); !r) return context(r.error());
   auto refs = load_refs(root_);
   if (!refs) return context(refs.error());
@@ -488,7 +543,16 @@ Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions
   (*refs)[full] = digest;
   if (auto r = save_refs(root_, *refs); !r) return context(r.error());
   auto resolved = resolve(digest);
-  if (resolved) resolved->reference = full;
+  if (!resolved) return resolved;
+  resolved->reference = full;
+  if (auto config = load_image(root_, digest)) {
+    uint64_t skipped = 0;
+    for (const auto& id : config->config.diff_ids) skipped += load_layer_record(root_, id).device_nodes_skipped;
+    if (skipped)
+      spdlog::warn("image {}: skipped {} device node{} in its layers (the sandbox has its own /dev; "
+                   "import with --allow-devices to keep them)",
+                   full, skipped, skipped == 1 ? "" : "s");
+  }
   return resolved;
 }
 
@@ -564,7 +628,9 @@ Result<ImageDetails> Store::inspect(std::string_view ref) const {
   d.config_size = img.manifest.config.size;
   for (size_t i = 0; i < img.manifest.layers.size(); ++i) {
     const auto& l = img.manifest.layers[i];
-    d.layers.push_back({l.digest, img.config.diff_ids[i], l.media_type, l.size, d.image.layers[i]});
+    auto record = load_layer_record(root_, img.config.diff_ids[i]);
+    d.layers.push_back({l.digest, img.config.diff_ids[i], l.media_type, l.size, d.image.layers[i],
+                        record.device_nodes, record.device_nodes_skipped});
   }
   for (const auto& [full, digest] : FNEXEC_TRY(load_refs(root_)))
     if (digest == d.image.manifest_digest) d.names.push_back(full);
@@ -607,10 +673,12 @@ Result<GcReport> Store::gc() {
     for (const auto& id : img->config.diff_ids) layers.insert(std::string(digest_hex(id)));
   }
   GcReport report;
-  auto sweep = [&](const fsys::path& dir, const std::set<std::string>& keep, size_t& count) -> Result<> {
+  auto sweep = [&](const fsys::path& dir, const std::set<std::string>& keep, size_t& count,
+                   std::string_view suffix = {}) -> Result<> {
     std::error_code ec;
     for (const auto& entry : fsys::directory_iterator(dir, ec)) {
-      if (keep.contains(entry.path().filename().string())) continue;
+      std::string name = entry.path().filename().string();
+      if (name.ends_with(suffix) && keep.contains(name.substr(0, name.size() - suffix.size()))) continue;
       report.bytes_freed += tree_bytes(entry.path());
       fsys::remove_all(entry.path(), ec);
       if (ec) return fail(ErrorKind::internal, "remove", entry.path().string(), ec.message());
@@ -621,6 +689,8 @@ Result<GcReport> Store::gc() {
   };
   FNEXEC_TRY(sweep(root_ / "blobs" / "sha256", blobs, report.blobs_removed));
   FNEXEC_TRY(sweep(root_ / "layers" / "sha256", layers, report.layers_removed));
+  size_t records_removed = 0;
+  FNEXEC_TRY(sweep(root_ / "layer-info", layers, records_removed, ".json"));
   return report;
 }
 

@@ -1,6 +1,7 @@
 // The content-addressed image store: verified blobs, layers unpacked once, name:tag references.
 //   ROOT/blobs/sha256/<hex>        every blob, verified as it was written
 //   ROOT/layers/sha256/<diff_id>/  each layer unpacked once, overlay-ready (whiteouts converted)
+//   ROOT/layer-info/<diff_id>.json what unpacking left out: {"device_nodes":N,"device_nodes_skipped":M}
 //   ROOT/refs.json                 name:tag -> manifest digest
 // This header is the contract the sandbox and server modules build on.
 #pragma once
@@ -38,7 +39,7 @@ struct ResolvedImage {
 
 struct ImportOptions {
   std::optional<std::string> name;  // "name[:tag]" to record; default from the source's ref, if any
-  bool allow_devices = false;       // keep device nodes in layers instead of refusing them
+  bool allow_devices = false;       // keep device nodes in layers instead of skipping them
   bool progress = false;            // print a progress line for large layers (on a TTY)
 };
 
@@ -57,6 +58,8 @@ struct LayerInfo {
   std::string media_type;
   int64_t size = 0;        // compressed
   std::filesystem::path path;
+  uint64_t device_nodes = 0;          // block/char devices in the layer's tar
+  uint64_t device_nodes_skipped = 0;  // of those, not unpacked (imported without --allow-devices)
 };
 
 // What `fnexec image inspect` shows.

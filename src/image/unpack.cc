@@ -48,8 +48,6 @@ std::string sha256_of(std::string_view data) {
 // entry-name rules
 
 Result<std::string> clean_entry_path(std::string_view name) {
-  if (name.starts_with('/'))
-    return fail(ErrorKind::corrupt, "unpack entry", std::string(name), "absolute names are refused");
   std::string out;
   size_t i = 0;
   while (i <= name.size()) {
@@ -242,6 +240,8 @@ class LayerWriter {
 
   Result<> write(struct archive* tar, struct archive_entry* e);
   Result<> finish();
+  uint64_t device_nodes() const { return device_nodes_; }
+  uint64_t device_nodes_skipped() const { return device_nodes_skipped_; }
 
  private:
   Result<UniqueFd> open_dir(std::string_view rel, bool create);
@@ -256,6 +256,8 @@ class LayerWriter {
 
   UniqueFd root_;
   bool allow_devices_;
+  uint64_t device_nodes_ = 0;
+  uint64_t device_nodes_skipped_ = 0;
   std::string cached_dir_;
   UniqueFd cached_fd_;
   std::vector<std::pair<std::string, std::array<timespec, 2>>> dir_times_;
@@ -495,8 +497,14 @@ Result<> LayerWriter::write(struct archive* tar, struct archive_entry* e) {
     case AE_IFBLK:
     case AE_IFIFO: {
       mode_t type = archive_entry_filetype(e);
-      if (type != AE_IFIFO && !allow_devices_)
-        return std::unexpected(corrupt(path, "device nodes are refused (import with --allow-devices to keep them)"));
+      if (type != AE_IFIFO) {
+        ++device_nodes_;
+        // Root filesystems made by debootstrap carry /dev nodes; the sandbox mounts its own /dev over them.
+        if (!allow_devices_) {
+          ++device_nodes_skipped_;
+          return {};
+        }
+      }
       FNEXEC_TRY(make_room(pfd, base, path, false));
       if (::mknodat(pfd, name.c_str(), type | 0600, archive_entry_rdev(e)) != 0) return fail_errno("mknod", path);
       FNEXEC_TRY(set_link_times(pfd, base, e, path));
@@ -520,6 +528,17 @@ Result<> LayerWriter::finish() {
 }
 
 }  // namespace
+
+Result<std::string> blob_compression(int blob_fd) {
+  unsigned char magic[4] = {};
+  ssize_t n;
+  do n = ::pread(blob_fd, magic, sizeof magic, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return fail_errno("read layer blob");
+  if (n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) return std::string("gzip");
+  if (n == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd) return std::string("zstd");
+  return std::string("none");
+}
 
 Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> dest_dir,
                                   const UnpackOptions& options) {
@@ -595,7 +614,11 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
     if (!n) return std::unexpected(n.error());
     if (*n == 0) break;
   }
-  if (writer) FNEXEC_TRY(writer->finish());
+  if (writer) {
+    FNEXEC_TRY(writer->finish());
+    out.device_nodes = writer->device_nodes();
+    out.device_nodes_skipped = writer->device_nodes_skipped();
+  }
   if (options.progress) options.progress(cin.total);
   out.compressed = cin.hash.finish();
   out.compressed_size = cin.total;

@@ -31,8 +31,9 @@ class Sha256 {
 std::string sha256_of(std::string_view data);
 
 // Entry-name rules shared by the unpacker and the archive reader.
-// Strips "./" prefixes, repeated and trailing slashes and "." components; "" is the layer root.
-// Fails on absolute names and on any ".." component.
+// Strips leading slashes and "./" prefixes (as GNU tar, Docker and containerd do: umoci writes the
+// layer root as "/"), repeated and trailing slashes and "." components; "" is the layer root.
+// Fails on any ".." component.
 Result<std::string> clean_entry_path(std::string_view name);
 
 // dir/target normalised without touching the filesystem ("a/b" + "../c" -> "a/c"); nullopt when it
@@ -53,7 +54,7 @@ struct Whiteout {
 Whiteout classify_whiteout(std::string_view clean_path);
 
 struct UnpackOptions {
-  bool allow_devices = false;      // extract block/char devices instead of refusing them
+  bool allow_devices = false;      // extract block/char devices instead of skipping them
   int64_t expected_size = -1;      // compressed size from the descriptor; reading more fails at once
   int copy_fd = -1;                // when >= 0, the compressed bytes are also written here
   // Called with the compressed bytes read so far, every 4 MiB and once at the end; may be empty.
@@ -66,7 +67,12 @@ struct LayerDigests {
   std::string uncompressed;    // sha256 of the whole decompressed stream (the diff_id)
   uint64_t uncompressed_size = 0;
   std::string compression;     // "none", "gzip" or "zstd"
+  uint64_t device_nodes = 0;   // block/char device entries seen while unpacking (kept or skipped)
+  uint64_t device_nodes_skipped = 0;  // of those, left out because devices were not allowed
 };
+
+// The compression of a blob from its first bytes ("none", "gzip" or "zstd"); reads with pread.
+Result<std::string> blob_compression(int blob_fd);
 
 // Reads blob_fd to its end. With dest_dir (an empty directory), unpacks into it; without, only
 // verifies the stream. The caller compares the digests with the descriptor and the diff_id.

@@ -203,7 +203,8 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
   if (opts.size() >= kPageSize)
     return fail(ErrorKind::invalid, "mount overlay for image", spec.image_name,
                 "lowerdir list too long (" + std::to_string(spec.layers.size()) + " layers)");
-  b.mount("overlay", newroot, "overlay", 0, opts);
+  // nodev: a device node kept in a layer (import --allow-devices) opens nothing; /dev is its own mount.
+  b.mount("overlay", newroot, "overlay", MS_NODEV, opts);
   b.add(OpKind::pivot_root, newroot);
 
   // Paths from here on are inside the sandbox.
@@ -278,7 +279,8 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
 
   auto cwd = FNEXEC_TRY(sandbox_path(spec.cwd, "working directory"));
   b.mkdir_p(cwd);  // podman creates a missing working directory too
-  if (spec.read_only) b.add(OpKind::remount_ro, "/");
+  // A bind remount sets every per-mount flag anew: nodev must be named again.
+  if (spec.read_only) b.add(OpKind::remount_ro, "/").flags = MS_NODEV;
   return {};
 }
 

@@ -8,6 +8,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -286,12 +287,10 @@ TEST_CASE("hostile images are refused and leave the store exactly as it was") {
   // Entries that must never be unpacked; the first layer (src2) is new to the store, so a failure
   // must also take it away again.
   for (const Case& c : std::vector<Case>{{"dotdot", "\"..\" components are refused"},
-                                         {"absolute", "absolute names are refused"},
                                          {"through_symlink", "writing through symlinks is refused"},
                                          {"climbing_symlink", "climbs out of the layer"},
                                          {"hardlink_outside", "\"..\" components are refused"},
-                                         {"hardlink_missing", "is not a file of this layer"},
-                                         {"device", "--allow-devices"}}) {
+                                         {"hardlink_missing", "is not a file of this layer"}}) {
     CAPTURE(c.name);
     auto tar = scratch / (c.name + ".tar");
     REQUIRE(test::run({"python3", "-c", kHostileTarScript, tar.string(), c.name}).exit_code == 0);
@@ -358,16 +357,105 @@ TEST_CASE("hostile images are refused and leave the store exactly as it was") {
     CHECK(store_state(store) == before);
   }
 
-  // The same device layer imports when devices are allowed.
-  auto dev = scratch / "hostile-device";
-  auto r = fnexec_in(store, {"image", "import", "oci:" + dev.string(), "--name", "dev", "--allow-devices"});
+}
+
+TEST_CASE("absolute names land under the layer root; device nodes are skipped and counted unless allowed") {
+  REQUIRE(test::is_root());
+  test::ScratchTmpfs scratch;
+  Sources src(scratch.path());
+  auto layout = [&](const std::string& kind) {
+    auto tar = scratch / (kind + ".tar");
+    REQUIRE(test::run({"python3", "-c", kHostileTarScript, tar.string(), kind}).exit_code == 0);
+    auto out = scratch / ("layout-" + kind);
+    auto built = tool("mkimage", {"--dir", src.two.string(), "--raw-layer", tar.string(), "-o", out.string()},
+                      scratch.path());
+    REQUIRE_MESSAGE(built.exit_code == 0, built.err);
+    return out;
+  };
+  auto store = scratch / "store";
+  auto r = fnexec_in(store, {"image", "import", "oci:" + layout("absolute").string(), "--name", "abs"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  auto img = image::Store::open(store)->resolve("dev");
+  auto img = image::Store::open(store)->resolve("abs");
+  REQUIRE(img);
+  CHECK(*fs::read_file(img->layers.back() / "evil") == "x");
+  CHECK(!stdfs::exists("/evil"));
+
+  // Without --allow-devices: imported, one line says how many nodes were skipped, inspect counts them.
+  auto dev = layout("device");
+  r = fnexec_in(store, {"image", "import", "oci:" + dev.string(), "--name", "dev"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK_MESSAGE(r.err.find("skipped 1 device node in its layers") != std::string::npos, r.err);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  img = image::Store::open(store)->resolve("dev");
+  REQUIRE(img);
+  CHECK(!stdfs::exists(stdfs::symlink_status(img->layers.back() / "null")));
+  CHECK(*fs::read_file(img->layers.back() / "ok") == "fine");
+  auto inspect = fnexec_in(store, {"image", "inspect", "dev"});
+  REQUIRE(inspect.exit_code == 0);
+  CHECK_MESSAGE(inspect.out.find("\"device_nodes_skipped\": 1,") != std::string::npos, inspect.out);
+  CHECK(inspect.out.find("\"device_nodes\":1,\"device_nodes_skipped\":1}") != std::string::npos);
+  // The layer stays as it was unpacked; --allow-devices then says why the node is still missing.
+  r = fnexec_in(store, {"image", "import", "oci:" + dev.string(), "--name", "dev", "--allow-devices"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK_MESSAGE(r.err.find("stays without its 1 device nodes") != std::string::npos, r.err);
+  // gc removes a layer's record with the layer.
+  REQUIRE(fnexec_in(store, {"image", "rm", "dev"}).exit_code == 0);
+  REQUIRE(fnexec_in(store, {"image", "gc"}).exit_code == 0);
+  size_t records = 0;
+  for ([[maybe_unused]] auto& e : stdfs::directory_iterator(store / "layer-info")) ++records;
+  CHECK(records == 2);  // abs's two layers
+
+  // The same layer imports with its node when devices are allowed.
+  r = fnexec_in(store, {"image", "import", "oci:" + dev.string(), "--name", "dev", "--allow-devices"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(r.err.empty());
+  img = image::Store::open(store)->resolve("dev");
   REQUIRE(img);
   struct stat st;
   REQUIRE(::lstat((img->layers.back() / "null").c_str(), &st) == 0);
   CHECK(S_ISCHR(st.st_mode));
   CHECK(st.st_rdev == makedev(1, 3));
+  inspect = fnexec_in(store, {"image", "inspect", "dev"});
+  CHECK(inspect.out.find("\"device_nodes\":1,\"device_nodes_skipped\":0}") != std::string::npos);
+}
+
+TEST_CASE("a docker-archive of either layout imports twice to the same image") {
+  REQUIRE(test::is_root());
+  test::ScratchTmpfs scratch;
+  Sources src(scratch.path());
+  for (std::string layout : {"classic", "25"}) {
+    for (std::string comp : {"none", "gzip"}) {
+      CAPTURE(layout);
+      CAPTURE(comp);
+      auto archive = scratch / ("d-" + layout + "-" + comp + ".tar");
+      auto args = src.layer_args();
+      args.insert(args.end(), {"--compression", comp, "--ref", "d:1", "--mtime", "0", "--docker-layout", layout,
+                               "--docker-archive", archive.string()});
+      auto built = tool("mkimage", args, scratch.path());
+      REQUIRE_MESSAGE(built.exit_code == 0, built.err);
+      auto store = scratch / ("store-" + layout + "-" + comp);
+      auto first = fnexec_in(store, {"image", "import", "docker-archive:" + archive.string()});
+      REQUIRE_MESSAGE(first.exit_code == 0, first.err);
+      auto again = fnexec_in(store, {"image", "import", "docker-archive:" + archive.string()});
+      REQUIRE_MESSAGE(again.exit_code == 0, again.err);
+      CHECK(again.out == first.out);
+      auto ls = fnexec_in(store, {"image", "ls", "--json"});
+      REQUIRE(ls.exit_code == 0);
+      CHECK(ls.out.find("\"size\":-") == std::string::npos);
+      CHECK(std::count(ls.out.begin(), ls.out.end(), '{') == 1);  // one name, not a dangling second
+      auto st = image::Store::open(store);
+      auto details = st->inspect("d:1");
+      REQUIRE_MESSAGE(details, details.error().message());
+      for (const auto& l : details->layers) {
+        CAPTURE(l.digest);
+        CHECK(l.size == static_cast<int64_t>(stdfs::file_size(store / "blobs/sha256" / l.digest.substr(7))));
+        CHECK(l.media_type == (comp == "gzip" ? "application/vnd.oci.image.layer.v1.tar+gzip"
+                                              : "application/vnd.oci.image.layer.v1.tar"));
+      }
+      check_image_tree(store, "d:1", scratch / ("m-" + layout + comp));
+      CHECK(stdfs::is_empty(store / "tmp"));
+    }
+  }
 }
 
 TEST_CASE("rm removes names; gc keeps what is referenced and frees the rest") {

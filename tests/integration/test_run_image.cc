@@ -132,6 +132,39 @@ TEST_SUITE("run-image") {
     CHECK(missing.err.find("entrypoint /app/handler not found in image fn-hello:1") != std::string::npos);
   }
 
+  TEST_CASE("a device node kept with --allow-devices opens nothing (layers are nodev); /dev/null works") {
+    auto tar = images().scratch / "devices.tar";
+    auto made = run({"python3", "-c", R"PY(
+import sys, tarfile
+with tarfile.open(sys.argv[1], "w") as tf:
+    for name, kind, mode in (("kept", tarfile.DIRTYPE, 0o777), ("kept/null", tarfile.CHRTYPE, 0o666)):
+        ti = tarfile.TarInfo(name); ti.type = kind; ti.mode = mode; ti.devmajor, ti.devminor = 1, 3
+        tf.addfile(ti)
+)PY",
+                     tar.string()});
+    REQUIRE(made.exit_code == 0);
+    auto layout = images().scratch / "devices";
+    auto mk = run({rootfs_tool("mkimage").string(), "--busybox", "--raw-layer", tar.string(), "-o", layout.string()});
+    REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
+    auto imp = fnexec({"--root", images().store.string(), "image", "import", "oci:" + layout.string(), "--name",
+                       "devices:1", "--allow-devices"});
+    REQUIRE_MESSAGE(imp.exit_code == 0, imp.err);
+    const std::string script =
+        "ls -l /kept/null; echo x >/dev/null && head -c 4 /dev/zero | wc -c; "
+        "if echo x >/kept/null; then echo kept-opened; else echo kept-refused; fi";
+    // --read-only remounts the rootfs: nodev must survive it.
+    for (bool read_only : {false, true}) {
+      CAPTURE(read_only);
+      std::vector<std::string> args{"devices:1", "--", "/bin/sh", "-c", script};
+      if (read_only) args.insert(args.begin(), "--read-only");
+      auto r = run_image(args);
+      REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+      CHECK(r.out.starts_with("crw-rw-rw-"));
+      CHECK(r.out.find("\n4\nkept-refused\n") != std::string::npos);
+      CHECK_MESSAGE(r.err.find("Permission denied") != std::string::npos, r.err);
+    }
+  }
+
   TEST_CASE("a transport is imported on the fly") {
     auto r = run_image({"oci-archive:" + images().hello_archive.string(), "--", "on-the-fly"});
     CHECK(r.exit_code == 0);

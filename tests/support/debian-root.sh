@@ -16,19 +16,21 @@ KEY=$( { cat "$0"; echo "$PACKAGES"; dpkg --print-architecture; } | sha256sum | 
 OUT=$CACHE/debian-root-$KEY.tar
 exec 9>"$CACHE/.debian-root.lock"
 flock 9   # parallel suites share the cache
-if [ ! -s "$OUT" ]; then
+if [ ! -f "$OUT" ] || [ ! -s "$OUT" ]; then
     sources=()
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
         [ -s "$f" ] && grep -qv '^\s*\(#\|$\)' "$f" && sources+=("$f")
     done
     ((${#sources[@]})) || { echo "debian-root: the host has no apt sources" >&2; exit 77; }
     echo "debian-root: building $OUT with mmdebstrap (minbase + $PACKAGES)" >&2
-    if ! mmdebstrap --quiet --variant=minbase --include="$PACKAGES" bookworm "$OUT.tmp" "${sources[@]}" >&2; then
-        rm -f "$OUT.tmp"
+    # --format: mmdebstrap guesses the format from the name's extension, and ".tmp" would make a directory.
+    rm -rf "$OUT.tmp"
+    if ! mmdebstrap --quiet --variant=minbase --format=tar --include="$PACKAGES" bookworm "$OUT.tmp" "${sources[@]}" >&2; then
+        rm -rf "$OUT.tmp"
         echo "debian-root: mmdebstrap failed (is the Debian archive reachable?)" >&2
         exit 77
     fi
     mv "$OUT.tmp" "$OUT"
-    for old in "$CACHE"/debian-root-*.tar; do [ "$old" = "$OUT" ] || rm -f "$old"; done
+    for old in "$CACHE"/debian-root-*.tar; do [ "$old" = "$OUT" ] || [ ! -f "$old" ] || rm -f "$old"; done
 fi
 echo "$OUT"

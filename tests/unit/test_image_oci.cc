@@ -75,7 +75,7 @@ TEST_CASE("bad manifests are refused with the reason") {
   expect_corrupt(std::string(5 << 20, ' '), "larger than 4 MiB");
 }
 
-TEST_CASE("an index picks by reference, then the only entry, then linux/amd64") {
+TEST_CASE("an index picks by reference, then the only entry, then the host's platform") {
   std::string idx = R"({"schemaVersion":2,"manifests":[
     {"mediaType":")" + std::string(media::oci_manifest) + R"(","digest":")" + kDigestA +
                     R"(","size":1,"platform":{"os":"linux","architecture":"arm64"},
@@ -86,23 +86,60 @@ TEST_CASE("an index picks by reference, then the only entry, then linux/amd64") 
   REQUIRE(index);
   REQUIRE(index->manifests.size() == 2);
   CHECK(index->manifests[0].platform->architecture == "arm64");
-  CHECK(pick_manifest(*index, {})->digest == kDigestB);
-  CHECK(pick_manifest(*index, "arm")->digest == kDigestA);
+  const Platform amd64{"linux", "amd64", ""}, arm64{"linux", "arm64", "v8"};
+  CHECK(pick_manifest(*index, {}, amd64)->digest == kDigestB);
+  // A variant on one side only does not exclude a manifest.
+  CHECK(pick_manifest(*index, {}, arm64)->digest == kDigestA);
+  CHECK(pick_manifest(*index, "arm", amd64)->digest == kDigestA);
   auto none = pick_manifest(*index, "nope");
   REQUIRE(!none);
   CHECK(none.error().kind == ErrorKind::not_found);
+  // Without a platform the host's is wanted.
+  const std::string& host = host_platform().architecture;
+  auto by_host = pick_manifest(*index, {});
+  if (host == "amd64" || host == "arm64") {
+    REQUIRE(by_host);
+    CHECK(by_host->digest == (host == "amd64" ? kDigestB : kDigestA));
+  } else {
+    CHECK(!by_host);
+  }
 
   Index two_arm;
   two_arm.manifests = index->manifests;
   two_arm.manifests[1].platform->architecture = "s390x";
-  auto ambiguous = pick_manifest(two_arm, {});
+  auto ambiguous = pick_manifest(two_arm, {}, amd64);
   REQUIRE(!ambiguous);
   CHECK(ambiguous.error().message().find("none for linux/amd64") != std::string::npos);
+
+  // Variants narrow the choice when both sides name one.
+  Index arms;
+  arms.manifests = {index->manifests[0], index->manifests[0], index->manifests[1]};
+  arms.manifests[0].platform = Platform{"linux", "arm", "v6"};
+  arms.manifests[1].platform = Platform{"linux", "arm", "v7"};
+  arms.manifests[1].digest = kDigestB;
+  CHECK(pick_manifest(arms, {}, Platform{"linux", "arm", "v7"})->digest == kDigestB);
+  CHECK(pick_manifest(arms, {}, Platform{"linux", "arm", "v6"})->digest == kDigestA);
+  auto v5 = pick_manifest(arms, {}, Platform{"linux", "arm", "v5"});
+  REQUIRE(!v5);
+  CHECK(v5.error().message().find("none for linux/arm/v5 (this host's platform)") != std::string::npos);
 
   CHECK(!parse_index(R"({"schemaVersion":2,"mediaType":")" + std::string(media::oci_manifest) +
                      R"(","manifests":[]})"));
   CHECK(!parse_index(R"({"schemaVersion":2})"));
   CHECK(!parse_index(R"({"schemaVersion":2,"manifests":[{"mediaType":"x","size":1}]})"));
+}
+
+TEST_CASE("uname machine names map to OCI platforms") {
+  CHECK(to_string(platform_of_machine("x86_64")) == "linux/amd64");
+  CHECK(to_string(platform_of_machine("aarch64")) == "linux/arm64");
+  CHECK(to_string(platform_of_machine("armv7l")) == "linux/arm/v7");
+  CHECK(to_string(platform_of_machine("i686")) == "linux/386");
+  CHECK(to_string(platform_of_machine("ppc64le")) == "linux/ppc64le");
+  CHECK(to_string(platform_of_machine("s390x")) == "linux/s390x");
+  CHECK(to_string(platform_of_machine("riscv64")) == "linux/riscv64");
+  CHECK(to_string(platform_of_machine("mystery")) == "linux/mystery");
+  CHECK(host_platform().os == "linux");
+  CHECK(!host_platform().architecture.empty());
 }
 
 TEST_CASE("config: run settings and diff_ids; nulls are empty; bad ones refused") {

@@ -1,6 +1,8 @@
 // Parent-side pieces of the sandbox that need no privileges: plans, parsers, records.
 #include <doctest/doctest.h>
 
+#include <sys/mount.h>
+
 #include <string>
 
 #include "invoke/invocation.h"
@@ -11,9 +13,13 @@
 namespace fnexec::sandbox {
 namespace {
 
-const detail::SetupOp* find_mount(const detail::ChildPlan& plan, std::string_view fstype) {
+// The first mount of fstype (on path, when given).
+const detail::SetupOp* find_mount(const detail::ChildPlan& plan, std::string_view fstype,
+                                  std::string_view path = {}) {
   for (const auto& op : plan.ops)
-    if (op.kind == detail::OpKind::mount && op.fstype && op.fstype == fstype) return &op;
+    if (op.kind == detail::OpKind::mount && op.fstype && op.fstype == fstype &&
+        (path.empty() || (op.path && op.path == path)))
+      return &op;
   return nullptr;
 }
 
@@ -92,6 +98,11 @@ TEST_SUITE("sandbox") {
           "lowerdir=/s/layers/c:/s/layers/b:/s/layers/a,upperdir=/run/x/upper,workdir=/run/x/work");
     CHECK(std::string(ov->path) == "/run/x/root");
     CHECK(detail::describe(*ov) == "mount overlay on /run/x/root");
+    // Image layers are mounted nodev; the sandbox's /dev is a tmpfs of its own that is not.
+    CHECK((ov->flags & MS_NODEV) != 0);
+    auto* dev = find_mount(plan, "tmpfs", "/dev");
+    REQUIRE(dev);
+    CHECK((dev->flags & MS_NODEV) == 0);
   }
 
   TEST_CASE("many layers: relative lowerdirs from the common parent, then a clear error") {
@@ -146,6 +157,7 @@ TEST_SUITE("sandbox") {
     std::vector<UniqueFd> fds;
     REQUIRE(detail::plan_rootfs(spec, -1, plan, fds));
     CHECK(plan.ops.back().kind == detail::OpKind::remount_ro);
+    CHECK((plan.ops.back().flags & MS_NODEV) != 0);  // a bind remount would otherwise clear nodev
     int tmp = 0, run = 0;
     for (const auto& op : plan.ops) {
       if (op.kind != detail::OpKind::mount || !op.fstype || std::string(op.fstype) != "tmpfs") continue;
