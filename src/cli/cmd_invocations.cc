@@ -40,7 +40,8 @@ int print_output(const std::string& id, const std::string& body) {
   std::string bytes(output);
   if (encoding == "base64") {
     auto decoded = server::base64_decode(output);
-    if (!decoded) return report(fail(ErrorKind::corrupt, "decode output of invocation", id, "bad base64").error());
+    if (!decoded)
+      return report(fail(ErrorKind::corrupt, "decode output of invocation", id, "bad base64").error());
     bytes = std::move(*decoded);
   } else if (encoding != "utf-8") {
     return report(fail(ErrorKind::corrupt, "decode output of invocation", id,

@@ -92,11 +92,14 @@ Result<> load_map(const fsys::path& root, const char* file, const char* key, std
   simdjson::dom::parser parser;
   simdjson::padded_string padded(text);
   simdjson::dom::object obj;
-  auto bad = [&](std::string detail) { return fail(ErrorKind::corrupt, "read " + std::string(what), p.string(), detail); };
+  auto bad = [&](std::string detail) {
+    return fail(ErrorKind::corrupt, "read " + std::string(what), p.string(), detail);
+  };
   if (parser.parse(padded).get_object().get(obj) || obj[key].get_object().get(obj))
     return bad(fmt::format("not a {{\"{}\": {{...}}}} document", key));
   for (auto field : obj)
-    if (!read_entry(std::string(field.key), field.value)) return bad("bad entry for " + std::string(field.key));
+    if (!read_entry(std::string(field.key), field.value))
+      return bad("bad entry for " + std::string(field.key));
   return {};
 }
 
@@ -112,12 +115,13 @@ Result<> save_map(const fsys::path& root, const char* file, const char* key,
 
 Result<Refs> load_refs(const fsys::path& root) {
   Refs refs;
-  FNEXEC_TRY(load_map(root, "refs.json", "refs", "references", [&](std::string name, simdjson::dom::element v) {
-    std::string_view digest;
-    if (v.get_string().get(digest) || !is_valid_digest(digest)) return false;
-    refs.emplace(std::move(name), std::string(digest));
-    return true;
-  }));
+  FNEXEC_TRY(
+      load_map(root, "refs.json", "refs", "references", [&](std::string name, simdjson::dom::element v) {
+        std::string_view digest;
+        if (v.get_string().get(digest) || !is_valid_digest(digest)) return false;
+        refs.emplace(std::move(name), std::string(digest));
+        return true;
+      }));
   return refs;
 }
 
@@ -145,7 +149,8 @@ Result<Pins> load_pins(const fsys::path& root) {
 Result<> save_pins(const fsys::path& root, const Pins& pins) {
   std::vector<std::pair<std::string, std::string>> entries;
   for (const auto& [holder, pin] : pins)
-    entries.emplace_back(holder, "{\"reference\":" + json_quote(pin.first) + ",\"digest\":" + json_quote(pin.second) + "}");
+    entries.emplace_back(
+        holder, "{\"reference\":" + json_quote(pin.first) + ",\"digest\":" + json_quote(pin.second) + "}");
   return save_map(root, "pins.json", "pins", entries);
 }
 
@@ -646,7 +651,7 @@ Result<GcReport> Store::gc() {
   auto lock = FNEXEC_TRY(StoreLock::acquire(root_));
   FNEXEC_TRY(clear_dir(root_ / "tmp"));
   std::set<std::string> blobs, layers;  // hex names to keep
-  std::set<std::string> live;             // manifest digests: named or pinned
+  std::set<std::string> live;           // manifest digests: named or pinned
   for (const auto& [name, digest] : FNEXEC_TRY(load_refs(root_))) live.insert(digest);
   for (const auto& [holder, pin] : FNEXEC_TRY(load_pins(root_))) live.insert(pin.second);
   for (const auto& digest : live) {

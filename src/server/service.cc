@@ -362,7 +362,8 @@ void Service::delete_function(const std::string& name, Respond respond) {
     }
     if (pools_) pools_->remove(name);
     if (store_)
-      if (auto r = store_->unpin(pin_holder(name)); !r) spdlog::error("function={} {}", name, r.error().message());
+      if (auto r = store_->unpin(pin_holder(name)); !r)
+        spdlog::error("function={} {}", name, r.error().message());
     spdlog::info("function={} deleted", name);
     respond(Reply{204, "application/json", {}, {}});
     pump_queue();  // queued async invocations of it now fail instead of waiting

@@ -412,7 +412,8 @@ TEST_CASE("rm removes names; gc keeps what is referenced and frees the rest") {
   REQUIRE(st->pin("function f", "bee:7"));
   auto refused = fnexec_in(store, {"image", "rm", img->manifest_digest.substr(7, 12)});
   CHECK(refused.exit_code == 125);
-  CHECK_MESSAGE(refused.err.find("in use by function f: delete the function") != std::string::npos, refused.err);
+  CHECK_MESSAGE(refused.err.find("in use by function f: delete the function") != std::string::npos,
+                refused.err);
   // Made by digest, it lets the name go, and gc keeps the image all the same.
   auto by_digest = st->pin("function f", img->manifest_digest);
   REQUIRE(by_digest);

@@ -352,7 +352,8 @@ TEST_SUITE("serve") {
     CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
   }
 
-  TEST_CASE("a function pins its image: `image rm` refuses its name, `image gc` keeps it; delete releases it") {
+  TEST_CASE(
+      "a function pins its image: `image rm` refuses its name, `image gc` keeps it; delete releases it") {
     Daemon d;
     d.start();
     auto store = [&](std::vector<std::string> args) {
@@ -429,7 +430,8 @@ TEST_SUITE("serve") {
     CHECK(!contains(d.curl("GET", "/v1/images").body, "stalled"));
     // The same for an event.
     auto fd2 = connect_unix(d.socket());
-    std::string ev = "POST /v1/functions/f/invoke HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc";
+    std::string ev =
+        "POST /v1/functions/f/invoke HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc";
     REQUIRE(::write(fd2.get(), ev.data(), ev.size()) == static_cast<ssize_t>(ev.size()));
     CHECK(read_to_eof(fd2.get()).starts_with("HTTP/1.1 408"));
   }

@@ -276,9 +276,13 @@ std::map<std::string, double> parse_prometheus(const std::string& text) {
 }  // namespace
 
 TEST_CASE("base64: RFC 4648 vectors, every length round-trips, malformed text is refused") {
-  for (auto [plain, coded] : std::vector<std::pair<std::string, std::string>>{
-           {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="},
-           {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}}) {
+  for (auto [plain, coded] : std::vector<std::pair<std::string, std::string>>{{"", ""},
+                                                                              {"f", "Zg=="},
+                                                                              {"fo", "Zm8="},
+                                                                              {"foo", "Zm9v"},
+                                                                              {"foob", "Zm9vYg=="},
+                                                                              {"fooba", "Zm9vYmE="},
+                                                                              {"foobar", "Zm9vYmFy"}}) {
     CHECK(base64_encode(plain) == coded);
     CHECK(base64_decode(coded) == plain);
   }
@@ -288,11 +292,12 @@ TEST_CASE("base64: RFC 4648 vectors, every length round-trips, malformed text is
     CHECK(base64_decode(base64_encode(bytes)) == bytes);
   }
   CHECK(base64_encode(std::string("\xFF\xFE\x00", 3)) == "//4A");
-  for (const char* bad : {"Zg=", "Zg=a", "Z===", "Zm9v!A==", "=Zm9", "Zg==Zg=="}) CHECK_MESSAGE(!base64_decode(bad), bad);
+  for (const char* bad : {"Zg=", "Zg=a", "Z===", "Zm9v!A==", "=Zm9", "Zg==Zg=="})
+    CHECK_MESSAGE(!base64_decode(bad), bad);
   CHECK(is_valid_utf8("plain \xC3\xA9 \xF0\x9F\x98\x80"));
   CHECK(!is_valid_utf8("\xC3"));
   CHECK(!is_valid_utf8("\xED\xA0\x80"));  // a surrogate
-  CHECK(!is_valid_utf8("\xC0\xAF"));  // overlong
+  CHECK(!is_valid_utf8("\xC0\xAF"));      // overlong
 }
 
 TEST_CASE("Prometheus text: families, labels, cumulative histogram") {
@@ -551,6 +556,22 @@ TEST_CASE("state: each function keeps its own newest records_per_function record
   finish("quiet", "q50");
   CHECK(s->list_invocations("quiet", 0, 1000).value().size() == 5);
   CHECK(!s->get_invocation("q-running").value());
+
+  // A large limit is kept in batches of 1/64 of it: never fewer than the limit, never more than a batch over.
+  Retention many{1 << 20, 640};
+  for (int i = 0; i < 2000; ++i) {
+    REQUIRE(s->insert_running("m" + std::to_string(i), "many", 1));
+    InvocationEnd x;
+    x.id = "m" + std::to_string(i);
+    x.outcome = "success";
+    REQUIRE(s->finish(x, many));
+    if (i >= 640) {
+      auto n = s->list_invocations("many", 0, 10000).value().size();
+      REQUIRE_MESSAGE((n >= 640 && n < 650), n << " records after " << i + 1);
+    }
+  }
+  CHECK(s->get_invocation("m1999").value());
+  CHECK(s->list_invocations("quiet", 0, 1000).value().size() == 5);
 }
 
 TEST_CASE("state: logs bounded per function, oldest dropped first") {
