@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <set>
 
 namespace fnexec::bench {
 
@@ -63,10 +65,71 @@ namespace {
 
 constexpr double kWidth = 960, kHeight = 540;
 constexpr double kLeft = 80, kRight = 260, kTop = 70, kBottom = 70;
-constexpr const char* kColors[] = {"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd",
-                                   "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
+// Tableau's ten, then six from the hue gaps between them (indigo, teal, olive green, gold, plum,
+// black), so up to sixteen groups get colours that read apart.
+constexpr const char* kColors[] = {"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+                                   "#e377c2", "#17becf", "#7f7f7f", "#bcbd22", "#393b79", "#00a087",
+                                   "#637939", "#e7ba52", "#7b4173", "#000000"};
+// Solid first; each pattern stays recognisable in a 30-pixel legend swatch.
+constexpr const char* kDashes[] = {"", "8 4", "2 3", "10 3 2 3", "1 5"};
+
+// Past the listed colours: hues a golden angle apart at one saturation and lightness, so each new
+// one lands far from the generated ones before it.
+std::string generated_color(size_t n) {
+  const double hue = std::fmod(static_cast<double>(n) * 137.508, 360.0);
+  constexpr double kSat = 0.7, kLight = 0.42;
+  const double a = kSat * std::min(kLight, 1 - kLight);
+  auto channel = [&](int k0) {
+    double k = std::fmod(k0 + hue / 30, 12.0);
+    double v = kLight - a * std::max(-1.0, std::min({k - 3, 9 - k, 1.0}));
+    return static_cast<int>(std::lround(v * 255));
+  };
+  return fmt::format("#{:02x}{:02x}{:02x}", channel(0), channel(8), channel(4));
+}
+
+// Past the listed patterns: "N 2 1 2" with N growing with n, unlike every listed one.
+std::string generated_dash(size_t n) {
+  return fmt::format("{} 2 1 2", n + 12);
+}
+
+// A curve without a group or function is a group (or function) of its own.
+const std::string& group_key(const Curve& c) {
+  return c.group.empty() ? c.label : c.group;
+}
+const std::string& function_key(const Curve& c) {
+  return c.function.empty() ? c.label : c.function;
+}
 
 }  // namespace
+
+std::vector<CurveStyle> curve_styles(const std::vector<Curve>& curves) {
+  std::map<std::string, std::string> color_of, dash_of;
+  std::set<std::string> colors_used;
+  size_t generated = 0;
+  std::vector<CurveStyle> styles;
+  for (const auto& c : curves) {
+    auto [color, new_group] = color_of.try_emplace(group_key(c));
+    if (new_group) {
+      size_t i = color_of.size() - 1;
+      if (i < std::size(kColors)) {
+        color->second = kColors[i];
+      } else {
+        // A generated colour never repeats one already in the chart (bounded: only hundreds of
+        // groups would exhaust the distinct hues).
+        do color->second = generated_color(generated++);
+        while (colors_used.contains(color->second) && generated < 4096);
+      }
+      colors_used.insert(color->second);
+    }
+    auto [dash, new_function] = dash_of.try_emplace(function_key(c));
+    if (new_function) {
+      size_t i = dash_of.size() - 1;
+      dash->second = i < std::size(kDashes) ? kDashes[i] : generated_dash(i);
+    }
+    styles.push_back({color->second, dash->second});
+  }
+  return styles;
+}
 
 std::string render_cdf_svg(std::string_view title, std::string_view subtitle,
                            const std::vector<Curve>& curves) {
@@ -127,11 +190,14 @@ std::string render_cdf_svg(std::string_view title, std::string_view subtitle,
   s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n",
                    kLeft, kTop, pw, ph);
 
+  const std::vector<CurveStyle> styles = curve_styles(curves);
+  auto dash_attribute = [](const CurveStyle& st) {
+    return st.dasharray.empty() ? std::string() : fmt::format(" stroke-dasharray=\"{}\"", st.dasharray);
+  };
   // One step path per curve: the empirical CDF, rising 1/n at each sample.
   for (size_t i = 0; i < curves.size(); ++i) {
     std::vector<double> v = curves[i].samples_ms;
     std::sort(v.begin(), v.end());
-    const char* color = kColors[i % std::size(kColors)];
     std::string d;
     if (!v.empty()) {
       d = fmt::format("M{:.1f},{:.1f}", x(v[0]), y(0));
@@ -141,19 +207,45 @@ std::string render_cdf_svg(std::string_view title, std::string_view subtitle,
       }
     }
     s += fmt::format(
-        "<path class=\"curve\" data-label=\"{}\" d=\"{}\" fill=\"none\" stroke=\"{}\" "
+        "<path class=\"curve\" data-label=\"{}\" d=\"{}\" fill=\"none\" stroke=\"{}\"{} "
         "stroke-width=\"{}\"/>\n",
-        xml_escape(curves[i].label), d, color, curves[i].label.starts_with("fnexec") ? 2.5 : 1.5);
+        xml_escape(curves[i].label), d, styles[i].color, dash_attribute(styles[i]),
+        curves[i].label.starts_with("fnexec") ? 2.5 : 1.5);
   }
-  // Legend, right of the plot.
+  // Legend, right of the plot: one row per curve while they fit at 22 pixels; past that one row per
+  // group (its colour) and one per function (its dash), which grows with the sum instead of the
+  // product. Rows close up only when even that does not fit.
+  struct LegendRow {
+    std::string label;
+    CurveStyle style;
+  };
+  std::vector<LegendRow> rows;
+  constexpr double kRow = 22;
+  const double room = ph - 10;  // from the first row to the bottom of the plot
+  auto fits = [&](size_t n) { return n <= 1 || static_cast<double>(n - 1) * kRow <= room; };
+  if (fits(curves.size())) {
+    for (size_t i = 0; i < curves.size(); ++i) rows.push_back({curves[i].label, styles[i]});
+  } else {
+    std::vector<LegendRow> functions;
+    std::set<std::string> seen_groups, seen_functions;
+    for (size_t i = 0; i < curves.size(); ++i) {
+      const Curve& c = curves[i];
+      if (seen_groups.insert(group_key(c)).second) rows.push_back({group_key(c), {styles[i].color, ""}});
+      if (seen_functions.insert(function_key(c)).second)
+        functions.push_back({function_key(c), {"#555", styles[i].dasharray}});
+    }
+    rows.insert(rows.end(), functions.begin(), functions.end());
+  }
   s += "<g class=\"legend\">\n";
-  for (size_t i = 0; i < curves.size(); ++i) {
-    double ly = kTop + 10 + static_cast<double>(i) * 22;
+  const double row = fits(rows.size()) ? kRow : room / static_cast<double>(rows.size() - 1);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    double ly = kTop + 10 + static_cast<double>(i) * row;
     double lx = kLeft + pw + 20;
     s += fmt::format(
-        "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"{3}\" stroke-width=\"3\"/>"
-        "<text x=\"{4}\" y=\"{1}\" dominant-baseline=\"middle\">{5}</text>\n",
-        lx, ly, lx + 24, kColors[i % std::size(kColors)], lx + 32, xml_escape(curves[i].label));
+        "<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"{3}\"{4} stroke-width=\"3\"/>"
+        "<text x=\"{5}\" y=\"{1:.1f}\" dominant-baseline=\"middle\">{6}</text>\n",
+        lx, ly, lx + 30, rows[i].style.color, dash_attribute(rows[i].style), lx + 38,
+        xml_escape(rows[i].label));
   }
   s += "</g>\n</svg>\n";
   return s;

@@ -1,5 +1,7 @@
 // A latency CDF chart as standalone SVG, written directly: log-scale x axis (milliseconds) with
-// decade ticks, fraction of invocations on y, one path per curve, a legend and axis titles.
+// decade ticks, fraction of invocations on y, one path per curve, a legend and axis titles. Each
+// group (system and mode) has its own colour and each function its own dash pattern, so no two
+// curves look alike however many systems, modes and functions a run has.
 #pragma once
 
 #include <string>
@@ -25,7 +27,18 @@ std::string xml_escape(std::string_view s);
 struct Curve {
   std::string label;               // "fnexec cold · true"
   std::vector<double> samples_ms;  // any order
+  std::string group;               // "fnexec cold": curves of one group share a colour ("": the label)
+  std::string function;            // "true": curves of one function share a dash pattern ("": the label)
 };
+
+struct CurveStyle {
+  std::string color;      // "#d62728"
+  std::string dasharray;  // SVG stroke-dasharray; "" is a solid line
+};
+
+// One style per curve: colours in order of each group's first appearance (sixteen listed ones,
+// then generated hues), dash patterns likewise per function (solid first).
+std::vector<CurveStyle> curve_styles(const std::vector<Curve>& curves);
 
 std::string render_cdf_svg(std::string_view title, std::string_view subtitle,
                            const std::vector<Curve>& curves);

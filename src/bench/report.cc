@@ -10,6 +10,7 @@
 #include <set>
 #include <utility>
 
+#include "bench/chart.h"
 #include "util/fs.h"
 
 namespace fnexec::bench {
@@ -330,6 +331,20 @@ std::string to_markdown(const Report& r) {
   for (const auto& g : evaluate_goals(r))
     out += fmt::format("| {} | {} | {} | {} |\n", g.metric, g.target, goal_value(g), goal_verdict(g));
   return out;
+}
+
+std::string to_svg(const Report& r) {
+  std::vector<Curve> curves;
+  for (const auto& s : r.series) {
+    if (s.concurrency != 1 || s.samples_us.empty()) continue;
+    Curve c{s.label(), {}, s.system + " " + s.mode, s.function};
+    for (double us : s.samples_us) c.samples_ms.push_back(us / 1000);
+    curves.push_back(std::move(c));
+  }
+  std::string subtitle =
+      fmt::format("{}, {} cores, kernel {}, cgroups {}; {} runs each, concurrency 1", r.host.cpu_model,
+                  r.host.cores, r.host.kernel, r.host.cgroup_mode, r.runs);
+  return render_cdf_svg("fnexec bench: start latency CDF", subtitle, curves);
 }
 
 }  // namespace fnexec::bench

@@ -1,5 +1,5 @@
-// What a bench run produced, and its three renderings: a table for people, JSON with every sample,
-// and the goals of issues 3, 5 and 6 checked against the numbers of this run.
+// What a bench run produced, and its renderings: a table for people (also as Markdown), JSON with
+// every sample, a CDF chart, and the goals of issues 3, 5 and 6 checked against the numbers of this run.
 #pragma once
 
 #include <optional>
@@ -75,5 +75,8 @@ std::string to_json(const Report& r);
 std::string to_table(const Report& r);
 // The same as Markdown for bench/results/*.md.
 std::string to_markdown(const Report& r);
+// The latency CDF of every series at concurrency 1 as SVG: a colour per system and mode, a dash
+// pattern per function.
+std::string to_svg(const Report& r);
 
 }  // namespace fnexec::bench

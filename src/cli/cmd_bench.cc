@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "bench/api.h"
-#include "bench/chart.h"
 #include "bench/fnexec_targets.h"
 #include "bench/peers.h"
 #include "bench/report.h"
@@ -245,20 +244,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   std::fflush(stdout);
   if (o.json) FNEXEC_TRY(fs::write_file_atomic(*o.json, bench::to_json(report)));
   if (o.markdown) FNEXEC_TRY(fs::write_file_atomic(*o.markdown, bench::to_markdown(report)));
-  if (o.svg) {
-    std::vector<bench::Curve> curves;
-    for (const auto& s : report.series) {
-      if (s.concurrency != 1 || s.samples_us.empty()) continue;
-      bench::Curve c{s.label(), {}};
-      for (double us : s.samples_us) c.samples_ms.push_back(us / 1000);
-      curves.push_back(std::move(c));
-    }
-    std::string subtitle =
-        fmt::format("{}, {} cores, kernel {}, cgroups {}; {} runs each, concurrency 1", report.host.cpu_model,
-                    report.host.cores, report.host.kernel, report.host.cgroup_mode, report.runs);
-    FNEXEC_TRY(fs::write_file_atomic(
-        *o.svg, bench::render_cdf_svg("fnexec bench: start latency CDF", subtitle, curves)));
-  }
+  if (o.svg) FNEXEC_TRY(fs::write_file_atomic(*o.svg, bench::to_svg(report)));
   for (const auto& s : report.series)
     if (s.system == "fnexec" && s.failures) return 1;
   return 0;

@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,35 @@ Series series(std::string system, std::string mode, std::string fn, unsigned con
   s.samples_us = std::move(us);
   s.wall_seconds = 0.5;
   return s;
+}
+
+// The value of attribute name in one SVG element's text; "" when it is absent.
+std::string attribute(const std::string& element, const std::string& name) {
+  auto at = element.find(" " + name + "=\"");
+  if (at == std::string::npos) return "";
+  at += name.size() + 3;
+  return element.substr(at, element.find('"', at) - at);
+}
+
+struct DrawnCurve {
+  std::string label, stroke, dash;
+};
+
+std::vector<DrawnCurve> drawn_curves(const std::string& svg) {
+  std::vector<DrawnCurve> out;
+  for (size_t p = svg.find("<path class=\"curve\""); p != std::string::npos;
+       p = svg.find("<path class=\"curve\"", p + 1)) {
+    std::string element = svg.substr(p, svg.find("/>", p) - p);
+    out.push_back({attribute(element, "data-label"), attribute(element, "stroke"),
+                   attribute(element, "stroke-dasharray")});
+  }
+  return out;
+}
+
+size_t legend_rows(const std::string& svg) {
+  auto at = svg.find("<g class=\"legend\">");
+  if (at == std::string::npos) return 0;
+  return count(svg.substr(at, svg.find("</g>", at) - at), "<line ");
 }
 
 }  // namespace
@@ -104,6 +135,65 @@ TEST_CASE("bench: the SVG has one curve per series, escaped labels and decade la
   CHECK(svg.find("title &amp; more") != std::string::npos);
   CHECK(svg.find(">1</text>") != std::string::npos);
   CHECK(svg.find(">100</text>") != std::string::npos);
+}
+
+TEST_CASE("bench: no two curves of a chart share both colour and dash") {
+  // The full suite's nine system+mode groups, nine more (past the sixteen listed colours), and six
+  // functions (past the five listed dash patterns).
+  const std::vector<std::pair<std::string, std::string>> groups{
+      {"fnexec", "cold"},    {"fnexec", "cold-api"},    {"fnexec", "warm"},    {"fnexec", "warm-api"},
+      {"fnexec", "run"},     {"floor", "process"},      {"bwrap", "process"},  {"crun", "process"},
+      {"runc", "process"},   {"youki", "process"},      {"gvisor", "process"}, {"kata", "process"},
+      {"lxc", "process"},    {"nsjail", "process"},     {"podman", "process"}, {"docker", "process"},
+      {"sysbox", "process"}, {"firecracker", "process"}};
+  const std::vector<std::string> functions{"true", "cat", "sha256", "sleep", "echo", "env"};
+  Report r;
+  r.runs = 3;
+  for (const auto& [system, mode] : groups)
+    for (const auto& fn : functions) {
+      r.series.push_back(series(system, mode, fn, 1, {1000, 2000, 3000}));
+      r.series.push_back(series(system, mode, fn, 4, {1000, 2000, 3000}));  // not charted
+    }
+  auto svg = to_svg(r);
+  auto curves = drawn_curves(svg);
+  REQUIRE(curves.size() == groups.size() * functions.size());
+  // Too many curves for a row each: the legend has a row per group and one per function.
+  CHECK(legend_rows(svg) == groups.size() + functions.size());
+
+  std::set<std::pair<std::string, std::string>> looks;
+  std::map<std::string, std::string> color_of_group, dash_of_function;
+  std::set<std::string> colors, dashes;
+  for (const auto& c : curves) {
+    CHECK(looks.insert({c.stroke, c.dash}).second);
+    CHECK(c.stroke.starts_with("#"));
+    auto dot = c.label.find(" · ");
+    REQUIRE(dot != std::string::npos);
+    std::string group = c.label.substr(0, dot), fn = c.label.substr(dot + std::string(" · ").size());
+    // One colour per system+mode and one dash per function, so the legend reads as a grid.
+    CHECK(color_of_group.try_emplace(group, c.stroke).first->second == c.stroke);
+    CHECK(dash_of_function.try_emplace(fn, c.dash).first->second == c.dash);
+  }
+  for (const auto& [g, color] : color_of_group) colors.insert(color);
+  for (const auto& [f, dash] : dash_of_function) dashes.insert(dash);
+  CHECK(colors.size() == groups.size());
+  CHECK(dashes.size() == functions.size());
+  // The reported case: floor process · true drew in fnexec cold · true's red, solid (the old
+  // palette wrapped every ten curves).
+  CHECK(curves[0].label == "fnexec cold · true");
+  CHECK(curves[5 * functions.size()].label == "floor process · true");
+  CHECK(curves[0].stroke != curves[5 * functions.size()].stroke);
+
+  // The full suite's chart (nine groups, two functions) has a legend row per curve.
+  Report suite;
+  for (size_t g = 0; g < 9; ++g)
+    for (size_t f = 0; f < 2; ++f)
+      suite.series.push_back(series(groups[g].first, groups[g].second, functions[f], 1, {1}));
+  CHECK(legend_rows(to_svg(suite)) == 18);
+
+  // A curve without group or function (a caller of render_cdf_svg that sets neither) is its own.
+  auto plain = drawn_curves(render_cdf_svg("t", "s", {{"a", {1}}, {"b", {2}}}));
+  REQUIRE(plain.size() == 2);
+  CHECK((plain[0].stroke != plain[1].stroke || plain[0].dash != plain[1].dash));
 }
 
 TEST_CASE("bench: JSON report parses and carries every sample, ratios and goals") {
