@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "server/client.h"
+#include "server/json.h"
 
 namespace fnexec::cli {
 
@@ -18,7 +19,38 @@ struct InvocationsFlags {
   std::string id;
   uint64_t limit = 20;
   bool json = false;
+  bool output = false;
 };
+
+// --id ID --output: the async invocation's stdout, byte for byte (the API sends non-UTF-8 output as base64).
+int print_output(const std::string& id, const std::string& body) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(body);
+  simdjson::dom::element doc;
+  std::string_view output, encoding = "utf-8", status;
+  if (parser.parse(padded).get(doc))
+    return report(fail(ErrorKind::corrupt, "read invocation", id, "unexpected reply").error());
+  server::read_member(doc["status"], status);
+  if (!server::read_member(doc["output"], output))
+    return report(fail(ErrorKind::not_found, "show output of invocation", id,
+                       status == "done" ? "it has no output kept (only async invocations keep theirs)"
+                                        : fmt::format("it is {}; try again when it is done", status))
+                      .error());
+  server::read_member(doc["output_encoding"], encoding);
+  std::string bytes(output);
+  if (encoding == "base64") {
+    auto decoded = server::base64_decode(output);
+    if (!decoded)
+      return report(fail(ErrorKind::corrupt, "decode output of invocation", id, "bad base64").error());
+    bytes = std::move(*decoded);
+  } else if (encoding != "utf-8") {
+    return report(fail(ErrorKind::corrupt, "decode output of invocation", id,
+                       fmt::format("unknown output_encoding {}", encoding))
+                      .error());
+  }
+  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+  return 0;
+}
 
 std::string local_time(int64_t ms) {
   std::time_t t = static_cast<std::time_t>(ms / 1000);
@@ -38,6 +70,7 @@ int do_list(const EndpointOptions& e, const InvocationsFlags& f) {
   auto r = client->request("GET", target);
   if (!r) return report(r.error());
   if (r->status != 200) return report(http_error(*r, "list invocations"));
+  if (f.output) return print_output(f.id, r->body);
   if (f.json || !f.id.empty()) {
     std::printf("%s\n", r->body.c_str());
     return 0;
@@ -81,6 +114,8 @@ void add_invocations_command(CLI::App& app, Globals& g) {
   sub->add_option("--id", f->id, "show one invocation as JSON (with an async invocation's output)");
   sub->add_option("-n,--limit", f->limit, "how many")->capture_default_str();
   sub->add_flag("--json", f->json, "print the API's JSON");
+  sub->add_flag("--output", f->output, "with --id: print only the async invocation's output, byte for byte")
+      ->needs("--id");
   add_endpoint_options(sub, *e);
   sub->callback([f, e, &g] { g.exit_code = do_list(*e, *f); });
 }

@@ -1,12 +1,14 @@
 #include "image/store.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -84,38 +86,80 @@ Result<std::pair<std::string, std::string>> parse_reference(std::string_view ref
   return std::pair{name, tag};
 }
 
-Result<Refs> load_refs(const fsys::path& root) {
-  Refs refs;
-  auto p = root / "refs.json";
-  if (!path_exists(p)) return refs;
+// ROOT/FILE is {"KEY": {"name": VALUE, ...}}: each entry goes to read_entry(name, value), which
+// returns false for a value it cannot use. A missing file is an empty map.
+template <class ReadEntry>
+Result<> load_map(const fsys::path& root, const char* file, const char* key, std::string_view what,
+                  ReadEntry&& read_entry) {
+  auto p = root / file;
+  if (!path_exists(p)) return {};
   std::string text = FNEXEC_TRY(read_document(p, 64 << 20));
   simdjson::dom::parser parser;
   simdjson::padded_string padded(text);
   simdjson::dom::object obj;
-  if (parser.parse(padded).get_object().get(obj) || obj["refs"].get_object().get(obj))
-    return fail(ErrorKind::corrupt, "read references", p.string(), "not a {\"refs\": {...}} document");
-  for (auto field : obj) {
-    std::string_view digest;
-    if (field.value.get_string().get(digest) || !is_valid_digest(digest))
-      return fail(ErrorKind::corrupt, "read references", p.string(), "bad digest for " + std::string(field.key));
-    refs.emplace(std::string(field.key), std::string(digest));
-  }
+  auto bad = [&](std::string detail) {
+    return fail(ErrorKind::corrupt, "read " + std::string(what), p.string(), detail);
+  };
+  if (parser.parse(padded).get_object().get(obj) || obj[key].get_object().get(obj))
+    return bad(fmt::format("not a {{\"{}\": {{...}}}} document", key));
+  for (auto field : obj)
+    if (!read_entry(std::string(field.key), field.value))
+      return bad("bad entry for " + std::string(field.key));
+  return {};
+}
+
+// Writes what load_map reads: each entry is `"name":VALUE`, VALUE already JSON.
+Result<> save_map(const fsys::path& root, const char* file, const char* key,
+                  const std::vector<std::pair<std::string, std::string>>& entries) {
+  std::string out = fmt::format("{{\"{}\":{{", key);
+  for (size_t i = 0; i < entries.size(); ++i)
+    out += std::string(i ? "," : "") + "\n  " + json_quote(entries[i].first) + ":" + entries[i].second;
+  out += "\n}}\n";
+  return fs::write_file_atomic(root / file, out);
+}
+
+Result<Refs> load_refs(const fsys::path& root) {
+  Refs refs;
+  FNEXEC_TRY(
+      load_map(root, "refs.json", "refs", "references", [&](std::string name, simdjson::dom::element v) {
+        std::string_view digest;
+        if (v.get_string().get(digest) || !is_valid_digest(digest)) return false;
+        refs.emplace(std::move(name), std::string(digest));
+        return true;
+      }));
   return refs;
 }
 
 Result<> save_refs(const fsys::path& root, const Refs& refs) {
-  std::string out = "{\"refs\":{";
-  bool first = true;
-  for (const auto& [name, digest] : refs) {
-    if (!first) out += ',';
-    first = false;
-    out += "\n  " + json_quote(name) + ":" + json_quote(digest);
-  }
-  out += "\n}}\n";
-  return fs::write_file_atomic(root / "refs.json", out);
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (const auto& [name, digest] : refs) entries.emplace_back(name, json_quote(digest));
+  return save_map(root, "refs.json", "refs", entries);
 }
 
-// Store mutations (import, rm, gc) hold ROOT/lock exclusively; readers need no lock because every
+using Pins = std::map<std::string, std::pair<std::string, std::string>>;  // holder -> (reference, digest)
+
+Result<Pins> load_pins(const fsys::path& root) {
+  Pins pins;
+  FNEXEC_TRY(load_map(root, "pins.json", "pins", "pins", [&](std::string holder, simdjson::dom::element v) {
+    std::string_view reference, digest;
+    if (v["reference"].get_string().get(reference) || v["digest"].get_string().get(digest) ||
+        !is_valid_digest(digest))
+      return false;
+    pins.emplace(std::move(holder), std::pair{std::string(reference), std::string(digest)});
+    return true;
+  }));
+  return pins;
+}
+
+Result<> save_pins(const fsys::path& root, const Pins& pins) {
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (const auto& [holder, pin] : pins)
+    entries.emplace_back(
+        holder, "{\"reference\":" + json_quote(pin.first) + ",\"digest\":" + json_quote(pin.second) + "}");
+  return save_map(root, "pins.json", "pins", entries);
+}
+
+// Store mutations (import, rm, gc, pin) hold ROOT/lock exclusively; readers need no lock because every
 // change becomes visible by one rename.
 class StoreLock {
  public:
@@ -656,6 +700,15 @@ Result<std::vector<std::string>> Store::remove(std::string_view ref) {
     removed.push_back(found_by);
   }
   if (removed.empty()) return fail(ErrorKind::not_found, "remove image", std::string(ref), "no name points at it");
+  std::vector<std::string> holders;
+  for (const auto& [holder, pin] : FNEXEC_TRY(load_pins(root_)))
+    if (std::find(removed.begin(), removed.end(), pin.first) != removed.end()) holders.push_back(holder);
+  if (!holders.empty()) {
+    std::string list;
+    for (const auto& h : holders) list += (list.empty() ? "" : ", ") + h;
+    return fail(ErrorKind::exists, "remove image", std::string(ref),
+                "in use by " + list + ": delete the function or point it at another image first");
+  }
   FNEXEC_TRY(save_refs(root_, refs));
   return removed;
 }
@@ -664,7 +717,10 @@ Result<GcReport> Store::gc() {
   auto lock = FNEXEC_TRY(StoreLock::acquire(root_));
   FNEXEC_TRY(clear_dir(root_ / "tmp"));
   std::set<std::string> blobs, layers;  // hex names to keep
-  for (const auto& [name, digest] : FNEXEC_TRY(load_refs(root_))) {
+  std::set<std::string> live;           // manifest digests: named or pinned
+  for (const auto& [name, digest] : FNEXEC_TRY(load_refs(root_))) live.insert(digest);
+  for (const auto& [holder, pin] : FNEXEC_TRY(load_pins(root_))) live.insert(pin.second);
+  for (const auto& digest : live) {
     blobs.insert(std::string(digest_hex(digest)));
     auto img = load_image(root_, digest);
     if (!img) continue;  // an unreadable image keeps its manifest; the rest of it is lost anyway
@@ -692,6 +748,38 @@ Result<GcReport> Store::gc() {
   size_t records_removed = 0;
   FNEXEC_TRY(sweep(root_ / "layer-info", layers, records_removed, ".json"));
   return report;
+}
+
+Result<ResolvedImage> Store::pin(std::string_view holder, std::string_view ref) {
+  auto lock = FNEXEC_TRY(StoreLock::acquire(root_));
+  auto img = FNEXEC_TRY(resolve(ref));
+  auto pins = FNEXEC_TRY(load_pins(root_));
+  auto& pin = pins[std::string(holder)];
+  if (pin != std::pair{img.reference, img.manifest_digest}) {
+    pin = {img.reference, img.manifest_digest};
+    FNEXEC_TRY(save_pins(root_, pins));
+  }
+  return img;
+}
+
+Result<> Store::repin(const Pin& pin) {
+  auto lock = FNEXEC_TRY(StoreLock::acquire(root_));
+  auto pins = FNEXEC_TRY(load_pins(root_));
+  pins[pin.holder] = {pin.reference, pin.digest};
+  return save_pins(root_, pins);
+}
+
+Result<> Store::unpin(std::string_view holder) {
+  auto lock = FNEXEC_TRY(StoreLock::acquire(root_));
+  auto pins = FNEXEC_TRY(load_pins(root_));
+  if (pins.erase(std::string(holder)) == 0) return {};
+  return save_pins(root_, pins);
+}
+
+Result<std::vector<Pin>> Store::pins() const {
+  std::vector<Pin> out;
+  for (auto& [holder, pin] : FNEXEC_TRY(load_pins(root_))) out.push_back({holder, pin.first, pin.second});
+  return out;
 }
 
 bool is_importable_source(std::string_view ref) {

@@ -3,6 +3,7 @@
 //   ROOT/layers/sha256/<diff_id>/  each layer unpacked once, overlay-ready (whiteouts converted)
 //   ROOT/layer-info/<diff_id>.json what unpacking left out: {"device_nodes":N,"device_nodes_skipped":M}
 //   ROOT/refs.json                 name:tag -> manifest digest
+//   ROOT/pins.json                 holder -> the reference and digest it uses (see Store::pin)
 // This header is the contract the sandbox and server modules build on.
 #pragma once
 
@@ -71,6 +72,14 @@ struct ImageDetails {
   std::vector<LayerInfo> layers;
 };
 
+// An image someone uses (the daemon pins each function's image): remove() refuses the name it was
+// pinned by, and gc() keeps its content, whatever the names point at later.
+struct Pin {
+  std::string holder;     // "function NAME"
+  std::string reference;  // as resolved: "name:tag", or the digest
+  std::string digest;     // manifest digest
+};
+
 struct GcReport {
   size_t blobs_removed = 0;
   size_t layers_removed = 0;
@@ -94,9 +103,19 @@ class Store {
   Result<std::vector<ImageSummary>> list() const;
   Result<ImageDetails> inspect(std::string_view ref) const;
   // Removes the reference (a name:tag), or every name of a digest. Content stays until gc().
+  // Refuses (ErrorKind::exists, naming the holders) to remove a name a pin was made by.
   Result<std::vector<std::string>> remove(std::string_view ref);
-  // Removes blobs, layers and stale import directories that no reference needs.
+  // Removes blobs, layers and stale import directories that no reference and no pin needs.
   Result<GcReport> gc();
+
+  // Resolves ref and records, in the same locked step, that holder uses the image it resolved to
+  // (replacing holder's previous pin), so no gc() can run in between.
+  Result<ResolvedImage> pin(std::string_view holder, std::string_view ref);
+  // Records exactly this pin (a previous one, put back after a failed update).
+  Result<> repin(const Pin& pin);
+  // Drops holder's pin, if it has one.
+  Result<> unpin(std::string_view holder);
+  Result<std::vector<Pin>> pins() const;
 
  private:
   explicit Store(std::filesystem::path root) : root_(std::move(root)) {}

@@ -2,7 +2,9 @@
 #include "server/client.h"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <simdjson.h>
+#include <sys/socket.h>
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -47,6 +49,14 @@ struct Client::Impl {
     return {};
   }
 
+  // The daemon closed this idle connection: it is readable and a peek finds EOF (or an error).
+  bool peer_closed() {
+    pollfd p{socket->native_handle(), POLLIN, 0};
+    if (::poll(&p, 1, 0) != 1) return false;
+    char byte;
+    return ::recv(p.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
+  }
+
   template <class Body>
   Result<HttpResponse> round_trip(http::request<Body>& req) {
     req.set(http::field::host, endpoint.url.empty() ? std::string("localhost") : host);
@@ -54,9 +64,13 @@ struct Client::Impl {
     if (!endpoint.token.empty()) req.set(http::field::authorization, "Bearer " + endpoint.token);
     req.keep_alive(true);
     req.prepare_payload();
-    // A kept-alive connection the daemon closed in the meantime fails on the first write or read:
-    // one retry on a fresh connection, only when nothing of the reply arrived.
+    // A kept-alive connection the daemon closed in the meantime (idle timeout, restart) is replaced
+    // before the request goes out. One that fails anyway is retried once on a fresh connection,
+    // but only for GET and HEAD and only when nothing of the reply arrived: a POST the daemon may
+    // have received (an invocation) must never run twice.
+    bool idempotent = req.method() == http::verb::get || req.method() == http::verb::head;
     for (int attempt = 0;; ++attempt) {
+      if (socket && peer_closed()) socket.reset();
       if (!socket) FNEXEC_TRY(open());
       beast::error_code ec;
       http::write(*socket, req, ec);
@@ -66,12 +80,15 @@ struct Client::Impl {
       parser.skip(req.method() == http::verb::head);
       if (!ec) http::read(*socket, buffer, parser, ec);
       if (ec) {
+        bool nothing_read = !parser.got_some() && buffer.size() == 0;
         socket.reset();
-        if (attempt == 0 && (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
-                             ec == asio::error::broken_pipe || ec == asio::error::eof))
+        if (attempt == 0 && idempotent && nothing_read &&
+            (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+             ec == asio::error::broken_pipe || ec == asio::error::eof))
           continue;
         return fail(ErrorKind::unavailable, "talk to fnexec serve",
-                    endpoint.url.empty() ? endpoint.socket : endpoint.url, ec.message());
+                    endpoint.url.empty() ? endpoint.socket : endpoint.url,
+                    ec.message() + (idempotent ? "" : "; the request was not retried: check whether it ran"));
       }
       auto& res = parser.get();
       HttpResponse out;

@@ -23,9 +23,15 @@ std::string_view trim(std::string_view s) {
 const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",   "socket_group",
                                                  "listen",        "state_dir",     "cgroups",
                                                  "cgroup_prefix", "max_sandboxes", "invocation_workers"};
-const std::set<std::string_view> kReloadable = {
-    "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
-    "records_per_function", "shutdown_grace",  "ready_timeout",    "log_level"};
+const std::set<std::string_view> kReloadable = {"token_file",
+                                                "max_event_bytes",
+                                                "max_upload_bytes",
+                                                "log_bytes_per_function",
+                                                "records_per_function",
+                                                "shutdown_grace",
+                                                "ready_timeout",
+                                                "request_idle_timeout",
+                                                "log_level"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -144,6 +150,10 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       c.shutdown_grace = FNEXEC_TRY(parse_setting_millis(s));
     } else if (k == "ready_timeout") {
       c.ready_timeout = FNEXEC_TRY(parse_setting_millis(s));
+    } else if (k == "request_idle_timeout") {
+      c.request_idle_timeout = FNEXEC_TRY(parse_setting_millis(s));
+      if (c.request_idle_timeout < std::chrono::milliseconds(100))
+        return bad_value(s, "must be at least 100ms");
     } else if (k == "log_level") {
       static const std::set<std::string_view> levels = {"trace", "debug", "info", "warn", "error", "off"};
       if (!levels.contains(s.value)) return bad_value(s, "must be trace, debug, info, warn, error or off");

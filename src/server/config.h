@@ -40,6 +40,9 @@ struct ServeConfig {
   uint64_t records_per_function = 10000;
   std::chrono::milliseconds shutdown_grace{10000};
   std::chrono::milliseconds ready_timeout{60000};
+  // Longest wait for the next bytes of a request (and for a request on an idle connection); a body
+  // may take as long as it needs while it keeps coming.
+  std::chrono::milliseconds request_idle_timeout{60000};
   std::string log_level = "info";
 };
 

@@ -56,7 +56,6 @@ Result<> sd_notify(std::string_view state) {
 
 namespace {
 
-constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr auto kTickInterval = std::chrono::milliseconds(250);
 
 // Constant-time token check: comparing digests hides the length and the first differing byte.
@@ -86,12 +85,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool in_request() const { return !idle_ && !closed_; }
 
  private:
-  void arm_timer() {
-    timer_.expires_after(kIdleTimeout);
-    timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
-      if (auto self = weak.lock(); self && !ec) self->close();
-    });
-  }
+  // Every read of a request re-arms the timer: the daemon times out a silent peer, not a slow one.
+  void arm_timer();
+  void on_timer();
   void close() {
     closed_ = true;
     beast::error_code ec;
@@ -102,6 +98,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_header();
   void on_header(beast::error_code ec);
   void read_body();
+  template <class Parser>
+  void read_body_part(Parser& parser);
   void on_body(beast::error_code ec);
   void dispatch(Request request);
   void send(Reply reply, bool close_after = false);
@@ -113,6 +111,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool needs_token_;
   bool idle_ = false;
   bool closed_ = false;
+  bool reading_body_ = false;
+  bool body_timed_out_ = false;  // the timer cancelled the body read: answer 408, not a silent close
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::empty_body>> header_;
   std::optional<http::request_parser<http::string_body>> string_parser_;
@@ -141,6 +141,7 @@ class Daemon {
     auto p = uploads_ / fmt::format("upload-{}", new_invocation_id());
     return p;
   }
+  std::chrono::milliseconds request_idle_timeout() const { return config_.request_idle_timeout; }
   Service& service() { return *service_; }
   asio::io_context& io() { return io_; }
   void track(const std::shared_ptr<Session>& s) {
@@ -187,6 +188,23 @@ class Daemon {
   std::chrono::steady_clock::time_point stop_deadline_;
   std::thread pool_shutdown_;
 };
+
+void Session::arm_timer() {
+  body_timed_out_ = false;  // a cancel that found no read pending (the read had just completed) is void
+  timer_.expires_after(daemon_.request_idle_timeout());
+  timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+    if (auto self = weak.lock(); self && !ec) self->on_timer();
+  });
+}
+
+void Session::on_timer() {
+  // A read that completed just before this ran has re-armed the timer: that peer is not silent.
+  if (timer_.expiry() > std::chrono::steady_clock::now()) return;
+  if (!reading_body_) return close();
+  body_timed_out_ = true;
+  beast::error_code ec;
+  socket_.cancel(ec);  // the pending read ends with operation_aborted; on_body answers 408
+}
 
 void Session::read_header() {
   idle_ = true;
@@ -247,7 +265,6 @@ void Session::on_header(beast::error_code ec) {
 
 void Session::read_body() {
   uint64_t limit = daemon_.body_limit(match_.route);
-  arm_timer();
   if (match_.route == Route::images_import) {
     auto path = daemon_.upload_path();
     file_parser_.emplace(std::move(*header_));
@@ -260,17 +277,29 @@ void Session::read_body() {
           Reply{500, "application/json", json_error("cannot create upload file: " + ec.message()), {}}, true);
     }
     upload_ = *path;
-    return http::async_read(socket_, buffer_, *file_parser_,
-                            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
+    reading_body_ = true;
+    return read_body_part(*file_parser_);
   }
   string_parser_.emplace(std::move(*header_));
   string_parser_->body_limit(limit);
-  http::async_read(socket_, buffer_, *string_parser_,
-                   [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
+  reading_body_ = true;
+  read_body_part(*string_parser_);
+}
+
+template <class Parser>
+void Session::read_body_part(Parser& parser) {
+  if (parser.is_done()) return on_body({});  // no body, or all of it came with the header
+  arm_timer();
+  http::async_read_some(socket_, buffer_, parser,
+                        [self = shared_from_this(), &parser](beast::error_code ec, size_t) {
+                          if (ec) return self->on_body(ec);
+                          self->read_body_part(parser);
+                        });
 }
 
 void Session::on_body(beast::error_code ec) {
   timer_.cancel();
+  reading_body_ = false;
   Request request;
   if (file_parser_) {
     file_parser_->get().body().close();
@@ -289,6 +318,14 @@ void Session::on_body(beast::error_code ec) {
       std::error_code rm;
       stdfs::remove(request.upload, rm);
     }
+    if (std::exchange(body_timed_out_, false))
+      return send(Reply{408,
+                        "application/json",
+                        json_error(fmt::format("no data for {} ms while reading the request body "
+                                               "(request_idle_timeout); the request was not processed",
+                                               daemon_.request_idle_timeout().count())),
+                        {}},
+                  true);
     if (ec == http::error::body_limit)
       return send(Reply{413,
                         "application/json",
@@ -506,6 +543,7 @@ void Daemon::reload() {
     config_.records_per_function = next.records_per_function;
     config_.shutdown_grace = next.shutdown_grace;
     config_.ready_timeout = next.ready_timeout;
+    config_.request_idle_timeout = next.request_idle_timeout;
     config_.log_level = next.log_level;
     token_ = token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));

@@ -13,6 +13,12 @@ namespace fnexec::server {
 void append_json_string(std::string& out, std::string_view s);
 std::string json_string(std::string_view s);
 
+// True when s is well-formed UTF-8 (no overlongs, surrogates or truncated sequences).
+bool is_valid_utf8(std::string_view s);
+// Standard base64 (RFC 4648 section 4) with padding; decode returns nullopt for anything else.
+std::string base64_encode(std::string_view bytes);
+std::optional<std::string> base64_decode(std::string_view text);
+
 // Builds one JSON object or array in order: {"a":1,"b":"x"}. Keys are written as given (escaped).
 class JsonWriter {
  public:

@@ -59,7 +59,12 @@ std::string invocation_json(const InvocationRow& r, const std::optional<std::str
       .field("output_too_large", r.output_too_large);
   w.key("error");
   r.error.empty() ? w.null() : w.value(r.error);
-  if (r.output) w.field("output", *r.output);
+  // JSON strings carry only text: output that is not UTF-8 goes as base64, so every byte survives.
+  if (r.output) {
+    bool text = is_valid_utf8(*r.output);
+    w.field("output", text ? *r.output : base64_encode(*r.output));
+    w.field("output_encoding", text ? "utf-8" : "base64");
+  }
   if (log) w.field("stderr_tail", *log);
   w.end_object();
   return w.take();
@@ -119,6 +124,33 @@ Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::s
       admin_(std::move(admin)),
       limits_(limits) {}
 
+namespace {
+
+std::string pin_holder(const std::string& function) {
+  return "function " + function;
+}
+
+}  // namespace
+
+Result<> Service::configure_pool(const pool::FunctionSpec& spec) {
+  if (!store_) return pools_->configure(spec);
+  std::optional<image::Pin> previous;
+  for (auto& p : FNEXEC_TRY(store_->pins()))
+    if (p.holder == pin_holder(spec.name)) previous = std::move(p);
+  auto img = store_->pin(pin_holder(spec.name), spec.image);
+  if (!img) return std::unexpected(img.error().context("configure function " + spec.name));
+  // The pool gets the digest, not the name: what it runs is what is pinned, even if the name
+  // is imported again meanwhile.
+  pool::FunctionSpec pinned = spec;
+  pinned.image = img->manifest_digest;
+  auto configured = pools_->configure(pinned);
+  if (!configured) {
+    auto restored = previous ? store_->repin(*previous) : store_->unpin(pin_holder(spec.name));
+    if (!restored) spdlog::error("function={} {}", spec.name, restored.error().message());
+  }
+  return configured;
+}
+
 Result<> Service::start() {
   auto stored = FNEXEC_TRY(state_.list_functions());
   for (const auto& f : stored) {
@@ -130,11 +162,20 @@ Result<> Service::start() {
     FunctionEntry entry{std::move(*spec), {}};
     if (!pools_) {
       entry.error = "warm pools are not running";
-    } else if (auto r = pools_->configure(entry.spec); !r) {
+    } else if (auto r = configure_pool(entry.spec); !r) {
       entry.error = r.error().message();
       spdlog::error("function={} pool not configured: {}", f.name, entry.error);
     }
     functions_.emplace(f.name, std::move(entry));
+  }
+  // Pins of functions deleted while the daemon was not running (or by an older fnexec) go; a stored
+  // function whose pool failed keeps its pin, so what it used stays.
+  if (store_) {
+    for (const auto& p : FNEXEC_TRY(store_->pins())) {
+      bool of_function = p.holder.starts_with(pin_holder(""));
+      if (of_function && !functions_.contains(p.holder.substr(pin_holder("").size())))
+        FNEXEC_TRY(store_->unpin(p.holder));
+    }
   }
   auto queued = FNEXEC_TRY(state_.queued());
   std::lock_guard lock(mu_);
@@ -281,7 +322,7 @@ void Service::put_function(Request& request, Respond respond) {
   run_job(admin_, [this, spec = std::move(*spec), respond = std::move(respond)] {
     FunctionEntry entry{spec, {}};
     if (pools_) {
-      if (auto r = pools_->configure(spec); !r) {
+      if (auto r = configure_pool(spec); !r) {
         // A reference the store does not have is the client's mistake, not a missing endpoint.
         unsigned status = r.error().kind == ErrorKind::not_found ? 400 : http_status(r.error());
         return respond(error_reply(status, r.error().message()));
@@ -320,6 +361,9 @@ void Service::delete_function(const std::string& name, Respond respond) {
       functions_.erase(name);
     }
     if (pools_) pools_->remove(name);
+    if (store_)
+      if (auto r = store_->unpin(pin_holder(name)); !r)
+        spdlog::error("function={} {}", name, r.error().message());
     spdlog::info("function={} deleted", name);
     respond(Reply{204, "application/json", {}, {}});
     pump_queue();  // queued async invocations of it now fail instead of waiting

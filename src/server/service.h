@@ -78,6 +78,9 @@ class Service {
   struct Job;
 
   void run_job(Executor& executor, std::function<void()> job);
+  // Pins the function's image in the store (so `image rm` and `image gc` leave it alone) and
+  // configures its pool with the pinned digest; a failure leaves the previous pin in place.
+  Result<> configure_pool(const pool::FunctionSpec& spec);
   void list_functions(Respond& respond);
   void get_function(const std::string& name, Respond& respond);
   void put_function(Request& request, Respond respond);

@@ -132,7 +132,8 @@ class State {
   Result<> migrate();
   std::mutex mu_;
   sqlite3* db_;
-  std::map<std::string, uint64_t> log_bytes_;  // per function, see append_log
+  std::map<std::string, uint64_t> log_bytes_;      // per function, see append_log
+  std::map<std::string, uint64_t> record_counts_;  // finished records per function, see finish
 };
 
 }  // namespace fnexec::server

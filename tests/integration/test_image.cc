@@ -496,9 +496,26 @@ TEST_CASE("rm removes names; gc keeps what is referenced and frees the rest") {
   check_image_tree(store, "bee:7", scratch / "m");
   CHECK(!st->resolve("a"));
 
+  // A pin (fnexec serve pins each function's image) made by a name refuses rm of that name.
+  REQUIRE(st->pin("function f", "bee:7"));
+  auto refused = fnexec_in(store, {"image", "rm", img->manifest_digest.substr(7, 12)});
+  CHECK(refused.exit_code == 125);
+  CHECK_MESSAGE(refused.err.find("in use by function f: delete the function") != std::string::npos,
+                refused.err);
+  // Made by digest, it lets the name go, and gc keeps the image all the same.
+  auto by_digest = st->pin("function f", img->manifest_digest);
+  REQUIRE(by_digest);
+  CHECK(by_digest->layers == img->layers);
+  REQUIRE(st->pins()->size() == 1);
   auto rm = fnexec_in(store, {"image", "rm", img->manifest_digest.substr(7, 12)});
   REQUIRE_MESSAGE(rm.exit_code == 0, rm.err);
   CHECK(rm.out == "untagged bee:7\n");
+  REQUIRE(fnexec_in(store, {"image", "gc"}).exit_code == 0);
+  CHECK(st->resolve(img->manifest_digest));
+  CHECK(count("layers/sha256") == 2);
+  // Unpinned, it goes.
+  REQUIRE(st->unpin("function f"));
+  CHECK(st->pins()->empty());
   REQUIRE(fnexec_in(store, {"image", "gc"}).exit_code == 0);
   CHECK(count("layers/sha256") == 0);
   CHECK(count("blobs/sha256") == 0);

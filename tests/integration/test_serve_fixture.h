@@ -265,6 +265,29 @@ inline std::map<std::string, double> parse_metrics(const std::string& text) {
   return out;
 }
 
+// A raw connection to the daemon's socket, for requests curl and the CLI will not send.
+inline UniqueFd connect_unix(const stdfs::path& socket) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+  REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  return fd;
+}
+
+// Reads until EOF; fails the test (instead of hanging) after a minute without data.
+inline std::string read_to_eof(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    REQUIRE_MESSAGE(::poll(&p, 1, 60000) == 1, "no reply within a minute; got: " << out);
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
 inline uint16_t free_tcp_port() {
   UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in a{};

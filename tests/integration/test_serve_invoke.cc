@@ -179,6 +179,39 @@ TEST_SUITE("serve") {
     CHECK(cli.out.size() == 33);
   }
 
+  TEST_CASE("async: binary output comes back byte for byte (base64 in the record, raw from the CLI)") {
+    InvokeDaemon d;
+    d.create("echo", "cat", R"("min_warm":0)");
+    std::string bytes;
+    uint32_t x = 2463534242u;  // a fixed xorshift sequence: every byte value, invalid UTF-8 among them
+    for (int i = 0; i < 65536; ++i) {
+      x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+      bytes.push_back(static_cast<char>(i < 256 ? i : x & 0xFF));
+    }
+    auto queued = d.cli({"invoke", "echo", "--async"}, bytes);
+    REQUIRE_MESSAGE(queued.exit_code == 0, queued.err);
+    std::string id = queued.out.substr(0, 32);
+    Http rec;
+    wait_until(
+        [&] {
+          rec = d.curl("GET", "/v1/invocations/" + id);
+          return contains(rec.body, R"("status":"done")");
+        },
+        "the async invocation to finish");
+    CHECK(contains(rec.body, R"("outcome":"success")"));
+    CHECK(contains(rec.body, R"("output_encoding":"base64")"));
+    auto out = d.cli({"invocations", "--id", id, "--output"});
+    REQUIRE_MESSAGE(out.exit_code == 0, out.err);
+    CHECK(out.out.size() == bytes.size());
+    CHECK(out.out == bytes);
+    // A sync invocation has no output kept: --output says so.
+    auto sync = d.invoke("echo", "x");
+    REQUIRE(sync.status == 200);
+    auto none = d.cli({"invocations", "--id", sync.header("Fnexec-Invocation-Id"), "--output"});
+    CHECK(none.exit_code != 0);
+    CHECK_MESSAGE(contains(none.err, "only async invocations keep theirs"), none.err);
+  }
+
   TEST_CASE("logs: stderr tails by function, CLI") {
     InvokeDaemon d;
     d.create("talk", R"(read line; echo "log: $line" >&2)", R"("min_warm":1)");

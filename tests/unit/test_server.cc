@@ -275,6 +275,31 @@ std::map<std::string, double> parse_prometheus(const std::string& text) {
 
 }  // namespace
 
+TEST_CASE("base64: RFC 4648 vectors, every length round-trips, malformed text is refused") {
+  for (auto [plain, coded] : std::vector<std::pair<std::string, std::string>>{{"", ""},
+                                                                              {"f", "Zg=="},
+                                                                              {"fo", "Zm8="},
+                                                                              {"foo", "Zm9v"},
+                                                                              {"foob", "Zm9vYg=="},
+                                                                              {"fooba", "Zm9vYmE="},
+                                                                              {"foobar", "Zm9vYmFy"}}) {
+    CHECK(base64_encode(plain) == coded);
+    CHECK(base64_decode(coded) == plain);
+  }
+  std::string bytes;
+  for (int i = 0; i < 300; ++i) {
+    bytes.push_back(static_cast<char>((i * 167 + 13) & 0xFF));
+    CHECK(base64_decode(base64_encode(bytes)) == bytes);
+  }
+  CHECK(base64_encode(std::string("\xFF\xFE\x00", 3)) == "//4A");
+  for (const char* bad : {"Zg=", "Zg=a", "Z===", "Zm9v!A==", "=Zm9", "Zg==Zg=="})
+    CHECK_MESSAGE(!base64_decode(bad), bad);
+  CHECK(is_valid_utf8("plain \xC3\xA9 \xF0\x9F\x98\x80"));
+  CHECK(!is_valid_utf8("\xC3"));
+  CHECK(!is_valid_utf8("\xED\xA0\x80"));  // a surrogate
+  CHECK(!is_valid_utf8("\xC0\xAF"));      // overlong
+}
+
 TEST_CASE("Prometheus text: families, labels, cumulative histogram") {
   Metrics metrics;
   metrics.count("hello", Outcome::success);
@@ -345,6 +370,13 @@ TEST_CASE("config: key = value lines, flags after the file, checked values") {
   CHECK(!bad("max_sandboxes", "0"));
   CHECK(!bad("cgroup_prefix", "a/b"));
   CHECK(bad("shutdown_grace", "250ms"));
+  CHECK(ServeConfig{}.request_idle_timeout.count() == 60000);
+  ServeConfig idle;
+  REQUIRE(apply_settings(idle, {{"request_idle_timeout", "2s", "t:1"}}));
+  CHECK(idle.request_idle_timeout.count() == 2000);
+  CHECK(!bad("request_idle_timeout", "0"));
+  CHECK(!is_restart_only("request_idle_timeout"));
+  CHECK(parse_config_text("request_idle_timeout = 5s\n", "f.conf"));
   CHECK(is_restart_only("socket"));
   CHECK(!is_restart_only("log_level"));
   CHECK(parse_millis("3m")->count() == 180000);
@@ -481,22 +513,65 @@ TEST_CASE("state: functions, records, recovery, retention") {
   CHECK(s->list_invocations("", 0, 1).value().size() == 1);
   CHECK(s->list_invocations("zzz", 0, 10).value().empty());
 
-  // Records beyond records_per_function go, oldest first (checked every 256 records).
-  Retention ten{1 << 20, 10};
-  for (int i = 0; i < 600; ++i) {
-    auto id = "r" + std::to_string(i);
-    REQUIRE(s->insert_running(id, "c", 400 + i));
+  CHECK(s->get_invocation("i1").value());
+}
+
+TEST_CASE("state: each function keeps its own newest records_per_function records") {
+  TempDb t;
+  auto s = std::move(*State::open(t.path));
+  Retention five{1 << 20, 5};
+  auto finish = [&](const std::string& function, const std::string& id) {
+    REQUIRE(s->insert_running(id, function, 1));
     InvocationEnd x;
     x.id = id;
     x.outcome = "success";
-    REQUIRE(s->finish(x, ten));
+    REQUIRE(s->finish(x, five));
+  };
+  // A busy function next to a quiet one: the busy one's records never push out the quiet one's.
+  for (int i = 0; i < 3; ++i) finish("quiet", "q" + std::to_string(i));
+  for (int i = 0; i < 600; ++i) finish("busy", "b" + std::to_string(i));
+  auto quiet = s->list_invocations("quiet", 0, 1000).value();
+  CHECK(quiet.size() == 3);
+  auto busy = s->list_invocations("busy", 0, 1000).value();
+  REQUIRE(busy.size() == 5);
+  CHECK(busy.front().id == "b599");
+  CHECK(busy.back().id == "b595");
+  // Interleaved, each keeps exactly its newest five, whichever records land on which sequence numbers.
+  for (int i = 3; i < 40; ++i) {
+    finish("quiet", "q" + std::to_string(i));
+    finish("busy", "b" + std::to_string(600 + i));
   }
-  auto c = s->list_invocations("c", 0, 1000).value();
-  CHECK(c.size() <= 10 + 256);
-  CHECK(c.size() >= 10);
-  CHECK(c[0].id == "r599");
-  CHECK(!s->get_invocation("r0").value());
-  CHECK(s->get_invocation("i1").value());  // other functions keep theirs
+  quiet = s->list_invocations("quiet", 0, 1000).value();
+  REQUIRE(quiet.size() == 5);
+  CHECK(quiet.front().id == "q39");
+  CHECK(quiet.back().id == "q35");
+  CHECK(s->list_invocations("busy", 0, 1000).value().size() == 5);
+  // A record still queued or running is never pruned, and does not count.
+  REQUIRE(s->insert_running("q-running", "quiet", 2));
+  for (int i = 40; i < 50; ++i) finish("quiet", "q" + std::to_string(i));
+  CHECK(s->get_invocation("q-running").value()->status == "running");
+  CHECK(s->list_invocations("quiet", 0, 1000).value().size() == 6);
+  // Records a restart marks lost count as finished ones.
+  REQUIRE(s->recover(3));
+  finish("quiet", "q50");
+  CHECK(s->list_invocations("quiet", 0, 1000).value().size() == 5);
+  CHECK(!s->get_invocation("q-running").value());
+
+  // A large limit is kept in batches of 1/64 of it: never fewer than the limit, never more than a batch over.
+  Retention many{1 << 20, 640};
+  for (int i = 0; i < 2000; ++i) {
+    REQUIRE(s->insert_running("m" + std::to_string(i), "many", 1));
+    InvocationEnd x;
+    x.id = "m" + std::to_string(i);
+    x.outcome = "success";
+    REQUIRE(s->finish(x, many));
+    if (i >= 640) {
+      auto n = s->list_invocations("many", 0, 10000).value().size();
+      REQUIRE_MESSAGE((n >= 640 && n < 650), n << " records after " << i + 1);
+    }
+  }
+  CHECK(s->get_invocation("m1999").value());
+  CHECK(s->list_invocations("quiet", 0, 1000).value().size() == 5);
 }
 
 TEST_CASE("state: logs bounded per function, oldest dropped first") {

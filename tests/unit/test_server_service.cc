@@ -2,12 +2,14 @@
 // PoolSet (a stand-in only because the warm pools are not on main yet; the end-to-end versions are
 // in tests/integration/test_serve_invoke.cc).
 #include <doctest/doctest.h>
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
+#include "server/json.h"
 #include "server/service.h"
 #include "util/fs.h"
 
@@ -248,4 +250,41 @@ TEST_CASE("service: a deleted function's queued invocations fail with a reason")
   auto rec = f.call("GET", "/v1/invocations/" + id).body;
   CHECK(contains(rec, R"("outcome":"failed")"));
   CHECK(contains(rec, "was deleted before this invocation ran"));
+}
+
+TEST_CASE("service: an async result that is not UTF-8 comes back byte for byte, as base64") {
+  Fixture f;
+  REQUIRE(f.call("PUT", "/v1/functions/f", R"({"image":"x:1"})").status == 201);
+  std::string bytes;
+  uint32_t x = 12345;  // a fixed xorshift sequence: every byte value, invalid UTF-8 among them
+  for (int i = 0; i < 4096; ++i) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    bytes.push_back(static_cast<char>(i < 256 ? i : x & 0xFF));
+  }
+  REQUIRE(!is_valid_utf8(bytes));
+  auto read_output = [&](const std::string& body) {
+    simdjson::dom::parser parser;
+    simdjson::padded_string padded(body);
+    simdjson::dom::element doc;
+    REQUIRE(!parser.parse(padded).get(doc));
+    std::string_view output, encoding;
+    REQUIRE(!doc["output"].get(output));
+    REQUIRE(!doc["output_encoding"].get(encoding));
+    return std::pair{std::string(output), std::string(encoding)};
+  };
+
+  f.pools.next.output = bytes;
+  auto id = f.header(f.call("POST", "/v1/functions/f/invoke?mode=async", "e"), "Fnexec-Invocation-Id");
+  auto [output, encoding] = read_output(f.call("GET", "/v1/invocations/" + id).body);
+  CHECK(encoding == "base64");
+  auto decoded = base64_decode(output);
+  REQUIRE(decoded);
+  CHECK(*decoded == bytes);
+
+  // Text stays a plain JSON string, as clients of the API always read it; NUL and controls included.
+  f.pools.next.output = std::string("h\xC3\xA9llo\0\x01\n", 9);
+  id = f.header(f.call("POST", "/v1/functions/f/invoke?mode=async", "e"), "Fnexec-Invocation-Id");
+  auto [text, text_encoding] = read_output(f.call("GET", "/v1/invocations/" + id).body);
+  CHECK(text_encoding == "utf-8");
+  CHECK(text == std::string("h\xC3\xA9llo\0\x01\n", 9));
 }
