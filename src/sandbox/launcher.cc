@@ -240,7 +240,10 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   }
   if (spec.network == Network::loopback) {
     auto t0 = std::chrono::steady_clock::now();
-    FNEXEC_TRY(bring_up_loopback(sb.pidfd_.get()));
+    // ESRCH: the init already failed its setup and exited, so its namespace is gone; the caller's
+    // wait_ready() and collect() report the init's own error instead of this one.
+    if (auto up = bring_up_loopback(sb.pidfd_.get()); !up && up.error().err != ESRCH)
+      return std::unexpected(up.error());
     spdlog::debug(
         "sandbox pid={} lo_up_us={}", sb.pid_,
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
