@@ -6,7 +6,8 @@
 #
 # usage: run-systemd-suite.sh BUILD_DIR
 # exit: 0 when every check passed; 77 (meson: skipped) when qemu, mmdebstrap or the kernel cannot be had.
-# env:  FNEXEC_VM_CACHE, FNEXEC_VM_ACCEL as for run-vm-suite.sh; FNEXEC_VM_TIMEOUT (default 480 s).
+# env:  FNEXEC_VM_CACHE, FNEXEC_VM_ACCEL as for run-vm-suite.sh; FNEXEC_VM_TIMEOUT (default 480 s);
+#       FNEXEC_VM_KEEP=DIR keeps the results and the guest's journal there when the suite fails.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SOURCE_ROOT=$(cd "$HERE/../.." && pwd)
@@ -22,14 +23,22 @@ DEBIAN_ROOT=$("$SOURCE_ROOT/tests/support/debian-root.sh" "$CACHE")
 rc=$?
 [ $rc = 77 ] && skip "the Debian root cannot be built (see above)"
 [ $rc = 0 ] || { echo "FAIL: tests/support/debian-root.sh failed ($rc)"; exit 1; }
-# The disk depends on the Debian root (its name carries its own key) and the script that makes it.
-KEY=$( { echo "$DEBIAN_ROOT"; cat "$HERE/systemd/make-root-image.sh"; } | sha256sum | cut -c1-16)
+# fnexec links simdjson, spdlog and fmt dynamically: the packages of its shared libraries go in the disk.
+FNEXEC_BIN=$(meson introspect "$BUILD" --targets | python3 -c '
+import json, sys
+print(next(f for t in json.load(sys.stdin) if t["name"] == "fnexec" and t["type"] == "executable" for f in t["filename"]))')
+RUNTIME_PKGS=$(for lib in $(ldd "$FNEXEC_BIN" | awk '/=> \//{print $3}'); do
+    dpkg -S "$lib" 2>/dev/null || dpkg -S "/usr$lib"; done | cut -d: -f1 | sort -u)
+[ -n "$RUNTIME_PKGS" ] || { echo "FAIL: cannot find the packages of $FNEXEC_BIN's libraries"; exit 1; }
+# The disk depends on the Debian root (its name carries its own key), the script that makes it and
+# those packages.
+KEY=$( { echo "$DEBIAN_ROOT" $RUNTIME_PKGS; cat "$HERE/systemd/make-root-image.sh"; } | sha256sum | cut -c1-16)
 DISK=$CACHE/systemd-root-$KEY.ext4
 if [ ! -s "$DISK" ]; then
     ( flock 9
       if [ ! -s "$DISK" ]; then
           echo "fnexec-vm: making $DISK" >&2
-          "$HERE/systemd/make-root-image.sh" "$DEBIAN_ROOT" "$DISK" || exit 1
+          "$HERE/systemd/make-root-image.sh" "$DEBIAN_ROOT" "$DISK" $RUNTIME_PKGS || exit 1
           for old in "$CACHE"/systemd-root-*.ext4; do [ "$old" = "$DISK" ] || rm -f "$old"; done
       fi ) 9>"$CACHE/.lock" || { echo "FAIL: making the guest disk failed"; exit 1; }
 fi
@@ -103,6 +112,10 @@ if [ "$QEMU_RC" = 124 ] || [ ! -f "$SHARE/results/done" ] || [ "${failed:-0}" !=
     [ -f "$SHARE/results/done" ] || echo "FAIL: the guest test did not finish"
     echo "--- console (last 60 lines)"; tail -60 "$SHARE/console.log"
     [ -f "$SHARE/results/journal.txt" ] && { echo "--- journal (last 80 lines)"; tail -80 "$SHARE/results/journal.txt"; }
+    if [ -n "${FNEXEC_VM_KEEP:-}" ]; then
+        mkdir -p "$FNEXEC_VM_KEEP" && cp -a "$SHARE/results" "$SHARE/console.log" "$FNEXEC_VM_KEEP/"
+        echo "kept the results and the whole guest journal in $FNEXEC_VM_KEEP"
+    fi
     exit 1
 fi
 exit 0

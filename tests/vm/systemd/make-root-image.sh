@@ -3,9 +3,12 @@
 # tests/support/debian-root.sh) with a hostname, and the units a test VM does not need masked.
 # fnexec is not in it: the guest's initramfs copies a fresh `meson install --destdir` tree over it
 # at every boot, and qemu's snapshot=on drops the writes.
-# usage: make-root-image.sh DEBIAN_ROOT OUT.ext4   (DEBIAN_ROOT: the tarball, or a directory)
+# The Debian packages of fnexec's shared libraries that the root lacks are added with dpkg -x, as
+# a package's Depends would pull them in.
+# usage: make-root-image.sh DEBIAN_ROOT OUT.ext4 [PACKAGE...]   (DEBIAN_ROOT: the tarball, or a directory)
 set -euo pipefail
 SRC=$1 OUT=$2
+shift 2
 WORK=$(mktemp -d "$(dirname "$OUT")/root-image.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 if [ -d "$SRC" ]; then
@@ -14,6 +17,14 @@ else
     mkdir "$WORK/root"
     tar -xpf "$SRC" -C "$WORK/root" --numeric-owner --xattrs
 fi
+mkdir "$WORK/debs"
+for pkg in "$@"; do
+    [ -e "$WORK/root/var/lib/dpkg/info/$pkg.list" ] || [ -e "$WORK/root/var/lib/dpkg/info/$pkg:$(dpkg --print-architecture).list" ] && continue
+    # apt-get download writes into the current directory; _apt cannot write to root-owned dirs.
+    ( cd "$WORK/debs" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2 )
+done
+for deb in "$WORK"/debs/*.deb; do [ -e "$deb" ] && dpkg -x "$deb" "$WORK/root"; done
+ldconfig -r "$WORK/root"
 echo fnexec-vm > "$WORK/root/etc/hostname"
 # Units a VM without hardware or users has no use for, each seconds of boot under TCG (systemd-analyze
 # blame): the root has no modules for modprobe@ to load, nothing for e2scrub, no one to log in.
