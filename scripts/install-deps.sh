@@ -11,8 +11,8 @@ BUILD_PKGS=(
 )
 # Used by tests and rootfs-tools at run time.
 TEST_PKGS=(busybox-static zstd gzip tar python3 iproute2 curl cpio kmod xz-utils)
-# Peers for bench/ and the cgroup-v2 VM suite.
-EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap)
+# Peers for bench/, the cgroup-v2 VM suite and the systemd VM suite (mmdebstrap, mke2fs).
+EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap e2fsprogs)
 # The libFuzzer targets (tests/fuzz/run.sh): clang 14 cannot use libstdc++'s <expected>.
 FUZZ_PKGS=(clang-16 libclang-rt-16-dev)
 

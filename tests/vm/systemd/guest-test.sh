@@ -62,6 +62,13 @@ for d in ProtectHostname RestrictSUIDSGID; do
     check "$d is off" [ "$(prop $d)" = no ]
 done
 check "UMask is the default 0022" [ "$(prop UMask)" = 0022 ]
+# The hardening the unit keeps is in force for everything below (each sandbox inherits it).
+for kv in ProtectHome=read-only ProtectClock=yes ProtectKernelLogs=yes ProtectKernelModules=yes \
+          LockPersonality=yes RestrictRealtime=yes; do
+    check "$kv is on" [ "$(prop "${kv%%=*}")" = "${kv#*=}" ]
+done
+check "RestrictAddressFamilies is on ($(prop RestrictAddressFamilies))" \
+    [ "$(prop RestrictAddressFamilies | wc -w)" = 4 ]
 
 # --- start: Type=notify, active only after READY=1 (which carries STATUS=serving)
 check "Type=notify" [ "$(prop Type)" = notify ]
