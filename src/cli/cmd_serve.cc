@@ -1,11 +1,11 @@
 // fnexec serve: the daemon (src/server/daemon.h).
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <memory>
 
 #include "cli/commands.h"
 #include "server/daemon.h"
+#include "util/log.h"
 
 namespace fnexec::cli {
 
@@ -30,10 +30,8 @@ void add_serve_command(CLI::App& app, Globals& g) {
   sub->add_option("--state-dir", o->state_dir, "state directory: images, database (default --root)");
   sub->add_option("--cgroups", o->cgroups, "auto (required) or disabled (no limits, no accounting)");
   sub->callback([o, &g] {
-    // The daemon logs from several threads: a thread-safe logger, info by default.
-    auto logger = spdlog::stderr_logger_mt("fnexec-serve");
-    logger->set_pattern("fnexec %l: %v");
-    spdlog::set_default_logger(std::move(logger));
+    // The daemon logs from several threads: a thread-safe logger (its level comes from log_level).
+    log::init(spdlog::level::info, log::Threads::many);
 
     server::ServeOptions options;
     if (!o->config.empty()) {

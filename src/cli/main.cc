@@ -8,7 +8,7 @@
 namespace fnexec::cli {
 
 int report(const Error& e) {
-  std::fprintf(stderr, "fnexec: %s\n", e.message().c_str());
+  std::fprintf(stderr, "%sfnexec: %s\n", fnexec::log::to_journal() ? "<3>" : "", e.message().c_str());
   return kExitFnexecError;
 }
 

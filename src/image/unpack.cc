@@ -301,6 +301,8 @@ Result<UniqueFd> LayerWriter::open_dir(std::string_view rel, bool create) {
       if (::mkdirat(cur.get(), part.c_str(), 0755) != 0 && errno != EEXIST)
         return fail_errno("create directory", path.substr(0, j));
       next.reset(sys::openat2(cur.get(), part.c_str(), &how, sizeof how));
+      // mkdirat applies the process umask (0077 under a hardened service): the mode is set outright.
+      if (next && ::fchmod(next.get(), 0755) != 0) return fail_errno("chmod", path.substr(0, j));
     }
     if (!next) return refuse(errno);
     cur = std::move(next);

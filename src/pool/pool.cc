@@ -541,7 +541,7 @@ void PoolSetImpl::launcher_loop() {
   }
 
   // Stopping: nothing parked or starting survives; waiting cold starts get an answer.
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   for (auto& s : starting) {
     if (s.request)
       s.request->slot.set_value(fail(ErrorKind::unavailable, "start sandbox for", s.function->spec.name, "shutting down"));
@@ -554,6 +554,9 @@ void PoolSetImpl::launcher_loop() {
   for (auto& r : cold_)
     r->slot.set_value(fail(ErrorKind::unavailable, "start sandbox for", r->function->spec.name, "shutting down"));
   cold_.clear();
+  // PR_SET_PDEATHSIG fires when this thread ends, not the process: leaving now would SIGKILL the
+  // invocations still running, which shutdown() lets finish within the grace period.
+  idle_cv_.wait(lock, [&] { return busy_ == 0; });
 }
 
 void PoolSetImpl::cleanup_loop() {

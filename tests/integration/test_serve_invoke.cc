@@ -154,6 +154,24 @@ TEST_SUITE("serve") {
     busy.join();
   }
 
+  TEST_CASE("SIGTERM drains: an invocation running when the signal comes finishes and is answered") {
+    InvokeDaemon d("shutdown_grace = 60s\n");
+    // The sandbox is warm when the event comes, so it was launched by the pool's launcher thread,
+    // whose exit at shutdown must not take the sandbox with it (PR_SET_PDEATHSIG is per thread).
+    d.create("slow", "read x; sleep 2; echo done-$x", R"("min_warm":1)");
+    wait_until([&] { return d.warm("slow") >= 1; }, "a parked sandbox");
+    Http reply;
+    std::thread caller([&] { reply = d.invoke("slow", "drain\n"); });
+    // busy counts from the moment the pool handed the sandbox out, past its shutting-down check.
+    wait_until([&] { return contains(d.curl("GET", "/v1/functions/slow").body, R"("busy":1)"); },
+               "the invocation to take the sandbox");
+    CHECK(d.stop(SIGTERM) == 0);
+    caller.join();
+    CHECK(reply.status == 200);
+    CHECK(reply.body == "done-drain\n");
+    CHECK(contains(d.log(), "shutting down"));
+  }
+
   TEST_CASE("async: 202, queued durably, run, result kept") {
     InvokeDaemon d;
     d.create("up", "tr a-z A-Z", R"("min_warm":1,"max_concurrency":2)");

@@ -287,6 +287,28 @@ TEST_CASE("blob_compression reads the magic bytes") {
   CHECK(*blob_compression(empty.get()) == "none");
 }
 
+TEST_CASE("the process umask does not reach the layer: a service's UMask=0077 keeps the image's modes") {
+  auto tmp = fs::TempDir::make("/tmp", "fnexec-umask-");
+  REQUIRE(tmp);
+  auto root = tmp->path();
+  mode_t old = ::umask(0077);
+  auto d = unpack_bytes(make_tar(kTree), &root);
+  ::umask(old);
+  REQUIRE_MESSAGE(d, d.error().message());
+  auto mode_of = [&](const char* rel) {
+    struct stat st {};
+    REQUIRE(::stat((root / rel).c_str(), &st) == 0);
+    return st.st_mode & 07777;
+  };
+  CHECK(mode_of(".") == 0755);
+  CHECK(mode_of("dir") == 0750);
+  CHECK(mode_of("dir/file") == 0644);
+  CHECK(mode_of("dir/suid") == 04755);
+  CHECK(mode_of("missing") == 0755);  // parents the archive does not list
+  CHECK(mode_of("missing/parent") == 0755);
+  CHECK(mode_of("missing/parent/file") == 0644);
+}
+
 TEST_CASE("hostile entries are refused and nothing is written outside the layer") {
   auto tmp = fs::TempDir::make("/tmp", "fnexec-hostile-");
   REQUIRE(tmp);

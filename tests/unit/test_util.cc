@@ -1,9 +1,14 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/log.h"
 #include "util/unique_fd.h"
 
 using namespace fnexec;
@@ -71,4 +76,25 @@ static Result<int> twice_checked(int x) {
 TEST_CASE("FNEXEC_TRY works on Result<void>") {
   CHECK(*twice_checked(4) == 8);
   CHECK(!twice_checked(3));
+}
+
+TEST_CASE("journal priority prefixes: only when JOURNAL_STREAM names the very fd") {
+  CHECK(fnexec::log::syslog_priority(spdlog::level::err) == 3);
+  CHECK(fnexec::log::syslog_priority(spdlog::level::warn) == 4);
+  CHECK(fnexec::log::syslog_priority(spdlog::level::info) == 6);
+  CHECK(fnexec::log::syslog_priority(spdlog::level::debug) == 7);
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  fnexec::UniqueFd r(fds[0]), w(fds[1]);
+  struct stat st {};
+  REQUIRE(::fstat(w.get(), &st) == 0);
+  std::string mine = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  CHECK(fnexec::log::is_journal_stream(mine.c_str(), w.get()));
+  CHECK(!fnexec::log::is_journal_stream(nullptr, w.get()));
+  CHECK(!fnexec::log::is_journal_stream("", w.get()));
+  CHECK(!fnexec::log::is_journal_stream((mine + "x").c_str(), w.get()));
+  std::string other = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino + 1);
+  CHECK(!fnexec::log::is_journal_stream(other.c_str(), w.get()));  // a stream the service's parent had
+  UniqueFd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  CHECK(!fnexec::log::is_journal_stream(mine.c_str(), null.get()));
 }

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Builds the VM's initramfs: busybox-static, tests/vm/init, and the virtio/9p modules (with their
+# Builds the VM's initramfs: busybox-static, tests/vm/init, and the virtio/9p/ext4 modules (with their
 # dependencies) from the unpacked kernel package. Uncompressed: the guest unpacks it fastest.
 # usage: build-initramfs.sh CACHE_DIR OUT.cpio
 set -euo pipefail
@@ -31,8 +31,9 @@ add_module() {   # add_module NAME: the module and everything modules.dep says i
         add_module "${dep%%.ko*}"
     done
 }
-# overlay and veth: the sandbox tests that may run here mount overlay roots and create veth pairs.
-for m in virtio_pci 9pnet_virtio 9p overlay veth; do add_module "$m"; done
+# overlay and veth: the sandbox tests that may run here mount overlay roots and create veth pairs;
+# virtio_blk, ext4 and crc32c_generic (ext4 asks the crypto API for it): the systemd suite's root disk.
+for m in virtio_pci 9pnet_virtio 9p overlay veth virtio_blk crc32c_generic ext4; do add_module "$m"; done
 cp "$KMOD"/modules.builtin "$KMOD"/modules.builtin.modinfo "$KMOD"/modules.order "$ROOT/lib/modules/$KVER/"
 depmod -b "$ROOT" "$KVER"
 (cd "$ROOT" && find . -print0 | cpio --null -o -H newc --quiet) > "$OUT.tmp"

@@ -14,32 +14,11 @@ skip() { echo "SKIP: $*"; exit 77; }
 [ $# -ge 2 ] || { echo "usage: $0 TEST_BINARY FNEXEC_BINARY [test arguments...]" >&2; exit 2; }
 TEST_BIN=$(realpath "$1") FNEXEC_BIN=$(realpath "$2"); shift 2
 
-[ "$(id -u)" = 0 ] || skip "the VM suite needs root (9p passthrough of /, cgroup writes in the guest)"
-for tool in qemu-system-x86_64 cpio depmod xz flock; do
-    command -v $tool >/dev/null || skip "$tool is missing: run scripts/install-deps.sh --all"
-done
-if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
-    skip "/bin/busybox is missing or not static: install busybox-static"
-fi
 case $TEST_BIN in /proc/*|/sys/*|/dev/*) echo "test binary must not live under /proc, /sys or /dev" >&2; exit 2 ;; esac
 
-if [ -n "${FNEXEC_VM_CACHE:-}" ]; then CACHE=$FNEXEC_VM_CACHE
-elif [ -n "${XDG_CACHE_HOME:-}" ]; then CACHE=$XDG_CACHE_HOME/fnexec-vm
-else CACHE=/var/cache/fnexec-vm; fi
 T0=$(date +%s%N)
-"$HERE/fetch-kernel.sh" "$CACHE"
-rc=$?
-[ $rc = 77 ] && skip "Debian's kernel package cannot be downloaded (see above)"
-[ $rc = 0 ] || { echo "FAIL: fetching the kernel failed ($rc)"; exit 1; }
-KVER=$(cat "$CACHE/kver")
-
-# The initramfs depends only on init, its build script and the kernel: cache it under their hash.
-KEY=$(cat "$HERE/init" "$HERE/build-initramfs.sh" "$CACHE/kver" | sha256sum | cut -c1-16)
-INITRD=$CACHE/initramfs-$KEY.cpio
-if [ ! -s "$INITRD" ]; then
-    ( flock 9; [ -s "$INITRD" ] || "$HERE/build-initramfs.sh" "$CACHE" "$INITRD" ) 9>"$CACHE/.lock" \
-        || { echo "FAIL: building the initramfs failed"; exit 1; }
-fi
+. "$HERE/vm-common.sh"
+vm_prepare
 
 OUT=$(mktemp -d /tmp/fnexec-vm.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
@@ -60,16 +39,6 @@ BUILD_ROOT=${FNEXEC_BUILD_ROOT:-$(dirname "$(dirname "$TEST_BIN")")}
     echo
 } > "$OUT/guest.sh"
 
-ACCEL=${FNEXEC_VM_ACCEL:-auto}
-if [ "$ACCEL" = auto ]; then
-    # KVM only where it is real: nested kvm_pvm runs a stock guest through the emulator and dies.
-    if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && [ ! -d /sys/module/kvm_pvm ]; then
-        ACCEL=kvm; else ACCEL=tcg; fi
-fi
-case $ACCEL in
-    kvm) ACC=(-accel kvm -cpu host) ;;
-    *)   ACC=(-accel tcg,thread=multi -cpu max) ;;
-esac
 # PVH boot of the uncompressed vmlinux; -machine pc (microvm hung in 2 of 3 boots when measured).
 timeout "${FNEXEC_VM_TIMEOUT:-420}" qemu-system-x86_64 -nodefaults -no-user-config -display none \
     -serial stdio -no-reboot -machine pc "${ACC[@]}" -m 768 -smp 1 \
