@@ -33,7 +33,7 @@ using pool::Lifecycle;
 
 struct LifecycleImages {
   static constexpr const char* kPrefix = "fnexec-test-lifecycle";
-  ScratchTmpfs scratch{"256m"};
+  ScratchTmpfs scratch{"2g"};  // the runtime image below (python3, node) is about 300 MiB unpacked
   std::optional<image::Store> store;
   std::shared_ptr<cgroup::Hierarchy> cgroups;
 
@@ -62,6 +62,44 @@ struct LifecycleImages {
 LifecycleImages& images() {
   static LifecycleImages p;
   return p;
+}
+
+// runtimes:1: the host's python3 (+ stdlib) and node, the runtime helpers at /opt/fnexec, and the
+// example handlers of runtime/helpers/examples at /fn (C: /fn/echo).
+struct RuntimeImage {
+  ScratchTmpfs scratch{"2g"};
+  RuntimeImage() {
+    auto examples = source_root() / "runtime/helpers/examples";
+    const char* c_echo = std::getenv("FNEXEC_EXAMPLE_C");
+    REQUIRE(c_echo);
+    auto mk = run({rootfs_tool("mkimage").string(), "--busybox", "--python", "--node", "--host-binary",
+                   std::string(c_echo) + "=/fn/echo", "--fnexec-runtime", "--file",
+                   (examples / "python/handler.py").string() + "=/fn/handler.py", "--file",
+                   (examples / "node/index.js").string() + "=/fn/index.js", "--workdir", "/fn", "--compression",
+                   "none", "--ref", "runtimes:1", "-o", (scratch / "img").string()});
+    REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
+    auto imported = images().store->import("oci:" + (scratch / "img").string(), {.name = std::string("runtimes:1")});
+    REQUIRE_MESSAGE(imported, imported.error().message());
+  }
+};
+
+void runtime_image() {
+  static RuntimeImage image;
+}
+
+pool::FunctionSpec runtime_function(const std::string& runtime, Lifecycle lifecycle) {
+  pool::FunctionSpec f;
+  f.name = runtime + "-" + std::string(pool::to_string(lifecycle));
+  f.image = "runtimes:1";
+  if (runtime == "python")
+    f.cmd = std::vector<std::string>{"python3", "/opt/fnexec/fnexec_runtime.py", "handler.handler"};
+  else if (runtime == "node")
+    f.cmd = std::vector<std::string>{"node", "/opt/fnexec/fnexec_runtime.js", "./index.handler"};
+  else
+    f.cmd = std::vector<std::string>{"/fn/echo"};
+  f.lifecycle = lifecycle;
+  f.timeout = 20s;
+  return f;
 }
 
 std::unique_ptr<pool::PoolSet> make_pools() {
@@ -106,14 +144,26 @@ size_t pool_cgroups() {
   return count_cgroups_named("pool-" + std::to_string(::getpid()) + "-");
 }
 
+// Mounts below our scratch tmpfs (the store's mnt/): other worktrees' tests mount and unmount in the
+// same namespace, so the whole mount table is not ours to count.
+size_t store_mounts() {
+  std::ifstream f("/proc/self/mountinfo");
+  size_t n = 0;
+  std::string mine = images().scratch.path().string() + "/";
+  for (std::string line; std::getline(f, line);)
+    if (line.find(mine) != std::string::npos) ++n;
+  return n;
+}
+
 struct Leaks {
   ResourceSnapshot snapshot = ResourceSnapshot::take();
   size_t cgroups = pool_cgroups();
+  size_t mounts = store_mounts();
   void check_same() const {
     auto now = ResourceSnapshot::take();
     CHECK(now.fds == snapshot.fds);
     CHECK(now.processes == snapshot.processes);
-    CHECK(now.mounts == snapshot.mounts);
+    CHECK(store_mounts() == mounts);
     CHECK(pool_cgroups() == cgroups);
   }
 };
@@ -128,6 +178,53 @@ std::string random_bytes(size_t n) {
 }  // namespace
 
 TEST_SUITE("lifecycle") {
+  TEST_CASE("Python, Node and C handlers (the runtime helpers) in fresh and reuse: bytes, state, errors, logs, init") {
+    images();
+    runtime_image();
+    Leaks leaks;
+    {
+      auto pools = make_pools();
+      for (std::string runtime : {"python", "node", "c"})
+        for (auto lc : {Lifecycle::fresh, Lifecycle::reuse}) {
+          auto spec = runtime_function(runtime, lc);
+          CAPTURE(spec.name);
+          REQUIRE(pools->configure(spec));
+          for (size_t n : {size_t{0}, size_t{1}, size_t{5} << 20}) {
+            auto payload = n == 1 ? std::string("\xff") : random_bytes(n);
+            auto r = invoke(*pools, spec.name, payload);
+            CHECK(r.error_type == "");
+            CHECK(r.output.size() == n);
+            CHECK(r.output == payload);
+          }
+          // State: events this process has seen.
+          std::string counts;
+          for (int i = 0; i < 3; ++i)
+            counts += invoke(*pools, spec.name, runtime == "c" ? "count" : R"({"count": true})").output + " ";
+          CHECK(counts == (lc == Lifecycle::reuse ? "4 5 6 " : "1 1 1 "));  // reuse: after the 3 events above
+          auto failed = invoke(*pools, spec.name, runtime == "c" ? "raise:boom" : R"({"raise": "boom"})");
+          CHECK(failed.error_type == "Function.Error");
+          REQUIRE(failed.error_body);
+          CHECK(failed.error_body->find("boom") != std::string::npos);
+          CHECK(failed.retired == (lc == Lifecycle::fresh ? "fresh" : ""));
+          auto logged = invoke(*pools, spec.name, runtime == "c" ? "print:hello" : R"({"print": "hello"})");
+          CHECK(logged.error_type == "");
+          CHECK(logged.log.find("hello") != std::string::npos);
+          CHECK(logged.output.find("fd1") == std::string::npos);  // a stray print never reaches the result
+
+          auto broken = spec;
+          broken.name += "-broken";
+          broken.min_warm = 0;
+          broken.env = {"EXAMPLE_FAIL_INIT=1"};
+          REQUIRE(pools->configure(broken));
+          auto init = invoke(*pools, broken.name, "x");
+          CHECK(init.error_type == "Runtime.InitError");
+          CHECK(init.error_body.has_value() == (runtime != "c" || init.error_body.has_value()));
+          pools->remove(broken.name);
+        }
+    }
+    leaks.check_same();
+  }
+
   TEST_CASE("fresh and reuse pass 0 B, 1 B and 5 MiB of binary exactly, and set the protocol's environment") {
     images();
     Leaks leaks;
