@@ -412,22 +412,6 @@ TEST_SUITE("lifecycle") {
     leaks.check_same();
   }
 
-  TEST_CASE("per-event CPU and memory are deltas from the event's start and exclude the init") {
-    images();
-    auto pools = make_pools();
-    REQUIRE(pools->configure(probe("accounting", Lifecycle::reuse, "init-burn")));
-    for (int i = 0; i < 2; ++i) {
-      auto r = invoke(*pools, "accounting", "e");
-      CHECK(r.output == "e");
-      if (i == 0) REQUIRE(r.init_us);
-      if (!r.record.cpu_user_us) continue;  // cgroups without CPU accounting
-      // The init burned 300 ms of user CPU; an echo is a tiny fraction of that.
-      CHECK(*r.record.cpu_user_us + *r.record.cpu_system_us < 100000);
-      if (r.record.memory_peak_bytes && !r.record.memory_peak_includes_setup)
-        CHECK(*r.record.memory_peak_bytes < (32u << 20));  // the init touched 64 MiB and freed it
-    }
-  }
-
   TEST_CASE("1,000 fresh and 10,000 reuse events leave no process, fd, mount or cgroup behind") {
     images();
     Leaks leaks;
@@ -493,6 +477,56 @@ TEST_SUITE("lifecycle") {
     CHECK(wrong == 0);
     CHECK(max_busy <= 4);
     CHECK(ids.size() <= 8);  // reuse: a handful of processes served all 800 events
+  }
+
+  TEST_CASE("fnexec run --lifecycle: fresh answers stdin, reuse every line of --events, one record each") {
+    images();
+    std::string root = (images().scratch / "store").string();
+    auto fresh = fnexec({"--root", root, "run", "--lifecycle", "fresh", "probe:1", "--", "/bin/frame_probe", "echo"},
+                        {.stdin_data = std::string("a\0b\n", 4)});
+    CHECK(fresh.exit_code == 0);
+    CHECK(fresh.out == std::string("a\0b\n", 4));
+
+    auto reuse = fnexec({"--root", root, "run", "--lifecycle", "reuse", "--events", "-", "--report", "-", "probe:1",
+                         "--", "/bin/frame_probe", "count"},
+                        {.stdin_data = "x\n\ny\n"});
+    CHECK(reuse.exit_code == 0);
+    CHECK(reuse.out == "1\n2\n3\n");
+    CHECK(reuse.err.find(R"("lifecycle":"reuse","sandbox_events":3,"init_us":null)") != std::string::npos);
+
+    auto failing = fnexec({"--root", root, "run", "--lifecycle", "reuse", "--events", "-", "probe:1", "--",
+                           "/bin/frame_probe", "exit"},
+                          {.stdin_data = "x\ny\n"});
+    CHECK(failing.exit_code == 3);
+    CHECK(failing.err.find("event 1: Runtime.ExitError") != std::string::npos);
+    CHECK(failing.err.find("event 2 and later not sent") != std::string::npos);
+
+    auto init = fnexec({"--root", root, "run", "--lifecycle", "fresh", "--init-timeout", "200ms", "probe:1", "--",
+                        "/bin/frame_probe", "init-hang"});
+    CHECK(init.exit_code == 1);
+    CHECK(init.err.find("no READY within init_timeout (200 ms)") != std::string::npos);
+    auto events = fnexec({"--root", root, "run", "--events", "-", "probe:1"});
+    CHECK(events.exit_code != 0);
+    CHECK(events.err.find("--lifecycle reuse") != std::string::npos);
+  }
+}
+
+// The accounting of fresh/reuse events, also run on cgroup v2 in the VM suite (tests/vm/meson.build).
+TEST_SUITE("lifecycle-cgroup") {
+  TEST_CASE("per-event CPU and memory are deltas from the event's start and exclude the init") {
+    images();
+    auto pools = make_pools();
+    REQUIRE(pools->configure(probe("accounting", Lifecycle::reuse, "init-burn")));
+    for (int i = 0; i < 2; ++i) {
+      auto r = invoke(*pools, "accounting", "e");
+      CHECK(r.output == "e");
+      if (i == 0) REQUIRE(r.init_us);
+      if (!r.record.cpu_user_us) continue;  // cgroups without CPU accounting
+      // The init burned 300 ms of user CPU; an echo is a tiny fraction of that.
+      CHECK(*r.record.cpu_user_us + *r.record.cpu_system_us < 100000);
+      if (r.record.memory_peak_bytes && !r.record.memory_peak_includes_setup)
+        CHECK(*r.record.memory_peak_bytes < (32u << 20));  // the init touched 64 MiB and freed it
+    }
   }
 }
 
