@@ -169,6 +169,10 @@ std::string shape_of(const std::string& digest, const sandbox::SandboxSpec& s, c
          std::to_string(static_cast<int>(s.network)) + '\n' + std::string(to_string(f.lifecycle));
 }
 
+// Process-wide: sandbox cgroups are named pool-<pid>-<n>, and two PoolSets in one process (a bench
+// run, a test) must not hand out the same name.
+std::atomic<uint64_t> next_sandbox_id{0};
+
 class PoolSetImpl final : public PoolSet {
  public:
   PoolSetImpl(image::Store& store, std::shared_ptr<cgroup::Hierarchy> cgroups, PoolSetOptions options,
@@ -234,7 +238,6 @@ class PoolSetImpl final : public PoolSet {
   std::set<sandbox::Sandbox*> running_;
   uint32_t total_ = 0;  // parked + busy + starting, all functions
   uint32_t busy_ = 0;
-  uint64_t next_id_ = 0;
   std::atomic<uint64_t> next_event_id_{1};
   bool stopping_ = false;
 
@@ -517,10 +520,7 @@ Result<SlotPtr> PoolSetImpl::launch(const cgroup::Limits& limits, const sandbox:
                                     uint64_t generation, bool init_in_background) {
   auto slot = std::make_unique<Slot>();
   slot->generation = generation;
-  {
-    std::lock_guard lock(mutex_);
-    slot->id = "pool-" + std::to_string(::getpid()) + "-" + std::to_string(next_id_++);
-  }
+  slot->id = "pool-" + std::to_string(::getpid()) + "-" + std::to_string(next_sandbox_id++);
   slot->cgroup = FNEXEC_TRY(cgroups_->create(slot->id, limits));
   sandbox::SandboxSpec spec = tmpl;
   spec.cgroup = slot->cgroup.get();

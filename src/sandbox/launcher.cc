@@ -71,8 +71,11 @@ struct Pipe {
 
 // A pipe whose child end is >= 3 (so the child's dup2 onto 0..2 never overwrites a source fd) and
 // whose parent end is non-blocking (the invocation polls it).
-Result<Pipe> stdio_pipe(bool child_reads) {
+// The function's host ids own its stdio pipes, as if it had made them itself: a runtime that
+// reopens them through /proc/self/fd (Node.js has no dup()) is refused by a root-owned pipe's 0600.
+Result<Pipe> stdio_pipe(bool child_reads, uid_t owner, gid_t group) {
   auto p = FNEXEC_TRY(Pipe::make("sandbox stdio"));
+  if (::fchown(p.read.get(), owner, group) != 0) return fail_errno("give the function its stdio pipe");
   for (UniqueFd* end : {&p.read, &p.write}) {
     if (end->get() >= 3) continue;
     int moved = ::fcntl(end->get(), F_DUPFD_CLOEXEC, 3);
@@ -153,9 +156,15 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
 
   std::optional<Pipe> child_in, child_out, child_err;
   if (spec.stdio == Stdio::pipes) {
-    child_in = FNEXEC_TRY(stdio_pipe(true));
-    child_out = FNEXEC_TRY(stdio_pipe(false));
-    child_err = FNEXEC_TRY(stdio_pipe(false));
+    uid_t owner = spec.privileges.uid;
+    gid_t group = spec.privileges.gid;
+    if (spec.userns == UserNamespace::automatic) {
+      owner += spec.id_range.host_first;
+      group += spec.id_range.host_first;
+    }
+    child_in = FNEXEC_TRY(stdio_pipe(true, owner, group));
+    child_out = FNEXEC_TRY(stdio_pipe(false, owner, group));
+    child_err = FNEXEC_TRY(stdio_pipe(false, owner, group));
     plan.stdio_fds[0] = child_in->read.get();
     plan.stdio_fds[1] = child_out->write.get();
     plan.stdio_fds[2] = child_err->write.get();

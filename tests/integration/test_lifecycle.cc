@@ -206,6 +206,28 @@ TEST_SUITE("lifecycle") {
     leaks.check_same();
   }
 
+  TEST_CASE("Node's helper keeps its frame channel private when the function is not root") {
+    // Node has no dup(): the helper reopens its stdio pipes through /proc/self/fd, which a pipe
+    // owned by root (mode 0600) refuses to uid 65534, and a raw write to fd 1 then lands in a frame.
+    images();
+    runtime_image();
+    Leaks leaks;
+    {
+      auto pools = make_pools();
+      auto spec = runtime_function("node", Lifecycle::reuse);
+      spec.name += "-nobody";
+      spec.user = "65534:65534";
+      REQUIRE(pools->configure(spec));
+      for (int i = 0; i < 2; ++i) {
+        auto logged = invoke(*pools, spec.name, R"({"print": "hello"})");
+        CHECK(logged.error_type == "");
+        CHECK(logged.log.find("fd1: hello") != std::string::npos);
+        CHECK(logged.output.find("fd1") == std::string::npos);
+      }
+    }
+    leaks.check_same();
+  }
+
   TEST_CASE("fresh and reuse pass 0 B, 1 B and 5 MiB of binary exactly, and set the protocol's environment") {
     images();
     Leaks leaks;
