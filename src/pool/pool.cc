@@ -31,6 +31,24 @@ std::string_view to_string(StartKind k) {
   return k == StartKind::warm ? "warm" : "cold";
 }
 
+std::string_view to_string(Lifecycle l) {
+  switch (l) {
+    case Lifecycle::fresh:
+      return "fresh";
+    case Lifecycle::reuse:
+      return "reuse";
+    case Lifecycle::oneshot:
+      break;
+  }
+  return "oneshot";
+}
+
+std::optional<Lifecycle> parse_lifecycle(std::string_view text) {
+  for (auto l : {Lifecycle::oneshot, Lifecycle::fresh, Lifecycle::reuse})
+    if (text == to_string(l)) return l;
+  return std::nullopt;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
