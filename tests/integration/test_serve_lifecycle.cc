@@ -59,9 +59,13 @@ TEST_SUITE("serve") {
     CHECK(contains(plain, R"("lifecycle":"oneshot","max_events_per_sandbox":0,"init_timeout_ms":3000)"));
     CHECK(contains(plain, R"("idle_timeout_s":120)"));
 
-    auto r = d.cli({"fn", "create", "rf", "--image", "bb:1", "--min-warm", "0", "--max-concurrency", "2",
-                    "--lifecycle", "reuse", "--max-events-per-sandbox", "5", "--init-timeout", "2500ms",
-                    "--idle-timeout", "90s", "--", "/bin/sh", "-c", kFramedSh});
+    // Not d.cli(): its --socket would land after "--", in the command.
+    std::vector<std::string> create = {"fn",      "create", "rf", "--socket", d.socket().string(),
+                                       "--image", "bb:1"};
+    create.insert(create.end(), {"--min-warm", "0", "--max-concurrency", "2", "--lifecycle", "reuse"});
+    create.insert(create.end(), {"--max-events-per-sandbox", "5", "--init-timeout", "2500ms"});
+    create.insert(create.end(), {"--idle-timeout", "90s", "--", "/bin/sh", "-c", kFramedSh});
+    auto r = test::fnexec(create);
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
     auto rf = d.curl("GET", "/v1/functions/rf").body;
     CHECK(contains(rf, R"("lifecycle":"reuse","max_events_per_sandbox":5,"init_timeout_ms":2500)"));
