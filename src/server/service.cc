@@ -415,8 +415,12 @@ void Service::invoke(Request& request, Respond respond) {
   lock.unlock();
   run_job(invocations_,
           [this, name, event = std::move(request.body), respond = std::move(respond)]() mutable {
-            invoke_sync(name, std::move(event), std::move(respond));
-            release(name);
+            // The slot is free before the reply goes out: a caller that sends its next event as soon
+            // as it has the result must not find its own previous invocation still counted (429).
+            invoke_sync(name, std::move(event), [this, name, respond = std::move(respond)](Reply reply) {
+              release(name);
+              respond(std::move(reply));
+            });
           });
 }
 
