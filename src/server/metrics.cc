@@ -4,26 +4,31 @@
 
 namespace fnexec::server {
 
-void DurationHistogram::observe(double seconds) {
-  ++count;
-  sum_seconds += seconds;
-  for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
-    if (seconds <= kDurationBuckets[i]) {
+namespace {
+
+// One observation into the first bucket whose upper bound holds it (none: only the +Inf count).
+template <size_t N>
+void add_to_bucket(std::array<uint64_t, N>& buckets, const std::array<double, N>& bounds, double v) {
+  for (size_t i = 0; i < N; ++i) {
+    if (v <= bounds[i]) {
       ++buckets[i];
       return;
     }
   }
 }
 
+}  // namespace
+
+void DurationHistogram::observe(double seconds) {
+  ++count;
+  sum_seconds += seconds;
+  add_to_bucket(buckets, kDurationBuckets, seconds);
+}
+
 void CountHistogram::observe(double v) {
   ++count;
   sum += v;
-  for (size_t i = 0; i < kSandboxEventBuckets.size(); ++i) {
-    if (v <= kSandboxEventBuckets[i]) {
-      ++buckets[i];
-      return;
-    }
-  }
+  add_to_bucket(buckets, kSandboxEventBuckets, v);
 }
 
 void Metrics::count(std::string_view function, Outcome outcome) {
