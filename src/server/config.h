@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "server/api.h"
 #include "util/error.h"
 
 namespace fnexec::server {
@@ -44,6 +45,7 @@ struct ServeConfig {
   // may take as long as it needs while it keeps coming.
   std::chrono::milliseconds request_idle_timeout{60000};
   std::string log_level = "info";
+  FunctionDefaults function_defaults;  // default_lifecycle, default_max_events_per_sandbox, ...
 };
 
 // One `key = value` setting, from the file or a flag.
