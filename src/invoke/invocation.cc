@@ -1,7 +1,6 @@
 #include "invoke/invocation.h"
 
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -12,13 +11,14 @@
 #include <cmath>
 
 #include "cgroup/cgroup.h"
+#include "invoke/pipe_io.h"
 #include "util/unique_fd.h"
 
 namespace fnexec::invoke {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using detail::Clock;
 
 constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 
@@ -40,28 +40,6 @@ class SignalForwarding {
   UniqueFd fd_;
 };
 
-// SIGPIPE from writes to a function's stdin is blocked in this thread, and one that came is discarded:
-// EPIPE is the answer wanted here, and the process's signal dispositions are not ours to change.
-class SigpipeBlocked {
- public:
-  SigpipeBlocked() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGPIPE);
-    ::pthread_sigmask(SIG_BLOCK, &set_, &previous_);
-  }
-  ~SigpipeBlocked() {
-    timespec zero{};
-    if (discard_pending && !sigismember(&previous_, SIGPIPE))
-      while (::sigtimedwait(&set_, nullptr, &zero) > 0) {
-      }
-    ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
-  }
-  bool discard_pending = false;
-
- private:
-  sigset_t set_, previous_;
-};
-
 std::string opt(const std::optional<uint64_t>& v) {
   return v ? std::to_string(*v) : "null";
 }
@@ -81,6 +59,12 @@ std::string to_json(const InvocationRecord& r) {
   j += ",\"cgroup_mode\":\"" + r.cgroup_mode + "\"";
   j += std::string(",\"memory_peak_includes_setup\":") + (r.memory_peak_includes_setup ? "true" : "false");
   return j + "}";
+}
+
+int exit_code_of(int wait_status) {
+  if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+  return 125;
 }
 
 Result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
@@ -114,7 +98,7 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
   std::optional<SignalForwarding> forwarding;
   if (options.forward_signals) forwarding.emplace();
   sandbox::StdioPipes pipes;
-  std::optional<SigpipeBlocked> sigpipe;
+  std::optional<detail::SigpipeBlocked> sigpipe;
   if (stdio) {
     pipes = sandbox.take_stdio();
     if (!pipes.in || !pipes.out || !pipes.err)
@@ -123,22 +107,14 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
     sigpipe.emplace();
   }
 
-  size_t written = 0;
+  uint64_t written = 0;
+  std::string pid_text = std::to_string(sandbox.pid());
   // Non-blocking; closes stdin once the event is written, or when the function closed its end.
   auto write_input = [&]() -> Result<> {
-    while (written < stdio->input.size()) {
-      ssize_t n = ::write(pipes.in.get(), stdio->input.data() + written, stdio->input.size() - written);
-      if (n > 0) {
-        written += static_cast<size_t>(n);
-      } else if (errno == EAGAIN) {
-        return {};
-      } else if (errno == EPIPE) {
-        sigpipe->discard_pending = true;
-        break;
-      } else if (errno != EINTR) {
-        return fail_errno("write event to sandbox", std::to_string(sandbox.pid()));
-      }
-    }
+    std::string_view pieces[] = {stdio->input};
+    auto state = FNEXEC_TRY(detail::write_some(pipes.in.get(), pieces, &written, "sandbox " + pid_text));
+    if (state == detail::WriteState::pending) return {};
+    if (state == detail::WriteState::closed) sigpipe->discard_pending = true;
     pipes.in.reset();
     return {};
   };
@@ -151,30 +127,22 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
   char buf[64 << 10];
   // Reads what is there; closes fd at EOF. stdout beyond the cap kills the sandbox.
   auto drain = [&](UniqueFd& fd, bool is_output) -> Result<> {
-    for (;;) {
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno == EAGAIN) return {};
-      if (n < 0) return fail_errno("read from sandbox", std::to_string(sandbox.pid()));
-      if (n == 0) {
-        fd.reset();
-        return {};
-      }
-      auto got = static_cast<size_t>(n);
+    auto state = FNEXEC_TRY(detail::read_available(fd.get(), buf, "sandbox " + pid_text, [&](std::string_view chunk) {
       if (!is_output) {
-        stdio->log.append(buf, got);
-        // Trimmed once it holds twice the tail, so a chatty function costs amortised O(1) per byte.
-        if (stdio->log.size() > 2 * stdio->max_log_bytes)
-          stdio->log.erase(0, stdio->log.size() - stdio->max_log_bytes);
-      } else if (stdio->output.size() + got > stdio->max_output_bytes) {
+        detail::append_log_tail(stdio->log, chunk, stdio->max_log_bytes);
+      } else if (stdio->output.size() + chunk.size() > stdio->max_output_bytes) {
         stdio->output_too_large = true;
         stdio->output.clear();
-        fd.reset();
-        return kill_all();
+        return false;
       } else {
-        stdio->output.append(buf, got);
+        stdio->output.append(chunk);
       }
-    }
+      return true;
+    }));
+    if (state == detail::ReadState::again) return {};
+    fd.reset();
+    if (state == detail::ReadState::stopped) return kill_all();
+    return {};
   };
 
   auto start = Clock::now();
@@ -196,14 +164,8 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
                      {pipes.out ? pipes.out.get() : -1, POLLIN, 0},
                      {pipes.err ? pipes.err.get() : -1, POLLIN, 0},
                      {reported ? -1 : status_fd, POLLIN, 0}};
-    timespec ts{}, *tsp = nullptr;
-    if (deadline && !rec.timed_out) {
-      auto left = std::max(std::chrono::nanoseconds(0), *deadline - Clock::now());
-      ts.tv_sec = static_cast<time_t>(left.count() / 1'000'000'000);
-      ts.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
-      tsp = &ts;
-    }
-    int n = ::ppoll(fds, 6, tsp, nullptr);
+    timespec ts;
+    int n = ::ppoll(fds, 6, detail::timeout_until(rec.timed_out ? std::nullopt : deadline, &ts), nullptr);
     if (n < 0) {
       if (errno == EINTR) continue;
       return fail_errno("wait for sandbox", std::to_string(sandbox.pid()));
@@ -224,8 +186,7 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
     if (fds[4].revents) FNEXEC_TRY(drain(pipes.err, false));
     if (fds[5].revents) reported = true;
   }
-  if (stdio && stdio->log.size() > stdio->max_log_bytes)
-    stdio->log.erase(0, stdio->log.size() - stdio->max_log_bytes);
+  if (stdio) detail::trim_log_tail(stdio->log, stdio->max_log_bytes);
 
   auto exit = exited ? sandbox.reap() : sandbox.collect();
   rec.wall_us = static_cast<uint64_t>(
@@ -251,12 +212,8 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
   if (WIFSIGNALED(st)) rec.signal = WTERMSIG(st);
   if (rec.timed_out)
     rec.exit_code = 124;
-  else if (WIFEXITED(st))
-    rec.exit_code = WEXITSTATUS(st);
-  else if (WIFSIGNALED(st))
-    rec.exit_code = 128 + WTERMSIG(st);
   else
-    rec.exit_code = 125;
+    rec.exit_code = exit_code_of(st);
   if (rec.oom_killed && !rec.timed_out) rec.exit_code = 137;
   return rec;
 }

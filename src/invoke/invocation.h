@@ -59,6 +59,9 @@ struct StdioExchange {
 Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::SandboxCgroup* cgroup,
                                         const WaitOptions& options, StdioExchange* stdio = nullptr);
 
+// What `fnexec run` exits with for a function's wait status: its exit code, 128+N for signal N.
+int exit_code_of(int wait_status);
+
 // "500ms", "2s", "1m", "1h", "1.5s", "250us"; a bare number is seconds.
 Result<std::chrono::nanoseconds> parse_duration(std::string_view text);
 

@@ -1,6 +1,9 @@
 // Warm pools: one launcher thread builds every sandbox (it outlives them all, so PR_SET_PDEATHSIG
 // only fires when the supervisor dies) and parks it; invoke() takes a parked one, runs it through
 // invoke::run_invocation and hands the remains to a cleanup thread, off the caller's path.
+// fresh/reuse: the launcher also sends go and waits (in the same poll) for the function's READY;
+// invoke() then runs one event through the slot's invoke::FramedSession, and a reuse slot goes back
+// to the pool until it is retired.
 #include "pool/pool.h"
 
 #include <linux/capability.h>
@@ -10,6 +13,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -21,7 +27,9 @@
 #include "image/store.h"
 #include "sandbox/capabilities.h"
 #include "sandbox/image_config.h"
+#include "invoke/session.h"
 #include "sandbox/launcher.h"
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/unique_fd.h"
 
@@ -29,6 +37,24 @@ namespace fnexec::pool {
 
 std::string_view to_string(StartKind k) {
   return k == StartKind::warm ? "warm" : "cold";
+}
+
+std::string_view to_string(Lifecycle l) {
+  switch (l) {
+    case Lifecycle::fresh:
+      return "fresh";
+    case Lifecycle::reuse:
+      return "reuse";
+    case Lifecycle::oneshot:
+      break;
+  }
+  return "oneshot";
+}
+
+std::optional<Lifecycle> parse_lifecycle(std::string_view text) {
+  for (auto l : {Lifecycle::oneshot, Lifecycle::fresh, Lifecycle::reuse})
+    if (text == to_string(l)) return l;
+  return std::nullopt;
 }
 
 namespace {
@@ -58,14 +84,43 @@ void set_thread_nice(int nice) {
   (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
 }
 
+// Every thread of the function (the child of the sandbox's PID 1) to nice: the init of a refilled
+// fresh/reuse function ran at the launcher's low priority, its events run at the daemon's.
+void renice_function(pid_t pid1, int nice) {
+  auto children = fs::read_file("/proc/" + std::to_string(pid1) + "/task/" + std::to_string(pid1) + "/children");
+  if (!children) return;
+  pid_t function = 0;
+  std::from_chars(children->data(), children->data() + children->size(), function);
+  if (function <= 0) return;
+  std::error_code ec;
+  for (auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(function) + "/task", ec)) {
+    id_t tid = 0;
+    auto name = task.path().filename().string();
+    std::from_chars(name.data(), name.data() + name.size(), tid);
+    if (tid > 0) (void)::setpriority(PRIO_PROCESS, tid, nice);
+  }
+}
+
 // One sandbox and its cgroup. Members are destroyed in reverse: the sandbox is killed and reaped
 // before its cgroup is emptied and removed.
 struct Slot {
   std::unique_ptr<cgroup::SandboxCgroup> cgroup;
   std::optional<sandbox::Sandbox> sandbox;
+  std::optional<invoke::FramedSession> session;  // fresh/reuse, from go on
   uint64_t generation = 0;
+  std::string id;                   // also its cgroup's name
+  uint64_t events = 0;              // served so far
+  std::optional<uint64_t> init_us;  // reported with its first event
+  Clock::time_point idle_since{};
 };
 using SlotPtr = std::unique_ptr<Slot>;
+
+// What a cold start hands its caller: a ready slot, or why the function's init failed.
+struct Launched {
+  SlotPtr slot;
+  std::string sandbox_id;
+  std::optional<invoke::InitOutcome> init_failure;
+};
 
 struct Function {
   FunctionSpec spec;
@@ -77,13 +132,13 @@ struct Function {
   Clock::time_point last_used = Clock::now();
   Clock::time_point retry_after{};
   Clock::duration backoff{};
-  uint64_t setup_failures = 0;
+  uint64_t setup_failures = 0, init_failures = 0;
   bool removed = false;
 };
 
 struct ColdRequest {
   std::shared_ptr<Function> function;
-  std::promise<Result<SlotPtr>> slot;
+  std::promise<Result<Launched>> slot;
 };
 
 struct Starting {
@@ -91,6 +146,12 @@ struct Starting {
   SlotPtr slot;
   Clock::time_point since;
   std::shared_ptr<ColdRequest> request;  // null for a refill
+  // fresh/reuse: go was sent and the function runs its init until READY or init_deadline.
+  bool initializing = false;
+  Clock::time_point init_deadline{};
+  std::chrono::milliseconds init_timeout{};
+  invoke::SessionLimits limits;
+  Lifecycle lifecycle = Lifecycle::oneshot;
 };
 
 std::string join(const std::vector<std::string>& v) {
@@ -105,7 +166,7 @@ std::string shape_of(const std::string& digest, const sandbox::SandboxSpec& s, c
   return digest + '\n' + join(s.argv) + '\n' + join(s.env) + '\n' + s.cwd + '\n' +
          std::to_string(s.privileges.uid) + ':' + std::to_string(s.privileges.gid) + '\n' +
          opt(f.limits.memory_bytes) + ' ' + opt(f.limits.cpus) + ' ' + opt(f.limits.pids) + '\n' +
-         std::to_string(static_cast<int>(s.network));
+         std::to_string(static_cast<int>(s.network)) + '\n' + std::string(to_string(f.lifecycle));
 }
 
 class PoolSetImpl final : public PoolSet {
@@ -127,8 +188,18 @@ class PoolSetImpl final : public PoolSet {
  private:
   Result<std::shared_ptr<const sandbox::SandboxSpec>> build_sandbox_spec(const FunctionSpec& spec,
                                                                          std::string* shape) const;
-  Result<SlotPtr> launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& spec, uint64_t generation);
+  Result<SlotPtr> launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& spec, uint64_t generation,
+                         bool init_in_background);
   void launcher_loop();
+  // Under mutex_: the function's refills wait, twice as long as after the last failure.
+  void back_off(Function& fn) {
+    fn.backoff = std::clamp<Clock::duration>(fn.backoff * 2, kBackoffFirst, kBackoffMax);
+    fn.retry_after = Clock::now() + fn.backoff;
+  }
+  // Under mutex_: a ready sandbox goes to the cold start waiting for it, or into the pool.
+  void hand_out(Starting& s);
+  // A fresh/reuse function answered its init: READY parks the slot, anything else fails it.
+  void finish_init(Starting& s, invoke::InitOutcome init);
   void cleanup_loop();
   void wake() const {
     uint64_t one = 1;
@@ -164,6 +235,7 @@ class PoolSetImpl final : public PoolSet {
   uint32_t total_ = 0;  // parked + busy + starting, all functions
   uint32_t busy_ = 0;
   uint64_t next_id_ = 0;
+  std::atomic<uint64_t> next_event_id_{1};
   bool stopping_ = false;
 
   std::deque<SlotPtr> trash_;
@@ -189,6 +261,11 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
   if (!f.user.empty()) overrides.user = f.user;
   sandbox::PrivilegeSpec privileges;
   FNEXEC_TRY(sandbox::apply_image_config(img, overrides, *spec, privileges));
+  if (f.lifecycle != Lifecycle::oneshot) {
+    sandbox::set_env(spec->env, "FNEXEC_PROTOCOL=" + std::string(invoke::frames::kProtocol));
+    sandbox::set_env(spec->env, "FNEXEC_LIFECYCLE=" + std::string(to_string(f.lifecycle)));
+    sandbox::set_env(spec->env, "FNEXEC_FUNCTION_NAME=" + f.name);
+  }
   spec->privileges = FNEXEC_TRY(sandbox::prepare_privileges(privileges));
   *shape = shape_of(img.manifest_digest, *spec, f);
   return spec;
@@ -200,6 +277,8 @@ Result<> PoolSetImpl::configure(const FunctionSpec& spec) {
     return fail(ErrorKind::invalid, "configure function", spec.name, "max_concurrency must be at least 1");
   if (spec.timeout <= 0ms)
     return fail(ErrorKind::invalid, "configure function", spec.name, "timeout must be positive");
+  if (spec.lifecycle != Lifecycle::oneshot && spec.init_timeout <= 0ms)
+    return fail(ErrorKind::invalid, "configure function", spec.name, "init_timeout must be positive");
   std::string shape;
   auto sandbox_spec = build_sandbox_spec(spec, &shape);
   if (!sandbox_spec) return std::unexpected(sandbox_spec.error().context("configure function " + spec.name));
@@ -265,9 +344,16 @@ Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_
     while (!fn->warm.empty()) {
       slot = std::move(fn->warm.front());
       fn->warm.pop_front();
-      // A parked sandbox killed from outside (OOM killer, an admin) is dropped, not handed out.
-      pollfd dead{slot->sandbox->pidfd(), POLLIN, 0};
-      if (::poll(&dead, 1, 0) == 0) break;
+      // A parked sandbox killed from outside (OOM killer, an admin) is dropped, not handed out;
+      // so is a framed one that wrote between events or whose function ended.
+      bool alive = false;
+      if (slot->session) {
+        alive = slot->session->idle_and_alive();
+      } else {
+        pollfd dead{slot->sandbox->pidfd(), POLLIN, 0};
+        alive = ::poll(&dead, 1, 0) == 0;
+      }
+      if (alive) break;
       trash(std::move(slot));
       --total_;
     }
@@ -289,47 +375,108 @@ Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_
   }
   StartKind start = request ? StartKind::cold : StartKind::warm;
 
-  auto finish = [&](SlotPtr done) {
+  // done: trashed (oneshot, fresh, retired); kept: a reuse slot back in the pool.
+  auto finish = [&](SlotPtr done, SlotPtr kept = nullptr) {
     std::lock_guard lock(mutex_);
     --fn->busy;
     --busy_;
-    --total_;
     if (done) {
+      --total_;
       running_.erase(&*done->sandbox);
       trash(std::move(done));
+    } else if (kept) {
+      running_.erase(&*kept->sandbox);
+      if (stopping_ || fn->removed || kept->generation != fn->generation) {
+        --total_;
+        trash(std::move(kept));
+      } else {
+        kept->idle_since = Clock::now();
+        // The most recently used first: the others stay idle and retire after idle_timeout.
+        fn->warm.push_front(std::move(kept));
+      }
+    } else {
+      --total_;
     }
     wake();  // the refill of the sandbox this invocation used
     idle_cv_.notify_all();
   };
+  InvocationResult result;
+  result.start = start;
+  result.lifecycle = spec.lifecycle;
   if (request) {
     auto launched = request->slot.get_future().get();
     if (!launched) {
       finish(nullptr);
       return std::unexpected(launched.error());
     }
-    slot = std::move(*launched);
+    if (launched->init_failure) {
+      // The launcher has already trashed the sandbox: the caller gets the init's own words.
+      finish(nullptr);
+      auto& init = *launched->init_failure;
+      result.sandbox_id = launched->sandbox_id;
+      result.init_us = init.init_us;
+      result.retired = "init";
+      result.error_type = "Runtime.InitError";
+      result.error_body = std::move(init.error_body);
+      result.log = init.log.empty() ? init.detail + "\n" : std::move(init.log);
+      result.record.exit_code = 1;
+      result.record.cgroup_mode = std::string(cgroup::to_string(cgroups_->mode()));
+      return result;
+    }
+    slot = std::move(launched->slot);
   }
   {
     std::lock_guard lock(mutex_);
     running_.insert(&*slot->sandbox);
   }
+  result.sandbox_id = slot->id;
+  result.sandbox_events = ++slot->events;
+  result.init_us = std::exchange(slot->init_us, std::nullopt);
 
-  InvocationResult result;
-  result.start = start;
-  invoke::StdioExchange io;
-  io.input = event;
-  io.max_output_bytes = spec.max_output_bytes;
-  io.max_log_bytes = spec.max_log_bytes;
-  invoke::WaitOptions wait;
-  wait.timeout = spec.timeout;
-  auto record = invoke::run_invocation(*slot->sandbox, slot->cgroup.get(), wait, &io);
-  finish(std::move(slot));
-  if (!record) return std::unexpected(record.error().context("invoke function " + spec.name));
-  result.record = std::move(*record);
+  if (!slot->session) {
+    invoke::StdioExchange io;
+    io.input = event;
+    io.max_output_bytes = spec.max_output_bytes;
+    io.max_log_bytes = spec.max_log_bytes;
+    invoke::WaitOptions wait;
+    wait.timeout = spec.timeout;
+    auto record = invoke::run_invocation(*slot->sandbox, slot->cgroup.get(), wait, &io);
+    finish(std::move(slot));
+    if (!record) return std::unexpected(record.error().context("invoke function " + spec.name));
+    result.record = std::move(*record);
+    result.record.cgroup_mode = std::string(cgroup::to_string(cgroups_->mode()));
+    result.output = std::move(io.output);
+    result.output_too_large = io.output_too_large;
+    result.log = std::move(io.log);
+    return result;
+  }
+
+  std::string event_id = std::to_string(next_event_id_.fetch_add(1, std::memory_order_relaxed));
+  auto outcome = slot->session->run_event(event_id, event, spec.timeout);
+  if (!outcome) {
+    spdlog::warn("event=sandbox_event_failed function={} sandbox={} error=\"{}\"", spec.name, slot->id,
+                 outcome.error().message());
+    finish(std::move(slot));
+    return std::unexpected(outcome.error().context("invoke function " + spec.name));
+  }
+  result.record = std::move(outcome->record);
   result.record.cgroup_mode = std::string(cgroup::to_string(cgroups_->mode()));
-  result.output = std::move(io.output);
-  result.output_too_large = io.output_too_large;
-  result.log = std::move(io.log);
+  result.output = std::move(outcome->output);
+  result.output_too_large = outcome->output_too_large;
+  result.log = std::move(outcome->log);
+  result.error_type = std::move(outcome->error_type);
+  result.error_body = std::move(outcome->error_body);
+  result.retired = std::move(outcome->retired);
+  if (!outcome->detail.empty())
+    spdlog::info("event=sandbox_retired function={} sandbox={} reason={} detail=\"{}\"", spec.name, slot->id,
+                 result.retired, outcome->detail);
+  if (result.retired.empty() && spec.lifecycle == Lifecycle::fresh) result.retired = "fresh";
+  if (result.retired.empty() && spec.max_events_per_sandbox != 0 && slot->events >= spec.max_events_per_sandbox)
+    result.retired = "max_events";
+  if (result.retired.empty())
+    finish(nullptr, std::move(slot));
+  else
+    finish(std::move(slot));
   return result;
 }
 
@@ -337,7 +484,8 @@ std::vector<PoolStats> PoolSetImpl::stats() const {
   std::lock_guard lock(mutex_);
   std::vector<PoolStats> out;
   for (auto& [name, fn] : functions_)
-    out.push_back({name, static_cast<uint32_t>(fn->warm.size()), fn->busy, fn->starting, fn->setup_failures});
+    out.push_back({name, static_cast<uint32_t>(fn->warm.size()), fn->busy, fn->starting, fn->setup_failures,
+                   fn->init_failures});
   return out;
 }
 
@@ -366,20 +514,76 @@ void PoolSetImpl::shutdown(std::chrono::milliseconds grace) {
 }
 
 Result<SlotPtr> PoolSetImpl::launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& tmpl,
-                                    uint64_t generation) {
+                                    uint64_t generation, bool init_in_background) {
   auto slot = std::make_unique<Slot>();
   slot->generation = generation;
-  std::string id;
   {
     std::lock_guard lock(mutex_);
-    id = "pool-" + std::to_string(::getpid()) + "-" + std::to_string(next_id_++);
+    slot->id = "pool-" + std::to_string(::getpid()) + "-" + std::to_string(next_id_++);
   }
-  slot->cgroup = FNEXEC_TRY(cgroups_->create(id, limits));
+  slot->cgroup = FNEXEC_TRY(cgroups_->create(slot->id, limits));
   sandbox::SandboxSpec spec = tmpl;
   spec.cgroup = slot->cgroup.get();
-  if (background_nice_ != base_nice_) spec.function_nice = base_nice_;
+  // A refilled fresh/reuse function runs its init at the launcher's low priority too; it gets the
+  // daemon's back at READY (renice_function).
+  if (background_nice_ != base_nice_ && !init_in_background) spec.function_nice = base_nice_;
   slot->sandbox.emplace(FNEXEC_TRY(sandbox::Sandbox::launch(spec)));
   return slot;
+}
+
+void PoolSetImpl::hand_out(Starting& s) {
+  auto& fn = *s.function;
+  fn.backoff = {};
+  bool stale = fn.removed || s.slot->generation != fn.generation || stopping_;
+  if (s.request) {
+    if (stale && !fn.removed && !stopping_) {
+      // Reconfigured while this was starting: start one of the new shape instead.
+      trash(std::move(s.slot));
+      cold_.push_front(std::move(s.request));
+      wake();
+    } else if (stale) {
+      trash(std::move(s.slot));
+      s.request->slot.set_value(fail(ErrorKind::unavailable, "start sandbox for", fn.spec.name,
+                                     stopping_ ? "shutting down" : "function removed"));
+    } else {
+      std::string id = s.slot->id;
+      s.request->slot.set_value(Launched{std::move(s.slot), std::move(id), std::nullopt});
+    }
+    return;
+  }
+  --fn.starting;
+  if (stale) {
+    --total_;
+    trash(std::move(s.slot));
+  } else {
+    s.slot->idle_since = Clock::now();
+    fn.warm.push_back(std::move(s.slot));
+  }
+}
+
+void PoolSetImpl::finish_init(Starting& s, invoke::InitOutcome init) {
+  if (init.ready) {
+    s.slot->init_us = init.init_us;
+    // Built in the background, it serves events at the daemon's priority.
+    if (!s.request && background_nice_ != base_nice_) renice_function(s.slot->sandbox->pid(), base_nice_);
+    std::lock_guard lock(mutex_);
+    hand_out(s);
+    return;
+  }
+  spdlog::warn("event=function_init_failed function={} sandbox={} init_us={} error=\"{}\"", s.function->spec.name,
+               s.slot->id, init.init_us, init.detail);
+  std::lock_guard lock(mutex_);
+  auto& fn = *s.function;
+  ++fn.init_failures;
+  back_off(fn);
+  std::string id = s.slot->id;
+  trash(std::move(s.slot));
+  if (s.request) {
+    s.request->slot.set_value(Launched{nullptr, std::move(id), std::move(init)});
+  } else {
+    --fn.starting;
+    --total_;
+  }
 }
 
 void PoolSetImpl::launcher_loop() {
@@ -419,6 +623,15 @@ void PoolSetImpl::launcher_loop() {
           spdlog::debug("event=pool_idle function={} drained={}", name, fn->warm.size());
           discard(fn->warm);
         }
+        // reuse: the process idle longest (at the back) retires after idle_timeout, beyond min_warm.
+        while (fn->spec.lifecycle == Lifecycle::reuse && fn->warm.size() > fn->spec.min_warm &&
+               now - fn->warm.back()->idle_since > fn->spec.idle_timeout) {
+          spdlog::debug("event=sandbox_retired function={} sandbox={} reason=idle_timeout", name,
+                        fn->warm.back()->id);
+          trash(std::move(fn->warm.back()));
+          fn->warm.pop_back();
+          --total_;
+        }
         uint32_t target = idle ? 0 : fn->spec.min_warm;
         if (fn->retry_after > now) {
           next_check = std::min(next_check, fn->retry_after);
@@ -437,17 +650,21 @@ void PoolSetImpl::launcher_loop() {
     // invocation waiting for it and is built at the daemon's priority, a refill in the background.
     for (auto& job : jobs) {
       set_thread_nice(job.request ? base_nice_ : background_nice_);
-      auto slot = launch(job.fspec.limits, *job.spec, job.generation);
+      bool framed = job.fspec.lifecycle != Lifecycle::oneshot;
+      auto slot = launch(job.fspec.limits, *job.spec, job.generation, framed && !job.request);
       if (slot) {
-        starting.push_back({job.function, std::move(*slot), Clock::now(), std::move(job.request)});
+        Starting st{job.function, std::move(*slot), Clock::now(), std::move(job.request)};
+        st.lifecycle = job.fspec.lifecycle;
+        st.init_timeout = job.fspec.init_timeout;
+        st.limits = {job.fspec.max_output_bytes, job.fspec.max_log_bytes};
+        starting.push_back(std::move(st));
         continue;
       }
       spdlog::warn("event=sandbox_launch_failed function={} error=\"{}\"", job.fspec.name, slot.error().message());
       std::lock_guard lock(mutex_);
       auto& fn = *job.function;
       ++fn.setup_failures;
-      fn.backoff = std::clamp<Clock::duration>(fn.backoff * 2, kBackoffFirst, kBackoffMax);
-      fn.retry_after = Clock::now() + fn.backoff;
+      back_off(fn);
       if (job.request) {
         job.request->slot.set_value(std::unexpected(slot.error()));
       } else {
@@ -456,13 +673,25 @@ void PoolSetImpl::launcher_loop() {
       }
     }
 
-    // 3. Wait for work, or for a starting sandbox to report ready or failed.
+    // 3. Wait for work, or for a starting sandbox to report ready or failed, or a function to
+    // finish its init.
     std::vector<pollfd> fds{{wake_.get(), POLLIN, 0}};
-    for (auto& s : starting) fds.push_back({s.slot->sandbox->control_fd(), POLLIN, 0});
+    std::vector<size_t> first_fd;
+    for (auto& s : starting) {
+      first_fd.push_back(fds.size());
+      if (s.initializing) {
+        pollfd p[invoke::FramedSession::kPollFds];
+        s.slot->session->init_pollfds(p);
+        fds.insert(fds.end(), p, p + invoke::FramedSession::kPollFds);
+      } else {
+        fds.push_back({s.slot->sandbox->control_fd(), POLLIN, 0});
+      }
+    }
+    auto deadline_of = [](const Starting& s) { return s.initializing ? s.init_deadline : s.since + kReadyTimeout; };
     auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(next_check - Clock::now()).count();
     for (auto& s : starting)
       timeout = std::min<int64_t>(
-          timeout, std::chrono::duration_cast<std::chrono::milliseconds>(s.since + kReadyTimeout - Clock::now()).count());
+          timeout, std::chrono::ceil<std::chrono::milliseconds>(deadline_of(s) - Clock::now()).count());
     int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::max<int64_t>(timeout, 0)));
     if (n < 0 && errno != EINTR) {
       spdlog::error("event=pool_poll_failed errno={}", errno);
@@ -477,16 +706,29 @@ void PoolSetImpl::launcher_loop() {
     std::vector<Starting> still;
     for (size_t i = 0; i < starting.size(); ++i) {
       auto& s = starting[i];
-      bool timed_out = now - s.since > kReadyTimeout;
-      if (!fds[i + 1].revents && !timed_out) {
+      bool timed_out = now >= deadline_of(s);
+      bool readable = false;
+      size_t n_fds = s.initializing ? invoke::FramedSession::kPollFds : 1;
+      for (size_t k = 0; k < n_fds; ++k) readable = readable || fds[first_fd[i] + k].revents;
+      if (!readable && !timed_out) {
         still.push_back(std::move(s));
+        continue;
+      }
+      if (s.initializing) {
+        auto init = s.slot->session->continue_init();
+        if (!init && timed_out) init = s.slot->session->abandon_init(s.init_timeout);
+        if (!init) {
+          still.push_back(std::move(s));
+          continue;
+        }
+        finish_init(s, std::move(*init));
         continue;
       }
       Result<bool> ready = fail(ErrorKind::internal, "wait for sandbox to be ready", s.function->spec.name,
                                 "no ready signal within 30 s");
       if (!timed_out) ready = s.slot->sandbox->wait_ready();
-      // Counters start here: setup is never billed to an invocation.
-      if (ready && *ready) {
+      // Counters start here: setup is never billed to an invocation (fresh/reuse: at each event).
+      if (ready && *ready && s.lifecycle == Lifecycle::oneshot) {
         if (auto b = s.slot->cgroup->baseline(); !b) ready = std::unexpected(b.error());
       }
       if (ready && !*ready) {
@@ -496,13 +738,26 @@ void PoolSetImpl::launcher_loop() {
                                                     : Error{ErrorKind::internal, 0, "set up sandbox", s.function->spec.name,
                                                             "it exited before it was ready"});
       }
+      if (ready && s.lifecycle != Lifecycle::oneshot) {
+        // The function starts now and runs its init while the sandbox waits for its first event.
+        auto go = s.slot->sandbox->go();
+        auto session = go ? invoke::FramedSession::attach(&*s.slot->sandbox, s.slot->cgroup.get(), s.limits)
+                          : std::unexpected(go.error());
+        if (session) {
+          s.slot->session.emplace(std::move(*session));
+          s.initializing = true;
+          s.init_deadline = Clock::now() + s.init_timeout;
+          still.push_back(std::move(s));
+          continue;
+        }
+        ready = std::unexpected(session.error());
+      }
       std::lock_guard lock(mutex_);
       auto& fn = *s.function;
       if (!ready) {
         spdlog::warn("event=sandbox_setup_failed function={} error=\"{}\"", fn.spec.name, ready.error().message());
         ++fn.setup_failures;
-        fn.backoff = std::clamp<Clock::duration>(fn.backoff * 2, kBackoffFirst, kBackoffMax);
-        fn.retry_after = now + fn.backoff;
+        back_off(fn);
         trash(std::move(s.slot));
         if (s.request) {
           s.request->slot.set_value(std::unexpected(ready.error()));
@@ -512,30 +767,7 @@ void PoolSetImpl::launcher_loop() {
         }
         continue;
       }
-      fn.backoff = {};
-      bool stale = fn.removed || s.slot->generation != fn.generation || stopping_;
-      if (s.request) {
-        if (stale && !fn.removed && !stopping_) {
-          // Reconfigured while this was starting: start one of the new shape instead.
-          trash(std::move(s.slot));
-          cold_.push_front(std::move(s.request));
-          wake();
-        } else if (stale) {
-          trash(std::move(s.slot));
-          s.request->slot.set_value(fail(ErrorKind::unavailable, "start sandbox for", fn.spec.name,
-                                         stopping_ ? "shutting down" : "function removed"));
-        } else {
-          s.request->slot.set_value(std::move(s.slot));
-        }
-        continue;
-      }
-      --fn.starting;
-      if (stale) {
-        --total_;
-        trash(std::move(s.slot));
-      } else {
-        fn.warm.push_back(std::move(s.slot));
-      }
+      hand_out(s);
     }
     starting = std::move(still);
   }

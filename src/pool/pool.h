@@ -24,6 +24,16 @@ namespace fnexec::pool {
 enum class StartKind { warm, cold };
 std::string_view to_string(StartKind k);
 
+// How a function's process lives (man 7 fnexec-protocol):
+//   oneshot  a fresh process per event: the event on stdin, then EOF; the result is stdout until exit.
+//   fresh    the pool starts the process before any event; it runs its init, says READY (fnexec/1
+//            frames on stdin/stdout), answers exactly one EVENT, and the sandbox is destroyed.
+//   reuse    like fresh, but the process answers events one at a time until max_events_per_sandbox,
+//            idle_timeout or a failure retires it: state carries over between events.
+enum class Lifecycle { oneshot, fresh, reuse };
+std::string_view to_string(Lifecycle l);
+std::optional<Lifecycle> parse_lifecycle(std::string_view text);
+
 // A registered function, as the daemon stores it (PUT /v1/functions/{name}).
 struct FunctionSpec {
   std::string name;
@@ -40,6 +50,10 @@ struct FunctionSpec {
   std::chrono::seconds idle_timeout{600};
   uint64_t max_output_bytes = 6 << 20;  // stdout cap; beyond it the invocation fails, never truncates
   uint64_t max_log_bytes = 64 << 10;    // stderr kept per invocation (the tail)
+  Lifecycle lifecycle = Lifecycle::oneshot;
+  uint32_t max_events_per_sandbox = 0;            // reuse: 0 = unlimited
+  std::chrono::milliseconds init_timeout{10000};  // fresh/reuse: READY must come within it
+  // idle_timeout above: a reuse sandbox idle that long is retired (beyond min_warm).
 };
 
 struct InvocationResult {
@@ -47,7 +61,20 @@ struct InvocationResult {
   invoke::InvocationRecord record;  // exit, signal, oom, timeout, wall/cpu/memory from cgroup counters
   std::string output;               // the function's stdout
   bool output_too_large = false;    // stdout passed max_output_bytes: the function was killed
-  std::string log;                  // the tail of its stderr, at most max_log_bytes
+  std::string log;                  // the tail of its stderr, at most max_log_bytes (fresh/reuse:
+                                    // what it wrote while handling this event)
+  Lifecycle lifecycle = Lifecycle::oneshot;
+  uint64_t sandbox_events = 1;      // events this sandbox has served, this one included
+  std::optional<uint64_t> init_us;  // on the FIRST event a sandbox serves (fresh/reuse): go to READY
+  std::string sandbox_id;           // which sandbox served it (records group by it)
+  // "" when the sandbox lives on; else why it was retired: "fresh", "max_events", "error",
+  // "timeout", "protocol", "exit", "output_too_large" ("init" when its init failed).
+  std::string retired;
+  std::optional<std::string> error_body;  // the ERROR / INIT_ERROR json from the function
+  // "" | "Function.Error" (an ERROR frame; a reuse sandbox lives on) | "Runtime.ExitError" (exit or
+  // crash mid-event) | "Runtime.InitError" (INIT_ERROR, exit or init_timeout before READY) |
+  // "Runtime.ProtocolError" (a malformed frame) | "Runtime.OutputTooLarge" | "Runtime.Timeout".
+  std::string error_type;
 };
 
 struct PoolStats {
@@ -56,6 +83,7 @@ struct PoolStats {
   uint32_t busy = 0;     // running an invocation
   uint32_t starting = 0; // being built in the background
   uint64_t setup_failures = 0;  // sandboxes whose setup failed (each one logged; refills back off)
+  uint64_t init_failures = 0;   // fresh/reuse: inits that failed or timed out (refills back off)
 };
 
 struct PoolSetOptions {
@@ -77,7 +105,9 @@ class PoolSet {
 
   // Runs one invocation: a parked sandbox if there is one (warm), else one built on the spot (cold).
   // ErrorKind::unavailable when the function is at max_concurrency or the global cap is reached;
-  // ErrorKind::not_found for an unknown function.
+  // ErrorKind::not_found for an unknown function. A failed init of a fresh/reuse function is a
+  // result, not an Error: error_type "Runtime.InitError", error_body the INIT_ERROR json if any,
+  // log the init's stderr tail.
   virtual Result<InvocationResult> invoke(std::string_view name, std::string_view event) = 0;
 
   virtual std::vector<PoolStats> stats() const = 0;

@@ -419,6 +419,8 @@ unsigned http_status(const Error& e) {
       return 409;
     case ErrorKind::unavailable:
       return 503;
+    case ErrorKind::protocol:
+      return 502;  // the function, fnexec's upstream, misbehaved
     case ErrorKind::internal:
       return 500;
   }

@@ -17,6 +17,7 @@ enum class ErrorKind {
   corrupt,      // digest mismatch, malformed or hostile archive
   exists,       // conflicting name
   unavailable,  // missing kernel feature or capacity
+  protocol,     // a function broke the fnexec/1 frame protocol (src/invoke/frames.h)
 };
 
 struct Error {
