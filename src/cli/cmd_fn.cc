@@ -49,6 +49,8 @@ namespace {
 
 struct CreateFlags {
   std::string name, image, memory, cpus, timeout, idle_timeout, max_output, entrypoint, workdir, user;
+  std::string lifecycle, init_timeout;
+  std::optional<uint32_t> max_events_per_sandbox;
   std::optional<uint64_t> pids_limit;
   std::optional<uint32_t> min_warm, max_concurrency;
   std::vector<std::string> env, cmd;
@@ -73,6 +75,11 @@ Result<std::string> create_body(const CreateFlags& f) {
   if (f.min_warm) w.field("min_warm", *f.min_warm);
   if (f.max_concurrency) w.field("max_concurrency", *f.max_concurrency);
   if (!f.max_output.empty()) w.field("max_output_bytes", FNEXEC_TRY(cgroup::parse_size(f.max_output)));
+  // The daemon checks the values (and names the field); the CLI only converts units.
+  if (!f.lifecycle.empty()) w.field("lifecycle", f.lifecycle);
+  if (f.max_events_per_sandbox) w.field("max_events_per_sandbox", *f.max_events_per_sandbox);
+  if (!f.init_timeout.empty())
+    w.field("init_timeout_ms", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(f.init_timeout)).count()));
   w.end_object();
   return w.take();
 }
@@ -101,10 +108,10 @@ int do_ls(const EndpointOptions& e, bool quiet) {
   if (parser.parse(padded)["functions"].get(list))
     return report(fail(ErrorKind::corrupt, "read function list", {}, "unexpected reply").error());
   if (!quiet)
-    std::printf("%-24s %-28s %8s %5s %8s %8s %6s\n", "NAME", "IMAGE", "MEMORY", "CPUS", "TIMEOUT", "WARM",
-                "MAX");
+    std::printf("%-24s %-28s %-9s %8s %5s %8s %8s %6s\n", "NAME", "IMAGE", "LIFECYCLE", "MEMORY", "CPUS",
+                "TIMEOUT", "WARM", "MAX");
   for (auto f : list) {
-    std::string_view name, image;
+    std::string_view name, image, lifecycle = "oneshot";
     uint64_t mem = 0, timeout = 0, min_warm = 0, max_conc = 0, warm = 0;
     double cpus = 0;
     server::read_member(f["name"], name);
@@ -113,14 +120,16 @@ int do_ls(const EndpointOptions& e, bool quiet) {
       continue;
     }
     server::read_member(f["image"], image);
+    server::read_member(f["lifecycle"], lifecycle);
     server::read_member(f["memory_mb"], mem);
     server::read_member(f["cpus"], cpus);
     server::read_member(f["timeout_ms"], timeout);
     server::read_member(f["min_warm"], min_warm);
     server::read_member(f["max_concurrency"], max_conc);
     server::read_member(f["pool"]["warm"], warm);
-    std::printf("%-24.*s %-28.*s %6luMi %5g %7.1fs %3lu/%-4lu %6lu\n", static_cast<int>(name.size()),
-                name.data(), static_cast<int>(image.size()), image.data(), mem, cpus,
+    std::printf("%-24.*s %-28.*s %-9.*s %6luMi %5g %7.1fs %3lu/%-4lu %6lu\n", static_cast<int>(name.size()),
+                name.data(), static_cast<int>(image.size()), image.data(), static_cast<int>(lifecycle.size()),
+                lifecycle.data(), mem, cpus,
                 static_cast<double>(timeout) / 1000, warm, min_warm, max_conc);
   }
   return 0;
@@ -154,7 +163,14 @@ void add_fn_commands(CLI::App& app, Globals& g) {
   create->add_option("--cpus", f->cpus, "CPU quota, e.g. 0.5 (default 1)");
   create->add_option("--pids-limit", f->pids_limit, "maximum number of processes (default 256)");
   create->add_option("--timeout", f->timeout, "per invocation, e.g. 30s, 500ms (default 30s)");
-  create->add_option("--idle-timeout", f->idle_timeout, "shrink an unused pool after this long, e.g. 10m");
+  create->add_option("--idle-timeout", f->idle_timeout,
+                     "retire unused sandbox (reuse: idle processes) after this long, e.g. 10m");
+  create->add_option("--lifecycle", f->lifecycle,
+                     "oneshot (a process per event), fresh (pre-initialized, one event) or reuse (one "
+                     "process answers many events); man 7 fnexec-protocol (default oneshot)");
+  create->add_option("--max-events-per-sandbox", f->max_events_per_sandbox,
+                     "reuse: events a process answers before it is replaced (default 0: no limit)");
+  create->add_option("--init-timeout", f->init_timeout, "fresh/reuse: READY must come within it (default 10s)");
   create->add_option("--min-warm", f->min_warm, "sandboxes kept parked (default 1)");
   create->add_option("--max-concurrency", f->max_concurrency, "invocations at once (default 16)");
   create->add_option("--max-output", f->max_output, "stdout cap, e.g. 6m");

@@ -47,10 +47,13 @@ int do_list(const EndpointOptions& e, const InvocationsFlags& f) {
   simdjson::dom::array list;
   if (parser.parse(padded)["invocations"].get(list))
     return report(fail(ErrorKind::corrupt, "read invocation list", {}, "unexpected reply").error());
-  std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %10s %7s %s\n", "ID", "FUNCTION", "MODE", "STATUS", "OUTCOME",
-              "START", "WALL_MS", "BILLED", "QUEUED");
+  std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %-9s %-16s %6s %8s %-10s %10s %7s %s\n", "ID", "FUNCTION", "MODE",
+              "STATUS", "OUTCOME", "START", "LIFECYCLE", "SANDBOX", "EVENTS", "INIT_MS", "RETIRED", "WALL_MS",
+              "BILLED", "QUEUED");
   for (auto row : list) {
-    std::string_view id, fn, mode, status, outcome = "-", start = "-";
+    std::string_view id, fn, mode, status, outcome = "-", start = "-", lifecycle = "-", sandbox = "-",
+                                               retired = "-";
+    uint64_t events = 0, init_us = 0;
     int64_t queued = 0;
     uint64_t wall = 0, billed = 0;
     server::read_member(row["id"], id);
@@ -62,9 +65,17 @@ int do_list(const EndpointOptions& e, const InvocationsFlags& f) {
     server::read_member(row["queued_ms"], queued);
     bool have_wall = server::read_member(row["wall_us"], wall);
     server::read_member(row["billed_ms"], billed);
+    server::read_member(row["lifecycle"], lifecycle);
+    server::read_member(row["sandbox_id"], sandbox);
+    server::read_member(row["retired"], retired);
+    bool have_events = server::read_member(row["sandbox_events"], events);
+    bool have_init = server::read_member(row["init_us"], init_us);
     auto s = [](std::string_view v) { return std::string(v); };
-    std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %10s %7s %s\n", s(id).c_str(), s(fn).c_str(),
-                s(mode).c_str(), s(status).c_str(), s(outcome).c_str(), s(start).c_str(),
+    std::printf("%-32s %-20s %-5s %-7s %-16s %-5s %-9s %-16s %6s %8s %-10s %10s %7s %s\n", s(id).c_str(),
+                s(fn).c_str(), s(mode).c_str(), s(status).c_str(), s(outcome).c_str(), s(start).c_str(),
+                s(lifecycle).c_str(), s(sandbox).c_str(), have_events ? std::to_string(events).c_str() : "-",
+                have_init ? fmt::format("{:.3f}", static_cast<double>(init_us) / 1000).c_str() : "-",
+                s(retired).c_str(),
                 have_wall ? fmt::format("{:.3f}", static_cast<double>(wall) / 1000).c_str() : "-",
                 have_wall ? fmt::format("{}", billed).c_str() : "-", local_time(queued).c_str());
   }

@@ -47,7 +47,9 @@ int do_invoke(const EndpointOptions& e, const InvokeFlags& f) {
   if (!r) return report(r.error());
   if (f.verbose)
     for (const char* h : {"fnexec-invocation-id", "fnexec-start", "fnexec-duration-us", "fnexec-billed-ms",
-                          "fnexec-cpu-us", "fnexec-memory-peak-bytes", "fnexec-exit-code"})
+                          "fnexec-cpu-us", "fnexec-memory-peak-bytes", "fnexec-exit-code", "fnexec-lifecycle",
+                          "fnexec-sandbox-id", "fnexec-sandbox-events", "fnexec-init-us", "fnexec-sandbox-retired",
+                          "fnexec-error-type", "fnexec-function-error"})
       if (auto v = r->header(h); !v.empty()) std::fprintf(stderr, "%s: %s\n", h, v.c_str());
   if (f.async) {
     if (r->status != 202) return report(http_error(*r, "invoke " + f.name));
@@ -56,6 +58,12 @@ int do_invoke(const EndpointOptions& e, const InvokeFlags& f) {
   }
   if (r->status == 200) {
     std::fwrite(r->body.data(), 1, r->body.size(), stdout);
+    // A fresh/reuse function answered with an ERROR frame: the body is its error JSON.
+    if (!r->header("fnexec-function-error").empty()) {
+      std::fprintf(stderr, "fnexec: function %s returned an error (%s)\n", f.name.c_str(),
+                   r->header("fnexec-error-type").c_str());
+      return 1;
+    }
     return 0;
   }
   // 502/504 carry the function's exit and its stderr tail: print them like `fnexec run` would.

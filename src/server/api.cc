@@ -253,7 +253,8 @@ constexpr uint64_t MiB = 1 << 20;
 
 }  // namespace
 
-Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json) {
+Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json,
+                                               const FunctionDefaults& defaults) {
   FNEXEC_TRY(validate_function_name(name));
   simdjson::dom::parser parser;
   simdjson::padded_string padded(json);
@@ -271,8 +272,12 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
   spec.limits.memory_bytes = 256 * MiB;
   spec.limits.cpus = 1.0;
   spec.limits.pids = 256;
+  spec.lifecycle = defaults.lifecycle;
+  spec.init_timeout = defaults.init_timeout;
+  spec.idle_timeout = defaults.idle_timeout;
   std::set<std::string_view> seen;
   bool have_image = false;
+  std::optional<uint32_t> max_events;
   for (auto kv : obj) {
     std::string_view k = kv.key;
     element v = kv.value;
@@ -319,15 +324,33 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       spec.max_output_bytes = FNEXEC_TRY(get_uint(k, v, 1, 256 * MiB));
     } else if (k == "max_log_bytes") {
       spec.max_log_bytes = FNEXEC_TRY(get_uint(k, v, 0, 16 * MiB));
+    } else if (k == "lifecycle") {
+      auto text = FNEXEC_TRY(get_string(k, v));
+      auto l = pool::parse_lifecycle(text);
+      if (!l) return field_error(k, fmt::format("must be oneshot, fresh or reuse, got \"{}\"", text));
+      spec.lifecycle = *l;
+    } else if (k == "max_events_per_sandbox") {
+      max_events = static_cast<uint32_t>(FNEXEC_TRY(get_uint(k, v, 0, UINT32_MAX)));
+    } else if (k == "init_timeout_ms") {
+      spec.init_timeout = std::chrono::milliseconds(FNEXEC_TRY(get_uint(k, v, 1, 3600ull * 1000)));
     } else {
       return fail(
           ErrorKind::invalid, "accept function", {},
           fmt::format("unknown field \"{}\"; known: image, entrypoint, cmd, env, workdir, user, memory_mb, "
                       "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
-                      "max_output_bytes, max_log_bytes",
+                      "max_output_bytes, max_log_bytes, lifecycle, max_events_per_sandbox, "
+                      "init_timeout_ms",
                       k));
     }
   }
+  // 0 (unlimited) is what GET returns for every lifecycle, so only a real limit is refused on the
+  // lifecycles that serve one event per process anyway.
+  if (max_events && *max_events != 0 && spec.lifecycle != pool::Lifecycle::reuse)
+    return field_error("max_events_per_sandbox",
+                       fmt::format("({}) applies to lifecycle reuse only; this function is {}", *max_events,
+                                   pool::to_string(spec.lifecycle)));
+  spec.max_events_per_sandbox = max_events.value_or(
+      spec.lifecycle == pool::Lifecycle::reuse ? defaults.max_events_per_sandbox : 0);
   if (!have_image) return field_error("image", "is required (an image reference such as hello:latest)");
   if (spec.min_warm > spec.max_concurrency)
     return field_error("min_warm", fmt::format("({}) must not exceed max_concurrency ({})", spec.min_warm,
@@ -350,8 +373,19 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
   w.field("min_warm", s.min_warm).field("max_concurrency", s.max_concurrency);
   w.field("idle_timeout_s", static_cast<uint64_t>(s.idle_timeout.count()));
   w.field("max_output_bytes", s.max_output_bytes).field("max_log_bytes", s.max_log_bytes);
+  w.field("lifecycle", pool::to_string(s.lifecycle));
+  w.field("max_events_per_sandbox", s.max_events_per_sandbox);
+  w.field("init_timeout_ms", static_cast<uint64_t>(s.init_timeout.count()));
   w.end_object();
   return w.take();
+}
+
+std::string json_or_string(std::string_view text) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(text);
+  simdjson::dom::element doc;
+  if (!text.empty() && !parser.parse(padded).get(doc)) return std::string(text);
+  return json_string(text);
 }
 
 uint64_t billed_ms(uint64_t wall_us) {
@@ -388,6 +422,7 @@ Outcome classify(const pool::InvocationResult& r) {
   if (rec.timed_out) return Outcome::timeout;
   if (rec.oom_killed) return Outcome::oom;
   if (rec.setup_error) return Outcome::setup_error;
+  if (!r.error_type.empty()) return Outcome::error;  // fresh/reuse: an ERROR frame, a crash, a bad frame
   if (rec.exit_code != 0 || rec.signal) return Outcome::error;
   return Outcome::success;
 }

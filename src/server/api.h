@@ -2,6 +2,7 @@
 // Pure functions, so the unit tests cover them without a socket.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -44,11 +45,24 @@ RouteMatch route(std::string_view method, std::string_view target);
 // [a-z0-9][a-z0-9_.-]{0,62}; the error says which rule the name breaks.
 Result<> validate_function_name(std::string_view name);
 
+// What a PUT body leaves out of the lifecycle fields: fnexec.conf(5) default_* keys. Stored specs
+// carry every field, so these apply once, when a function is created or replaced.
+struct FunctionDefaults {
+  pool::Lifecycle lifecycle = pool::Lifecycle::oneshot;
+  uint32_t max_events_per_sandbox = 0;  // applies to reuse functions only
+  std::chrono::milliseconds init_timeout{10000};
+  std::chrono::seconds idle_timeout{600};
+};
+
 // PUT /v1/functions/{name} body → FunctionSpec with defaults filled in. Unknown fields, wrong types
 // and out-of-range values are ErrorKind::invalid with a message naming the field.
-Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json);
+Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json,
+                                               const FunctionDefaults& defaults = {});
 // The stored and returned form; parse_function_spec(name, function_spec_json(s)) == s.
 std::string function_spec_json(const pool::FunctionSpec& spec);
+
+// text as it is when it is one JSON document (a function's error json), else as a JSON string.
+std::string json_or_string(std::string_view text);
 
 // Billed duration: wall time rounded UP to the next whole millisecond (0 µs bills 0 ms).
 uint64_t billed_ms(uint64_t wall_us);

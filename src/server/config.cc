@@ -25,7 +25,9 @@ const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",
                                                  "cgroup_prefix", "max_sandboxes", "invocation_workers"};
 const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
-    "records_per_function", "shutdown_grace",  "ready_timeout",    "log_level"};
+    "records_per_function", "shutdown_grace",  "ready_timeout",    "log_level",
+    "default_lifecycle",    "default_max_events_per_sandbox",       "default_init_timeout",
+    "default_idle_timeout"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -148,6 +150,20 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       static const std::set<std::string_view> levels = {"trace", "debug", "info", "warn", "error", "off"};
       if (!levels.contains(s.value)) return bad_value(s, "must be trace, debug, info, warn, error or off");
       c.log_level = s.value;
+    } else if (k == "default_lifecycle") {
+      auto l = pool::parse_lifecycle(s.value);
+      if (!l) return bad_value(s, "must be oneshot, fresh or reuse");
+      c.function_defaults.lifecycle = *l;
+    } else if (k == "default_max_events_per_sandbox") {
+      c.function_defaults.max_events_per_sandbox = static_cast<uint32_t>(FNEXEC_TRY(parse_uint(s, 0, UINT32_MAX)));
+    } else if (k == "default_init_timeout") {
+      auto v = FNEXEC_TRY(parse_setting_millis(s));
+      if (v.count() < 1 || v > std::chrono::hours(1)) return bad_value(s, "must be between 1ms and 1h");
+      c.function_defaults.init_timeout = v;
+    } else if (k == "default_idle_timeout") {
+      auto v = FNEXEC_TRY(parse_setting_millis(s));
+      if (v > std::chrono::hours(24 * 365)) return bad_value(s, "must be at most 365 days");
+      c.function_defaults.idle_timeout = std::chrono::duration_cast<std::chrono::seconds>(v);
     } else {
       return fail(ErrorKind::invalid, "read setting", s.origin, fmt::format("unknown key '{}'", k));
     }

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "server/api.h"
 #include "util/error.h"
 
 namespace fnexec::server {
@@ -41,6 +42,7 @@ struct ServeConfig {
   std::chrono::milliseconds shutdown_grace{10000};
   std::chrono::milliseconds ready_timeout{60000};
   std::string log_level = "info";
+  FunctionDefaults function_defaults;  // default_lifecycle, default_max_events_per_sandbox, ...
 };
 
 // One `key = value` setting, from the file or a flag.

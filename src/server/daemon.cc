@@ -507,10 +507,12 @@ void Daemon::reload() {
     config_.shutdown_grace = next.shutdown_grace;
     config_.ready_timeout = next.ready_timeout;
     config_.log_level = next.log_level;
+    config_.function_defaults = next.function_defaults;
     token_ = token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
-    service_->set_limits(
-        {{config_.log_bytes_per_function, config_.records_per_function}, config_.invocation_workers});
+    service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function},
+                          config_.invocation_workers,
+                          config_.function_defaults});
     spdlog::info("reloaded config file={}", options_.config_file.string());
   }
   (void)sd_notify("READY=1");
@@ -644,7 +646,8 @@ Result<int> Daemon::run() {
       *state_, pools_.get(), &*store_, std::string(cgroup::to_string(cgroups_->mode())),
       on(*invocation_threads_), on(*admin_threads_),
       ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function},
-                    config_.invocation_workers});
+                    config_.invocation_workers,
+                    config_.function_defaults});
   FNEXEC_TRY(service_->start());
 
   signals_.async_wait([this](beast::error_code ec, int s) {

@@ -15,6 +15,17 @@ void DurationHistogram::observe(double seconds) {
   }
 }
 
+void CountHistogram::observe(double v) {
+  ++count;
+  sum += v;
+  for (size_t i = 0; i < kSandboxEventBuckets.size(); ++i) {
+    if (v <= kSandboxEventBuckets[i]) {
+      ++buckets[i];
+      return;
+    }
+  }
+}
+
 void Metrics::count(std::string_view function, Outcome outcome) {
   std::lock_guard lock(mu_);
   ++counters_.invocations[{std::string(function), std::string(to_string(outcome))}];
@@ -27,6 +38,20 @@ void Metrics::observe(std::string_view function, pool::StartKind start, uint64_t
   if (it == counters_.durations.end())
     it = counters_.durations.emplace(std::string(function), DurationHistogram{}).first;
   it->second.observe(static_cast<double>(wall_us) / 1e6);
+}
+
+void Metrics::observe_sandbox(std::string_view function, const pool::InvocationResult& r) {
+  if (r.lifecycle == pool::Lifecycle::oneshot) return;
+  std::lock_guard lock(mu_);
+  auto& c = counters_;
+  if (r.init_us) {
+    auto it = c.init_durations.try_emplace(std::string(function)).first;
+    it->second.observe(static_cast<double>(*r.init_us) / 1e6);
+  }
+  if (!r.retired.empty()) {
+    ++c.retirements[{std::string(function), r.retired}];
+    c.sandbox_events.try_emplace(std::string(function)).first->second.observe(static_cast<double>(r.sandbox_events));
+  }
 }
 
 MetricsSnapshot Metrics::snapshot() const {
@@ -66,20 +91,45 @@ std::string format_prometheus(const MetricsSnapshot& m) {
   out += fmt::format("fnexec_starts_total{{kind=\"warm\"}} {}\n", m.warm_starts);
   out += fmt::format("fnexec_starts_total{{kind=\"cold\"}} {}\n", m.cold_starts);
 
-  header("fnexec_invocation_duration_seconds", "histogram", "Wall time of invocations from go to exit.");
-  for (const auto& [function, h] : m.durations) {
-    auto fn = escape_label(function);
-    uint64_t cumulative = 0;
-    for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
-      cumulative += h.buckets[i];
-      out += fmt::format("fnexec_invocation_duration_seconds_bucket{{function=\"{}\",le=\"{}\"}} {}\n", fn,
-                         kDurationBuckets[i], cumulative);
+  // One histogram family by function: cumulative buckets, +Inf, sum, count.
+  auto histograms = [&](std::string_view name, const auto& by_function, const auto& bounds, auto sum_of) {
+    for (const auto& [function, h] : by_function) {
+      auto fn = escape_label(function);
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i < bounds.size(); ++i) {
+        cumulative += h.buckets[i];
+        out += fmt::format("{}_bucket{{function=\"{}\",le=\"{}\"}} {}\n", name, fn, bounds[i], cumulative);
+      }
+      out += fmt::format("{}_bucket{{function=\"{}\",le=\"+Inf\"}} {}\n", name, fn, h.count);
+      out += fmt::format("{}_sum{{function=\"{}\"}} {}\n", name, fn, sum_of(h));
+      out += fmt::format("{}_count{{function=\"{}\"}} {}\n", name, fn, h.count);
     }
-    out += fmt::format("fnexec_invocation_duration_seconds_bucket{{function=\"{}\",le=\"+Inf\"}} {}\n", fn,
-                       h.count);
-    out += fmt::format("fnexec_invocation_duration_seconds_sum{{function=\"{}\"}} {}\n", fn, h.sum_seconds);
-    out += fmt::format("fnexec_invocation_duration_seconds_count{{function=\"{}\"}} {}\n", fn, h.count);
-  }
+  };
+  auto seconds = [](const DurationHistogram& h) { return h.sum_seconds; };
+
+  header("fnexec_invocation_duration_seconds", "histogram", "Wall time of invocations from go to exit.");
+  histograms("fnexec_invocation_duration_seconds", m.durations, kDurationBuckets, seconds);
+
+  header("fnexec_function_lifecycle", "gauge",
+         "Each function's lifecycle: oneshot, fresh or reuse (value is always 1).");
+  for (const auto& [function, lifecycle] : m.lifecycles)
+    out += fmt::format("fnexec_function_lifecycle{{function=\"{}\",lifecycle=\"{}\"}} 1\n",
+                       escape_label(function), escape_label(lifecycle));
+
+  header("fnexec_sandbox_init_duration_seconds", "histogram",
+         "fresh/reuse: a sandbox's init, from exec to READY, seen on its first event.");
+  histograms("fnexec_sandbox_init_duration_seconds", m.init_durations, kDurationBuckets, seconds);
+
+  header("fnexec_sandbox_events", "histogram",
+         "fresh/reuse: events a sandbox served before it was retired after an event.");
+  histograms("fnexec_sandbox_events", m.sandbox_events, kSandboxEventBuckets,
+             [](const CountHistogram& h) { return h.sum; });
+
+  header("fnexec_sandbox_retirements_total", "counter",
+         "fresh/reuse sandboxes retired after an event, by function and reason.");
+  for (const auto& [key, n] : m.retirements)
+    out += fmt::format("fnexec_sandbox_retirements_total{{function=\"{}\",reason=\"{}\"}} {}\n",
+                       escape_label(key.first), escape_label(key.second), n);
 
   header("fnexec_pool_sandboxes", "gauge", "Sandboxes of each function's pool by state.");
   uint64_t alive = 0;

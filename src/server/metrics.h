@@ -26,6 +26,16 @@ struct DurationHistogram {
   void observe(double seconds);
 };
 
+// Upper bounds of fnexec_sandbox_events (events a sandbox served before it was retired).
+inline constexpr std::array<double, 10> kSandboxEventBuckets = {1, 2, 5, 10, 100, 1000, 10000, 100000, 1e6, 1e7};
+
+struct CountHistogram {
+  std::array<uint64_t, kSandboxEventBuckets.size()> buckets{};  // not cumulative
+  uint64_t count = 0;
+  double sum = 0;
+  void observe(double v);
+};
+
 // What the daemon counted since it started, plus the gauges it samples when scraped.
 struct MetricsSnapshot {
   std::map<std::pair<std::string, std::string>, uint64_t> invocations;  // (function, outcome) → count
@@ -35,6 +45,11 @@ struct MetricsSnapshot {
   std::vector<pool::PoolStats> pools;
   std::string cgroup_mode;  // v2, v1, disabled
   uint64_t async_queued = 0;
+  // fresh/reuse sandboxes, as invocation results report them.
+  std::map<std::string, std::string, std::less<>> lifecycles;  // function → lifecycle (sampled)
+  std::map<std::string, DurationHistogram, std::less<>> init_durations;  // by function
+  std::map<std::string, CountHistogram, std::less<>> sandbox_events;    // at retirement, by function
+  std::map<std::pair<std::string, std::string>, uint64_t> retirements;  // (function, reason) → count
 };
 
 class Metrics {
@@ -42,6 +57,8 @@ class Metrics {
   void count(std::string_view function, Outcome outcome);
   // A finished invocation: its start kind and wall time.
   void observe(std::string_view function, pool::StartKind start, uint64_t wall_us);
+  // A fresh/reuse result: the sandbox's init (on its first event) and its retirement.
+  void observe_sandbox(std::string_view function, const pool::InvocationResult& result);
   MetricsSnapshot snapshot() const;
 
  private:

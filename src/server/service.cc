@@ -61,6 +61,18 @@ std::string invocation_json(const InvocationRow& r, const std::optional<std::str
   r.error.empty() ? w.null() : w.value(r.error);
   if (r.output) w.field("output", *r.output);
   if (log) w.field("stderr_tail", *log);
+  const auto& f = r.sandbox;
+  w.key("lifecycle");
+  f.lifecycle.empty() ? w.null() : w.value(f.lifecycle);
+  w.key("sandbox_id");
+  f.sandbox_id.empty() ? w.null() : w.value(f.sandbox_id);
+  w.field("sandbox_events", f.sandbox_events).field("init_us", f.init_us);
+  w.key("retired");
+  f.retired.empty() ? w.null() : w.value(f.retired);
+  w.key("error_type");
+  f.error_type.empty() ? w.null() : w.value(f.error_type);
+  w.key("error_body");
+  f.error_body ? w.raw(json_or_string(*f.error_body)) : w.null();
   w.end_object();
   return w.take();
 }
@@ -84,6 +96,13 @@ InvocationEnd end_of(const std::string& id, const pool::InvocationResult& res, O
   e.timed_out = rec.timed_out;
   e.output_too_large = res.output_too_large;
   if (rec.setup_error) e.error = rec.setup_error->message();
+  e.sandbox.lifecycle = std::string(pool::to_string(res.lifecycle));
+  e.sandbox.sandbox_id = res.sandbox_id;
+  e.sandbox.sandbox_events = res.sandbox_events;
+  e.sandbox.init_us = res.init_us;
+  e.sandbox.retired = res.retired;
+  e.sandbox.error_type = res.error_type;
+  e.sandbox.error_body = res.error_body;
   return e;
 }
 
@@ -102,9 +121,24 @@ std::string failure_message(const pool::FunctionSpec& spec, const pool::Invocati
     case Outcome::setup_error:
       return rec.setup_error ? rec.setup_error->message() : "sandbox setup failed";
     default:
-      if (rec.signal) return fmt::format("function {} was killed by signal {}", spec.name, *rec.signal);
-      return fmt::format("function {} exited with code {}", spec.name, rec.exit_code);
+      break;
   }
+  std::string how = rec.signal ? fmt::format("was killed by signal {}", *rec.signal)
+                               : fmt::format("exited with code {}", rec.exit_code);
+  if (res.error_type.empty()) return fmt::format("function {} {}", spec.name, how);
+  if (res.error_type == "Function.Error")
+    return fmt::format("function {} answered the event with an error (Function.Error; see error_body)",
+                       spec.name);
+  if (res.error_type == "Runtime.InitError")
+    return fmt::format("function {} failed its init before READY (Runtime.InitError){}", spec.name,
+                       res.error_body ? "; see error_body" : "");
+  if (res.error_type == "Runtime.ProtocolError")
+    return fmt::format("function {} broke the fnexec/1 protocol (Runtime.ProtocolError); see man 7 "
+                       "fnexec-protocol",
+                       spec.name);
+  if (res.error_type == "Runtime.ExitError")
+    return fmt::format("function {} {} while handling the event (Runtime.ExitError)", spec.name, how);
+  return fmt::format("function {} failed: {}", spec.name, res.error_type);
 }
 
 }  // namespace
@@ -117,6 +151,7 @@ Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::s
       cgroup_mode_(std::move(cgroup_mode)),
       invocations_(std::move(invocations)),
       admin_(std::move(admin)),
+      records_(state),
       limits_(limits) {}
 
 Result<> Service::start() {
@@ -188,6 +223,8 @@ void Service::handle(Request request, Respond respond) {
       {
         std::lock_guard lock(mu_);
         snap.async_queued = pending_.size();
+        for (const auto& [name, entry] : functions_)
+          snap.lifecycles.emplace(name, pool::to_string(entry.spec.lifecycle));
       }
       return respond(Reply{200, "text/plain; version=0.0.4; charset=utf-8", format_prometheus(snap), {}});
     }
@@ -276,7 +313,12 @@ void Service::get_function(const std::string& name, Respond& respond) {
 }
 
 void Service::put_function(Request& request, Respond respond) {
-  auto spec = parse_function_spec(request.match.param, request.body);
+  FunctionDefaults defaults;
+  {
+    std::lock_guard lock(mu_);
+    defaults = limits_.function_defaults;
+  }
+  auto spec = parse_function_spec(request.match.param, request.body, defaults);
   if (!spec) return respond(error_reply(spec.error()));
   run_job(admin_, [this, spec = std::move(*spec), respond = std::move(respond)] {
     FunctionEntry entry{spec, {}};
@@ -400,8 +442,14 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
   }
   if (!pools_) return respond(error_reply(503, "warm pools are not running"));
   auto id = new_invocation_id();
-  // The record exists before the sandbox runs, so a crash leaves a `running` row to mark lost.
-  if (auto r = state_.insert_running(id, name, now_ms()); !r) return respond(error_reply(r.error()));
+  // The record is committed before the sandbox runs, so a crash leaves a `running` row to mark lost
+  // (callers arriving together share the commit). The finish goes in the next batch, after the reply.
+  auto lifecycle = std::string(pool::to_string(spec.lifecycle));
+  if (auto r = records_.commit([&, started = now_ms()](State& s) {
+        return s.insert_running(id, name, started, lifecycle);
+      });
+      !r)
+    return respond(error_reply(r.error()));
 
   auto res = pools_->invoke(name, event);
   if (!res) {
@@ -411,7 +459,7 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
     e.error = res.error().message();
     bool no_capacity = res.error().kind == ErrorKind::unavailable;
     e.outcome = std::string(to_string(no_capacity ? Outcome::rejected : Outcome::failed));
-    if (auto r = state_.finish(e, retention); !r) spdlog::error("invocation={} {}", id, r.error().message());
+    records_.submit([e, retention](State& s) { return s.finish(e, retention); });
     metrics_.count(name, no_capacity ? Outcome::rejected : Outcome::failed);
     auto reply = error_reply(no_capacity ? 429 : http_status(res.error()), e.error);
     if (no_capacity) reply.headers.emplace_back("Retry-After", "1");
@@ -422,24 +470,40 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
   Outcome outcome = classify(*res);
   auto end = end_of(id, *res, outcome);
   if (outcome != Outcome::success) end.error = failure_message(spec, *res, outcome);
-  if (auto r = state_.finish(end, retention); !r) spdlog::error("invocation={} {}", id, r.error().message());
+  int64_t finished_ms = end.finished_ms;
+  records_.submit([end = std::move(end), retention](State& s) { return s.finish(end, retention); });
   if (!res->log.empty())
-    if (auto r = state_.append_log(name, id, end.finished_ms, res->log, retention); !r)
-      spdlog::error("invocation={} {}", id, r.error().message());
+    records_.submit([name, id, finished_ms, log = res->log, retention](State& s) {
+      return s.append_log(name, id, finished_ms, log, retention);
+    });
   metrics_.count(name, outcome);
   metrics_.observe(name, res->start, res->record.wall_us);
+  metrics_.observe_sandbox(name, *res);
 
   const auto& rec = res->record;
   Reply reply;
   reply.status = http_status(outcome);
+  bool function_error = res->error_type == "Function.Error";
   if (outcome == Outcome::success) {
     reply.content_type = "application/octet-stream";
     reply.body = std::move(res->output);
+  } else if (function_error) {
+    // Like Lambda's X-Amz-Function-Error: the function ran and answered with an error; 200 with the
+    // error document as the body, so callers tell it from a failure of the platform (5xx).
+    reply.body = res->error_body.value_or("{}");
+    reply.headers.emplace_back("Fnexec-Function-Error", "Unhandled");
+    reply.status = 200;
   } else {
     JsonWriter w;
-    w.begin_object().field("error", end.error).field("invocation_id", id).field("exit_code", rec.exit_code);
+    w.begin_object().field("error", failure_message(spec, *res, outcome)).field("invocation_id", id);
+    w.field("exit_code", rec.exit_code);
     w.field("signal", rec.signal).field("oom_killed", rec.oom_killed).field("timed_out", rec.timed_out);
-    w.field("output_too_large", res->output_too_large).field("stderr_tail", res->log).end_object();
+    w.field("output_too_large", res->output_too_large).field("stderr_tail", res->log);
+    if (!res->error_type.empty()) {
+      w.field("error_type", res->error_type).key("error_body");
+      res->error_body ? w.raw(json_or_string(*res->error_body)) : w.null();
+    }
+    w.end_object();
     reply.body = w.take();
   }
   auto& h = reply.headers;
@@ -453,6 +517,14 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
   if (rec.memory_peak_bytes)
     h.emplace_back("Fnexec-Memory-Peak-Bytes", std::to_string(*rec.memory_peak_bytes));
   h.emplace_back("Fnexec-Exit-Code", std::to_string(rec.exit_code));
+  h.emplace_back("Fnexec-Lifecycle", std::string(pool::to_string(res->lifecycle)));
+  if (res->lifecycle != pool::Lifecycle::oneshot) {
+    if (!res->sandbox_id.empty()) h.emplace_back("Fnexec-Sandbox-Id", res->sandbox_id);
+    h.emplace_back("Fnexec-Sandbox-Events", std::to_string(res->sandbox_events));
+    if (res->init_us) h.emplace_back("Fnexec-Init-Us", std::to_string(*res->init_us));
+    if (!res->retired.empty()) h.emplace_back("Fnexec-Sandbox-Retired", res->retired);
+  }
+  if (!res->error_type.empty()) h.emplace_back("Fnexec-Error-Type", res->error_type);
   respond(std::move(reply));
 }
 
@@ -550,6 +622,7 @@ void Service::run_async(QueuedInvocation q) {
     end.output = std::move(res->output);
     metrics_.count(q.function, outcome);
     metrics_.observe(q.function, res->start, res->record.wall_us);
+    metrics_.observe_sandbox(q.function, *res);
     if (!res->log.empty())
       if (auto r = state_.append_log(q.function, q.id, end.finished_ms, res->log, retention); !r)
         spdlog::error("invocation={} {}", q.id, r.error().message());
@@ -566,6 +639,7 @@ void Service::logs(const Request& request, Respond& respond) {
   auto limit = query_uint(m.query, "limit", 100, 10000);
   for (const auto* r : {&since, &after, &limit})
     if (!*r) return respond(error_reply(r->error()));
+  records_.flush();  // what a reply already answered is visible
   auto entries = state_.logs(m.param, static_cast<int64_t>(*since), static_cast<int64_t>(*after), *limit);
   if (!entries) return respond(error_reply(entries.error()));
   JsonWriter w;
@@ -589,6 +663,7 @@ void Service::list_invocations(const Request& request, Respond& respond) {
   auto limit = query_uint(q, "limit", 50, 10000);
   for (const auto* r : {&since, &limit})
     if (!*r) return respond(error_reply(r->error()));
+  records_.flush();
   auto rows = state_.list_invocations(function, static_cast<int64_t>(*since), *limit);
   if (!rows) return respond(error_reply(rows.error()));
   JsonWriter w;
@@ -599,6 +674,7 @@ void Service::list_invocations(const Request& request, Respond& respond) {
 }
 
 void Service::get_invocation(const std::string& id, Respond& respond) {
+  records_.flush();
   auto row = state_.get_invocation(id);
   if (!row) return respond(error_reply(row.error()));
   if (!*row) return respond(error_reply(404, fmt::format("no invocation with id {}", id)));

@@ -16,6 +16,7 @@
 #include "pool/pool.h"
 #include "server/api.h"
 #include "server/metrics.h"
+#include "server/record_writer.h"
 #include "server/state.h"
 
 namespace fnexec::image {
@@ -48,6 +49,7 @@ using Executor = std::function<void(std::function<void()>)>;
 struct ServiceLimits {
   Retention retention;
   uint32_t max_in_flight = 64;  // invocations running at once across functions (the worker threads)
+  FunctionDefaults function_defaults;  // fnexec.conf default_* keys, for PUTs that leave fields out
 };
 
 class Service {
@@ -101,6 +103,7 @@ class Service {
   Executor invocations_;
   Executor admin_;
   Metrics metrics_;
+  RecordWriter records_;  // the sync path's records, committed in batches
   std::atomic<size_t> busy_{0};
 
   mutable std::mutex mu_;

@@ -4,10 +4,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,13 +21,24 @@ struct sqlite3;
 namespace fnexec::server {
 
 // Versioned migrations; schema_version holds how many of them ran.
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 struct StoredFunction {
   std::string name;
   std::string spec_json;  // function_spec_json()
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
+};
+
+// Which sandbox served an invocation and how (fresh/reuse lifecycles; schema version 2).
+struct SandboxFacts {
+  std::string lifecycle;                  // oneshot | fresh | reuse; "" until the invocation ran
+  std::string sandbox_id;                 // "" until known
+  std::optional<uint64_t> sandbox_events; // events the sandbox had served, this one included
+  std::optional<uint64_t> init_us;        // the sandbox's init, on the first event it served
+  std::string retired;                    // why the sandbox was retired after it, "" if it lives on
+  std::string error_type;                 // Function.Error, Runtime.ExitError, ...; "" on success
+  std::optional<std::string> error_body;  // the function's ERROR / INIT_ERROR json
 };
 
 // One row of `invocations`. Optional columns are NULL until known.
@@ -45,6 +58,7 @@ struct InvocationRow {
   bool oom_killed = false, timed_out = false, output_too_large = false;
   std::string error;
   std::optional<std::string> output;  // async results only
+  SandboxFacts sandbox;
 };
 
 // What finish() records.
@@ -58,6 +72,7 @@ struct InvocationEnd {
   bool oom_killed = false, timed_out = false, output_too_large = false;
   std::string error;
   std::optional<std::string> output;  // kept for async invocations
+  SandboxFacts sandbox;
 };
 
 struct QueuedInvocation {
@@ -98,8 +113,9 @@ class State {
   Result<std::vector<StoredFunction>> list_functions();
   Result<bool> delete_function(const std::string& name);
 
-  // A sync invocation about to start: status running.
-  Result<> insert_running(const std::string& id, const std::string& function, int64_t now_ms);
+  // A sync invocation about to start: status running (lifecycle: the function's, when known).
+  Result<> insert_running(const std::string& id, const std::string& function, int64_t now_ms,
+                          std::string_view lifecycle = {});
   // An async invocation: status queued, event kept until it ran.
   Result<> enqueue(const std::string& id, const std::string& function, std::string_view event,
                    int64_t now_ms);
@@ -121,6 +137,11 @@ class State {
 
   Result<> append_log(const std::string& function, const std::string& invocation_id, int64_t time_ms,
                       std::string_view text, const Retention& retention);
+
+  // Runs writes (calls of the methods above) in ONE transaction, so that many records cost one
+  // commit (RecordWriter). Each write's own result is returned; one failing leaves the others.
+  // An error of the whole batch (the commit failed) means none of them was stored.
+  Result<std::vector<Result<>>> batch(std::span<const std::function<Result<>(State&)>> writes);
   // Oldest first among the newest `limit` entries with time >= since_ms and seq > after_seq.
   Result<std::vector<LogEntry>> logs(const std::string& function, int64_t since_ms, int64_t after_seq,
                                      uint64_t limit);
@@ -130,7 +151,9 @@ class State {
   explicit State(sqlite3* db) : db_(db) {}
   Result<> exec(const char* sql);
   Result<> migrate();
-  std::mutex mu_;
+  Result<> record_sandbox_facts(const std::string& id, const SandboxFacts& facts);
+  // Recursive: batch() holds it while the writes it runs take it again.
+  std::recursive_mutex mu_;
   sqlite3* db_;
   std::map<std::string, uint64_t> log_bytes_;  // per function, see append_log
 };

@@ -11,44 +11,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Polls until pred() holds; fails the test (instead of hanging) after a minute.
-template <class Pred>
-void wait_until(Pred pred, const char* what) {
-  for (int i = 0; i < 1200; ++i) {
-    if (pred()) return;
-    std::this_thread::sleep_for(50ms);
-  }
-  FAIL("gave up waiting for " << what);
-}
-
-// A daemon with a busybox image imported through the API.
-struct InvokeDaemon : Daemon {
-  explicit InvokeDaemon(std::string extra = "") : Daemon(std::move(extra)) {
-    start();
-    auto archive = scratch() / "busybox.tar";
-    auto mk = test::run({test::rootfs_tool("mkimage").string(), "--busybox", "--ref", "bb:1", "--oci-archive",
-                         archive.string()});
-    REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
-    auto up = curl("POST", "/v1/images?name=bb%3A1", std::nullopt, {"--data-binary", "@" + archive.string()});
-    REQUIRE_MESSAGE(up.status == 201, up.body);
-  }
-  void create(const std::string& name, const std::string& script, const std::string& fields = "") {
-    std::string body = R"({"image":"bb:1","cmd":["/bin/sh","-c",)" + server::json_string(script) + "]" +
-                       (fields.empty() ? "" : "," + fields) + "}";
-    auto r = curl("PUT", "/v1/functions/" + name, body);
-    REQUIRE_MESSAGE(r.status == 201, r.body);
-  }
-  uint64_t warm(const std::string& name) {
-    auto r = curl("GET", "/v1/functions/" + name);
-    std::smatch m;
-    static const std::regex re(R"re("pool":\{"warm":(\d+))re");
-    return std::regex_search(r.body, m, re) ? std::stoull(m[1]) : 0;
-  }
-  Http invoke(const std::string& name, const std::string& event, const std::string& query = "") {
-    return curl("POST", "/v1/functions/" + name + "/invoke" + query, event);
-  }
-};
-
 size_t fds_of(pid_t pid) {
   size_t n = 0;
   for ([[maybe_unused]] auto& e : stdfs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) ++n;

@@ -249,3 +249,69 @@ TEST_CASE("service: a deleted function's queued invocations fail with a reason")
   CHECK(contains(rec, R"("outcome":"failed")"));
   CHECK(contains(rec, "was deleted before this invocation ran"));
 }
+
+TEST_CASE("service: reuse results: headers and records carry the sandbox; Function.Error is 200") {
+  Fixture f;
+  REQUIRE(f.call("PUT", "/v1/functions/f", R"({"image":"x:1","lifecycle":"reuse"})").status == 201);
+  CHECK(contains(f.call("GET", "/v1/functions/f").body, R"("lifecycle":"reuse")"));
+  pool::InvocationResult ok;
+  ok.lifecycle = pool::Lifecycle::reuse;
+  ok.sandbox_id = "sb-1";
+  ok.sandbox_events = 1;
+  ok.init_us = 1500;
+  ok.output = "r1";
+  f.pools.next = ok;
+  auto a = f.call("POST", "/v1/functions/f/invoke", "e1");
+  CHECK(a.status == 200);
+  CHECK(a.body == "r1");
+  CHECK(f.header(a, "Fnexec-Lifecycle") == "reuse");
+  CHECK(f.header(a, "Fnexec-Sandbox-Id") == "sb-1");
+  CHECK(f.header(a, "Fnexec-Sandbox-Events") == "1");
+  CHECK(f.header(a, "Fnexec-Init-Us") == "1500");
+  CHECK(f.header(a, "Fnexec-Error-Type").empty());
+  CHECK(f.header(a, "Fnexec-Function-Error").empty());
+  auto rec = f.call("GET", "/v1/invocations/" + f.header(a, "Fnexec-Invocation-Id")).body;
+  CHECK(contains(rec, R"("lifecycle":"reuse","sandbox_id":"sb-1","sandbox_events":1,"init_us":1500,)"
+                      R"("retired":null,"error_type":null,"error_body":null)"));
+
+  pool::InvocationResult err = ok;
+  err.init_us.reset();
+  err.sandbox_events = 2;
+  err.output.clear();
+  err.error_type = "Function.Error";
+  err.error_body = R"({"errorType":"ValueError","errorMessage":"bad","stackTrace":[]})";
+  f.pools.next = err;
+  auto b = f.call("POST", "/v1/functions/f/invoke", "e2");
+  CHECK(b.status == 200);
+  CHECK(b.content_type == "application/json");
+  CHECK(b.body == *err.error_body);
+  CHECK(f.header(b, "Fnexec-Function-Error") == "Unhandled");
+  CHECK(f.header(b, "Fnexec-Error-Type") == "Function.Error");
+  CHECK(f.header(b, "Fnexec-Sandbox-Events") == "2");
+  CHECK(f.header(b, "Fnexec-Init-Us").empty());
+  rec = f.call("GET", "/v1/invocations/" + f.header(b, "Fnexec-Invocation-Id")).body;
+  CHECK(contains(rec, R"("outcome":"error")"));
+  CHECK(contains(rec, R"("error_type":"Function.Error","error_body":{"errorType":"ValueError")"));
+
+  // A crash mid-event retires the sandbox: 502 with the type; a body that is not JSON stays a string.
+  pool::InvocationResult crash = ok;
+  crash.init_us.reset();
+  crash.record.exit_code = 3;
+  crash.retired = "exit";
+  crash.error_type = "Runtime.ExitError";
+  crash.error_body = "not json";
+  f.pools.next = crash;
+  auto c = f.call("POST", "/v1/functions/f/invoke", "e3");
+  CHECK(c.status == 502);
+  CHECK(f.header(c, "Fnexec-Sandbox-Retired") == "exit");
+  CHECK(f.header(c, "Fnexec-Error-Type") == "Runtime.ExitError");
+  CHECK(contains(c.body, "function f exited with code 3 while handling the event (Runtime.ExitError)"));
+  CHECK(contains(c.body, R"("error_type":"Runtime.ExitError","error_body":"not json")"));
+  auto list = f.call("GET", "/v1/invocations?function=f").body;
+  CHECK(contains(list, R"("retired":"exit")"));
+
+  auto metrics = f.call("GET", "/metrics").body;
+  CHECK(contains(metrics, "fnexec_function_lifecycle{function=\"f\",lifecycle=\"reuse\"} 1"));
+  CHECK(contains(metrics, "fnexec_sandbox_retirements_total{function=\"f\",reason=\"exit\"} 1"));
+  CHECK(contains(metrics, "fnexec_sandbox_init_duration_seconds_count{function=\"f\"} 1"));
+}
