@@ -10,7 +10,7 @@ BUILD_PKGS=(
   libarchive-dev libssl-dev libsqlite3-dev libcli11-dev libzstd-dev zlib1g-dev liblzma-dev libbz2-dev
 )
 # Used by tests and rootfs-tools at run time.
-TEST_PKGS=(busybox-static zstd gzip tar python3 iproute2 curl cpio kmod xz-utils)
+TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 curl cpio kmod xz-utils)
 # Peers for bench/ and the cgroup-v2 VM suite.
 EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap)
 # The libFuzzer targets (tests/fuzz/run.sh): clang 14 cannot use libstdc++'s <expected>.

@@ -179,17 +179,6 @@ std::optional<std::string> common_own_cgroup(std::string_view proc_self_cgroup) 
 
 namespace {
 
-std::optional<stdfs::path> find_in_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::istringstream in(path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-  for (std::string dir; std::getline(in, dir, ':');) {
-    if (dir.empty()) continue;
-    stdfs::path p = stdfs::path(dir) / name;
-    if (::access(p.c_str(), X_OK) == 0) return p;
-  }
-  return std::nullopt;
-}
-
 // /bin/cat inside root, following symlinks as the sandbox would see them (absolute ones are
 // relative to root), so the floor runs the image's binary and never the host's.
 Result<stdfs::path> resolve_in_root(const stdfs::path& root, std::string rel) {
@@ -370,7 +359,7 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
     }
   }
   if (want("bwrap")) {
-    if (auto bwrap = find_in_path("bwrap")) {
+    if (auto bwrap = fs::find_in_path("bwrap")) {
       for (const auto& fn : o.functions) {
         Command c{bwrap->string(),
                   {"bwrap", "--unshare-all", "--ro-bind", o.rootfs.string(), "/", "--proc", "/proc", "--dev",
@@ -385,7 +374,7 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
   }
   for (std::string runtime : {"crun", "runc"}) {
     if (!want(runtime)) continue;
-    auto bin = find_in_path(runtime);
+    auto bin = fs::find_in_path(runtime);
     if (!bin) {
       set.skipped.push_back(
           {runtime, fmt::format("not installed (no {} in PATH; Debian package {})", runtime, runtime)});

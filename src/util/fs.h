@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,5 +35,8 @@ class TempDir {
   explicit TempDir(std::filesystem::path p) : path_(std::move(p)) {}
   std::filesystem::path path_;
 };
+
+// The first executable NAME in the directories of $PATH (the usual default when it is unset).
+std::optional<std::filesystem::path> find_in_path(const std::string& name);
 
 }  // namespace fnexec::fs

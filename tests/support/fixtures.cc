@@ -56,6 +56,8 @@ std::filesystem::path source_root() { return env_path("FNEXEC_SOURCE_ROOT"); }
 std::filesystem::path build_root() { return env_path("FNEXEC_BUILD_ROOT"); }
 std::filesystem::path fnexec_bin() { return env_path("FNEXEC_BIN"); }
 std::filesystem::path rootfs_tool(const std::string& name) { return source_root() / "rootfs-tools" / name; }
+std::filesystem::path runtime_helpers() { return env_path("FNEXEC_RUNTIME_HELPERS"); }
+std::filesystem::path example_c_echo() { return env_path("FNEXEC_EXAMPLE_C"); }
 
 bool is_root() { return ::geteuid() == 0; }
 

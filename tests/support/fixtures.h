@@ -11,6 +11,8 @@ std::filesystem::path source_root();   // FNEXEC_SOURCE_ROOT
 std::filesystem::path build_root();    // FNEXEC_BUILD_ROOT
 std::filesystem::path fnexec_bin();    // FNEXEC_BIN
 std::filesystem::path rootfs_tool(const std::string& name);  // source_root()/rootfs-tools/NAME
+std::filesystem::path runtime_helpers();  // FNEXEC_RUNTIME_HELPERS: runtime/helpers of the source tree
+std::filesystem::path example_c_echo();   // FNEXEC_EXAMPLE_C: runtime/helpers/examples/c/echo.c, built
 
 bool is_root();
 
