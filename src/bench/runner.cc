@@ -115,7 +115,7 @@ std::vector<Series> run_interleaved(const std::vector<Entry>& entries, const Run
     for (size_t i = 0; i < entries.size(); ++i) {
       if (!alive[i] || conc > entries[i].max_concurrency) continue;
       index[i] = out.size();
-      out.push_back(Series{entries[i].system, entries[i].mode, entries[i].function, conc, {}, 0, 0, {}});
+      out.push_back(Series{entries[i].system, entries[i].mode, entries[i].function, conc});
       out.back().samples_us.reserve(plan.runs);
     }
     // At concurrency 1 every round is one invocation per target (A B A B); higher levels batch a
@@ -128,7 +128,9 @@ std::vector<Series> run_interleaved(const std::vector<Entry>& entries, const Run
       for (size_t i = 0; i < entries.size(); ++i) {
         if (index[i] == SIZE_MAX) continue;
         Series& s = out[index[i]];
+        double busy0 = host_busy_seconds();
         s.wall_seconds += run_batch(entries[i], s, plan.event, counts);
+        s.host_cpu_seconds += host_busy_seconds() - busy0;
       }
       if (plan.progress && (conc > 1 || (round + 1) % std::max(1u, rounds / 10) == 0 || round + 1 == rounds))
         plan.progress(fmt::format("concurrency {}: round {}/{}", conc, round + 1, rounds));
