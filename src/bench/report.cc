@@ -427,7 +427,7 @@ std::string to_svg(const Report& r) {
   std::string subtitle =
       fmt::format("{}, {} cores, kernel {}, cgroups {}; {} runs each, concurrency 1", r.host.cpu_model,
                   r.host.cores, r.host.kernel, r.host.cgroup_mode, r.runs);
-  return render_cdf_svg("fnexec bench: start latency CDF", subtitle, curves);
+  return render_cdf_svg("fnexec bench: latency CDF, event in to result out", subtitle, curves);
 }
 
 }  // namespace fnexec::bench

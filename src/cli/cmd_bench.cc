@@ -335,6 +335,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   entries.clear();  // ends pools and peers' resources before the scratch tmpfs goes
   warm_pools.reset();
   api.reset();      // stops the bench's daemon and removes its functions, cgroups and directory
+  bench::read_load(report.host.load_after);
   std::fputs(bench::to_table(report).c_str(), stdout);
   std::fflush(stdout);
   if (o.json) FNEXEC_TRY(fs::write_file_atomic(*o.json, bench::to_json(report)));
