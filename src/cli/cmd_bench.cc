@@ -123,12 +123,14 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     report.host.cgroup_mode = "unusable: " + h.error().message();
   }
 
-  auto scratch = FNEXEC_TRY(bench::ScratchTmpfs::mount(o.scratch_parent, "1g"));
+  // The runtime image (python's stdlib, node) lands up to five times: archive, store, the peers'
+  // rootfs, and the --via-api daemon's upload and store. A tmpfs size is a limit, not an allocation.
+  bool runtimes = std::any_of(functions.begin(), functions.end(), bench::needs_runtime_image);
+  auto scratch = FNEXEC_TRY(bench::ScratchTmpfs::mount(o.scratch_parent, runtimes ? "4g" : "1g"));
   std::optional<image::Store> store;
   image::ResolvedImage img;
   auto archive = scratch.path() / "busybox-oci.tar";
   std::string archive_name = "bench:busybox";
-  bool runtimes = std::any_of(functions.begin(), functions.end(), bench::needs_runtime_image);
   if (o.image) {
     store.emplace(FNEXEC_TRY(image::Store::open(g.root)));
     img = FNEXEC_TRY(store->resolve(*o.image));
