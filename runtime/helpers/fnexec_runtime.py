@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-import traceback
 
 PROTOCOL = "fnexec/1"
 MAX_HEADER = 256
@@ -65,6 +64,7 @@ def encode_result(result):
 
 
 def error_body(exc, error_type=None):
+    import traceback  # only on failures: it costs milliseconds and memory at every start
     # The function's frames only: not this runtime's, nor the import machinery's.
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if f.filename != __file__ and not f.filename.startswith("<frozen")]
@@ -73,6 +73,11 @@ def error_body(exc, error_type=None):
         "errorMessage": str(exc),
         "stackTrace": [line.rstrip("\n") for line in traceback.format_list(frames)],
     }, separators=(",", ":")).encode("utf-8")
+
+
+def _log_exception():
+    import traceback
+    traceback.print_exc()
 
 
 def _flush_logs():
@@ -90,6 +95,9 @@ class Channel:
         sys.stdout.flush()
         in_fd = os.dup(0)   # os.dup gives non-inheritable fds: child processes never see the channel
         out_fd = os.dup(1)
+        # The function's pipe ends are its own: blocking I/O on them cannot stall fnexec's side.
+        os.set_blocking(in_fd, True)
+        os.set_blocking(out_fd, True)
         os.dup2(2, 1)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -174,7 +182,7 @@ def _start(load):
     try:
         handler = load()
     except Exception as e:
-        traceback.print_exc()
+        _log_exception()
         if not protocol:
             sys.exit(1)
         _fail_init(channel, error_body(e))
@@ -205,7 +213,7 @@ def _handle(handler, raw, context):
             import asyncio  # only for async handlers: the import costs milliseconds
             result = asyncio.run(_await(result))
     except Exception as e:
-        traceback.print_exc()
+        _log_exception()
         return b"ERROR", error_body(e)
     try:
         return b"OK", encode_result(result)

@@ -19,17 +19,32 @@ using fnexec::test::Conversation;
 
 namespace {
 
-// One helper with its example handler, and the payloads that trigger the example's test hooks.
+// The payloads that trigger an example handler's test hooks.
+struct Hooks {
+  std::string count_event;      // answers how many events the process has seen
+  std::string remaining_event;  // answers the milliseconds left before the deadline
+  std::function<std::string(const std::string&)> raise_event;  // fails with this message
+  std::string print_event;  // writes "marker-print" with print()/printf and to fd 1, then answers
+};
+
+// The Python and Node examples take JSON; the C and shell ones look at the first bytes.
+Hooks json_hooks() {
+  return {R"({"count": true})", R"({"remaining": true})",
+          [](const std::string& m) { return R"({"raise": ")" + m + "\"}"; }, R"({"print": "marker-print"})"};
+}
+Hooks text_hooks(bool has_print) {
+  return {"count", "remaining", [](const std::string& m) { return "raise:" + m; },
+          has_print ? "print:marker-print" : ""};
+}
+
+// One helper with its example handler.
 struct Runtime {
   std::string name;
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;
-  std::string count_event;      // answers how many events the process has seen
-  std::string remaining_event;  // answers the milliseconds left before the deadline
-  std::function<std::string(const std::string&)> raise_event;  // fails with this message
-  std::string error_type;                                      // the errorType of raise_event
-  std::string init_error_type;                                 // with EXAMPLE_FAIL_INIT=1
-  std::string print_event;             // writes "marker-print" with print()/printf and to fd 1, then answers
+  Hooks hooks;
+  std::string error_type;              // the errorType of hooks.raise_event
+  std::string init_error_type;         // with EXAMPLE_FAIL_INIT=1
   std::vector<std::string> log_lines;  // expected on stderr by the end
   std::string trace_file;              // named in the ERROR's stackTrace ("" when the language has none)
 };
@@ -138,14 +153,14 @@ void check_conformance(const Runtime& rt) {
       CHECK(r.body == payload);
     }
     // State carries across events in one process: this is the fourth.
-    Reply count = s.event("count-4", rt.count_event);
+    Reply count = s.event("count-4", rt.hooks.count_event);
     CHECK(count.kind == ReplyKind::ok);
     CHECK(count.body == "4");
 
     // Output meant for stdout goes to the log, not into a frame (the parser would have failed).
-    if (!rt.print_event.empty()) CHECK(s.event("print", rt.print_event).kind == ReplyKind::ok);
+    if (!rt.hooks.print_event.empty()) CHECK(s.event("print", rt.hooks.print_event).kind == ReplyKind::ok);
 
-    Reply err = s.event("raise", rt.raise_event("boom 9"));
+    Reply err = s.event("raise", rt.hooks.raise_event("boom 9"));
     REQUIRE(err.kind == ReplyKind::error);
     CHECK(contains(err.body, "\"errorType\":\"" + rt.error_type + "\""));
     CHECK(contains(err.body, "\"errorMessage\":\"boom 9\""));
@@ -153,17 +168,17 @@ void check_conformance(const Runtime& rt) {
     if (!rt.trace_file.empty()) CHECK(contains(err.body, rt.trace_file));
 
     // The deadline reaches the handler: a minute ahead, and one long past.
-    Reply remaining = s.event("remaining", rt.remaining_event, now_ms() + 60000);
+    Reply remaining = s.event("remaining", rt.hooks.remaining_event, now_ms() + 60000);
     REQUIRE(remaining.kind == ReplyKind::ok);
     long left = std::stol(remaining.body);
     CHECK(left > 1000);
     CHECK(left <= 61000);  // the shell helper's clock may have whole seconds only
-    Reply past = s.event("past", rt.remaining_event, 1);
+    Reply past = s.event("past", rt.hooks.remaining_event, 1);
     CHECK(past.body == "0");
 
     // The process lives on after an error and still counts.
-    Reply again = s.event("count-again", rt.count_event);
-    CHECK(again.body == std::to_string(rt.print_event.empty() ? 8 : 9));
+    Reply again = s.event("count-again", rt.hooks.count_event);
+    CHECK(again.body == std::to_string(rt.hooks.print_event.empty() ? 8 : 9));
 
     CHECK(s.finish() == 0);
     for (const auto& line : rt.log_lines) CHECK_MESSAGE(contains(s.err(), line), "stderr: ", s.err());
@@ -215,12 +230,9 @@ Runtime shell_runtime(std::string name, std::vector<std::string> argv,
   return Runtime{.name = std::move(name),
                  .argv = std::move(argv),
                  .env = std::move(env),
-                 .count_event = "count",
-                 .remaining_event = "remaining",
-                 .raise_event = [](const std::string& m) { return "raise:" + m; },
+                 .hooks = text_hooks(false),
                  .error_type = "ValueError",
                  .init_error_type = "InitError",
-                 .print_event = {},
                  .log_lines = {"init: output on stdout during init goes to the log"},
                  .trace_file = {}};
 }
@@ -234,12 +246,9 @@ TEST_CASE("runtime helper conformance: Python") {
       .name = "python",
       .argv = {*python, helper("fnexec_runtime.py"), "handler.handler"},
       .env = {{"PYTHONPATH", example("python")}},
-      .count_event = R"({"count": true})",
-      .remaining_event = R"({"remaining": true})",
-      .raise_event = [](const std::string& m) { return R"({"raise": ")" + m + "\"}"; },
+      .hooks = json_hooks(),
       .error_type = "ValueError",
       .init_error_type = "ImportError",
-      .print_event = R"({"print": "marker-print"})",
       .log_lines = {"marker-print\n", "fd1: marker-print\n", "Traceback"},
       .trace_file = "handler.py",
   });
@@ -252,12 +261,9 @@ TEST_CASE("runtime helper conformance: Node.js") {
       .name = "node",
       .argv = {*node, helper("fnexec_runtime.js"), example("node/index") + ".handler"},
       .env = {},
-      .count_event = R"({"count": true})",
-      .remaining_event = R"({"remaining": true})",
-      .raise_event = [](const std::string& m) { return R"({"raise": ")" + m + "\"}"; },
+      .hooks = json_hooks(),
       .error_type = "RangeError",
       .init_error_type = "TypeError",
-      .print_event = R"({"print": "marker-print"})",
       .log_lines = {"marker-print\n", "fd1: marker-print\n", "RangeError: boom 9"},
       .trace_file = "index.js",
   });
@@ -268,12 +274,9 @@ TEST_CASE("runtime helper conformance: C") {
       .name = "c",
       .argv = {test::example_c_echo().string()},
       .env = {},
-      .count_event = "count",
-      .remaining_event = "remaining",
-      .raise_event = [](const std::string& m) { return "raise:" + m; },
+      .hooks = text_hooks(true),
       .error_type = "ValueError",
       .init_error_type = "InitError",
-      .print_event = "print:marker-print",
       .log_lines = {"marker-print\n", "fd1\n"},
       .trace_file = {},
   });

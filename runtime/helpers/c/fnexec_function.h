@@ -18,7 +18,8 @@
  *
  * The frame channel is private: fnexec_take_stdio() moves the original stdin and stdout to
  * close-on-exec fds of its own, points fd 1 at stderr (the function's log) and fd 0 at /dev/null.
- * Include this header in one file only; its state is static. */
+ * Include this header in one file only; its state is static. It needs POSIX.1-2008 (the default of
+ * gcc and clang; with a strict -std=c99 add -D_POSIX_C_SOURCE=200809L). */
 #ifndef FNEXEC_FUNCTION_H
 #define FNEXEC_FUNCTION_H
 
@@ -73,6 +74,9 @@ static inline void fnexec_take_stdio(void) {
     perror("fnexec_function.h: dup stdin/stdout");
     exit(1);
   }
+  /* The function's pipe ends are its own: blocking I/O on them cannot stall fnexec's side. */
+  fcntl(fnexec_p_state.in_fd, F_SETFL, fcntl(fnexec_p_state.in_fd, F_GETFL) & ~O_NONBLOCK);
+  fcntl(fnexec_p_state.out_fd, F_SETFL, fcntl(fnexec_p_state.out_fd, F_GETFL) & ~O_NONBLOCK);
   dup2(2, 1);
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null_fd >= 0) {

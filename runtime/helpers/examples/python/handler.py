@@ -4,8 +4,8 @@
 
 Test hooks (used by fnexec's own tests): {"raw": true} returns the event's bytes as they came,
 {"count": true} the number of events this process has seen, {"remaining": true} the milliseconds
-left before the deadline,
-{"raise": "message"} raises ValueError, {"print": "text"} prints to stdout and writes to fd 1 (both are the log).
+left before the deadline, {"raise": "message"} raises ValueError, {"print": "text"} prints to
+stdout and writes to fd 1 (both are the log).
 Non-JSON events (bytes) are echoed unchanged.
 """
 
