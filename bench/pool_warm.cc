@@ -3,6 +3,11 @@
 //
 //   fnexec-bench-pool [-n RUNS] [--parked N] [--event-bytes N]
 // Builds a busybox image with rootfs-tools/mkimage in a tmpfs store; function: `cat`.
+//
+//   fnexec-bench-pool --lifecycle [-n EVENTS] [--example-c PATH] [--no-cgroups]
+// fresh and reuse instead: the example handlers of runtime/helpers/examples (C and Python) in an
+// image with the host's python3, event -> result through the pool, beside the same handler as one
+// long-lived host process answering over a pipe (the floor for reuse), A B A B ...
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -17,12 +22,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cgroup/cgroup.h"
 #include "image/store.h"
+#include "invoke/frames.h"
 #include "pool/pool.h"
 
 extern char** environ;
@@ -77,10 +84,10 @@ Summary summarize(std::vector<double> v) {
   return {q(0.5), q(0.9), q(0.99), v.back(), sum / static_cast<double>(v.size())};
 }
 
-void wait_warm(pool::PoolSet& pools, uint32_t n) {
+void wait_warm(pool::PoolSet& pools, uint32_t n, const std::string& name = "") {
   for (int i = 0; i < 60000; ++i) {
-    auto s = pools.stats();
-    if (!s.empty() && s[0].warm >= n) return;
+    for (auto& s : pools.stats())
+      if ((name.empty() || s.function == name) && s.warm >= n) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   std::fprintf(stderr, "pool did not fill to %u\n", n);
@@ -129,18 +136,201 @@ struct HostMemory {
   }
 };
 
+// One long-lived function process on the host speaking fnexec/1 over pipes: the floor for reuse.
+class PipeFunction {
+ public:
+  PipeFunction(std::vector<std::string> args, const std::string& cwd) {
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) return;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_strings{"FNEXEC_PROTOCOL=fnexec/1", "FNEXEC_LIFECYCLE=reuse",
+                                         "FNEXEC_FUNCTION_NAME=floor", "PATH=/usr/bin:/bin"};
+    std::vector<char*> env;
+    for (auto& e : env_strings) env.push_back(e.data());
+    env.push_back(nullptr);
+    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), env.data());
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    close(out[1]);
+    in_ = in[1];
+    out_ = out[0];
+    if (rc != 0) pid_ = -1;
+    else if (auto first = next_reply()) ready_ = first->kind == invoke::frames::ReplyKind::ready;
+  }
+  ~PipeFunction() {
+    close(in_);
+    close(out_);
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+  }
+  bool ready() const { return ready_; }
+  // One event -> reply, in microseconds; -1 when the reply is not OK with the expected bytes.
+  double event(const std::string& id, const std::string& payload, const std::string& expected) {
+    auto t0 = Clock::now();
+    std::string frame = invoke::frames::encode_event(id, 0, payload);
+    if (write(in_, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size())) return -1;
+    auto reply = next_reply();
+    double us = us_since(t0);
+    return reply && reply->kind == invoke::frames::ReplyKind::ok && reply->body == expected ? us : -1;
+  }
+
+ private:
+  std::optional<invoke::frames::Reply> next_reply() {
+    char buf[65536];
+    for (;;) {
+      auto r = parser_.next();
+      if (!r) return std::nullopt;
+      if (*r) return std::move(**r);
+      ssize_t n = read(out_, buf, sizeof buf);
+      if (n <= 0) return std::nullopt;
+      parser_.feed(std::string_view(buf, static_cast<size_t>(n)));
+    }
+  }
+  pid_t pid_ = -1;
+  int in_ = -1, out_ = -1;
+  bool ready_ = false;
+  invoke::frames::ReplyParser parser_{1u << 30};
+};
+
+void print_row(const char* name, const Summary& s, const std::string& note = "") {
+  std::printf("%-22s %8.0f %8.0f %8.0f %8.0f %8.0f us %s\n", name, s.p50, s.p90, s.p99, s.max, s.mean, note.c_str());
+}
+
+// fresh and reuse through the pool, next to the pipe floor, for the C and Python example handlers.
+int bench_lifecycles(int runs, const std::string& src, const std::string& example_c, bool no_cgroups) {
+  char tmpl[] = "/tmp/fnexec-bench-lifecycle-XXXXXX";
+  if (!mkdtemp(tmpl) || mount("fnexec-bench", tmpl, "tmpfs", 0, "size=2g") != 0) {
+    std::perror("tmpfs");
+    return 1;
+  }
+  stdfs::path scratch = tmpl;
+  std::string examples = src + "/runtime/helpers/examples";
+  std::string mk = src + "/rootfs-tools/mkimage --busybox --python --host-binary " + example_c +
+                   "=/fn/echo --fnexec-runtime --file " + examples + "/python/handler.py=/fn/handler.py" +
+                   " --workdir /fn --compression none --ref lc:1 -o " + (scratch / "img").string() + " >/dev/null";
+  if (std::system(mk.c_str()) != 0) return 1;
+  auto store = image::Store::open(scratch / "store");
+  if (!store || !store->import("oci:" + (scratch / "img").string(), {.name = "lc:1"})) return 1;
+  cgroup::Options cgroup_options;
+  cgroup_options.allow_disabled = true;
+  cgroup_options.force_disabled = no_cgroups;  // what the per-event counters cost
+  auto hierarchy = cgroup::Hierarchy::detect(cgroup_options);
+  if (!hierarchy) return 1;
+  auto pools = pool::PoolSet::create(*store, *hierarchy, {});
+  if (!pools) return 1;
+  std::printf("cgroup mode %s; event -> result, one at a time\n",
+              std::string(cgroup::to_string((*hierarchy)->mode())).c_str());
+  std::printf("%-22s %8s %8s %8s %8s %8s\n", "", "p50", "p90", "p99", "max", "mean");
+
+  struct Handler {
+    std::string name;
+    std::vector<std::string> in_image, on_host;
+    std::string host_cwd, event, expected;
+  };
+  std::string python_event = R"({"raw": true, "n": 1})";
+  std::vector<Handler> handlers{
+      {"c", {"/fn/echo"}, {example_c}, "/", "0123456789abcdef", "0123456789abcdef"},
+      {"python",
+       {"python3", "/opt/fnexec/fnexec_runtime.py", "handler.handler"},
+       {"/usr/bin/python3", src + "/runtime/helpers/fnexec_runtime.py", "handler.handler"},
+       examples + "/python",
+       python_event,
+       python_event}};
+  for (auto& h : handlers) {
+    for (auto lc : {pool::Lifecycle::reuse, pool::Lifecycle::fresh}) {
+      pool::FunctionSpec fn;
+      fn.name = h.name + "-" + std::string(pool::to_string(lc));
+      fn.image = "lc:1";
+      fn.cmd = h.in_image;
+      fn.lifecycle = lc;
+      fn.min_warm = 1;
+      if (auto r = (*pools)->configure(fn); !r) {
+        std::fprintf(stderr, "%s\n", r.error().message().c_str());
+        return 1;
+      }
+    }
+    PipeFunction floor(h.on_host, h.host_cwd);
+    if (!floor.ready()) {
+      std::fprintf(stderr, "the %s floor process did not say READY\n", h.name.c_str());
+      return 1;
+    }
+    std::vector<double> reuse, pipe, fresh;
+    uint64_t cpu_us = 0;
+    for (int i = 0; i < runs; ++i) {
+      auto t0 = Clock::now();
+      auto r = (*pools)->invoke(h.name + "-reuse", h.event);
+      double us = us_since(t0);
+      if (!r || r->output != h.expected) {
+        std::fprintf(stderr, "%s reuse failed: %s\n", h.name.c_str(), r ? r->error_type.c_str() : r.error().message().c_str());
+        return 1;
+      }
+      reuse.push_back(us);
+      if (r->record.cpu_user_us) cpu_us += *r->record.cpu_user_us + *r->record.cpu_system_us;
+      pipe.push_back(floor.event(std::to_string(i + 1), h.event, h.expected));
+    }
+    // fresh: every event needs a new sandbox and init; only pool hits are timed (the refill is waited
+    // for outside the timing), so fewer samples.
+    int fresh_runs = std::max(20, runs / 20);
+    int cold = 0;
+    for (int i = 0; i < fresh_runs; ++i) {
+      wait_warm(**pools, 1, h.name + "-fresh");
+      auto t0 = Clock::now();
+      auto r = (*pools)->invoke(h.name + "-fresh", h.event);
+      double us = us_since(t0);
+      if (!r || r->output != h.expected) {
+        std::fprintf(stderr, "%s fresh failed\n", h.name.c_str());
+        return 1;
+      }
+      if (r->start == pool::StartKind::cold) ++cold;
+      fresh.push_back(us);
+    }
+    auto rs = summarize(reuse), ps = summarize(pipe);
+    print_row((h.name + " reuse (pool)").c_str(), rs,
+              "(" + std::to_string(runs) + " events; cgroup CPU " + std::to_string(cpu_us / runs) + " us each)");
+    print_row((h.name + " pipe floor").c_str(), ps, "(one host process, same handler)");
+    print_row((h.name + " fresh (pool hit)").c_str(), summarize(fresh),
+              "(" + std::to_string(fresh_runs) + " events, " + std::to_string(cold) + " cold)");
+    std::printf("%-22s %8.2f\n", "ratio p50 reuse/floor", rs.p50 / ps.p50);
+  }
+  pools->reset();
+  umount2(tmpl, MNT_DETACH);
+  rmdir(tmpl);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int runs = 2000, parked = 100;
   size_t event_bytes = 16;
+  bool lifecycles = false, no_cgroups = false;
+  std::string example_c;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--lifecycle") lifecycles = true;
+    if (std::string(argv[i]) == "--no-cgroups") no_cgroups = true;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
+    if (a == "--lifecycle" || a == "--no-cgroups") {
+      --i;
+      continue;
+    }
+    if (a == "--example-c") example_c = argv[i + 1];
     if (a == "-n") runs = std::atoi(argv[i + 1]);
     else if (a == "--parked") parked = std::atoi(argv[i + 1]);
     else if (a == "--event-bytes") event_bytes = static_cast<size_t>(std::atol(argv[i + 1]));
   }
   std::string src = stdfs::path(__FILE__).parent_path().parent_path();
+  if (lifecycles) {
+    if (example_c.empty()) example_c = (stdfs::path(argv[0]).parent_path() / "../runtime/helpers/fnexec-example-c-echo").string();
+    return bench_lifecycles(runs, stdfs::absolute(src), stdfs::absolute(example_c), no_cgroups);
+  }
   char tmpl[] = "/tmp/fnexec-bench-pool-XXXXXX";
   if (!mkdtemp(tmpl) || mount("fnexec-bench", tmpl, "tmpfs", 0, "size=256m") != 0) {
     std::perror("tmpfs");

@@ -1,4 +1,6 @@
 // fnexec run [OPTIONS] IMAGE [-- ARG...]: one function run in a fresh sandbox, podman-like options.
+// --lifecycle fresh|reuse: the function speaks fnexec/1 and answers the event on stdin (fresh), or
+// every line of --events (reuse), one after another in the same process.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -6,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +18,8 @@
 #include "cli/commands.h"
 #include "image/store.h"
 #include "invoke/invocation.h"
+#include "invoke/session.h"
+#include "pool/pool.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
 #include "sandbox/userns.h"
@@ -27,7 +33,8 @@ namespace stdfs = std::filesystem;
 
 struct RunOptions {
   std::vector<std::string> env, env_files, tmpfs, volumes, cap_add, cap_drop, ulimits;
-  std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit;
+  std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit, events;
+  std::string lifecycle = "oneshot", init_timeout = "10s";
   std::string cgroups = "auto";
   std::string hostname, userns = "host", net = "none", seccomp = "default";
   bool read_only = false, init = true, no_init = false, rootfs = false;
@@ -194,9 +201,122 @@ Result<std::unique_ptr<cgroup::SandboxCgroup>> make_cgroup(const RunOptions& o, 
   return hierarchy->create(id, limits);
 }
 
+// The record of one event of a fresh/reuse run: the invocation record plus the lifecycle's fields.
+std::string framed_record_json(const invoke::EventOutcome& e, pool::Lifecycle lifecycle, uint64_t events,
+                               std::optional<uint64_t> init_us) {
+  std::string j = invoke::to_json(e.record);
+  j.pop_back();
+  j += ",\"lifecycle\":\"" + std::string(pool::to_string(lifecycle)) + "\"";
+  j += ",\"sandbox_events\":" + std::to_string(events);
+  j += ",\"init_us\":" + (init_us ? std::to_string(*init_us) : std::string("null"));
+  j += ",\"error_type\":\"" + e.error_type + "\",\"retired\":\"" + e.retired + "\"}";
+  return j;
+}
+
+// fresh: the one event is stdin, its result goes to stdout byte for byte. reuse: each line of
+// --events (- for stdin; without it, stdin is one event) is one event, each result one line.
+int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, pool::Lifecycle lifecycle) {
+  if (lifecycle == pool::Lifecycle::fresh && o.events)
+    return report(Error{ErrorKind::invalid, 0, "use --events", {}, "fresh answers one event (stdin); use --lifecycle reuse"});
+  auto init_timeout = invoke::parse_duration(o.init_timeout);
+  if (!init_timeout) return report(init_timeout.error());
+  // Without --timeout an event has no deadline worth the name: a year.
+  std::chrono::nanoseconds timeout = std::chrono::hours(24 * 365);
+  if (o.timeout) {
+    auto t = invoke::parse_duration(*o.timeout);
+    if (!t) return report(t.error());
+    timeout = *t;
+  }
+  std::unique_ptr<std::ifstream> file;
+  std::istream* events = nullptr;
+  if (o.events && *o.events != "-") {
+    file = std::make_unique<std::ifstream>(*o.events, std::ios::binary);
+    if (!*file) return report(Error{ErrorKind::not_found, errno, "open --events", *o.events, {}});
+    events = file.get();
+  } else if (o.events) {
+    events = &std::cin;
+  }
+  spec.stdio = sandbox::Stdio::pipes;
+  sandbox::set_env(spec.env, "FNEXEC_PROTOCOL=" + std::string(invoke::frames::kProtocol));
+  sandbox::set_env(spec.env, "FNEXEC_LIFECYCLE=" + std::string(pool::to_string(lifecycle)));
+  sandbox::set_env(spec.env, "FNEXEC_FUNCTION_NAME=" + spec.image_name);
+  cgroup::Mode mode = cgroup::Mode::disabled;
+  auto cg = make_cgroup(o, &mode);
+  if (!cg) return report(cg.error());
+  spec.cgroup = cg->get();
+
+  int exit_code = 0;
+  std::string reports;
+  {
+    auto sb = sandbox::Sandbox::launch(spec);
+    if (!sb) return report(sb.error());
+    if (auto go = sb->go(); !go) return report(go.error());
+    auto session = invoke::FramedSession::attach(&*sb, cg->get(), {});
+    if (!session) return report(session.error());
+    auto init = session->wait_ready(std::chrono::duration_cast<std::chrono::milliseconds>(*init_timeout));
+    if (!init.ready) {
+      std::fputs(init.log.c_str(), stderr);
+      std::fprintf(stderr, "fnexec: the init of %s failed: %s%s%s\n", spec.image_name.c_str(), init.detail.c_str(),
+                   init.error_body ? " " : "", init.error_body ? init.error_body->c_str() : "");
+      return 1;
+    }
+    std::optional<uint64_t> init_us = init.init_us;
+    std::string event;
+    for (uint64_t n = 1;; ++n) {
+      if (events) {
+        if (!std::getline(*events, event)) break;
+      } else if (n == 1) {
+        event.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+      } else {
+        break;
+      }
+      if (!session->usable()) {
+        std::fprintf(stderr, "fnexec: event %llu and later not sent: the function process was retired\n",
+                     static_cast<unsigned long long>(n));
+        break;
+      }
+      auto out = session->run_event(std::to_string(n), event, timeout);
+      if (!out) return report(out.error());
+      out->record.cgroup_mode = std::string(cgroup::to_string(mode));
+      std::fputs(out->log.c_str(), stderr);
+      std::fwrite(out->output.data(), 1, out->output.size(), stdout);
+      if (events) std::fputc('\n', stdout);
+      std::fflush(stdout);
+      if (!out->error_type.empty()) {
+        exit_code = out->record.exit_code;
+        std::fprintf(stderr, "fnexec: event %llu: %s%s%s%s\n", static_cast<unsigned long long>(n),
+                     out->error_type.c_str(), out->error_body ? " " : "", out->error_body ? out->error_body->c_str() : "",
+                     out->detail.empty() ? "" : (" (" + out->detail + ")").c_str());
+      }
+      if (o.report) reports += framed_record_json(*out, lifecycle, n, std::exchange(init_us, std::nullopt)) + "\n";
+    }
+  }
+  if (*cg) {
+    if (auto d = (*cg)->destroy(); !d) report(d.error());
+  }
+  if (o.report) {
+    if (*o.report == "-") {
+      std::fputs(reports.c_str(), stderr);
+    } else if (auto w = fs::write_file_atomic(*o.report, reports); !w) {
+      report(w.error());
+    }
+  }
+  return exit_code;
+}
+
 int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest) {
+  auto lifecycle = pool::parse_lifecycle(o.lifecycle);
+  if (!lifecycle)
+    return report(Error{ErrorKind::invalid, 0, "use --lifecycle", o.lifecycle, "expected oneshot, fresh or reuse"});
+  if (*lifecycle == pool::Lifecycle::oneshot && o.events)
+    return report(Error{ErrorKind::invalid, 0, "use --events", {}, "it needs --lifecycle reuse"});
   auto spec = build_spec(g, o, rest);
   if (!spec) return report(spec.error());
+  if (*lifecycle != pool::Lifecycle::oneshot) {
+    if (o.no_init)
+      return report(Error{ErrorKind::invalid, 0, "use --no-init", {}, "fresh and reuse need fnexec's init"});
+    return run_framed(o, *spec, *lifecycle);
+  }
   invoke::WaitOptions wait;
   wait.forward_signals = true;
   if (o.timeout) {
@@ -266,7 +386,13 @@ void add_run_command(CLI::App& app, Globals& g) {
   sub->add_option("--cgroups", o->cgroups,
                   "auto: a cgroup when --memory, --cpus, --pids-limit or --report need one (default); "
                   "enabled: always; disabled: never");
-  sub->add_option("--report", o->report, "write the invocation record as JSON to FILE, or - for stderr");
+  sub->add_option("--report", o->report,
+                  "write the invocation record as JSON to FILE, or - for stderr (fresh/reuse: one line per event)");
+  sub->add_option("--lifecycle", o->lifecycle,
+                  "oneshot (default): event on stdin, result = stdout until exit; fresh or reuse: the function "
+                  "speaks fnexec/1 (man 7 fnexec-protocol)");
+  sub->add_option("--events", o->events, "reuse: one event per line of FILE (- for stdin), each result one line");
+  sub->add_option("--init-timeout", o->init_timeout, "fresh/reuse: READY must come within DURATION (default 10s)");
   sub->callback([&g, o, sub] {
     o->no_init = !o->init;
     g.exit_code = run_command(g, *o, sub->remaining());
