@@ -8,6 +8,7 @@
 #   bench/results/<date>-<host>.md     tables, goals, and the unpack numbers
 #   bench/results/<date>-<host>.svg    latency CDF at concurrency 1
 #   bench/results/<date>-<host>-lifecycle.{json,md,svg}   the same for the lifecycle run
+#   bench/results/<date>-<host>-throughput.{json,md}       reuse at concurrency 8, 4000 events
 # Results are not committed unless they document a change (.gitignore).
 # Usage: bench/run-all.sh [RUNS] [BUILDDIR]        (root; env UNPACK_REPS=5)
 set -euo pipefail
@@ -26,6 +27,11 @@ out=bench/results/$(date +%Y-%m-%d-%H%M)-$(hostname -s)
 "$builddir/fnexec" bench -n "$runs" --warmup 20 --mode warm --via-api --concurrency 1,8 \
   --function python,c --lifecycle oneshot,fresh,reuse --peers floor,pipe \
   --json "$out-lifecycle.json" --markdown "$out-lifecycle.md" --svg "$out-lifecycle.svg"
+# Throughput of reuse at concurrency 8 needs many events per batch: with few, the batch's thread
+# start and pool check dominate its wall time.
+"$builddir/fnexec" bench -n 4000 --warmup 50 --mode warm --via-api --concurrency 8 \
+  --function python,c --lifecycle reuse --peers pipe \
+  --json "$out-throughput.json" --markdown "$out-throughput.md"
 {
   echo
   echo "## layer unpack"
@@ -34,4 +40,4 @@ out=bench/results/$(date +%Y-%m-%d-%H%M)-$(hostname -s)
   BUILDDIR=$builddir JSON="$out-unpack.json" bench/unpack.sh "${UNPACK_REPS:-5}"
   echo '```'
 } >>"$out.md"
-echo "results: $out.{json,md,svg}, $out-lifecycle.{json,md,svg} and $out-unpack.json"
+echo "results: $out.{json,md,svg}, $out-lifecycle.{json,md,svg}, $out-throughput.{json,md} and $out-unpack.json"
