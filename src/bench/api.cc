@@ -134,7 +134,7 @@ class ApiTarget final : public Target {
 
   void before_batch() override {
     // Each batch starts from a full pool, as the in-process warm target's does.
-    if (warm_) (void)wait_for_pool(*connections_, function_, min_warm_, std::chrono::seconds(5));
+    if (warm_) (void)wait_for_pool(*connections_, function_, min_warm_, std::chrono::seconds(30));
   }
 
   std::string remarks() const override {
@@ -307,13 +307,13 @@ Result<> ApiServer::provide_image() {
 
 Result<std::shared_ptr<Target>> ApiServer::add_function(const std::string& function,
                                                         const std::vector<std::string>& argv, bool warm,
-                                                        pool::Lifecycle lifecycle) {
+                                                        pool::Lifecycle lifecycle, uint32_t min_warm) {
   std::string name = (warm ? "bench-api-" : "bench-api-cold-") + function;
   if (lifecycle != pool::Lifecycle::oneshot) name += "-" + std::string(pool::to_string(lifecycle));
   // Pool sizes as the in-process warm target's: more parked than the highest concurrency, and a
   // max_concurrency no level reaches (above it the daemon answers 429).
-  uint32_t min_warm = warm ? options_.max_concurrency + 1 : 0;
-  uint32_t max_concurrency = std::max(16u, 2 * (options_.max_concurrency + 1));
+  min_warm = warm ? std::max(min_warm, options_.max_concurrency + 1) : 0;
+  uint32_t max_concurrency = std::max({16u, 2 * (options_.max_concurrency + 1), min_warm});
   server::JsonWriter w;
   w.begin_object().field("image", image_ref_).field("entrypoint", argv);
   w.field("lifecycle", pool::to_string(lifecycle));

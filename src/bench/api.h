@@ -53,10 +53,12 @@ class ApiServer {
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;
 
-  // Registers bench-api-NAME[-LIFECYCLE] (warm: min_warm above the highest concurrency; returns once
-  // the pool is full) or bench-api-cold-NAME (min_warm 0), running argv, and returns its target.
+  // Registers bench-api-NAME[-LIFECYCLE] (warm: min_warm, at least one above the highest
+  // concurrency; returns once the pool is full) or bench-api-cold-NAME (min_warm 0), running argv,
+  // and returns its target.
   Result<std::shared_ptr<Target>> add_function(const std::string& name, const std::vector<std::string>& argv,
-                                               bool warm, pool::Lifecycle lifecycle = pool::Lifecycle::oneshot);
+                                               bool warm, pool::Lifecycle lifecycle = pool::Lifecycle::oneshot,
+                                               uint32_t min_warm = 0);
   // What the reader of the results must know (an image left in a running daemon's store).
   const std::vector<std::string>& notes() const { return notes_; }
 

@@ -315,10 +315,11 @@ class FramedPipeTarget final : public Target {
     for (auto& p : slots_) stop(p);
   }
 
+  // Untimed: every slot's process started and READY before the batch (a failure to start is
+  // tried again, and reported, by the slot's first invoke).
   void before_batch() override {
     for (auto& p : slots_)
-      if (p.pid <= 0)
-        if (auto r = start(p); !r) p.start_error = r.error().message();
+      if (p.pid <= 0) (void)start(p);
   }
 
   Result<> invoke(std::string_view event, std::string& output, unsigned slot) override {
@@ -355,7 +356,6 @@ class FramedPipeTarget final : public Target {
     invoke::frames::ReplyParser parser{uint64_t{1} << 32};
     std::string frame;
     uint64_t events = 0;
-    std::string start_error;
   };
 
   Result<> start(Process& p) {

@@ -375,7 +375,8 @@ std::string to_table(const Report& r) {
         "       destroyed after one event, reuse: answers events until retired (fnexec-protocol(7));\n"
         "       pipe = one long-lived host process per client thread answering fnexec/1 frames, no sandbox\n";
   out +=
-      "cpu_ms: host CPU (all processes) per invocation during the timed batches\n"
+      "cpu_ms: host CPU (all processes) per invocation, from the pool refill before each batch to its last "
+      "result (fresh: a new sandbox and init per event)\n"
       "x_cold, x_warm, x_pipe: p50 divided by fnexec's cold or warm p50 or the pipe floor's p50, same "
       "function and concurrency\n";
   out += parked_memory_lines(r, "");

@@ -37,8 +37,9 @@ class WarmTarget final : public Target {
   }
 
   void before_batch() override {
-    // Each batch starts from a full pool: warm means a parked sandbox is there to take.
-    for (int i = 0; i < 2000; ++i) {
+    // Each batch starts from a full pool: warm means a parked sandbox is there to take. A fresh
+    // pool refills a whole batch of runtimes' inits, hence the long limit.
+    for (int i = 0; i < 30000; ++i) {
       for (const auto& s : pools_->stats())
         if (s.function == name_ && s.warm >= min_warm_) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -229,6 +229,17 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
 
   std::vector<bench::Entry> entries;
   auto expected = [&](const std::string& f) { return expected_output[f]; };
+  bench::RunPlan plan;
+  plan.runs = o.runs;
+  plan.warmup = o.warmup;
+  plan.concurrency = report.concurrency;
+  plan.event = event;
+  // Sandboxes parked per warm pool: one above the highest concurrency, and for fresh, whose
+  // sandboxes serve one event each, a whole batch (the pool refills between batches).
+  auto parked_for = [&](pool::Lifecycle l) {
+    unsigned n = max_conc + 1;
+    return l == pool::Lifecycle::fresh ? std::max(n, bench::largest_batch(plan) + 1) : n;
+  };
   std::shared_ptr<pool::PoolSet> warm_pools;
   // Memory of parked pre-initialized sandboxes, before any other pool parks one.
   auto measure_parked_memory = [&] {
@@ -250,7 +261,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     if (!api) return;
     std::string mode = (warm ? warm_mode(lifecycle) : "cold") + "-api";
     for (const auto& fn : lifecycle == pool::Lifecycle::oneshot ? fnexec_functions : framed_functions) {
-      auto t = api->add_function(fn.name, fn.argv, warm, lifecycle);
+      auto t = api->add_function(fn.name, fn.argv, warm, lifecycle, parked_for(lifecycle));
       if (!t)
         report.skipped.push_back({"fnexec " + mode + " " + fn.name, t.error().message()});
       else
@@ -293,7 +304,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
           report.skipped.push_back({"fnexec " + mode, "no function speaks fnexec/1 (python, node, c do)"});
           continue;
         }
-        auto ts = bench::make_warm_targets(warm_pools, image_ref, fns, max_conc + 1, lifecycle);
+        auto ts = bench::make_warm_targets(warm_pools, image_ref, fns, parked_for(lifecycle), lifecycle);
         if (!ts)
           report.skipped.push_back({"fnexec " + mode, ts.error().message()});
         else
@@ -319,11 +330,6 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   if (entries.empty())
     return fail(ErrorKind::unavailable, "bench", {}, "nothing to run: every mode and peer was skipped");
 
-  bench::RunPlan plan;
-  plan.runs = o.runs;
-  plan.warmup = o.warmup;
-  plan.concurrency = report.concurrency;
-  plan.event = event;
   if (::isatty(2))
     plan.progress = [](std::string_view s) {
       std::fprintf(stderr, "\r\033[K%.*s", static_cast<int>(s.size()), s.data());

@@ -11,6 +11,7 @@
 #include "bench/chart.h"
 #include "bench/peers.h"
 #include "bench/report.h"
+#include "bench/runner.h"
 #include "bench/stats.h"
 
 using namespace fnexec::bench;
@@ -293,6 +294,19 @@ TEST_CASE("bench: lifecycle series get issue 11's goals, the pipe ratio, host CP
   Report plain;
   plain.series.push_back(series("fnexec", "warm", "cat", 1, {500}));
   CHECK(evaluate_goals(plain).size() == 6);
+}
+
+TEST_CASE("bench: the largest batch a fresh pool must park for") {
+  RunPlan plan;
+  plan.runs = 200;
+  plan.concurrency = {1};
+  CHECK(largest_batch(plan) == 1);  // one invocation per round at concurrency 1
+  plan.concurrency = {1, 8};
+  CHECK(largest_batch(plan) == 34);  // 200 / (4 * 8) = 6 rounds: 34, 34, 33, 33, 33, 33
+  plan.runs = 5;
+  CHECK(largest_batch(plan) == 5);   // a single round
+  plan.runs = 4000;
+  CHECK(largest_batch(plan) == 400);  // at most 10 rounds
 }
 
 TEST_CASE("bench: a cgroup path below ours in every v1 hierarchy") {
