@@ -61,6 +61,16 @@ std::string to_json(const InvocationRecord& r) {
   return j + "}";
 }
 
+void record_usage(const cgroup::SandboxCgroup& cgroup, InvocationRecord& rec) {
+  if (auto u = cgroup.usage()) {
+    rec.cpu_user_us = u->cpu_user_us;
+    rec.cpu_system_us = u->cpu_system_us;
+    rec.memory_peak_bytes = u->memory_peak_bytes;
+    rec.oom_killed = u->oom_kills && *u->oom_kills > 0;
+    rec.memory_peak_includes_setup = u->memory_peak_includes_setup;
+  }
+}
+
 int exit_code_of(int wait_status) {
   if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
   if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
@@ -193,15 +203,7 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
   if (!exit) return std::unexpected(exit.error());
 
-  if (cgroup) {
-    if (auto u = cgroup->usage()) {
-      rec.cpu_user_us = u->cpu_user_us;
-      rec.cpu_system_us = u->cpu_system_us;
-      rec.memory_peak_bytes = u->memory_peak_bytes;
-      rec.oom_killed = u->oom_kills && *u->oom_kills > 0;
-      rec.memory_peak_includes_setup = u->memory_peak_includes_setup;
-    }
-  }
+  if (cgroup) record_usage(*cgroup, rec);
 
   if (exit->setup_error && !rec.timed_out) {
     rec.setup_error = exit->setup_error;

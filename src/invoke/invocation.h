@@ -59,6 +59,9 @@ struct StdioExchange {
 Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::SandboxCgroup* cgroup,
                                         const WaitOptions& options, StdioExchange* stdio = nullptr);
 
+// The cgroup's counters (deltas when baseline() was taken) into rec's cpu, memory and oom fields.
+void record_usage(const cgroup::SandboxCgroup& cgroup, InvocationRecord& rec);
+
 // What `fnexec run` exits with for a function's wait status: its exit code, 128+N for signal N.
 int exit_code_of(int wait_status);
 

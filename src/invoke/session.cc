@@ -284,15 +284,7 @@ Result<EventOutcome> FramedSession::run_event(std::string_view id, std::string_v
   pump_stderr(buf, sizeof buf, out.log);
   detail::trim_log_tail(out.log, limits_.max_log_bytes);
   rec.wall_us = micros_since(start);
-  if (cgroup_) {
-    if (auto u = cgroup_->usage()) {
-      rec.cpu_user_us = u->cpu_user_us;
-      rec.cpu_system_us = u->cpu_system_us;
-      rec.memory_peak_bytes = u->memory_peak_bytes;
-      rec.oom_killed = u->oom_kills && *u->oom_kills > 0;
-      rec.memory_peak_includes_setup = u->memory_peak_includes_setup;
-    }
-  }
+  if (cgroup_) record_usage(*cgroup_, rec);
   if (rec.oom_killed && !rec.timed_out) rec.exit_code = 137;
   return out;
 }

@@ -43,7 +43,9 @@ struct EventOutcome {
   InvocationRecord record;  // wall/cpu/memory of this event only; exit_code 0 for OK, else see session.cc
   std::string output;       // the OK payload, exact
   bool output_too_large = false;
-  std::string log;  // stderr written while this event was handled
+  // stderr read while this event was handled: what the function wrote before its reply, plus what
+  // it wrote after the previous reply (between events nobody reads it).
+  std::string log;
   std::optional<std::string> error_body;  // the ERROR json
   // "" (OK), "Function.Error" (ERROR frame; the process lives on), "Runtime.ExitError",
   // "Runtime.ProtocolError", "Runtime.OutputTooLarge", "Runtime.Timeout".

@@ -21,6 +21,7 @@
 #include "cgroup/cgroup.h"
 #include "image/store.h"
 #include "pool/pool.h"
+#include "pool_support.h"
 #include "support/fixtures.h"
 #include "support/proc.h"
 
@@ -117,26 +118,6 @@ pool::FunctionSpec probe(const std::string& name, Lifecycle lifecycle, const std
   f.min_warm = min_warm;
   f.timeout = 20s;
   return f;
-}
-
-pool::PoolStats stats_of(const pool::PoolSet& pools, const std::string& name) {
-  for (auto& s : pools.stats())
-    if (s.function == name) return s;
-  return {};
-}
-
-bool wait_for(const std::function<bool()>& cond) {
-  for (int i = 0; i < 3000; ++i) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return false;
-}
-
-pool::InvocationResult invoke(pool::PoolSet& pools, const std::string& name, std::string_view event) {
-  auto r = pools.invoke(name, event);
-  REQUIRE_MESSAGE(r, r.error().message());
-  return std::move(*r);
 }
 
 // Sandbox cgroups of our pools (pool-<our pid>-*) and overlay mounts, next to fds and processes.

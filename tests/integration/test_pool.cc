@@ -17,6 +17,7 @@
 #include "cgroup/cgroup.h"
 #include "image/store.h"
 #include "pool/pool.h"
+#include "pool_support.h"
 #include "support/fixtures.h"
 #include "support/proc.h"
 #include "util/fs.h"
@@ -83,28 +84,8 @@ pool::FunctionSpec function(const std::string& name, std::vector<std::string> cm
   return f;
 }
 
-pool::PoolStats stats_of(const pool::PoolSet& pools, const std::string& name) {
-  for (auto& s : pools.stats())
-    if (s.function == name) return s;
-  return {};
-}
-
-bool wait_for(const std::function<bool()>& cond) {
-  for (int i = 0; i < 3000; ++i) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return false;
-}
-
 void wait_warm(const pool::PoolSet& pools, const std::string& name, uint32_t n) {
   REQUIRE_MESSAGE(wait_for([&] { return stats_of(pools, name).warm >= n; }), "pool of " << name << " never filled to " << n);
-}
-
-pool::InvocationResult invoke(pool::PoolSet& pools, const std::string& name, std::string_view event) {
-  auto r = pools.invoke(name, event);
-  REQUIRE_MESSAGE(r, r.error().message());
-  return std::move(*r);
 }
 
 // What a PoolSet could leave behind: its sandbox cgroups (pool-<our pid>-*), and overlay mounts.
@@ -380,6 +361,7 @@ TEST_SUITE("pool") {
     CHECK(stats_of(*pools, "broken").warm == 0);
     auto r = pools->invoke("broken", "");
     REQUIRE_FALSE(r);
+    CAPTURE(r.error().message());
     CHECK(r.error().message().find("/version") != std::string::npos);
   }
 
