@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/report.h"
 #include "cgroup/cgroup.h"
 #include "image/store.h"
 #include "invoke/frames.h"
@@ -110,19 +111,6 @@ uint64_t kib_field(const std::string& file, const std::string& key) {
 
 uint64_t smaps_field(pid_t pid, const std::string& key) {
   return kib_field("/proc/" + std::to_string(pid) + "/smaps_rollup", key);
-}
-
-// CPU time the whole host spent busy so far (all cores, /proc/stat), in seconds.
-double host_busy_seconds() {
-  std::ifstream f("/proc/stat");
-  std::string cpu;
-  uint64_t v[8] = {};
-  f >> cpu;
-  for (auto& x : v) f >> x;
-  uint64_t idle = v[3] + v[4];  // idle + iowait
-  uint64_t all = 0;
-  for (auto x : v) all += x;
-  return static_cast<double>(all - idle) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 // What the whole host lost to parked sandboxes, wherever the kernel charged it (the clone runs in
@@ -394,7 +382,7 @@ int main(int argc, char** argv) {
       wait_warm(**pools, fn.min_warm);
       int total = sustained ? 1000 : static_cast<int>(burst);
       std::atomic<int> next{0}, colds{0}, errors{0};
-      double busy0 = host_busy_seconds();
+      double busy0 = bench::host_busy_seconds();
       auto t0 = Clock::now();
       std::vector<std::thread> threads;
       for (uint32_t t = 0; t < c; ++t)
@@ -409,7 +397,7 @@ int main(int argc, char** argv) {
       double s = us_since(t0) / 1e6;
       // Sustained, every invocation pays for one sandbox built and one torn down: the host's CPU
       // per invocation is what bounds the rate on this many cores.
-      double cpu_ms = (host_busy_seconds() - busy0) * 1e3 / total;
+      double cpu_ms = (bench::host_busy_seconds() - busy0) * 1e3 / total;
       std::printf("throughput c=%-2u %-9s %6.0f/s  (%d invocations, %d cold, %d errors; host CPU %.1f ms each)\n",
                   c, sustained ? "sustained" : "burst", total / s, total, colds.load(), errors.load(), cpu_ms);
     }

@@ -134,7 +134,7 @@ class ApiTarget final : public Target {
 
   void before_batch() override {
     // Each batch starts from a full pool, as the in-process warm target's does.
-    if (warm_) (void)wait_for_pool(*connections_, function_, min_warm_, std::chrono::seconds(5));
+    if (warm_) (void)wait_for_pool(*connections_, function_, min_warm_, std::chrono::seconds(30));
   }
 
   std::string remarks() const override {
@@ -285,7 +285,9 @@ Result<> ApiServer::provide_image() {
     image_ref_ = options_.archive_digest;
     return {};
   }
-  auto r = FNEXEC_TRY(c.admin_upload("/v1/images?name=bench%3Abusybox", options_.archive));
+  std::string encoded_name = options_.archive_name;
+  if (auto colon = encoded_name.find(':'); colon != std::string::npos) encoded_name.replace(colon, 1, "%3A");
+  auto r = FNEXEC_TRY(c.admin_upload("/v1/images?name=" + encoded_name, options_.archive));
   if (r.status != 201)
     return std::unexpected(http_failure(r, "upload the bench image to", c.endpoint().socket));
   simdjson::dom::parser parser;
@@ -297,20 +299,24 @@ Result<> ApiServer::provide_image() {
   image_ref_ = std::string(digest);
   if (options_.socket)
     notes_.push_back(fmt::format(
-        "the bench image bench:busybox ({}) was imported into the daemon at {} and stays in its store "
-        "(the API has no image removal; `fnexec image rm bench:busybox` with that daemon's --root)",
-        image_ref_, *options_.socket));
+        "the bench image {} ({}) was imported into the daemon at {} and stays in its store "
+        "(the API has no image removal; `fnexec image rm {}` with that daemon's --root)",
+        options_.archive_name, image_ref_, *options_.socket, options_.archive_name));
   return {};
 }
 
-Result<std::shared_ptr<Target>> ApiServer::add_function(const std::string& applet, bool warm) {
-  std::string name = (warm ? "bench-api-" : "bench-api-cold-") + applet;
+Result<std::shared_ptr<Target>> ApiServer::add_function(const std::string& function,
+                                                        const std::vector<std::string>& argv, bool warm,
+                                                        pool::Lifecycle lifecycle, uint32_t min_warm) {
+  std::string name = (warm ? "bench-api-" : "bench-api-cold-") + function;
+  if (lifecycle != pool::Lifecycle::oneshot) name += "-" + std::string(pool::to_string(lifecycle));
   // Pool sizes as the in-process warm target's: more parked than the highest concurrency, and a
   // max_concurrency no level reaches (above it the daemon answers 429).
-  uint32_t min_warm = warm ? options_.max_concurrency + 1 : 0;
-  uint32_t max_concurrency = std::max(16u, 2 * (options_.max_concurrency + 1));
+  min_warm = warm ? std::max(min_warm, options_.max_concurrency + 1) : 0;
+  uint32_t max_concurrency = std::max({16u, 2 * (options_.max_concurrency + 1), min_warm});
   server::JsonWriter w;
-  w.begin_object().field("image", image_ref_).field("entrypoint", std::vector<std::string>{"/bin/" + applet});
+  w.begin_object().field("image", image_ref_).field("entrypoint", argv);
+  w.field("lifecycle", pool::to_string(lifecycle));
   w.field("cmd", std::vector<std::string>{}).field("min_warm", min_warm);
   w.field("max_concurrency", max_concurrency).field("timeout_ms", uint64_t{30000}).end_object();
   auto r = FNEXEC_TRY(connections_->admin("PUT", "/v1/functions/" + name, w.str()));

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bench/runner.h"
+#include "pool/pool.h"
 #include "util/error.h"
 
 namespace fnexec::cgroup {
@@ -34,6 +35,7 @@ struct ApiOptions {
   std::optional<std::string> image;
   std::filesystem::path archive;
   std::string archive_digest;
+  std::string archive_name = "bench:busybox";  // the name it is uploaded under
   std::shared_ptr<cgroup::Hierarchy> cgroups;  // the bench's (the own daemon's prefix goes next to
                                                // its); nullptr: the own daemon runs --cgroups=disabled
   unsigned max_concurrency = 1;                // the highest level asked: pool sizes and caps follow it
@@ -51,9 +53,12 @@ class ApiServer {
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;
 
-  // Registers bench-api-APPLET (warm: min_warm above the highest concurrency; returns once the pool
-  // is full) or bench-api-cold-APPLET (min_warm 0), running /bin/APPLET, and returns its target.
-  Result<std::shared_ptr<Target>> add_function(const std::string& applet, bool warm);
+  // Registers bench-api-NAME[-LIFECYCLE] (warm: min_warm, at least one above the highest
+  // concurrency; returns once the pool is full) or bench-api-cold-NAME (min_warm 0), running argv,
+  // and returns its target.
+  Result<std::shared_ptr<Target>> add_function(const std::string& name, const std::vector<std::string>& argv,
+                                               bool warm, pool::Lifecycle lifecycle = pool::Lifecycle::oneshot,
+                                               uint32_t min_warm = 0);
   // What the reader of the results must know (an image left in a running daemon's store).
   const std::vector<std::string>& notes() const { return notes_; }
 

@@ -13,10 +13,13 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <sstream>
 
+#include "bench/functions.h"
+#include "invoke/frames.h"
 #include "util/fs.h"
 #include "util/unique_fd.h"
 
@@ -304,6 +307,111 @@ class CommandTarget final : public Target {
   static inline std::atomic<uint64_t> next_id_{0};
 };
 
+class FramedPipeTarget final : public Target {
+ public:
+  FramedPipeTarget(Command cmd, std::string function_name, unsigned slots)
+      : cmd_(std::move(cmd)), function_name_(std::move(function_name)), slots_(slots) {}
+  ~FramedPipeTarget() override {
+    for (auto& p : slots_) stop(p);
+  }
+
+  // Untimed: every slot's process started and READY before the batch (a failure to start is
+  // tried again, and reported, by the slot's first invoke).
+  void before_batch() override {
+    for (auto& p : slots_)
+      if (p.pid <= 0) (void)start(p);
+  }
+
+  Result<> invoke(std::string_view event, std::string& output, unsigned slot) override {
+    output.clear();
+    Process& p = slots_[slot % slots_.size()];
+    if (p.pid <= 0) FNEXEC_TRY(start(p));
+    std::string id = std::to_string(++p.events);
+    auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(30);
+    p.frame.clear();
+    invoke::frames::append_event(
+        p.frame, id,
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count(), event);
+    if (auto w = fs::write_all(p.in.get(), p.frame, "an event to " + cmd_.argv[0]); !w) {
+      stop(p);
+      return std::unexpected(w.error());
+    }
+    auto reply = read_reply(p);
+    if (!reply) {
+      stop(p);
+      return std::unexpected(reply.error());
+    }
+    if (reply->kind != invoke::frames::ReplyKind::ok || reply->id != id)
+      return fail(ErrorKind::protocol, "invoke over a pipe", cmd_.argv[0],
+                  fmt::format("expected OK {}, got {} {}: {}", id, invoke::frames::to_string(reply->kind),
+                              reply->id, reply->body));
+    output = std::move(reply->body);
+    return {};
+  }
+
+ private:
+  struct Process {
+    pid_t pid = -1;
+    UniqueFd in, out;
+    invoke::frames::ReplyParser parser{uint64_t{1} << 32};
+    std::string frame;
+    uint64_t events = 0;
+  };
+
+  Result<> start(Process& p) {
+    auto in = FNEXEC_TRY(Pipe::make());
+    auto out = FNEXEC_TRY(Pipe::make());
+    UniqueFd null_err(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    if (!null_err) return fail_errno("open /dev/null");
+    StartOptions so;
+    for (char** e = environ; *e; ++e)
+      if (!std::string_view(*e).starts_with("FNEXEC_")) so.env.emplace_back(*e);
+    so.env.insert(so.env.end(), {"FNEXEC_PROTOCOL=fnexec/1", "FNEXEC_LIFECYCLE=reuse",
+                                 "FNEXEC_FUNCTION_NAME=" + function_name_});
+    so.parent_death_signal = SIGKILL;
+    p.pid = FNEXEC_TRY(start_command(cmd_, in.read.get(), out.write.get(), null_err.get(), so));
+    p.in = std::move(in.write);
+    p.out = std::move(out.read);
+    p.parser = invoke::frames::ReplyParser(uint64_t{1} << 32);
+    auto ready = read_reply(p);
+    if (!ready || ready->kind != invoke::frames::ReplyKind::ready) {
+      stop(p);
+      return fail(ErrorKind::protocol, "start", cmd_.argv[0],
+                  ready ? fmt::format("expected READY, got {}: {}", invoke::frames::to_string(ready->kind),
+                                      ready->body)
+                        : ready.error().message());
+    }
+    return {};
+  }
+
+  Result<invoke::frames::Reply> read_reply(Process& p) {
+    char buf[65536];
+    for (;;) {
+      auto next = FNEXEC_TRY(p.parser.next());
+      if (next) return std::move(*next);
+      ssize_t n = ::read(p.out.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno("read the reply of", cmd_.argv[0]);
+      if (n == 0) return fail(ErrorKind::protocol, "read the reply of", cmd_.argv[0], "it closed stdout (exited?)");
+      p.parser.feed({buf, static_cast<size_t>(n)});
+    }
+  }
+
+  static void stop(Process& p) {
+    p.in.reset();
+    p.out.reset();
+    if (p.pid > 0) {
+      ::kill(p.pid, SIGKILL);
+      ::waitpid(p.pid, nullptr, 0);
+    }
+    p.pid = -1;
+  }
+
+  Command cmd_;
+  std::string function_name_;
+  std::vector<Process> slots_;
+};
+
 // The cgroup directories below base that do not exist yet in any hierarchy, deepest first.
 std::vector<stdfs::path> dirs_to_remove(const std::string& base, const std::vector<std::string>& leaves) {
   std::vector<stdfs::path> out;
@@ -333,6 +441,10 @@ std::vector<stdfs::path> dirs_to_remove(const std::string& base, const std::vect
 
 }  // namespace
 
+std::shared_ptr<Target> framed_pipe_target(Command cmd, std::string function_name, unsigned slots) {
+  return std::make_shared<FramedPipeTarget>(std::move(cmd), std::move(function_name), std::max(slots, 1u));
+}
+
 std::shared_ptr<Target> command_target(std::vector<Command> per_slot) {
   return std::make_shared<CommandTarget>(std::move(per_slot), nullptr);
 }
@@ -343,11 +455,28 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
     return std::find(o.peers.begin(), o.peers.end(), name) != o.peers.end();
   };
   for (const auto& p : o.peers)
-    if (p != "floor" && p != "bwrap" && p != "crun" && p != "runc")
-      return fail(ErrorKind::invalid, "use --peers", p, "expected floor, bwrap, crun or runc");
+    if (p != "floor" && p != "pipe" && p != "bwrap" && p != "crun" && p != "runc")
+      return fail(ErrorKind::invalid, "use --peers", p, "expected floor, pipe, bwrap, crun or runc");
+
+  // The runtime functions as host processes: once per event (floor) and long-lived (pipe).
+  std::vector<std::string> applets;
+  for (const auto& fn : o.functions) {
+    if (!speaks_frames(fn)) {
+      applets.push_back(fn);
+      continue;
+    }
+    auto host = host_command(fn, o.rootfs);
+    if (!host) return std::unexpected(host.error());
+    Command c{host->path, host->argv, -1};
+    if (want("floor"))
+      set.entries.push_back(
+          {"floor", "process", fn, std::make_shared<CommandTarget>(std::vector{c}, nullptr), {}});
+    if (want("pipe"))
+      set.entries.push_back({"floor", "pipe", fn, framed_pipe_target(c, "bench-" + fn, o.max_concurrency), {}});
+  }
 
   if (want("floor")) {
-    for (const auto& fn : o.functions) {
+    for (const auto& fn : applets) {
       auto bin = resolve_in_root(o.rootfs, "/bin/" + fn);
       if (!bin) {
         set.skipped.push_back({"floor " + fn, bin.error().message()});
@@ -358,9 +487,9 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
           {"floor", "process", fn, std::make_shared<CommandTarget>(std::vector{c}, nullptr), {}});
     }
   }
-  if (want("bwrap")) {
+  if (want("bwrap") && !applets.empty()) {
     if (auto bwrap = fs::find_in_path("bwrap")) {
-      for (const auto& fn : o.functions) {
+      for (const auto& fn : applets) {
         Command c{bwrap->string(),
                   {"bwrap", "--unshare-all", "--ro-bind", o.rootfs.string(), "/", "--proc", "/proc", "--dev",
                    "/dev", "--tmpfs", "/tmp", "/bin/" + fn},
@@ -373,7 +502,7 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
     }
   }
   for (std::string runtime : {"crun", "runc"}) {
-    if (!want(runtime)) continue;
+    if (!want(runtime) || applets.empty()) continue;
     auto bin = fs::find_in_path(runtime);
     if (!bin) {
       set.skipped.push_back(
@@ -402,11 +531,11 @@ Result<PeerSet> prepare_peers(const PeerOptions& o) {
     std::string base =
         (*parent == "/" ? "" : *parent) + fmt::format("/fnexec-bench-{}-{}", ::getpid(), runtime);
     std::vector<std::string> leaves;
-    for (const auto& fn : o.functions)
+    for (const auto& fn : applets)
       for (unsigned slot = 0; slot < o.max_concurrency; ++slot)
         leaves.push_back(fmt::format("{}-{}", fn, slot));
     res->remove_dirs = dirs_to_remove(base, leaves);
-    for (const auto& fn : o.functions) {
+    for (const auto& fn : applets) {
       std::vector<Command> per_slot;
       for (unsigned slot = 0; slot < o.max_concurrency; ++slot) {
         auto bundle = o.work / fmt::format("{}-{}-{}", runtime, fn, slot);

@@ -1,6 +1,8 @@
 // The peers fnexec is measured against, on the same rootfs and the same event: `floor` (fork+exec
-// of the function's own binary with pipes, no isolation), `bwrap --unshare-all`, `crun run` and
-// `runc run`. Each is used only when installed; otherwise it is listed as skipped with the reason.
+// of the function's own binary with pipes, no isolation; for python/node/c the same handler as a
+// plain host process), `pipe` (python/node/c: one long-lived host process per client thread
+// answering fnexec/1 frames over pipes, the floor for the lifecycle reuse), `bwrap --unshare-all`,
+// `crun run` and `runc run` (busybox applets). Each is used only when installed; otherwise it is listed as skipped with the reason.
 #pragma once
 
 #include <filesystem>
@@ -36,6 +38,11 @@ struct StartOptions {
 // Starts it with stdin, stdout and stderr on the given fds and returns its pid, not waited for.
 Result<pid_t> start_command(const Command& cmd, int in, int out, int err, const StartOptions& options = {});
 
+// A target that keeps one long-lived process per slot, started with FNEXEC_PROTOCOL=fnexec/1 and
+// FNEXEC_LIFECYCLE=reuse, and sends each event as an EVENT frame; the first READY is awaited when
+// the process starts (untimed, in before_batch), so an invocation is one frame each way.
+std::shared_ptr<Target> framed_pipe_target(Command cmd, std::string function_name, unsigned slots);
+
 // A target that runs one of these commands per invocation (per_slot[slot % size]); "{id}" in an
 // argument becomes a fresh id (container names).
 std::shared_ptr<Target> command_target(std::vector<Command> per_slot);
@@ -43,8 +50,8 @@ std::shared_ptr<Target> command_target(std::vector<Command> per_slot);
 struct PeerOptions {
   std::filesystem::path rootfs;        // the function's merged root filesystem, used read-only
   std::filesystem::path work;          // scratch directory for OCI bundles (tmpfs)
-  std::vector<std::string> peers;      // any of floor, bwrap, crun, runc
-  std::vector<std::string> functions;  // busybox applets: true, cat
+  std::vector<std::string> peers;      // any of floor, pipe, bwrap, crun, runc
+  std::vector<std::string> functions;  // busybox applets true, cat; runtime functions python, node, c
   unsigned max_concurrency = 1;
 };
 

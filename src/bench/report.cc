@@ -40,8 +40,8 @@ std::vector<std::pair<std::string, unsigned>> blocks(const Report& r) {
   return out;
 }
 
-std::string ratio_text(const Report& r, const Series& s, std::string_view mode) {
-  const Series* base = r.find("fnexec", mode, s.function, s.concurrency);
+std::string ratio_text(const Report& r, const Series& s, std::string_view system, std::string_view mode) {
+  const Series* base = r.find(system, mode, s.function, s.concurrency);
   if (!base) return "-";
   double b = base->summary().p50_us, v = s.summary().p50_us;
   return b > 0 && v > 0 ? fmt::format("{:.2f}", v / b) : "-";
@@ -52,8 +52,8 @@ struct Row {
 };
 
 std::vector<std::string> header() {
-  return {"system", "mode",    "n",     "p50_ms", "p90_ms", "p99_ms",
-          "max_ms", "mean_ms", "inv/s", "x_cold", "x_warm"};
+  return {"system", "mode",  "n",      "p50_ms", "p90_ms", "p99_ms", "max_ms",
+          "mean_ms", "inv/s", "cpu_ms", "x_cold", "x_warm", "x_pipe"};
 }
 
 std::vector<std::string> row(const Report& r, const Series& s) {
@@ -69,8 +69,10 @@ std::vector<std::string> row(const Report& r, const Series& s) {
           ms(m.max_us),
           ms(m.mean_us),
           fmt::format("{:.0f}", per_second(m.n, s.wall_seconds)),
-          ratio_text(r, s, "cold"),
-          ratio_text(r, s, "warm")};
+          m.n ? fmt::format("{:.2f}", s.host_cpu_seconds * 1000 / static_cast<double>(m.n)) : "-",
+          ratio_text(r, s, "fnexec", "cold"),
+          ratio_text(r, s, "fnexec", "warm"),
+          ratio_text(r, s, "floor", "pipe")};
 }
 
 std::string context_lines(const Report& r, std::string_view prefix) {
@@ -93,10 +95,21 @@ std::string context_lines(const Report& r, std::string_view prefix) {
   return out;
 }
 
+std::string parked_memory_lines(const Report& r, std::string_view prefix) {
+  std::string out;
+  for (const auto& m : r.parked_memory)
+    out += fmt::format(
+        "{}parked pre-initialized {} sandbox (fresh/reuse, READY, no event yet; mean of {}, {} processes): "
+        "RSS {:.1f} MiB, PSS {:.1f} MiB, cgroup memory {:.1f} MiB\n",
+        prefix, m.function, m.sandboxes, m.processes, m.rss_kib / 1024, m.pss_kib / 1024, m.cgroup_kib / 1024);
+  return out;
+}
+
 std::string goal_value(const Goal& g) {
   if (!g.value) return "not measured";
   if (g.unit == "x") return fmt::format("{:.2f}x", *g.value);
   if (g.unit == "ms") return fmt::format("{:.3f} ms", *g.value);
+  if (g.unit == "MiB") return fmt::format("{:.1f} MiB", *g.value);
   return fmt::format("{:.0f}{}", *g.value, g.unit);
 }
 
@@ -114,6 +127,17 @@ void read_load(double (&out)[3]) {
   out[0] = out[1] = out[2] = 0;
   if (auto text = fs::read_file("/proc/loadavg"))
     std::sscanf(text->c_str(), "%lf %lf %lf", &out[0], &out[1], &out[2]);
+}
+
+double host_busy_seconds() {
+  auto text = fs::read_file("/proc/stat");
+  if (!text) return 0;
+  unsigned long long v[8] = {};
+  if (std::sscanf(text->c_str(), "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                  &v[4], &v[5], &v[6], &v[7]) != 8)
+    return 0;
+  unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // all but idle and iowait
+  return static_cast<double>(busy) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 HostContext read_host_context() {
@@ -191,6 +215,43 @@ std::vector<Goal> evaluate_goals(const Report& r) {
     }
     goals.push_back(std::move(g));
   }
+  // Issue 11: warm functions (fresh, reuse). Only when the run has runtime functions.
+  bool lifecycles = std::any_of(r.series.begin(), r.series.end(), [](const Series& s) {
+    return s.mode.starts_with("fresh") || s.mode.starts_with("reuse");
+  });
+  if (!lifecycles) return goals;
+  auto p50_goal = [&](std::string metric, std::string_view mode, std::string_view fn, double limit_ms) {
+    Goal g{std::move(metric), fmt::format("<= {} ms", limit_ms), std::nullopt, "ms", false};
+    if (auto v = p50("fnexec", mode, fn)) {
+      g.value = *v / 1000;
+      g.met = *g.value <= limit_ms;
+    }
+    goals.push_back(std::move(g));
+  };
+  p50_goal("reuse-api p50, python", "reuse-api", "python", 1.0);
+  p50_goal("reuse-api p50, c", "reuse-api", "c", 0.3);
+  ratio_goal("reuse p50, c: fnexec / pipe floor", p50("fnexec", "reuse", "c"), p50("floor", "pipe", "c"), 3.0);
+  p50_goal("fresh-api p50, python", "fresh-api", "python", 3.0);
+  p50_goal("fresh p50, python (in-process)", "fresh", "python", 3.0);
+  for (auto [fn, limit] : {std::pair{"c", 10000.0}, std::pair{"python", 3000.0}}) {
+    Goal g{fmt::format("reuse-api throughput, {}, concurrency 8", fn), fmt::format(">= {:.0f}/s", limit),
+           std::nullopt, "/s", false};
+    if (const Series* s = r.find("fnexec", "reuse-api", fn, 8)) {
+      g.value = per_second(s->samples_us.size(), s->wall_seconds);
+      g.met = *g.value >= limit;
+    }
+    goals.push_back(std::move(g));
+  }
+  {
+    Goal g{"parked python sandbox, PSS + cgroup", "<= 12 MiB", std::nullopt, "MiB", false};
+    for (const auto& m : r.parked_memory)
+      if (m.function == "python") {
+        // The cgroup counts page cache and kernel memory charged to it; PSS the processes' share.
+        g.value = std::max(m.pss_kib, m.cgroup_kib) / 1024;
+        g.met = *g.value <= 12;
+      }
+    goals.push_back(std::move(g));
+  }
   return goals;
 }
 
@@ -240,10 +301,12 @@ std::string to_json(const Report& r) {
         "{}, "
         "\"failures\": {}, \"first_error\": \"{}\", \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, "
         "\"max_us\": {}, "
-        "\"mean_us\": {}, \"wall_seconds\": {}, \"invocations_per_s\": {}, \"samples_us\": [",
+        "\"mean_us\": {}, \"wall_seconds\": {}, \"invocations_per_s\": {}, \"host_cpu_seconds\": {}, "
+        "\"samples_us\": [",
         i ? "," : "", json_escape(s.system), json_escape(s.mode), json_escape(s.function), s.concurrency, m.n,
         s.failures, json_escape(s.first_error), num(m.p50_us), num(m.p90_us), num(m.p99_us), num(m.max_us),
-        num(m.mean_us), num(s.wall_seconds, 6), num(per_second(m.n, s.wall_seconds)));
+        num(m.mean_us), num(s.wall_seconds, 6), num(per_second(m.n, s.wall_seconds)),
+        num(s.host_cpu_seconds, 3));
     for (size_t k = 0; k < s.samples_us.size(); ++k) j += (k ? "," : "") + num(s.samples_us[k]);
     j += "]}";
   }
@@ -251,6 +314,15 @@ std::string to_json(const Report& r) {
   for (size_t i = 0; i < r.skipped.size(); ++i)
     j += fmt::format("{}{{\"system\": \"{}\", \"reason\": \"{}\"}}", i ? ", " : "",
                      json_escape(r.skipped[i].system), json_escape(r.skipped[i].reason));
+  j += "],\n  \"parked_memory\": [";
+  for (size_t i = 0; i < r.parked_memory.size(); ++i) {
+    const auto& m = r.parked_memory[i];
+    j += fmt::format(
+        "{}{{\"function\": \"{}\", \"sandboxes\": {}, \"processes\": {}, \"rss_kib_per_sandbox\": {}, "
+        "\"pss_kib_per_sandbox\": {}, \"cgroup_kib_per_sandbox\": {}}}",
+        i ? ", " : "", json_escape(m.function), m.sandboxes, m.processes, num(m.rss_kib), num(m.pss_kib),
+        num(m.cgroup_kib));
+  }
   j += "],\n  \"notes\": [";
   for (size_t i = 0; i < r.notes.size(); ++i)
     j += fmt::format("{}\"{}\"", i ? ", " : "", json_escape(r.notes[i]));
@@ -296,7 +368,18 @@ std::string to_table(const Report& r) {
     out +=
         "       cold-api, warm-api = the same over fnexec serve's HTTP API on its unix socket (POST,\n"
         "       event in, result out; a keep-alive connection per client thread): a pool of 0 / a pool hit\n";
-  out += "x_cold, x_warm: p50 divided by fnexec's cold or warm p50 for the same function and concurrency\n";
+  if (std::any_of(r.series.begin(), r.series.end(),
+                  [](const Series& s) { return s.mode.starts_with("fresh") || s.mode.starts_with("reuse"); }))
+    out +=
+        "       fresh, reuse = a pool hit whose process finished its init (READY) before the event; fresh:\n"
+        "       destroyed after one event, reuse: answers events until retired (fnexec-protocol(7));\n"
+        "       pipe = one long-lived host process per client thread answering fnexec/1 frames, no sandbox\n";
+  out +=
+      "cpu_ms: host CPU (all processes) per invocation, from the pool refill before each batch to its last "
+      "result (fresh: a new sandbox and init per event)\n"
+      "x_cold, x_warm, x_pipe: p50 divided by fnexec's cold or warm p50 or the pipe floor's p50, same "
+      "function and concurrency\n";
+  out += parked_memory_lines(r, "");
   for (const auto& s : r.skipped) out += fmt::format("skipped {}: {}\n", s.system, s.reason);
   for (const auto& n : r.notes) out += fmt::format("note: {}\n", n);
   for (const auto& s : r.series)
@@ -324,7 +407,8 @@ std::string to_markdown(const Report& r) {
       out += "|\n";
     }
   }
-  if (!r.skipped.empty() || !r.notes.empty()) out += "\n";
+  if (!r.skipped.empty() || !r.notes.empty() || !r.parked_memory.empty()) out += "\n";
+  out += parked_memory_lines(r, "- ");
   for (const auto& s : r.skipped) out += fmt::format("- skipped {}: {}\n", s.system, s.reason);
   for (const auto& n : r.notes) out += fmt::format("- note: {}\n", n);
   out += "\n## goals\n\n| metric | goal | measured | verdict |\n|---|---|---:|---|\n";
@@ -344,7 +428,7 @@ std::string to_svg(const Report& r) {
   std::string subtitle =
       fmt::format("{}, {} cores, kernel {}, cgroups {}; {} runs each, concurrency 1", r.host.cpu_model,
                   r.host.cores, r.host.kernel, r.host.cgroup_mode, r.runs);
-  return render_cdf_svg("fnexec bench: start latency CDF", subtitle, curves);
+  return render_cdf_svg("fnexec bench: latency CDF, event in to result out", subtitle, curves);
 }
 
 }  // namespace fnexec::bench

@@ -25,15 +25,21 @@ struct HostContext {
 // Reads /proc/cpuinfo, uname, /proc/loadavg; cgroup_mode is filled in by the caller.
 HostContext read_host_context();
 void read_load(double (&out)[3]);
+// CPU time the whole host spent busy so far (all cores, /proc/stat user..steal), in seconds.
+double host_busy_seconds();
 
 // One row: a system in a mode running one function at one concurrency.
 struct Series {
   std::string system;    // fnexec, floor, bwrap, crun, runc
-  std::string mode;      // cold, warm, run, cold-api, warm-api (fnexec); process (a peer: one whole process)
-  std::string function;  // true, cat
+  // fnexec: cold, warm, run, fresh, reuse (warm pool hits in the lifecycles oneshot, fresh, reuse),
+  // and cold-api, warm-api, fresh-api, reuse-api over the daemon's socket; a peer: process (one
+  // whole process per event) or pipe (one long-lived process answering fnexec/1 frames).
+  std::string mode;
+  std::string function;  // true, cat, python, node, c
   unsigned concurrency = 1;
   std::vector<double> samples_us;
   double wall_seconds = 0;  // sum of the timed batches, for invocations/s
+  double host_cpu_seconds = 0;  // host CPU busy during the timed batches (all processes, all cores)
   unsigned failures = 0;
   std::string first_error;
   Summary summary() const { return summarize(samples_us); }
@@ -43,6 +49,13 @@ struct Series {
 struct Skipped {
   std::string system;
   std::string reason;
+};
+
+// Host memory per parked, pre-initialized sandbox of a function (lifecycle fresh/reuse).
+struct ParkedMemoryRow {
+  std::string function;
+  unsigned sandboxes = 0, processes = 0;
+  double rss_kib = 0, pss_kib = 0, cgroup_kib = 0;
 };
 
 struct Goal {
@@ -62,6 +75,7 @@ struct Report {
   std::vector<Series> series;
   std::vector<Skipped> skipped;
   std::vector<std::string> notes;
+  std::vector<ParkedMemoryRow> parked_memory;
   const Series* find(std::string_view system, std::string_view mode, std::string_view function,
                      unsigned concurrency) const;
 };

@@ -83,7 +83,19 @@ std::vector<unsigned> split_evenly(unsigned n, unsigned parts) {
   return out;
 }
 
+// At concurrency 1 every round is one invocation per target (A B A B); higher levels batch a
+// few invocations per thread so the batch, not the thread start, dominates its wall time.
+unsigned rounds_at(const RunPlan& plan, unsigned conc) {
+  return conc == 1 ? plan.runs : std::clamp(plan.runs / (4 * conc), 1u, 10u);
+}
+
 }  // namespace
+
+unsigned largest_batch(const RunPlan& plan) {
+  unsigned most = 1;
+  for (unsigned conc : plan.concurrency) most = std::max(most, split_evenly(plan.runs, rounds_at(plan, conc))[0]);
+  return most;
+}
 
 std::vector<Series> run_interleaved(const std::vector<Entry>& entries, const RunPlan& plan,
                                     std::vector<Skipped>& skipped) {
@@ -115,20 +127,20 @@ std::vector<Series> run_interleaved(const std::vector<Entry>& entries, const Run
     for (size_t i = 0; i < entries.size(); ++i) {
       if (!alive[i] || conc > entries[i].max_concurrency) continue;
       index[i] = out.size();
-      out.push_back(Series{entries[i].system, entries[i].mode, entries[i].function, conc, {}, 0, 0, {}});
+      out.push_back(Series{entries[i].system, entries[i].mode, entries[i].function, conc});
       out.back().samples_us.reserve(plan.runs);
     }
-    // At concurrency 1 every round is one invocation per target (A B A B); higher levels batch a
-    // few invocations per thread so the batch, not the thread start, dominates its wall time.
-    // Exactly plan.runs samples per series either way.
-    unsigned rounds = conc == 1 ? plan.runs : std::clamp(plan.runs / (4 * conc), 1u, 10u);
+    // Exactly plan.runs samples per series at every level.
+    unsigned rounds = rounds_at(plan, conc);
     auto per_round = split_evenly(plan.runs, rounds);
     for (unsigned round = 0; round < rounds; ++round) {
       auto counts = split_evenly(per_round[round], std::min(conc, std::max(per_round[round], 1u)));
       for (size_t i = 0; i < entries.size(); ++i) {
         if (index[i] == SIZE_MAX) continue;
         Series& s = out[index[i]];
+        double busy0 = host_busy_seconds();
         s.wall_seconds += run_batch(entries[i], s, plan.event, counts);
+        s.host_cpu_seconds += host_busy_seconds() - busy0;
       }
       if (plan.progress && (conc > 1 || (round + 1) % std::max(1u, rounds / 10) == 0 || round + 1 == rounds))
         plan.progress(fmt::format("concurrency {}: round {}/{}", conc, round + 1, rounds));

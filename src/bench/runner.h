@@ -42,6 +42,10 @@ struct RunPlan {
   std::function<void(std::string_view)> progress;
 };
 
+// The most invocations one batch of run_interleaved() makes of one entry, at any level: a pool
+// whose sandboxes serve one event each (fresh) needs that many parked to serve a batch warm.
+unsigned largest_batch(const RunPlan& plan);
+
 // Entries whose warm-up all failed are dropped from the results and reported in skipped.
 std::vector<Series> run_interleaved(const std::vector<Entry>& entries, const RunPlan& plan,
                                     std::vector<Skipped>& skipped);

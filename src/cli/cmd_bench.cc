@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -14,6 +15,7 @@
 
 #include "bench/api.h"
 #include "bench/fnexec_targets.h"
+#include "bench/functions.h"
 #include "bench/peers.h"
 #include "bench/report.h"
 #include "bench/runner.h"
@@ -36,8 +38,9 @@ struct BenchOptions {
   unsigned warmup = 5;
   std::string modes = "cold,warm,run";
   std::string concurrency = "1";
-  std::string peers = "floor,bwrap,crun,runc";
+  std::string peers = "floor,pipe,bwrap,crun,runc";
   std::string functions = "true,cat";
+  std::string lifecycles = "oneshot";
   std::optional<std::string> event_file, json, svg, markdown, mkimage;
   std::string scratch_parent = "/tmp";
   bool via_api = false;
@@ -87,8 +90,14 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
       return fail(ErrorKind::invalid, "use --mode", m, "expected cold, warm and/or run (persistent: later)");
   auto functions = split_list(o.functions);
   for (const auto& f : functions)
-    if (f != "true" && f != "cat")
-      return fail(ErrorKind::invalid, "use --function", f, "expected true and/or cat");
+    if (!bench::is_bench_function(f))
+      return fail(ErrorKind::invalid, "use --function", f, "expected true, cat, python, node and/or c");
+  std::vector<pool::Lifecycle> lifecycles;
+  for (const auto& l : split_list(o.lifecycles)) {
+    auto lc = pool::parse_lifecycle(l);
+    if (!lc) return fail(ErrorKind::invalid, "use --lifecycle", l, "expected oneshot, fresh and/or reuse");
+    lifecycles.push_back(*lc);
+  }
   if (o.socket && !o.via_api)
     return fail(ErrorKind::invalid, "use --socket", *o.socket,
                 "it names the daemon --via-api times invocations over; add --via-api");
@@ -114,14 +123,43 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     report.host.cgroup_mode = "unusable: " + h.error().message();
   }
 
-  auto scratch = FNEXEC_TRY(bench::ScratchTmpfs::mount(o.scratch_parent, "1g"));
+  // The runtime image (python's stdlib, node) lands up to five times: archive, store, the peers'
+  // rootfs, and the --via-api daemon's upload and store. A tmpfs size is a limit, not an allocation.
+  bool runtimes = std::any_of(functions.begin(), functions.end(), bench::needs_runtime_image);
+  auto scratch = FNEXEC_TRY(bench::ScratchTmpfs::mount(o.scratch_parent, runtimes ? "4g" : "1g"));
   std::optional<image::Store> store;
   image::ResolvedImage img;
   auto archive = scratch.path() / "busybox-oci.tar";
+  std::string archive_name = "bench:busybox";
   if (o.image) {
     store.emplace(FNEXEC_TRY(image::Store::open(g.root)));
     img = FNEXEC_TRY(store->resolve(*o.image));
     report.image = *o.image;
+  } else if (runtimes) {
+    auto mkimage = FNEXEC_TRY(bench::find_mkimage(o.mkimage));
+    store.emplace(FNEXEC_TRY(image::Store::open(scratch.path() / "store")));
+    bench::RuntimeImageParts parts;
+    parts.python = std::find(functions.begin(), functions.end(), "python") != functions.end();
+    parts.node = std::find(functions.begin(), functions.end(), "node") != functions.end();
+    if (parts.node && !fs::find_in_path("node")) {
+      report.skipped.push_back({"node", "not installed on the host (mkimage copies the host's node)"});
+      std::erase(functions, "node");
+      parts.node = false;
+    }
+    if (std::find(functions.begin(), functions.end(), "c") != functions.end()) {
+      parts.c_echo = bench::find_c_echo();
+      if (!parts.c_echo) {
+        report.skipped.push_back({"c", "the example echo is not built (set FNEXEC_EXAMPLE_C to "
+                                       "build/runtime/helpers/fnexec-example-c-echo)"});
+        std::erase(functions, "c");
+      }
+    }
+    archive = scratch.path() / "runtimes-oci.tar";
+    archive_name = "bench:runtimes";
+    img = FNEXEC_TRY(bench::build_runtime_image(*store, mkimage, scratch.path(), archive, parts));
+    report.image =
+        "busybox + the host's python3 and node + fnexec's runtime helpers and the bench handlers (built by "
+        "rootfs-tools/mkimage into a scratch store on tmpfs)";
   } else {
     auto mkimage = FNEXEC_TRY(bench::find_mkimage(o.mkimage));
     store.emplace(FNEXEC_TRY(image::Store::open(scratch.path() / "store")));
@@ -129,9 +167,37 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     report.image = "busybox (built by rootfs-tools/mkimage into a scratch store on tmpfs)";
   }
 
-  std::vector<bench::FnexecFunction> fnexec_functions;
-  for (const auto& f : functions)
-    fnexec_functions.push_back({img, {"/bin/" + f}, scratch.path() / "mnt", cgroups});
+  // The runtime functions' expected result is what the same handler answers as a host process on
+  // a copy of the image's rootfs (python's json.dumps and node's JSON.stringify differ).
+  bool rootfs_copied = false;
+  std::map<std::string, std::string> expected_output;
+  if (!peer_names.empty() || runtimes) {
+    FNEXEC_TRY(bench::copy_rootfs(img, scratch.path(), scratch.path() / "rootfs"));
+    rootfs_copied = true;
+  }
+  for (auto it = functions.begin(); it != functions.end();) {
+    if (!bench::speaks_frames(*it)) {
+      expected_output[*it] = *it == "cat" ? event : std::string();
+      ++it;
+      continue;
+    }
+    auto host = FNEXEC_TRY(bench::host_command(*it, scratch.path() / "rootfs"));
+    std::string out;
+    if (auto r = bench::run_command({host.path, host.argv, -1}, event, out); !r) {
+      report.skipped.push_back({*it, "its handler fails as a host process: " + r.error().message()});
+      it = functions.erase(it);
+      continue;
+    }
+    expected_output[*it] = std::move(out);
+    ++it;
+  }
+
+  std::vector<bench::FnexecFunction> fnexec_functions, framed_functions;
+  for (const auto& f : functions) {
+    fnexec_functions.push_back({f, img, bench::function_argv(f), scratch.path() / "mnt", cgroups});
+    if (bench::speaks_frames(f)) framed_functions.push_back(fnexec_functions.back());
+  }
+  std::string image_ref = img.reference.empty() ? img.manifest_digest : img.reference;
 
   // --via-api: cold and warm once more over fnexec serve's HTTP API (cold-api, warm-api), from one
   // daemon. Declared before the entries, so its destructor runs after theirs on every path.
@@ -152,6 +218,7 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
     ao.image = o.image;
     ao.archive = archive;
     ao.archive_digest = img.manifest_digest;
+    ao.archive_name = archive_name;
     ao.cgroups = cgroups;
     ao.max_concurrency = max_conc;
     if (auto a = bench::ApiServer::start(ao))
@@ -161,16 +228,44 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   }
 
   std::vector<bench::Entry> entries;
-  auto expected = [&](const std::string& f) { return f == "cat" ? event : std::string(); };
-  auto add_api_entries = [&](bool warm) {
-    if (!api) return;
-    std::string mode = warm ? "warm-api" : "cold-api";
-    for (const auto& f : functions) {
-      auto t = api->add_function(f, warm);
-      if (!t)
-        report.skipped.push_back({"fnexec " + mode + " " + f, t.error().message()});
+  auto expected = [&](const std::string& f) { return expected_output[f]; };
+  bench::RunPlan plan;
+  plan.runs = o.runs;
+  plan.warmup = o.warmup;
+  plan.concurrency = report.concurrency;
+  plan.event = event;
+  // Sandboxes parked per warm pool: one above the highest concurrency, and for fresh, whose
+  // sandboxes serve one event each, a whole batch (the pool refills between batches).
+  auto parked_for = [&](pool::Lifecycle l) {
+    unsigned n = max_conc + 1;
+    return l == pool::Lifecycle::fresh ? std::max(n, bench::largest_batch(plan) + 1) : n;
+  };
+  std::shared_ptr<pool::PoolSet> warm_pools;
+  // Memory of parked pre-initialized sandboxes, before any other pool parks one.
+  auto measure_parked_memory = [&] {
+    if (std::none_of(lifecycles.begin(), lifecycles.end(), [](auto l) { return l != pool::Lifecycle::oneshot; }))
+      return;
+    for (const auto& fn : framed_functions) {
+      if (auto m = bench::measure_parked_memory(*warm_pools, image_ref, fn, 4))
+        report.parked_memory.push_back(
+            {m->function, m->sandboxes, m->processes, m->rss_kib, m->pss_kib, m->cgroup_kib});
       else
-        entries.push_back({"fnexec", mode, f, *t, expected(f)});
+        report.skipped.push_back({"parked memory " + fn.name, m.error().message()});
+    }
+  };
+  // The mode of a warm pool hit: warm (oneshot), fresh, reuse.
+  auto warm_mode = [](pool::Lifecycle l) {
+    return l == pool::Lifecycle::oneshot ? std::string("warm") : std::string(pool::to_string(l));
+  };
+  auto add_api_entries = [&](bool warm, pool::Lifecycle lifecycle) {
+    if (!api) return;
+    std::string mode = (warm ? warm_mode(lifecycle) : "cold") + "-api";
+    for (const auto& fn : lifecycle == pool::Lifecycle::oneshot ? fnexec_functions : framed_functions) {
+      auto t = api->add_function(fn.name, fn.argv, warm, lifecycle, parked_for(lifecycle));
+      if (!t)
+        report.skipped.push_back({"fnexec " + mode + " " + fn.name, t.error().message()});
+      else
+        entries.push_back({"fnexec", mode, fn.name, *t, expected(fn.name)});
     }
   };
   for (const auto& m : modes) {
@@ -181,33 +276,47 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
           report.skipped.push_back({"fnexec cold", t.error().message()});
           break;
         }
-        std::string f = fn.argv[0].substr(5);
-        entries.push_back({"fnexec", "cold", f, *t, expected(f)});
+        entries.push_back({"fnexec", "cold", fn.name, *t, expected(fn.name)});
       }
-      add_api_entries(false);
+      add_api_entries(false, pool::Lifecycle::oneshot);
     } else if (m == "run") {
       // The whole `fnexec run` process, as a user at a shell gets it: exec, image resolve, sandbox.
-      for (const auto& f : functions) {
-        bench::Command c{
-            "/proc/self/exe",
-            {"fnexec", "--root", store->root().string(), "run", img.manifest_digest, "--", "/bin/" + f},
-            -1};
-        entries.push_back({"fnexec", "run", f, bench::command_target({c}), expected(f)});
+      for (const auto& fn : fnexec_functions) {
+        std::vector<std::string> argv{"fnexec", "--root", store->root().string(), "run", img.manifest_digest, "--"};
+        argv.insert(argv.end(), fn.argv.begin(), fn.argv.end());
+        bench::Command c{"/proc/self/exe", argv, -1};
+        entries.push_back({"fnexec", "run", fn.name, bench::command_target({c}), expected(fn.name)});
       }
     } else {
-      auto ts = bench::make_warm_targets(*store, img.reference.empty() ? img.manifest_digest : img.reference,
-                                         fnexec_functions, max_conc + 1);
-      if (!ts)
-        report.skipped.push_back({"fnexec warm", ts.error().message()});
-      else
-        for (size_t i = 0; i < ts->size(); ++i)
-          entries.push_back({"fnexec", "warm", functions[i], (*ts)[i], expected(functions[i])});
-      add_api_entries(true);
+      if (!warm_pools) {
+        auto p = bench::make_pool_set(*store, cgroups);
+        if (!p) {
+          report.skipped.push_back({"fnexec warm", p.error().message()});
+          continue;
+        }
+        warm_pools = *p;
+        measure_parked_memory();
+      }
+      for (auto lifecycle : lifecycles) {
+        std::string mode = warm_mode(lifecycle);
+        const auto& fns = lifecycle == pool::Lifecycle::oneshot ? fnexec_functions : framed_functions;
+        if (fns.empty()) {
+          report.skipped.push_back({"fnexec " + mode, "no function speaks fnexec/1 (python, node, c do)"});
+          continue;
+        }
+        auto ts = bench::make_warm_targets(warm_pools, image_ref, fns, parked_for(lifecycle), lifecycle);
+        if (!ts)
+          report.skipped.push_back({"fnexec " + mode, ts.error().message()});
+        else
+          for (size_t i = 0; i < ts->size(); ++i)
+            entries.push_back({"fnexec", mode, fns[i].name, (*ts)[i], expected(fns[i].name)});
+        add_api_entries(true, lifecycle);
+      }
     }
   }
 
   if (!peer_names.empty()) {
-    FNEXEC_TRY(bench::copy_rootfs(img, scratch.path(), scratch.path() / "rootfs"));
+    if (!rootfs_copied) FNEXEC_TRY(bench::copy_rootfs(img, scratch.path(), scratch.path() / "rootfs"));
     bench::PeerOptions po{scratch.path() / "rootfs", scratch.path() / "bundles", peer_names, functions,
                           max_conc};
     auto peers = FNEXEC_TRY(bench::prepare_peers(po));
@@ -221,11 +330,6 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   if (entries.empty())
     return fail(ErrorKind::unavailable, "bench", {}, "nothing to run: every mode and peer was skipped");
 
-  bench::RunPlan plan;
-  plan.runs = o.runs;
-  plan.warmup = o.warmup;
-  plan.concurrency = report.concurrency;
-  plan.event = event;
   if (::isatty(2))
     plan.progress = [](std::string_view s) {
       std::fprintf(stderr, "\r\033[K%.*s", static_cast<int>(s.size()), s.data());
@@ -237,9 +341,9 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
       report.notes.push_back(fmt::format("{} {} {}: {}", e.system, e.mode, e.function, r));
   if (api) report.notes.insert(report.notes.end(), api->notes().begin(), api->notes().end());
   entries.clear();  // ends pools and peers' resources before the scratch tmpfs goes
+  warm_pools.reset();
   api.reset();      // stops the bench's daemon and removes its functions, cgroups and directory
   bench::read_load(report.host.load_after);
-
   std::fputs(bench::to_table(report).c_str(), stdout);
   std::fflush(stdout);
   if (o.json) FNEXEC_TRY(fs::write_file_atomic(*o.json, bench::to_json(report)));
@@ -264,8 +368,15 @@ void add_bench_command(CLI::App& app, Globals& g) {
       ->capture_default_str();
   sub->add_option("--concurrency", o->concurrency, "levels: threads invoking at once, e.g. 1,4,16")
       ->capture_default_str();
-  sub->add_option("--peers", o->peers, "floor, bwrap, crun, runc, or none")->capture_default_str();
-  sub->add_option("--function", o->functions, "busybox functions: true, cat (event in, same bytes out)")
+  sub->add_option("--peers", o->peers,
+                  "floor, pipe (python/node/c: a long-lived host process over fnexec/1), bwrap, crun, runc, or none")
+      ->capture_default_str();
+  sub->add_option("--function", o->functions,
+                  "busybox true, cat (event in, same bytes out); python, node (JSON event in, the same JSON out), "
+                  "c (bytes echoed), on fnexec's runtime helpers in an image built from the host's runtimes")
+      ->capture_default_str();
+  sub->add_option("--lifecycle", o->lifecycles,
+                  "lifecycles of the warm pools: oneshot (mode warm), fresh, reuse (python, node, c only)")
       ->capture_default_str();
   sub->add_option("--event", o->event_file,
                   "the event (stdin) for every invocation (default: 256 bytes of JSON)");

@@ -261,9 +261,10 @@ TEST_CASE("bench: bad options are refused with a message and nothing left behind
       {{"--concurrency", "0"}, "expected numbers from 1 to 256"},
       {{"--socket", "/run/fnexec/fnexec.sock"}, "add --via-api"},
       {{"--concurrency", "1,x"}, "expected numbers from 1 to 256"},
-      {{"--peers", "docker"}, "expected floor, bwrap, crun or runc"},
+      {{"--peers", "docker"}, "expected floor, pipe, bwrap, crun or runc"},
       {{"--mode", "lukewarm"}, "expected cold, warm and/or run"},
-      {{"--function", "ls"}, "expected true and/or cat"},
+      {{"--function", "ls"}, "expected true, cat, python, node and/or c"},
+      {{"--lifecycle", "forever"}, "expected oneshot, fresh and/or reuse"},
       {{"-n", "0"}, "give at least 1 run"},
       {{"--event", (scratch / "missing").string()}, "missing"},
       {{"no-such-image:1"}, "no-such-image"},
@@ -340,7 +341,7 @@ TEST_SUITE("bench-api") {
                                                     "--function", "true", "--peers", "docker", "--via-api"}));
     INFO(failed.err);
     CHECK(failed.exit_code == 125);
-    CHECK(failed.err.find("expected floor, bwrap, crun or runc") != std::string::npos);
+    CHECK(failed.err.find("expected floor, pipe, bwrap, crun or runc") != std::string::npos);
     CHECK(processes_mentioning(scratch.path().string()) == 0);
     CHECK(test::count_cgroups_named("fnexec-bench-api") == api_cgroups_before);
     CHECK(left_in(scratch, {"api.json"}).empty());
@@ -372,4 +373,89 @@ TEST_CASE("bench: --via-api --socket uses a running daemon and removes only its 
   CHECK(d.curl("GET", "/healthz").status == 200);
   CHECK(d.stop() == 0);
   CHECK(test::count_cgroups_named("fnexec-bench-api") == 0);
+}
+
+// Runtime functions on fnexec's runtime helpers (python, c, node when installed) in every lifecycle,
+// in-process and over the daemon's socket, beside the handler as a plain host process and as a
+// long-lived one over a pipe. Each result is compared byte for byte with the host process's.
+TEST_SUITE("bench-lifecycle") {
+  TEST_CASE("bench: python, c and node in the lifecycles oneshot, fresh and reuse, with the floor and pipe peers") {
+    REQUIRE(test::is_root());
+    test::ScratchTmpfs scratch("256m");
+    auto json = scratch / "lifecycle.json", svg = scratch / "lifecycle.svg";
+    auto before = test::ResourceSnapshot::take();
+    size_t cgroups_before = bench_cgroups(), api_cgroups_before = test::count_cgroups_named("fnexec-bench-api");
+    std::vector<std::string> functions{"python", "c"};
+    if (installed("node")) functions.push_back("node");
+    std::string function_list;
+    for (const auto& f : functions) function_list += (function_list.empty() ? "" : ",") + f;
+    auto r = test::fnexec(bench_args(
+        scratch, {"-n", "4", "--warmup", "1", "--concurrency", "1,2", "--mode", "warm", "--function",
+                  function_list + ",cat", "--lifecycle", "oneshot,fresh,reuse", "--peers", "floor,pipe",
+                  "--via-api", "--json", json.string(), "--svg", svg.string()}));
+    INFO(r.err);
+    INFO(r.out);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.find("function python, concurrency 2") != std::string::npos);
+    CHECK(r.out.find("fresh, reuse = a pool hit whose process finished its init") != std::string::npos);
+
+    auto text = fs::read_file(json);
+    REQUIRE(text);
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    REQUIRE(parser.parse(*text).get(doc) == simdjson::SUCCESS);
+    std::set<std::string> seen, expect;
+    for (const auto& f : functions)
+      for (int conc : {1, 2}) {
+        for (std::string mode : {"warm", "fresh", "reuse"}) {
+          expect.insert(fmt::format("fnexec {} {} {}", mode, f, conc));
+          expect.insert(fmt::format("fnexec {}-api {} {}", mode, f, conc));
+        }
+        expect.insert(fmt::format("floor process {} {}", f, conc));
+        expect.insert(fmt::format("floor pipe {} {}", f, conc));
+      }
+    // cat runs oneshot only: no fresh or reuse series and no pipe peer for it.
+    for (int conc : {1, 2})
+      for (std::string s : {"fnexec warm", "fnexec warm-api", "floor process"})
+        expect.insert(fmt::format("{} cat {}", s, conc));
+    for (simdjson::dom::object s : simdjson::dom::array(doc["series"])) {
+      std::string key = fmt::format("{} {} {} {}", std::string_view(s["system"]), std::string_view(s["mode"]),
+                                    std::string_view(s["function"]), int64_t(s["concurrency"]));
+      INFO(key, ": ", std::string_view(s["first_error"]));
+      seen.insert(key);
+      // A wrong result counts as a failure: every event came back as the host process answers it.
+      CHECK(int64_t(s["failures"]) == 0);
+      CHECK(simdjson::dom::array(s["samples_us"]).size() == 4);
+      CHECK(double(s["host_cpu_seconds"]) >= 0);
+    }
+    CHECK(seen == expect);
+
+    // One row per framed function: parked pre-initialized sandboxes with processes and memory.
+    std::set<std::string> parked;
+    for (simdjson::dom::object m : simdjson::dom::array(doc["parked_memory"])) {
+      std::string fn{std::string_view(m["function"])};
+      parked.insert(fn);
+      CHECK(int64_t(m["sandboxes"]) == 4);
+      CHECK(int64_t(m["processes"]) >= 4);
+      CHECK(double(m["pss_kib_per_sandbox"]) > 0);
+      CHECK(double(m["cgroup_kib_per_sandbox"]) > 0);
+    }
+    CHECK(parked == std::set<std::string>(functions.begin(), functions.end()));
+    bool memory_goal = false;
+    for (simdjson::dom::object g : simdjson::dom::array(doc["goals"]))
+      if (std::string_view(g["metric"]) == "parked python sandbox, PSS + cgroup")
+        memory_goal = g["value"].is_double();
+    CHECK(memory_goal);
+    CHECK(fs::read_file(svg)->find("fnexec reuse-api · python") != std::string::npos);
+
+    // Nothing left: pools, the daemon, the pipe peers' processes, cgroups, mounts.
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    CHECK(processes_mentioning(scratch.path().string()) == 0);
+    CHECK(test::ResourceSnapshot::take().processes == before.processes);
+    CHECK(bench_cgroups() == cgroups_before);
+    CHECK(test::count_cgroups_named("fnexec-bench-api") == api_cgroups_before);
+    CHECK(left_in(scratch, {"lifecycle.json", "lifecycle.svg"}).empty());
+    CHECK(mounts_below(scratch.path()) == 0);
+  }
 }

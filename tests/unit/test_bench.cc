@@ -11,6 +11,7 @@
 #include "bench/chart.h"
 #include "bench/peers.h"
 #include "bench/report.h"
+#include "bench/runner.h"
 #include "bench/stats.h"
 
 using namespace fnexec::bench;
@@ -239,6 +240,73 @@ TEST_CASE("bench: JSON report parses and carries every sample, ratios and goals"
   CHECK(table.find("0.21x") != std::string::npos);  // the goal line: fnexec's p50 / crun's
   CHECK(table.find("skipped runc: not installed") != std::string::npos);
   CHECK(to_markdown(r).find("| fnexec | cold |") != std::string::npos);
+}
+
+TEST_CASE("bench: lifecycle series get issue 11's goals, the pipe ratio, host CPU and parked memory") {
+  Report r;
+  r.runs = 3;
+  r.concurrency = {1, 8};
+  r.series.push_back(series("fnexec", "reuse-api", "python", 1, {700, 800, 900}));
+  r.series.push_back(series("fnexec", "reuse", "c", 1, {100, 120, 140}));
+  r.series.push_back(series("floor", "pipe", "c", 1, {30, 40, 50}));
+  r.series.push_back(series("fnexec", "fresh", "python", 1, {3000, 4000, 5000}));
+  auto busy = series("fnexec", "reuse-api", "c", 8, {300, 400, 500});
+  busy.wall_seconds = 0.0002;  // 3 in 0.2 ms: 15000/s
+  busy.host_cpu_seconds = 0.0003;
+  r.series.push_back(busy);
+  r.parked_memory.push_back({"python", 4, 8, 10 * 1024, 6 * 1024, 13 * 1024});
+
+  std::map<std::string, std::pair<double, bool>> got;
+  for (const auto& g : evaluate_goals(r))
+    if (g.value) got[g.metric] = {*g.value, g.met};
+  CHECK(got.at("reuse-api p50, python").first == doctest::Approx(0.8));
+  CHECK(got.at("reuse-api p50, python").second);
+  CHECK(got.at("reuse p50, c: fnexec / pipe floor").first == doctest::Approx(3.0));
+  CHECK(got.at("reuse p50, c: fnexec / pipe floor").second);  // <= 3x
+  CHECK_FALSE(got.at("fresh p50, python (in-process)").second);  // 4 ms > 3 ms
+  CHECK(got.at("reuse-api throughput, c, concurrency 8").first == doctest::Approx(15000));
+  CHECK(got.at("reuse-api throughput, c, concurrency 8").second);
+  // The larger of PSS and the cgroup's charge counts: 13 MiB misses 12 MiB.
+  CHECK(got.at("parked python sandbox, PSS + cgroup").first == doctest::Approx(13));
+  CHECK_FALSE(got.at("parked python sandbox, PSS + cgroup").second);
+  CHECK_FALSE(got.contains("reuse-api p50, c"));  // not measured: no c=1 reuse-api series
+
+  simdjson::dom::parser parser;
+  auto json = to_json(r);
+  simdjson::dom::element doc;
+  REQUIRE(parser.parse(json).get(doc) == simdjson::SUCCESS);
+  simdjson::dom::array parked = doc["parked_memory"];
+  REQUIRE(parked.size() == 1);
+  CHECK(std::string_view(parked.at(0)["function"]) == "python");
+  CHECK(double(parked.at(0)["pss_kib_per_sandbox"]) == doctest::Approx(6144));
+  CHECK(double(doc["series"].at(4)["host_cpu_seconds"]) == doctest::Approx(0.0003).epsilon(0.01));
+
+  auto table = to_table(r);
+  CHECK(table.find("x_pipe") != std::string::npos);
+  CHECK(table.find("pipe = one long-lived host process") != std::string::npos);
+  CHECK(table.find("parked pre-initialized python sandbox") != std::string::npos);
+  // c reuse at concurrency 1: p50 120 us over the pipe floor's 40 us.
+  CHECK(table.find("3.00") != std::string::npos);
+  CHECK(table.find("0.10") != std::string::npos);  // cpu_ms of the busy series: 0.3 ms / 3
+  CHECK(to_markdown(r).find("parked pre-initialized python sandbox") != std::string::npos);
+
+  // A run without fresh or reuse series keeps the goals it had.
+  Report plain;
+  plain.series.push_back(series("fnexec", "warm", "cat", 1, {500}));
+  CHECK(evaluate_goals(plain).size() == 6);
+}
+
+TEST_CASE("bench: the largest batch a fresh pool must park for") {
+  RunPlan plan;
+  plan.runs = 200;
+  plan.concurrency = {1};
+  CHECK(largest_batch(plan) == 1);  // one invocation per round at concurrency 1
+  plan.concurrency = {1, 8};
+  CHECK(largest_batch(plan) == 34);  // 200 / (4 * 8) = 6 rounds: 34, 34, 33, 33, 33, 33
+  plan.runs = 5;
+  CHECK(largest_batch(plan) == 5);   // a single round
+  plan.runs = 4000;
+  CHECK(largest_batch(plan) == 400);  // at most 10 rounds
 }
 
 TEST_CASE("bench: a cgroup path below ours in every v1 hierarchy") {
