@@ -125,26 +125,15 @@ size_t pool_cgroups() {
   return count_cgroups_named("pool-" + std::to_string(::getpid()) + "-");
 }
 
-// Mounts below our scratch tmpfs (the store's mnt/): other worktrees' tests mount and unmount in the
-// same namespace, so the whole mount table is not ours to count.
-size_t store_mounts() {
-  std::ifstream f("/proc/self/mountinfo");
-  size_t n = 0;
-  std::string mine = images().scratch.path().string() + "/";
-  for (std::string line; std::getline(f, line);)
-    if (line.find(mine) != std::string::npos) ++n;
-  return n;
-}
-
 struct Leaks {
   ResourceSnapshot snapshot = ResourceSnapshot::take();
   size_t cgroups = pool_cgroups();
-  size_t mounts = store_mounts();
+  size_t mounts = count_mounts_below(images().scratch.path());
   void check_same() const {
     auto now = ResourceSnapshot::take();
     CHECK(now.fds == snapshot.fds);
     CHECK(now.processes == snapshot.processes);
-    CHECK(store_mounts() == mounts);
+    CHECK(count_mounts_below(images().scratch.path()) == mounts);
     CHECK(pool_cgroups() == cgroups);
   }
 };

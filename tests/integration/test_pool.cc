@@ -99,14 +99,6 @@ size_t pool_cgroups() {
   return n;
 }
 
-size_t overlay_mounts() {
-  std::ifstream f("/proc/self/mountinfo");
-  size_t n = 0;
-  for (std::string line; std::getline(f, line);)
-    if (line.find(" - overlay ") != std::string::npos) ++n;
-  return n;
-}
-
 bool host_has_process_with(const std::string& token) {
   for (auto& e : stdfs::directory_iterator("/proc")) {
     auto name = e.path().filename().string();
@@ -123,13 +115,13 @@ bool host_has_process_with(const std::string& token) {
 struct Leaks {
   ResourceSnapshot snapshot = ResourceSnapshot::take();
   size_t cgroups = pool_cgroups();
-  size_t mounts = overlay_mounts();
+  size_t mounts = count_mounts_below(images().scratch.path());
   void check_same() const {
     auto now = ResourceSnapshot::take();
     CHECK(now.fds == snapshot.fds);
     CHECK(now.processes == snapshot.processes);
     CHECK(pool_cgroups() == cgroups);
-    CHECK(overlay_mounts() == mounts);
+    CHECK(count_mounts_below(images().scratch.path()) == mounts);
   }
 };
 

@@ -143,6 +143,20 @@ std::vector<std::filesystem::path> own_cgroup_dirs() {
   return dirs;
 }
 
+size_t count_mounts_below(const std::filesystem::path& dir) {
+  std::ifstream f("/proc/self/mountinfo");
+  size_t n = 0;
+  std::string base = dir.string(), below = base + "/";
+  for (std::string line; std::getline(f, line);) {
+    // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT ...; a mount point's spaces are escaped as \040.
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, point;
+    fields >> id >> parent >> dev >> root >> point;
+    if (point == base || point.starts_with(below)) ++n;
+  }
+  return n;
+}
+
 size_t count_cgroups_named(const std::string& prefix) {
   size_t n = 0;
   std::error_code ec;

@@ -45,6 +45,10 @@ void remove_own_cgroup_tree(const std::string& name);
 // sandboxes of `fnexec run`): other suites share the host's cgroups, so leak checks count by name.
 size_t count_cgroups_named(const std::string& prefix);
 
+// Mounts in our namespace at or below dir: other processes on the host (other test runs, image
+// tools) mount and unmount meanwhile, so leak checks count only below their own scratch tree.
+size_t count_mounts_below(const std::filesystem::path& dir);
+
 // Counters that must not grow across many runs: mounts, our fds, processes, cgroups below ours.
 struct ResourceSnapshot {
   size_t mounts = 0;
