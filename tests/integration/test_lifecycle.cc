@@ -48,11 +48,7 @@ struct LifecycleImages {
     REQUIRE(s);
     store.emplace(std::move(*s));
     REQUIRE(store->import("oci:" + (scratch / "img").string(), {.name = std::string("probe:1")}));
-    cgroup::Options o;
-    o.prefix = kPrefix;
-    auto h = cgroup::Hierarchy::detect(o);
-    REQUIRE_MESSAGE(h, h.error().message());
-    cgroups = *h;
+    cgroups = suite_cgroups(kPrefix);
   }
   ~LifecycleImages() {
     cgroups.reset();
@@ -120,22 +116,9 @@ pool::FunctionSpec probe(const std::string& name, Lifecycle lifecycle, const std
   return f;
 }
 
-// Sandbox cgroups of our pools (pool-<our pid>-*) and overlay mounts, next to fds and processes.
-size_t pool_cgroups() {
-  return count_cgroups_named("pool-" + std::to_string(::getpid()) + "-");
-}
 
-struct Leaks {
-  ResourceSnapshot snapshot = ResourceSnapshot::take();
-  size_t cgroups = pool_cgroups();
-  size_t mounts = count_mounts_below(images().scratch.path());
-  void check_same() const {
-    auto now = ResourceSnapshot::take();
-    CHECK(now.fds == snapshot.fds);
-    CHECK(now.processes == snapshot.processes);
-    CHECK(count_mounts_below(images().scratch.path()) == mounts);
-    CHECK(pool_cgroups() == cgroups);
-  }
+struct Leaks : PoolLeaks {
+  Leaks() : PoolLeaks(images().scratch.path()) {}
 };
 
 std::string random_bytes(size_t n) {

@@ -50,11 +50,7 @@ struct PoolImages {
     for (const char* v : {"1", "2"})
       REQUIRE(store->import("oci:" + (scratch / (std::string("img") + v)).string(),
                             {.name = std::string("fn:") + v}));
-    cgroup::Options o;
-    o.prefix = kPrefix;
-    auto h = cgroup::Hierarchy::detect(o);
-    REQUIRE_MESSAGE(h, h.error().message());
-    cgroups = *h;
+    cgroups = suite_cgroups(kPrefix);
   }
   // The suite's own cgroup layout goes with it; every sandbox in it was destroyed by its test.
   ~PoolImages() {
@@ -88,16 +84,6 @@ void wait_warm(const pool::PoolSet& pools, const std::string& name, uint32_t n) 
   REQUIRE_MESSAGE(wait_for([&] { return stats_of(pools, name).warm >= n; }), "pool of " << name << " never filled to " << n);
 }
 
-// What a PoolSet could leave behind: its sandbox cgroups (pool-<our pid>-*), and overlay mounts.
-size_t pool_cgroups() {
-  size_t n = 0;
-  std::string prefix = "pool-" + std::to_string(::getpid()) + "-";
-  std::error_code ec;
-  for (auto it = stdfs::recursive_directory_iterator("/sys/fs/cgroup", ec);
-       !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec))
-    if (it->is_directory(ec) && it->path().filename().string().starts_with(prefix)) ++n;
-  return n;
-}
 
 bool host_has_process_with(const std::string& token) {
   for (auto& e : stdfs::directory_iterator("/proc")) {
@@ -112,17 +98,8 @@ bool host_has_process_with(const std::string& token) {
   return false;
 }
 
-struct Leaks {
-  ResourceSnapshot snapshot = ResourceSnapshot::take();
-  size_t cgroups = pool_cgroups();
-  size_t mounts = count_mounts_below(images().scratch.path());
-  void check_same() const {
-    auto now = ResourceSnapshot::take();
-    CHECK(now.fds == snapshot.fds);
-    CHECK(now.processes == snapshot.processes);
-    CHECK(pool_cgroups() == cgroups);
-    CHECK(count_mounts_below(images().scratch.path()) == mounts);
-  }
+struct Leaks : PoolLeaks {
+  Leaks() : PoolLeaks(images().scratch.path()) {}
 };
 
 }  // namespace
