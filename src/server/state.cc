@@ -238,9 +238,11 @@ Result<std::unique_ptr<State>> State::open(const std::filesystem::path& path) {
   // and only the last transactions can go on power loss (fsync at checkpoints).
   // locking_mode=EXCLUSIVE: the daemon is the only user (serve.lock), and it saves the file locks
   // of every transaction (measured: 12 fcntl calls per invocation record without it).
+  // temp_store=MEMORY: a record's savepoint inside a batch's transaction keeps its sub-journal in
+  // memory instead of a temp file (measured: ~19 pwrite calls per invocation record without it).
   FNEXEC_TRY(
       state->exec("PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                  "PRAGMA foreign_keys=ON;"));
+                  "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"));
   if (auto r = state->migrate(); !r) return std::unexpected(r.error().context(path.string() + ": "));
   return state;
 }
