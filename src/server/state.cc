@@ -396,12 +396,22 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
                 "UPDATE invocations SET status = 'done', start_kind = ?2, outcome = ?3, finished_ms = ?4, "
                 "wall_us = ?5, cpu_user_us = ?6, cpu_system_us = ?7, memory_peak_bytes = ?8, billed_ms = ?9, "
                 "exit_code = ?10, signal = ?11, oom_killed = ?12, timed_out = ?13, output_too_large = ?14, "
-                "error = ?15 WHERE id = ?1 RETURNING function");
+                "error = ?15, lifecycle = COALESCE(NULLIF(?16, ''), lifecycle), sandbox_id = ?17, "
+                "sandbox_events = ?18, init_us = ?19, retired = ?20, error_type = ?21, error_body = ?22 "
+                "WHERE id = ?1 RETURNING function");
     q.bind(1, e.id).bind(2, e.start).bind(3, e.outcome).bind(4, e.finished_ms);
     q.bind(5, e.wall_us).bind(6, e.cpu_user_us).bind(7, e.cpu_system_us).bind(8, e.memory_peak_bytes);
     q.bind(9, e.billed_ms).bind(10, e.exit_code).bind(11, e.signal);
     q.bind(12, int64_t{e.oom_killed}).bind(13, int64_t{e.timed_out}).bind(14, int64_t{e.output_too_large});
     q.bind(15, e.error);
+    // The sandbox's facts; an invocation that never ran (no lifecycle) keeps the one it was queued with.
+    const SandboxFacts& f = e.sandbox;
+    q.bind(16, f.lifecycle).bind(17, f.sandbox_id).bind(18, f.sandbox_events).bind(19, f.init_us);
+    q.bind(20, f.retired).bind(21, f.error_type);
+    if (f.error_body)
+      q.bind(22, *f.error_body);
+    else
+      q.bind(22, std::optional<int64_t>{});
     if (!FNEXEC_TRY(q.step("finish invocation")))
       return fail(ErrorKind::not_found, "finish invocation", e.id, "no such record");
     function = q.text(0);
@@ -409,7 +419,6 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
       Statement p(db_, statements_, "UPDATE async_payloads SET event = NULL, output = ?2 WHERE id = ?1");
       FNEXEC_TRY(p.bind(1, e.id).bind_blob(2, *e.output).run("store output"));
     }
-    FNEXEC_TRY(record_sandbox_facts(e.id, e.sandbox));
     // Retention: the function's finished records beyond the limit go, oldest first. Counted once
     // per function and then tracked; deleted in batches of up to 1/64 of the limit, because one
     // delete per record doubled a record's cost (measured: 204 us instead of 99 us, with the
@@ -442,20 +451,6 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
   FNEXEC_TRY(exec_cached(kCommit));
   record_counts_[function] = records;
   return {};
-}
-
-Result<> State::record_sandbox_facts(const std::string& id, const SandboxFacts& f) {
-  if (f.lifecycle.empty()) return {};
-  Statement q(db_, statements_,
-              "UPDATE invocations SET lifecycle = ?2, sandbox_id = ?3, sandbox_events = ?4, init_us = ?5, "
-              "retired = ?6, error_type = ?7, error_body = ?8 WHERE id = ?1");
-  q.bind(1, id).bind(2, f.lifecycle).bind(3, f.sandbox_id).bind(4, f.sandbox_events).bind(5, f.init_us);
-  q.bind(6, f.retired).bind(7, f.error_type);
-  if (f.error_body)
-    q.bind(8, *f.error_body);
-  else
-    q.bind(8, std::optional<int64_t>{});
-  return q.run("record sandbox facts");
 }
 
 Result<std::vector<Result<>>> State::batch(std::span<const std::function<Result<>(State&)>> writes) {

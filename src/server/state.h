@@ -167,7 +167,6 @@ class State {
   // One statement, prepared once: the savepoints and transactions around every record.
   Result<> exec_cached(const char* sql);
   Result<> migrate();
-  Result<> record_sandbox_facts(const std::string& id, const SandboxFacts& facts);
   // Recursive: batch() holds it while the writes it runs take it again.
   std::recursive_mutex mu_;
   sqlite3* db_;
