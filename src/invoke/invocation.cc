@@ -118,11 +118,11 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
   }
 
   uint64_t written = 0;
-  std::string pid_text = std::to_string(sandbox.pid());
+  std::string what = "sandbox " + std::to_string(sandbox.pid());  // named in errors only
   // Non-blocking; closes stdin once the event is written, or when the function closed its end.
   auto write_input = [&]() -> Result<> {
     std::string_view pieces[] = {stdio->input};
-    auto state = FNEXEC_TRY(detail::write_some(pipes.in.get(), pieces, &written, "sandbox " + pid_text));
+    auto state = FNEXEC_TRY(detail::write_some(pipes.in.get(), pieces, &written, what));
     if (state == detail::WriteState::pending) return {};
     if (state == detail::WriteState::closed) sigpipe->discard_pending = true;
     pipes.in.reset();
@@ -137,7 +137,7 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
   char buf[64 << 10];
   // Reads what is there; closes fd at EOF. stdout beyond the cap kills the sandbox.
   auto drain = [&](UniqueFd& fd, bool is_output) -> Result<> {
-    auto state = FNEXEC_TRY(detail::read_available(fd.get(), buf, "sandbox " + pid_text, [&](std::string_view chunk) {
+    auto state = FNEXEC_TRY(detail::read_available(fd.get(), buf, what, [&](std::string_view chunk) {
       if (!is_output) {
         detail::append_log_tail(stdio->log, chunk, stdio->max_log_bytes);
       } else if (stdio->output.size() + chunk.size() > stdio->max_output_bytes) {

@@ -518,6 +518,7 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
   Outcome outcome = classify(*res);
   auto end = end_of(id, *res, outcome);
   if (outcome != Outcome::success) end.error = failure_message(spec, *res, outcome);
+  std::string error = end.error;  // for the reply; end goes to the record writer
   int64_t finished_ms = end.finished_ms;
   records_.submit([end = std::move(end), retention](State& s) { return s.finish(end, retention); });
   if (!res->log.empty())
@@ -543,7 +544,7 @@ void Service::invoke_sync(const std::string& name, std::string event, Respond re
     reply.status = 200;
   } else {
     JsonWriter w;
-    w.begin_object().field("error", failure_message(spec, *res, outcome)).field("invocation_id", id);
+    w.begin_object().field("error", error).field("invocation_id", id);
     w.field("exit_code", rec.exit_code);
     w.field("signal", rec.signal).field("oom_killed", rec.oom_killed).field("timed_out", rec.timed_out);
     w.field("output_too_large", res->output_too_large).field("stderr_tail", res->log);
