@@ -237,9 +237,7 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, pool::Lifecycle lifecy
     events = &std::cin;
   }
   spec.stdio = sandbox::Stdio::pipes;
-  sandbox::set_env(spec.env, "FNEXEC_PROTOCOL=" + std::string(invoke::frames::kProtocol));
-  sandbox::set_env(spec.env, "FNEXEC_LIFECYCLE=" + std::string(pool::to_string(lifecycle)));
-  sandbox::set_env(spec.env, "FNEXEC_FUNCTION_NAME=" + spec.image_name);
+  pool::set_protocol_env(spec.env, lifecycle, spec.image_name);
   cgroup::Mode mode = cgroup::Mode::disabled;
   auto cg = make_cgroup(o, &mode);
   if (!cg) return report(cg.error());

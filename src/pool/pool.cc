@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
-#include <filesystem>
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <mutex>
@@ -25,9 +25,9 @@
 #include <thread>
 
 #include "image/store.h"
+#include "invoke/session.h"
 #include "sandbox/capabilities.h"
 #include "sandbox/image_config.h"
-#include "invoke/session.h"
 #include "sandbox/launcher.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -55,6 +55,12 @@ std::optional<Lifecycle> parse_lifecycle(std::string_view text) {
   for (auto l : {Lifecycle::oneshot, Lifecycle::fresh, Lifecycle::reuse})
     if (text == to_string(l)) return l;
   return std::nullopt;
+}
+
+void set_protocol_env(std::vector<std::string>& env, Lifecycle lifecycle, std::string_view function) {
+  sandbox::set_env(env, "FNEXEC_PROTOCOL=" + std::string(invoke::frames::kProtocol));
+  sandbox::set_env(env, "FNEXEC_LIFECYCLE=" + std::string(to_string(lifecycle)));
+  sandbox::set_env(env, "FNEXEC_FUNCTION_NAME=" + std::string(function));
 }
 
 namespace {
@@ -264,11 +270,7 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
   if (!f.user.empty()) overrides.user = f.user;
   sandbox::PrivilegeSpec privileges;
   FNEXEC_TRY(sandbox::apply_image_config(img, overrides, *spec, privileges));
-  if (f.lifecycle != Lifecycle::oneshot) {
-    sandbox::set_env(spec->env, "FNEXEC_PROTOCOL=" + std::string(invoke::frames::kProtocol));
-    sandbox::set_env(spec->env, "FNEXEC_LIFECYCLE=" + std::string(to_string(f.lifecycle)));
-    sandbox::set_env(spec->env, "FNEXEC_FUNCTION_NAME=" + f.name);
-  }
+  if (f.lifecycle != Lifecycle::oneshot) set_protocol_env(spec->env, f.lifecycle, f.name);
   spec->privileges = FNEXEC_TRY(sandbox::prepare_privileges(privileges));
   *shape = shape_of(img.manifest_digest, *spec, f);
   return spec;

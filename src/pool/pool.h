@@ -33,6 +33,9 @@ std::string_view to_string(StartKind k);
 enum class Lifecycle { oneshot, fresh, reuse };
 std::string_view to_string(Lifecycle l);
 std::optional<Lifecycle> parse_lifecycle(std::string_view text);
+// Sets what a fresh/reuse function reads at start (FNEXEC_PROTOCOL, FNEXEC_LIFECYCLE,
+// FNEXEC_FUNCTION_NAME) in env, for the pools and `fnexec run --lifecycle` alike.
+void set_protocol_env(std::vector<std::string>& env, Lifecycle lifecycle, std::string_view function);
 
 // A registered function, as the daemon stores it (PUT /v1/functions/{name}).
 struct FunctionSpec {
