@@ -474,8 +474,7 @@ class Importer {
     if (digests->uncompressed != diff_id)
       return fail(ErrorKind::corrupt, "verify layer", what,
                   "its uncompressed tar has digest " + digests->uncompressed + " but the config says " + diff_id);
-    if (dest) FNEXEC_TRY(fs::write_file_atomic(work_ / "layer-info" / (std::string(digest_hex(diff_id)) + ".json"),
-                                               layer_record_json(*digests)));
+    if (dest) FNEXEC_TRY(fs::write_file_atomic(layer_info_path(work_, diff_id), layer_record_json(*digests)));
     auto final_blob = work_ / "blobs" / std::string(digest_hex(digests->compressed));
     if (!have_blob(digests->compressed)) {
       auto from = copy ? partial : src_path;
