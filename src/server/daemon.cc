@@ -57,6 +57,7 @@ Result<> sd_notify(std::string_view state) {
 namespace {
 
 constexpr auto kTickInterval = std::chrono::milliseconds(250);
+constexpr uint32_t kHeaderLimit = 16 * 1024;
 
 // Constant-time token check: comparing digests hides the length and the first differing byte.
 bool token_matches(std::string_view given, std::string_view expected) {
@@ -64,6 +65,41 @@ bool token_matches(std::string_view given, std::string_view expected) {
   SHA256(reinterpret_cast<const unsigned char*>(given.data()), given.size(), a);
   SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b);
   return CRYPTO_memcmp(a, b, sizeof a) == 0;
+}
+
+// A status for a request the parser refused, or nullopt when the peer just went away (or we closed).
+std::optional<unsigned> framing_error_status(const beast::error_code& ec) {
+  if (ec == http::error::header_limit) return 431;
+  if (ec.category() != beast::error_code(http::error::bad_method).category()) return std::nullopt;
+  if (ec == http::error::end_of_stream || ec == http::error::partial_message || ec == http::error::need_more)
+    return std::nullopt;
+  return 400;
+}
+
+std::string framing_error_message(const beast::error_code& ec) {
+  if (ec == http::error::header_limit)
+    return fmt::format("the request header is over {} bytes", kHeaderLimit);
+  if (ec == http::error::bad_content_length)
+    return "invalid Content-Length (not a decimal number, several different values, or sent with "
+           "Transfer-Encoding)";
+  if (ec == http::error::bad_transfer_encoding)
+    return "invalid Transfer-Encoding (given twice, or sent with Content-Length)";
+  return "malformed HTTP request: " + ec.message();
+}
+
+// RFC 9112 6.1 and 6.3: a request whose Transfer-Encoding does not end in chunked has no knowable
+// length, and one with both Transfer-Encoding and Content-Length is a smuggling attempt; either way
+// its body would be read as the next request on the connection. Beast accepts both (it reads
+// `identity` or `chunked, identity` as no body), so the check is ours.
+std::optional<std::string> check_message_framing(const http::request<http::empty_body>& req, bool chunked) {
+  bool has_te = req.find(http::field::transfer_encoding) != req.end();
+  if (!has_te) return std::nullopt;
+  if (req.find(http::field::content_length) != req.end())
+    return "the request has both Transfer-Encoding and Content-Length; send one (RFC 9112 6.1)";
+  if (!chunked)
+    return "Transfer-Encoding must end in chunked (the only coding the daemon reads); got \"" +
+           std::string(req[http::field::transfer_encoding]) + "\"";
+  return std::nullopt;
 }
 
 class Daemon;
@@ -210,7 +246,7 @@ void Session::read_header() {
   idle_ = true;
   if (daemon_.stopping()) return close();
   header_.emplace();
-  header_->header_limit(16 * 1024);
+  header_->header_limit(kHeaderLimit);
   // Beast checks Content-Length against the parser's body limit (1 MiB by default) as soon as the
   // header is read, before the route and so its limit are known: on_header and read_body apply that.
   header_->body_limit(std::numeric_limits<std::uint64_t>::max());
@@ -222,11 +258,20 @@ void Session::read_header() {
 void Session::on_header(beast::error_code ec) {
   idle_ = false;
   timer_.cancel();
-  if (ec) return close();  // EOF between requests, a reset, or garbage before a header
+  head_ = false;
+  if (ec) {
+    // EOF between requests, a reset or our own timeout: nobody to answer. A header the parser refused
+    // gets a status, and the connection closes because where the next request starts is unknown.
+    if (auto status = framing_error_status(ec))
+      return send(Reply{*status, "application/json", json_error(framing_error_message(ec)), {}}, true);
+    return close();
+  }
   auto& req = header_->get();
   version_ = req.version();
   keep_alive_ = req.keep_alive();
   head_ = req.method() == http::verb::head;
+  if (auto smuggle = check_message_framing(req, header_->chunked()))
+    return send(Reply{400, "application/json", json_error(*smuggle), {}}, true);
   std::string target(req.target());
   match_ = route(std::string_view(req.method_string().data(), req.method_string().size()), target);
 
@@ -333,6 +378,8 @@ void Session::on_body(beast::error_code ec) {
                                                daemon_.body_limit(match_.route))),
                         {}},
                   true);
+    if (auto status = framing_error_status(ec))  // a malformed chunk: the stream is out of step
+      return send(Reply{*status, "application/json", json_error(framing_error_message(ec)), {}}, true);
     return close();
   }
   request.match = std::move(match_);

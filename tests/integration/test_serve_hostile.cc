@@ -1,0 +1,115 @@
+// Hostile requests against `fnexec serve`, sent as an attacker who has read the code would send them:
+// each gets a clear status, the connection it broke is closed, and the daemon goes on serving.
+#include <fmt/format.h>
+
+#include "test_serve_fixture.h"
+
+namespace fnexec::test::serve {
+
+namespace {
+
+// Sends raw bytes on a new connection and reads until the daemon closes it.
+std::string exchange(const stdfs::path& socket, const std::string& bytes) {
+  auto fd = connect_unix(socket);
+  // The daemon may answer and close before it has read everything: a failed write is fine.
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::send(fd.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+  ::shutdown(fd.get(), SHUT_WR);
+  return read_to_eof(fd.get());
+}
+
+size_t count_of(const std::string& hay, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// A PUT that would create function `name`, hidden as the body of a request.
+std::string smuggled_put(const std::string& name) {
+  std::string body = kHello;
+  return "PUT /v1/functions/" + name + " HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+}  // namespace
+
+TEST_SUITE("serve-hostile") {
+  TEST_CASE("request smuggling: Transfer-Encoding not ending in chunked, or with Content-Length, is 400 and closes") {
+    Daemon d;
+    d.start();
+    struct Case {
+      std::string name, framing;
+    };
+    std::string inner = smuggled_put("smuggled");
+    std::string chunk = fmt::format("{:x}\r\n{}\r\n0\r\n\r\n", inner.size(), inner);
+    std::vector<Case> cases = {
+        {"chunked, identity", "Transfer-Encoding: chunked, identity\r\n"},
+        {"identity", "Transfer-Encoding: identity\r\n"},
+        {"xchunked", "Transfer-Encoding: xchunked\r\n"},
+        {"CL then TE", "Content-Length: " + std::to_string(chunk.size()) + "\r\nTransfer-Encoding: chunked\r\n"},
+        {"TE then CL", "Transfer-Encoding: chunked\r\nContent-Length: " + std::to_string(chunk.size()) + "\r\n"},
+        {"identity with CL", "Transfer-Encoding: identity\r\nContent-Length: 0\r\n"},
+    };
+    for (const auto& c : cases) {
+      CAPTURE(c.name);
+      // The body is a valid chunked body for the chunked cases and a bare request for the others.
+      bool chunked_body = c.framing.find("chunked\r\n") != std::string::npos;
+      std::string req = "POST /v1/functions/nope/invoke HTTP/1.1\r\nHost: x\r\n" + c.framing + "\r\n" +
+                        (chunked_body ? chunk : inner);
+      std::string reply = exchange(d.socket(), req);
+      INFO(reply);
+      CHECK(reply.starts_with("HTTP/1.1 400"));
+      CHECK(contains(reply, "Connection: close"));
+      CHECK(count_of(reply, "HTTP/1.1 ") == 1);  // nothing after the 400 ran as a request
+    }
+    auto list = d.curl("GET", "/v1/functions");
+    CHECK(list.body == R"({"functions":[]})");
+    CHECK(d.curl("GET", "/v1/functions/smuggled").status == 404);
+  }
+
+  TEST_CASE("framing errors: invalid Content-Length is 400, an oversized header 431, both close") {
+    Daemon d;
+    d.start();
+    for (std::string cl : {"abc", "-1", "1, 2", "99999999999999999999999"}) {
+      CAPTURE(cl);
+      std::string reply =
+          exchange(d.socket(), "PUT /v1/functions/f HTTP/1.1\r\nHost: x\r\nContent-Length: " + cl + "\r\n\r\n");
+      INFO(reply);
+      CHECK(reply.starts_with("HTTP/1.1 400"));
+      CHECK(contains(reply, "Content-Length"));
+      CHECK(contains(reply, "Connection: close"));
+    }
+    std::string big = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: " + std::string(32 * 1024, 'a') + "\r\n\r\n";
+    std::string reply = exchange(d.socket(), big);
+    INFO(reply);
+    CHECK(reply.starts_with("HTTP/1.1 431"));
+    CHECK(contains(reply, "header is over 16384 bytes"));
+    // Garbage that is not HTTP, and a malformed chunk after a good header.
+    CHECK(exchange(d.socket(), "\x01\x02 NOT HTTP\r\n\r\n").starts_with("HTTP/1.1 400"));
+    std::string bad_chunk = exchange(
+        d.socket(), "POST /v1/functions/f/invoke HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    CHECK(bad_chunk.starts_with("HTTP/1.1 400"));
+    CHECK(count_of(bad_chunk, "HTTP/1.1 ") == 1);
+    CHECK(d.curl("GET", "/healthz").status == 200);
+  }
+
+  TEST_CASE("pipelining: requests on one connection are answered in order, one reply each") {
+    Daemon d;
+    d.start();
+    std::string reqs = smuggled_put("piped") + "GET /v1/functions/piped HTTP/1.1\r\nHost: x\r\n\r\n" +
+                       "GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n" +
+                       "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    std::string reply = exchange(d.socket(), reqs);
+    INFO(reply);
+    CHECK(count_of(reply, "HTTP/1.1 ") == 4);
+    auto created = reply.find("HTTP/1.1 201"), got = reply.find("HTTP/1.1 200"), missing = reply.find("HTTP/1.1 404");
+    CHECK(created < got);
+    CHECK(got < missing);
+  }
+}  // TEST_SUITE
+
+}  // namespace fnexec::test::serve
