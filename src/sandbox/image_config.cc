@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <charconv>
+#include <unordered_map>
 
 #include "image/store.h"
 #include "util/fs.h"
@@ -104,6 +105,19 @@ void set_env(std::vector<std::string>& env, const std::string& kv) {
   env.push_back(kv);
 }
 
+void merge_env(std::vector<std::string>& env, const std::vector<std::string>& overrides) {
+  std::unordered_map<std::string, size_t> index;  // "KEY=" → position in env
+  index.reserve(env.size() + overrides.size());
+  for (size_t i = 0; i < env.size(); ++i) index.try_emplace(env[i].substr(0, env[i].find('=') + 1), i);
+  for (const auto& kv : overrides) {
+    auto [it, inserted] = index.try_emplace(kv.substr(0, kv.find('=') + 1), env.size());
+    if (inserted)
+      env.push_back(kv);
+    else
+      env[it->second] = kv;
+  }
+}
+
 namespace {
 
 bool has_env(const std::vector<std::string>& env, const std::string& key) {
@@ -131,7 +145,7 @@ Result<> apply_image_config(const image::ResolvedImage& img, const ProcessOverri
   std::vector<std::string> env = img.config.env;
   if (!has_env(env, "PATH"))
     env.insert(env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-  for (const auto& e : o.env) set_env(env, e);
+  merge_env(env, o.env);
   set_env(env, "HOSTNAME=" + spec.hostname);
 
   spec.cwd = o.workdir ? *o.workdir : (img.config.working_dir.empty() ? "/" : img.config.working_dir);

@@ -31,5 +31,7 @@ Result<> apply_image_config(const image::ResolvedImage& img, const ProcessOverri
 
 // Sets K=V in env, replacing an existing K.
 void set_env(std::vector<std::string>& env, const std::string& kv);
+// set_env for each of overrides in order, in time linear in both sizes (one hash set of keys).
+void merge_env(std::vector<std::string>& env, const std::vector<std::string>& overrides);
 
 }  // namespace fnexec::sandbox

@@ -207,11 +207,22 @@ Result<std::string> get_string(std::string_view field, element v) {
   return std::string(s);
 }
 
-Result<std::vector<std::string>> get_string_array(std::string_view field, element v) {
+std::unexpected<Error> over_limit(std::string_view field, std::string_view what, uint64_t value,
+                                  std::string_view key, uint64_t limit) {
+  return fail(ErrorKind::too_large, "accept function", {},
+              fmt::format("field \"{}\" has {} {}, over the limit of {} ({} in fnexec.conf)", field, value,
+                          what, limit, key));
+}
+
+// Counts before copying: a document of a million one-letter strings is refused, never expanded.
+Result<std::vector<std::string>> get_string_array(std::string_view field, element v, uint64_t max_entries,
+                                                  std::string_view max_key) {
   simdjson::dom::array arr;
   if (v.get_array().get(arr))
     return field_error(field, fmt::format("must be an array of strings, got {}", type_name(v.type())));
+  if (uint64_t n = arr.size(); n > max_entries) return over_limit(field, "entries", n, max_key, max_entries);
   std::vector<std::string> out;
+  out.reserve(arr.size());
   for (element e : arr) {
     std::string_view s;
     if (e.get_string().get(s))
@@ -229,11 +240,20 @@ Result<> check_env_entry(std::string_view field, std::string_view entry) {
   return {};
 }
 
+uint64_t total_bytes(const std::vector<std::string>& list) {
+  uint64_t n = 0;
+  for (const auto& s : list) n += s.size();
+  return n;
+}
+
 // env: ["K=V", ...] or {"K": "V", ...}.
-Result<std::vector<std::string>> get_env(element v) {
+Result<std::vector<std::string>> get_env(element v, const FunctionLimits& limits) {
   if (v.type() == element_type::OBJECT) {
+    auto obj = simdjson::dom::object(v);
+    if (uint64_t n = obj.size(); n > limits.max_env_entries)
+      return over_limit("env", "entries", n, "max_env_entries", limits.max_env_entries);
     std::vector<std::string> out;
-    for (auto kv : simdjson::dom::object(v)) {
+    for (auto kv : obj) {
       std::string_view s;
       if (kv.value.get_string().get(s))
         return field_error("env", fmt::format("value of \"{}\" must be a string", kv.key));
@@ -244,7 +264,7 @@ Result<std::vector<std::string>> get_env(element v) {
     }
     return out;
   }
-  auto list = FNEXEC_TRY(get_string_array("env", v));
+  auto list = FNEXEC_TRY(get_string_array("env", v, limits.max_env_entries, "max_env_entries"));
   for (const auto& e : list) FNEXEC_TRY(check_env_entry("env", e));
   return list;
 }
@@ -254,8 +274,12 @@ constexpr uint64_t MiB = 1 << 20;
 }  // namespace
 
 Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json,
-                                               const FunctionDefaults& defaults) {
+                                               const FunctionDefaults& defaults, const FunctionLimits& limits) {
   FNEXEC_TRY(validate_function_name(name));
+  if (json.size() > limits.max_function_bytes)
+    return fail(ErrorKind::too_large, "accept function", {},
+                fmt::format("the document is {} bytes, over the limit of {} (max_function_bytes in fnexec.conf)",
+                            json.size(), limits.max_function_bytes));
   simdjson::dom::parser parser;
   simdjson::padded_string padded(json);
   element doc;
@@ -292,10 +316,12 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       have_image = true;
     } else if (k == "entrypoint" || k == "cmd") {
       if (v.is_null()) continue;
-      auto list = FNEXEC_TRY(get_string_array(k, v));
+      auto list = FNEXEC_TRY(get_string_array(k, v, limits.max_array_entries, "max_array_entries"));
       (k == "entrypoint" ? spec.entrypoint : spec.cmd) = std::move(list);
     } else if (k == "env") {
-      spec.env = FNEXEC_TRY(get_env(v));
+      spec.env = FNEXEC_TRY(get_env(v, limits));
+      if (uint64_t n = total_bytes(spec.env); n > limits.max_env_bytes)
+        return over_limit("env", "bytes", n, "max_env_bytes", limits.max_env_bytes);
     } else if (k == "workdir") {
       spec.workdir = FNEXEC_TRY(get_string(k, v));
       if (!spec.workdir.empty() && spec.workdir[0] != '/') return field_error(k, "must be an absolute path");
@@ -352,6 +378,9 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
   spec.max_events_per_sandbox = max_events.value_or(
       spec.lifecycle == pool::Lifecycle::reuse ? defaults.max_events_per_sandbox : 0);
   if (!have_image) return field_error("image", "is required (an image reference such as hello:latest)");
+  uint64_t argv_bytes = (spec.entrypoint ? total_bytes(*spec.entrypoint) : 0) + (spec.cmd ? total_bytes(*spec.cmd) : 0);
+  if (argv_bytes > limits.max_argv_bytes)
+    return over_limit("entrypoint\" and \"cmd", "bytes", argv_bytes, "max_argv_bytes", limits.max_argv_bytes);
   if (spec.min_warm > spec.max_concurrency)
     return field_error("min_warm", fmt::format("({}) must not exceed max_concurrency ({})", spec.min_warm,
                                                spec.max_concurrency));
@@ -455,7 +484,9 @@ unsigned http_status(const Error& e) {
     case ErrorKind::unavailable:
       return 503;
     case ErrorKind::protocol:
-      return 502;  // the function, fnexec's upstream, misbehaved
+      return 502;
+    case ErrorKind::too_large:
+      return 413;  // the function, fnexec's upstream, misbehaved
     case ErrorKind::internal:
       return 500;
   }

@@ -54,10 +54,22 @@ struct FunctionDefaults {
   std::chrono::seconds idle_timeout{600};
 };
 
+// Bounds on one function document (fnexec.conf max_* keys), so that a PUT costs memory and time in
+// proportion to what a real function needs: Lambda allows 4 KiB of environment in all.
+struct FunctionLimits {
+  uint64_t max_function_bytes = 1 << 20;  // the PUT body
+  uint64_t max_array_entries = 4096;      // entries of entrypoint, of cmd
+  uint64_t max_argv_bytes = 256 << 10;    // entrypoint and cmd together
+  uint64_t max_env_entries = 1024;
+  uint64_t max_env_bytes = 64 << 10;  // "K=V" bytes in all
+};
+
 // PUT /v1/functions/{name} body → FunctionSpec with defaults filled in. Unknown fields, wrong types
-// and out-of-range values are ErrorKind::invalid with a message naming the field.
+// and out-of-range values are ErrorKind::invalid with a message naming the field; a document over
+// one of limits is ErrorKind::too_large naming the field and the fnexec.conf key.
 Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json,
-                                               const FunctionDefaults& defaults = {});
+                                               const FunctionDefaults& defaults = {},
+                                               const FunctionLimits& limits = {});
 // The stored and returned form; parse_function_spec(name, function_spec_json(s)) == s.
 std::string function_spec_json(const pool::FunctionSpec& spec);
 

@@ -27,7 +27,8 @@ const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
     "log_level",            "default_lifecycle", "default_max_events_per_sandbox",
-    "default_init_timeout", "default_idle_timeout"};
+    "default_init_timeout", "default_idle_timeout", "max_function_bytes", "max_array_entries",
+    "max_argv_bytes",       "max_env_entries",      "max_env_bytes"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -168,10 +169,22 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       auto v = FNEXEC_TRY(parse_setting_millis(s));
       if (v > std::chrono::hours(24 * 365)) return bad_value(s, "must be at most 365 days");
       c.function_defaults.idle_timeout = std::chrono::duration_cast<std::chrono::seconds>(v);
+    } else if (k == "max_function_bytes") {
+      c.function_limits.max_function_bytes = FNEXEC_TRY(parse_bytes(s));
+    } else if (k == "max_array_entries") {
+      c.function_limits.max_array_entries = FNEXEC_TRY(parse_uint(s, 1, UINT32_MAX));
+    } else if (k == "max_argv_bytes") {
+      c.function_limits.max_argv_bytes = FNEXEC_TRY(parse_bytes(s));
+    } else if (k == "max_env_entries") {
+      c.function_limits.max_env_entries = FNEXEC_TRY(parse_uint(s, 0, UINT32_MAX));
+    } else if (k == "max_env_bytes") {
+      c.function_limits.max_env_bytes = FNEXEC_TRY(parse_bytes(s));
     } else {
       return fail(ErrorKind::invalid, "read setting", s.origin, fmt::format("unknown key '{}'", k));
     }
   }
+  if (c.function_limits.max_function_bytes == 0)
+    return fail(ErrorKind::invalid, "check config", {}, "max_function_bytes must be above 0");
   if (c.max_event_bytes == 0)
     return fail(ErrorKind::invalid, "check config", {}, "max_event_bytes must be above 0");
   return {};

@@ -46,6 +46,7 @@ struct ServeConfig {
   std::chrono::milliseconds request_idle_timeout{60000};
   std::string log_level = "info";
   FunctionDefaults function_defaults;  // default_lifecycle, default_max_events_per_sandbox, ...
+  FunctionLimits function_limits;      // max_function_bytes, max_array_entries, max_env_entries, ...
 };
 
 // One `key = value` setting, from the file or a flag.

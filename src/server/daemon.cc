@@ -170,8 +170,11 @@ class Daemon {
   // Loop thread only.
   bool stopping() const { return stopping_; }
   const std::string& token() const { return token_; }
-  uint64_t body_limit(Route r) const {
-    return r == Route::images_import ? config_.max_upload_bytes : config_.max_event_bytes;
+  // The limit on a route's body and the fnexec.conf key that sets it, for the 413.
+  std::pair<uint64_t, const char*> body_limit(Route r) const {
+    if (r == Route::images_import) return {config_.max_upload_bytes, "max_upload_bytes"};
+    if (r == Route::function_put) return {config_.function_limits.max_function_bytes, "max_function_bytes"};
+    return {config_.max_event_bytes, "max_event_bytes"};
   }
   Result<stdfs::path> upload_path() {
     auto p = uploads_ / fmt::format("upload-{}", new_invocation_id());
@@ -289,14 +292,15 @@ void Session::on_header(beast::error_code ec) {
     }
   }
 
-  uint64_t limit = daemon_.body_limit(match_.route);
+  auto [limit, key] = daemon_.body_limit(match_.route);
   if (auto len = header_->content_length(); len && *len > limit) {
-    return send(
-        Reply{413,
-              "application/json",
-              json_error(fmt::format("request body of {} bytes is over the limit of {} bytes", *len, limit)),
-              {}},
-        true);
+    return send(Reply{413,
+                      "application/json",
+                      json_error(fmt::format("request body of {} bytes is over the limit of {} bytes ({} in "
+                                             "fnexec.conf)",
+                                             *len, limit, key)),
+                      {}},
+                true);
   }
   if (req[http::field::expect] == "100-continue") {
     auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, version_);
@@ -309,7 +313,7 @@ void Session::on_header(beast::error_code ec) {
 }
 
 void Session::read_body() {
-  uint64_t limit = daemon_.body_limit(match_.route);
+  uint64_t limit = daemon_.body_limit(match_.route).first;
   if (match_.route == Route::images_import) {
     auto path = daemon_.upload_path();
     file_parser_.emplace(std::move(*header_));
@@ -374,8 +378,9 @@ void Session::on_body(beast::error_code ec) {
     if (ec == http::error::body_limit)
       return send(Reply{413,
                         "application/json",
-                        json_error(fmt::format("request body is over the limit of {} bytes",
-                                               daemon_.body_limit(match_.route))),
+                        json_error(fmt::format("request body is over the limit of {} bytes ({} in fnexec.conf)",
+                                               daemon_.body_limit(match_.route).first,
+                                               daemon_.body_limit(match_.route).second)),
                         {}},
                   true);
     if (auto status = framing_error_status(ec))  // a malformed chunk: the stream is out of step
@@ -593,11 +598,13 @@ void Daemon::reload() {
     config_.request_idle_timeout = next.request_idle_timeout;
     config_.log_level = next.log_level;
     config_.function_defaults = next.function_defaults;
+    config_.function_limits = next.function_limits;
     token_ = token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function},
                           config_.invocation_workers,
-                          config_.function_defaults});
+                          config_.function_defaults,
+                          config_.function_limits});
     spdlog::info("reloaded config file={}", options_.config_file.string());
   }
   (void)sd_notify("READY=1");
@@ -732,7 +739,8 @@ Result<int> Daemon::run() {
       on(*invocation_threads_), on(*admin_threads_),
       ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function},
                     config_.invocation_workers,
-                    config_.function_defaults});
+                    config_.function_defaults,
+                    config_.function_limits});
   FNEXEC_TRY(service_->start());
 
   signals_.async_wait([this](beast::error_code ec, int s) {

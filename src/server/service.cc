@@ -189,7 +189,8 @@ Result<> Service::configure_pool(const pool::FunctionSpec& spec) {
 Result<> Service::start() {
   auto stored = FNEXEC_TRY(state_.list_functions());
   for (const auto& f : stored) {
-    auto spec = parse_function_spec(f.name, f.spec_json);
+    // Stored documents meet today's limits too: a lowered limit is logged, never silently ignored.
+    auto spec = parse_function_spec(f.name, f.spec_json, {}, limits_.function_limits);
     if (!spec) {
       spdlog::error("function={} stored definition unreadable: {}", f.name, spec.error().message());
       continue;
@@ -355,11 +356,13 @@ void Service::get_function(const std::string& name, Respond& respond) {
 
 void Service::put_function(Request& request, Respond respond) {
   FunctionDefaults defaults;
+  FunctionLimits function_limits;
   {
     std::lock_guard lock(mu_);
     defaults = limits_.function_defaults;
+    function_limits = limits_.function_limits;
   }
-  auto spec = parse_function_spec(request.match.param, request.body, defaults);
+  auto spec = parse_function_spec(request.match.param, request.body, defaults, function_limits);
   if (!spec) return respond(error_reply(spec.error()));
   run_job(admin_, [this, spec = std::move(*spec), respond = std::move(respond)] {
     FunctionEntry entry{spec, {}};

@@ -50,6 +50,7 @@ struct ServiceLimits {
   Retention retention;
   uint32_t max_in_flight = 64;  // invocations running at once across functions (the worker threads)
   FunctionDefaults function_defaults;  // fnexec.conf default_* keys, for PUTs that leave fields out
+  FunctionLimits function_limits;      // fnexec.conf max_* keys of a function document
 };
 
 class Service {

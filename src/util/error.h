@@ -18,6 +18,7 @@ enum class ErrorKind {
   exists,       // conflicting name
   unavailable,  // missing kernel feature or capacity
   protocol,     // a function broke the fnexec/1 frame protocol (src/invoke/frames.h)
+  too_large,    // input over a configured bound (fnexec.conf max_* keys)
 };
 
 struct Error {

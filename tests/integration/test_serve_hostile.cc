@@ -110,6 +110,62 @@ TEST_SUITE("serve-hostile") {
     CHECK(created < got);
     CHECK(got < missing);
   }
+  TEST_CASE("bounded work: oversized function documents get 413 naming the fnexec.conf key") {
+    Daemon d;
+    d.start();
+    std::string env;
+    for (int i = 0; i < 2000; ++i) env += fmt::format(R"({}"K{}=v")", i ? "," : "", i);
+    auto many_env = d.curl("PUT", "/v1/functions/f", R"({"image":"hello:latest","env":[)" + env + "]}");
+    CHECK(many_env.status == 413);
+    CHECK(contains(many_env.body, "has 2000 entries, over the limit of 1024 (max_env_entries in fnexec.conf)"));
+    std::string cmd;
+    for (int i = 0; i < 100000; ++i) cmd += i ? ",\"a\"" : "\"a\"";
+    auto many_args = d.curl("PUT", "/v1/functions/f", R"({"image":"hello:latest","cmd":[)" + cmd + "]}");
+    CHECK(many_args.status == 413);
+    CHECK(contains(many_args.body, "max_array_entries"));
+    auto huge = d.curl("PUT", "/v1/functions/f", std::string(2 << 20, ' ') + kHello);
+    CHECK(huge.status == 413);
+    CHECK(contains(huge.body, "(max_function_bytes in fnexec.conf)"));
+    CHECK(d.curl("GET", "/v1/functions").body == R"({"functions":[]})");
+    CHECK(d.curl("PUT", "/v1/functions/f", kHello).status == 201);
+  }
+
+  TEST_CASE("bounded work: a huge env (limits raised) is merged in linear time and SIGTERM still stops the daemon") {
+    Daemon d("max_function_bytes = 64m\nmax_env_entries = 1000000\nmax_env_bytes = 64m\nshutdown_grace = 1s\n");
+    d.start();
+    // 500k distinct keys: the old scan per entry would take minutes here (200k took 48 s).
+    std::string env;
+    for (int i = 0; i < 500000; ++i) env += fmt::format(R"({}"K{}=v")", i ? "," : "", i);
+    auto body = [&](int n) {
+      return fmt::format(R"({{"image":"hello:latest","min_warm":1,"memory_mb":64,"env":[{}]}})", env) + std::string(n, ' ');
+    };
+    std::string first = body(0);
+    auto put = [&](const std::string& name, const std::string& doc) {
+      return "PUT /v1/functions/" + name + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " +
+             std::to_string(doc.size()) + "\r\n\r\n" + doc;
+    };
+    std::string reply = exchange(d.socket(), put("big", first));
+    CHECK_MESSAGE(reply.starts_with("HTTP/1.1 201"), reply.substr(0, 300));
+    // A second one in flight when SIGTERM comes: the daemon exits; the bound is one only a hang hits.
+    auto fd = connect_unix(d.socket());
+    std::string second = put("big2", body(1));
+    size_t off = 0;
+    while (off < second.size()) {
+      ssize_t n = ::send(fd.get(), second.data() + off, second.size() - off, MSG_NOSIGNAL);
+      REQUIRE(n > 0);
+      off += static_cast<size_t>(n);
+    }
+    d.signal(SIGTERM);
+    bool exited = false;
+    for (int i = 0; i < 1200 && !exited; ++i) {  // 2 minutes
+      siginfo_t info{};
+      REQUIRE(::waitid(P_PID, static_cast<id_t>(d.pid()), &info, WEXITED | WNOHANG | WNOWAIT) == 0);
+      exited = info.si_pid == d.pid();
+      if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK_MESSAGE(exited, "the daemon did not stop within 2 minutes of SIGTERM");
+    CHECK(d.stop() == 0);
+  }
 }  // TEST_SUITE
 
 }  // namespace fnexec::test::serve
