@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "cgroup/cgroup.h"
 #include "cli/commands.h"
 #include "image/oci.h"
 #include "image/store.h"
@@ -33,6 +34,7 @@ struct ImageArgs {
   std::string source;
   std::string name;
   bool allow_devices = false;
+  std::string max_layer_bytes, max_image_bytes;
   bool json = false;
   std::string ref;
 };
@@ -43,6 +45,13 @@ int do_import(const Globals& g, const ImageArgs& a) {
   image::ImportOptions opts;
   if (!a.name.empty()) opts.name = a.name;
   opts.allow_devices = a.allow_devices;
+  for (auto [text, limit] : {std::pair{&a.max_layer_bytes, &opts.max_layer_bytes},
+                             std::pair{&a.max_image_bytes, &opts.max_image_bytes}}) {
+    if (text->empty()) continue;
+    auto bytes = cgroup::parse_size(*text);
+    if (!bytes) return report(bytes.error());
+    *limit = *bytes;
+  }
   opts.progress = ::isatty(STDERR_FILENO) == 1;
   auto img = store->import(a.source, opts);
   if (!img) return report(img.error());
@@ -145,6 +154,10 @@ void add_image_commands(CLI::App& app, Globals& g) {
       ->required();
   imp->add_option("--name", args->name, "record the image as NAME[:TAG] (default: from the source)");
   imp->add_flag("--allow-devices", args->allow_devices, "keep block/char device nodes found in layers (skipped by default; image layers are mounted nodev)");
+  imp->add_option("--max-layer-bytes", args->max_layer_bytes,
+                  "refuse a layer that unpacks to more than SIZE (e.g. 2g; 0: no limit; default 10g)");
+  imp->add_option("--max-image-bytes", args->max_image_bytes,
+                  "refuse an image whose layers unpack to more than SIZE in all (default 10g)");
   imp->callback([&g, args] { g.exit_code = do_import(g, *args); });
 
   auto* ls = image->add_subcommand("ls", "list images: name, tag, digest, size, created");

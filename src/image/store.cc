@@ -436,6 +436,19 @@ class Importer {
     }
     UnpackOptions uo;
     uo.allow_devices = options_.allow_devices;
+    // The tighter of the layer's cap and what the image's cap leaves, named as the one that binds.
+    uint64_t image_left = options_.max_image_bytes == 0
+                              ? UINT64_MAX
+                              : options_.max_image_bytes - std::min(options_.max_image_bytes, unpacked_);
+    uint64_t layer_cap = options_.max_layer_bytes == 0 ? UINT64_MAX : options_.max_layer_bytes;
+    if (image_left < layer_cap) {
+      uo.max_uncompressed_bytes = std::max<uint64_t>(image_left, 1);
+      uo.limit_setting = fmt::format("what is left of the image's limit of {} bytes, {}", options_.max_image_bytes,
+                                     options_.image_limit_setting);
+    } else if (layer_cap != UINT64_MAX) {
+      uo.max_uncompressed_bytes = layer_cap;
+      uo.limit_setting = options_.layer_limit_setting;
+    }
     uo.expected_size = expected_size;
     uo.copy_fd = copy_fd.get();
     std::string label = expected_digest.empty() ? archive_path : expected_digest.substr(0, 19);
@@ -464,6 +477,7 @@ class Importer {
       e.context("import layer " + (expected_digest.empty() ? archive_path : expected_digest));
       return std::unexpected(e);
     }
+    unpacked_ += digests->uncompressed_size;
     std::string what = expected_digest.empty() ? archive_path : expected_digest;
     if (expected_size >= 0 && digests->compressed_size != static_cast<uint64_t>(expected_size))
       return fail(ErrorKind::corrupt, "verify layer blob", what,
@@ -491,6 +505,7 @@ class Importer {
   const ImageSource& src_;
   const ImportOptions& options_;
   std::map<std::string, LayerDigests> done_;
+  uint64_t unpacked_ = 0;  // tar bytes of the layers unpacked so far, for max_image_bytes
 };
 
 // Renames every entry of from/ into to/ unless to/ has it already (then ours is dropped with the

@@ -38,10 +38,21 @@ struct ResolvedImage {
   ImageConfig config;
 };
 
+// Lambda's limit for a container image, unpacked, is 10 GB.
+inline constexpr uint64_t kDefaultMaxLayerBytes = uint64_t{10} << 30;
+inline constexpr uint64_t kDefaultMaxImageBytes = uint64_t{10} << 30;
+
 struct ImportOptions {
   std::optional<std::string> name;  // "name[:tag]" to record; default from the source's ref, if any
   bool allow_devices = false;       // keep device nodes in layers instead of skipping them
   bool progress = false;            // print a progress line for large layers (on a TTY)
+  // Unpacked (tar stream) bytes allowed per layer and for all layers of the image: a gzip bomb
+  // stops there with ErrorKind::too_large and leaves nothing in the store. 0 = no limit.
+  uint64_t max_layer_bytes = kDefaultMaxLayerBytes;
+  uint64_t max_image_bytes = kDefaultMaxImageBytes;
+  // How the caller's user raises the limits, for the error: "max_layer_bytes in fnexec.conf".
+  std::string layer_limit_setting = "--max-layer-bytes";
+  std::string image_limit_setting = "--max-image-bytes";
 };
 
 // One name:tag of `fnexec image ls`.

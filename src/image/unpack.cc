@@ -188,6 +188,8 @@ struct TarInput {
   struct archive* outer = nullptr;
   Sha256 hash;
   uint64_t total = 0;
+  uint64_t limit = 0;  // 0: none
+  const std::string* limit_setting = nullptr;
   bool eof = false;
   std::optional<Error> error;
 
@@ -208,6 +210,9 @@ struct TarInput {
       if (size == 0) continue;
       hash.update(buf, size);
       total += size;
+      if (limit && total > limit)
+        return fail(ErrorKind::too_large, "unpack layer", {},
+                    "it unpacks to more than " + std::to_string(limit) + " bytes (" + *limit_setting + ")");
       return std::pair{buf, size};
     }
   }
@@ -581,6 +586,8 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
 
   TarInput tin;
   tin.outer = outer.get();
+  tin.limit = options.max_uncompressed_bytes;
+  tin.limit_setting = &options.limit_setting;
   ArchivePtr tar(archive_read_new());
   archive_read_support_format_tar(tar.get());
   auto tar_error = [&](std::string_view what) -> Error {

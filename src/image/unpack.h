@@ -57,6 +57,10 @@ struct UnpackOptions {
   bool allow_devices = false;      // extract block/char devices instead of skipping them
   int64_t expected_size = -1;      // compressed size from the descriptor; reading more fails at once
   int copy_fd = -1;                // when >= 0, the compressed bytes are also written here
+  // Bound on the decompressed tar stream, 0 for none: going over fails at once, so a gzip bomb
+  // writes at most this much. The error names limit_setting, the knob that raises it.
+  uint64_t max_uncompressed_bytes = 0;
+  std::string limit_setting;
   // Called with the compressed bytes read so far, every 4 MiB and once at the end; may be empty.
   std::function<void(uint64_t done)> progress;
 };

@@ -28,7 +28,8 @@ const std::set<std::string_view> kReloadable = {
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
     "log_level",            "default_lifecycle", "default_max_events_per_sandbox",
     "default_init_timeout", "default_idle_timeout", "max_function_bytes", "max_array_entries",
-    "max_argv_bytes",       "max_env_entries",      "max_env_bytes"};
+    "max_argv_bytes",       "max_env_entries",      "max_env_bytes",    "max_layer_bytes",
+    "max_image_bytes"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -179,6 +180,10 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       c.function_limits.max_env_entries = FNEXEC_TRY(parse_uint(s, 0, UINT32_MAX));
     } else if (k == "max_env_bytes") {
       c.function_limits.max_env_bytes = FNEXEC_TRY(parse_bytes(s));
+    } else if (k == "max_layer_bytes") {
+      c.max_layer_bytes = FNEXEC_TRY(parse_bytes(s));
+    } else if (k == "max_image_bytes") {
+      c.max_image_bytes = FNEXEC_TRY(parse_bytes(s));
     } else {
       return fail(ErrorKind::invalid, "read setting", s.origin, fmt::format("unknown key '{}'", k));
     }

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "image/store.h"
 #include "server/api.h"
 #include "util/error.h"
 
@@ -47,6 +48,8 @@ struct ServeConfig {
   std::string log_level = "info";
   FunctionDefaults function_defaults;  // default_lifecycle, default_max_events_per_sandbox, ...
   FunctionLimits function_limits;      // max_function_bytes, max_array_entries, max_env_entries, ...
+  uint64_t max_layer_bytes = image::kDefaultMaxLayerBytes;  // unpacked, per layer of an uploaded image
+  uint64_t max_image_bytes = image::kDefaultMaxImageBytes;  // unpacked, all layers of one image
 };
 
 // One `key = value` setting, from the file or a flag.

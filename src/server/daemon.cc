@@ -599,12 +599,16 @@ void Daemon::reload() {
     config_.log_level = next.log_level;
     config_.function_defaults = next.function_defaults;
     config_.function_limits = next.function_limits;
+    config_.max_layer_bytes = next.max_layer_bytes;
+    config_.max_image_bytes = next.max_image_bytes;
     token_ = token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function},
                           config_.invocation_workers,
                           config_.function_defaults,
-                          config_.function_limits});
+                          config_.function_limits,
+                          config_.max_layer_bytes,
+                          config_.max_image_bytes});
     spdlog::info("reloaded config file={}", options_.config_file.string());
   }
   (void)sd_notify("READY=1");
@@ -740,7 +744,9 @@ Result<int> Daemon::run() {
       ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function},
                     config_.invocation_workers,
                     config_.function_defaults,
-                    config_.function_limits});
+                    config_.function_limits,
+                    config_.max_layer_bytes,
+                    config_.max_image_bytes});
   FNEXEC_TRY(service_->start());
 
   signals_.async_wait([this](beast::error_code ec, int s) {

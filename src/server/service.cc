@@ -754,14 +754,21 @@ void Service::images_import(Request& request, Respond respond) {
   auto upload = request.upload;
   auto name =
       request.match.query.contains("name") ? std::optional(request.match.query.at("name")) : std::nullopt;
-  run_job(admin_, [this, upload, name, respond = std::move(respond)] {
+  image::ImportOptions options;
+  options.name = name;
+  {
+    std::lock_guard lock(mu_);
+    options.max_layer_bytes = limits_.max_layer_bytes;
+    options.max_image_bytes = limits_.max_image_bytes;
+  }
+  options.layer_limit_setting = "max_layer_bytes in fnexec.conf";
+  options.image_limit_setting = "max_image_bytes in fnexec.conf";
+  run_job(admin_, [this, upload, options = std::move(options), respond = std::move(respond)] {
     Reply reply = error_reply(503, "the image store is not open");
     if (store_) {
-      image::ImportOptions options;
-      options.name = name;
       auto img = store_->import(upload.string(), options);
       if (!img) {
-        reply = error_reply(img.error().kind == ErrorKind::internal ? 500 : 400, img.error().message());
+        reply = error_reply(img.error().kind == ErrorKind::internal ? 500 : http_status(img.error()), img.error().message());
       } else {
         JsonWriter w;
         w.begin_object()

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "image/store.h"
 #include "pool/pool.h"
 #include "server/api.h"
 #include "server/metrics.h"
@@ -51,6 +52,8 @@ struct ServiceLimits {
   uint32_t max_in_flight = 64;  // invocations running at once across functions (the worker threads)
   FunctionDefaults function_defaults;  // fnexec.conf default_* keys, for PUTs that leave fields out
   FunctionLimits function_limits;      // fnexec.conf max_* keys of a function document
+  uint64_t max_layer_bytes = image::kDefaultMaxLayerBytes;  // unpacked size caps of uploaded images
+  uint64_t max_image_bytes = image::kDefaultMaxImageBytes;
 };
 
 class Service {

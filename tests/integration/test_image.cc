@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <string>
@@ -357,6 +358,49 @@ TEST_CASE("hostile images are refused and leave the store exactly as it was") {
     CHECK(store_state(store) == before);
   }
 
+}
+
+TEST_CASE("gzip bombs: a layer or image over its unpacked-size cap is refused early and leaves the store as it was") {
+  REQUIRE(test::is_root());
+  test::ScratchTmpfs scratch;
+  auto store = scratch / "store";
+  // 64 MiB of zeros in one file gzips to ~64 KiB: the cap stops the unpack at 16 MiB.
+  auto zeros = scratch / "zeros";
+  stdfs::create_directories(zeros);
+  { std::ofstream(zeros / "big", std::ios::binary) << std::string(64 << 20, '\0'); }
+  auto bomb = scratch / "bomb";
+  REQUIRE(tool("mkimage", {"--dir", zeros.string(), "-o", bomb.string()}, scratch.path()).exit_code == 0);
+  stdfs::remove_all(zeros);
+  CHECK(stdfs::file_size(largest_blob(bomb)) < (1 << 20));
+  REQUIRE(fnexec_in(store, {"image", "import", "oci:" + bomb.string(), "--name", "seed", "--max-layer-bytes", "128m"})
+              .exit_code == 0);
+  REQUIRE(fnexec_in(store, {"image", "rm", "seed"}).exit_code == 0);
+  REQUIRE(fnexec_in(store, {"image", "gc"}).exit_code == 0);
+  const std::string before = store_state(store);
+  auto r = fnexec_in(store, {"image", "import", "oci:" + bomb.string(), "--name", "bomb", "--max-layer-bytes", "16m"});
+  CHECK(r.exit_code == 125);
+  CHECK_MESSAGE(r.err.find("it unpacks to more than 16777216 bytes (--max-layer-bytes)") != std::string::npos, r.err);
+  CHECK(store_state(store) == before);
+
+  // Two layers of 10 MiB each fit a 16 MiB layer cap but not a 16 MiB image cap.
+  auto a = scratch / "a", b = scratch / "b";
+  stdfs::create_directories(a);
+  stdfs::create_directories(b);
+  { std::ofstream(a / "f", std::ios::binary) << std::string(10 << 20, 'a'); }
+  { std::ofstream(b / "g", std::ios::binary) << std::string(10 << 20, 'b'); }
+  auto two = scratch / "two";
+  REQUIRE(tool("mkimage", {"--dir", a.string(), "--dir", b.string(), "-o", two.string()}, scratch.path()).exit_code == 0);
+  auto over = fnexec_in(store, {"image", "import", "oci:" + two.string(), "--name", "two", "--max-layer-bytes", "16m",
+                                "--max-image-bytes", "16m"});
+  CHECK(over.exit_code == 125);
+  CHECK_MESSAGE(over.err.find("what is left of the image's limit of 16777216 bytes, --max-image-bytes") !=
+                    std::string::npos,
+                over.err);
+  CHECK(store_state(store) == before);
+  auto fits = fnexec_in(store, {"image", "import", "oci:" + two.string(), "--name", "two", "--max-image-bytes", "21m"});
+  CHECK_MESSAGE(fits.exit_code == 0, fits.err);
+  auto bad_flag = fnexec_in(store, {"image", "import", "oci:" + two.string(), "--max-layer-bytes", "lots"});
+  CHECK(bad_flag.exit_code != 0);
 }
 
 TEST_CASE("absolute names land under the layer root; device nodes are skipped and counted unless allowed") {

@@ -166,6 +166,21 @@ TEST_SUITE("serve-hostile") {
     CHECK_MESSAGE(exited, "the daemon did not stop within 2 minutes of SIGTERM");
     CHECK(d.stop() == 0);
   }
+  TEST_CASE("bounded work: an uploaded image over max_layer_bytes gets 413 and leaves no trace") {
+    Daemon d("max_layer_bytes = 512k\n");
+    d.start();
+    auto images_before = d.curl("GET", "/v1/images").body;
+    auto archive = d.scratch() / "bb.tar";
+    auto mk = test::run({test::rootfs_tool("mkimage").string(), "--busybox", "--ref", "big:1", "--oci-archive",
+                         archive.string()});
+    REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
+    auto up = d.curl("POST", "/v1/images?name=big%3A1", std::nullopt, {"--data-binary", "@" + archive.string()});
+    CHECK(up.status == 413);
+    CHECK_MESSAGE(contains(up.body, "it unpacks to more than 524288 bytes (max_layer_bytes in fnexec.conf)"), up.body);
+    CHECK(d.curl("GET", "/v1/images").body == images_before);
+    CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
+    CHECK(stdfs::is_empty(d.state_dir() / "tmp"));
+  }
 }  // TEST_SUITE
 
 }  // namespace fnexec::test::serve
