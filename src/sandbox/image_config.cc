@@ -8,6 +8,7 @@
 
 #include "image/store.h"
 #include "util/fs.h"
+#include "util/rooted.h"
 
 namespace fnexec::sandbox {
 
@@ -20,15 +21,19 @@ std::optional<unsigned> parse_id(std::string_view s) {
   return v;
 }
 
-// The topmost layer's copy of a file (a 0/0 character device there is an overlay whiteout).
+// The topmost layer's copy of a file (a 0/0 character device there is an overlay whiteout). Each
+// layer is read as its own root: a layer's `etc -> /etc` names the layer's etc, never the host's.
+// A symlink that leads into a lower layer is not followed there (the file counts as absent).
 std::optional<std::string> read_image_file(const image::ResolvedImage& img, const std::string& rel) {
   for (auto it = img.layers.rbegin(); it != img.layers.rend(); ++it) {
-    struct stat st;
-    auto p = *it / rel;
-    if (::lstat(p.c_str(), &st) != 0) continue;
-    if (!S_ISREG(st.st_mode)) return std::nullopt;
-    auto text = fs::read_file(p);
-    return text ? std::optional(*text) : std::nullopt;
+    auto entry = rooted::lstat_in_root(*it, rel);  // the entry itself, to see whiteouts
+    if (!entry) return std::nullopt;
+    bool present = entry->has_value();
+    if (present && !S_ISREG((*entry)->st_mode) && !S_ISLNK((*entry)->st_mode)) return std::nullopt;
+    auto text = rooted::read_file_in_root(*it, rel);
+    if (!text) return std::nullopt;
+    if (*text) return *text;
+    if (present) return std::nullopt;  // a symlink to nothing in its layer
   }
   return std::nullopt;
 }

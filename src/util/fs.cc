@@ -15,13 +15,17 @@ namespace fnexec::fs {
 Result<std::string> read_file(const std::filesystem::path& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return fail_errno("open", path.string());
+  return read_fd(fd.get(), path.string());
+}
+
+Result<std::string> read_fd(int fd, std::string_view what) {
   std::string out;
   char buf[8192];
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return fail_errno("read", path.string());
+      return fail_errno("read", std::string(what));
     }
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));

@@ -11,6 +11,8 @@
 namespace fnexec::fs {
 
 Result<std::string> read_file(const std::filesystem::path& path);
+// Reads fd from its current offset to its end; what names the file in an error.
+Result<std::string> read_fd(int fd, std::string_view what);
 // Writes with one write(2) and no O_CREAT|O_TRUNC surprises: made for cgroup and proc files.
 Result<> write_file(const std::filesystem::path& path, std::string_view data);
 // Writes all of data to fd from its current offset, retrying short writes and EINTR; what names the

@@ -9,6 +9,7 @@
 
 #include "support/fixtures.h"
 #include "support/proc.h"
+#include "util/fs.h"
 
 namespace fnexec::test {
 namespace {
@@ -163,6 +164,44 @@ with tarfile.open(sys.argv[1], "w") as tf:
       CHECK(r.out.find("\n4\nkept-refused\n") != std::string::npos);
       CHECK_MESSAGE(r.err.find("Permission denied") != std::string::npos, r.err);
     }
+  }
+
+  TEST_CASE("--user NAME reads the image's passwd inside the image: `etc -> /etc` and `../` links never reach the host's") {
+    // "daemon" is in the host's /etc/passwd (Debian) and in none of these images.
+    REQUIRE(fs::read_file("/etc/passwd")->find("\ndaemon:") != std::string::npos);
+    auto dir = images().scratch / "user-links";
+    stdfs::create_directories(dir / "abs");
+    stdfs::create_symlink("/etc", dir / "abs/etc");
+    stdfs::create_directories(dir / "moved/real-etc");
+    stdfs::create_symlink("/real-etc", dir / "moved/etc");
+    std::ofstream(dir / "moved/real-etc/passwd") << "inside:x:4321:4321::/home/inside:/bin/sh\n";
+    for (const char* name : {"abs", "moved"}) {
+      auto layout = images().scratch / (std::string("links-") + name);
+      auto mk = run({rootfs_tool("mkimage").string(), "--busybox", "--dir", (dir / name).string(), "-o",
+                     layout.string()});
+      REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
+      auto imp = fnexec({"--root", images().store.string(), "image", "import", "oci:" + layout.string(), "--name",
+                         std::string("links-") + name + ":1"});
+      REQUIRE_MESSAGE(imp.exit_code == 0, imp.err);
+    }
+    auto host_user = run_image({"--user", "daemon", "links-abs:1", "--", "/bin/id"});
+    CHECK(host_user.exit_code == 125);
+    CHECK_MESSAGE(host_user.err.find("not in the image's /etc/passwd") != std::string::npos, host_user.err);
+    // A link that stays inside resolves inside: the layer's /real-etc/passwd is the image's.
+    auto inside = run_image({"--user", "inside", "links-moved:1", "--", "/bin/sh", "-c", "id -u"});
+    CHECK_MESSAGE(inside.exit_code == 0, inside.err);
+    CHECK(inside.out == "4321\n");
+
+    // --rootfs trees are not checked by an unpacker: a `../` climb must stay inside too.
+    auto rootfs = images().scratch / "climbing-rootfs";
+    populate_busybox_rootfs(rootfs);
+    stdfs::create_symlink("../../../../../../../../etc", rootfs / "etc");
+    auto climb = fnexec({"run", "--rootfs", "--user", "daemon", rootfs.string(), "--", "/bin/id"});
+    CHECK(climb.exit_code == 125);
+    CHECK_MESSAGE(climb.err.find("not in the image's /etc/passwd") != std::string::npos, climb.err);
+    auto group = fnexec({"run", "--rootfs", "--user", "0:daemon", rootfs.string(), "--", "/bin/id"});
+    CHECK(group.exit_code == 125);
+    CHECK_MESSAGE(group.err.find("not in the image's /etc/group") != std::string::npos, group.err);
   }
 
   TEST_CASE("a transport is imported on the fly") {

@@ -9,6 +9,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/rooted.h"
 #include "util/unique_fd.h"
 
 using namespace fnexec;
@@ -97,4 +98,31 @@ TEST_CASE("journal priority prefixes: only when JOURNAL_STREAM names the very fd
   CHECK(!fnexec::log::is_journal_stream(other.c_str(), w.get()));  // a stream the service's parent had
   UniqueFd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
   CHECK(!fnexec::log::is_journal_stream(mine.c_str(), null.get()));
+}
+
+TEST_CASE("rooted reads resolve symlinks and .. inside the root, never above it") {
+  auto tmp = fnexec::fs::TempDir::make("/tmp", "fnexec-sec-hostile-rooted-");
+  REQUIRE(tmp);
+  const auto& root = tmp->path();
+  std::filesystem::create_directories(root / "real");
+  REQUIRE(fnexec::fs::write_file_atomic(root / "real/passwd", "inside\n"));
+  std::filesystem::create_symlink("/etc", root / "etc");                        // absolute: the root's /etc
+  std::filesystem::create_symlink("../../../../../etc/passwd", root / "climb");  // clamps at the root
+  std::filesystem::create_symlink("/real", root / "moved");
+  std::filesystem::create_directory_symlink("/real/passwd", root / "real/link");
+  REQUIRE(::mkfifo((root / "fifo").c_str(), 0644) == 0);
+  auto etc = fnexec::rooted::read_file_in_root(root, "etc/passwd");  // root/etc -> root/etc: a loop
+  CHECK(!etc);
+  CHECK(etc.error().err == ELOOP);
+  auto climb = fnexec::rooted::read_file_in_root(root, "climb");  // root/etc/passwd: the loop again
+  CHECK((!climb || !*climb));
+  CHECK(*fnexec::rooted::read_file_in_root(root, "moved/passwd") == std::optional<std::string>("inside\n"));
+  CHECK(*fnexec::rooted::read_file_in_root(root, "/real/link") == std::optional<std::string>("inside\n"));
+  CHECK(*fnexec::rooted::read_file_in_root(root, "../../real/passwd") == std::optional<std::string>("inside\n"));
+  CHECK(!*fnexec::rooted::read_file_in_root(root, "absent"));
+  CHECK(!*fnexec::rooted::read_file_in_root(root, "fifo"));  // not a regular file: not opened, no hang
+  CHECK(!*fnexec::rooted::read_file_in_root(root, "real"));
+  auto link = fnexec::rooted::lstat_in_root(root, "moved");
+  REQUIRE(link);
+  CHECK(S_ISLNK((*link)->st_mode));
 }
