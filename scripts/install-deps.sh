@@ -19,7 +19,7 @@ FUZZ_PKGS=(clang-16 libclang-rt-16-dev)
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
 case "${1:-}" in
-  --all) want+=("${EXTRA_PKGS[@]}") ;;
+  --all) want+=("${EXTRA_PKGS[@]}" "${FUZZ_PKGS[@]}") ;;  # the fuzz suite runs in CI
   --fuzz) want+=("${FUZZ_PKGS[@]}") ;;
   "") ;;
   *) echo "usage: $0 [--all|--fuzz]" >&2; exit 2 ;;

@@ -39,24 +39,6 @@ std::string_view to_string(StartKind k) {
   return k == StartKind::warm ? "warm" : "cold";
 }
 
-std::string_view to_string(Lifecycle l) {
-  switch (l) {
-    case Lifecycle::fresh:
-      return "fresh";
-    case Lifecycle::reuse:
-      return "reuse";
-    case Lifecycle::oneshot:
-      break;
-  }
-  return "oneshot";
-}
-
-std::optional<Lifecycle> parse_lifecycle(std::string_view text) {
-  for (auto l : {Lifecycle::oneshot, Lifecycle::fresh, Lifecycle::reuse})
-    if (text == to_string(l)) return l;
-  return std::nullopt;
-}
-
 void set_protocol_env(std::vector<std::string>& env, Lifecycle lifecycle, std::string_view function) {
   sandbox::set_env(env, "FNEXEC_PROTOCOL=" + std::string(invoke::frames::kProtocol));
   sandbox::set_env(env, "FNEXEC_LIFECYCLE=" + std::string(to_string(lifecycle)));

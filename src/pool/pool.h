@@ -31,8 +31,24 @@ std::string_view to_string(StartKind k);
 //   reuse    like fresh, but the process answers events one at a time until max_events_per_sandbox,
 //            idle_timeout or a failure retires it: state carries over between events.
 enum class Lifecycle { oneshot, fresh, reuse };
-std::string_view to_string(Lifecycle l);
-std::optional<Lifecycle> parse_lifecycle(std::string_view text);
+// Inline so that the function-document parser (src/server/api.cc) links without the pools: its
+// fuzz target does.
+inline std::string_view to_string(Lifecycle l) {
+  switch (l) {
+    case Lifecycle::fresh:
+      return "fresh";
+    case Lifecycle::reuse:
+      return "reuse";
+    case Lifecycle::oneshot:
+      break;
+  }
+  return "oneshot";
+}
+inline std::optional<Lifecycle> parse_lifecycle(std::string_view text) {
+  for (auto l : {Lifecycle::oneshot, Lifecycle::fresh, Lifecycle::reuse})
+    if (text == to_string(l)) return l;
+  return std::nullopt;
+}
 // Sets what a fresh/reuse function reads at start (FNEXEC_PROTOCOL, FNEXEC_LIFECYCLE,
 // FNEXEC_FUNCTION_NAME) in env, for the pools and `fnexec run --lifecycle` alike.
 void set_protocol_env(std::vector<std::string>& env, Lifecycle lifecycle, std::string_view function);

@@ -22,6 +22,7 @@
 
 #include "cgroup/cgroup.h"
 #include "image/store.h"
+#include "server/http_framing.h"
 #include "server/json.h"
 #include "server/service.h"
 #include "util/log.h"
@@ -57,7 +58,6 @@ Result<> sd_notify(std::string_view state) {
 namespace {
 
 constexpr auto kTickInterval = std::chrono::milliseconds(250);
-constexpr uint32_t kHeaderLimit = 16 * 1024;
 
 // Constant-time token check: comparing digests hides the length and the first differing byte.
 bool token_matches(std::string_view given, std::string_view expected) {
@@ -65,41 +65,6 @@ bool token_matches(std::string_view given, std::string_view expected) {
   SHA256(reinterpret_cast<const unsigned char*>(given.data()), given.size(), a);
   SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b);
   return CRYPTO_memcmp(a, b, sizeof a) == 0;
-}
-
-// A status for a request the parser refused, or nullopt when the peer just went away (or we closed).
-std::optional<unsigned> framing_error_status(const beast::error_code& ec) {
-  if (ec == http::error::header_limit) return 431;
-  if (ec.category() != beast::error_code(http::error::bad_method).category()) return std::nullopt;
-  if (ec == http::error::end_of_stream || ec == http::error::partial_message || ec == http::error::need_more)
-    return std::nullopt;
-  return 400;
-}
-
-std::string framing_error_message(const beast::error_code& ec) {
-  if (ec == http::error::header_limit)
-    return fmt::format("the request header is over {} bytes", kHeaderLimit);
-  if (ec == http::error::bad_content_length)
-    return "invalid Content-Length (not a decimal number, several different values, or sent with "
-           "Transfer-Encoding)";
-  if (ec == http::error::bad_transfer_encoding)
-    return "invalid Transfer-Encoding (given twice, or sent with Content-Length)";
-  return "malformed HTTP request: " + ec.message();
-}
-
-// RFC 9112 6.1 and 6.3: a request whose Transfer-Encoding does not end in chunked has no knowable
-// length, and one with both Transfer-Encoding and Content-Length is a smuggling attempt; either way
-// its body would be read as the next request on the connection. Beast accepts both (it reads
-// `identity` or `chunked, identity` as no body), so the check is ours.
-std::optional<std::string> check_message_framing(const http::request<http::empty_body>& req, bool chunked) {
-  bool has_te = req.find(http::field::transfer_encoding) != req.end();
-  if (!has_te) return std::nullopt;
-  if (req.find(http::field::content_length) != req.end())
-    return "the request has both Transfer-Encoding and Content-Length; send one (RFC 9112 6.1)";
-  if (!chunked)
-    return "Transfer-Encoding must end in chunked (the only coding the daemon reads); got \"" +
-           std::string(req[http::field::transfer_encoding]) + "\"";
-  return std::nullopt;
 }
 
 class Daemon;
