@@ -181,6 +181,62 @@ TEST_SUITE("serve-hostile") {
     CHECK(stdfs::is_empty(d.state_dir() / "uploads"));
     CHECK(stdfs::is_empty(d.state_dir() / "tmp"));
   }
+  TEST_CASE("names with traversal or NUL, and deeply nested JSON, are 400 naming the problem") {
+    Daemon d;
+    d.start();
+    for (std::string name : {"..%2F..%2Fetc", "%2e%2e", "a%00b", "a%2Fb", "%2Ftmp%2Fx"}) {
+      CAPTURE(name);
+      auto r = d.curl("PUT", "/v1/functions/" + name, kHello);
+      CHECK(r.status == 400);
+      CHECK(contains(r.body, "a name is 1-63 of a-z 0-9 _ . -"));
+      CHECK(d.curl("GET", "/v1/functions/" + name).status == 400);
+    }
+    auto nested = d.curl("PUT", "/v1/functions/deep", std::string(100000, '[') + std::string(100000, ']'));
+    CHECK(nested.status == 400);
+    CHECK(contains(nested.body, "malformed JSON"));
+    auto nested_field = d.curl("PUT", "/v1/functions/deep",
+                               R"({"image":"hello:latest","env":{"A":)" + std::string(5000, '[') +
+                                   std::string(5000, ']') + "}}");
+    CHECK(nested_field.status == 400);
+    auto nul_field = d.curl("PUT", "/v1/functions/nul", R"({"image":"hello:latest","cmd":["a\u0000b"]})");
+    CHECK(nul_field.status == 400);
+    CHECK(contains(nul_field.body, "must not contain NUL bytes"));
+    CHECK(d.curl("GET", "/v1/functions").body == R"({"functions":[]})");
+    CHECK(!stdfs::exists(d.state_dir() / ".." / "etc"));
+  }
+
+  TEST_CASE("slowloris: connections that send a header byte by byte do not keep other clients out") {
+    Daemon d;
+    d.start();
+    std::vector<UniqueFd> slow;
+    for (int i = 0; i < 64; ++i) {
+      slow.push_back(connect_unix(d.socket()));
+      REQUIRE(::send(slow.back().get(), "GET /heal", 9, MSG_NOSIGNAL) == 9);
+    }
+    for (int round = 0; round < 3; ++round) {
+      for (auto& fd : slow) REQUIRE(::send(fd.get(), "t", 1, MSG_NOSIGNAL) == 1);
+      CHECK(d.curl("GET", "/healthz").status == 200);
+      CHECK(d.curl("PUT", "/v1/functions/f" + std::to_string(round), kHello).status == 201);
+    }
+    // The slow ones are still served when they finish.
+    std::string rest = "hz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    REQUIRE(::send(slow.front().get(), rest.data(), rest.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(rest.size()));
+    CHECK(read_to_eof(slow.front().get()).starts_with("HTTP/1.1 404"));  // "GET /healttthz": no such route
+  }
+  TEST_CASE("functions that never read stdin or flood stderr end with a record, and the daemon serves on") {
+    InvokeDaemon d;
+    d.create("deaf", "echo ignored", R"("min_warm":0)");
+    auto deaf = d.invoke("deaf", std::string(5 << 20, 'e'));  // a 5 MiB event nobody reads
+    CHECK(deaf.status == 200);
+    CHECK(deaf.body == "ignored\n");
+    d.create("shouty", "yes flood >&2", R"("min_warm":0,"timeout_ms":1000,"max_log_bytes":4096)");
+    auto shouty = d.invoke("shouty", "");
+    CHECK(shouty.status == 504);
+    auto logs = d.curl("GET", "/v1/functions/shouty/logs");
+    CHECK(logs.status == 200);
+    CHECK(logs.body.size() < 64 * 1024);  // the tail, not the flood
+    CHECK(d.curl("GET", "/healthz").status == 200);
+  }
 }  // TEST_SUITE
 
 }  // namespace fnexec::test::serve
