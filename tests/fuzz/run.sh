@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang and fuzzes one of them, seeded with images from mkimage.
-#   tests/fuzz/run.sh [unpack|documents|frames] [SECONDS=60] [extra libFuzzer args...]
+#   tests/fuzz/run.sh [unpack|documents|frames|http] [SECONDS=60] [extra libFuzzer args...]
 # Needs clang 16 (installed by scripts/install-deps.sh --fuzz): clang 14 lacks the conditionally
 # trivial destructors libstdc++'s <expected> relies on. Findings land in build-fuzz/fuzz-<target>/.
 set -euo pipefail
@@ -16,7 +16,9 @@ meson compile -C "$builddir" "fuzz_$target" >/dev/null
 work="$builddir/fuzz-$target"
 corpus="$work/corpus"
 mkdir -p "$corpus"
-if [ "$target" = frames ] && [ -z "$(ls -A "$corpus")" ]; then
+if [ "$target" = http ] && [ -z "$(ls -A "$corpus")" ]; then
+  cp tests/fuzz/corpus/http/* "$corpus/"
+elif [ "$target" = frames ] && [ -z "$(ls -A "$corpus")" ]; then
   # Chunk-size and limit bytes, then a well-formed exchange and a few near misses.
   printf '\x05\x7fREADY fnexec/1\nOK 1 3\na\nb\nERROR e.2 2\n{}\n' >"$corpus/exchange"
   printf '\x01\xffINIT_ERROR 2\n{}\n' >"$corpus/init-error"
