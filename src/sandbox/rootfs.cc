@@ -244,11 +244,13 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
     UniqueFd tree(
         sys::open_tree(AT_FDCWD, v.source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
     if (!tree) return fail_errno("open volume source", v.source.string());
-    if (v.read_only) {
+    {
+      // nodev like every other mount a function can write to: a device node on the host's side
+      // of a volume (or one made through it) opens nothing.
       mount_attr attr{};
-      attr.attr_set = MOUNT_ATTR_RDONLY;
+      attr.attr_set = MOUNT_ATTR_NODEV | (v.read_only ? MOUNT_ATTR_RDONLY : 0);
       if (sys::mount_setattr(tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) != 0)
-        return fail_errno("make volume read-only", v.source.string());
+        return fail_errno(v.read_only ? "make volume nodev and read-only" : "make volume nodev", v.source.string());
     }
     if (S_ISDIR(st.st_mode)) {
       b.mkdir_p(target);

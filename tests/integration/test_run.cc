@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -379,6 +380,11 @@ TEST_SUITE("run") {
     // A file volume.
     CHECK(run_in({"-v", (vol / "in").string() + ":/etc/in.txt:ro"}, {"cat", "/etc/in.txt"}).out ==
           "from host");
+    // Volumes are nodev: a device node on the host's side opens nothing inside.
+    REQUIRE(::mknod((vol / "null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0);
+    auto dev = sh("if echo x > /data/null; then echo opened; else echo refused; fi", {"-v", vol.path().string() + ":/data"});
+    CHECK(dev.out == "refused\n");
+    CHECK_MESSAGE(dev.err.find("Permission denied") != std::string::npos, dev.err);
   }
 
   TEST_CASE("--userns=auto: root inside is an unprivileged uid on the host") {
