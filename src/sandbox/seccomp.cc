@@ -96,28 +96,47 @@ constexpr std::string_view kAllowed[] = {
     "mq_getsetattr",
 };
 
-// Newer than libseccomp 2.5.4's syscall table, so named by number (x86_64 only).
+// Syscalls newer than libseccomp 2.5.4's table, with their x86_64 numbers: the default profile
+// and JSON profiles (Docker's lists several) name them like any other.
 struct RawSyscall {
   std::string_view name;
   int nr;
 };
 #if defined(__x86_64__)
-constexpr RawSyscall kAllowedByNumber[] = {
-    {"cachestat", 451}, {"fchmodat2", 452}, {"map_shadow_stack", 453}, {"futex_wake", 454},
-    {"futex_wait", 455}, {"futex_requeue", 456}, {"mseal", 462}, {"setxattrat", 463},
-    {"getxattrat", 464}, {"listxattrat", 465}, {"removexattrat", 466}};
-constexpr RawSyscall kDeniedByNumber[] = {{"open_tree_attr", 467}};
+constexpr RawSyscall kNewerSyscalls[] = {
+    {"cachestat", 451},         {"fchmodat2", 452},         {"map_shadow_stack", 453},
+    {"futex_wake", 454},        {"futex_wait", 455},        {"futex_requeue", 456},
+    {"statmount", 457},         {"listmount", 458},         {"lsm_get_self_attr", 459},
+    {"lsm_set_self_attr", 460}, {"lsm_list_modules", 461},  {"mseal", 462},
+    {"setxattrat", 463},        {"getxattrat", 464},        {"listxattrat", 465},
+    {"removexattrat", 466},     {"open_tree_attr", 467},    {"file_getattr", 468},
+    {"file_setattr", 469}};
 #else
-constexpr std::span<const RawSyscall> kAllowedByNumber{};
-constexpr std::span<const RawSyscall> kDeniedByNumber{};
+constexpr std::span<const RawSyscall> kNewerSyscalls{};
 #endif
+
+// libseccomp's table first, then kNewerSyscalls; __NR_SCMP_ERROR for a name neither knows.
+int resolve_syscall(std::string_view name) {
+  std::string n(name);
+  int nr = seccomp_syscall_resolve_name(n.c_str());
+  if (nr != __NR_SCMP_ERROR) return nr;
+  for (const auto& raw : kNewerSyscalls)
+    if (raw.name == name) return raw.nr;
+  return __NR_SCMP_ERROR;
+}
+
+// clang-format off
+constexpr std::string_view kAllowedNewer[] = {
+    "cachestat", "fchmodat2", "map_shadow_stack", "futex_wake", "futex_wait", "futex_requeue", "mseal",
+    "setxattrat", "getxattrat", "listxattrat", "removexattrat"};
+// clang-format on
 
 // Known and refused with EPERM (a clear "not allowed" rather than ENOSYS's "not there"): what
 // escapes the sandbox's view or reaches large kernel surfaces even without a capability.
 constexpr std::string_view kDenied[] = {
     // Mounts and namespaces: the sandbox's view of the system is fixed before exec.
     "mount", "umount2", "pivot_root", "unshare", "setns", "fsopen", "fsconfig", "fsmount", "fspick",
-    "move_mount", "open_tree", "mount_setattr", "sethostname", "setdomainname",
+    "move_mount", "open_tree", "open_tree_attr", "mount_setattr", "sethostname", "setdomainname",
     // Kernel code and the machine: modules, kexec, reboot, swap, accounting, quotas, I/O ports.
     "init_module", "finit_module", "delete_module", "create_module", "get_kernel_syms", "query_module",
     "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd",
@@ -162,7 +181,7 @@ Result<> add_rule(void* ctx, uint32_t action, int nr, std::span<const scmp_arg_c
                   std::string_view name, std::string_view origin) {
   int rc = seccomp_rule_add_array(ctx, action, nr, static_cast<unsigned>(args.size()), args.data());
   if (rc < 0) {
-    return std::unexpected(Error{ErrorKind::invalid, -rc, "use --seccomp", std::string(origin),
+    return std::unexpected(Error{ErrorKind::invalid, -rc, "use seccomp profile", std::string(origin),
                                  "rule for " + std::string(name) + " refused by libseccomp"});
   }
   return {};
@@ -182,7 +201,7 @@ Result<std::vector<sock_filter>> export_bpf(void* ctx, std::string_view origin) 
     return fail(ErrorKind::internal, "export seccomp filter", std::string(origin),
                 "odd size " + std::to_string(bytes));
   if (count > BPF_MAXINSNS) {
-    return fail(ErrorKind::invalid, "use --seccomp", std::string(origin),
+    return fail(ErrorKind::invalid, "use seccomp profile", std::string(origin),
                 "the filter has " + std::to_string(count) + " instructions, the kernel takes at most " +
                     std::to_string(BPF_MAXINSNS));
   }
@@ -203,7 +222,7 @@ struct Where {
   std::string_view origin;
   std::string path;  // "syscalls[3].args[0].op"
   std::unexpected<Error> bad(std::string detail) const {
-    return fail(ErrorKind::invalid, "use --seccomp", std::string(origin),
+    return fail(ErrorKind::invalid, "use seccomp profile", std::string(origin),
                 (path.empty() ? "" : path + ": ") + std::move(detail));
   }
   Where at(std::string_view key) const {
@@ -401,14 +420,14 @@ Result<> add_profile_entry(void* ctx, dom::object entry, uint32_t default_action
   for (size_t i = 0; i < args.size(); ++i)
     for (size_t j = i + 1; j < args.size(); ++j) repeated |= args[i].arg == args[j].arg;
 
-  for (std::string_view name : names) {
-    std::string n(name);
-    int nr = seccomp_syscall_resolve_name(n.c_str());
-    if (nr == __NR_SCMP_ERROR) {
-      // Profiles list syscalls of every architecture and kernel; runc skips unknown ones as well.
-      spdlog::debug("event=seccomp_unknown_syscall name={} profile={}", name, where.origin);
-      continue;
-    }
+  for (size_t i = 0; i < names.size(); ++i) {
+    std::string_view name = names[i];
+    // libseccomp knows every architecture's names (other arches' resolve to pseudo numbers that
+    // add no rule), so a name unknown to it and to kNewerSyscalls is a typo or a syscall newer
+    // than fnexec: refused, rather than silently leaving the profile weaker or stronger than written.
+    int nr = resolve_syscall(name);
+    if (nr == __NR_SCMP_ERROR)
+      return where.at("names").index(i).bad("unknown syscall '" + std::string(name) + "'");
     if (!repeated) {
       FNEXEC_TRY(add_rule(ctx, action, nr, args, name, where.origin));
     } else {
@@ -422,10 +441,9 @@ Result<> add_profile_entry(void* ctx, dom::object entry, uint32_t default_action
 Result<> add_named_rules(void* ctx, uint32_t action, std::span<const std::string_view> names,
                         std::string_view origin) {
   for (std::string_view name : names) {
-    std::string n(name);
-    int nr = seccomp_syscall_resolve_name(n.c_str());
+    int nr = resolve_syscall(name);
     if (nr == __NR_SCMP_ERROR)
-      return fail(ErrorKind::internal, "build default seccomp filter", n, "libseccomp does not know it");
+      return fail(ErrorKind::internal, "build default seccomp filter", std::string(name), "unknown syscall");
     FNEXEC_TRY(add_rule(ctx, action, nr, {}, name, origin));
   }
   return {};
@@ -438,11 +456,10 @@ Result<std::vector<sock_filter>> build_default_filter() {
   Context ctx = FNEXEC_TRY(new_context(SCMP_ACT_ERRNO(ENOSYS), origin));
   const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
   FNEXEC_TRY(add_named_rules(ctx.get(), SCMP_ACT_ALLOW, kAllowed, origin));
+#if defined(__x86_64__)
+  FNEXEC_TRY(add_named_rules(ctx.get(), SCMP_ACT_ALLOW, kAllowedNewer, origin));
+#endif
   FNEXEC_TRY(add_named_rules(ctx.get(), eperm, kDenied, origin));
-  for (const auto& raw : kAllowedByNumber)
-    FNEXEC_TRY(add_rule(ctx.get(), SCMP_ACT_ALLOW, raw.nr, {}, raw.name, origin));
-  for (const auto& raw : kDeniedByNumber)
-    FNEXEC_TRY(add_rule(ctx.get(), eperm, raw.nr, {}, raw.name, origin));
 
   // New namespaces would let the function build its own mounts and users: clone without any
   // namespace flag is allowed, with one EPERM. clone3 passes its flags in memory a filter cannot
@@ -487,6 +504,28 @@ Result<std::vector<sock_filter>> default_seccomp_filter() {
   // Built once per process: 0.2-0.5 ms of libseccomp work a daemon would otherwise repeat per sandbox.
   static const Result<std::vector<sock_filter>> built = build_default_filter();
   return built;
+}
+
+Result<SeccompProfileSummary> default_seccomp_summary() {
+  auto filter = FNEXEC_TRY(default_seccomp_filter());
+  SeccompProfileSummary s;
+  // clone, socket and personality are allowed only with some arguments.
+  s.allowed = std::size(kAllowed) + std::size(kAllowedNewer) + 3;
+  s.denied = std::size(kDenied);
+  s.instructions = filter.size();
+  return s;
+}
+
+Result<> check_seccomp_profile_reference(std::string_view ref) {
+  if (ref.empty() || ref == "default" || ref == "unconfined" || ref.front() == '{') return {};
+  bool plain = ref.size() <= 128 && ref.front() != '.' && std::all_of(ref.begin(), ref.end(), [](char c) {
+                 return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+               });
+  if (!plain)
+    return fail(ErrorKind::invalid, "use seccomp_profile", std::string(ref),
+                "expected default, unconfined, a JSON profile ({...}) or the NAME of a profile file "
+                "(letters, digits, '.', '_', '-')");
+  return {};
 }
 
 Result<std::vector<sock_filter>> seccomp_filter_from_profile(std::string_view json, std::string_view origin,
@@ -545,7 +584,7 @@ Result<std::vector<sock_filter>> seccomp_filter_from_profile(std::string_view js
 
 Result<std::vector<sock_filter>> seccomp_filter_from_file(const std::string& path, uint64_t capabilities) {
   auto text = fs::read_file(path);
-  if (!text) return std::unexpected(std::move(text.error().context("use --seccomp")));
+  if (!text) return std::unexpected(std::move(text.error().context("use seccomp profile")));
   return seccomp_filter_from_profile(*text, path, capabilities);
 }
 
