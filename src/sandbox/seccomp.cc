@@ -125,6 +125,18 @@ int resolve_syscall(std::string_view name) {
   return __NR_SCMP_ERROR;
 }
 
+bool known_to_libseccomp(std::string_view name) {
+  std::string n(name);
+  return seccomp_syscall_resolve_name(n.c_str()) != __NR_SCMP_ERROR;
+}
+
+bool has_foreign_arch(void* ctx) {
+  for (uint32_t arch : std::initializer_list<uint32_t>{SCMP_ARCH_X86, SCMP_ARCH_X32, SCMP_ARCH_X86_64,
+                                                      SCMP_ARCH_ARM, SCMP_ARCH_AARCH64})
+    if (arch != seccomp_arch_native() && seccomp_arch_exist(ctx, arch) == 0) return true;
+  return false;
+}
+
 // clang-format off
 constexpr std::string_view kAllowedNewer[] = {
     "cachestat", "fchmodat2", "map_shadow_stack", "futex_wake", "futex_wait", "futex_requeue", "mseal",
@@ -428,6 +440,14 @@ Result<> add_profile_entry(void* ctx, dom::object entry, uint32_t default_action
     int nr = resolve_syscall(name);
     if (nr == __NR_SCMP_ERROR)
       return where.at("names").index(i).bad("unknown syscall '" + std::string(name) + "'");
+    if (!known_to_libseccomp(name) && has_foreign_arch(ctx)) {
+      // libseccomp 2.5 cannot translate a number it does not know to the other ABIs of a
+      // multi-arch filter; the rule is left out and the call gets the default action.
+      spdlog::warn("event=seccomp_rule_skipped name={} profile={} reason=\"newer than libseccomp; the "
+                   "profile also lists other architectures\"",
+                   name, where.origin);
+      continue;
+    }
     if (!repeated) {
       FNEXEC_TRY(add_rule(ctx, action, nr, args, name, where.origin));
     } else {
