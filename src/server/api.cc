@@ -340,7 +340,10 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
           return std::unexpected(r.error());
       }
     } else if (k == "nofile") {
-      spec.nofile = FNEXEC_TRY(get_uint(k, v, 16, 1 << 20));
+      if (v.is_null())
+        spec.nofile.reset();  // as GET shows an unset limit
+      else
+        spec.nofile = FNEXEC_TRY(get_uint(k, v, 16, 1 << 20));
     } else if (k == "memory_mb") {
       spec.limits.memory_bytes = FNEXEC_TRY(get_uint(k, v, 4, 1 << 20)) * MiB;
     } else if (k == "cpus") {
