@@ -11,6 +11,7 @@
 #include "server/client.h"
 #include "server/config.h"
 #include "server/json.h"
+#include "util/fs.h"
 
 namespace fnexec::cli {
 
@@ -49,7 +50,10 @@ namespace {
 
 struct CreateFlags {
   std::string name, image, memory, cpus, timeout, idle_timeout, max_output, entrypoint, workdir, user;
-  std::string lifecycle, init_timeout;
+  std::string lifecycle, init_timeout, seccomp_profile;
+  bool read_only = false;
+  std::vector<std::string> cap_add, cap_drop;
+  std::optional<uint64_t> nofile;
   std::optional<uint32_t> max_events_per_sandbox;
   std::optional<uint64_t> pids_limit;
   std::optional<uint32_t> min_warm, max_concurrency;
@@ -64,6 +68,20 @@ Result<std::string> create_body(const CreateFlags& f) {
   if (!f.env.empty()) w.field("env", f.env);
   if (!f.workdir.empty()) w.field("workdir", f.workdir);
   if (!f.user.empty()) w.field("user", f.user);
+  if (f.read_only) w.field("read_only_rootfs", true);
+  if (!f.cap_add.empty()) w.field("cap_add", f.cap_add);
+  if (!f.cap_drop.empty()) w.field("cap_drop", f.cap_drop);
+  if (f.nofile) w.field("nofile", *f.nofile);
+  if (f.seccomp_profile.find('/') != std::string::npos || f.seccomp_profile.ends_with(".json")) {
+    // A file is sent inline: the daemon may not see the client's files.
+    auto text = FNEXEC_TRY(fs::read_file(f.seccomp_profile));
+    auto start = text.find_first_not_of(" \t\r\n");
+    if (start == std::string::npos || text[start] != '{')
+      return fail(ErrorKind::invalid, "use --seccomp-profile", f.seccomp_profile, "expected a JSON object");
+    w.key("seccomp_profile").raw(text.substr(start));
+  } else if (!f.seccomp_profile.empty()) {
+    w.field("seccomp_profile", f.seccomp_profile);
+  }
   if (!f.memory.empty()) w.field("memory_mb", FNEXEC_TRY(cgroup::parse_size(f.memory)) >> 20);
   if (!f.cpus.empty()) w.field("cpus", FNEXEC_TRY(cgroup::parse_cpus(f.cpus)));
   if (f.pids_limit) w.field("pids_limit", *f.pids_limit);
@@ -177,7 +195,14 @@ void add_fn_commands(CLI::App& app, Globals& g) {
   create->add_option("-e,--env", f->env, "KEY=VALUE added to the image's environment")->take_all();
   create->add_option("--entrypoint", f->entrypoint, "program to run instead of the image's entrypoint");
   create->add_option("-w,--workdir", f->workdir, "working directory inside the image");
-  create->add_option("-u,--user", f->user, "uid[:gid] to run as");
+  create->add_option("-u,--user", f->user, "UID[:GID] or NAME[:GROUP] from the image to run as");
+  create->add_flag("--read-only", f->read_only, "mount the rootfs read-only (tmpfs on /tmp, /var/tmp, /run)");
+  create->add_option("--cap-add", f->cap_add, "add a capability")->allow_extra_args(false);
+  create->add_option("--cap-drop", f->cap_drop, "drop a capability (ALL for all)")->allow_extra_args(false);
+  create->add_option("--seccomp-profile", f->seccomp_profile,
+                     "default, unconfined, NAME (the daemon's seccomp_profile_dir/NAME.json) or a JSON file "
+                     "sent inline");
+  create->add_option("--nofile", f->nofile, "RLIMIT_NOFILE, soft and hard (default 1024)");
   create->add_option("cmd", f->cmd, "arguments (after --), replacing the image's cmd");
   add_endpoint_options(create, *ce);
   create->callback([f, ce, &g] { g.exit_code = do_create(*ce, *f); });

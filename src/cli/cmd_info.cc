@@ -6,6 +6,7 @@
 
 #include "cgroup/cgroup.h"
 #include "cli/commands.h"
+#include "sandbox/seccomp.h"
 
 namespace fnexec::cli {
 
@@ -61,17 +62,25 @@ int print_info(bool json, const std::string& cgroups_flag) {
   auto& hier = **h;
   auto f = hier.features();
   const char* yn[] = {"no", "yes"};
+  auto seccomp = sandbox::default_seccomp_summary();
+  if (!seccomp) return report(seccomp.error());
+  std::string seccomp_text =
+      "default allowlist: " + std::to_string(seccomp->allowed) + " syscalls allowed, " +
+      std::to_string(seccomp->denied) + " EPERM, any other ENOSYS, other ABIs killed (" +
+      std::to_string(seccomp->instructions) + " BPF instructions)";
   if (json) {
     std::printf(
         "{\"cgroup_mode\":%s,\"controllers\":%s,\"kernel\":%s,\"sandbox_parents\":%s,\"memory_peak\":%s,"
         "\"memory_peak_file\":%s,\"memory_peak_resettable\":%s,\"swap_limit\":%s,\"kill\":%s,"
-        "\"clone_into_cgroup\":%s}\n",
+        "\"clone_into_cgroup\":%s,\"seccomp\":{\"profile\":\"default\",\"default_action\":\"ENOSYS\","
+        "\"allowed\":%zu,\"denied\":%zu,\"bpf_instructions\":%zu}}\n",
         json_string(cgroup::to_string(hier.mode())).c_str(), json_list(hier.controllers()).c_str(),
         json_string(u.release).c_str(), json_list(hier.sandbox_parents()).c_str(),
         hier.has_memory_peak() ? "true" : "false",
         f.memory_peak_file.empty() ? "null" : json_string(f.memory_peak_file).c_str(),
         f.memory_peak_resettable ? "true" : "false", f.swap_limit ? "true" : "false",
-        json_string(kill_method(hier)).c_str(), f.clone_into_cgroup ? "true" : "false");
+        json_string(kill_method(hier)).c_str(), f.clone_into_cgroup ? "true" : "false", seccomp->allowed,
+        seccomp->denied, seccomp->instructions);
     return 0;
   }
   std::printf("cgroup mode:       %s\n", std::string(cgroup::to_string(hier.mode())).c_str());
@@ -87,6 +96,7 @@ int print_info(bool json, const std::string& cgroups_flag) {
   std::printf("swap limit:        %s\n", yn[f.swap_limit]);
   std::printf("kill:              %s\n", kill_method(hier).c_str());
   std::printf("clone into cgroup: %s\n", yn[f.clone_into_cgroup]);
+  std::printf("seccomp:           %s\n", seccomp_text.c_str());
   return 0;
 }
 

@@ -32,7 +32,7 @@ namespace {
 namespace stdfs = std::filesystem;
 
 struct RunOptions {
-  std::vector<std::string> env, env_files, tmpfs, volumes, cap_add, cap_drop, ulimits;
+  std::vector<std::string> env, env_files, tmpfs, volumes, cap_add, cap_drop, ulimits, security_opts;
   std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit, events;
   std::string lifecycle = "oneshot", init_timeout = "10s";
   std::string cgroups = "auto";
@@ -69,6 +69,26 @@ Result<image::ResolvedImage> resolve_image(const Globals& g, const std::string& 
   if (!resolved && resolved.error().kind == ErrorKind::not_found && image::is_importable_source(ref))
     return store.import(ref, {});
   return resolved;
+}
+
+// podman's --security-opt: seccomp=FILE|unconfined|default, and no-new-privileges (always on).
+Result<> apply_security_opt(RunOptions& o, std::string_view opt) {
+  auto eq = opt.find_first_of("=:");
+  std::string_view key = opt.substr(0, eq), value = eq == std::string_view::npos ? "" : opt.substr(eq + 1);
+  if (key == "seccomp") {
+    if (value.empty())
+      return fail(ErrorKind::invalid, "use --security-opt", std::string(opt),
+                  "expected seccomp=FILE, seccomp=unconfined or seccomp=default");
+    o.seccomp = value;
+    return {};
+  }
+  if (key == "no-new-privileges") {
+    if (value.empty() || value == "true") return {};
+    return fail(ErrorKind::invalid, "use --security-opt", std::string(opt),
+                "fnexec always sets no_new_privs; only no-new-privileges[=true] is accepted");
+  }
+  return fail(ErrorKind::invalid, "use --security-opt", std::string(opt),
+              "fnexec takes seccomp=FILE|unconfined|default and no-new-privileges (no SELinux or AppArmor labels)");
 }
 
 Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
@@ -112,6 +132,7 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
   ps.cap_add = o.cap_add;
   ps.cap_drop = o.cap_drop;
   ps.ulimits = o.ulimits;
+  for (const auto& opt : o.security_opts) FNEXEC_TRY(apply_security_opt(o, opt));
   if (o.seccomp == "default")
     ps.seccomp = sandbox::SeccompMode::default_profile;
   else if (o.seccomp == "unconfined")
@@ -372,6 +393,9 @@ void add_run_command(CLI::App& app, Globals& g) {
   sub->add_option("--userns", o->userns, "host, or auto: root inside maps to an unprivileged host range");
   sub->add_option("--net,--network", o->net, "none: private network namespace with lo up (default)");
   sub->add_option("--seccomp", o->seccomp, "default, unconfined or a JSON profile file");
+  sub->add_option("--security-opt", o->security_opts,
+                  "seccomp=FILE|unconfined|default, or no-new-privileges (podman's flag)")
+      ->allow_extra_args(false);
   sub->add_option("--cap-add", o->cap_add, "add a capability")->allow_extra_args(false);
   sub->add_option("--cap-drop", o->cap_drop, "drop a capability (ALL for all)")->allow_extra_args(false);
   sub->add_option("--ulimit", o->ulimits, "NAME=SOFT[:HARD], e.g. nofile=1024:2048")->allow_extra_args(false);

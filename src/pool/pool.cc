@@ -29,6 +29,7 @@
 #include "sandbox/capabilities.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
+#include "sandbox/seccomp.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/unique_fd.h"
@@ -154,6 +155,8 @@ std::string shape_of(const std::string& digest, const sandbox::SandboxSpec& s, c
   return digest + '\n' + join(s.argv) + '\n' + join(s.env) + '\n' + s.cwd + '\n' +
          std::to_string(s.privileges.uid) + ':' + std::to_string(s.privileges.gid) + '\n' +
          opt(f.limits.memory_bytes) + ' ' + opt(f.limits.cpus) + ' ' + opt(f.limits.pids) + '\n' +
+         std::to_string(s.read_only) + ' ' + std::to_string(s.privileges.bounding) + ' ' +
+         std::to_string(s.privileges.effective) + ' ' + opt(f.nofile) + '\n' + f.seccomp_profile + '\n' +
          std::to_string(static_cast<int>(s.network)) + '\n' + std::string(to_string(f.lifecycle));
 }
 
@@ -253,6 +256,22 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
   sandbox::PrivilegeSpec privileges;
   FNEXEC_TRY(sandbox::apply_image_config(img, overrides, *spec, privileges));
   if (f.lifecycle != Lifecycle::oneshot) set_protocol_env(spec->env, f.lifecycle, f.name);
+  spec->read_only = f.read_only_rootfs;
+  privileges.cap_add = f.cap_add;
+  privileges.cap_drop = f.cap_drop;
+  if (f.nofile) privileges.ulimits.push_back("nofile=" + std::to_string(*f.nofile));
+  FNEXEC_TRY(sandbox::check_seccomp_profile_reference(f.seccomp_profile));
+  if (f.seccomp_profile.empty() || f.seccomp_profile == "default") {
+    privileges.seccomp = sandbox::SeccompMode::default_profile;
+  } else if (f.seccomp_profile == "unconfined") {
+    privileges.seccomp = sandbox::SeccompMode::unconfined;
+  } else if (f.seccomp_profile.front() == '{') {
+    privileges.seccomp = sandbox::SeccompMode::inline_json;
+    privileges.seccomp_json = f.seccomp_profile;
+  } else {
+    privileges.seccomp = sandbox::SeccompMode::file;
+    privileges.seccomp_file = (options_.seccomp_profile_dir / (f.seccomp_profile + ".json")).string();
+  }
   spec->privileges = FNEXEC_TRY(sandbox::prepare_privileges(privileges));
   *shape = shape_of(img.manifest_digest, *spec, f);
   return spec;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,7 +62,13 @@ struct FunctionSpec {
   std::optional<std::vector<std::string>> cmd;
   std::vector<std::string> env;  // "K=V", added to the image's
   std::string workdir;
-  std::string user;  // "uid[:gid]"
+  std::string user;  // "uid[:gid]" or NAME[:GROUP] from the image
+  // Security, as `fnexec run`'s flags of the same names.
+  bool read_only_rootfs = false;
+  std::vector<std::string> cap_add, cap_drop;  // "NET_ADMIN", "CAP_NET_ADMIN" or "ALL"
+  // "" or "default", "unconfined", an inline JSON profile, or NAME: PoolSetOptions::seccomp_profile_dir/NAME.json.
+  std::string seccomp_profile;
+  std::optional<uint64_t> nofile;  // RLIMIT_NOFILE soft and hard; unset: 1024
   cgroup::Limits limits;
   std::chrono::milliseconds timeout{30000};
   uint32_t min_warm = 1;
@@ -107,6 +114,7 @@ struct PoolStats {
 
 struct PoolSetOptions {
   uint32_t max_sandboxes = 256;  // across all functions: parked + busy + starting
+  std::filesystem::path seccomp_profile_dir = "/etc/fnexec/seccomp";  // named seccomp profiles
 };
 
 // All pools of one supervisor. Thread-safe. invoke() blocks its caller (the daemon calls it from a

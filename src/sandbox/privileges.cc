@@ -40,6 +40,10 @@ Result<Privileges> prepare_privileges(const PrivilegeSpec& spec) {
                     "expected default, unconfined or a profile file");
       p.seccomp_filter = FNEXEC_TRY(seccomp_filter_from_file(spec.seccomp_file, p.bounding));
       break;
+    case SeccompMode::inline_json:
+      p.seccomp_filter =
+          FNEXEC_TRY(seccomp_filter_from_profile(spec.seccomp_json, "seccomp_profile (inline)", p.bounding));
+      break;
     case SeccompMode::unconfined:
       p.seccomp_enabled = false;
       break;

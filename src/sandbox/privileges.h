@@ -18,7 +18,7 @@
 
 namespace fnexec::sandbox {
 
-enum class SeccompMode { default_profile, unconfined, file };
+enum class SeccompMode { default_profile, unconfined, file, inline_json };
 
 using Rlimit = runtime::wire::Rlimit;  // {RLIMIT_*, soft, hard}
 
@@ -31,6 +31,7 @@ struct PrivilegeSpec {
   std::vector<std::string> cap_drop;  // same forms
   SeccompMode seccomp = SeccompMode::default_profile;
   std::string seccomp_file;           // with SeccompMode::file: an OCI/Docker JSON seccomp profile
+  std::string seccomp_json;           // with SeccompMode::inline_json: the profile itself
   std::vector<std::string> ulimits;   // "nofile=1024:2048", "nproc=512", "core=0"
 };
 

@@ -7,6 +7,9 @@
 #include <set>
 #include <vector>
 
+#include "sandbox/capabilities.h"
+#include "sandbox/privileges.h"
+#include "sandbox/seccomp.h"
 #include "server/json.h"
 
 namespace fnexec::server {
@@ -295,7 +298,12 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
   spec.name = std::string(name);
   spec.limits.memory_bytes = 256 * MiB;
   spec.limits.cpus = 1.0;
-  spec.limits.pids = 256;
+  spec.limits.pids = defaults.pids_limit;
+  spec.user = defaults.user;
+  spec.read_only_rootfs = defaults.read_only_rootfs;
+  spec.cap_drop = defaults.cap_drop;
+  spec.seccomp_profile = defaults.seccomp_profile.empty() ? "default" : defaults.seccomp_profile;
+  spec.nofile = defaults.nofile;
   spec.lifecycle = defaults.lifecycle;
   spec.init_timeout = defaults.init_timeout;
   spec.idle_timeout = defaults.idle_timeout;
@@ -327,6 +335,41 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       if (!spec.workdir.empty() && spec.workdir[0] != '/') return field_error(k, "must be an absolute path");
     } else if (k == "user") {
       spec.user = FNEXEC_TRY(get_string(k, v));
+    } else if (k == "read_only_rootfs") {
+      bool b = false;
+      if (v.get_bool().get(b))
+        return field_error(k, fmt::format("must be true or false, got {}", type_name(v.type())));
+      spec.read_only_rootfs = b;
+    } else if (k == "cap_add" || k == "cap_drop") {
+      auto list = FNEXEC_TRY(get_string_array(k, v));
+      for (const auto& name : list) {
+        if (name == "ALL" || name == "all") continue;
+        if (auto cap = sandbox::capability_from_name(name, k); !cap)
+          return field_error(k, fmt::format("\"{}\" is not a capability (e.g. NET_ADMIN, CAP_SYS_PTRACE, ALL)", name));
+      }
+      (k == "cap_add" ? spec.cap_add : spec.cap_drop) = std::move(list);
+    } else if (k == "seccomp_profile") {
+      if (v.type() == element_type::OBJECT) {
+        // An inline profile is kept as its compact JSON text and compiled now, so a bad one is
+        // refused here with its path instead of at the first sandbox start.
+        spec.seccomp_profile = simdjson::minify(v);
+        if (auto f = sandbox::seccomp_filter_from_profile(spec.seccomp_profile, "seccomp_profile",
+                                                          sandbox::default_capabilities());
+            !f)
+          return std::unexpected(f.error());
+      } else {
+        spec.seccomp_profile = FNEXEC_TRY(get_string(k, v));
+        if (spec.seccomp_profile.empty()) spec.seccomp_profile = "default";
+        if (!spec.seccomp_profile.empty() && spec.seccomp_profile.front() == '{')
+          return field_error(k, "an inline profile is a JSON object, not a string");
+        if (auto r = sandbox::check_seccomp_profile_reference(spec.seccomp_profile); !r)
+          return std::unexpected(r.error());
+      }
+    } else if (k == "nofile") {
+      if (v.is_null())
+        spec.nofile.reset();  // as GET shows an unset limit
+      else
+        spec.nofile = FNEXEC_TRY(get_uint(k, v, 16, 1 << 20));
     } else if (k == "memory_mb") {
       spec.limits.memory_bytes = FNEXEC_TRY(get_uint(k, v, 4, 1 << 20)) * MiB;
     } else if (k == "cpus") {
@@ -362,7 +405,8 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
     } else {
       return fail(
           ErrorKind::invalid, "accept function", {},
-          fmt::format("unknown field \"{}\"; known: image, entrypoint, cmd, env, workdir, user, memory_mb, "
+          fmt::format("unknown field \"{}\"; known: image, entrypoint, cmd, env, workdir, user, "
+                      "read_only_rootfs, cap_add, cap_drop, seccomp_profile, nofile, memory_mb, "
                       "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
                       "max_output_bytes, max_log_bytes, lifecycle, max_events_per_sandbox, "
                       "init_timeout_ms",
@@ -395,6 +439,15 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
   w.key("cmd");
   s.cmd ? w.value(*s.cmd) : w.null();
   w.field("env", s.env).field("workdir", s.workdir).field("user", s.user);
+  w.field("read_only_rootfs", s.read_only_rootfs).field("cap_add", s.cap_add).field("cap_drop", s.cap_drop);
+  w.key("seccomp_profile");
+  // An inline profile goes back as the object it was given as.
+  if (!s.seccomp_profile.empty() && s.seccomp_profile.front() == '{')
+    w.raw(s.seccomp_profile);
+  else
+    w.value(s.seccomp_profile);
+  w.key("nofile");
+  s.nofile ? w.value(*s.nofile) : w.null();
   w.field("memory_mb", s.limits.memory_bytes.value_or(0) / MiB);
   w.field("cpus", s.limits.cpus.value_or(0));
   w.field("pids_limit", s.limits.pids.value_or(0));

@@ -52,6 +52,13 @@ struct FunctionDefaults {
   uint32_t max_events_per_sandbox = 0;  // applies to reuse functions only
   std::chrono::milliseconds init_timeout{10000};
   std::chrono::seconds idle_timeout{600};
+  // Security defaults for functions that do not say (fnexec.conf default_*).
+  std::string user;
+  bool read_only_rootfs = false;
+  std::vector<std::string> cap_drop;
+  std::string seccomp_profile;
+  std::optional<uint64_t> nofile;
+  uint64_t pids_limit = 256;
 };
 
 // Bounds on one function document (fnexec.conf max_* keys), so that a PUT costs memory and time in

@@ -8,6 +8,8 @@
 
 #include "cgroup/cgroup.h"
 #include "invoke/invocation.h"
+#include "sandbox/capabilities.h"
+#include "sandbox/seccomp.h"
 #include "util/fs.h"
 
 namespace fnexec::server {
@@ -22,14 +24,16 @@ std::string_view trim(std::string_view s) {
 
 const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",   "socket_group",
                                                  "listen",        "state_dir",     "cgroups",
-                                                 "cgroup_prefix", "max_sandboxes", "invocation_workers"};
+                                                 "cgroup_prefix", "max_sandboxes", "invocation_workers",
+                                                 "seccomp_profile_dir"};
 const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
     "log_level",            "default_lifecycle", "default_max_events_per_sandbox",
     "default_init_timeout", "default_idle_timeout", "max_function_bytes", "max_array_entries",
     "max_argv_bytes",       "max_env_entries",      "max_env_bytes",    "max_layer_bytes",
-    "max_image_bytes"};
+    "max_image_bytes",      "default_user",         "default_read_only_rootfs",
+    "default_cap_drop",     "default_seccomp_profile", "default_nofile", "default_pids_limit"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -166,6 +170,36 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       auto v = FNEXEC_TRY(parse_setting_millis(s));
       if (v.count() < 1 || v > std::chrono::hours(1)) return bad_value(s, "must be between 1ms and 1h");
       c.function_defaults.init_timeout = v;
+    } else if (k == "seccomp_profile_dir") {
+      if (s.value.empty() || s.value[0] != '/') return bad_value(s, "must be an absolute path");
+      c.seccomp_profile_dir = s.value;
+    } else if (k == "default_user") {
+      c.function_defaults.user = s.value;
+    } else if (k == "default_read_only_rootfs") {
+      if (s.value != "true" && s.value != "false") return bad_value(s, "must be true or false");
+      c.function_defaults.read_only_rootfs = s.value == "true";
+    } else if (k == "default_cap_drop") {
+      std::vector<std::string> caps;
+      for (size_t at = 0; at <= s.value.size();) {
+        size_t comma = std::min(s.value.find(',', at), s.value.size());
+        std::string name = s.value.substr(at, comma - at);
+        std::erase_if(name, [](char ch) { return ch == ' ' || ch == '\t'; });
+        if (!name.empty()) {
+          if (name != "ALL" && !sandbox::capability_from_name(name, k))
+            return bad_value(s, fmt::format("\"{}\" is not a capability (e.g. NET_RAW, ALL)", name));
+          caps.push_back(std::move(name));
+        }
+        at = comma + 1;
+      }
+      c.function_defaults.cap_drop = std::move(caps);
+    } else if (k == "default_seccomp_profile") {
+      if (auto r = sandbox::check_seccomp_profile_reference(s.value); !r || s.value.starts_with("{"))
+        return bad_value(s, "must be default, unconfined or the NAME of a profile in seccomp_profile_dir");
+      c.function_defaults.seccomp_profile = s.value;
+    } else if (k == "default_nofile") {
+      c.function_defaults.nofile = FNEXEC_TRY(parse_uint(s, 16, 1 << 20));
+    } else if (k == "default_pids_limit") {
+      c.function_defaults.pids_limit = FNEXEC_TRY(parse_uint(s, 1, 1 << 22));
     } else if (k == "default_idle_timeout") {
       auto v = FNEXEC_TRY(parse_setting_millis(s));
       if (v > std::chrono::hours(24 * 365)) return bad_value(s, "must be at most 365 days");

@@ -32,7 +32,8 @@ struct ServeConfig {
   // every sandbox cgroup under its prefix at start.
   std::string cgroup_prefix = "fnexec-serve";
   uint32_t max_sandboxes = 256;
-  uint32_t invocation_workers = 64;  // threads that run invocations; also the daemon-wide concurrency cap
+  uint32_t invocation_workers = 64;
+  std::filesystem::path seccomp_profile_dir = "/etc/fnexec/seccomp";  // NAME.json for seccomp_profile NAME  // threads that run invocations; also the daemon-wide concurrency cap
 
   // Reloaded on SIGHUP.
   std::filesystem::path token_file;

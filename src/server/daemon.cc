@@ -550,6 +550,7 @@ void Daemon::reload() {
             probe.state_dir != config_.state_dir || probe.cgroups != config_.cgroups ||
             probe.cgroup_prefix != config_.cgroup_prefix || probe.max_sandboxes != config_.max_sandboxes ||
             probe.invocation_workers != config_.invocation_workers ||
+            probe.seccomp_profile_dir != config_.seccomp_profile_dir ||
             probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group)
           spdlog::warn("reload: {} changed; it takes effect after a restart", s.key);
       }
@@ -696,7 +697,8 @@ Result<int> Daemon::run() {
   }
 
   store_.emplace(FNEXEC_TRY(image::Store::open(config_.state_dir)));
-  pools_ = FNEXEC_TRY(pool::PoolSet::create(*store_, cgroups_, {config_.max_sandboxes}));
+  pools_ = FNEXEC_TRY(
+      pool::PoolSet::create(*store_, cgroups_, {config_.max_sandboxes, config_.seccomp_profile_dir}));
 
   invocation_threads_ = std::make_unique<asio::thread_pool>(config_.invocation_workers);
   admin_threads_ = std::make_unique<asio::thread_pool>(2);

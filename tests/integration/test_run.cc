@@ -18,6 +18,7 @@
 
 #include "support/fixtures.h"
 #include "support/proc.h"
+#include "util/fs.h"
 
 namespace fnexec::test {
 namespace {
@@ -346,6 +347,26 @@ TEST_SUITE("run") {
       CHECK(r.exit_code == 0);
       CHECK(r.out.find("mount EPERM") != std::string::npos);
       CHECK(r.out.find("ptrace_pid1 EPERM") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("--security-opt: seccomp=unconfined and seccomp=FILE, no-new-privileges; others are refused") {
+    CHECK(sh("grep Seccomp: /proc/self/status").out == "Seccomp:\t2\n");
+    CHECK(sh("grep Seccomp: /proc/self/status", {"--security-opt", "seccomp=unconfined"}).out == "Seccomp:\t0\n");
+    auto nnp = sh("grep NoNewPrivs: /proc/self/status", {"--security-opt", "no-new-privileges"});
+    CHECK(nnp.out == "NoNewPrivs:\t1\n");
+    auto dir = fnexec::fs::TempDir::make("/tmp", "fnexec-sec-seccomp-");
+    REQUIRE(dir);
+    auto profile = dir->path() / "p.json";
+    REQUIRE(fnexec::fs::write_file_atomic(
+        profile, R"({"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["uname"],"action":"SCMP_ACT_ERRNO"}]})"));
+    std::vector<std::string> with_profile{"--security-opt", "seccomp=" + profile.string()};
+    CHECK(sh("uname -s", with_profile).out == "\n");  // busybox prints an empty name when uname fails
+    for (const std::string bad : {"label=disable", "no-new-privileges=false", "seccomp="}) {
+      auto r = sh("true", {"--security-opt", bad});
+      INFO(bad, ": ", r.err);
+      CHECK(r.exit_code != 0);
+      CHECK(r.err.find("cannot use --security-opt " + bad) != std::string::npos);
     }
   }
 

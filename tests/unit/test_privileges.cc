@@ -191,7 +191,7 @@ constexpr const char* kDockerLike = R"({
     {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}
   ],
   "syscalls": [
-    {"names": ["read", "write", "exit_group", "execve", "not_a_syscall_anywhere"], "action": "SCMP_ACT_ALLOW"},
+    {"names": ["read", "write", "exit_group", "execve", "cachestat", "mseal"], "action": "SCMP_ACT_ALLOW"},
     {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
      "args": [{"index": 0, "value": 0, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]},
     {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
@@ -266,12 +266,14 @@ TEST_CASE("seccomp profiles: a bad one names the file and the problem") {
        "architectures[0]: unknown architecture 'SCMP_ARCH_Z80'"},
       {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]})",
        "SCMP_ACT_NOTIFY needs a seccomp agent"},
+      {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read", "raed"], "action": "SCMP_ACT_ERRNO"}]})",
+       "syscalls[0].names[1]: unknown syscall 'raed'"},
   };
   for (const auto& c : cases) {
     auto r = seccomp_filter_from_profile(c.json, "/etc/fn/profile.json", 0);
     REQUIRE_MESSAGE(!r, c.json);
     std::string m = message_of(r.error());
-    CHECK_MESSAGE(m.starts_with("cannot use --seccomp /etc/fn/profile.json: "), m);
+    CHECK_MESSAGE(m.starts_with("cannot use seccomp profile /etc/fn/profile.json: "), m);
     CHECK_MESSAGE(m.find(c.detail) != std::string::npos, m);
     CHECK(r.error().kind == ErrorKind::invalid);
   }
@@ -314,7 +316,7 @@ TEST_CASE("prepare_privileges: defaults, and errors that name the flag or file")
   auto m = prepare_privileges(missing);
   REQUIRE(!m);
   CHECK(message_of(m.error()) ==
-        "cannot use --seccomp: open /nonexistent/profile.json: No such file or directory");
+        "cannot use seccomp profile: open /nonexistent/profile.json: No such file or directory");
 
   auto dir = fs::TempDir::make("/tmp", "fnexec-unit-seccomp-");
   REQUIRE(dir);
@@ -324,7 +326,7 @@ TEST_CASE("prepare_privileges: defaults, and errors that name the flag or file")
   bad_profile.seccomp = SeccompMode::file;
   bad_profile.seccomp_file = bad_file.string();
   CHECK(message_of(prepare_privileges(bad_profile).error()) ==
-        "cannot use --seccomp " + bad_file.string() + ": syscalls[0]: expected an object");
+        "cannot use seccomp profile " + bad_file.string() + ": syscalls[0]: expected an object");
 
   auto good_file = dir->path() / "good.json";
   REQUIRE(fs::write_file_atomic(good_file, kDockerLike));
