@@ -194,8 +194,8 @@ Result<std::optional<net::Attachment>> make_network(const RunOptions& o, sandbox
 }
 
 // The traffic of a bridge sandbox into its record; a failed read is reported, not fatal.
-void record_traffic(std::optional<net::Attachment>& network, invoke::InvocationRecord& rec) {
-  if (!network) return;
+void record_traffic(const RunOptions& o, std::optional<net::Attachment>& network, invoke::InvocationRecord& rec) {
+  if (!network || !o.report) return;  // two nftables round trips only when someone reads them
   auto c = network->counters();
   if (!c) {
     report(c.error());
@@ -316,7 +316,7 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Att
       auto out = session->run_event(std::to_string(n), event, timeout);
       if (!out) return report(out.error());
       out->record.cgroup_mode = std::string(cgroup::to_string(mode));
-      record_traffic(network, out->record);
+      record_traffic(o, network, out->record);
       std::fputs(out->log.c_str(), stderr);
       std::fwrite(out->output.data(), 1, out->output.size(), stdout);
       if (events) std::fputc('\n', stdout);
@@ -382,7 +382,7 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
   }
   if (!rec) return report(rec.error());
   rec->cgroup_mode = std::string(cgroup::to_string(mode));
-  record_traffic(*network, *rec);
+  record_traffic(o, *network, *rec);
   if (rec->setup_error) std::fprintf(stderr, "fnexec: %s\n", rec->setup_error->message().c_str());
   if (rec->timed_out)
     std::fprintf(stderr, "fnexec: %s timed out after %s\n", spec->image_name.c_str(), o.timeout->c_str());

@@ -15,6 +15,8 @@
 
 #include "net/address.h"
 #include "net/lease.h"
+#include "net/link.h"
+#include "net/nft.h"
 #include "sandbox/spec.h"
 #include "util/error.h"
 
@@ -60,6 +62,9 @@ class Attachment {
   Attachment() = default;
   void teardown();
   BridgeConfig config_;
+  // Kept from prepare() to teardown: an nftables context costs more to make than a transaction.
+  std::optional<Netlink> netlink_;
+  std::optional<Nft> nft_;
   std::optional<Lease> lease_;
   std::optional<std::filesystem::path> etc_dir_;  // the generated hosts and resolv.conf
   std::string veth_;

@@ -158,8 +158,14 @@ Result<int> Netlink::ensure_bridge(const std::string& name, uint32_t gateway, co
 
 Result<> Netlink::add_veth(const std::string& host_name, const std::string& peer_name, pid_t pid,
                            int bridge_ifindex) {
-  if (int rc = rtnl_link_veth_add(sock_.get(), host_name.c_str(), peer_name.c_str(), pid); rc < 0)
-    return nl_fail("create veth pair", host_name, rc);
+  int rc = rtnl_link_veth_add(sock_.get(), host_name.c_str(), peer_name.c_str(), pid);
+  if (rc == -NLE_EXIST) {
+    // The previous holder of this address ended, and the kernel has not yet deleted its veth
+    // with its namespace (that runs in a work queue): delete it now and retry once.
+    FNEXEC_TRY(delete_link(host_name));
+    rc = rtnl_link_veth_add(sock_.get(), host_name.c_str(), peer_name.c_str(), pid);
+  }
+  if (rc < 0) return nl_fail("create veth pair", host_name, rc);
   int index = FNEXEC_TRY(ifindex(host_name));
   if (index == 0)
     return fail(ErrorKind::internal, "create veth pair", host_name, "host end missing after creation");

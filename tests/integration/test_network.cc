@@ -114,7 +114,14 @@ struct NetworkLab {
   }
   // What a finished run may not leave: veths, lease files, per-sandbox nftables chains.
   void expect_nothing_left() {
-    auto links = run({"ip", "-n", host, "-o", "link"}).out;
+    // The kernel deletes a veth with the sandbox's namespace from a work queue, shortly after the
+    // run ends (fnexec does not wait for it): wait for that, a bounded while.
+    std::string links;
+    for (int i = 0; i < 200; ++i) {
+      links = run({"ip", "-n", host, "-o", "link"}).out;
+      if (links.find(": fx") == std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     CHECK_MESSAGE(links.find(": fx") == std::string::npos, links);
     size_t leases = 0;
     for (const auto& e : stdfs::directory_iterator(stdfs::path("/run/fnexec/net") / bridge))
