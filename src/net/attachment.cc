@@ -211,9 +211,10 @@ Result<Attachment> Attachment::prepare(const BridgeConfig& config, const std::st
 
   Attachment a;
   a.config_ = config;
+  a.lease_.emplace(FNEXEC_TRY(Lease::take(dir, config.subnet, clean)));
+  // After take(): clean uses them.
   a.netlink_.emplace(std::move(nl));
   a.nft_.emplace(std::move(nft));
-  a.lease_.emplace(FNEXEC_TRY(Lease::take(dir, config.subnet, clean)));
   uint32_t ip = a.lease_->address();
   a.veth_ = veth_name(ip);
   auto etc = etc_dir(config, ip);
@@ -243,7 +244,9 @@ Attachment::~Attachment() {
 void Attachment::teardown() {
   if (!lease_) return;
   uint32_t ip = lease_->address();
-  Result<> removed = remove_sandbox_state(*netlink_, *nft_, config_, ip, true);
+  Result<> removed = netlink_ && nft_
+                         ? remove_sandbox_state(*netlink_, *nft_, config_, ip, true)
+                         : fail(ErrorKind::internal, "remove network state", {}, "no netlink socket");
   if (!removed) {
     // The lease file stays (unlocked once we exit), so the next setup on this bridge retries.
     spdlog::warn("fnexec: cannot remove network state of {}: {}", format_ipv4(ip), removed.error().message());
