@@ -142,8 +142,31 @@ Result<> Netlink::set_port_isolated(int ifindex) {
   return {};
 }
 
+Result<> Netlink::check_bridge_subnet(const std::string& name, int index, uint32_t gateway,
+                                      const Ipv4Net& subnet) {
+  nl_cache* raw = nullptr;
+  if (int rc = rtnl_addr_alloc_cache(sock_.get(), &raw); rc < 0) return nl_fail("list addresses", name, rc);
+  CachePtr cache(raw);
+  std::string found;
+  for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
+    auto* addr = reinterpret_cast<rtnl_addr*>(o);
+    nl_addr* local = rtnl_addr_get_local(addr);
+    if (rtnl_addr_get_ifindex(addr) != index || rtnl_addr_get_family(addr) != AF_INET || !local) continue;
+    uint32_t be;
+    std::memcpy(&be, nl_addr_get_binary_addr(local), 4);
+    if (ntohl(be) == gateway && rtnl_addr_get_prefixlen(addr) == subnet.prefix) return {};
+    found = format_ipv4(ntohl(be)) + "/" + std::to_string(rtnl_addr_get_prefixlen(addr));
+  }
+  // A bridge without an IPv4 address gets ours; one with another subnet is someone else's choice.
+  if (found.empty()) return {};
+  return fail(ErrorKind::exists, "use bridge", name,
+              "it exists with address " + found + ", not in --bridge-subnet " + subnet.to_string() +
+                  "; pass its subnet or another --bridge");
+}
+
 Result<int> Netlink::ensure_bridge(const std::string& name, uint32_t gateway, const Ipv4Net& subnet) {
   int index = FNEXEC_TRY(ifindex(name));
+  if (index != 0) FNEXEC_TRY(check_bridge_subnet(name, index, gateway, subnet));
   if (index == 0) {
     FNEXEC_TRY(check_no_route_overlap(subnet));
     if (int rc = rtnl_link_bridge_add(sock_.get(), name.c_str()); rc < 0 && rc != -NLE_EXIST)

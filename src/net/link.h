@@ -46,6 +46,7 @@ class Netlink {
   Result<> set_up(int ifindex, int master = 0);
   Result<> add_address(int ifindex, uint32_t address, int prefix);
   Result<> set_port_isolated(int ifindex);
+  Result<> check_bridge_subnet(const std::string& name, int index, uint32_t gateway, const Ipv4Net& subnet);
   std::unique_ptr<nl_sock, Free> sock_;
 };
 

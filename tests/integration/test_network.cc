@@ -276,6 +276,14 @@ TEST_SUITE("network") {
     CHECK(run({"ip", "-n", lab().host, "link", "show", other}).exit_code != 0);
     std::error_code ec;
     stdfs::remove_all(stdfs::path("/run/fnexec/net") / other, ec);
+    // The suite's bridge exists with 10.230.0.1/24: another subnet for it is refused.
+    REQUIRE(lab().sandbox({}, {"true"}).exit_code == 0);
+    auto mismatch =
+        run({"nsenter", "--net=/run/netns/" + lab().host, fnexec_bin().string(), "--root",
+             lab().state.string(), "run", "--rootfs", "--network", "bridge", "--bridge", lab().bridge,
+             "--bridge-subnet", "10.240.0.0/24", lab().rootfs.string(), "--", "true"});
+    CHECK(mismatch.exit_code != 0);
+    CHECK(mismatch.err.find("it exists with address 10.230.0.1/24") != std::string::npos);
     lab().expect_nothing_left();
   }
 }
