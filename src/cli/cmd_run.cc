@@ -19,6 +19,7 @@
 #include "image/store.h"
 #include "invoke/invocation.h"
 #include "invoke/session.h"
+#include "net/attachment.h"
 #include "pool/pool.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
@@ -33,6 +34,8 @@ namespace stdfs = std::filesystem;
 
 struct RunOptions {
   std::vector<std::string> env, env_files, tmpfs, volumes, cap_add, cap_drop, ulimits, security_opts;
+  std::vector<std::string> dns, add_hosts, egress_allow, egress_deny;
+  std::string egress_default = "allow", bridge = "fnexec0", bridge_subnet = "10.87.0.0/16";
   std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit, events;
   std::string lifecycle = "oneshot", init_timeout = "10s";
   std::string cgroups = "auto";
@@ -181,12 +184,45 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
   } else if (o.userns != "host") {
     return fail(ErrorKind::invalid, "use --userns", o.userns, "expected host or auto");
   }
-  if (o.net != "none")
-    return fail(ErrorKind::invalid, "use --net", o.net,
-                "only none (a private network namespace with lo) is supported");
+  if (o.net != "none" && o.net != "bridge")
+    return fail(ErrorKind::invalid, "use --network", o.net,
+                "expected none (a private network namespace with lo) or bridge (a veth on a NATed bridge)");
   spec.network = sandbox::Network::loopback;
   spec.mount_dir = stdfs::path(g.root) / "mnt";
   return spec;
+}
+
+// --network bridge: the sandbox's lease, /etc files and (after launch) veth and egress chain.
+Result<std::optional<net::Attachment>> make_network(const RunOptions& o, sandbox::SandboxSpec& spec) {
+  bool has_net_options = !o.dns.empty() || !o.add_hosts.empty() || !o.egress_allow.empty() ||
+                         !o.egress_deny.empty() || o.egress_default != "allow";
+  if (o.net != "bridge") {
+    if (has_net_options)
+      return fail(ErrorKind::invalid, "use --dns, --add-host or --egress-*", {}, "they need --network bridge");
+    return std::optional<net::Attachment>{};
+  }
+  net::BridgeConfig config;
+  config.bridge = o.bridge;
+  config.subnet = FNEXEC_TRY(net::parse_ipv4_net(o.bridge_subnet));
+  for (const auto& d : o.dns) config.dns.push_back(FNEXEC_TRY(net::parse_ipv4(d)));
+  for (const auto& h : o.add_hosts) config.extra_hosts.push_back(FNEXEC_TRY(net::parse_host_entry(h)));
+  for (const auto& r : o.egress_allow) config.egress.allow.push_back(FNEXEC_TRY(net::parse_egress_rule(r)));
+  for (const auto& r : o.egress_deny) config.egress.deny.push_back(FNEXEC_TRY(net::parse_egress_rule(r)));
+  config.egress.fallback = FNEXEC_TRY(net::parse_egress_default(o.egress_default));
+  auto attachment = FNEXEC_TRY(net::Attachment::prepare(config, spec.hostname));
+  for (auto& v : attachment.volumes()) spec.volumes.push_back(std::move(v));
+  return std::optional<net::Attachment>(std::move(attachment));
+}
+
+// The traffic of a bridge sandbox into its record; a failed read is reported, not fatal.
+void record_traffic(const RunOptions& o, std::optional<net::Attachment>& network, invoke::InvocationRecord& rec) {
+  if (!network || !o.report) return;  // two nftables round trips only when someone reads them
+  auto c = network->counters();
+  if (!c) {
+    report(c.error());
+    return;
+  }
+  rec.network = invoke::InvocationRecord::Traffic{c->bytes_out, c->packets_out, c->bytes_in, c->packets_in};
 }
 
 // The sandbox's cgroup: limits and accounting. nullptr with --cgroups=disabled.
@@ -236,7 +272,8 @@ std::string framed_record_json(const invoke::EventOutcome& e, pool::Lifecycle li
 
 // fresh: the one event is stdin, its result goes to stdout byte for byte. reuse: each line of
 // --events (- for stdin; without it, stdin is one event) is one event, each result one line.
-int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, pool::Lifecycle lifecycle) {
+int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Attachment>& network,
+               pool::Lifecycle lifecycle) {
   if (lifecycle == pool::Lifecycle::fresh && o.events)
     return report(Error{ErrorKind::invalid, 0, "use --events", {}, "fresh answers one event (stdin); use --lifecycle reuse"});
   auto init_timeout = invoke::parse_duration(o.init_timeout);
@@ -269,6 +306,9 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, pool::Lifecycle lifecy
   {
     auto sb = sandbox::Sandbox::launch(spec);
     if (!sb) return report(sb.error());
+    if (network) {
+      if (auto up = network->connect(sb->pid(), sb->pidfd()); !up) return report(up.error());
+    }
     if (auto go = sb->go(); !go) return report(go.error());
     auto session = invoke::FramedSession::attach(&*sb, cg->get(), {});
     if (!session) return report(session.error());
@@ -297,6 +337,7 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, pool::Lifecycle lifecy
       auto out = session->run_event(std::to_string(n), event, timeout);
       if (!out) return report(out.error());
       out->record.cgroup_mode = std::string(cgroup::to_string(mode));
+      record_traffic(o, network, out->record);
       std::fputs(out->log.c_str(), stderr);
       std::fwrite(out->output.data(), 1, out->output.size(), stdout);
       if (events) std::fputc('\n', stdout);
@@ -331,10 +372,13 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
     return report(Error{ErrorKind::invalid, 0, "use --events", {}, "it needs --lifecycle reuse"});
   auto spec = build_spec(g, o, rest);
   if (!spec) return report(spec.error());
+  // Before the sandbox: its destructor tears the network down after the sandbox is gone.
+  auto network = make_network(o, *spec);
+  if (!network) return report(network.error());
   if (*lifecycle != pool::Lifecycle::oneshot) {
     if (o.no_init)
       return report(Error{ErrorKind::invalid, 0, "use --no-init", {}, "fresh and reuse need fnexec's init"});
-    return run_framed(o, *spec, *lifecycle);
+    return run_framed(o, *spec, *network, *lifecycle);
   }
   invoke::WaitOptions wait;
   wait.forward_signals = true;
@@ -350,12 +394,16 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
 
   auto sb = sandbox::Sandbox::launch(*spec);
   if (!sb) return report(sb.error());
+  if (*network) {
+    if (auto up = (*network)->connect(sb->pid(), sb->pidfd()); !up) return report(up.error());
+  }
   auto rec = invoke::run_invocation(*sb, cg->get(), wait);
   if (*cg) {
     if (auto d = (*cg)->destroy(); !d) report(d.error());
   }
   if (!rec) return report(rec.error());
   rec->cgroup_mode = std::string(cgroup::to_string(mode));
+  record_traffic(o, *network, *rec);
   if (rec->setup_error) std::fprintf(stderr, "fnexec: %s\n", rec->setup_error->message().c_str());
   if (rec->timed_out)
     std::fprintf(stderr, "fnexec: %s timed out after %s\n", spec->image_name.c_str(), o.timeout->c_str());
@@ -391,7 +439,19 @@ void add_run_command(CLI::App& app, Globals& g) {
   sub->add_option("--tmpfs", o->tmpfs, "PATH[:SIZE|:OPTIONS] mount a tmpfs")->allow_extra_args(false);
   sub->add_option("-v,--volume", o->volumes, "HOSTDIR:DIR[:ro] bind a host path")->allow_extra_args(false);
   sub->add_option("--userns", o->userns, "host, or auto: root inside maps to an unprivileged host range");
-  sub->add_option("--net,--network", o->net, "none: private network namespace with lo up (default)");
+  sub->add_option("--net,--network", o->net,
+                  "none: private network namespace with lo up (default); bridge: a veth on a NATed bridge");
+  sub->add_option("--bridge", o->bridge, "bridge mode: the bridge to attach to (default fnexec0)");
+  sub->add_option("--bridge-subnet", o->bridge_subnet, "bridge mode: the bridge's IPv4 subnet (default 10.87.0.0/16)");
+  sub->add_option("--dns", o->dns, "bridge mode: a nameserver for the sandbox's /etc/resolv.conf")
+      ->allow_extra_args(false);
+  sub->add_option("--add-host", o->add_hosts, "bridge mode: NAME:IP added to the sandbox's /etc/hosts")
+      ->allow_extra_args(false);
+  sub->add_option("--egress-allow", o->egress_allow, "bridge mode: CIDR[:PORT] the sandbox may reach")
+      ->allow_extra_args(false);
+  sub->add_option("--egress-deny", o->egress_deny, "bridge mode: CIDR[:PORT] the sandbox may not reach")
+      ->allow_extra_args(false);
+  sub->add_option("--egress-default", o->egress_default, "bridge mode: allow (default) or deny what no rule names");
   sub->add_option("--seccomp", o->seccomp, "default, unconfined or a JSON profile file");
   sub->add_option("--security-opt", o->security_opts,
                   "seccomp=FILE|unconfined|default, or no-new-privileges (podman's flag)")

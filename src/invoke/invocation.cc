@@ -58,6 +58,11 @@ std::string to_json(const InvocationRecord& r) {
   j += std::string(",\"timed_out\":") + (r.timed_out ? "true" : "false");
   j += ",\"cgroup_mode\":\"" + r.cgroup_mode + "\"";
   j += std::string(",\"memory_peak_includes_setup\":") + (r.memory_peak_includes_setup ? "true" : "false");
+  if (r.network)
+    j += ",\"network\":{\"bytes_out\":" + std::to_string(r.network->bytes_out) +
+         ",\"packets_out\":" + std::to_string(r.network->packets_out) +
+         ",\"bytes_in\":" + std::to_string(r.network->bytes_in) +
+         ",\"packets_in\":" + std::to_string(r.network->packets_in) + "}";
   return j + "}";
 }
 

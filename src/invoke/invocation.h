@@ -31,9 +31,14 @@ struct InvocationRecord {
   bool memory_peak_includes_setup = false;
   std::string cgroup_mode = "disabled";
   std::optional<Error> setup_error;  // set when exit_code is 125, 126 or 127 because of setup
+  // Network mode bridge only: the sandbox's traffic from fnexec's nftables counters.
+  struct Traffic {
+    uint64_t bytes_out = 0, packets_out = 0, bytes_in = 0, packets_in = 0;
+  };
+  std::optional<Traffic> network;
 };
 
-// {"wall_us":..,"cpu_user_us":..|null,...}
+// {"wall_us":..,"cpu_user_us":..|null,...}; "network":{..} only when the record has traffic counters
 std::string to_json(const InvocationRecord& r);
 
 struct WaitOptions {

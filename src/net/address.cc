@@ -1,0 +1,129 @@
+#include "net/address.h"
+
+#include <arpa/inet.h>
+
+#include <charconv>
+
+namespace fnexec::net {
+
+namespace {
+
+Result<unsigned> parse_number(std::string_view text, unsigned max, std::string_view what,
+                              std::string_view whole) {
+  unsigned n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || n > max)
+    return fail(ErrorKind::invalid, "parse " + std::string(what), std::string(whole),
+                "expected a number from 0 to " + std::to_string(max));
+  return n;
+}
+
+std::string rule_match(const EgressRule& r) {
+  std::string m = "ip daddr " + r.destination.to_string();
+  if (r.port) m += " meta l4proto { tcp, udp } th dport " + std::to_string(*r.port);
+  return m;
+}
+
+bool inside_always_denied(const EgressRule& r, const std::vector<Ipv4Net>& denied) {
+  for (const auto& d : denied)
+    if (d.contains(r.destination)) return true;
+  return false;
+}
+
+}  // namespace
+
+std::string Ipv4Net::to_string() const {
+  return format_ipv4(address) + "/" + std::to_string(prefix);
+}
+
+Result<uint32_t> parse_ipv4(std::string_view text) {
+  in_addr a{};
+  std::string s(text);
+  if (::inet_pton(AF_INET, s.c_str(), &a) != 1)
+    return fail(ErrorKind::invalid, "parse IPv4 address", s, "expected four numbers like 10.87.0.1");
+  return ntohl(a.s_addr);
+}
+
+std::string format_ipv4(uint32_t ip) {
+  char buf[INET_ADDRSTRLEN];
+  in_addr a{htonl(ip)};
+  ::inet_ntop(AF_INET, &a, buf, sizeof buf);
+  return buf;
+}
+
+Result<Ipv4Net> parse_ipv4_net(std::string_view text) {
+  auto slash = text.find('/');
+  Ipv4Net net;
+  auto ip = parse_ipv4(text.substr(0, slash));
+  if (!ip)
+    return fail(ErrorKind::invalid, "parse CIDR", std::string(text),
+                "expected ADDRESS/PREFIX like 10.87.0.0/16");
+  if (slash != std::string_view::npos)
+    net.prefix = static_cast<int>(FNEXEC_TRY(parse_number(text.substr(slash + 1), 32, "CIDR prefix", text)));
+  net.address = *ip & net.mask();
+  if (net.address != *ip)
+    return fail(ErrorKind::invalid, "parse CIDR", std::string(text),
+                "host bits are set; the network is " + net.to_string());
+  return net;
+}
+
+Result<EgressRule> parse_egress_rule(std::string_view text) {
+  EgressRule rule;
+  auto colon = text.find(':');
+  rule.destination = FNEXEC_TRY(parse_ipv4_net(text.substr(0, colon)));
+  if (colon != std::string_view::npos) {
+    auto port = FNEXEC_TRY(parse_number(text.substr(colon + 1), 65535, "egress port", text));
+    if (port == 0)
+      return fail(ErrorKind::invalid, "parse egress port", std::string(text), "port 0 matches nothing");
+    rule.port = static_cast<uint16_t>(port);
+  }
+  return rule;
+}
+
+Result<EgressDefault> parse_egress_default(std::string_view text) {
+  if (text == "allow") return EgressDefault::allow;
+  if (text == "deny") return EgressDefault::deny;
+  return fail(ErrorKind::invalid, "use --egress-default", std::string(text), "expected allow or deny");
+}
+
+std::vector<Ipv4Net> always_denied(const Ipv4Net& subnet) {
+  return {Ipv4Net{0xA9FE0000u, 16}, subnet};  // 169.254.0.0/16
+}
+
+std::vector<std::string> egress_chain_rules(const EgressPolicy& policy, const Ipv4Net& subnet) {
+  auto denied = always_denied(subnet);
+  std::vector<std::string> rules;
+  for (const auto& r : policy.deny) rules.push_back(rule_match(r) + " drop");
+  for (const auto& r : policy.allow)
+    if (inside_always_denied(r, denied)) rules.push_back(rule_match(r) + " accept");
+  for (const auto& d : denied) rules.push_back("ip daddr " + d.to_string() + " drop");
+  // A host address is reachable only through an allow rule naming that one address (/32).
+  for (const auto& r : policy.allow)
+    if (!inside_always_denied(r, denied) && r.destination.prefix == 32)
+      rules.push_back(rule_match(r) + " accept");
+  rules.push_back("fib daddr type local drop");
+  for (const auto& r : policy.allow)
+    if (!inside_always_denied(r, denied) && r.destination.prefix != 32)
+      rules.push_back(rule_match(r) + " accept");
+  rules.push_back(policy.fallback == EgressDefault::allow ? "accept" : "drop");
+  return rules;
+}
+
+}  // namespace fnexec::net
+
+namespace fnexec::net {
+
+Result<HostEntry> parse_host_entry(std::string_view text) {
+  auto colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0)
+    return fail(ErrorKind::invalid, "parse --add-host", std::string(text), "expected NAME:IP");
+  HostEntry e{std::string(text.substr(0, colon)), 0};
+  if (e.name.find_first_of(" \t\n#") != std::string::npos)
+    return fail(ErrorKind::invalid, "parse --add-host", std::string(text), "the name has blanks or #");
+  auto ip = parse_ipv4(text.substr(colon + 1));
+  if (!ip) return std::unexpected(ip.error().context("parse --add-host " + std::string(text)));
+  e.address = *ip;
+  return e;
+}
+
+}  // namespace fnexec::net

@@ -1,0 +1,72 @@
+// IPv4 networks and egress rules as the user writes them (CIDR, CIDR:PORT): parsing, arithmetic
+// and the nftables rule text of an egress policy. Pure functions, no kernel calls.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/error.h"
+
+namespace fnexec::net {
+
+// An IPv4 network in host byte order; address holds the network with host bits cleared.
+struct Ipv4Net {
+  uint32_t address = 0;
+  int prefix = 32;
+
+  uint32_t mask() const { return prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix); }
+  uint32_t broadcast() const { return address | ~mask(); }
+  bool contains(uint32_t ip) const { return (ip & mask()) == address; }
+  bool contains(const Ipv4Net& other) const { return other.prefix >= prefix && contains(other.address); }
+  bool overlaps(const Ipv4Net& other) const { return contains(other.address) || other.contains(address); }
+  std::string to_string() const;  // "10.87.0.0/16"
+  bool operator==(const Ipv4Net&) const = default;
+};
+
+Result<uint32_t> parse_ipv4(std::string_view text);
+std::string format_ipv4(uint32_t ip);
+// "10.0.0.0/8", or a bare address as /32. Host bits set ("10.0.0.1/8") are refused: they are
+// almost always a typo for another network.
+Result<Ipv4Net> parse_ipv4_net(std::string_view text);
+
+// CIDR[:PORT]: one destination of --egress-allow / --egress-deny; a port applies to TCP and UDP.
+struct EgressRule {
+  Ipv4Net destination;
+  std::optional<uint16_t> port;
+  bool operator==(const EgressRule&) const = default;
+};
+Result<EgressRule> parse_egress_rule(std::string_view text);
+
+enum class EgressDefault { allow, deny };
+Result<EgressDefault> parse_egress_default(std::string_view text);
+
+struct EgressPolicy {
+  std::vector<EgressRule> allow, deny;
+  EgressDefault fallback = EgressDefault::allow;
+};
+
+// Destinations a sandbox never reaches unless an allow rule names them (or a network inside them)
+// explicitly: link-local (cloud metadata at 169.254.169.254) and the sandbox subnet itself
+// (other sandboxes). The host's own addresses are refused by a `fib daddr type local` rule.
+std::vector<Ipv4Net> always_denied(const Ipv4Net& subnet);
+
+// The body of a sandbox's egress chain, one nftables rule per line, first match wins:
+// deny rules; allow rules inside an always-denied range; the always-denied ranges; allow rules for
+// one address (/32); the host's own addresses; the other allow rules; the default.
+std::vector<std::string> egress_chain_rules(const EgressPolicy& policy, const Ipv4Net& subnet);
+
+}  // namespace fnexec::net
+
+namespace fnexec::net {
+
+// NAME:IP of --add-host, an /etc/hosts line in the sandbox.
+struct HostEntry {
+  std::string name;
+  uint32_t address = 0;
+};
+Result<HostEntry> parse_host_entry(std::string_view text);
+
+}  // namespace fnexec::net

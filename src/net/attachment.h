@@ -1,0 +1,77 @@
+// A sandbox on the bridge: its address lease, veth pair, egress chain and generated /etc files,
+// each undone by the destructor. Made in two steps around Sandbox::launch: prepare() before
+// (the lease decides /etc/hosts, which is mounted by the sandbox's setup), connect() after, while
+// the sandbox is parked (so a pool pays for it before the invocation, not during).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "net/address.h"
+#include "net/lease.h"
+#include "net/link.h"
+#include "net/nft.h"
+#include "sandbox/spec.h"
+#include "util/error.h"
+
+namespace fnexec::net {
+
+struct BridgeConfig {
+  std::string bridge = "fnexec0";
+  Ipv4Net subnet{0x0A570000u, 16};  // 10.87.0.0/16
+  std::vector<uint32_t> dns;        // empty: the host's non-loopback nameservers
+  std::vector<HostEntry> extra_hosts;
+  EgressPolicy egress;
+  std::filesystem::path state_dir = "/run/fnexec/net";
+};
+
+// Fails when the bridge name is no valid interface name.
+Result<> check_bridge_name(const std::string& name);
+
+struct TrafficCounters {
+  uint64_t bytes_out = 0, packets_out = 0;  // sent by the sandbox (counted before the egress verdict)
+  uint64_t bytes_in = 0, packets_in = 0;    // routed to the sandbox
+};
+
+class Attachment {
+ public:
+  // Takes the bridge lock, removes what dead owners left, makes the bridge and fnexec's nftables
+  // chains for it when missing, leases an address and writes /etc/hosts and /etc/resolv.conf.
+  static Result<Attachment> prepare(const BridgeConfig& config, const std::string& hostname);
+  Attachment(Attachment&&) noexcept;
+  Attachment& operator=(Attachment&&) = delete;
+  ~Attachment();
+
+  // Read-only binds of the generated /etc/hosts and /etc/resolv.conf, for the SandboxSpec.
+  std::vector<sandbox::Volume> volumes() const;
+  // The veth pair (eth0 in the sandbox, isolated bridge port outside), the sandbox's address and
+  // default route, and its egress chain. pid/pidfd: the sandbox's PID 1, parked before go.
+  Result<> connect(pid_t pid, int pidfd);
+  Result<TrafficCounters> counters();
+
+  uint32_t address() const;
+  const std::string& host_veth() const { return veth_; }
+
+ private:
+  Attachment() = default;
+  void teardown();
+  BridgeConfig config_;
+  // Kept from prepare() to teardown: an nftables context costs more to make than a transaction.
+  std::optional<Netlink> netlink_;
+  std::optional<Nft> nft_;
+  std::optional<Lease> lease_;
+  std::optional<std::filesystem::path> etc_dir_;  // the generated hosts and resolv.conf
+  std::string veth_;
+};
+
+// Removes the veths, nftables chains and lease files that dead fnexec processes left on a bridge
+// (daemon start-up; Attachment::prepare does it too).
+Result<> clean_stale(const BridgeConfig& config);
+
+}  // namespace fnexec::net

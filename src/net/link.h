@@ -1,0 +1,53 @@
+// Links, addresses and routes through libnl-route (netlink): the bridge, a sandbox's veth pair
+// and the sandbox side's address and default route.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include "net/address.h"
+#include "util/error.h"
+
+struct nl_sock;
+
+namespace fnexec::net {
+
+class Netlink {
+ public:
+  // A NETLINK_ROUTE socket in our own network namespace.
+  static Result<Netlink> connect();
+  // A socket in the network namespace of the process behind pidfd: a socket's namespace is fixed
+  // when it is created, so this thread enters that namespace only for socket() and comes back.
+  static Result<Netlink> connect_in(int pidfd);
+
+  // 0 when there is no such link.
+  Result<int> ifindex(const std::string& name);
+  // The bridge NAME with address GATEWAY/PREFIX, up; made when missing. A new bridge's subnet
+  // must not overlap a route the host already has.
+  Result<int> ensure_bridge(const std::string& name, uint32_t gateway, const Ipv4Net& subnet);
+  // Fails naming the route when a route of the main table (other than the default) overlaps subnet.
+  Result<> check_no_route_overlap(const Ipv4Net& subnet);
+  // A veth pair: HOST_NAME here, attached to the bridge as an isolated port (no traffic to other
+  // isolated ports, that is, to other sandboxes) and up; PEER_NAME in the network namespace of pid.
+  Result<> add_veth(const std::string& host_name, const std::string& peer_name, pid_t pid,
+                    int bridge_ifindex);
+  // Removes a link; a link that is already gone is fine.
+  Result<> delete_link(const std::string& name);
+  // In a sandbox's namespace: lo and NAME up, ADDRESS/PREFIX on NAME, default route via gateway.
+  Result<> configure_interface(const std::string& name, uint32_t address, int prefix, uint32_t gateway);
+
+ private:
+  struct Free {
+    void operator()(nl_sock* s) const;
+  };
+  explicit Netlink(nl_sock* s) : sock_(s) {}
+  Result<> set_up(int ifindex, int master = 0);
+  Result<> add_address(int ifindex, uint32_t address, int prefix);
+  Result<> set_port_isolated(int ifindex);
+  Result<> check_bridge_subnet(const std::string& name, int index, uint32_t gateway, const Ipv4Net& subnet);
+  std::unique_ptr<nl_sock, Free> sock_;
+};
+
+}  // namespace fnexec::net

@@ -1,0 +1,292 @@
+// fnexec run --network bridge against the real kernel. Everything happens in two network
+// namespaces the suite makes: "host", where fnexec runs (its bridge, nftables table and routes live
+// there, never in the machine's own namespace), and "outside", a python http.server behind a veth,
+// reached from the host namespace through a /30 route (and through 169.254.169.254, the metadata
+// address, which must stay unreachable).
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/fixtures.h"
+#include "support/proc.h"
+
+namespace fnexec::test {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+constexpr const char* kSubnet = "10.230.0.0/24";
+constexpr const char* kServer = "10.231.0.2";
+
+void must(const std::vector<std::string>& argv) {
+  auto r = run(argv);
+  if (r.exit_code != 0)
+    FAIL("setup command failed: ", argv[0], " ", argv.size() > 1 ? argv[1] : "", ": ", r.err);
+}
+
+struct NetworkLab {
+  std::string id = std::to_string(::getpid() % 100000);
+  std::string host = "fxnet-h-" + id, outside = "fxnet-o-" + id;
+  std::string bridge = "nwb" + id;
+  ScratchTmpfs scratch{"256m"};
+  stdfs::path rootfs = scratch / "rootfs", state = scratch / "state", www = scratch / "www";
+  std::unique_ptr<Conversation> server, host_server;
+
+  NetworkLab() {
+    populate_busybox_rootfs(rootfs);
+    stdfs::create_directories(rootfs / "etc");
+    stdfs::create_directories(state);
+    stdfs::create_directories(www);
+    std::ofstream(www / "index.html") << "hello from outside\n";
+    must({"ip", "netns", "add", host});
+    must({"ip", "netns", "add", outside});
+    std::string h = "nwh" + id, o = "nwo" + id;
+    must({"ip", "-n", host, "link", "add", h, "type", "veth", "peer", "name", o, "netns", outside});
+    must({"ip", "-n", host, "link", "set", "lo", "up"});
+    must({"ip", "-n", host, "addr", "add", "10.231.0.1/30", "dev", h});
+    must({"ip", "-n", host, "link", "set", h, "up"});
+    must({"ip", "-n", host, "route", "add", "169.254.169.254/32", "via", kServer});
+    must({"ip", "-n", host, "route", "add", "10.232.0.0/16", "via", kServer});  // for the overlap test
+    must({"ip", "-n", outside, "link", "set", "lo", "up"});
+    must({"ip", "-n", outside, "addr", "add", "10.231.0.2/30", "dev", o});
+    must({"ip", "-n", outside, "addr", "add", "169.254.169.254/32", "dev", o});
+    must({"ip", "-n", outside, "link", "set", o, "up"});
+    must({"ip", "-n", outside, "route", "add", "default", "via", "10.231.0.1"});
+    // Listens on every address of the outside namespace: 10.231.0.2 and the metadata address.
+    server = std::make_unique<Conversation>(std::vector<std::string>{
+        "ip", "netns", "exec", outside, "python3", "-m", "http.server", "8080", "--directory", www.string()});
+    // A service of the host itself (a daemon's port, say), on every address of the host namespace.
+    host_server = std::make_unique<Conversation>(std::vector<std::string>{
+        "ip", "netns", "exec", host, "/bin/busybox", "httpd", "-f", "-p", "8090", "-h", www.string()});
+    for (const char* url : {"http://10.231.0.2:8080/", "http://10.231.0.1:8090/"}) {
+      int i = 0;
+      while (in_host({"curl", "-sf", "-m", "1", url}).exit_code != 0 && ++i < 200)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (i == 200) FAIL("the http server at ", std::string(url), " did not come up");
+    }
+  }
+  ~NetworkLab() {
+    server.reset();
+    host_server.reset();
+    run({"ip", "netns", "del", host});
+    run({"ip", "netns", "del", outside});
+    std::error_code ec;
+    stdfs::remove_all(stdfs::path("/run/fnexec/net") / bridge, ec);
+  }
+
+  // A command in the host namespace.
+  ProcResult in_host(const std::vector<std::string>& argv) {
+    std::vector<std::string> a{"ip", "netns", "exec", host};
+    a.insert(a.end(), argv.begin(), argv.end());
+    return run(a);
+  }
+  std::vector<std::string> fnexec_argv(const std::vector<std::string>& flags,
+                                       const std::vector<std::string>& argv,
+                                       const std::string& network = "bridge") {
+    // nsenter, not `ip netns exec`: that remounts /sys, which hides the host's cgroups from fnexec.
+    std::vector<std::string> a{"nsenter",
+                               "--net=/run/netns/" + host,
+                               fnexec_bin().string(),
+                               "--root",
+                               state.string(),
+                               "run",
+                               "--rootfs",
+                               "--network",
+                               network};
+    if (network == "bridge") a.insert(a.end(), {"--bridge", bridge, "--bridge-subnet", kSubnet});
+    a.insert(a.end(), flags.begin(), flags.end());
+    a.push_back(rootfs.string());
+    a.push_back("--");
+    a.insert(a.end(), argv.begin(), argv.end());
+    return a;
+  }
+  ProcResult sandbox(const std::vector<std::string>& flags, const std::vector<std::string>& argv,
+                     const std::string& network = "bridge") {
+    return run(fnexec_argv(flags, argv, network));
+  }
+  // What a finished run may not leave: veths, lease files, per-sandbox nftables chains.
+  void expect_nothing_left() {
+    // The kernel deletes a veth with the sandbox's namespace from a work queue, shortly after the
+    // run ends (fnexec does not wait for it): wait for that, a bounded while.
+    std::string links;
+    for (int i = 0; i < 200; ++i) {
+      links = run({"ip", "-n", host, "-o", "link"}).out;
+      if (links.find(": fx") == std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CHECK_MESSAGE(links.find(": fx") == std::string::npos, links);
+    size_t leases = 0;
+    for (const auto& e : stdfs::directory_iterator(stdfs::path("/run/fnexec/net") / bridge))
+      if (!e.path().filename().string().starts_with(".")) ++leases;
+    CHECK(leases == 0);
+    auto table = run({"ip", "netns", "exec", host, "nft", "list", "table", "inet", "fnexec"}).out;
+    CHECK_MESSAGE(table.find("chain eg_") == std::string::npos, table);
+    CHECK_MESSAGE(table.find("counter fx") == std::string::npos, table);
+    CHECK(table.find("elements") == std::string::npos);
+  }
+};
+
+NetworkLab& lab() {
+  static NetworkLab l;
+  return l;
+}
+
+// busybox 1.35 wget crashes (SIGSEGV) when its -T timeout is used, so timeout(1) bounds it instead.
+const std::string kFetchByName = "timeout 3 wget -q -O- http://outside.test:8080/";
+
+TEST_SUITE("network") {
+  TEST_CASE("a bridge sandbox reaches a server outside by name and address, with counters") {
+    auto report = lab().scratch / "report.json";
+    auto r = lab().sandbox({"--add-host", "outside.test:10.231.0.2", "--report", report.string()},
+                           {"sh", "-c", kFetchByName + " && timeout 3 wget -q -O- http://10.231.0.2:8080/"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == "hello from outside\nhello from outside\n");
+    std::ifstream in(report);
+    std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(json.find("\"network\":{\"bytes_out\":") != std::string::npos);
+    CHECK(json.find("\"bytes_out\":0,") == std::string::npos);
+    CHECK(json.find("\"bytes_in\":0,") == std::string::npos);
+    lab().expect_nothing_left();
+  }
+
+  TEST_CASE("--add-host and --dns appear in the sandbox's /etc files; none sees only lo") {
+    auto r = lab().sandbox({"--add-host", "db:10.9.8.7", "--dns", "10.231.0.2", "--hostname", "fn1"},
+                           {"sh", "-c", "cat /etc/hosts /etc/resolv.conf; ip -o link | wc -l"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("10.9.8.7\tdb\n") != std::string::npos);
+    CHECK(r.out.find("10.230.0.2\tfn1\n") != std::string::npos);
+    CHECK(r.out.find("nameserver 10.231.0.2\n") != std::string::npos);
+    CHECK(r.out.ends_with("2\n"));  // lo and eth0
+    auto none = lab().sandbox({}, {"sh", "-c", "ip -o link"}, "none");
+    CHECK(none.exit_code == 0);
+    CHECK(none.out.find("lo:") != std::string::npos);
+    CHECK(none.out.find("eth0") == std::string::npos);
+  }
+
+  TEST_CASE("egress policy: deny by CIDR and port, default deny with allow, metadata always refused") {
+    const std::string fetch = "timeout 3 wget -q -O- http://10.231.0.2:8080/";
+    CHECK(lab().sandbox({"--egress-deny", "10.231.0.0/30"}, {"sh", "-c", fetch}).exit_code != 0);
+    CHECK(lab().sandbox({"--egress-deny", "10.231.0.2/32:8080"}, {"sh", "-c", fetch}).exit_code != 0);
+    CHECK(lab().sandbox({"--egress-deny", "10.231.0.2/32:8081"}, {"sh", "-c", fetch}).exit_code == 0);
+    CHECK(lab().sandbox({"--egress-default", "deny"}, {"sh", "-c", fetch}).exit_code != 0);
+    CHECK(lab()
+              .sandbox({"--egress-default", "deny", "--egress-allow", "10.231.0.2:8080"}, {"sh", "-c", fetch})
+              .exit_code == 0);
+    // The metadata address is served by the outside namespace, yet refused unless named.
+    const std::string metadata = "timeout 3 wget -q -O- http://169.254.169.254:8080/";
+    CHECK(lab().sandbox({}, {"sh", "-c", metadata}).exit_code != 0);
+    CHECK(lab().sandbox({"--egress-allow", "0.0.0.0/0"}, {"sh", "-c", metadata}).exit_code != 0);
+    CHECK(lab().sandbox({"--egress-allow", "169.254.169.254"}, {"sh", "-c", metadata}).exit_code == 0);
+    // The host's own addresses (the gateway, the outside-facing address) are refused unless named.
+    CHECK(lab().sandbox({}, {"sh", "-c", "timeout 3 wget -q -O- http://10.231.0.1:8090/"}).exit_code != 0);
+    CHECK(lab().sandbox({}, {"sh", "-c", "timeout 3 wget -q -O- http://10.230.0.1:8090/"}).exit_code != 0);
+    CHECK(lab()
+              .sandbox({"--egress-allow", "10.231.0.1"},
+                       {"sh", "-c", "timeout 3 wget -q -O- http://10.231.0.1:8090/"})
+              .exit_code == 0);
+    CHECK(lab()
+              .sandbox({"--egress-allow", "10.230.0.1:8090"},
+                       {"sh", "-c", "timeout 3 wget -q -O- http://10.230.0.1:8090/"})
+              .exit_code == 0);
+    lab().expect_nothing_left();
+  }
+
+  TEST_CASE("two sandboxes on the bridge cannot reach each other") {
+    // The first sandbox serves on 10.230.0.2:8000 until its stdin closes.
+    stdfs::create_directories(lab().rootfs / "www");
+    std::ofstream(lab().rootfs / "www/index.html") << "sandbox one\n";
+    Conversation first(lab().fnexec_argv({}, {"sh", "-c", "httpd -p 8000 -h /www; echo up; read x || true"}));
+    bool up =
+        first.exchange("", [](std::string_view out) { return out.find("up") != std::string_view::npos; });
+    REQUIRE(up);
+    // The host reaches it (so it is listening), the second sandbox does not.
+    std::string got;
+    for (int i = 0; i < 50 && got.empty(); ++i)
+      got = lab().in_host({"curl", "-sf", "-m", "1", "http://10.230.0.2:8000/"}).out;
+    CHECK(got == "sandbox one\n");
+    auto second = lab().sandbox({}, {"sh", "-c", "timeout 3 wget -q -O- http://10.230.0.2:8000/"});
+    CHECK(second.exit_code != 0);
+    CHECK(second.out.empty());
+    first.close_stdin();
+    CHECK(first.wait() == 0);
+    lab().expect_nothing_left();
+  }
+
+  TEST_CASE("a SIGKILLed fnexec run leaves state the next run removes") {
+    auto killed = std::make_unique<Conversation>(lab().fnexec_argv({}, {"sh", "-c", "echo up; sleep 60"}));
+    REQUIRE(
+        killed->exchange("", [](std::string_view out) { return out.find("up") != std::string_view::npos; }));
+    auto leases = [] {
+      size_t n = 0;
+      for (const auto& e : stdfs::directory_iterator(stdfs::path("/run/fnexec/net") / lab().bridge)) {
+        auto name = e.path().filename().string();
+        if (!name.starts_with(".") && !name.ends_with(".etc")) ++n;
+      }
+      return n;
+    };
+    CHECK(leases() == 1);
+    // The Conversation's destructor SIGKILLs fnexec; its sandbox dies with it (PDEATHSIG), the
+    // lease file, the nftables chain and the map elements stay.
+    killed.reset();
+    CHECK(leases() == 1);
+    auto table = run({"ip", "netns", "exec", lab().host, "nft", "list", "table", "inet", "fnexec"}).out;
+    CHECK(table.find("chain eg_") != std::string::npos);
+    CHECK(lab().sandbox({}, {"true"}).exit_code == 0);
+    lab().expect_nothing_left();
+  }
+
+  TEST_CASE("200 sequential bridge runs leave no veth, lease, nftables element or mount") {
+    for (int i = 0; i < 200; ++i) {
+      auto r = lab().sandbox({}, {"true"});
+      if (r.exit_code != 0) FAIL("run ", i, " failed: ", r.err);
+    }
+    // Other test runs mount meanwhile, so mounts are counted below our own scratch tree only.
+    CHECK(count_mounts_below(lab().scratch.path()) == 1);  // the scratch tmpfs itself
+    lab().expect_nothing_left();
+  }
+
+  TEST_CASE("bad input: clear errors, nothing left behind") {
+    auto bad_cidr = lab().sandbox({"--egress-deny", "10.0.0.1/8"}, {"true"});
+    CHECK(bad_cidr.exit_code != 0);
+    CHECK(bad_cidr.err.find("host bits are set; the network is 10.0.0.0/8") != std::string::npos);
+    auto bad_port = lab().sandbox({"--egress-allow", "10.0.0.0/8:99999"}, {"true"});
+    CHECK(bad_port.err.find("egress port") != std::string::npos);
+    auto bad_default = lab().sandbox({"--egress-default", "maybe"}, {"true"});
+    CHECK(bad_default.err.find("expected allow or deny") != std::string::npos);
+    auto no_bridge = lab().sandbox({"--dns", "10.0.0.1"}, {"true"}, "none");
+    CHECK(no_bridge.err.find("need --network bridge") != std::string::npos);
+    auto bad_mode = lab().sandbox({}, {"true"}, "host");
+    CHECK(bad_mode.err.find("expected none") != std::string::npos);
+    // A new bridge whose subnet overlaps a route the host namespace has (10.232.0.0/16).
+    std::string other = "nwx" + lab().id;
+    auto overlap = run({"nsenter", "--net=/run/netns/" + lab().host, fnexec_bin().string(), "--root",
+                        lab().state.string(), "run", "--rootfs", "--network", "bridge", "--bridge", other,
+                        "--bridge-subnet", "10.232.5.0/24", lab().rootfs.string(), "--", "true"});
+    CHECK(overlap.exit_code != 0);
+    CHECK(overlap.err.find("overlaps the host's route to 10.232.0.0/16") != std::string::npos);
+    CHECK(run({"ip", "-n", lab().host, "link", "show", other}).exit_code != 0);
+    std::error_code ec;
+    stdfs::remove_all(stdfs::path("/run/fnexec/net") / other, ec);
+    // The suite's bridge exists with 10.230.0.1/24: another subnet for it is refused.
+    REQUIRE(lab().sandbox({}, {"true"}).exit_code == 0);
+    auto mismatch =
+        run({"nsenter", "--net=/run/netns/" + lab().host, fnexec_bin().string(), "--root",
+             lab().state.string(), "run", "--rootfs", "--network", "bridge", "--bridge", lab().bridge,
+             "--bridge-subnet", "10.240.0.0/24", lab().rootfs.string(), "--", "true"});
+    CHECK(mismatch.exit_code != 0);
+    CHECK(mismatch.err.find("it exists with address 10.230.0.1/24") != std::string::npos);
+    lab().expect_nothing_left();
+  }
+}
+
+}  // namespace
+}  // namespace fnexec::test

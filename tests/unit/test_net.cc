@@ -1,0 +1,79 @@
+// The pure parts of fnexec::net: CIDR, egress rule and --add-host parsing, and the order of the
+// egress chain's rules.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "net/address.h"
+
+namespace fnexec::net {
+namespace {
+
+TEST_SUITE("net") {
+  TEST_CASE("CIDR parsing and arithmetic") {
+    auto n = parse_ipv4_net("10.87.0.0/16");
+    REQUIRE(n);
+    CHECK(n->address == 0x0A570000u);
+    CHECK(n->prefix == 16);
+    CHECK(n->to_string() == "10.87.0.0/16");
+    CHECK(n->broadcast() == 0x0A57FFFFu);
+    CHECK(n->contains(*parse_ipv4("10.87.3.4")));
+    CHECK(!n->contains(*parse_ipv4("10.88.0.1")));
+    CHECK(n->overlaps(*parse_ipv4_net("10.0.0.0/8")));
+    CHECK(!n->overlaps(*parse_ipv4_net("10.88.0.0/16")));
+    CHECK(parse_ipv4_net("1.2.3.4")->prefix == 32);
+    CHECK(parse_ipv4_net("0.0.0.0/0")->contains(*parse_ipv4_net("192.168.0.0/16")));
+
+    auto host_bits = parse_ipv4_net("10.87.0.1/16");
+    REQUIRE(!host_bits);
+    CHECK(host_bits.error().message().find("the network is 10.87.0.0/16") != std::string::npos);
+    for (const char* bad :
+         {"", "10.87.0.0/33", "10.87.0/16", "300.1.1.1", "10.0.0.0/", "10.0.0.0/x", "fe80::/10"})
+      CHECK_MESSAGE(!parse_ipv4_net(bad), bad);
+  }
+
+  TEST_CASE("egress rules, defaults and host entries") {
+    auto r = parse_egress_rule("10.0.0.0/8:443");
+    REQUIRE(r);
+    CHECK(r->destination == *parse_ipv4_net("10.0.0.0/8"));
+    CHECK(r->port == 443);
+    CHECK(!parse_egress_rule("10.0.0.0/8")->port);
+    CHECK(!parse_egress_rule("10.0.0.0/8:0"));
+    CHECK(!parse_egress_rule("10.0.0.0/8:65536"));
+    CHECK(!parse_egress_rule("10.0.0.0/8:"));
+    CHECK(parse_egress_default("deny") == EgressDefault::deny);
+    CHECK(!parse_egress_default("DENY"));
+    auto h = parse_host_entry("db.local:10.1.2.3");
+    REQUIRE(h);
+    CHECK(h->name == "db.local");
+    CHECK(format_ipv4(h->address) == "10.1.2.3");
+    CHECK(!parse_host_entry(":10.1.2.3"));
+    CHECK(!parse_host_entry("db"));
+    CHECK(!parse_host_entry("db:10.1.2"));
+  }
+
+  TEST_CASE("egress chain order: deny, explicit always-denied allows, always denied, host, allows, default") {
+    EgressPolicy p;
+    p.deny.push_back(*parse_egress_rule("10.1.0.0/16:22"));
+    p.allow.push_back(*parse_egress_rule("0.0.0.0/0"));
+    p.allow.push_back(*parse_egress_rule("169.254.169.254"));
+    p.allow.push_back(*parse_egress_rule("192.0.2.1:53"));
+    p.fallback = EgressDefault::deny;
+    auto rules = egress_chain_rules(p, *parse_ipv4_net("10.87.0.0/16"));
+    std::vector<std::string> want{
+        "ip daddr 10.1.0.0/16 meta l4proto { tcp, udp } th dport 22 drop",
+        "ip daddr 169.254.169.254/32 accept",
+        "ip daddr 169.254.0.0/16 drop",
+        "ip daddr 10.87.0.0/16 drop",
+        "ip daddr 192.0.2.1/32 meta l4proto { tcp, udp } th dport 53 accept",
+        "fib daddr type local drop",
+        "ip daddr 0.0.0.0/0 accept",
+        "drop",
+    };
+    CHECK(rules == want);
+    CHECK(egress_chain_rules({}, *parse_ipv4_net("10.87.0.0/16")).back() == "accept");
+  }
+}
+
+}  // namespace
+}  // namespace fnexec::net
