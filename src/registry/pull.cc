@@ -1,5 +1,7 @@
 #include "registry/pull.h"
 
+#include <unistd.h>
+
 #include "registry/client.h"
 #include "registry/credentials.h"
 #include "registry/reference.h"
@@ -28,6 +30,8 @@ Result<image::ResolvedImage> pull(image::Store& store, const PullRequest& reques
   ClientOptions options;
   options.tls_verify = request.tls_verify;
   options.cert_dir = request.cert_dir;
+  if (options.cert_dir.empty() && !request.certs_root.empty())
+    if (std::string dir = request.certs_root + "/" + ref.registry; ::access(dir.c_str(), F_OK) == 0) options.cert_dir = dir;
   if (!request.creds.empty()) options.credentials = FNEXEC_TRY(parse_creds(request.creds));
   else options.credentials = FNEXEC_TRY(lookup_credentials(ref.registry, request.auth_file));
   auto client = FNEXEC_TRY(Client::make(ref, std::move(options)));

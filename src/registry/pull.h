@@ -18,6 +18,7 @@ struct PullRequest {
   std::string creds;                // "USER:PASS", else looked up (auth_file, auth.json, docker config)
   std::string auth_file;
   std::string cert_dir;
+  std::string certs_root;           // instead of /etc/containers/certs.d: ROOT/REGISTRY is the cert dir
   bool tls_verify = true;
   std::string platform;             // "os/arch[/variant]"; empty: this host's
   size_t parallel_layers = 3;

@@ -27,7 +27,7 @@ const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
     "log_level",            "default_lifecycle", "default_max_events_per_sandbox",
-    "default_init_timeout", "default_idle_timeout"};
+    "default_init_timeout", "default_idle_timeout", "registry_auth_file", "registry_certs_dir"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -134,6 +134,10 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       c.invocation_workers = static_cast<uint32_t>(FNEXEC_TRY(parse_uint(s, 1, 4096)));
     } else if (k == "token_file") {
       c.token_file = s.value;
+    } else if (k == "registry_auth_file") {
+      c.registry_auth_file = s.value;
+    } else if (k == "registry_certs_dir") {
+      c.registry_certs_dir = s.value;
     } else if (k == "max_event_bytes") {
       c.max_event_bytes = FNEXEC_TRY(parse_bytes(s));
     } else if (k == "max_upload_bytes") {

@@ -546,11 +546,14 @@ void Daemon::reload() {
     config_.request_idle_timeout = next.request_idle_timeout;
     config_.log_level = next.log_level;
     config_.function_defaults = next.function_defaults;
+    config_.registry_auth_file = next.registry_auth_file;
+    config_.registry_certs_dir = next.registry_certs_dir;
     token_ = token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function},
                           config_.invocation_workers,
-                          config_.function_defaults});
+                          config_.function_defaults,
+                          config_.registry_auth_file, config_.registry_certs_dir});
     spdlog::info("reloaded config file={}", options_.config_file.string());
   }
   (void)sd_notify("READY=1");
@@ -685,7 +688,8 @@ Result<int> Daemon::run() {
       on(*invocation_threads_), on(*admin_threads_),
       ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function},
                     config_.invocation_workers,
-                    config_.function_defaults});
+                    config_.function_defaults,
+                    config_.registry_auth_file, config_.registry_certs_dir});
   FNEXEC_TRY(service_->start());
 
   signals_.async_wait([this](beast::error_code ec, int s) {

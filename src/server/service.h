@@ -50,6 +50,8 @@ struct ServiceLimits {
   Retention retention;
   uint32_t max_in_flight = 64;  // invocations running at once across functions (the worker threads)
   FunctionDefaults function_defaults;  // fnexec.conf default_* keys, for PUTs that leave fields out
+  std::string registry_auth_file;      // fnexec.conf: credentials for docker:// images
+  std::string registry_certs_dir;      // fnexec.conf: per-registry CA directories
 };
 
 class Service {

@@ -208,4 +208,20 @@ fx image pull -q --tls-verify=false "docker://127.0.0.1:$port/test/big:1" >/dev/
 n_after=$(wc -l <"$W/proxy-partial.log")
 # big shares the busybox layer with bb: only its data layer and config are fetched.
 [ $((n_after - n_before)) = 2 ] || fail "big after bb fetched $((n_after - n_before)) blobs, want 2 (layer + config)"
+step "the daemon: fn create --image docker://... pulls with the credentials and CAs named in fnexec.conf"
+STORE=$W/store-daemon
+mkdir -p "$W/certs.d/127.0.0.1:$AUTH" "$STORE"
+cp "$W/ca/ca.crt" "$W/certs.d/127.0.0.1:$AUTH/ca.crt"
+printf 'registry_auth_file = %s\nregistry_certs_dir = %s\n' "$W/auth.json" "$W/certs.d" >"$W/fnexec.conf"
+SOCK=$W/fnexec.sock
+"$FNEXEC_BIN" --root "$STORE" serve --config "$W/fnexec.conf" --socket "$SOCK" --cgroups disabled >"$W/serve.log" 2>&1 &
+echo $! >>"$PIDS"
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+out=$("$FNEXEC_BIN" fn create --socket "$SOCK" pulled --image "docker://127.0.0.1:$AUTH/test/bb:1" --entrypoint /bin/sh 2>&1) ||
+    fail "fn create docker://: $out $(cat "$W/serve.log")"
+out=$(fx image ls) && expect "$out" "127.0.0.1:$AUTH/test/bb" "the daemon's pull is in its store"
+out=$("$FNEXEC_BIN" fn create --socket "$SOCK" broken --image "docker://127.0.0.1:$AUTH/test/nothere:1" 2>&1) &&
+    fail "fn create with a missing image worked"
+expect "$out" "docker://127.0.0.1:$AUTH/test/nothere:1.*404" "fn create with a missing image"
+grep -q wonderland "$W/serve.log" && fail "the password is in the daemon's log"
 echo "registry: all steps passed" >&2
