@@ -8,9 +8,11 @@ BUILD_PKGS=(
   libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libnftables-dev
   libboost-dev libsimdjson-dev libspdlog-dev libfmt-dev doctest-dev
   libarchive-dev libssl-dev libsqlite3-dev libcli11-dev libzstd-dev zlib1g-dev liblzma-dev libbz2-dev
+  libcurl4-openssl-dev
 )
 # Used by tests and rootfs-tools at run time.
-TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 nftables curl cpio kmod xz-utils)
+TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 nftables curl cpio kmod xz-utils
+  docker-registry skopeo apache2-utils openssl)
 # Peers for bench/, the VM suites (cgroup v2; systemd: mmdebstrap, mke2fs) and the compat suite
 # (images made by other tools).
 EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap e2fsprogs buildah skopeo)

@@ -1,14 +1,19 @@
 // fnexec image import|ls|inspect|rm|gc: the content-addressed image store from the command line.
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "cgroup/cgroup.h"
 #include "cli/commands.h"
 #include "image/oci.h"
+#include "image/remote.h"
 #include "image/store.h"
+#include "registry/pull.h"
+#include "registry/reference.h"
 
 namespace fnexec::cli {
 
@@ -37,9 +42,22 @@ struct ImageArgs {
   std::string max_layer_bytes, max_image_bytes;
   bool json = false;
   std::string ref;
+  PullFlags pull;
 };
 
+int do_pull(const Globals& g, const ImageArgs& a) {
+  auto store = image::Store::open(g.root);
+  if (!store) return report(store.error());
+  auto request = a.pull.request(a.source);
+  if (!a.name.empty()) request.name = a.name;
+  auto img = registry::pull(*store, request);
+  if (!img) return report(img.error());
+  std::printf("%s %s\n", img->reference.c_str(), img->manifest_digest.c_str());
+  return 0;
+}
+
 int do_import(const Globals& g, const ImageArgs& a) {
+  if (registry::has_docker_transport(a.source)) return do_pull(g, a);
   auto store = image::Store::open(g.root);
   if (!store) return report(store.error());
   image::ImportOptions opts;
@@ -143,15 +161,102 @@ int do_gc(const Globals& g, const ImageArgs& a) {
 
 }  // namespace
 
+namespace {
+
+// podman's per-layer lines: redrawn in place on a TTY, one line per finished layer otherwise.
+class PullDisplay {
+ public:
+  explicit PullDisplay(bool tty) : tty_(tty), started_(std::chrono::steady_clock::now()) {}
+
+  void update(const image::PullProgress& p) {
+    if (rows_.size() < p.layers) rows_.resize(p.layers);
+    rows_[p.layer] = p;
+    if (!tty_) {
+      if (p.state == image::PullProgress::reused) std::fprintf(stderr, "Copying blob %s skipped: already in the store\n", short_digest(p).c_str());
+      else if (p.state == image::PullProgress::done_ok) std::fprintf(stderr, "Copying blob %s done\n", short_digest(p).c_str());
+      return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    bool final = p.state == image::PullProgress::done_ok || p.state == image::PullProgress::failed ||
+                 p.state == image::PullProgress::reused;
+    if (!final && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    double secs = std::chrono::duration<double>(now - started_).count();
+    if (drawn_) std::fprintf(stderr, "\033[%zuA", drawn_);
+    for (const auto& r : rows_) {
+      std::string what = r.state == image::PullProgress::reused    ? "skipped: already in the store"
+                         : r.state == image::PullProgress::done_ok ? "done"
+                         : r.state == image::PullProgress::failed  ? "failed"
+                         : r.state == image::PullProgress::waiting ? "waiting"
+                                                                   : "";
+      if (what.empty()) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "%s / %s  %.1f MB/s", human_size(static_cast<int64_t>(r.done)).c_str(),
+                      human_size(static_cast<int64_t>(r.total)).c_str(),
+                      secs > 0 ? static_cast<double>(r.done) / 1e6 / secs : 0.0);
+        what = buf;
+      }
+      std::fprintf(stderr, "\033[2KCopying blob %s %s\n", short_digest(r).c_str(), what.c_str());
+    }
+    drawn_ = rows_.size();
+    std::fflush(stderr);
+  }
+
+ private:
+  static std::string short_digest(const image::PullProgress& p) {
+    return p.digest.size() > 19 ? p.digest.substr(7, 12) : p.digest;
+  }
+  bool tty_;
+  std::vector<image::PullProgress> rows_;
+  size_t drawn_ = 0;
+  std::chrono::steady_clock::time_point started_, last_{};
+};
+
+}  // namespace
+
+void PullFlags::add_to(CLI::App* sub) {
+  sub->add_option("--creds", creds, "USER:PASS for the registry (default: auth.json, ~/.docker/config.json)");
+  sub->add_option("--authfile", auth_file, "read credentials from this auth.json instead of the default places");
+  sub->add_option("--cert-dir", cert_dir, "CA (*.crt) and client certificate directory (default /etc/containers/certs.d/HOST:PORT)");
+  sub->add_option("--tls-verify", tls_verify, "verify the registry's TLS certificate (false: also allows plain HTTP)")
+      ->default_str("true");
+  sub->add_option("--platform", platform, "OS/ARCH[/VARIANT] to choose from a multi-platform image (default: this host)");
+  sub->add_flag("-q,--quiet", quiet, "no progress output");
+}
+
+registry::PullRequest PullFlags::request(const std::string& reference) const {
+  registry::PullRequest r;
+  r.reference = reference;
+  r.creds = creds;
+  r.auth_file = auth_file;
+  r.cert_dir = cert_dir;
+  r.tls_verify = tls_verify;
+  r.platform = platform;
+  if (!quiet) {
+    auto display = std::make_shared<PullDisplay>(::isatty(STDERR_FILENO) == 1);
+    r.progress = [display](const image::PullProgress& p) { display->update(p); };
+  }
+  return r;
+}
+
 void add_image_commands(CLI::App& app, Globals& g) {
   auto args = std::make_shared<ImageArgs>();
   auto* image = app.add_subcommand("image", "manage the image store (import, ls, inspect, rm, gc)");
   image->require_subcommand(1);
 
-  auto* imp = image->add_subcommand("import", "import an OCI layout, oci-archive or docker-archive");
-  imp->add_option("source", args->source,
-                  "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF] or a plain path")
+  auto* pull = image->add_subcommand("pull", "pull an image from a registry (the OCI distribution API)");
+  pull->add_option("reference", args->source,
+                   "[docker://]REGISTRY/REPO[:TAG|@sha256:DIGEST]; a name without a registry means docker.io")
       ->required();
+  pull->add_option("--name", args->name, "record the image as NAME[:TAG] (default: REGISTRY/REPO:TAG)");
+  args->pull.add_to(pull);
+  pull->callback([&g, args] { g.exit_code = do_pull(g, *args); });
+
+  auto* imp = image->add_subcommand("import", "import an OCI layout, oci-archive or docker-archive, or pull docker://");
+  imp->add_option("source", args->source,
+                  "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], docker://REF or a plain path")
+      ->required();
+  args->pull.add_to(imp);
   imp->add_option("--name", args->name, "record the image as NAME[:TAG] (default: from the source)");
   imp->add_flag("--allow-devices", args->allow_devices, "keep block/char device nodes found in layers (skipped by default; image layers are mounted nodev)");
   imp->add_option("--max-layer-bytes", args->max_layer_bytes,

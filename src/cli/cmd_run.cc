@@ -21,6 +21,7 @@
 #include "invoke/session.h"
 #include "net/attachment.h"
 #include "pool/pool.h"
+#include "registry/reference.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
 #include "sandbox/userns.h"
@@ -41,6 +42,7 @@ struct RunOptions {
   std::string cgroups = "auto";
   std::string hostname, userns = "host", net = "none", seccomp = "default";
   bool read_only = false, init = true, no_init = false, rootfs = false;
+  PullFlags pull;
 };
 
 // -e K=V sets; -e K copies our own value when we have one (Docker skips it otherwise).
@@ -49,7 +51,8 @@ void add_user_env(std::vector<std::string>& env, const std::string& item) {
   if (const char* v = std::getenv(item.c_str())) sandbox::set_env(env, item + "=" + v);
 }
 
-Result<image::ResolvedImage> resolve_image(const Globals& g, const std::string& ref, bool rootfs) {
+Result<image::ResolvedImage> resolve_image(const Globals& g, const std::string& ref, bool rootfs,
+                                           const PullFlags& pull_flags) {
   if (rootfs) {
     // podman's --rootfs: IMAGE is an unpacked root filesystem, used as the only layer.
     std::error_code ec;
@@ -62,6 +65,13 @@ Result<image::ResolvedImage> resolve_image(const Globals& g, const std::string& 
     return img;
   }
   auto store = FNEXEC_TRY(image::Store::open(g.root));
+  if (registry::has_docker_transport(ref)) {
+    // As podman's default pull policy: pulled only when the store does not have it yet.
+    auto parsed = FNEXEC_TRY(registry::parse_reference(ref));
+    auto stored = store.resolve(parsed.digest.empty() ? parsed.store_name() : parsed.digest);
+    if (stored || stored.error().kind != ErrorKind::not_found) return stored;
+    return registry::pull(store, pull_flags.request(ref));
+  }
   // A transport or a path is imported on the fly (the store keeps blobs and layers once, so
   // importing again is cheap); a name or digest is looked up, and imported only if it is not
   // stored but names something importable.
@@ -101,7 +111,7 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
   std::vector<std::string> args(rest.begin() + 1, rest.end());
   if (!args.empty() && args.front() == "--") args.erase(args.begin());
 
-  auto img = FNEXEC_TRY(resolve_image(g, rest.front(), o.rootfs));
+  auto img = FNEXEC_TRY(resolve_image(g, rest.front(), o.rootfs, o.pull));
   sandbox::SandboxSpec spec;
   spec.image_name = img.reference.empty() ? rest.front() : img.reference;
   spec.layers = img.layers;
@@ -462,6 +472,7 @@ void add_run_command(CLI::App& app, Globals& g) {
   sub->add_option("--timeout", o->timeout, "kill the sandbox after DURATION (500ms, 2s, 1m): exit 124");
   sub->add_flag("--init,!--no-init", o->init, "fnexec's init as PID 1 (default), or the function itself");
   sub->add_flag("--rootfs", o->rootfs, "IMAGE is an unpacked root filesystem directory");
+  o->pull.add_to(sub);
   sub->add_option("--memory,-m", o->memory, "memory limit (512m, 1g); swap is limited to 0 where possible");
   sub->add_option("--cpus", o->cpus, "CPU quota in CPUs (0.5, 2)");
   sub->add_option("--pids-limit", o->pids_limit, "maximum number of processes in the sandbox");

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "registry/pull.h"
 #include "util/error.h"
 
 namespace fnexec::server {
@@ -29,6 +30,16 @@ struct Globals {
 int report(const Error& e);
 
 void add_image_commands(CLI::App& app, Globals& g);
+
+// The registry options of `image pull`, `image import docker://...` and `run docker://...`.
+struct PullFlags {
+  std::string creds, auth_file, cert_dir, platform;
+  bool tls_verify = true;
+  bool quiet = false;
+  void add_to(CLI::App* sub);
+  // With a progress display on stderr unless --quiet.
+  registry::PullRequest request(const std::string& reference) const;
+};
 void add_run_command(CLI::App& app, Globals& g);
 void add_info_command(CLI::App& app, Globals& g);
 void add_serve_command(CLI::App& app, Globals& g);

@@ -5,15 +5,19 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "image/oci.h"
+#include "image/remote.h"
 #include "image/source.h"
 #include "image/unpack.h"
 #include "util/fs.h"
@@ -542,6 +546,301 @@ Result<> clear_dir(const fsys::path& dir) {
   return {};
 }
 
+// Moves a work directory's verified blobs, layer records and layers into the store.
+Result<> commit_work(const fsys::path& root, const fsys::path& work) {
+  // Unpacked files are written without fsync; one syncfs before the renames makes "renamed into
+  // place" imply "complete on disk".
+  UniqueFd rootfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (rootfd) ::syncfs(rootfd.get());
+  FNEXEC_TRY(move_all(work / "blobs", root / "blobs" / "sha256"));
+  // Records first: a layer is never visible without the record of what unpacking it left out.
+  FNEXEC_TRY(move_all(work / "layer-info", root / "layer-info"));
+  return move_all(work / "layers", root / "layers" / "sha256");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pulling from a registry: the documents come through RemoteSource, each layer streams through a
+// socket pair from the fetching thread into unpack_layer, which hashes, copies and unpacks in one pass.
+
+constexpr std::string_view kSchema1 = "application/vnd.docker.distribution.manifest.v1";
+
+class Puller {
+ public:
+  Puller(const fsys::path& root, const fsys::path& work, RemoteSource& src, const PullOptions& options)
+      : root_(root), work_(work), src_(src), options_(options) {}
+
+  // Verifies and unpacks everything into work_; returns the manifest digest.
+  Result<std::string> run() {
+    RemoteDocument top = FNEXEC_TRY(src_.manifest(options_.reference, kMaxDocument));
+    std::string top_digest = sha256_of(top.bytes);
+    if (is_valid_digest(options_.reference) && top_digest != options_.reference)
+      return fail(ErrorKind::corrupt, "verify manifest", options_.reference,
+                  "the registry sent a document with digest " + top_digest + ": it is not the one asked for");
+    std::string media_type = FNEXEC_TRY(document_media_type(top));
+    Descriptor desc{media_type, top_digest, static_cast<int64_t>(top.bytes.size()), {}, {}};
+    std::string mtext = std::move(top.bytes);
+    if (is_index_media_type(media_type)) {
+      Index index = FNEXEC_TRY(parse_index(mtext));
+      desc = FNEXEC_TRY(pick_manifest(index, {}, options_.platform));
+      if (!is_manifest_media_type(desc.media_type))
+        return fail(ErrorKind::corrupt, "read image index", top_digest,
+                    "the entry for " + to_string(options_.platform) + " is a " + desc.media_type + ", not an image manifest");
+      if (desc.size > kMaxDocument)
+        return fail(ErrorKind::corrupt, "read manifest", desc.digest,
+                    "its descriptor says " + std::to_string(desc.size) + " bytes; manifests are limited to " +
+                        std::to_string(kMaxDocument));
+      RemoteDocument child = FNEXEC_TRY(src_.manifest(desc.digest, kMaxDocument));
+      FNEXEC_TRY(verify_bytes(desc, child.bytes, "manifest"));
+      FNEXEC_TRY(keep_blob(top_digest, mtext));  // the index, so a later pull by its digest finds it
+      mtext = std::move(child.bytes);
+    } else if (!is_manifest_media_type(media_type)) {
+      return fail(ErrorKind::invalid, "read manifest", src_.describe(),
+                  "media type " + media_type + " is neither an image manifest nor an index");
+    }
+    Manifest manifest = FNEXEC_TRY(parse_manifest(mtext, desc.media_type));
+    if (!is_config_media_type(manifest.config.media_type))
+      return fail(ErrorKind::corrupt, "read image", desc.digest,
+                  "config media type " + manifest.config.media_type + " is not an image config (not a container image?)");
+    if (manifest.config.size > kMaxDocument)
+      return fail(ErrorKind::corrupt, "read image config", manifest.config.digest, "larger than " + std::to_string(kMaxDocument) + " bytes");
+    std::string ctext = FNEXEC_TRY(fetch_small(manifest.config));
+    ParsedConfig config = FNEXEC_TRY(parse_config(ctext));
+    if (config.diff_ids.size() != manifest.layers.size())
+      return fail(ErrorKind::corrupt, "read image config", manifest.config.digest,
+                  std::to_string(config.diff_ids.size()) + " diff_ids for " + std::to_string(manifest.layers.size()) + " layers");
+    const auto& want = options_.platform;
+    if ((!config.config.os.empty() && config.config.os != want.os) ||
+        (!config.config.architecture.empty() && config.config.architecture != want.architecture))
+      return fail(ErrorKind::invalid, "pull image", src_.describe(),
+                  "it is built for " + config.config.os + "/" + config.config.architecture + ", not " +
+                      want.os + "/" + want.architecture + " (pass --platform to choose another image of an index)");
+    for (const auto& l : manifest.layers)
+      if (!is_layer_media_type(l.media_type))
+        return fail(ErrorKind::invalid, "pull image", src_.describe(),
+                    "layer " + l.digest + " has media type " + l.media_type + ", not an image layer");
+    FNEXEC_TRY(fetch_layers(manifest.layers, config.diff_ids));
+    FNEXEC_TRY(keep_blob(desc.digest, mtext));
+    FNEXEC_TRY(keep_blob(manifest.config.digest, ctext));
+    return desc.digest;
+  }
+
+  const PullResult& result() const { return result_; }
+
+  // After a failure: the layers that were completely verified, so the caller can keep them.
+  const std::vector<std::pair<std::string, std::string>>& verified_layers() const { return verified_; }
+
+ private:
+  Result<std::string> document_media_type(const RemoteDocument& doc) {
+    std::string mt = doc.media_type.substr(0, doc.media_type.find(';'));
+    // The document's own mediaType wins over a generic Content-Type.
+    simdjson::dom::parser parser;
+    simdjson::padded_string padded(doc.bytes);
+    simdjson::dom::object obj;
+    if (parser.parse(padded).get_object().get(obj))
+      return fail(ErrorKind::corrupt, "read manifest", src_.describe(), "not a JSON object");
+    int64_t schema = 0;
+    std::string_view own;
+    if (!obj["mediaType"].get_string().get(own)) mt = std::string(own);
+    if ((!obj["schemaVersion"].get_int64().get(schema) && schema == 1) || mt.starts_with(kSchema1))
+      return fail(ErrorKind::invalid, "pull image", src_.describe(),
+                  "the registry has it only as a Docker schema 1 manifest, which fnexec does not read "
+                  "(deprecated since 2017): push it again with a current docker, podman or skopeo");
+    if (mt.empty() || mt == "application/json") {
+      // An OCI document may omit mediaType: an index has "manifests", an image manifest "config".
+      mt = obj["manifests"].error() ? std::string(media::oci_manifest) : std::string(media::oci_index);
+    }
+    return mt;
+  }
+
+  Result<> verify_bytes(const Descriptor& d, std::string_view bytes, std::string_view what) {
+    if (static_cast<int64_t>(bytes.size()) != d.size)
+      return fail(ErrorKind::corrupt, "verify " + std::string(what), d.digest,
+                  "the registry sent " + std::to_string(bytes.size()) + " bytes, the descriptor says " +
+                      std::to_string(d.size));
+    if (auto actual = sha256_of(bytes); actual != d.digest)
+      return fail(ErrorKind::corrupt, "verify " + std::string(what), d.digest,
+                  "the registry sent content with digest " + actual + " (a broken registry or proxy): nothing was stored");
+    return {};
+  }
+
+  // A config blob: streamed into memory through the same path as a layer, then verified.
+  Result<std::string> fetch_small(const Descriptor& d) {
+    if (path_exists(blob_path(root_, d.digest))) return read_document(blob_path(root_, d.digest));
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return fail_errno("socketpair");
+    UniqueFd reader(fds[0]), writer(fds[1]);
+    std::atomic<bool> cancel = false;
+    Result<> streamed;
+    std::thread t([&] {
+      streamed = src_.stream_blob(d, writer.get(), cancel);
+      writer.reset();
+    });
+    std::string out;
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(reader.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+      if (static_cast<int64_t>(out.size()) > d.size) break;
+    }
+    cancel = true;
+    reader.reset();
+    t.join();
+    if (static_cast<int64_t>(out.size()) <= d.size && !streamed) return std::unexpected(streamed.error());
+    FNEXEC_TRY(verify_bytes(d, out, "image config"));
+    return out;
+  }
+
+  Result<> keep_blob(const std::string& digest, std::string_view bytes) {
+    auto p = work_ / "blobs" / std::string(digest_hex(digest));
+    if (path_exists(p) || path_exists(blob_path(root_, digest))) return {};
+    return fs::write_file_atomic(p, bytes);
+  }
+
+  void report(const PullProgress& p) {
+    if (!options_.progress) return;
+    std::lock_guard lock(progress_mutex_);
+    options_.progress(p);
+  }
+
+  Result<> fetch_layers(const std::vector<Descriptor>& layers, const std::vector<std::string>& diff_ids) {
+    std::vector<Result<>> results(layers.size());
+    std::atomic<size_t> next = 0;
+    std::atomic<bool> cancel = false;
+    auto worker = [&] {
+      for (size_t i; (i = next++) < layers.size();) {
+        if (cancel) {
+          results[i] = fail(ErrorKind::internal, "pull layer", layers[i].digest, "cancelled");
+          continue;
+        }
+        results[i] = fetch_layer(i, layers, diff_ids[i], cancel);
+        if (!results[i]) cancel = true;
+      }
+    };
+    // The same diff_id twice in one image is fetched once: the first worker to reach it unpacks it.
+    std::vector<std::thread> threads;
+    size_t n = std::min(std::max<size_t>(options_.parallel_layers, 1), layers.size());
+    for (size_t t = 1; t < n; ++t) threads.emplace_back(worker);
+    worker();
+    for (auto& t : threads) t.join();
+    // The first layer's error is the one the user sees: later ones are usually "cancelled".
+    for (auto& r : results)
+      if (!r && r.error().detail != "cancelled") return r;
+    for (auto& r : results)
+      if (!r) return r;
+    return {};
+  }
+
+  Result<> fetch_layer(size_t i, const std::vector<Descriptor>& layers, const std::string& diff_id,
+                       const std::atomic<bool>& cancel) {
+    const Descriptor& d = layers[i];
+    PullProgress p{i, layers.size(), d.digest, 0, static_cast<uint64_t>(d.size), PullProgress::waiting};
+    {
+      std::lock_guard lock(claim_mutex_);
+      bool stored = path_exists(layer_path(root_, diff_id)) && path_exists(blob_path(root_, d.digest));
+      if (stored || !claimed_.insert(diff_id).second) {
+        p.state = PullProgress::reused;
+        p.done = p.total;
+        report(p);
+        std::lock_guard r(progress_mutex_);
+        ++result_.layers_reused;
+        return {};
+      }
+    }
+    if (d.size > kMaxLayer)
+      return fail(ErrorKind::invalid, "pull layer", d.digest,
+                  "its descriptor says " + std::to_string(d.size) + " bytes, more than the " +
+                      std::to_string(kMaxLayer >> 30) + " GiB a layer may have");
+    p.state = PullProgress::fetching;
+    report(p);
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return fail_errno("socketpair");
+    UniqueFd reader(fds[0]), writer(fds[1]);
+    auto partial = work_ / "partial" / std::string(digest_hex(d.digest));
+    UniqueFd copy(::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!copy) return fail_errno("create", partial.string());
+    auto layer_dir = work_ / "layers" / std::string(digest_hex(diff_id));
+    bool unpack = !path_exists(layer_path(root_, diff_id));
+    if (unpack && ::mkdir(layer_dir.c_str(), 0700) != 0) return fail_errno("create", layer_dir.string());
+    Result<> streamed;
+    // The unpacker closing its end (a refused layer) stops the fetcher with EPIPE.
+    std::thread fetcher([&] {
+      streamed = src_.stream_blob(d, writer.get(), cancel);
+      writer.reset();
+    });
+    UnpackOptions uo;
+    uo.allow_devices = options_.allow_devices;
+    uo.expected_size = d.size;
+    uo.copy_fd = copy.get();
+    uo.progress = [&](uint64_t done) {
+      p.done = done;
+      report(p);
+    };
+    auto digests = unpack_layer(reader.get(), unpack ? std::optional<std::string_view>(layer_dir.string()) : std::nullopt, uo);
+    reader.reset();
+    fetcher.join();
+    auto failed = [&](Error e) -> Result<> {
+      p.state = PullProgress::failed;
+      report(p);
+      e.context("pull layer " + d.digest);
+      return std::unexpected(std::move(e));
+    };
+    // A transfer error explains a short or broken stream better than the unpacker's complaint.
+    if (!streamed && (!digests || digests->compressed_size < static_cast<uint64_t>(d.size)))
+      return failed(streamed.error());
+    if (!digests) return failed(digests.error());
+    if (digests->compressed_size != static_cast<uint64_t>(d.size))
+      return failed(Error{ErrorKind::corrupt, 0, "verify layer blob", d.digest,
+                          "the registry sent " + std::to_string(digests->compressed_size) +
+                              " bytes, the descriptor says " + std::to_string(d.size)});
+    if (digests->compressed != d.digest)
+      return failed(Error{ErrorKind::corrupt, 0, "verify layer blob", d.digest,
+                          "the registry sent content with digest " + digests->compressed +
+                              " (a broken registry or proxy): nothing was stored"});
+    if (digests->uncompressed != diff_id)
+      return failed(Error{ErrorKind::corrupt, 0, "verify layer", d.digest,
+                          "its uncompressed tar has digest " + digests->uncompressed + " but the config says " + diff_id});
+    if (unpack) FNEXEC_TRY(fs::write_file_atomic(layer_info_path(work_, diff_id), layer_record_json(*digests)));
+    auto final_blob = work_ / "blobs" / std::string(digest_hex(d.digest));
+    if (::rename(partial.c_str(), final_blob.c_str()) != 0) return fail_errno("keep blob", final_blob.string());
+    p.state = PullProgress::done_ok;
+    p.done = p.total;
+    report(p);
+    std::lock_guard lock(progress_mutex_);
+    ++result_.layers_fetched;
+    result_.bytes_fetched += static_cast<uint64_t>(d.size);
+    verified_.emplace_back(d.digest, unpack ? diff_id : std::string());
+    return {};
+  }
+
+  static constexpr int64_t kMaxLayer = int64_t{16} << 30;
+
+  const fsys::path& root_;
+  const fsys::path& work_;
+  RemoteSource& src_;
+  const PullOptions& options_;
+  std::mutex claim_mutex_, progress_mutex_;
+  std::set<std::string> claimed_;
+  PullResult result_;
+  std::vector<std::pair<std::string, std::string>> verified_;  // (blob digest, diff_id unpacked or "")
+};
+
+// After a failed pull: keeps what was completely verified, drops the rest with the work directory.
+void keep_verified(const fsys::path& root, const fsys::path& work,
+                   const std::vector<std::pair<std::string, std::string>>& verified) {
+  auto keep = [](const fsys::path& from, const fsys::path& to) {
+    if (!path_exists(to)) (void)::rename(from.c_str(), to.c_str());
+  };
+  for (const auto& [digest, diff_id] : verified) {
+    if (!diff_id.empty()) {
+      keep(layer_info_path(work, diff_id), layer_info_path(root, diff_id));
+      keep(work / "layers" / std::string(digest_hex(diff_id)), layer_path(root, diff_id));
+    }
+    keep(work / "blobs" / std::string(digest_hex(digest)), blob_path(root, digest));
+  }
+}
+
 }  // namespace
 
 Result<Store> Store::open(fsys::path root) {
@@ -587,14 +886,7 @@ Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions
     name = *parsed;
   }
 
-  // Unpacked files are written without fsync; one syncfs before the renames makes "renamed into
-  // place" imply "complete on disk".
-  UniqueFd rootfd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (rootfd) ::syncfs(rootfd.get());
-  if (auto r = move_all(work->path() / "blobs", root_ / "blobs" / "sha256"); !r) return context(r.error());
-  // Records first: a layer is never visible without the record of what unpacking it left out.
-  if (auto r = move_all(work->path() / "layer-info", root_ / "layer-info"); !r) return context(r.error());
-  if (auto r = move_all(work->path() / "layers", root_ / "layers" / "sha256"); !r) return context(r.error());
+  if (auto r = commit_work(root_, work->path()); !r) return context(r.error());
   auto refs = load_refs(root_);
   if (!refs) return context(refs.error());
   std::string full = name->first + ":" + name->second;
@@ -794,6 +1086,38 @@ Result<std::vector<Pin>> Store::pins() const {
   std::vector<Pin> out;
   for (auto& [holder, pin] : FNEXEC_TRY(load_pins(root_))) out.push_back({holder, pin.first, pin.second});
   return out;
+}
+
+Result<ResolvedImage> Store::pull(RemoteSource& source, const PullOptions& options, PullResult* result) {
+  auto context = [&](Error e) {
+    e.context("pull " + source.describe());
+    return std::unexpected(std::move(e));
+  };
+  auto name = parse_reference(options.name ? *options.name : options.default_name);
+  if (!name) return context(name.error());
+  auto lock = StoreLock::acquire(root_);
+  if (!lock) return context(lock.error());
+  if (auto r = clear_dir(root_ / "tmp"); !r) return context(r.error());
+  auto work = fs::TempDir::make(root_ / "tmp", "pull-");
+  if (!work) return context(work.error());
+  for (auto sub : {"partial", "blobs", "layers", "layer-info"})
+    if (::mkdir((work->path() / sub).c_str(), 0700) != 0) return context(fail_errno("create", sub).error());
+  Puller puller(root_, work->path(), source, options);
+  auto pulled = puller.run();
+  if (result) *result = puller.result();
+  if (!pulled) {
+    keep_verified(root_, work->path(), puller.verified_layers());
+    return context(pulled.error());
+  }
+  if (auto r = commit_work(root_, work->path()); !r) return context(r.error());
+  auto refs = load_refs(root_);
+  if (!refs) return context(refs.error());
+  std::string full = name->first + ":" + name->second;
+  (*refs)[full] = *pulled;
+  if (auto r = save_refs(root_, *refs); !r) return context(r.error());
+  auto resolved = resolve(*pulled);
+  if (resolved) resolved->reference = full;
+  return resolved;
 }
 
 bool is_importable_source(std::string_view ref) {

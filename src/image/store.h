@@ -17,6 +17,12 @@
 #include "util/error.h"
 
 namespace fnexec::image {
+class RemoteSource;
+struct PullOptions;
+struct PullResult;
+}  // namespace fnexec::image
+
+namespace fnexec::image {
 
 // The parts of an OCI/Docker image config a run needs.
 struct ImageConfig {
@@ -107,6 +113,13 @@ class Store {
   // SOURCE: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], or a plain path
   // whose format is detected. Returns the imported image. Nothing is kept on failure.
   Result<ResolvedImage> import(std::string_view source, const ImportOptions& options);
+
+  // Pulls from a registry (see image/remote.h): the manifest (an index resolves to the platform
+  // asked for), the config, then each layer not already stored, several at once, streamed through
+  // digest verification into the one-pass unpack. The image gets its name only when everything is
+  // verified; on failure the layers that were completely verified stay (nameless, for gc or the
+  // next pull) and nothing else does.
+  Result<ResolvedImage> pull(RemoteSource& source, const PullOptions& options, PullResult* result = nullptr);
 
   // REF: name[:tag] (tag defaults to latest), sha256:<hex>, or a unique hex prefix of a digest.
   Result<ResolvedImage> resolve(std::string_view ref) const;

@@ -33,7 +33,8 @@ const std::set<std::string_view> kReloadable = {
     "default_init_timeout", "default_idle_timeout", "max_function_bytes", "max_array_entries",
     "max_argv_bytes",       "max_env_entries",      "max_env_bytes",    "max_layer_bytes",
     "max_image_bytes",      "default_user",         "default_read_only_rootfs",
-    "default_cap_drop",     "default_seccomp_profile", "default_nofile", "default_pids_limit"};
+    "default_cap_drop",     "default_seccomp_profile", "default_nofile", "default_pids_limit",
+    "registry_auth_file", "registry_certs_dir"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -140,6 +141,10 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       c.invocation_workers = static_cast<uint32_t>(FNEXEC_TRY(parse_uint(s, 1, 4096)));
     } else if (k == "token_file") {
       c.token_file = s.value;
+    } else if (k == "registry_auth_file") {
+      c.registry_auth_file = s.value;
+    } else if (k == "registry_certs_dir") {
+      c.registry_certs_dir = s.value;
     } else if (k == "max_event_bytes") {
       c.max_event_bytes = FNEXEC_TRY(parse_bytes(s));
     } else if (k == "max_upload_bytes") {

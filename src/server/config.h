@@ -37,6 +37,10 @@ struct ServeConfig {
 
   // Reloaded on SIGHUP.
   std::filesystem::path token_file;
+  // Credentials for pulls of docker:// images (auth.json format); empty: none, anonymous pulls.
+  std::string registry_auth_file;
+  // Per-registry CA directories (HOST:PORT/ca.crt); empty: /etc/containers/certs.d.
+  std::string registry_certs_dir;
   uint64_t max_event_bytes = 6 << 20;
   uint64_t max_upload_bytes = uint64_t{4} << 30;
   uint64_t log_bytes_per_function = 1 << 20;

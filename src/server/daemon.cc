@@ -567,6 +567,8 @@ void Daemon::reload() {
     config_.function_limits = next.function_limits;
     config_.max_layer_bytes = next.max_layer_bytes;
     config_.max_image_bytes = next.max_image_bytes;
+    config_.registry_auth_file = next.registry_auth_file;
+    config_.registry_certs_dir = next.registry_certs_dir;
     token_ = token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function},
@@ -574,7 +576,8 @@ void Daemon::reload() {
                           config_.function_defaults,
                           config_.function_limits,
                           config_.max_layer_bytes,
-                          config_.max_image_bytes});
+                          config_.max_image_bytes,
+                          config_.registry_auth_file, config_.registry_certs_dir});
     spdlog::info("reloaded config file={}", options_.config_file.string());
   }
   (void)sd_notify("READY=1");
@@ -713,7 +716,8 @@ Result<int> Daemon::run() {
                     config_.function_defaults,
                     config_.function_limits,
                     config_.max_layer_bytes,
-                    config_.max_image_bytes});
+                    config_.max_image_bytes,
+                    config_.registry_auth_file, config_.registry_certs_dir});
   FNEXEC_TRY(service_->start());
 
   signals_.async_wait([this](beast::error_code ec, int s) {

@@ -7,6 +7,8 @@
 #include <filesystem>
 
 #include "image/store.h"
+#include "registry/pull.h"
+#include "registry/reference.h"
 #include "server/json.h"
 #include "util/log.h"
 
@@ -172,7 +174,27 @@ Result<> Service::configure_pool(const pool::FunctionSpec& spec) {
   std::optional<image::Pin> previous;
   for (auto& p : FNEXEC_TRY(store_->pins()))
     if (p.holder == pin_holder(spec.name)) previous = std::move(p);
-  auto img = store_->pin(pin_holder(spec.name), spec.image);
+  // A docker:// image is pulled when the store does not have it yet (as podman's default policy);
+  // the function is then pinned to what the pull recorded.
+  std::string reference = spec.image;
+  if (registry::has_docker_transport(spec.image)) {
+    auto parsed = registry::parse_reference(spec.image);
+    if (!parsed) return std::unexpected(parsed.error().context("configure function " + spec.name));
+    reference = parsed->digest.empty() ? parsed->store_name() : parsed->digest;
+    if (!store_->resolve(reference)) {
+      registry::PullRequest pull;
+      pull.reference = spec.image;
+      {
+        std::lock_guard lock(mu_);
+        pull.auth_file = limits_.registry_auth_file;
+        pull.certs_root = limits_.registry_certs_dir;
+      }
+      auto pulled = registry::pull(*store_, pull);
+      if (!pulled) return std::unexpected(pulled.error().context("configure function " + spec.name));
+      spdlog::info("function={} pulled {} digest={}", spec.name, spec.image, pulled->manifest_digest);
+    }
+  }
+  auto img = store_->pin(pin_holder(spec.name), reference);
   if (!img) return std::unexpected(img.error().context("configure function " + spec.name));
   // The pool gets the digest, not the name: what it runs is what is pinned, even if the name
   // is imported again meanwhile.

@@ -54,6 +54,8 @@ struct ServiceLimits {
   FunctionLimits function_limits;      // fnexec.conf max_* keys of a function document
   uint64_t max_layer_bytes = image::kDefaultMaxLayerBytes;  // unpacked size caps of uploaded images
   uint64_t max_image_bytes = image::kDefaultMaxImageBytes;
+  std::string registry_auth_file;      // fnexec.conf: credentials for docker:// images
+  std::string registry_certs_dir;      // fnexec.conf: per-registry CA directories
 };
 
 class Service {

@@ -1,0 +1,227 @@
+#!/bin/bash
+# The registry suite: `fnexec image pull` against Debian's docker-registry (distribution 2.8) started
+# here on 127.0.0.1 — plain HTTP, TLS with a CA made here by openssl, htpasswd basic auth — and
+# registry-proxy.py in front of it for the bearer token flow and injected faults. Images are made by
+# rootfs-tools/mkimage and pushed with skopeo. Every bad input must fail with a clear error and
+# leave no image behind. Exit 77 (meson: skip) only when a tool cannot be installed.
+# usage: run-registry.sh   (env: FNEXEC_BIN, FNEXEC_SOURCE_ROOT, as meson sets them)
+set -euo pipefail
+: "${FNEXEC_BIN:?run with meson test --suite registry}" "${FNEXEC_SOURCE_ROOT:?}"
+[ "$(id -u)" = 0 ] || { echo "registry: needs root" >&2; exit 77; }
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+declare -A package=([docker-registry]=docker-registry [skopeo]=skopeo [htpasswd]=apache2-utils [openssl]=openssl [busybox]=busybox-static)
+for t in docker-registry skopeo htpasswd openssl busybox; do
+    command -v "$t" >/dev/null && continue
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${package[$t]}" >/dev/null 2>&1 ||
+        { echo "registry: $t missing and ${package[$t]} cannot be installed" >&2; exit 77; }
+done
+
+W=$(mktemp -d /tmp/fnexec-registry-suite.XXXXXX)
+# start_registry and start_proxy run in command substitutions: their servers' pids go to a file.
+PIDS=$W/pids
+: >"$PIDS"
+cleanup() {
+    local rc=$?
+    while read -r p; do kill "$p" 2>/dev/null || true; done <"$PIDS"
+    while read -r p; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done <"$PIDS"
+    rm -rf "$W"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'echo "registry: FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+
+step() { echo "== $*" >&2; }
+fail() { echo "registry: FAIL: $*" >&2; exit 1; }
+fx() { "$FNEXEC_BIN" --root "$STORE" "$@"; }
+expect() { grep -Eq -- "$2" <<<"$1" || fail "$3: want /$2/, got: $1"; }
+SKOPEO=(skopeo --insecure-policy --tmpdir "$W")
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; fail "nothing listens on $1"; }
+# A store with no image and no half-made content: what a failed pull must leave.
+no_image_left() {
+    [ "$(fx image ls --json | tr -d ' \n')" = "[]" ] || fail "$1: an image was recorded"
+    [ -z "$(ls -A "$STORE/tmp")" ] || fail "$1: work files left in $STORE/tmp"
+}
+
+# start_registry NAME [tls] [htpasswd]: echoes the port.
+start_registry() {
+    local name=$1 port tls="" auth=""
+    port=$(free_port)
+    shift
+    for opt in "$@"; do
+        case $opt in
+        tls) tls="  tls:
+    certificate: $W/ca/server.crt
+    key: $W/ca/server.key" ;;
+        htpasswd) auth="auth:
+  htpasswd:
+    realm: fnexec-test
+    path: $W/htpasswd" ;;
+        esac
+    done
+    mkdir -p "$W/$name"
+    cat >"$W/$name/config.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $W/$name/data
+http:
+  addr: 127.0.0.1:$port
+$tls
+$auth
+YML
+    docker-registry serve "$W/$name/config.yml" >"$W/$name/log" 2>&1 &
+    echo $! >>"$PIDS"
+    wait_port "$port"
+    echo "$port"
+}
+
+# start_proxy NAME UPSTREAM MODE: echoes the port.
+start_proxy() {
+    local f=$W/proxy-$1
+    python3 "$HERE/registry-proxy.py" "$2" "$f" "$3" >"$f.out" 2>&1 &
+    echo $! >>"$PIDS"
+    for _ in $(seq 100); do [ -s "$f" ] && break; sleep 0.1; done
+    cat "$f"
+}
+
+STORE=$W/store
+step "images (mkimage) and a CA (openssl)"
+"$FNEXEC_SOURCE_ROOT/rootfs-tools/mkimage" --mtime 1700000000 --busybox --dir "$FNEXEC_SOURCE_ROOT/rootfs-tools" --ref bb:1 -o "$W/bb" >/dev/null
+head -c 3000000 /dev/urandom >"$W/noise.bin"
+mkdir -p "$W/big/data"; cp "$W/noise.bin" "$W/big/data/"
+"$FNEXEC_SOURCE_ROOT/rootfs-tools/mkimage" --mtime 1700000000 --busybox --dir "$W/big" --ref big:1 -o "$W/bigimg" >/dev/null
+mkdir -p "$W/ca"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=fnexec-test-ca -keyout "$W/ca/ca.key" -out "$W/ca/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$W/ca/server.key" -out "$W/ca/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' >"$W/ca/san"
+openssl x509 -req -in "$W/ca/server.csr" -CA "$W/ca/ca.crt" -CAkey "$W/ca/ca.key" -CAcreateserial -days 2 \
+    -extfile "$W/ca/san" -out "$W/ca/server.crt" 2>/dev/null
+htpasswd -Bbc "$W/htpasswd" alice wonderland 2>/dev/null
+
+step "registries"
+PLAIN=$(start_registry plain)
+TLS=$(start_registry tls tls)
+AUTH=$(start_registry auth tls htpasswd)
+mkdir -p "$W/certs"; cp "$W/ca/ca.crt" "$W/certs/ca.crt"
+"${SKOPEO[@]}" copy -q "oci:$W/bb:1" "docker://127.0.0.1:$PLAIN/test/bb:1" --dest-tls-verify=false
+"${SKOPEO[@]}" copy -q "oci:$W/bigimg:1" "docker://127.0.0.1:$PLAIN/test/big:1" --dest-tls-verify=false
+"${SKOPEO[@]}" copy -q "oci:$W/bb:1" "docker://127.0.0.1:$PLAIN/test/dk:1" --dest-tls-verify=false --format v2s2
+"${SKOPEO[@]}" copy -q "oci:$W/bb:1" "docker://127.0.0.1:$TLS/test/bb:1" --dest-cert-dir "$W/certs"
+"${SKOPEO[@]}" copy -q "oci:$W/bb:1" "docker://127.0.0.1:$AUTH/test/bb:1" --dest-cert-dir "$W/certs" --dest-creds alice:wonderland
+P=127.0.0.1:$PLAIN
+
+step "pull by tag over plain HTTP, run it, pull again (nothing downloaded twice)"
+out=$(fx image pull --tls-verify=false "docker://$P/test/bb:1" 2>&1) || fail "pull: $out"
+expect "$out" "^$P/test/bb:1 sha256:[0-9a-f]{64}$" "pull prints the name and digest"
+digest=$(awk 'END{print $2}' <<<"$out")
+out=$(fx run "$P/test/bb:1" -- /bin/sh -c 'echo pulled ok' 2>&1) || fail "run: $out"
+expect "$out" "^pulled ok$" "run the pulled image"
+out=$(fx image pull --tls-verify=false "docker://$P/test/bb:1" 2>&1) || fail "re-pull: $out"
+expect "$out" "skipped: already in the store" "a re-pull fetches no layer"
+
+step "pull by digest; import docker://; run docker:// (Docker schema 2 media types)"
+out=$(fx image pull -q --tls-verify=false "docker://$P/test/bb@$digest" 2>&1) || fail "pull by digest: $out"
+expect "$out" "$digest" "pull by digest"
+out=$(fx image import --tls-verify=false "docker://$P/test/dk:1" 2>&1) || fail "import docker://: $out"
+out=$(fx run -q --tls-verify=false "docker://$P/test/dk:1" -- /bin/sh -c 'echo docker ok' 2>&1) || fail "run docker://: $out"
+expect "$out" "docker ok$" "run docker://"
+
+step "TLS with the test CA: --cert-dir works, the system store alone refuses with the fix"
+out=$(fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$TLS/test/bb:1" 2>&1) || fail "TLS pull: $out"
+out=$(fx image pull -q "docker://127.0.0.1:$TLS/test/bb:1" --name tls-unknown-ca 2>&1) && fail "pull from an unknown CA worked"
+expect "$out" "docker://127.0.0.1:$TLS/test/bb:1.*not trusted.*certs.d/127.0.0.1:$TLS/ca.crt.*--tls-verify=false" "unknown CA"
+
+step "basic auth: no creds, wrong creds, --creds, auth.json"
+out=$(fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name noauth 2>&1) && fail "pull without creds worked"
+expect "$out" "401.*needs credentials.*--creds" "401 without credentials"
+out=$(fx image pull -q --cert-dir "$W/certs" --creds alice:wrongpass "docker://127.0.0.1:$AUTH/test/bb:1" --name badauth 2>&1) &&
+    fail "pull with wrong creds worked"
+expect "$out" "401.*credentials from --creds" "wrong credentials"
+grep -q wrongpass <<<"$out" && fail "the password appears in the error: $out"
+out=$(fx image pull -q --cert-dir "$W/certs" --creds alice:wonderland "docker://127.0.0.1:$AUTH/test/bb:1" 2>&1) || fail "--creds: $out"
+printf '{"auths":{"127.0.0.1:%s":{"auth":"%s"}}}' "$AUTH" "$(printf alice:wonderland | base64)" >"$W/auth.json"
+out=$(REGISTRY_AUTH_FILE=$W/auth.json fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name viaauthjson 2>&1) ||
+    fail "auth.json: $out"
+
+step "bearer token flow (the proxy plays the token server)"
+BEARER=$(start_proxy bearer "$PLAIN" bearer)
+out=$(fx image pull -q --tls-verify=false "docker://127.0.0.1:$BEARER/test/bb:1" --name bearer-anon 2>&1) && fail "bearer without creds worked"
+expect "$out" "401" "bearer without credentials"
+out=$(fx image pull -q --tls-verify=false --creds user:secret "docker://127.0.0.1:$BEARER/test/bb:1" --name bearer 2>&1) ||
+    fail "bearer: $out"
+
+step "HTTPS_PROXY is used, NO_PROXY=127.0.0.1 bypasses it"
+dead=$(free_port)
+out=$(HTTPS_PROXY=http://127.0.0.1:$dead NO_PROXY=127.0.0.1 fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$TLS/test/bb:1" 2>&1) ||
+    fail "NO_PROXY: $out"
+out=$(HTTPS_PROXY=http://127.0.0.1:$dead NO_PROXY= fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$TLS/test/bb:1" --name via-proxy 2>&1) &&
+    fail "a dead HTTPS_PROXY was not used"
+
+step "faults a real network has: reset, truncation, 429, 503 — each retried, the blob resumed"
+for mode in reset-once truncate-once status-once=429 status-once=503; do
+    STORE=$W/store-$mode
+    port=$(start_proxy "$mode" "$PLAIN" "$mode")
+    out=$(fx image pull -q --tls-verify=false "docker://127.0.0.1:$port/test/big:1" 2>&1) || fail "$mode: $out"
+    out=$(fx run "127.0.0.1:$port/test/big:1" -- /bin/sh -c 'cmp /data/noise.bin /data/noise.bin && echo same' 2>&1) || fail "$mode run: $out"
+    case $mode in reset-once | truncate-once)
+        grep -Eq "bytes=[1-9][0-9]*-" "$W/proxy-$mode.log" || fail "$mode: the retry did not resume with Range: $(cat "$W/proxy-$mode.log")" ;;
+    esac
+done
+
+step "bad input: each a clear error naming the registry, reference and fix; nothing left behind"
+STORE=$W/store-bad
+fx image ls >/dev/null
+bad() {  # bad WHAT PATTERN fnexec-args...
+    local what=$1 pattern=$2
+    shift 2
+    out=$(fx image pull -q "$@" 2>&1) && fail "$what: the pull worked"
+    expect "$out" "$pattern" "$what"
+    no_image_left "$what"
+}
+bad "unknown host" "docker://no-such-registry.invalid/x/y:1.*cannot resolve no-such-registry.invalid" \
+    "docker://no-such-registry.invalid/x/y:1"
+bad "404 tag" "docker://$P/test/bb:nope.*404.*no such repository or tag" --tls-verify=false "docker://$P/test/bb:nope"
+bad "connection refused" "cannot connect to 127.0.0.1:$dead.*is the registry running" --tls-verify=false "docker://127.0.0.1:$dead/x:1"
+port=$(start_proxy flip "$PLAIN" flip-byte)
+bad "digest mismatch" "docker://127.0.0.1:$port/test/big:1.*content with digest sha256:.*nothing was stored" \
+    --tls-verify=false "docker://127.0.0.1:$port/test/big:1"
+port=$(start_proxy bigm "$PLAIN" big-manifest)
+bad "manifest too large" "docker://127.0.0.1:$port/test/bb:1.*more than 4194304 bytes for the manifest" \
+    --tls-verify=false "docker://127.0.0.1:$port/test/bb:1"
+port=$(start_proxy loop "$PLAIN" redirect-loop)
+bad "redirect loop" "docker://127.0.0.1:$port/test/bb:1.*redirect loop" --tls-verify=false "docker://127.0.0.1:$port/test/bb:1"
+port=$(start_proxy mt "$PLAIN" wrong-type)
+bad "bad media type" "docker://127.0.0.1:$port/test/bb:1.*media type text/html is neither an image manifest nor an index" \
+    --tls-verify=false "docker://127.0.0.1:$port/test/bb:1"
+bad "bad reference" "parse registry reference.*repository 'Test/BB'" "docker://$P/Test/BB:1"
+
+step "a layer already in the store is not fetched again, whichever image brought it"
+STORE=$W/store-partial
+port=$(start_proxy partial "$PLAIN" pass)
+fx image pull -q --tls-verify=false "docker://127.0.0.1:$port/test/bb:1" >/dev/null
+n_before=$(wc -l <"$W/proxy-partial.log")
+fx image pull -q --tls-verify=false "docker://127.0.0.1:$port/test/big:1" >/dev/null
+n_after=$(wc -l <"$W/proxy-partial.log")
+# big shares the busybox layer with bb: only its data layer and config are fetched.
+[ $((n_after - n_before)) = 2 ] || fail "big after bb fetched $((n_after - n_before)) blobs, want 2 (layer + config)"
+step "the daemon: fn create --image docker://... pulls with the credentials and CAs named in fnexec.conf"
+STORE=$W/store-daemon
+mkdir -p "$W/certs.d/127.0.0.1:$AUTH" "$STORE"
+cp "$W/ca/ca.crt" "$W/certs.d/127.0.0.1:$AUTH/ca.crt"
+printf 'registry_auth_file = %s\nregistry_certs_dir = %s\n' "$W/auth.json" "$W/certs.d" >"$W/fnexec.conf"
+SOCK=$W/fnexec.sock
+"$FNEXEC_BIN" --root "$STORE" serve --config "$W/fnexec.conf" --socket "$SOCK" --cgroups disabled >"$W/serve.log" 2>&1 &
+echo $! >>"$PIDS"
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+out=$("$FNEXEC_BIN" fn create --socket "$SOCK" pulled --image "docker://127.0.0.1:$AUTH/test/bb:1" --entrypoint /bin/sh 2>&1) ||
+    fail "fn create docker://: $out $(cat "$W/serve.log")"
+out=$(fx image ls) && expect "$out" "127.0.0.1:$AUTH/test/bb" "the daemon's pull is in its store"
+out=$("$FNEXEC_BIN" fn create --socket "$SOCK" broken --image "docker://127.0.0.1:$AUTH/test/nothere:1" 2>&1) &&
+    fail "fn create with a missing image worked"
+expect "$out" "docker://127.0.0.1:$AUTH/test/nothere:1.*404" "fn create with a missing image"
+grep -q wonderland "$W/serve.log" && fail "the password is in the daemon's log"
+echo "registry: all steps passed" >&2
