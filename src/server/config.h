@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -46,6 +47,9 @@ struct ServeConfig {
   std::chrono::milliseconds request_idle_timeout{60000};
   std::string log_level = "info";
   FunctionDefaults function_defaults;  // default_lifecycle, default_max_events_per_sandbox, ...
+  // SigV4 on the TCP listener: `access_key = ID SECRET` lines (id → secret).
+  std::map<std::string, std::string> access_keys;
+  LambdaSettings lambda;  // lambda_region, lambda_account_id: the Lambda API's ARNs and SigV4 scope
 };
 
 // One `key = value` setting, from the file or a flag.
@@ -57,7 +61,8 @@ struct Setting {
 
 // Parses the file's lines: `key = value`, `#` comments, blank lines. Unknown keys are errors.
 Result<std::vector<Setting>> parse_config_text(std::string_view text, std::string_view origin);
-// Reads path; a missing file is not an error when missing_ok (the default path).
+// Reads path; a missing file is not an error when missing_ok (the default path). A file with an
+// access_key must not be readable by group or others.
 Result<std::vector<Setting>> read_config_file(const std::filesystem::path& path, bool missing_ok);
 // Applies settings in order (later ones win), with each value checked.
 Result<> apply_settings(ServeConfig& config, const std::vector<Setting>& settings);
