@@ -10,7 +10,7 @@ BUILD_PKGS=(
   libarchive-dev libssl-dev libsqlite3-dev libcli11-dev libzstd-dev zlib1g-dev liblzma-dev libbz2-dev
 )
 # Used by tests and rootfs-tools at run time.
-TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 curl cpio kmod xz-utils)
+TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 curl cpio kmod xz-utils awscli)
 # Peers for bench/, the VM suites (cgroup v2; systemd: mmdebstrap, mke2fs) and the compat suite
 # (images made by other tools).
 EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap e2fsprogs buildah skopeo)
@@ -18,6 +18,9 @@ EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap e2fsprogs buil
 FUZZ_PKGS=(clang-16 libclang-rt-16-dev)
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
+# The Lambda API tests install the AWS SDK with npm (tests/lambda/install-sdk.sh); Debian ships npm
+# apart from nodejs, NodeSource's nodejs carries its own.
+command -v npm >/dev/null || want+=(npm)
 case "${1:-}" in
   --all) want+=("${EXTRA_PKGS[@]}") ;;
   --fuzz) want+=("${FUZZ_PKGS[@]}") ;;
