@@ -703,8 +703,8 @@ Result<int> Daemon::run() {
   if (!config_.listen.empty()) {
     if (config_.token_file.empty() && config_.access_keys.empty())
       return fail(ErrorKind::invalid, "listen on TCP", config_.listen,
-                  "refusing to serve TCP without credentials: set --token-file (token_file in fnexec.conf) "
-                  "or an access_key in fnexec.conf");
+                  "refusing to serve TCP without a bearer token or an access key: set --token-file "
+                  "(token_file in fnexec.conf) or an access_key in fnexec.conf");
     if (!config_.token_file.empty()) token_ = FNEXEC_TRY(read_token_file(config_.token_file));
   }
 

@@ -357,24 +357,22 @@ void LambdaApi::list_functions(const Request& request, Respond& respond) {
   JsonWriter w;
   w.begin_object().key("Functions").begin_array();
   uint64_t n = 0;
-  std::string next;
+  std::string last;  // the last name on this page: where the next one starts (NextMarker)
+  bool more = false;
   for (const auto& f : *stored) {
     if (!marker.empty() && f.name <= marker) continue;
     auto view = service_.function(f.name);
     if (!view) continue;
     if (n == *max_items) {
-      next = w.str().empty() ? "" : f.name;
+      more = true;
       break;
     }
     w.raw(function_configuration_json(*view, f.updated_ms, settings));
+    last = f.name;
     ++n;
   }
   w.end_array();
-  // The marker is the last name returned: the next page starts after it.
-  if (!next.empty()) {
-    auto last = std::find_if(stored->begin(), stored->end(), [&](const auto& f) { return f.name == next; });
-    w.field("NextMarker", std::prev(last)->name);
-  }
+  if (more) w.field("NextMarker", last);
   w.end_object();
   respond(Reply{200, "application/json", w.take(), {}});
 }
