@@ -12,7 +12,7 @@ BUILD_PKGS=(
 )
 # Used by tests and rootfs-tools at run time.
 TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 nftables curl cpio kmod xz-utils
-  docker-registry skopeo apache2-utils openssl)
+  docker-registry skopeo apache2-utils openssl awscli)
 # Peers for bench/, the VM suites (cgroup v2; systemd: mmdebstrap, mke2fs) and the compat suite
 # (images made by other tools).
 EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap e2fsprogs buildah skopeo)
@@ -20,6 +20,9 @@ EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap e2fsprogs buil
 FUZZ_PKGS=(clang-16 libclang-rt-16-dev)
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
+# The Lambda API tests install the AWS SDK with npm (tests/lambda/install-sdk.sh); Debian ships npm
+# apart from nodejs, NodeSource's nodejs carries its own.
+command -v npm >/dev/null || want+=(npm)
 case "${1:-}" in
   --all) want+=("${EXTRA_PKGS[@]}" "${FUZZ_PKGS[@]}") ;;  # the fuzz suite runs in CI
   --fuzz) want+=("${FUZZ_PKGS[@]}") ;;

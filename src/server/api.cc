@@ -95,6 +95,7 @@ RouteMatch route(std::string_view method, std::string_view target) {
       RouteMatch bad;
       bad.route = Route::bad_request;
       bad.error = fmt::format("query parameter '{}' is not valid percent-encoding", pair);
+      bad.lambda = path.starts_with("/2015-03-31/");
       return bad;
     }
     params[*k] = *v;
@@ -125,16 +126,28 @@ RouteMatch route(std::string_view method, std::string_view target) {
     } else if (p == "images" && parts.size() == 2) {
       m = by_method(method, {{"GET", Route::images_list}, {"POST", Route::images_import}});
     }
-    if (parts.size() >= 3 && m.route != Route::not_found) {
-      auto decoded = percent_decode(parts[2], false);
-      if (!decoded) {
-        RouteMatch bad;
-        bad.route = Route::bad_request;
-        bad.error = fmt::format("path segment '{}' is not valid percent-encoding", parts[2]);
-        return bad;
-      }
-      m.param = std::move(*decoded);
+  } else if (!parts.empty() && parts[0] == "2015-03-31") {
+    if (parts.size() == 2 && parts[1] == "functions") {
+      m = by_method(method, {{"GET", Route::lambda_functions_list}});
+    } else if (parts.size() == 3 && parts[1] == "functions") {
+      m = by_method(method, {{"GET", Route::lambda_function_get}});
+    } else if (parts.size() == 4 && parts[1] == "functions" && parts[3] == "configuration") {
+      m = by_method(method, {{"GET", Route::lambda_function_config}});
+    } else if (parts.size() == 4 && parts[1] == "functions" && parts[3] == "invocations") {
+      m = by_method(method, {{"POST", Route::lambda_invoke}});
     }
+    m.lambda = true;
+  }
+  if (parts.size() >= 3 && m.route != Route::not_found) {
+    auto decoded = percent_decode(parts[2], false);
+    if (!decoded) {
+      RouteMatch bad;
+      bad.route = Route::bad_request;
+      bad.error = fmt::format("path segment '{}' is not valid percent-encoding", parts[2]);
+      bad.lambda = m.lambda;
+      return bad;
+    }
+    m.param = std::move(*decoded);
   }
   m.query = std::move(params);
   return m;

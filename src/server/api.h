@@ -27,6 +27,11 @@ enum class Route {
   invocation_get,    // GET /v1/invocations/{id}
   images_list,       // GET /v1/images
   images_import,     // POST /v1/images
+  // Lambda's Invoke API (lambda_api.h); match.lambda is set for every path below /2015-03-31.
+  lambda_functions_list,   // GET /2015-03-31/functions/
+  lambda_function_get,     // GET /2015-03-31/functions/{name}
+  lambda_function_config,  // GET /2015-03-31/functions/{name}/configuration
+  lambda_invoke,           // POST /2015-03-31/functions/{name}/invocations
   not_found,
   method_not_allowed,
   bad_request,  // a query string that does not decode
@@ -38,6 +43,7 @@ struct RouteMatch {
   std::map<std::string, std::string> query;
   std::string allow;  // for method_not_allowed: the methods the path accepts
   std::string error;  // for bad_request
+  bool lambda = false;  // below /2015-03-31: errors in Lambda's form (x-amzn-ErrorType)
 };
 
 RouteMatch route(std::string_view method, std::string_view target);
@@ -94,6 +100,12 @@ Outcome classify(const pool::InvocationResult& r);
 unsigned http_status(Outcome o);
 // HTTP status for an Error of the daemon or a module (invalid → 400, not_found → 404, ...).
 unsigned http_status(const Error& e);
+
+// What the Lambda API (lambda_api.h) puts in ARNs: fnexec.conf lambda_region, lambda_account_id.
+struct LambdaSettings {
+  std::string region = "us-east-1";
+  std::string account_id = "000000000000";
+};
 
 // Unsigned decimal query parameter with a range check; absent → fallback.
 Result<uint64_t> query_uint(const std::map<std::string, std::string>& query, const std::string& key,

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <charconv>
 #include <set>
 
@@ -34,7 +35,8 @@ const std::set<std::string_view> kReloadable = {
     "max_argv_bytes",       "max_env_entries",      "max_env_bytes",    "max_layer_bytes",
     "max_image_bytes",      "default_user",         "default_read_only_rootfs",
     "default_cap_drop",     "default_seccomp_profile", "default_nofile", "default_pids_limit",
-    "registry_auth_file", "registry_certs_dir"};
+    "registry_auth_file", "registry_certs_dir", "access_key", "lambda_region",
+    "lambda_account_id"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -103,7 +105,14 @@ Result<std::vector<Setting>> read_config_file(const std::filesystem::path& path,
     if (missing_ok && text.error().err == ENOENT) return std::vector<Setting>{};
     return std::unexpected(text.error());
   }
-  return parse_config_text(*text, path.string());
+  auto settings = FNEXEC_TRY(parse_config_text(*text, path.string()));
+  bool has_keys = std::any_of(settings.begin(), settings.end(), [](const Setting& s) { return s.key == "access_key"; });
+  struct stat st {};
+  if (has_keys && ::stat(path.c_str(), &st) == 0 && (st.st_mode & 0077))
+    return fail(ErrorKind::invalid, "read config", path.string(),
+                fmt::format("it holds access_key secrets but its mode {:04o} lets others read it; chmod 600 it",
+                            st.st_mode & 07777));
+  return settings;
 }
 
 Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
@@ -223,6 +232,27 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       c.max_layer_bytes = FNEXEC_TRY(parse_bytes(s));
     } else if (k == "max_image_bytes") {
       c.max_image_bytes = FNEXEC_TRY(parse_bytes(s));
+    } else if (k == "access_key") {
+      auto space = s.value.find_first_of(" \t");
+      std::string id = s.value.substr(0, space);
+      std::string secret = space == std::string::npos ? "" : std::string(trim(std::string_view(s.value).substr(space)));
+      auto id_ok = !id.empty() && id.size() <= 128 &&
+                   std::all_of(id.begin(), id.end(), [](unsigned char c) { return std::isalnum(c); });
+      if (!id_ok || secret.size() < 16 || secret.find_first_of(" \t") != std::string::npos)
+        return fail(ErrorKind::invalid, "read setting", s.origin,
+                    "access_key = ID SECRET: ID is letters and digits, SECRET at least 16 characters without "
+                    "spaces (the value is not shown)");
+      c.access_keys[id] = secret;
+    } else if (k == "lambda_region") {
+      bool ok = !s.value.empty() && s.value.size() <= 32 && std::all_of(s.value.begin(), s.value.end(), [](unsigned char ch) {
+        return std::islower(ch) || std::isdigit(ch) || ch == '-';
+      });
+      if (!ok) return bad_value(s, "must be a region name such as us-east-1");
+      c.lambda.region = s.value;
+    } else if (k == "lambda_account_id") {
+      if (s.value.size() != 12 || !std::all_of(s.value.begin(), s.value.end(), [](unsigned char ch) { return std::isdigit(ch); }))
+        return bad_value(s, "must be 12 digits");
+      c.lambda.account_id = s.value;
     } else {
       return fail(ErrorKind::invalid, "read setting", s.origin, fmt::format("unknown key '{}'", k));
     }

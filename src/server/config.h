@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +56,9 @@ struct ServeConfig {
   FunctionLimits function_limits;      // max_function_bytes, max_array_entries, max_env_entries, ...
   uint64_t max_layer_bytes = image::kDefaultMaxLayerBytes;  // unpacked, per layer of an uploaded image
   uint64_t max_image_bytes = image::kDefaultMaxImageBytes;  // unpacked, all layers of one image
+  // SigV4 on the TCP listener: `access_key = ID SECRET` lines (id → secret).
+  std::map<std::string, std::string> access_keys;
+  LambdaSettings lambda;  // lambda_region, lambda_account_id: the Lambda API's ARNs and SigV4 scope
 };
 
 // One `key = value` setting, from the file or a flag.
@@ -66,7 +70,8 @@ struct Setting {
 
 // Parses the file's lines: `key = value`, `#` comments, blank lines. Unknown keys are errors.
 Result<std::vector<Setting>> parse_config_text(std::string_view text, std::string_view origin);
-// Reads path; a missing file is not an error when missing_ok (the default path).
+// Reads path; a missing file is not an error when missing_ok (the default path). A file with an
+// access_key must not be readable by group or others.
 Result<std::vector<Setting>> read_config_file(const std::filesystem::path& path, bool missing_ok);
 // Applies settings in order (later ones win), with each value checked.
 Result<> apply_settings(ServeConfig& config, const std::vector<Setting>& settings);

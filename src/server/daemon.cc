@@ -24,6 +24,8 @@
 #include "image/store.h"
 #include "server/http_framing.h"
 #include "server/json.h"
+#include "server/lambda_api.h"
+#include "server/sigv4.h"
 #include "server/service.h"
 #include "util/log.h"
 #include "util/unique_fd.h"
@@ -104,6 +106,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_body(beast::error_code ec);
   void dispatch(Request request);
   void send(Reply reply, bool close_after = false);
+  // An error before the request reaches the Service: Lambda's form below /2015-03-31, else /v1's.
+  Reply early_error(unsigned status, std::string_view lambda_type, std::string message) const;
+  // SigV4 (sigv4.h) or the bearer token; false when it already answered with 401/403.
+  bool authenticate(const http::request<http::empty_body>& req);
   void drain_and_close();
 
   Daemon& daemon_;
@@ -123,6 +129,8 @@ class Session : public std::enable_shared_from_this<Session> {
   unsigned version_ = 11;
   bool keep_alive_ = true;
   bool head_ = false;  // the request is a HEAD: its reply carries no body
+  std::optional<sigv4::Authorization> signature_;  // checked against the body once it is read
+  std::string principal_ = "unix";
   std::array<char, 65536> discard_{};
   size_t drained_ = 0;
 };
@@ -135,6 +143,8 @@ class Daemon {
   // Loop thread only.
   bool stopping() const { return stopping_; }
   const std::string& token() const { return token_; }
+  const std::map<std::string, std::string>& access_keys() const { return config_.access_keys; }
+  const LambdaSettings& lambda() const { return config_.lambda; }
   // The limit on a route's body and the fnexec.conf key that sets it, for the 413.
   std::pair<uint64_t, const char*> body_limit(Route r) const {
     if (r == Route::images_import) return {config_.max_upload_bytes, "max_upload_bytes"};
@@ -243,28 +253,15 @@ void Session::on_header(beast::error_code ec) {
   std::string target(req.target());
   match_ = route(std::string_view(req.method_string().data(), req.method_string().size()), target);
 
-  if (needs_token_) {
-    auto auth = req[http::field::authorization];
-    std::string_view given(auth.data(), auth.size());
-    bool ok = given.starts_with("Bearer ") && token_matches(given.substr(7), daemon_.token());
-    if (!ok) {
-      Reply r{401,
-              "application/json",
-              json_error(given.empty() ? "this endpoint needs Authorization: Bearer TOKEN"
-                                       : "the bearer token is not valid"),
-              {{"WWW-Authenticate", "Bearer"}}};
-      return send(std::move(r), true);
-    }
-  }
+  principal_ = "unix";
+  signature_.reset();
+  if (needs_token_ && !authenticate(req)) return;
 
   auto [limit, key] = daemon_.body_limit(match_.route);
   if (auto len = header_->content_length(); len && *len > limit) {
-    return send(Reply{413,
-                      "application/json",
-                      json_error(fmt::format("request body of {} bytes is over the limit of {} bytes ({} in "
-                                             "fnexec.conf)",
-                                             *len, limit, key)),
-                      {}},
+    return send(early_error(413, "RequestTooLargeException",
+                            fmt::format("request body of {} bytes is over the limit of {} bytes ({} in fnexec.conf)",
+                                        *len, limit, key)),
                 true);
   }
   if (req[http::field::expect] == "100-continue") {
@@ -322,9 +319,12 @@ void Session::on_body(beast::error_code ec) {
     file_parser_.reset();
     request.upload = std::exchange(upload_, {});
   } else {
-    request.method = std::string(string_parser_->get().method_string());
-    request.target = std::string(string_parser_->get().target());
-    request.body = std::move(string_parser_->get().body());
+    auto& req = string_parser_->get();
+    request.method = std::string(req.method_string());
+    request.target = std::string(req.target());
+    if (!ec && (signature_ || match_.lambda))
+      for (const auto& field : req) request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    request.body = std::move(req.body());
     string_parser_.reset();
   }
   if (ec) {
@@ -333,27 +333,97 @@ void Session::on_body(beast::error_code ec) {
       stdfs::remove(request.upload, rm);
     }
     if (std::exchange(body_timed_out_, false))
-      return send(Reply{408,
-                        "application/json",
-                        json_error(fmt::format("no data for {} ms while reading the request body "
-                                               "(request_idle_timeout); the request was not processed",
-                                               daemon_.request_idle_timeout().count())),
-                        {}},
+      return send(early_error(408, "RequestTimeoutException",
+                              fmt::format("no data for {} ms while reading the request body "
+                                          "(request_idle_timeout); the request was not processed",
+                                          daemon_.request_idle_timeout().count())),
                   true);
     if (ec == http::error::body_limit)
-      return send(Reply{413,
-                        "application/json",
-                        json_error(fmt::format("request body is over the limit of {} bytes ({} in fnexec.conf)",
-                                               daemon_.body_limit(match_.route).first,
-                                               daemon_.body_limit(match_.route).second)),
-                        {}},
+      return send(early_error(413, "RequestTooLargeException",
+                              fmt::format("request body is over the limit of {} bytes ({} in fnexec.conf)",
+                                          daemon_.body_limit(match_.route).first,
+                                          daemon_.body_limit(match_.route).second)),
                   true);
     if (auto status = framing_error_status(ec))  // a malformed chunk: the stream is out of step
       return send(Reply{*status, "application/json", json_error(framing_error_message(ec)), {}}, true);
     return close();
   }
+  if (auto sig = std::exchange(signature_, std::nullopt)) {
+    std::string amz_date, content_sha;
+    for (const auto& [k, v] : request.headers) {
+      if (beast::iequals(k, "x-amz-date")) amz_date = v;
+      if (beast::iequals(k, "x-amz-content-sha256")) content_sha = v;
+    }
+    std::string body_sha = sigv4::sha256_hex(request.body);
+    if (!content_sha.empty() && content_sha != body_sha)
+      return send(early_error(403, "InvalidSignatureException",
+                              "x-amz-content-sha256 is not the SHA-256 of the body (UNSIGNED-PAYLOAD is not accepted)"));
+    sigv4::SignedRequest signed_request{request.method, request.target, request.headers, body_sha};
+    auto secret = daemon_.access_keys().find(sig->access_key);
+    auto verified = secret == daemon_.access_keys().end()
+                        ? std::unexpected(sigv4::Refusal{"UnrecognizedClientException", "the access key was removed"})
+                        : sigv4::verify(*sig, signed_request, amz_date, secret->second);
+    if (!verified) return send(early_error(403, verified.error().type, verified.error().message));
+  }
+  request.principal = principal_;
   request.match = std::move(match_);
   dispatch(std::move(request));
+}
+
+bool Session::authenticate(const http::request<http::empty_body>& req) {
+  auto field = req[http::field::authorization];
+  std::string_view given(field.data(), field.size());
+  if (given.starts_with("AWS4-HMAC-SHA256")) {
+    if (match_.route == Route::images_import) {
+      send(early_error(403, "AccessDeniedException", "image uploads take the bearer token, not SigV4"), true);
+      return false;
+    }
+    if (req.count("x-amz-security-token")) {
+      send(early_error(403, "UnrecognizedClientException",
+                       "session tokens (x-amz-security-token) are not supported: sign with an access_key of "
+                       "fnexec.conf"),
+           true);
+      return false;
+    }
+    auto date = req["x-amz-date"];
+    sigv4::VerifyOptions options{std::chrono::system_clock::now(), std::chrono::seconds(300),
+                                 daemon_.lambda().region, "lambda"};
+    auto checked = sigv4::check_header(given, std::string_view(date.data(), date.size()), daemon_.access_keys(), options);
+    if (!checked) {
+      send(early_error(403, checked.error().type, checked.error().message), true);
+      return false;
+    }
+    principal_ = checked->access_key;
+    signature_ = std::move(*checked);
+    return true;
+  }
+  bool ok = given.starts_with("Bearer ") && !daemon_.token().empty() &&
+            token_matches(given.substr(7), daemon_.token());
+  if (ok) {
+    principal_ = "token";
+    return true;
+  }
+  if (match_.lambda) {
+    send(given.empty() ? early_error(403, "MissingAuthenticationTokenException",
+                                     "Missing Authentication Token: sign the request with an access_key (SigV4)")
+                       : early_error(403, "UnrecognizedClientException", "The security token included in the request is invalid"),
+         true);
+    return false;
+  }
+  Reply r{401,
+          "application/json",
+          json_error(given.empty() ? "this endpoint needs Authorization: Bearer TOKEN"
+                                   : "the bearer token is not valid"),
+          {{"WWW-Authenticate", "Bearer"}}};
+  send(std::move(r), true);
+  return false;
+}
+
+Reply Session::early_error(unsigned status, std::string_view lambda_type, std::string message) const {
+  if (!match_.lambda) return Reply{status, "application/json", json_error(message), {}};
+  auto r = lambda_error(status, lambda_type, message);
+  r.headers.emplace_back("x-amzn-RequestId", request_id_of(new_invocation_id()));
+  return r;
 }
 
 void Session::dispatch(Request request) {
@@ -532,6 +602,9 @@ void Daemon::reload() {
     if (auto r = apply_settings(next, *settings); !r) settings = std::unexpected(r.error());
   }
   std::string token = token_;
+  if (settings && !next.listen.empty() && next.token_file.empty() && next.access_keys.empty())
+    settings = fail(ErrorKind::invalid, "reload", options_.config_file.string(),
+                    "TCP needs token_file or an access_key");
   if (settings && !next.listen.empty() && !next.token_file.empty()) {
     auto t = read_token_file(next.token_file);
     if (t)
@@ -569,7 +642,9 @@ void Daemon::reload() {
     config_.max_image_bytes = next.max_image_bytes;
     config_.registry_auth_file = next.registry_auth_file;
     config_.registry_certs_dir = next.registry_certs_dir;
-    token_ = token;
+    config_.access_keys = next.access_keys;
+    config_.lambda = next.lambda;
+    token_ = next.token_file.empty() ? std::string() : token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function},
                           config_.invocation_workers,
@@ -577,7 +652,8 @@ void Daemon::reload() {
                           config_.function_limits,
                           config_.max_layer_bytes,
                           config_.max_image_bytes,
-                          config_.registry_auth_file, config_.registry_certs_dir});
+                          config_.registry_auth_file, config_.registry_certs_dir,
+                          config_.lambda});
     spdlog::info("reloaded config file={}", options_.config_file.string());
   }
   (void)sd_notify("READY=1");
@@ -650,11 +726,11 @@ void Daemon::finish_shutdown_when_idle() {
 Result<int> Daemon::run() {
   spdlog::set_level(spdlog::level::from_str(config_.log_level));
   if (!config_.listen.empty()) {
-    if (config_.token_file.empty())
-      return fail(
-          ErrorKind::invalid, "listen on TCP", config_.listen,
-          "refusing to serve TCP without a bearer token: set --token-file (token_file in fnexec.conf)");
-    token_ = FNEXEC_TRY(read_token_file(config_.token_file));
+    if (config_.token_file.empty() && config_.access_keys.empty())
+      return fail(ErrorKind::invalid, "listen on TCP", config_.listen,
+                  "refusing to serve TCP without a bearer token or an access key: set --token-file "
+                  "(token_file in fnexec.conf) or an access_key in fnexec.conf");
+    if (!config_.token_file.empty()) token_ = FNEXEC_TRY(read_token_file(config_.token_file));
   }
 
   // One daemon per state dir: the lock is what makes recovery (lost records, stale cgroups) safe.
@@ -717,7 +793,8 @@ Result<int> Daemon::run() {
                     config_.function_limits,
                     config_.max_layer_bytes,
                     config_.max_image_bytes,
-                    config_.registry_auth_file, config_.registry_certs_dir});
+                    config_.registry_auth_file, config_.registry_certs_dir,
+                    config_.lambda});
   FNEXEC_TRY(service_->start());
 
   signals_.async_wait([this](beast::error_code ec, int s) {

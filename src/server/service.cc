@@ -10,6 +10,7 @@
 #include "registry/pull.h"
 #include "registry/reference.h"
 #include "server/json.h"
+#include "server/lambda_api.h"
 #include "util/log.h"
 
 namespace fnexec::server {
@@ -159,7 +160,10 @@ Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::s
       invocations_(std::move(invocations)),
       admin_(std::move(admin)),
       records_(state),
-      limits_(limits) {}
+      limits_(limits),
+      lambda_(std::make_unique<LambdaApi>(*this)) {}
+
+Service::~Service() = default;
 
 namespace {
 
@@ -274,6 +278,7 @@ void Service::run_job(Executor& executor, std::function<void()> job) {
 
 void Service::handle(Request request, Respond respond) {
   const auto& m = request.match;
+  if (m.lambda) return lambda_->handle(std::move(request), std::move(respond));  // its errors too
   switch (m.route) {
     case Route::healthz: {
       std::lock_guard lock(mu_);
@@ -320,6 +325,11 @@ void Service::handle(Request request, Respond respond) {
       r.headers.emplace_back("Allow", m.allow);
       return respond(std::move(r));
     }
+    case Route::lambda_functions_list:
+    case Route::lambda_function_get:
+    case Route::lambda_function_config:
+    case Route::lambda_invoke:
+      return lambda_->handle(std::move(request), std::move(respond));
     case Route::not_found:
       break;
   }
@@ -437,60 +447,168 @@ void Service::delete_function(const std::string& name, Respond respond) {
   });
 }
 
+AdmissionResult Service::admit(const std::string& name) {
+  std::lock_guard lock(mu_);
+  if (stopping_) return {Admission::stopping, "the daemon is shutting down"};
+  auto f = functions_.find(name);
+  if (f == functions_.end()) return {Admission::no_function, fmt::format("no function named {}", name)};
+  if (!f->second.error.empty())
+    return {Admission::not_ready, fmt::format("function {} is not ready: {}", name, f->second.error)};
+  auto& n = in_flight_[name];
+  if (n >= f->second.spec.max_concurrency) {
+    metrics_.count(name, Outcome::rejected);
+    return {Admission::function_busy,
+            fmt::format("function {} is at max_concurrency ({})", name, f->second.spec.max_concurrency)};
+  }
+  if (in_flight_total_ >= limits_.max_in_flight) {
+    metrics_.count(name, Outcome::rejected);
+    return {Admission::daemon_busy,
+            fmt::format("the daemon is running its maximum of {} invocations", limits_.max_in_flight)};
+  }
+  ++n;
+  ++in_flight_total_;
+  return {};
+}
+
+void Service::run_admitted(const std::string& name, std::string event, std::function<void(SyncRun)> done) {
+  run_job(invocations_, [this, name, event = std::move(event), done = std::move(done)]() mutable {
+    auto run = invoke_sync(name, std::move(event));
+    // The slot is free before the reply goes out: a caller that sends its next event as soon as it
+    // has the result must not find its own previous invocation still counted (429).
+    release(name);
+    done(std::move(run));
+  });
+}
+
+void Service::enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done) {
+  run_job(admin_, [this, name, event = std::move(event), done = std::move(done)] {
+    auto id = new_invocation_id();
+    if (auto r = state_.enqueue(id, name, event, now_ms()); !r) return done(std::unexpected(r.error()));
+    done(id);
+    {
+      std::lock_guard l(mu_);
+      pending_.push_back({id, name});
+    }
+    pump_queue();
+  });
+}
+
+std::optional<FunctionView> Service::function(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  auto f = functions_.find(name);
+  if (f == functions_.end()) return std::nullopt;
+  return FunctionView{f->second.spec, f->second.error};
+}
+
+bool Service::stopping() const {
+  std::lock_guard lock(mu_);
+  return stopping_;
+}
+
+ServiceLimits Service::limits() const {
+  std::lock_guard lock(mu_);
+  return limits_;
+}
+
+namespace {
+
+// The /v1 reply of a sync invocation: stdout as the body, the record in Fnexec-* headers.
+Reply v1_reply(SyncRun run) {
+  if (!run.result) {
+    bool no_capacity = run.result.error().kind == ErrorKind::unavailable;
+    auto reply = error_reply(no_capacity ? 429 : http_status(run.result.error()), run.error);
+    if (no_capacity) reply.headers.emplace_back("Retry-After", "1");
+    if (!run.id.empty()) reply.headers.emplace_back("Fnexec-Invocation-Id", run.id);
+    return reply;
+  }
+  auto& res = *run.result;
+  const auto& rec = res.record;
+  const auto& id = run.id;
+  Reply reply;
+  reply.status = http_status(run.outcome);
+  bool function_error = res.error_type == "Function.Error";
+  if (run.outcome == Outcome::success) {
+    reply.content_type = "application/octet-stream";
+    reply.body = std::move(res.output);
+  } else if (function_error) {
+    // Like Lambda's X-Amz-Function-Error: the function ran and answered with an error; 200 with the
+    // error document as the body, so callers tell it from a failure of the platform (5xx).
+    reply.body = res.error_body.value_or("{}");
+    reply.headers.emplace_back("Fnexec-Function-Error", "Unhandled");
+    reply.status = 200;
+  } else {
+    JsonWriter w;
+    w.begin_object().field("error", run.error).field("invocation_id", id);
+    w.field("exit_code", rec.exit_code);
+    w.field("signal", rec.signal).field("oom_killed", rec.oom_killed).field("timed_out", rec.timed_out);
+    w.field("output_too_large", res.output_too_large).field("stderr_tail", res.log);
+    if (!res.error_type.empty()) {
+      w.field("error_type", res.error_type).key("error_body");
+      res.error_body ? w.raw(json_or_string(*res.error_body)) : w.null();
+    }
+    w.end_object();
+    reply.body = w.take();
+  }
+  auto& h = reply.headers;
+  h.emplace_back("Fnexec-Invocation-Id", id);
+  h.emplace_back("Fnexec-Start", std::string(pool::to_string(res.start)));
+  h.emplace_back("Fnexec-Duration-Us", std::to_string(rec.wall_us));
+  h.emplace_back("Fnexec-Billed-Ms", std::to_string(billed_ms(rec.wall_us)));
+  if (rec.cpu_user_us || rec.cpu_system_us)
+    h.emplace_back("Fnexec-Cpu-Us", std::to_string(rec.cpu_user_us.value_or(0) + rec.cpu_system_us.value_or(0)));
+  if (rec.memory_peak_bytes) h.emplace_back("Fnexec-Memory-Peak-Bytes", std::to_string(*rec.memory_peak_bytes));
+  h.emplace_back("Fnexec-Exit-Code", std::to_string(rec.exit_code));
+  h.emplace_back("Fnexec-Lifecycle", std::string(pool::to_string(res.lifecycle)));
+  if (res.lifecycle != pool::Lifecycle::oneshot) {
+    if (!res.sandbox_id.empty()) h.emplace_back("Fnexec-Sandbox-Id", res.sandbox_id);
+    h.emplace_back("Fnexec-Sandbox-Events", std::to_string(res.sandbox_events));
+    if (res.init_us) h.emplace_back("Fnexec-Init-Us", std::to_string(*res.init_us));
+    if (!res.retired.empty()) h.emplace_back("Fnexec-Sandbox-Retired", res.retired);
+  }
+  if (!res.error_type.empty()) h.emplace_back("Fnexec-Error-Type", res.error_type);
+  return reply;
+}
+
+}  // namespace
+
 void Service::invoke(Request& request, Respond respond) {
   const std::string& name = request.match.param;
   if (auto ok = validate_function_name(name); !ok) return respond(error_reply(ok.error()));
   auto mode = request.match.query.contains("mode") ? request.match.query.at("mode") : "sync";
   if (mode != "sync" && mode != "async")
     return respond(error_reply(400, fmt::format("mode must be sync or async, got '{}'", mode)));
-  std::unique_lock lock(mu_);
-  if (stopping_) return respond(error_reply(503, "the daemon is shutting down"));
-  auto f = functions_.find(name);
-  if (f == functions_.end()) return respond(error_reply(404, fmt::format("no function named {}", name)));
 
   // Async invocations queue even while the pool cannot run them: they wait, durably, for capacity.
   if (mode == "async") {
-    lock.unlock();
-    run_job(admin_, [this, name, event = std::move(request.body), respond = std::move(respond)] {
-      auto id = new_invocation_id();
-      if (auto r = state_.enqueue(id, name, event, now_ms()); !r) return respond(error_reply(r.error()));
-      Reply reply = json_reply(202, fmt::format(R"({{"id":"{}","status":"queued"}})", id));
-      reply.headers.emplace_back("Fnexec-Invocation-Id", id);
-      reply.headers.emplace_back("Location", "/v1/invocations/" + id);
+    if (stopping()) return respond(error_reply(503, "the daemon is shutting down"));
+    if (!function(name)) return respond(error_reply(404, fmt::format("no function named {}", name)));
+    return enqueue(name, std::move(request.body), [respond = std::move(respond)](Result<std::string> id) {
+      if (!id) return respond(error_reply(id.error()));
+      Reply reply = json_reply(202, fmt::format(R"({{"id":"{}","status":"queued"}})", *id));
+      reply.headers.emplace_back("Fnexec-Invocation-Id", *id);
+      reply.headers.emplace_back("Location", "/v1/invocations/" + *id);
       respond(std::move(reply));
-      {
-        std::lock_guard l(mu_);
-        pending_.push_back({id, name});
-      }
-      pump_queue();
     });
-    return;
   }
 
-  if (!f->second.error.empty())
-    return respond(error_reply(503, fmt::format("function {} is not ready: {}", name, f->second.error)));
-  auto& n = in_flight_[name];
-  if (n >= f->second.spec.max_concurrency || in_flight_total_ >= limits_.max_in_flight) {
-    metrics_.count(name, Outcome::rejected);
-    auto r = error_reply(
-        429, n >= f->second.spec.max_concurrency
-                 ? fmt::format("function {} is at max_concurrency ({})", name, f->second.spec.max_concurrency)
-                 : fmt::format("the daemon is running its maximum of {} invocations", limits_.max_in_flight));
-    r.headers.emplace_back("Retry-After", "1");
-    return respond(std::move(r));
+  auto admitted = admit(name);
+  switch (admitted.status) {
+    case Admission::admitted:
+      break;
+    case Admission::stopping:
+    case Admission::not_ready:
+      return respond(error_reply(503, admitted.message));
+    case Admission::no_function:
+      return respond(error_reply(404, admitted.message));
+    case Admission::function_busy:
+    case Admission::daemon_busy: {
+      auto r = error_reply(429, admitted.message);
+      r.headers.emplace_back("Retry-After", "1");
+      return respond(std::move(r));
+    }
   }
-  ++n;
-  ++in_flight_total_;
-  lock.unlock();
-  run_job(invocations_,
-          [this, name, event = std::move(request.body), respond = std::move(respond)]() mutable {
-            // The slot is free before the reply goes out: a caller that sends its next event as soon
-            // as it has the result must not find its own previous invocation still counted (429).
-            invoke_sync(name, std::move(event), [this, name, respond = std::move(respond)](Reply reply) {
-              release(name);
-              respond(std::move(reply));
-            });
-          });
+  run_admitted(name, std::move(request.body),
+               [respond = std::move(respond)](SyncRun run) { respond(v1_reply(std::move(run))); });
 }
 
 void Service::release(const std::string& function) {
@@ -503,103 +621,69 @@ void Service::release(const std::string& function) {
   pump_queue();
 }
 
-void Service::invoke_sync(const std::string& name, std::string event, Respond respond) {
-  pool::FunctionSpec spec;
+SyncRun Service::invoke_sync(const std::string& name, std::string event) {
+  SyncRun run;
   Retention retention;
   {
     std::lock_guard lock(mu_);
     auto f = functions_.find(name);
-    if (f == functions_.end()) return respond(error_reply(404, fmt::format("no function named {}", name)));
-    spec = f->second.spec;
+    if (f == functions_.end()) {
+      run.error = fmt::format("no function named {}", name);
+      run.result = fail(ErrorKind::not_found, "invoke function", name, "it was deleted");
+      return run;
+    }
+    run.spec = f->second.spec;
     retention = limits_.retention;
   }
-  if (!pools_) return respond(error_reply(503, "warm pools are not running"));
-  auto id = new_invocation_id();
+  if (!pools_) {
+    run.error = "warm pools are not running";
+    run.result = fail(ErrorKind::internal, "invoke function", name, run.error);
+    return run;
+  }
+  run.id = new_invocation_id();
+  const auto& id = run.id;
   // The record is committed before the sandbox runs, so a crash leaves a `running` row to mark lost
   // (callers arriving together share the commit). The finish goes in the next batch, after the reply.
-  auto lifecycle = std::string(pool::to_string(spec.lifecycle));
+  auto lifecycle = std::string(pool::to_string(run.spec.lifecycle));
   if (auto r = records_.commit([&, started = now_ms()](State& s) {
         return s.insert_running(id, name, started, lifecycle);
       });
-      !r)
-    return respond(error_reply(r.error()));
+      !r) {
+    run.error = r.error().message();
+    run.result = std::unexpected(r.error());
+    return run;
+  }
 
-  auto res = pools_->invoke(name, event);
-  if (!res) {
+  run.result = pools_->invoke(name, event);
+  if (!run.result) {
     InvocationEnd e;
     e.id = id;
     e.finished_ms = now_ms();
-    e.error = res.error().message();
-    bool no_capacity = res.error().kind == ErrorKind::unavailable;
-    e.outcome = std::string(to_string(no_capacity ? Outcome::rejected : Outcome::failed));
+    e.error = run.result.error().message();
+    bool no_capacity = run.result.error().kind == ErrorKind::unavailable;
+    run.outcome = no_capacity ? Outcome::rejected : Outcome::failed;
+    e.outcome = std::string(to_string(run.outcome));
+    run.error = e.error;
     records_.submit([e, retention](State& s) { return s.finish(e, retention); });
-    metrics_.count(name, no_capacity ? Outcome::rejected : Outcome::failed);
-    auto reply = error_reply(no_capacity ? 429 : http_status(res.error()), e.error);
-    if (no_capacity) reply.headers.emplace_back("Retry-After", "1");
-    reply.headers.emplace_back("Fnexec-Invocation-Id", id);
-    return respond(std::move(reply));
+    metrics_.count(name, run.outcome);
+    return run;
   }
 
-  Outcome outcome = classify(*res);
-  auto end = end_of(id, *res, outcome);
-  if (outcome != Outcome::success) end.error = failure_message(spec, *res, outcome);
-  std::string error = end.error;  // for the reply; end goes to the record writer
+  auto& res = *run.result;
+  run.outcome = classify(res);
+  auto end = end_of(id, res, run.outcome);
+  if (run.outcome != Outcome::success) end.error = failure_message(run.spec, res, run.outcome);
+  run.error = end.error;
   int64_t finished_ms = end.finished_ms;
   records_.submit([end = std::move(end), retention](State& s) { return s.finish(end, retention); });
-  if (!res->log.empty())
-    records_.submit([name, id, finished_ms, log = res->log, retention](State& s) {
+  if (!res.log.empty())
+    records_.submit([name, id, finished_ms, log = res.log, retention](State& s) {
       return s.append_log(name, id, finished_ms, log, retention);
     });
-  metrics_.count(name, outcome);
-  metrics_.observe(name, res->start, res->record.wall_us);
-  metrics_.observe_sandbox(name, *res);
-
-  const auto& rec = res->record;
-  Reply reply;
-  reply.status = http_status(outcome);
-  bool function_error = res->error_type == "Function.Error";
-  if (outcome == Outcome::success) {
-    reply.content_type = "application/octet-stream";
-    reply.body = std::move(res->output);
-  } else if (function_error) {
-    // Like Lambda's X-Amz-Function-Error: the function ran and answered with an error; 200 with the
-    // error document as the body, so callers tell it from a failure of the platform (5xx).
-    reply.body = res->error_body.value_or("{}");
-    reply.headers.emplace_back("Fnexec-Function-Error", "Unhandled");
-    reply.status = 200;
-  } else {
-    JsonWriter w;
-    w.begin_object().field("error", error).field("invocation_id", id);
-    w.field("exit_code", rec.exit_code);
-    w.field("signal", rec.signal).field("oom_killed", rec.oom_killed).field("timed_out", rec.timed_out);
-    w.field("output_too_large", res->output_too_large).field("stderr_tail", res->log);
-    if (!res->error_type.empty()) {
-      w.field("error_type", res->error_type).key("error_body");
-      res->error_body ? w.raw(json_or_string(*res->error_body)) : w.null();
-    }
-    w.end_object();
-    reply.body = w.take();
-  }
-  auto& h = reply.headers;
-  h.emplace_back("Fnexec-Invocation-Id", id);
-  h.emplace_back("Fnexec-Start", std::string(pool::to_string(res->start)));
-  h.emplace_back("Fnexec-Duration-Us", std::to_string(rec.wall_us));
-  h.emplace_back("Fnexec-Billed-Ms", std::to_string(billed_ms(rec.wall_us)));
-  if (rec.cpu_user_us || rec.cpu_system_us)
-    h.emplace_back("Fnexec-Cpu-Us",
-                   std::to_string(rec.cpu_user_us.value_or(0) + rec.cpu_system_us.value_or(0)));
-  if (rec.memory_peak_bytes)
-    h.emplace_back("Fnexec-Memory-Peak-Bytes", std::to_string(*rec.memory_peak_bytes));
-  h.emplace_back("Fnexec-Exit-Code", std::to_string(rec.exit_code));
-  h.emplace_back("Fnexec-Lifecycle", std::string(pool::to_string(res->lifecycle)));
-  if (res->lifecycle != pool::Lifecycle::oneshot) {
-    if (!res->sandbox_id.empty()) h.emplace_back("Fnexec-Sandbox-Id", res->sandbox_id);
-    h.emplace_back("Fnexec-Sandbox-Events", std::to_string(res->sandbox_events));
-    if (res->init_us) h.emplace_back("Fnexec-Init-Us", std::to_string(*res->init_us));
-    if (!res->retired.empty()) h.emplace_back("Fnexec-Sandbox-Retired", res->retired);
-  }
-  if (!res->error_type.empty()) h.emplace_back("Fnexec-Error-Type", res->error_type);
-  respond(std::move(reply));
+  metrics_.count(name, run.outcome);
+  metrics_.observe(name, res.start, res.record.wall_us);
+  metrics_.observe_sandbox(name, res);
+  return run;
 }
 
 void Service::pump() {

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -32,6 +34,9 @@ struct Request {
   RouteMatch match;
   std::string body;              // every route but images_import
   std::filesystem::path upload;  // images_import: the file holding the body; the service removes it
+  // Lambda routes only (the /v1 routes read none): every header, names as sent.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string principal;  // who sent it: "unix", "token" or the SigV4 access key id
 };
 
 struct Reply {
@@ -56,13 +61,40 @@ struct ServiceLimits {
   uint64_t max_image_bytes = image::kDefaultMaxImageBytes;
   std::string registry_auth_file;      // fnexec.conf: credentials for docker:// images
   std::string registry_certs_dir;      // fnexec.conf: per-registry CA directories
+  LambdaSettings lambda;
 };
+
+// Whether a sync invocation may start now; admitted means it holds a max_concurrency slot.
+enum class Admission { admitted, stopping, no_function, not_ready, function_busy, daemon_busy };
+struct AdmissionResult {
+  Admission status = Admission::admitted;
+  std::string message;  // why not, naming the function and the limit
+};
+
+// One admitted sync invocation after it ran, or after it could not start (result holds the error;
+// ErrorKind::unavailable: no sandbox capacity).
+struct SyncRun {
+  std::string id;  // the record's id
+  pool::FunctionSpec spec;
+  Result<pool::InvocationResult> result = std::unexpected(Error{});
+  Outcome outcome = Outcome::failed;
+  std::string error;  // failure message (the record's error) when outcome is not success
+};
+
+// A function as the service knows it: its spec and why its pool is not ready ("" when it is).
+struct FunctionView {
+  pool::FunctionSpec spec;
+  std::string error;
+};
+
+class LambdaApi;
 
 class Service {
  public:
   // pools and store may be null: the daemon then answers what needs them with 503.
   Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode,
           Executor invocations, Executor admin, ServiceLimits limits);
+  ~Service();
 
   // Loads the functions and configures their pools, loads the async queue. Before serving.
   Result<> start();
@@ -77,6 +109,18 @@ class Service {
   // Every function's pool holds at least min_warm parked sandboxes (or has failed to configure).
   bool pools_warm() const;
   void set_limits(const ServiceLimits& limits);
+  ServiceLimits limits() const;
+
+  // The invocation path shared by /v1 and the Lambda API (lambda_api.cc), each with its own replies.
+  // admit() counts a rejection in the metrics; an admitted invocation must go to run_admitted().
+  AdmissionResult admit(const std::string& name);
+  // Runs on the invocation executor; frees the slot before done() is called.
+  void run_admitted(const std::string& name, std::string event, std::function<void(SyncRun)> done);
+  // Queues an async invocation durably; done gets its id.
+  void enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done);
+  std::optional<FunctionView> function(const std::string& name) const;
+  bool stopping() const;
+  State& state() { return state_; }
 
  private:
   struct FunctionEntry {
@@ -94,7 +138,7 @@ class Service {
   void put_function(Request& request, Respond respond);
   void delete_function(const std::string& name, Respond respond);
   void invoke(Request& request, Respond respond);
-  void invoke_sync(const std::string& name, std::string event, Respond respond);
+  SyncRun invoke_sync(const std::string& name, std::string event);
   void pump_queue();  // pump() without retrying after the pool set was full
   void run_async(QueuedInvocation q);
   void release(const std::string& function);
@@ -123,6 +167,7 @@ class Service {
   std::deque<QueuedInvocation> pending_;  // async, waiting for capacity
   bool stopping_ = false;
   bool backoff_ = false;  // the pool set had no capacity: wait for the next pump()
+  std::unique_ptr<LambdaApi> lambda_;
 };
 
 // 32 lowercase hex digits from getrandom(2).

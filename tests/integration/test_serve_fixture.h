@@ -121,7 +121,8 @@ class Daemon {
   // Starts `fnexec serve` and waits for READY=1. extra: more flags.
   void start(const std::vector<std::string>& extra = {}) {
     import_test_images();
-    write_file(config(), "cgroup_prefix = " + prefix_ + "\nlog_level = debug\n" + config_extra_);
+    // 0600: a config holding access_key secrets must not be readable by others (fnexec.conf(5)).
+    write_file(config(), "cgroup_prefix = " + prefix_ + "\nlog_level = debug\n" + config_extra_, 0600);
     pid_ = spawn(extra);
     REQUIRE(pid_ > 0);
     notify_.wait_for("READY=1");

@@ -1,0 +1,400 @@
+// Lambda's Invoke API on the daemon, driven by clients fnexec did not write: curl on the unix
+// socket, the AWS SDK for JavaScript v3 (pinned in tests/lambda/package.json) and the AWS CLI over
+// TCP with SigV4.
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include "server/json.h"
+#include "test_serve_fixture.h"
+
+using namespace fnexec;
+using namespace fnexec::test::serve;
+
+namespace {
+
+constexpr const char* kKeyId = "AKIDFNEXECLAMBDA";
+constexpr const char* kSecret = "lambda-invoke-test-secret-0123456789";
+constexpr const char* kRegion = "eu-west-3";
+constexpr const char* kAccount = "123456789012";
+
+std::string lambda_config(uint16_t port) {
+  return fmt::format("listen = 127.0.0.1:{}\naccess_key = {} {}\nlambda_region = {}\nlambda_account_id = {}\n"
+                     "max_event_bytes = 64k\n",
+                     port, kKeyId, kSecret, kRegion, kAccount);
+}
+
+// A daemon listening on TCP with an access key, and a busybox image for the functions.
+struct LambdaDaemon : InvokeDaemon {
+  explicit LambdaDaemon(uint16_t port = free_tcp_port()) : InvokeDaemon(lambda_config(port)), port(port) {}
+  std::string endpoint() const { return fmt::format("http://127.0.0.1:{}", port); }
+  Http invoke_lambda(const std::string& name, const std::string& body, std::vector<std::string> headers = {}) {
+    std::vector<std::string> extra;
+    for (auto& h : headers) extra.insert(extra.end(), {"-H", h});
+    return curl("POST", "/2015-03-31/functions/" + name + "/invocations", body, extra);
+  }
+  // Invocations of a function in its records: the side effect that counts runs.
+  size_t runs(const std::string& name) {
+    auto r = curl("GET", "/v1/invocations?function=" + name + "&limit=1000");
+    size_t n = 0;
+    for (size_t at = 0; (at = r.body.find("\"id\":", at)) != std::string::npos; ++at) ++n;
+    return n;
+  }
+  uint16_t port;
+};
+
+stdfs::path sdk_dir() {
+  static const stdfs::path dir = [] {
+    stdfs::path dest = stdfs::path(std::getenv("FNEXEC_BUILD_ROOT")) / "tests" / "lambda-sdk";
+    auto script = stdfs::path(std::getenv("FNEXEC_SOURCE_ROOT")) / "tests" / "lambda" / "install-sdk.sh";
+    auto r = test::run({script.string(), dest.string()});
+    REQUIRE_MESSAGE(r.exit_code == 0, "npm install of @aws-sdk/client-lambda failed: " << r.err);
+    return dest;
+  }();
+  return dir;
+}
+
+// One SDK call; the parsed JSON line it printed.
+struct SdkResult {
+  std::string raw;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string str(const char* key) {
+    std::string_view v;
+    return doc[key].get(v) ? std::string() : std::string(v);
+  }
+  int64_t num(const char* key) {
+    int64_t v = -1;
+    return doc[key].get(v) ? -1 : v;
+  }
+  bool ok() {
+    bool v = false;
+    return !doc["ok"].get(v) && v;
+  }
+};
+
+std::unique_ptr<SdkResult> sdk(const LambdaDaemon& d, const std::string& op, const std::string& input_json,
+                               const std::string& more = "", const std::string& secret = kSecret,
+                               const std::string& key_id = kKeyId) {
+  std::string request = fmt::format(
+      R"({{"endpoint":{},"accessKeyId":{},"secretAccessKey":{},"region":{},"op":{},"input":{}{}}})",
+      server::json_string(d.endpoint()), server::json_string(key_id), server::json_string(secret),
+      server::json_string(kRegion), server::json_string(op), input_json, more.empty() ? "" : "," + more);
+  auto r = test::run({"node", (sdk_dir() / "sdk-client.mjs").string(), request});
+  INFO("sdk " << op << " " << input_json << ": " << r.err);
+  REQUIRE(r.exit_code == 0);
+  auto out = std::make_unique<SdkResult>();
+  out->raw = r.out;
+  REQUIRE_MESSAGE(!out->parser.parse(out->raw).get(out->doc), "not JSON: " << r.out);
+  return out;
+}
+
+std::string b64decode(const std::string& s) {
+  auto d = server::base64_decode(s);
+  REQUIRE(d);
+  return *d;
+}
+
+}  // namespace
+
+TEST_SUITE("serve-lambda") {
+  TEST_CASE("Invoke over the unix socket: RequestResponse, Event, DryRun, Tail, function errors, retries") {
+    LambdaDaemon d;
+    d.create("echo", "cat; echo log-line-from-echo >&2", R"("min_warm":0,"memory_mb":64)");
+
+    auto r = d.invoke_lambda("echo", R"({"hello":"lambda"})");
+    CHECK(r.status == 200);
+    CHECK(r.body == R"({"hello":"lambda"})");
+    CHECK(r.header("X-Amz-Executed-Version") == "$LATEST");
+    auto request_id = r.header("x-amzn-RequestId");
+    REQUIRE(request_id.size() == 36);
+    CHECK(r.header("X-Amz-Function-Error").empty());
+    CHECK(r.header("X-Amz-Log-Result").empty());
+    // The request id is the record's id as a UUID.
+    std::string hex = request_id;
+    std::erase(hex, '-');
+    CHECK(d.curl("GET", "/v1/invocations/" + hex).status == 200);
+
+    // An ARN (percent-encoded, as the SDK sends it) and the $LATEST qualifier name the same function.
+    auto arn = fmt::format("arn%3Aaws%3Alambda%3A{}%3A{}%3Afunction%3Aecho", kRegion, kAccount);
+    CHECK(d.invoke_lambda(arn, "{}").status == 200);
+    CHECK(d.invoke_lambda(arn + "%3A%24LATEST", "{}").status == 200);
+    CHECK(d.invoke_lambda(std::string(kAccount) + "%3Afunction%3Aecho", "{}").status == 200);
+    CHECK(d.invoke_lambda("echo%3A%24LATEST", "[1,2]").body == "[1,2]");
+    // No payload: the function gets {}, as a Lambda function does.
+    CHECK(d.invoke_lambda("echo", "").body == "{}");
+
+    auto tail = d.invoke_lambda("echo", "{}", {"X-Amz-Log-Type: Tail"});
+    CHECK(tail.status == 200);
+    auto log = b64decode(tail.header("X-Amz-Log-Result"));
+    CHECK(contains(log, "START RequestId: " + tail.header("x-amzn-RequestId") + " Version: $LATEST"));
+    CHECK(contains(log, "log-line-from-echo"));
+    CHECK(contains(log, "END RequestId: "));
+    CHECK(std::regex_search(log, std::regex(R"(REPORT RequestId: \S+\tDuration: \d+\.\d\d ms\tBilled Duration: \d+ ms\tMemory Size: 64 MB\t)")));
+
+    size_t before = d.runs("echo");
+    auto dry = d.invoke_lambda("echo", "{}", {"X-Amz-Invocation-Type: DryRun"});
+    CHECK(dry.status == 204);
+    CHECK(d.runs("echo") == before);
+
+    auto ev = d.invoke_lambda("echo", R"({"async":true})", {"X-Amz-Invocation-Type: Event"});
+    CHECK(ev.status == 202);
+    CHECK(ev.body.empty());
+    std::string ev_id = ev.header("x-amzn-RequestId");
+    std::erase(ev_id, '-');
+    wait_until([&] { return contains(d.curl("GET", "/v1/invocations/" + ev_id).body, R"("status":"done")"); },
+               "the Event invocation to run");
+    CHECK(contains(d.curl("GET", "/v1/invocations/" + ev_id).body, R"(async\":true)"));
+
+    // A function that fails is 200 with X-Amz-Function-Error, never 5xx (the SDK would retry it).
+    d.create("fails", "echo oops >&2; exit 3", R"("min_warm":0)");
+    auto f = d.invoke_lambda("fails", "{}", {"X-Amz-Log-Type: Tail"});
+    CHECK(f.status == 200);
+    CHECK(f.header("X-Amz-Function-Error") == "Unhandled");
+    CHECK(contains(f.body, R"("errorType":"Runtime.ExitError")"));
+    CHECK(contains(f.body, "exited with code 3"));
+    CHECK(contains(b64decode(f.header("X-Amz-Log-Result")), "oops"));
+    d.create("slow", "sleep 30", R"("min_warm":0,"timeout_ms":300)");
+    auto t = d.invoke_lambda("slow", "{}");
+    CHECK(t.status == 200);
+    CHECK(t.header("X-Amz-Function-Error") == "Unhandled");
+    CHECK(contains(t.body, R"("errorType":"Sandbox.Timedout")"));
+    CHECK(contains(t.body, "Task timed out after 0.30 seconds"));
+
+    // The same amz-sdk-invocation-id runs the function once: the second request gets the first's reply.
+    d.create("counted", "sleep 1; cat", R"("min_warm":0,"max_concurrency":4)");
+    std::string id_header = "amz-sdk-invocation-id: 5b1e7a4c-0000-4000-8000-lambdainvoke";
+    Http first, second;
+    std::thread a([&] { first = d.invoke_lambda("counted", R"({"n":1})", {id_header}); });
+    wait_until([&] { return d.runs("counted") == 1; }, "the first request to start");
+    second = d.invoke_lambda("counted", R"({"n":1})", {id_header});
+    a.join();
+    CHECK(first.status == 200);
+    CHECK(second.status == 200);
+    CHECK(second.body == R"({"n":1})");
+    CHECK(second.header("x-amzn-RequestId") == first.header("x-amzn-RequestId"));
+    auto third = d.invoke_lambda("counted", R"({"n":1})", {id_header});
+    CHECK(third.header("x-amzn-RequestId") == first.header("x-amzn-RequestId"));
+    CHECK(d.runs("counted") == 1);
+    CHECK(d.invoke_lambda("counted", R"({"n":2})").status == 200);  // no id: a new run
+    CHECK(d.runs("counted") == 2);
+  }
+
+  TEST_CASE("Invoke: service errors in Lambda's form, hostile names and headers") {
+    LambdaDaemon d;
+    d.create("echo", "cat", R"("min_warm":0)");
+    auto expect = [&](const Http& r, int status, const std::string& type) {
+      INFO(r.status << " " << r.headers << r.body);
+      CHECK(r.status == status);
+      CHECK(r.header("x-amzn-ErrorType") == type);
+      CHECK(contains(r.body, R"("message":")"));
+      CHECK(contains(r.body, R"("Type":")"));
+      CHECK(r.header("x-amzn-RequestId").size() == 36);
+    };
+    expect(d.invoke_lambda("nope", "{}"), 404, "ResourceNotFoundException");
+    expect(d.invoke_lambda("ECHO", "{}"), 404, "ResourceNotFoundException");
+    expect(d.invoke_lambda("echo%3Av1", "{}"), 404, "ResourceNotFoundException");
+    auto qual = d.curl("POST", "/2015-03-31/functions/echo/invocations?Qualifier=prod", "{}");
+    expect(qual, 404, "ResourceNotFoundException");
+    CHECK(contains(qual.body, "versions and aliases are not supported"));
+    expect(d.invoke_lambda("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Aecho", "{}"), 404,
+           "ResourceNotFoundException");
+    expect(d.invoke_lambda("arn%3Aaws%3Alambda%3Aeu-west-3%3A12%3Afunction%3Aecho", "{}"), 400, "ValidationException");
+    expect(d.invoke_lambda("arn%3Aaws%3As3%3Aeu-west-3%3A123456789012%3Afunction%3Aecho", "{}"), 400,
+           "ValidationException");
+    expect(d.invoke_lambda("echo%3Aa%3Ab", "{}"), 400, "ValidationException");
+    expect(d.invoke_lambda("..%2F..%2Fetc%2Fpasswd", "{}"), 400, "ValidationException");
+    expect(d.invoke_lambda("echo%00", "{}"), 400, "ValidationException");
+    expect(d.curl("POST", "/2015-03-31/functions/../invocations", "{}", {"--path-as-is"}), 404,
+           "ResourceNotFoundException");
+    expect(d.invoke_lambda(std::string(300, 'a'), "{}"), 400, "ValidationException");
+    auto huge = d.invoke_lambda(std::string(20000, 'a'), "{}");  // beyond the 16 KiB header limit
+    CHECK(huge.status == 431);
+    CHECK(contains(huge.body, "16 KiB"));
+    expect(d.invoke_lambda("echo%zz", "{}"), 400, "InvalidRequestContentException");
+    expect(d.invoke_lambda("echo", "not json"), 400, "InvalidRequestContentException");
+    expect(d.invoke_lambda("echo", "{}", {"X-Amz-Invocation-Type: Sometimes"}), 400, "ValidationException");
+    expect(d.invoke_lambda("echo", "{}", {"X-Amz-Log-Type: Everything"}), 400, "ValidationException");
+    expect(d.invoke_lambda("echo", "{}", {"X-Amz-Client-Context: %%%"}), 400, "InvalidRequestContentException");
+    expect(d.invoke_lambda("echo", "[" + std::string(100000, ' ') + "]"), 413, "RequestTooLargeException");
+    expect(d.curl("GET", "/2015-03-31/functions/echo/invocations"), 405, "MethodNotAllowedException");
+    expect(d.curl("GET", "/2015-03-31/layers"), 404, "UnknownOperationException");
+    // Nothing above ran the function; the daemon still serves.
+    CHECK(d.runs("echo") == 0);
+    CHECK(d.invoke_lambda("echo", R"("still here")").body == R"("still here")");
+  }
+
+  TEST_CASE("the AWS SDK for JavaScript v3 over TCP with SigV4") {
+    LambdaDaemon d;
+    d.create("echo", "cat; echo sdk-log >&2", R"("min_warm":1,"memory_mb":64,"timeout_ms":5000)");
+    d.create("fails", R"(echo '{"errorMessage":"bad input","errorType":"ValueError"}' >&2; exit 1)",
+             R"("min_warm":0)");
+
+    auto r = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{\"from\":\"sdk\"}"})");
+    INFO(r->raw);
+    CHECK(r->ok());
+    CHECK(r->num("StatusCode") == 200);
+    CHECK(r->str("Payload") == R"({"from":"sdk"})");
+    CHECK(r->str("ExecutedVersion") == "$LATEST");
+    CHECK(r->str("requestId").size() == 36);
+
+    auto tail = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{}","LogType":"Tail"})");
+    CHECK(contains(tail->str("Log"), "sdk-log"));
+    CHECK(contains(tail->str("Log"), "REPORT RequestId: " + tail->str("requestId")));
+
+    auto arn = sdk(d, "invoke", fmt::format(R"({{"FunctionName":"arn:aws:lambda:{}:{}:function:echo:$LATEST","Payload":"1"}})",
+                                            kRegion, kAccount));
+    CHECK(arn->str("Payload") == "1");
+
+    auto ev = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{}","InvocationType":"Event"})");
+    INFO(ev->raw);
+    CHECK(ev->ok());
+    CHECK(ev->num("StatusCode") == 202);
+    auto dry = sdk(d, "invoke", R"({"FunctionName":"echo","InvocationType":"DryRun"})");
+    INFO(dry->raw);
+    CHECK(dry->ok());
+    CHECK(dry->num("StatusCode") == 204);
+
+    auto fe = sdk(d, "invoke", R"({"FunctionName":"fails","Payload":"{}"})");
+    INFO(fe->raw);
+    CHECK(fe->ok());
+    CHECK(fe->num("StatusCode") == 200);
+    CHECK(fe->str("FunctionError") == "Unhandled");
+    CHECK(contains(fe->str("Payload"), "Runtime.ExitError"));
+    CHECK(fe->num("attempts") == 1);
+
+    auto nf = sdk(d, "invoke", R"({"FunctionName":"missing","Payload":"{}"})");
+    CHECK(!nf->ok());
+    CHECK(nf->str("name") == "ResourceNotFoundException");
+    CHECK(nf->num("status") == 404);
+
+    auto big = sdk(d, "invoke", fmt::format(R"({{"FunctionName":"echo","Payload":"\"{}\""}})", std::string(70000, 'x')));
+    CHECK(!big->ok());
+    CHECK(big->str("name") == "RequestTooLargeException");
+
+    auto list = sdk(d, "list", "{}");
+    INFO(list->raw);
+    CHECK(list->ok());
+    CHECK(contains(list->raw, R"("FunctionName":"echo")"));
+    CHECK(contains(list->raw, fmt::format(R"("FunctionArn":"arn:aws:lambda:{}:{}:function:fails")", kRegion, kAccount)));
+    CHECK(contains(list->raw, R"("PackageType":"Image")"));
+    CHECK(contains(list->raw, R"("State":"Active")"));
+    auto page = sdk(d, "list", R"({"MaxItems":1})");
+    CHECK(contains(page->raw, R"("NextMarker":"echo")"));
+    auto page2 = sdk(d, "list", R"({"MaxItems":1,"Marker":"echo"})");
+    CHECK(contains(page2->raw, R"("FunctionName":"fails")"));
+    CHECK(!contains(page2->raw, "NextMarker"));
+
+    auto get = sdk(d, "get", R"({"FunctionName":"echo"})");
+    INFO(get->raw);
+    CHECK(get->ok());
+    CHECK(contains(get->raw, R"("MemorySize":64)"));
+    CHECK(contains(get->raw, R"("Timeout":5)"));
+    CHECK(contains(get->raw, R"("Version":"$LATEST")"));
+    CHECK(contains(get->raw, R"("ImageUri":"bb:1")"));
+    auto cfg = sdk(d, "config", R"({"FunctionName":"echo"})");
+    CHECK(contains(cfg->raw, R"("FunctionName":"echo")"));
+    auto get_missing = sdk(d, "get", R"({"FunctionName":"missing"})");
+    CHECK(get_missing->str("name") == "ResourceNotFoundException");
+
+    // Wrong secret, unknown key: 403 with the types the SDK names; nothing ran.
+    size_t runs = d.runs("echo");
+    auto bad_sig = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{}"})", "", "wrong-secret-wrong-secret-1234");
+    CHECK(bad_sig->str("name") == "InvalidSignatureException");
+    CHECK(bad_sig->num("status") == 403);
+    auto bad_key = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{}"})", "", kSecret, "AKIDUNKNOWN");
+    CHECK(bad_key->str("name") == "UnrecognizedClientException");
+    CHECK(d.runs("echo") == runs);
+    // Without credentials at all, and with a bearer token nobody configured.
+    auto unsigned_req = d.curl("POST", "/2015-03-31/functions/echo/invocations", "{}",
+                               {"--tcp", d.endpoint() + "/2015-03-31/functions/echo/invocations"});
+    CHECK(unsigned_req.status == 403);
+    CHECK(unsigned_req.header("x-amzn-ErrorType") == "MissingAuthenticationTokenException");
+    auto bearer = d.curl("POST", "/2015-03-31/functions/echo/invocations", "{}",
+                         {"--tcp", d.endpoint() + "/2015-03-31/functions/echo/invocations", "-H",
+                          "Authorization: Bearer "});
+    CHECK(bearer.status == 403);
+  }
+
+  TEST_CASE("the AWS SDK: throttling beyond max_concurrency, and retries that never run a function twice") {
+    LambdaDaemon d;
+    d.create("single", "sleep 2; cat", R"("min_warm":0,"max_concurrency":1)");
+    std::unique_ptr<SdkResult> first;
+    std::thread a([&] { first = sdk(d, "invoke", R"({"FunctionName":"single","Payload":"1"})"); });
+    wait_until([&] { return d.runs("single") == 1; }, "the first invocation to start");
+    auto throttled = sdk(d, "invoke", R"({"FunctionName":"single","Payload":"2"})", R"("maxAttempts":1)");
+    CHECK(throttled->str("name") == "TooManyRequestsException");
+    CHECK(throttled->num("status") == 429);
+    // With retries the SDK gets through once the slot is free: the 429s ran nothing.
+    auto retried = sdk(d, "invoke", R"({"FunctionName":"single","Payload":"3"})", R"("maxAttempts":12)");
+    a.join();
+    CHECK(first->ok());
+    INFO(retried->raw);
+    CHECK(retried->ok());
+    CHECK(retried->str("Payload") == "3");
+    CHECK(d.runs("single") == 2);
+
+    // The SDK gives up waiting after 300 ms and retries with the same amz-sdk-invocation-id: the
+    // retries wait for the first run (or get its stored reply), which is the only run.
+    d.create("patient", "sleep 1; cat", R"("min_warm":0,"max_concurrency":4)");
+    auto timed = sdk(d, "invoke", R"({"FunctionName":"patient","Payload":"\"once\""})",
+                     R"("maxAttempts":20,"requestTimeoutMs":300)");
+    INFO(timed->raw);
+    CHECK(timed->ok());
+    CHECK(timed->str("Payload") == R"("once")");
+    CHECK(timed->num("attempts") > 1);
+    CHECK(d.runs("patient") == 1);
+  }
+
+  TEST_CASE("the AWS CLI: aws lambda invoke and list-functions with SigV4") {
+    if (!stdfs::exists("/usr/bin/aws")) {
+      MESSAGE("skipped: Debian's awscli is not installed (scripts/install-deps.sh)");
+      return;
+    }
+    LambdaDaemon d;
+    d.create("echo", "cat", R"("min_warm":0)");
+    test::ProcOptions o;
+    auto home = d.scratch() / "aws-home";
+    stdfs::create_directories(home);
+    o.env = {{"AWS_ACCESS_KEY_ID", kKeyId},          {"AWS_SECRET_ACCESS_KEY", kSecret},
+             {"AWS_DEFAULT_REGION", kRegion},        {"AWS_CONFIG_FILE", "/dev/null"},
+             {"AWS_SHARED_CREDENTIALS_FILE", "/dev/null"}, {"AWS_EC2_METADATA_DISABLED", "true"},
+             {"AWS_PAGER", ""},                      {"HOME", home.string()}};
+    auto out = home / "out.json";
+    auto inv = test::run({"/usr/bin/aws", "lambda", "invoke", "--endpoint-url", d.endpoint(), "--function-name", "echo",
+                          "--cli-binary-format", "raw-in-base64-out", "--payload", R"({"cli":true})", "--log-type",
+                          "Tail", out.string()},
+                         o);
+    INFO(inv.out << inv.err);
+    CHECK(inv.exit_code == 0);
+    CHECK(slurp(out) == R"({"cli":true})");
+    CHECK(contains(inv.out, R"("StatusCode": 200)"));
+    CHECK(contains(inv.out, R"("ExecutedVersion": "$LATEST")"));
+    CHECK(contains(inv.out, R"("LogResult": ")"));
+
+    auto list = test::run({"/usr/bin/aws", "lambda", "list-functions", "--endpoint-url", d.endpoint()}, o);
+    INFO(list.err);
+    CHECK(list.exit_code == 0);
+    CHECK(contains(list.out, R"("FunctionName": "echo")"));
+
+    auto missing = test::run({"/usr/bin/aws", "lambda", "get-function", "--endpoint-url", d.endpoint(),
+                              "--function-name", "missing"},
+                             o);
+    CHECK(missing.exit_code != 0);
+    CHECK(contains(missing.err, "ResourceNotFoundException"));
+
+    o.env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret-not-the-secret";
+    auto denied = test::run({"/usr/bin/aws", "lambda", "list-functions", "--endpoint-url", d.endpoint()}, o);
+    CHECK(denied.exit_code != 0);
+    CHECK(contains(denied.err, "InvalidSignatureException"));
+  }
+
+  TEST_CASE("fnexec.conf with an access_key must not be readable by others") {
+    Daemon d(lambda_config(free_tcp_port()));
+    // start_expecting_failure writes the config 0644, as a careless admin would.
+    auto [status, log] = d.start_expecting_failure({});
+    CHECK(status != 0);
+    CHECK(contains(log, "holds access_key secrets"));
+    CHECK(contains(log, "chmod 600"));
+    CHECK(!contains(log, kSecret));
+  }
+}
