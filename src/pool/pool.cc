@@ -26,6 +26,8 @@
 
 #include "image/store.h"
 #include "invoke/session.h"
+#include "lambda/runtime_api.h"
+#include "lambda/session.h"
 #include "sandbox/capabilities.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
@@ -54,6 +56,16 @@ std::string_view to_string(Lifecycle l) {
 std::optional<Lifecycle> parse_lifecycle(std::string_view text) {
   for (auto l : {Lifecycle::oneshot, Lifecycle::fresh, Lifecycle::reuse})
     if (text == to_string(l)) return l;
+  return std::nullopt;
+}
+
+std::string_view to_string(Protocol p) {
+  return p == Protocol::lambda ? "lambda" : "fnexec";
+}
+
+std::optional<Protocol> parse_protocol(std::string_view text) {
+  for (auto p : {Protocol::fnexec, Protocol::lambda})
+    if (text == to_string(p)) return p;
   return std::nullopt;
 }
 
@@ -112,7 +124,7 @@ void renice_function(pid_t pid1, int nice) {
 struct Slot {
   std::unique_ptr<cgroup::SandboxCgroup> cgroup;
   std::optional<sandbox::Sandbox> sandbox;
-  std::optional<invoke::FramedSession> session;  // fresh/reuse, from go on
+  std::unique_ptr<invoke::EventSession> session;  // fresh/reuse, from go on
   uint64_t generation = 0;
   std::string id;                   // also its cgroup's name
   uint64_t events = 0;              // served so far
@@ -131,6 +143,7 @@ struct Launched {
 struct Function {
   FunctionSpec spec;
   std::shared_ptr<const sandbox::SandboxSpec> sandbox_spec;  // template; cgroup set per launch
+  lambda::FunctionFacts lambda_facts;                        // protocol lambda: what its runtime is told
   std::string shape;        // everything that shapes a sandbox; a change drains the pool
   uint64_t generation = 0;  // bumped with shape; older sandboxes are never handed out
   std::deque<SlotPtr> warm;
@@ -158,6 +171,8 @@ struct Starting {
   std::chrono::milliseconds init_timeout{};
   invoke::SessionLimits limits;
   Lifecycle lifecycle = Lifecycle::oneshot;
+  Protocol protocol = Protocol::fnexec;
+  lambda::FunctionFacts lambda_facts;  // protocol lambda
 };
 
 std::string join(const std::vector<std::string>& v) {
@@ -172,7 +187,8 @@ std::string shape_of(const std::string& digest, const sandbox::SandboxSpec& s, c
   return digest + '\n' + join(s.argv) + '\n' + join(s.env) + '\n' + s.cwd + '\n' +
          std::to_string(s.privileges.uid) + ':' + std::to_string(s.privileges.gid) + '\n' +
          opt(f.limits.memory_bytes) + ' ' + opt(f.limits.cpus) + ' ' + opt(f.limits.pids) + '\n' +
-         std::to_string(static_cast<int>(s.network)) + '\n' + std::string(to_string(f.lifecycle));
+         std::to_string(static_cast<int>(s.network)) + '\n' + std::string(to_string(f.lifecycle)) + ' ' +
+         std::string(to_string(f.protocol));
 }
 
 // Process-wide: sandbox cgroups are named pool-<pid>-<n>, and two PoolSets in one process (a bench
@@ -196,8 +212,8 @@ class PoolSetImpl final : public PoolSet {
   void shutdown(std::chrono::milliseconds grace) override;
 
  private:
-  Result<std::shared_ptr<const sandbox::SandboxSpec>> build_sandbox_spec(const FunctionSpec& spec,
-                                                                         std::string* shape) const;
+  Result<std::shared_ptr<const sandbox::SandboxSpec>> build_sandbox_spec(const FunctionSpec& spec, std::string* shape,
+                                                                         lambda::FunctionFacts* facts) const;
   Result<SlotPtr> launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& spec, uint64_t generation,
                          bool init_in_background);
   void launcher_loop();
@@ -208,6 +224,9 @@ class PoolSetImpl final : public PoolSet {
   }
   // Under mutex_: a ready sandbox goes to the cold start waiting for it, or into the pool.
   void hand_out(Starting& s);
+  // go for a parked fresh/reuse sandbox, and the session that drives its init and events. A
+  // Lambda runtime finds its Runtime API listening before it starts (its client retries ~1 s only).
+  Result<std::unique_ptr<invoke::EventSession>> start_session(Starting& s);
   // A fresh/reuse function answered its init: READY parks the slot, anything else fails it.
   void finish_init(Starting& s, invoke::InitOutcome init);
   void cleanup_loop();
@@ -255,7 +274,8 @@ class PoolSetImpl final : public PoolSet {
 };
 
 Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_spec(const FunctionSpec& f,
-                                                                                    std::string* shape) const {
+                                                                                    std::string* shape,
+                                                                                    lambda::FunctionFacts* facts) const {
   auto img = FNEXEC_TRY(store_.resolve(f.image));
   auto spec = std::make_shared<sandbox::SandboxSpec>();
   spec->image_name = f.image;
@@ -268,9 +288,25 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
   overrides.env = f.env;
   if (!f.workdir.empty()) overrides.workdir = f.workdir;
   if (!f.user.empty()) overrides.user = f.user;
+  auto entrypoint = f.entrypoint.value_or(img.config.entrypoint);
+  // Lambda's images: ENTRYPOINT is the runtime, CMD the handler; a handler given replaces the CMD.
+  if (f.protocol == Protocol::lambda && !f.handler.empty() && !f.cmd && !entrypoint.empty())
+    overrides.cmd = std::vector<std::string>{f.handler};
   sandbox::PrivilegeSpec privileges;
   FNEXEC_TRY(sandbox::apply_image_config(img, overrides, *spec, privileges));
-  if (f.lifecycle != Lifecycle::oneshot) set_protocol_env(spec->env, f.lifecycle, f.name);
+  if (f.protocol == Protocol::lambda) {
+    std::vector<std::string> cmd(spec->argv.begin() + static_cast<ptrdiff_t>(std::min(entrypoint.size(), spec->argv.size())),
+                                 spec->argv.end());
+    facts->name = f.name;
+    facts->handler = f.handler.empty() ? lambda::default_handler(entrypoint, cmd) : f.handler;
+    facts->task_root = spec->cwd == "/" ? "/var/task" : spec->cwd;
+    facts->memory_mb = f.limits.memory_bytes ? *f.limits.memory_bytes >> 20 : 10240;
+    lambda::set_runtime_env(spec->env, *facts);
+    // The Runtime API's socket is bound to 127.0.0.1 in the sandbox's network namespace.
+    spec->network = sandbox::Network::loopback;
+  } else if (f.lifecycle != Lifecycle::oneshot) {
+    set_protocol_env(spec->env, f.lifecycle, f.name);
+  }
   spec->privileges = FNEXEC_TRY(sandbox::prepare_privileges(privileges));
   *shape = shape_of(img.manifest_digest, *spec, f);
   return spec;
@@ -284,8 +320,12 @@ Result<> PoolSetImpl::configure(const FunctionSpec& spec) {
     return fail(ErrorKind::invalid, "configure function", spec.name, "timeout must be positive");
   if (spec.lifecycle != Lifecycle::oneshot && spec.init_timeout <= 0ms)
     return fail(ErrorKind::invalid, "configure function", spec.name, "init_timeout must be positive");
+  if (spec.protocol == Protocol::lambda && spec.lifecycle == Lifecycle::oneshot)
+    return fail(ErrorKind::invalid, "configure function", spec.name,
+                "protocol lambda needs lifecycle reuse (Lambda's model) or fresh");
   std::string shape;
-  auto sandbox_spec = build_sandbox_spec(spec, &shape);
+  lambda::FunctionFacts facts;
+  auto sandbox_spec = build_sandbox_spec(spec, &shape, &facts);
   if (!sandbox_spec) return std::unexpected(sandbox_spec.error().context("configure function " + spec.name));
 
   std::lock_guard lock(mutex_);
@@ -299,6 +339,7 @@ Result<> PoolSetImpl::configure(const FunctionSpec& spec) {
     ++fn->generation;
     fn->shape = std::move(shape);
     fn->sandbox_spec = std::move(*sandbox_spec);
+    fn->lambda_facts = std::move(facts);
     fn->backoff = {};
     fn->retry_after = {};
   }
@@ -563,6 +604,19 @@ void PoolSetImpl::hand_out(Starting& s) {
   }
 }
 
+Result<std::unique_ptr<invoke::EventSession>> PoolSetImpl::start_session(Starting& s) {
+  auto& slot = *s.slot;
+  if (s.protocol == Protocol::lambda) {
+    auto listener = FNEXEC_TRY(lambda::listen_in_sandbox(slot.sandbox->pidfd()));
+    FNEXEC_TRY(slot.sandbox->go());
+    return lambda::RuntimeApiSession::attach(&*slot.sandbox, slot.cgroup.get(), s.limits, std::move(listener),
+                                             s.lambda_facts);
+  }
+  FNEXEC_TRY(slot.sandbox->go());
+  auto framed = FNEXEC_TRY(invoke::FramedSession::attach(&*slot.sandbox, slot.cgroup.get(), s.limits));
+  return std::unique_ptr<invoke::EventSession>(std::make_unique<invoke::FramedSession>(std::move(framed)));
+}
+
 void PoolSetImpl::finish_init(Starting& s, invoke::InitOutcome init) {
   if (init.ready) {
     s.slot->init_us = init.init_us;
@@ -602,6 +656,7 @@ void PoolSetImpl::launcher_loop() {
       FunctionSpec fspec;
       uint64_t generation;
       std::shared_ptr<ColdRequest> request;
+      lambda::FunctionFacts lambda_facts;
     };
     std::vector<Job> jobs;
     auto now = Clock::now();
@@ -617,7 +672,7 @@ void PoolSetImpl::launcher_loop() {
           r->slot.set_value(fail(ErrorKind::not_found, "start sandbox for", fn->spec.name, "function removed"));
           continue;
         }
-        jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, std::move(r)});
+        jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, std::move(r), fn->lambda_facts});
       }
       for (auto& [name, fn] : functions_) {
         bool idle = now - fn->last_used > fn->spec.idle_timeout;
@@ -643,7 +698,7 @@ void PoolSetImpl::launcher_loop() {
                total_ < options_.max_sandboxes) {
           ++fn->starting;
           ++total_;
-          jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, nullptr});
+          jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, nullptr, fn->lambda_facts});
         }
       }
     }
@@ -657,6 +712,8 @@ void PoolSetImpl::launcher_loop() {
       if (slot) {
         Starting st{job.function, std::move(*slot), Clock::now(), std::move(job.request)};
         st.lifecycle = job.fspec.lifecycle;
+        st.protocol = job.fspec.protocol;
+        st.lambda_facts = std::move(job.lambda_facts);
         st.init_timeout = job.fspec.init_timeout;
         st.limits = {job.fspec.max_output_bytes, job.fspec.max_log_bytes};
         starting.push_back(std::move(st));
@@ -682,9 +739,9 @@ void PoolSetImpl::launcher_loop() {
     for (auto& s : starting) {
       first_fd.push_back(fds.size());
       if (s.initializing) {
-        pollfd p[invoke::FramedSession::kPollFds];
+        pollfd p[invoke::EventSession::kPollFds];
         s.slot->session->init_pollfds(p);
-        fds.insert(fds.end(), p, p + invoke::FramedSession::kPollFds);
+        fds.insert(fds.end(), p, p + invoke::EventSession::kPollFds);
       } else {
         fds.push_back({s.slot->sandbox->control_fd(), POLLIN, 0});
       }
@@ -710,7 +767,7 @@ void PoolSetImpl::launcher_loop() {
       auto& s = starting[i];
       bool timed_out = now >= deadline_of(s);
       bool readable = false;
-      size_t n_fds = s.initializing ? invoke::FramedSession::kPollFds : 1;
+      size_t n_fds = s.initializing ? invoke::EventSession::kPollFds : 1;
       for (size_t k = 0; k < n_fds; ++k) readable = readable || fds[first_fd[i] + k].revents;
       if (!readable && !timed_out) {
         still.push_back(std::move(s));
@@ -742,11 +799,9 @@ void PoolSetImpl::launcher_loop() {
       }
       if (ready && s.lifecycle != Lifecycle::oneshot) {
         // The function starts now and runs its init while the sandbox waits for its first event.
-        auto go = s.slot->sandbox->go();
-        auto session = go ? invoke::FramedSession::attach(&*s.slot->sandbox, s.slot->cgroup.get(), s.limits)
-                          : std::unexpected(go.error());
+        auto session = start_session(s);
         if (session) {
-          s.slot->session.emplace(std::move(*session));
+          s.slot->session = std::move(*session);
           s.initializing = true;
           s.init_deadline = Clock::now() + s.init_timeout;
           still.push_back(std::move(s));

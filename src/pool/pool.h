@@ -33,6 +33,13 @@ std::string_view to_string(StartKind k);
 enum class Lifecycle { oneshot, fresh, reuse };
 std::string_view to_string(Lifecycle l);
 std::optional<Lifecycle> parse_lifecycle(std::string_view text);
+// What a fresh/reuse function speaks (man 7 fnexec-protocol):
+//   fnexec   fnexec/1 frames on its stdin and stdout.
+//   lambda   the Lambda Runtime API, served on 127.0.0.1:9001 in its sandbox's network namespace; an
+//            unmodified Lambda runtime (bootstrap, aws-lambda-ric, ...) runs as it does on AWS.
+enum class Protocol { fnexec, lambda };
+std::string_view to_string(Protocol p);
+std::optional<Protocol> parse_protocol(std::string_view text);
 // Sets what a fresh/reuse function reads at start (FNEXEC_PROTOCOL, FNEXEC_LIFECYCLE,
 // FNEXEC_FUNCTION_NAME) in env, for the pools and `fnexec run --lifecycle` alike.
 void set_protocol_env(std::vector<std::string>& env, Lifecycle lifecycle, std::string_view function);
@@ -56,6 +63,10 @@ struct FunctionSpec {
   Lifecycle lifecycle = Lifecycle::oneshot;
   uint32_t max_events_per_sandbox = 0;            // reuse: 0 = unlimited
   std::chrono::milliseconds init_timeout{10000};  // fresh/reuse: READY must come within it
+  Protocol protocol = Protocol::fnexec;  // fresh/reuse only; lambda needs one of them
+  // lambda: _HANDLER, and the CMD given to an image with an entrypoint (Lambda's images take the
+  // handler as their CMD); empty: the CMD's first word is the handler.
+  std::string handler;
   // idle_timeout above: a reuse sandbox idle that long is retired (beyond min_warm).
 };
 
