@@ -71,7 +71,8 @@ Result<UniqueFd> listen_in_sandbox(int pidfd) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
     return fail_errno("bind the Lambda Runtime API", std::string(kRuntimeApiHost) + " in sandbox");
-  if (::listen(sock.get(), 16) != 0) return fail_errno("listen on", std::string(kRuntimeApiHost) + " in sandbox");
+  if (::listen(sock.get(), 16) != 0)
+    return fail_errno("listen on", std::string(kRuntimeApiHost) + " in sandbox");
   return sock;
 }
 

@@ -26,7 +26,8 @@ namespace {
 constexpr std::string_view kApiPrefix = "/2018-06-01/runtime/";
 
 uint64_t micros_since(Clock::time_point t) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
 }
 
 int64_t realtime_ms() {
@@ -41,7 +42,8 @@ std::string random_hex(size_t bytes) {
   // getrandom never blocks once the pool is initialised, which it is long before a daemon starts.
   if (::getrandom(buf, bytes, 0) != static_cast<ssize_t>(bytes)) {
     uint64_t t = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
-    for (size_t i = 0; i < bytes; ++i) buf[i] = static_cast<unsigned char>(t >> (8 * (i % 8))) ^ static_cast<unsigned char>(i);
+    for (size_t i = 0; i < bytes; ++i)
+      buf[i] = static_cast<unsigned char>(t >> (8 * (i % 8))) ^ static_cast<unsigned char>(i);
   }
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
@@ -57,7 +59,8 @@ std::string new_request_id() {
   auto h = random_hex(16);
   h[12] = '4';
   h[16] = "89ab"[h[16] % 4];
-  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) + "-" + h.substr(20);
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) + "-" +
+         h.substr(20);
 }
 
 // X-Ray's format, which the Node client copies into _X_AMZN_TRACE_ID.
@@ -105,8 +108,8 @@ RuntimeApiSession::~RuntimeApiSession() = default;
 
 Result<std::unique_ptr<RuntimeApiSession>> RuntimeApiSession::attach(sandbox::Sandbox* sandbox,
                                                                      cgroup::SandboxCgroup* cgroup,
-                                                                     invoke::SessionLimits limits, UniqueFd listener,
-                                                                     FunctionFacts facts) {
+                                                                     invoke::SessionLimits limits,
+                                                                     UniqueFd listener, FunctionFacts facts) {
   std::unique_ptr<RuntimeApiSession> s(new RuntimeApiSession());
   s->started_ = Clock::now();
   auto pipes = sandbox->take_stdio();
@@ -147,10 +150,11 @@ bool RuntimeApiSession::function_gone() const {
 void RuntimeApiSession::pump_log(UniqueFd& fd) {
   if (!fd) return;
   char buf[16 << 10];
-  auto state = invoke::detail::read_available(fd.get(), {buf, sizeof buf}, "sandbox output", [&](std::string_view chunk) {
-    invoke::detail::append_log_tail(log_, chunk, limits_.max_log_bytes);
-    return true;
-  });
+  auto state = invoke::detail::read_available(
+      fd.get(), {buf, sizeof buf}, "sandbox output", [&](std::string_view chunk) {
+        invoke::detail::append_log_tail(log_, chunk, limits_.max_log_bytes);
+        return true;
+      });
   if (!state || *state == invoke::detail::ReadState::eof) fd.reset();
 }
 
@@ -183,9 +187,14 @@ void RuntimeApiSession::flush(Connection& c) {
 }
 
 void RuntimeApiSession::reply(Connection& c, unsigned status, std::string_view body, bool keep_alive) {
-  std::string_view reason = status == 200 ? "OK" : status == 202 ? "Accepted" : status == 400 ? "Bad Request"
-                          : status == 403 ? "Forbidden" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed"
-                          : status == 413 ? "Payload Too Large" : "Error";
+  std::string_view reason = status == 200   ? "OK"
+                            : status == 202 ? "Accepted"
+                            : status == 400 ? "Bad Request"
+                            : status == 403 ? "Forbidden"
+                            : status == 404 ? "Not Found"
+                            : status == 405 ? "Method Not Allowed"
+                            : status == 413 ? "Payload Too Large"
+                                            : "Error";
   c.out += "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) +
            "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   if (!keep_alive) c.out += "Connection: close\r\n";
@@ -196,7 +205,8 @@ void RuntimeApiSession::reply(Connection& c, unsigned status, std::string_view b
 }
 
 // The runtime broke the protocol: it gets an answer naming what, and the sandbox is retired.
-void RuntimeApiSession::refuse(Connection& c, unsigned status, std::string_view error_type, std::string detail) {
+void RuntimeApiSession::refuse(Connection& c, unsigned status, std::string_view error_type,
+                               std::string detail) {
   reply(c, status, error_json(error_type, detail), false);
   if (!verdict_.protocol) verdict_.protocol = std::move(detail);
 }
@@ -208,10 +218,12 @@ void RuntimeApiSession::deliver_event() {
     c->holds_next = false;
     delivered_ = true;
     // Content-Type always: the Node client crashes on a next without one.
-    c->out += "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: " + request_id_ +
-              "\r\nLambda-Runtime-Deadline-Ms: " + std::to_string(deadline_ms_) +
-              "\r\nLambda-Runtime-Invoked-Function-Arn: " + arn_ + "\r\nLambda-Runtime-Trace-Id: " + new_trace_id() +
-              "\r\nContent-Length: " + std::to_string(payload_.size()) + "\r\n";
+    c->out +=
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: " + request_id_ +
+        "\r\nLambda-Runtime-Deadline-Ms: " + std::to_string(deadline_ms_) +
+        "\r\nLambda-Runtime-Invoked-Function-Arn: " + arn_ +
+        "\r\nLambda-Runtime-Trace-Id: " + new_trace_id() +
+        "\r\nContent-Length: " + std::to_string(payload_.size()) + "\r\n";
     if (!c->next_keep_alive) c->out += "Connection: close\r\n";
     c->out += "\r\n";
     c->out += payload_;
@@ -225,8 +237,9 @@ void RuntimeApiSession::handle(Connection& c, unsigned method, std::string_view 
                                std::string_view error_type_header, bool keep_alive) {
   auto verb = static_cast<http::verb>(method);
   if (!target.starts_with(kApiPrefix))
-    return refuse(c, 404, "InvalidRequest", "unknown path " + std::string(target.substr(0, 200)) +
-                                                "; the Runtime API is under " + std::string(kApiPrefix));
+    return refuse(c, 404, "InvalidRequest",
+                  "unknown path " + std::string(target.substr(0, 200)) + "; the Runtime API is under " +
+                      std::string(kApiPrefix));
   std::string_view path = target.substr(kApiPrefix.size());
   auto method_is = [&](http::verb want) {
     if (verb == want) return true;
@@ -255,23 +268,27 @@ void RuntimeApiSession::handle(Connection& c, unsigned method, std::string_view 
   if (path == "init/error") {
     if (!method_is(http::verb::post)) return;
     if (phase_ != Phase::init)
-      return refuse(c, 403, "InvalidStateTransition", "POST .../init/error after its init already asked for an event");
-    verdict_.init_error = body.empty() ? error_json(error_type_header.empty() ? "Runtime.InitError" : error_type_header, "")
-                                       : std::move(body);
+      return refuse(c, 403, "InvalidStateTransition",
+                    "POST .../init/error after its init already asked for an event");
+    verdict_.init_error =
+        body.empty() ? error_json(error_type_header.empty() ? "Runtime.InitError" : error_type_header, "")
+                     : std::move(body);
     reply(c, 202, "{\"status\":\"OK\"}", keep_alive);
     return;
   }
   if (path.starts_with("invocation/")) {
     auto rest = path.substr(sizeof "invocation/" - 1);
     auto slash = rest.find('/');
-    std::string_view id = rest.substr(0, slash), what = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
+    std::string_view id = rest.substr(0, slash),
+                     what = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
     if (what != "response" && what != "error")
       return refuse(c, 404, "InvalidRequest", "unknown path " + std::string(target.substr(0, 200)));
     if (!method_is(http::verb::post)) return;
     if (phase_ != Phase::event || verdict_.answered)
-      return refuse(c, 400, "InvalidRequestID",
-                    "POST .../invocation/" + std::string(id.substr(0, 64)) + "/" + std::string(what) +
-                        (phase_ == Phase::init ? " during its init" : " with no event in flight (answered twice?)"));
+      return refuse(
+          c, 400, "InvalidRequestID",
+          "POST .../invocation/" + std::string(id.substr(0, 64)) + "/" + std::string(what) +
+              (phase_ == Phase::init ? " during its init" : " with no event in flight (answered twice?)"));
     if (id != request_id_)
       return refuse(c, 400, "InvalidRequestID",
                     "POST .../invocation/" + std::string(id.substr(0, 64)) + "/" + std::string(what) +
@@ -280,8 +297,9 @@ void RuntimeApiSession::handle(Connection& c, unsigned method, std::string_view 
     if (what == "response") {
       output_ = std::move(body);
     } else {
-      error_body_ = body.empty() ? error_json(error_type_header.empty() ? "Function.Error" : error_type_header, "")
-                                 : std::move(body);
+      error_body_ = body.empty()
+                        ? error_json(error_type_header.empty() ? "Function.Error" : error_type_header, "")
+                        : std::move(body);
     }
     reply(c, 202, "{\"status\":\"OK\"}", keep_alive);
     return;
@@ -315,8 +333,9 @@ void RuntimeApiSession::read_connection(Connection& c) {
     if (ec == http::error::need_more) break;
     if (ec == http::error::body_limit) {
       verdict_.too_large = true;
-      reply(c, 413, error_json("RequestEntityTooLarge", "the body passes max_output_bytes (" +
-                                                             std::to_string(limits_.max_output_bytes) + ")"),
+      reply(c, 413,
+            error_json("RequestEntityTooLarge",
+                       "the body passes max_output_bytes (" + std::to_string(limits_.max_output_bytes) + ")"),
             false);
       return;
     }
@@ -327,9 +346,10 @@ void RuntimeApiSession::read_connection(Connection& c) {
       auto length = c.parser->content_length();
       if (length && *length > limits_.max_output_bytes) {
         verdict_.too_large = true;
-        reply(c, 413, error_json("RequestEntityTooLarge", "Content-Length " + std::to_string(*length) +
-                                                               " passes max_output_bytes (" +
-                                                               std::to_string(limits_.max_output_bytes) + ")"),
+        reply(c, 413,
+              error_json("RequestEntityTooLarge", "Content-Length " + std::to_string(*length) +
+                                                      " passes max_output_bytes (" +
+                                                      std::to_string(limits_.max_output_bytes) + ")"),
               false);
         return;
       }
@@ -422,7 +442,8 @@ invoke::InitOutcome RuntimeApiSession::abandon_init(std::chrono::milliseconds in
   kill_all();
   invoke::InitOutcome out;
   out.init_us = micros_since(started_);
-  out.detail = "no GET .../invocation/next within init_timeout (" + std::to_string(init_timeout.count()) + " ms)";
+  out.detail =
+      "no GET .../invocation/next within init_timeout (" + std::to_string(init_timeout.count()) + " ms)";
   invoke::detail::trim_log_tail(log_, limits_.max_log_bytes);
   out.log = std::exchange(log_, {});
   return out;
@@ -433,7 +454,8 @@ bool RuntimeApiSession::idle_and_alive() {
   pump();
   if (verdict_.protocol || verdict_.too_large || function_gone()) {
     if (verdict_.protocol)
-      spdlog::info("event=sandbox_retired sandbox={} reason=protocol detail=\"{}\"", sandbox_->pid(), *verdict_.protocol);
+      spdlog::info("event=sandbox_retired sandbox={} reason=protocol detail=\"{}\"", sandbox_->pid(),
+                   *verdict_.protocol);
     kill_all();
     return false;
   }
@@ -502,7 +524,8 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
       function_ended_ = true;
       invoke::record_exit(*sandbox_, rec, killed);
       log_ += "RequestId: " + request_id_ + " Error: Runtime exited" +
-              (rec.signal ? " with signal " + std::to_string(*rec.signal) : " with status " + std::to_string(rec.exit_code)) +
+              (rec.signal ? " with signal " + std::to_string(*rec.signal)
+                          : " with status " + std::to_string(rec.exit_code)) +
               "\nRuntime.ExitError\n";
       retire("Runtime.ExitError", "exit");
       break;
@@ -517,7 +540,9 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
       rec.timed_out = true;
       rec.exit_code = 124;
       log_ += "RequestId: " + request_id_ + " Error: Task timed out after " +
-              ms_text(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(timeout).count()) / 1000) +
+              ms_text(static_cast<uint64_t>(
+                          std::chrono::duration_cast<std::chrono::microseconds>(timeout).count()) /
+                      1000) +
               " seconds\n";
       retire("Runtime.Timeout", "timeout");
       break;
@@ -529,10 +554,12 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
   if (cgroup_) invoke::record_usage(*cgroup_, rec);
   if (rec.oom_killed && !rec.timed_out) rec.exit_code = 137;
   // Lambda's closing lines; Billed Duration in 1 ms steps, as Lambda bills since 2020.
-  log_ += "END RequestId: " + request_id_ + "\nREPORT RequestId: " + request_id_ + "\tDuration: " + ms_text(rec.wall_us) +
+  log_ += "END RequestId: " + request_id_ + "\nREPORT RequestId: " + request_id_ +
+          "\tDuration: " + ms_text(rec.wall_us) +
           " ms\tBilled Duration: " + std::to_string((rec.wall_us + 999) / 1000) +
           " ms\tMemory Size: " + std::to_string(facts_.memory_mb) + " MB\tMax Memory Used: " +
-          (rec.memory_peak_bytes ? std::to_string((*rec.memory_peak_bytes + (1 << 20) - 1) >> 20) : std::string("?")) +
+          (rec.memory_peak_bytes ? std::to_string((*rec.memory_peak_bytes + (1 << 20) - 1) >> 20)
+                                 : std::string("?")) +
           " MB";
   if (auto init = std::exchange(init_us_, std::nullopt)) log_ += "\tInit Duration: " + ms_text(*init) + " ms";
   log_ += "\n";

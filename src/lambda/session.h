@@ -33,7 +33,8 @@ class RuntimeApiSession final : public invoke::EventSession {
  public:
   // Takes the sandbox's stdio pipes and the listener from listen_in_sandbox(). Call right after
   // sandbox.go(): init time counts from here. Both pointers must outlive the session.
-  static Result<std::unique_ptr<RuntimeApiSession>> attach(sandbox::Sandbox* sandbox, cgroup::SandboxCgroup* cgroup,
+  static Result<std::unique_ptr<RuntimeApiSession>> attach(sandbox::Sandbox* sandbox,
+                                                           cgroup::SandboxCgroup* cgroup,
                                                            invoke::SessionLimits limits, UniqueFd listener,
                                                            FunctionFacts facts);
   ~RuntimeApiSession() override;
@@ -57,11 +58,11 @@ class RuntimeApiSession final : public invoke::EventSession {
   enum class Phase { init, idle, event };
   // What the runtime's requests decided, read by the loops after each pump().
   struct Verdict {
-    bool ready = false;                        // init: the first next arrived
-    std::optional<std::string> init_error;     // init: POST init/error's body
-    std::optional<std::string> protocol;       // what it broke (the sandbox is then retired)
-    bool answered = false;                     // event: response or error accepted
-    bool too_large = false;                    // event: the response passed max_output_bytes
+    bool ready = false;                     // init: the first next arrived
+    std::optional<std::string> init_error;  // init: POST init/error's body
+    std::optional<std::string> protocol;    // what it broke (the sandbox is then retired)
+    bool answered = false;                  // event: response or error accepted
+    bool too_large = false;                 // event: the response passed max_output_bytes
   };
 
   RuntimeApiSession() = default;

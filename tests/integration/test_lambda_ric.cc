@@ -28,13 +28,26 @@ stdfs::path node_lambda_archive(const test::ScratchTmpfs& dir) {
   auto ric = ric_dir();
   const std::string at = "/var/runtime/node_modules/aws-lambda-ric";
   auto task = test::source_root() / "tests/integration/lambda/node/task";
-  auto mk = test::run({test::rootfs_tool("mkimage").string(), "--compression", "none", "--node", "--file",
-                       (ric / "bin/index.mjs").string() + "=" + at + "/bin/index.mjs", "--file",
-                       (ric / "dist").string() + "=" + at + "/dist", "--file",
-                       (ric / "package.json").string() + "=" + at + "/package.json", "--file",
-                       (task / "index.js").string() + "=/var/task/index.js", "--workdir", "/var/task",
-                       "--entrypoint", R"(["node",")" + at + R"(/bin/index.mjs"])", "--cmd", R"(["index.handler"])",
-                       "--oci-archive", path.string()});
+  auto mk = test::run({test::rootfs_tool("mkimage").string(),
+                       "--compression",
+                       "none",
+                       "--node",
+                       "--file",
+                       (ric / "bin/index.mjs").string() + "=" + at + "/bin/index.mjs",
+                       "--file",
+                       (ric / "dist").string() + "=" + at + "/dist",
+                       "--file",
+                       (ric / "package.json").string() + "=" + at + "/package.json",
+                       "--file",
+                       (task / "index.js").string() + "=/var/task/index.js",
+                       "--workdir",
+                       "/var/task",
+                       "--entrypoint",
+                       R"(["node",")" + at + R"(/bin/index.mjs"])",
+                       "--cmd",
+                       R"(["index.handler"])",
+                       "--oci-archive",
+                       path.string()});
   REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
   return path;
 }
@@ -42,18 +55,23 @@ stdfs::path node_lambda_archive(const test::ScratchTmpfs& dir) {
 }  // namespace
 
 TEST_SUITE("lambda-ric") {
-  TEST_CASE("aws-lambda-ric runs an unmodified Node.js handler: warm, context, throw, exit, crash, timeout, import") {
+  TEST_CASE(
+      "aws-lambda-ric runs an unmodified Node.js handler: warm, context, throw, exit, crash, timeout, "
+      "import") {
     if (ric_dir().empty()) {
-      MESSAGE("FNEXEC_RIC_DIR names no built aws-lambda-ric: skipping (meson test --setup ric --suite lambda-ric)");
+      MESSAGE(
+          "FNEXEC_RIC_DIR names no built aws-lambda-ric: skipping (meson test --setup ric --suite "
+          "lambda-ric)");
       return;
     }
     InvokeDaemon d;
     auto up = d.curl("POST", "/v1/images?name=lnode%3A1", std::nullopt,
                      {"--data-binary", "@" + node_lambda_archive(d.scratch()).string()});
     REQUIRE_MESSAGE(up.status == 201, up.body);
-    auto r = d.curl("PUT", "/v1/functions/node",
-                    R"({"image":"lnode:1","protocol":"lambda","min_warm":1,"max_concurrency":1,"memory_mb":256,)"
-                    R"("timeout_ms":4000})");
+    auto r =
+        d.curl("PUT", "/v1/functions/node",
+               R"({"image":"lnode:1","protocol":"lambda","min_warm":1,"max_concurrency":1,"memory_mb":256,)"
+               R"("timeout_ms":4000})");
     REQUIRE_MESSAGE(r.status == 201, r.body);
     wait_until([&] { return d.warm("node") >= 1; }, "the Node.js runtime client to ask for its first event");
 
@@ -62,8 +80,11 @@ TEST_SUITE("lambda-ric") {
     for (int i = 1; i <= 4; ++i) {
       auto ok = d.invoke("node", R"({"n":)" + std::to_string(i) + "}");
       REQUIRE_MESSAGE(ok.status == 200, ok.body);
-      CHECK(contains(ok.body, R"("count":)" + std::to_string(i) + R"(,"echo":{"n":)" + std::to_string(i) + "}"));
-      CHECK(contains(ok.body, R"("functionName":"node","memory":"256","arn":"arn:aws:lambda:us-east-1:000000000000:function:node")"));
+      CHECK(contains(ok.body,
+                     R"("count":)" + std::to_string(i) + R"(,"echo":{"n":)" + std::to_string(i) + "}"));
+      CHECK(contains(
+          ok.body,
+          R"("functionName":"node","memory":"256","arn":"arn:aws:lambda:us-east-1:000000000000:function:node")"));
       std::smatch m;
       REQUIRE(std::regex_search(ok.body, m, std::regex(R"("remaining":(\d+))")));
       CHECK(std::stoi(m[1]) > 0);

@@ -2,6 +2,8 @@
 // custom runtimes, urllib against AWS_LAMBDA_RUNTIME_API) runs unmodified in a sandbox built by
 // mkimage from the host's python3; its results and errors reach callers and records exactly like a
 // fnexec/1 function's. Runtimes that break the Runtime API get named errors and leave nothing behind.
+#include <set>
+
 #include "test_serve_fixture.h"
 
 using namespace fnexec;
@@ -10,7 +12,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-stdfs::path lambda_sources() { return test::source_root() / "tests/integration/lambda"; }
+stdfs::path lambda_sources() {
+  return test::source_root() / "tests/integration/lambda";
+}
 
 // python3, the runtime at /var/runtime and the handler at /var/task, as a Lambda base image lays
 // them out: ENTRYPOINT the runtime, CMD the handler, WORKDIR the task root. Built once per run.
@@ -23,8 +27,8 @@ const stdfs::path& python_lambda_archive() {
                          (py / "bootstrap.py").string() + "=/var/runtime/bootstrap.py", "--file",
                          (py / "hostile.py").string() + "=/var/runtime/hostile.py", "--file",
                          (py / "task/app.py").string() + "=/var/task/app.py", "--workdir", "/var/task",
-                         "--entrypoint", R"(["python3","/var/runtime/bootstrap.py"])", "--cmd", R"(["app.handler"])",
-                         "--oci-archive", path.string()});
+                         "--entrypoint", R"(["python3","/var/runtime/bootstrap.py"])", "--cmd",
+                         R"(["app.handler"])", "--oci-archive", path.string()});
     REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
     return path;
   }();
@@ -82,22 +86,44 @@ TEST_SUITE("serve") {
     CHECK(contains(bad.body, "applies to protocol lambda only"));
     CHECK(d.curl("GET", "/v1/functions/bad").status == 404);
 
+    // fresh: each event gets a runtime that ran its init and never served another event.
+    r = d.put("fresh", R"("protocol":"lambda","lifecycle":"fresh","min_warm":1,"max_concurrency":2)");
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    std::set<std::string> sandboxes;
+    for (int i = 0; i < 2; ++i) {
+      auto f = d.invoke("fresh", "{}");
+      REQUIRE_MESSAGE(f.status == 200, f.body);
+      CHECK(contains(f.body, R"("count": 1)"));
+      CHECK(f.header("Fnexec-Sandbox-Retired") == "fresh");
+      CHECK(!f.header("Fnexec-Init-Us").empty());
+      sandboxes.insert(f.header("Fnexec-Sandbox-Id"));
+    }
+    CHECK(sandboxes.size() == 2);
+
     // The CLI sends both fields.
-    std::vector<std::string> create = {"fn", "create", "cli-lam", "--socket", d.socket().string(), "--image",
-                                       "lpy:1", "--protocol", "lambda", "--handler", "app.handler", "--min-warm", "0"};
+    std::vector<std::string> create = {
+        "fn",         "create", "cli-lam",   "--socket",    d.socket().string(), "--image", "lpy:1",
+        "--protocol", "lambda", "--handler", "app.handler", "--min-warm",        "0"};
     auto cli = test::fnexec(create);
     REQUIRE_MESSAGE(cli.exit_code == 0, cli.err);
-    CHECK(contains(d.curl("GET", "/v1/functions/cli-lam").body, R"("protocol":"lambda","handler":"app.handler")"));
+    CHECK(contains(d.curl("GET", "/v1/functions/cli-lam").body,
+                   R"("protocol":"lambda","handler":"app.handler")"));
   }
 
-  TEST_CASE("protocol lambda: a stdlib Python runtime serves warm events; errors, exits and timeouts are recorded") {
+  TEST_CASE(
+      "protocol lambda: a stdlib Python runtime serves warm events; errors, exits and timeouts are "
+      "recorded") {
     if (python_missing()) return;
     LambdaDaemon d;
-    auto r = d.put("py", R"("protocol":"lambda","min_warm":1,"max_concurrency":1,"memory_mb":128,"timeout_ms":3000,)"
-                         R"("env":["AWS_REGION=eu-west-1"])");
+    auto r = d.put(
+        "py", R"("protocol":"lambda","min_warm":1,"max_concurrency":1,"memory_mb":128,"timeout_ms":3000,)"
+              R"("env":["AWS_REGION=eu-west-1"])");
     REQUIRE_MESSAGE(r.status == 201, r.body);
-    wait_until([&] { return d.curl("GET", "/v1/functions/py").body.find(R"("pool":{"warm":1)") != std::string::npos; },
-               "a Lambda runtime that asked for its first event");
+    wait_until(
+        [&] {
+          return d.curl("GET", "/v1/functions/py").body.find(R"("pool":{"warm":1)") != std::string::npos;
+        },
+        "a Lambda runtime that asked for its first event");
 
     // Warm: one runtime process answers event after event, its module state carried over.
     std::vector<Http> replies;
@@ -119,16 +145,22 @@ TEST_SUITE("serve") {
     auto env = d.invoke("py", R"({"action":"env"})");
     REQUIRE(env.status == 200);
     for (const char* want :
-         {R"("_HANDLER": "app.handler")", R"("LAMBDA_TASK_ROOT": "/var/task")", R"("AWS_LAMBDA_FUNCTION_NAME": "py")",
-          R"("AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128")", R"("AWS_REGION": "eu-west-1")",
-          R"("AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001")", R"("AWS_LAMBDA_FUNCTION_VERSION": "$LATEST")",
+         {R"("_HANDLER": "app.handler")", R"("LAMBDA_TASK_ROOT": "/var/task")",
+          R"("AWS_LAMBDA_FUNCTION_NAME": "py")", R"("AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128")",
+          R"("AWS_REGION": "eu-west-1")", R"("AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001")",
+          R"("AWS_LAMBDA_FUNCTION_VERSION": "$LATEST")",
           R"("arn": "arn:aws:lambda:eu-west-1:000000000000:function:py")", R"("cwd": "/var/task")"})
       CHECK_MESSAGE(contains(env.body, want), want << " in " << env.body);
 
     // START/END/REPORT per event in the record's log, like Lambda's log stream.
     auto first = d.record_of(replies[0]);
-    CHECK(std::regex_search(first, std::regex(R"re("stderr_tail":"START RequestId: [0-9a-f-]{36} Version: \$LATEST\\nhandling )re")));
-    CHECK(std::regex_search(first, std::regex(R"(REPORT RequestId: [0-9a-f-]{36}\\tDuration: [0-9.]+ ms\\tBilled Duration: \d+ ms\\tMemory Size: 128 MB\\tMax Memory Used: \d+ MB\\tInit Duration: [0-9.]+ ms)")));
+    CHECK(std::regex_search(
+        first,
+        std::regex(R"re("stderr_tail":"START RequestId: [0-9a-f-]{36} Version: \$LATEST\\nhandling )re")));
+    CHECK(std::regex_search(
+        first,
+        std::regex(
+            R"(REPORT RequestId: [0-9a-f-]{36}\\tDuration: [0-9.]+ ms\\tBilled Duration: \d+ ms\\tMemory Size: 128 MB\\tMax Memory Used: \d+ MB\\tInit Duration: [0-9.]+ ms)")));
     CHECK(!contains(d.record_of(replies[1]), "Init Duration"));
 
     // A thrown error is the function's answer: 200, Fnexec-Function-Error, the error document as
@@ -191,9 +223,10 @@ TEST_SUITE("serve") {
     };
     for (const auto& c : cases) {
       CAPTURE(c.mode);
-      auto r = d.put("h-" + c.mode, R"("protocol":"lambda","min_warm":0,"init_timeout_ms":1500,"timeout_ms":5000,)"
-                                    R"("entrypoint":["python3","/var/runtime/hostile.py"],"handler":")" +
-                                        c.mode + "\"");
+      auto r =
+          d.put("h-" + c.mode, R"("protocol":"lambda","min_warm":0,"init_timeout_ms":1500,"timeout_ms":5000,)"
+                               R"("entrypoint":["python3","/var/runtime/hostile.py"],"handler":")" +
+                                   c.mode + "\"");
       REQUIRE_MESSAGE(r.status == 201, r.body);
       auto reply = d.invoke("h-" + c.mode, "{}");
       CHECK(reply.status >= 500);
