@@ -309,17 +309,23 @@ void RuntimeApiSession::handle(Connection& c, unsigned method, std::string_view 
 
 void RuntimeApiSession::read_connection(Connection& c) {
   char buf[64 << 10];
-  for (;;) {
+  // Parsed chunk by chunk, so what is buffered stays within one request's limits; a runtime that
+  // keeps writing is read at most 16 MiB per pump, so the loop still sees its deadline.
+  for (int chunks = 0; chunks < 256 && !c.closed && !verdict_.protocol && !verdict_.too_large; ++chunks) {
     ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) break;
+    if (n < 0 && errno == EAGAIN) return;
     if (n <= 0) {
       c.closed = true;
       c.holds_next = false;
-      break;
+      return;
     }
     c.in.append(buf, static_cast<size_t>(n));
+    parse_requests(c);
   }
+}
+
+void RuntimeApiSession::parse_requests(Connection& c) {
   while (!c.in.empty() && !c.closed && !verdict_.protocol && !verdict_.too_large) {
     if (!c.parser) {
       c.parser.emplace();

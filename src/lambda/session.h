@@ -71,6 +71,7 @@ class RuntimeApiSession final : public invoke::EventSession {
   void pump();
   void accept_connections();
   void read_connection(Connection& c);
+  void parse_requests(Connection& c);
   void handle(Connection& c, unsigned method, std::string_view target, std::string& body,
               std::string_view error_type_header, bool keep_alive);
   void reply(Connection& c, unsigned status, std::string_view body, bool keep_alive);

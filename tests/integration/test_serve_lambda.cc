@@ -196,6 +196,28 @@ TEST_SUITE("serve") {
     CHECK(contains(slow_rec, R"("timed_out":true)"));
     CHECK(contains(slow_rec, "Task timed out after 3.00 seconds"));
 
+    // Async: queued, run by the same warm runtime, result and error kept in the record.
+    auto queued = d.curl("POST", "/v1/functions/py/invoke?mode=async", R"({"q":1})");
+    REQUIRE(queued.status == 202);
+    auto queued_error = d.curl("POST", "/v1/functions/py/invoke?mode=async", R"({"action":"fail"})");
+    REQUIRE(queued_error.status == 202);
+    for (auto* q : {&queued, &queued_error}) {
+      Http done;
+      wait_until(
+          [&] {
+            done = d.curl("GET", "/v1/invocations/" + q->header("Fnexec-Invocation-Id"));
+            return contains(done.body, R"("status":"done")");
+          },
+          "the async lambda invocation to finish");
+      if (q == &queued) {
+        CHECK(contains(done.body, R"("outcome":"success")"));
+        CHECK(contains(done.body, R"(\"echo\": {\"q\": 1})"));
+      } else {
+        CHECK(
+            contains(done.body, R"("error_type":"Function.Error","error_body":{"errorType": "ValueError")"));
+      }
+    }
+
     // A result over max_output_bytes (6 MiB) is refused with 413 and reported.
     auto big = d.invoke("py", R"({"action":"big"})");
     CHECK(big.header("Fnexec-Error-Type") == "Runtime.OutputTooLarge");
