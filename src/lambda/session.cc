@@ -359,6 +359,11 @@ void RuntimeApiSession::parse_requests(Connection& c) {
               false);
         return;
       }
+      // curl and other clients wait up to a second for this before they send a large body.
+      if (boost::beast::iequals(c.parser->get()[http::field::expect], "100-continue")) {
+        c.out += "HTTP/1.1 100 Continue\r\n\r\n";
+        flush(c);
+      }
       c.parser->eager(true);
     }
     if (!c.parser->is_done()) continue;

@@ -256,6 +256,16 @@ TEST_SUITE("serve") {
       auto rec = d.record_of(reply);
       CHECK_MESSAGE(contains(rec + reply.body + d.log(), c.says), rec);
     }
+    // Not hostile: a client that sends Expect: 100-continue gets its 100 before it sends the body.
+    auto r = d.put(
+        "expect",
+        R"("protocol":"lambda","lifecycle":"fresh","min_warm":0,"entrypoint":["python3","/var/runtime/hostile.py"],)"
+        R"("handler":"expect-continue")");
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    auto expect = d.invoke("expect", "{}");
+    CHECK_MESSAGE(expect.status == 200, expect.body);
+    CHECK(expect.body == R"("ok")");
+
     // Every sandbox was killed and reaped, its cgroup removed, no mount left.
     wait_until(
         [&] {

@@ -62,6 +62,16 @@ elif mode == "double":  # answers twice in one write
 elif mode == "big-length":  # a Content-Length over the limit; the body is never sent
     s.sendall(f"POST /2018-06-01/runtime/invocation/{rid}/response HTTP/1.1\r\nContent-Length: {7 << 20}\r\n\r\n".encode())
     print("big-length:", read_reply(s)[0], flush=True)
+elif mode == "expect-continue":  # not hostile: an HTTP client that waits for 100 Continue
+    s.sendall(f"POST /2018-06-01/runtime/invocation/{rid}/response HTTP/1.1\r\nContent-Length: 4\r\n"
+              "Expect: 100-continue\r\n\r\n".encode())
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        interim += s.recv(1)
+    if not interim.startswith(b"HTTP/1.1 100 "):
+        os._exit(9)
+    s.sendall(b'"ok"')
+    print("expect-continue:", read_reply(s)[0], flush=True)
 elif mode == "die":  # dies mid-event
     os._exit(7)
 elif mode == "unknown-path":
