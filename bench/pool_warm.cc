@@ -306,6 +306,14 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
     return 1;
   }
   stdfs::path scratch = tmpl;
+  // Every return, a failed step's too, unmounts the scratch tmpfs (the pools are gone by then).
+  struct Unmount {
+    std::string dir;
+    ~Unmount() {
+      umount2(dir.c_str(), MNT_DETACH);
+      rmdir(dir.c_str());
+    }
+  } unmount{tmpl};
   {
     std::ofstream(scratch / "echo.py") << "def handler(event, context):\n    return event\n";
     std::ofstream(scratch / "echo.js") << "exports.handler = async (event) => event;\n";
@@ -385,9 +393,6 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
     print_row((p.language + " fnexec/1 (helper)").c_str(), f, "(fnexec_runtime)");
     std::printf("%-26s p50 %.2f  p90 %.2f\n", "ratio lambda/fnexec", l.p50 / f.p50, l.p90 / f.p90);
   }
-  pools->reset();
-  umount2(tmpl, MNT_DETACH);
-  rmdir(tmpl);
   return 0;
 }
 
