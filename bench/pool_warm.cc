@@ -8,6 +8,12 @@
 // fresh and reuse instead: the example handlers of runtime/helpers/examples (C and Python) in an
 // image with the host's python3, event -> result through the pool, beside the same handler as one
 // long-lived host process answering over a pipe (the floor for reuse), A B A B ...
+//
+//   fnexec-bench-pool --lambda [-n EVENTS] [--ric DIR] [--no-cgroups]
+// protocol lambda against fnexec/1: the same echo handler, reuse, event -> result through the pool,
+// once under a Lambda runtime served the Runtime API in its sandbox (Python: the stdlib runtime of
+// tests/integration/lambda/python; Node.js: npm's aws-lambda-ric from --ric, when given) and once
+// under fnexec's own helper for that language, interleaved A B A B ...
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -292,29 +298,130 @@ int bench_lifecycles(int runs, const std::string& src, const std::string& exampl
   return 0;
 }
 
+// The same echo handler through both protocols of a reuse function, interleaved.
+int bench_lambda(int runs, const std::string& src, const std::string& ric, bool no_cgroups) {
+  char tmpl[] = "/tmp/fnexec-bench-lambda-XXXXXX";
+  if (!mkdtemp(tmpl) || mount("fnexec-bench", tmpl, "tmpfs", 0, "size=2g") != 0) {
+    std::perror("tmpfs");
+    return 1;
+  }
+  stdfs::path scratch = tmpl;
+  // Every return, a failed step's too, unmounts the scratch tmpfs (the pools are gone by then).
+  struct Unmount {
+    std::string dir;
+    ~Unmount() {
+      umount2(dir.c_str(), MNT_DETACH);
+      rmdir(dir.c_str());
+    }
+  } unmount{tmpl};
+  {
+    std::ofstream(scratch / "echo.py") << "def handler(event, context):\n    return event\n";
+    std::ofstream(scratch / "echo.js") << "exports.handler = async (event) => event;\n";
+  }
+  std::string mk = src + "/rootfs-tools/mkimage --python" + (ric.empty() ? "" : " --node") +
+                   " --fnexec-runtime --file " + (scratch / "echo.py").string() + "=/fn/echo.py --file " +
+                   (scratch / "echo.js").string() + "=/fn/echo.js --file " + src +
+                   "/tests/integration/lambda/python/bootstrap.py=/var/runtime/bootstrap.py";
+  const std::string ric_at = "/var/runtime/node_modules/aws-lambda-ric";
+  if (!ric.empty())
+    mk += " --file " + ric + "/bin/index.mjs=" + ric_at + "/bin/index.mjs --file " + ric + "/dist=" + ric_at + "/dist";
+  mk += " --workdir /fn --compression none --ref lam:1 -o " + (scratch / "img").string() + " >/dev/null";
+  if (std::system(mk.c_str()) != 0) return 1;
+  auto store = image::Store::open(scratch / "store");
+  if (!store || !store->import("oci:" + (scratch / "img").string(), {.name = "lam:1"})) return 1;
+  cgroup::Options cgroup_options;
+  cgroup_options.allow_disabled = true;
+  cgroup_options.force_disabled = no_cgroups;
+  auto hierarchy = cgroup::Hierarchy::detect(cgroup_options);
+  if (!hierarchy) return 1;
+  auto pools = pool::PoolSet::create(*store, *hierarchy, {});
+  if (!pools) return 1;
+  std::printf("cgroup mode %s; reuse, event -> result through the pool, one at a time, %d events each\n",
+              std::string(cgroup::to_string((*hierarchy)->mode())).c_str(), runs);
+  std::printf("%-26s %8s %8s %8s %8s %8s\n", "", "p50", "p90", "p99", "max", "mean");
+
+  struct Pair {
+    std::string language;
+    std::vector<std::string> lambda_cmd, fnexec_cmd;
+  };
+  std::vector<Pair> pairs{{"python",
+                           {"python3", "/var/runtime/bootstrap.py", "echo.handler"},
+                           {"python3", "/opt/fnexec/fnexec_runtime.py", "echo.handler"}}};
+  if (!ric.empty())
+    pairs.push_back({"node", {"node", ric_at + "/bin/index.mjs", "echo.handler"},
+                     {"node", "/opt/fnexec/fnexec_runtime.js", "./echo.handler"}});
+  const std::string event = R"({"n":1,"text":"0123456789abcdef"})";
+  for (auto& p : pairs) {
+    for (auto protocol : {pool::Protocol::lambda, pool::Protocol::fnexec}) {
+      pool::FunctionSpec fn;
+      fn.name = p.language + "-" + std::string(pool::to_string(protocol));
+      fn.image = "lam:1";
+      fn.cmd = protocol == pool::Protocol::lambda ? p.lambda_cmd : p.fnexec_cmd;
+      fn.lifecycle = pool::Lifecycle::reuse;
+      fn.protocol = protocol;
+      fn.handler = protocol == pool::Protocol::lambda ? "echo.handler" : "";
+      fn.min_warm = 1;
+      if (auto r = (*pools)->configure(fn); !r) {
+        std::fprintf(stderr, "%s\n", r.error().message().c_str());
+        return 1;
+      }
+      wait_warm(**pools, 1, fn.name);
+    }
+    std::vector<double> lambda_us, fnexec_us;
+    auto one = [&](const std::string& name, std::vector<double>& into) {
+      auto t0 = Clock::now();
+      auto r = (*pools)->invoke(name, event);
+      double us = us_since(t0);
+      if (!r || !r->error_type.empty() || r->output.empty()) {
+        std::fprintf(stderr, "%s failed: %s\n", name.c_str(),
+                     r ? (r->error_type + " " + r->log).c_str() : r.error().message().c_str());
+        return false;
+      }
+      into.push_back(us);
+      return true;
+    };
+    // Warm both up (JIT, caches) before the timed, interleaved runs.
+    for (int i = 0; i < 50; ++i)
+      if (!one(p.language + "-lambda", lambda_us) || !one(p.language + "-fnexec", fnexec_us)) return 1;
+    lambda_us.clear();
+    fnexec_us.clear();
+    for (int i = 0; i < runs; ++i)
+      if (!one(p.language + "-lambda", lambda_us) || !one(p.language + "-fnexec", fnexec_us)) return 1;
+    auto l = summarize(lambda_us), f = summarize(fnexec_us);
+    print_row((p.language + " lambda (Runtime API)").c_str(), l,
+              p.language == "node" ? "(aws-lambda-ric)" : "(stdlib bootstrap, urllib)");
+    print_row((p.language + " fnexec/1 (helper)").c_str(), f, "(fnexec_runtime)");
+    std::printf("%-26s p50 %.2f  p90 %.2f\n", "ratio lambda/fnexec", l.p50 / f.p50, l.p90 / f.p90);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int runs = 2000, parked = 100;
   size_t event_bytes = 16;
-  bool lifecycles = false, no_cgroups = false;
-  std::string example_c;
+  bool lifecycles = false, lambda = false, no_cgroups = false;
+  std::string example_c, ric;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--lifecycle") lifecycles = true;
+    if (std::string(argv[i]) == "--lambda") lambda = true;
     if (std::string(argv[i]) == "--no-cgroups") no_cgroups = true;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--lifecycle" || a == "--no-cgroups") {
+    if (a == "--lifecycle" || a == "--lambda" || a == "--no-cgroups") {
       --i;
       continue;
     }
     if (a == "--example-c") example_c = argv[i + 1];
+    if (a == "--ric") ric = argv[i + 1];
     if (a == "-n") runs = std::atoi(argv[i + 1]);
     else if (a == "--parked") parked = std::atoi(argv[i + 1]);
     else if (a == "--event-bytes") event_bytes = static_cast<size_t>(std::atol(argv[i + 1]));
   }
   std::string src = stdfs::path(__FILE__).parent_path().parent_path();
+  if (lambda) return bench_lambda(runs, stdfs::absolute(src), ric.empty() ? ric : stdfs::absolute(ric).string(), no_cgroups);
   if (lifecycles) {
     if (example_c.empty()) example_c = (stdfs::path(argv[0]).parent_path() / "../runtime/helpers/fnexec-example-c-echo").string();
     return bench_lifecycles(runs, stdfs::absolute(src), stdfs::absolute(example_c), no_cgroups);

@@ -50,7 +50,7 @@ namespace {
 
 struct CreateFlags {
   std::string name, image, memory, cpus, timeout, idle_timeout, max_output, entrypoint, workdir, user;
-  std::string lifecycle, init_timeout, seccomp_profile;
+  std::string lifecycle, init_timeout, seccomp_profile, protocol, handler;
   bool read_only = false;
   std::vector<std::string> cap_add, cap_drop;
   std::optional<uint64_t> nofile;
@@ -98,6 +98,8 @@ Result<std::string> create_body(const CreateFlags& f) {
   if (f.max_events_per_sandbox) w.field("max_events_per_sandbox", *f.max_events_per_sandbox);
   if (!f.init_timeout.empty())
     w.field("init_timeout_ms", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(f.init_timeout)).count()));
+  if (!f.protocol.empty()) w.field("protocol", f.protocol);
+  if (!f.handler.empty()) w.field("handler", f.handler);
   w.end_object();
   return w.take();
 }
@@ -189,6 +191,11 @@ void add_fn_commands(CLI::App& app, Globals& g) {
   create->add_option("--max-events-per-sandbox", f->max_events_per_sandbox,
                      "reuse: events a process answers before it is replaced (default 0: no limit)");
   create->add_option("--init-timeout", f->init_timeout, "fresh/reuse: READY must come within it (default 10s)");
+  create->add_option("--protocol", f->protocol,
+                     "fnexec (fnexec/1 frames on stdio) or lambda (the Lambda Runtime API on 127.0.0.1:9001 "
+                     "in the sandbox; lifecycle reuse unless given); man 7 fnexec-protocol (default fnexec)");
+  create->add_option("--handler", f->handler,
+                     "lambda: _HANDLER, and the CMD of an image with an entrypoint (default: the CMD's first word)");
   create->add_option("--min-warm", f->min_warm, "sandboxes kept parked (default 1)");
   create->add_option("--max-concurrency", f->max_concurrency, "invocations at once (default 16)");
   create->add_option("--max-output", f->max_output, "stdout cap, e.g. 6m");

@@ -1,6 +1,7 @@
 // fnexec run [OPTIONS] IMAGE [-- ARG...]: one function run in a fresh sandbox, podman-like options.
 // --lifecycle fresh|reuse: the function speaks fnexec/1 and answers the event on stdin (fresh), or
-// every line of --events (reuse), one after another in the same process.
+// every line of --events (reuse), one after another in the same process. --protocol lambda: the
+// function is a Lambda runtime, served the Lambda Runtime API inside its sandbox instead.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +21,8 @@
 #include "invoke/invocation.h"
 #include "invoke/session.h"
 #include "net/attachment.h"
+#include "lambda/runtime_api.h"
+#include "lambda/session.h"
 #include "pool/pool.h"
 #include "registry/reference.h"
 #include "sandbox/image_config.h"
@@ -38,7 +41,8 @@ struct RunOptions {
   std::vector<std::string> dns, add_hosts, egress_allow, egress_deny;
   std::string egress_default = "allow", bridge = "fnexec0", bridge_subnet = "10.87.0.0/16";
   std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit, events;
-  std::string lifecycle = "oneshot", init_timeout = "10s";
+  std::string lifecycle = "oneshot", init_timeout = "10s", protocol = "fnexec";
+  std::optional<std::string> handler;
   std::string cgroups = "auto";
   std::string hostname, userns = "host", net = "none", seccomp = "default";
   bool read_only = false, init = true, no_init = false, rootfs = false;
@@ -282,8 +286,34 @@ std::string framed_record_json(const invoke::EventOutcome& e, pool::Lifecycle li
 
 // fresh: the one event is stdin, its result goes to stdout byte for byte. reuse: each line of
 // --events (- for stdin; without it, stdin is one event) is one event, each result one line.
+// What a Lambda runtime is told about the function `fnexec run` plays: named after its image.
+lambda::FunctionFacts run_lambda_facts(const RunOptions& o, const sandbox::SandboxSpec& spec) {
+  lambda::FunctionFacts facts;
+  for (char ch : spec.image_name) facts.name += std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' ? ch : '-';
+  facts.handler = o.handler ? *o.handler : lambda::default_handler({}, spec.argv);
+  facts.task_root = spec.cwd == "/" ? "/var/task" : spec.cwd;
+  facts.memory_mb = 10240;
+  if (o.memory)
+    if (auto bytes = cgroup::parse_size(*o.memory)) facts.memory_mb = *bytes >> 20;
+  return facts;
+}
+
+// go, and the session that drives the function's init and events.
+Result<std::unique_ptr<invoke::EventSession>> start_session(sandbox::Sandbox& sb, cgroup::SandboxCgroup* cg,
+                                                           pool::Protocol protocol, const lambda::FunctionFacts& facts) {
+  if (protocol == pool::Protocol::lambda) {
+    // Listening before the runtime starts: its client gives up connecting after about a second.
+    auto listener = FNEXEC_TRY(lambda::listen_in_sandbox(sb.pidfd()));
+    FNEXEC_TRY(sb.go());
+    return lambda::RuntimeApiSession::attach(&sb, cg, {}, std::move(listener), facts);
+  }
+  FNEXEC_TRY(sb.go());
+  auto framed = FNEXEC_TRY(invoke::FramedSession::attach(&sb, cg, {}));
+  return std::unique_ptr<invoke::EventSession>(std::make_unique<invoke::FramedSession>(std::move(framed)));
+}
+
 int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Attachment>& network,
-               pool::Lifecycle lifecycle) {
+               pool::Lifecycle lifecycle, pool::Protocol protocol) {
   if (lifecycle == pool::Lifecycle::fresh && o.events)
     return report(Error{ErrorKind::invalid, 0, "use --events", {}, "fresh answers one event (stdin); use --lifecycle reuse"});
   auto init_timeout = invoke::parse_duration(o.init_timeout);
@@ -305,7 +335,16 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Att
     events = &std::cin;
   }
   spec.stdio = sandbox::Stdio::pipes;
-  pool::set_protocol_env(spec.env, lifecycle, spec.image_name);
+  lambda::FunctionFacts facts;
+  if (protocol == pool::Protocol::lambda) {
+    if (spec.network != sandbox::Network::loopback)
+      return report(Error{ErrorKind::invalid, 0, "use --protocol lambda", {},
+                          "its Runtime API listens on the sandbox's lo; use --net none"});
+    facts = run_lambda_facts(o, spec);
+    lambda::set_runtime_env(spec.env, facts);
+  } else {
+    pool::set_protocol_env(spec.env, lifecycle, spec.image_name);
+  }
   cgroup::Mode mode = cgroup::Mode::disabled;
   auto cg = make_cgroup(o, &mode);
   if (!cg) return report(cg.error());
@@ -319,9 +358,9 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Att
     if (network) {
       if (auto up = network->connect(sb->pid(), sb->pidfd()); !up) return report(up.error());
     }
-    if (auto go = sb->go(); !go) return report(go.error());
-    auto session = invoke::FramedSession::attach(&*sb, cg->get(), {});
-    if (!session) return report(session.error());
+    auto started = start_session(*sb, cg->get(), protocol, facts);
+    if (!started) return report(started.error());
+    auto& session = *started;
     auto init = session->wait_ready(std::chrono::duration_cast<std::chrono::milliseconds>(*init_timeout));
     if (!init.ready) {
       std::fputs(init.log.c_str(), stderr);
@@ -378,6 +417,13 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
   auto lifecycle = pool::parse_lifecycle(o.lifecycle);
   if (!lifecycle)
     return report(Error{ErrorKind::invalid, 0, "use --lifecycle", o.lifecycle, "expected oneshot, fresh or reuse"});
+  auto protocol = pool::parse_protocol(o.protocol);
+  if (!protocol)
+    return report(Error{ErrorKind::invalid, 0, "use --protocol", o.protocol, "expected fnexec or lambda"});
+  if (*protocol == pool::Protocol::lambda && *lifecycle == pool::Lifecycle::oneshot)
+    return report(Error{ErrorKind::invalid, 0, "use --protocol lambda", {}, "it needs --lifecycle reuse or fresh"});
+  if (o.handler && *protocol != pool::Protocol::lambda)
+    return report(Error{ErrorKind::invalid, 0, "use --handler", {}, "it needs --protocol lambda"});
   if (*lifecycle == pool::Lifecycle::oneshot && o.events)
     return report(Error{ErrorKind::invalid, 0, "use --events", {}, "it needs --lifecycle reuse"});
   auto spec = build_spec(g, o, rest);
@@ -388,7 +434,7 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
   if (*lifecycle != pool::Lifecycle::oneshot) {
     if (o.no_init)
       return report(Error{ErrorKind::invalid, 0, "use --no-init", {}, "fresh and reuse need fnexec's init"});
-    return run_framed(o, *spec, *network, *lifecycle);
+    return run_framed(o, *spec, *network, *lifecycle, *protocol);
   }
   invoke::WaitOptions wait;
   wait.forward_signals = true;
@@ -486,6 +532,10 @@ void add_run_command(CLI::App& app, Globals& g) {
                   "speaks fnexec/1 (man 7 fnexec-protocol)");
   sub->add_option("--events", o->events, "reuse: one event per line of FILE (- for stdin), each result one line");
   sub->add_option("--init-timeout", o->init_timeout, "fresh/reuse: READY must come within DURATION (default 10s)");
+  sub->add_option("--protocol", o->protocol,
+                  "fresh/reuse: fnexec (fnexec/1 frames, default) or lambda (an unmodified Lambda runtime, served "
+                  "the Lambda Runtime API on 127.0.0.1:9001 inside the sandbox)");
+  sub->add_option("--handler", o->handler, "lambda: _HANDLER (default: the last argument of the command)");
   sub->callback([&g, o, sub] {
     o->no_init = !o->init;
     g.exit_code = run_command(g, *o, sub->remaining());

@@ -26,6 +26,22 @@ int64_t realtime_ms_after(std::chrono::nanoseconds timeout) {
 
 }  // namespace
 
+void record_exit(sandbox::Sandbox& sandbox, InvocationRecord& rec, bool killed) {
+  auto exit = killed ? sandbox.reap() : sandbox.collect();
+  if (!exit) {
+    rec.exit_code = 125;
+    return;
+  }
+  if (exit->setup_error) {
+    rec.setup_error = exit->setup_error;
+    rec.exit_code = exit->setup_exit_code;
+    return;
+  }
+  int st = exit->wait_status;
+  if (WIFSIGNALED(st)) rec.signal = WTERMSIG(st);
+  rec.exit_code = exit_code_of(st);
+}
+
 FramedSession::FramedSession(FramedSession&&) noexcept = default;
 FramedSession& FramedSession::operator=(FramedSession&&) noexcept = default;
 FramedSession::~FramedSession() = default;
@@ -56,7 +72,8 @@ void FramedSession::kill_all() {
   if (cgroup_) (void)cgroup_->kill();
 }
 
-void FramedSession::init_pollfds(pollfd fds[kPollFds]) const {
+void FramedSession::init_pollfds(std::span<pollfd, kPollFds> fds) const {
+  for (auto& p : fds) p = {-1, 0, 0};
   fds[0] = {out_ ? out_.get() : -1, POLLIN, 0};
   fds[1] = {err_ ? err_.get() : -1, POLLIN, 0};
   fds[2] = {function_ended_ ? -1 : sandbox_->status_fd(), POLLIN, 0};
@@ -83,23 +100,10 @@ Result<bool> FramedSession::pump_stdout(char* buf, size_t size) {
   return true;
 }
 
-// The function is gone (its status is there, or PID 1 died): how it ended, into rec.
 void FramedSession::fill_exit(InvocationRecord& rec, bool killed) {
   usable_ = false;
   function_ended_ = true;
-  auto exit = killed ? sandbox_->reap() : sandbox_->collect();
-  if (!exit) {
-    rec.exit_code = 125;
-    return;
-  }
-  if (exit->setup_error) {
-    rec.setup_error = exit->setup_error;
-    rec.exit_code = exit->setup_exit_code;
-    return;
-  }
-  int st = exit->wait_status;
-  if (WIFSIGNALED(st)) rec.signal = WTERMSIG(st);
-  rec.exit_code = exit_code_of(st);
+  record_exit(*sandbox_, rec, killed);
 }
 
 std::optional<InitOutcome> FramedSession::continue_init() {
@@ -154,18 +158,6 @@ InitOutcome FramedSession::abandon_init(std::chrono::milliseconds init_timeout) 
   detail::trim_log_tail(init_log_, limits_.max_log_bytes);
   out.log = std::move(init_log_);
   return out;
-}
-
-InitOutcome FramedSession::wait_ready(std::chrono::milliseconds init_timeout) {
-  auto deadline = started_ + init_timeout;
-  for (;;) {
-    if (auto done = continue_init()) return std::move(*done);
-    pollfd fds[kPollFds];
-    init_pollfds(fds);
-    timespec ts;
-    int n = ::ppoll(fds, kPollFds, detail::timeout_until(deadline, &ts), nullptr);
-    if (n == 0) return abandon_init(init_timeout);
-  }
 }
 
 bool FramedSession::idle_and_alive() {
@@ -287,6 +279,22 @@ Result<EventOutcome> FramedSession::run_event(std::string_view id, std::string_v
   if (cgroup_) record_usage(*cgroup_, rec);
   if (rec.oom_killed && !rec.timed_out) rec.exit_code = 137;
   return out;
+}
+
+}  // namespace fnexec::invoke
+
+namespace fnexec::invoke {
+
+InitOutcome EventSession::wait_ready(std::chrono::milliseconds init_timeout) {
+  auto deadline = started_ + init_timeout;
+  for (;;) {
+    if (auto done = continue_init()) return std::move(*done);
+    pollfd fds[kPollFds];
+    init_pollfds(fds);
+    timespec ts;
+    int n = ::ppoll(fds, kPollFds, detail::timeout_until(deadline, &ts), nullptr);
+    if (n == 0) return abandon_init(init_timeout);
+  }
 }
 
 }  // namespace fnexec::invoke

@@ -26,6 +26,8 @@
 
 #include "image/store.h"
 #include "invoke/session.h"
+#include "lambda/runtime_api.h"
+#include "lambda/session.h"
 #include "sandbox/capabilities.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
@@ -95,7 +97,7 @@ void renice_function(pid_t pid1, int nice) {
 struct Slot {
   std::unique_ptr<cgroup::SandboxCgroup> cgroup;
   std::optional<sandbox::Sandbox> sandbox;
-  std::optional<invoke::FramedSession> session;  // fresh/reuse, from go on
+  std::unique_ptr<invoke::EventSession> session;  // fresh/reuse, from go on
   uint64_t generation = 0;
   std::string id;                   // also its cgroup's name
   uint64_t events = 0;              // served so far
@@ -114,6 +116,7 @@ struct Launched {
 struct Function {
   FunctionSpec spec;
   std::shared_ptr<const sandbox::SandboxSpec> sandbox_spec;  // template; cgroup set per launch
+  lambda::FunctionFacts lambda_facts;                        // protocol lambda: what its runtime is told
   std::string shape;        // everything that shapes a sandbox; a change drains the pool
   uint64_t generation = 0;  // bumped with shape; older sandboxes are never handed out
   std::deque<SlotPtr> warm;
@@ -141,6 +144,8 @@ struct Starting {
   std::chrono::milliseconds init_timeout{};
   invoke::SessionLimits limits;
   Lifecycle lifecycle = Lifecycle::oneshot;
+  Protocol protocol = Protocol::fnexec;
+  lambda::FunctionFacts lambda_facts;  // protocol lambda
 };
 
 std::string join(const std::vector<std::string>& v) {
@@ -157,7 +162,8 @@ std::string shape_of(const std::string& digest, const sandbox::SandboxSpec& s, c
          opt(f.limits.memory_bytes) + ' ' + opt(f.limits.cpus) + ' ' + opt(f.limits.pids) + '\n' +
          std::to_string(s.read_only) + ' ' + std::to_string(s.privileges.bounding) + ' ' +
          std::to_string(s.privileges.effective) + ' ' + opt(f.nofile) + '\n' + f.seccomp_profile + '\n' +
-         std::to_string(static_cast<int>(s.network)) + '\n' + std::string(to_string(f.lifecycle));
+         std::to_string(static_cast<int>(s.network)) + '\n' + std::string(to_string(f.lifecycle)) + ' ' +
+         std::string(to_string(f.protocol));
 }
 
 // Process-wide: sandbox cgroups are named pool-<pid>-<n>, and two PoolSets in one process (a bench
@@ -181,8 +187,8 @@ class PoolSetImpl final : public PoolSet {
   void shutdown(std::chrono::milliseconds grace) override;
 
  private:
-  Result<std::shared_ptr<const sandbox::SandboxSpec>> build_sandbox_spec(const FunctionSpec& spec,
-                                                                         std::string* shape) const;
+  Result<std::shared_ptr<const sandbox::SandboxSpec>> build_sandbox_spec(const FunctionSpec& spec, std::string* shape,
+                                                                         lambda::FunctionFacts* facts) const;
   Result<SlotPtr> launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& spec, uint64_t generation,
                          bool init_in_background);
   void launcher_loop();
@@ -193,6 +199,9 @@ class PoolSetImpl final : public PoolSet {
   }
   // Under mutex_: a ready sandbox goes to the cold start waiting for it, or into the pool.
   void hand_out(Starting& s);
+  // go for a parked fresh/reuse sandbox, and the session that drives its init and events. A
+  // Lambda runtime finds its Runtime API listening before it starts (its client retries ~1 s only).
+  Result<std::unique_ptr<invoke::EventSession>> start_session(Starting& s);
   // A fresh/reuse function answered its init: READY parks the slot, anything else fails it.
   void finish_init(Starting& s, invoke::InitOutcome init);
   void cleanup_loop();
@@ -240,7 +249,8 @@ class PoolSetImpl final : public PoolSet {
 };
 
 Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_spec(const FunctionSpec& f,
-                                                                                    std::string* shape) const {
+                                                                                    std::string* shape,
+                                                                                    lambda::FunctionFacts* facts) const {
   auto img = FNEXEC_TRY(store_.resolve(f.image));
   auto spec = std::make_shared<sandbox::SandboxSpec>();
   spec->image_name = f.image;
@@ -253,9 +263,12 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
   overrides.env = f.env;
   if (!f.workdir.empty()) overrides.workdir = f.workdir;
   if (!f.user.empty()) overrides.user = f.user;
+  auto entrypoint = f.entrypoint.value_or(img.config.entrypoint);
+  // Lambda's images: ENTRYPOINT is the runtime, CMD the handler; a handler given replaces the CMD.
+  if (f.protocol == Protocol::lambda && !f.handler.empty() && !f.cmd && !entrypoint.empty())
+    overrides.cmd = std::vector<std::string>{f.handler};
   sandbox::PrivilegeSpec privileges;
   FNEXEC_TRY(sandbox::apply_image_config(img, overrides, *spec, privileges));
-  if (f.lifecycle != Lifecycle::oneshot) set_protocol_env(spec->env, f.lifecycle, f.name);
   spec->read_only = f.read_only_rootfs;
   privileges.cap_add = f.cap_add;
   privileges.cap_drop = f.cap_drop;
@@ -272,6 +285,19 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
     privileges.seccomp = sandbox::SeccompMode::file;
     privileges.seccomp_file = (options_.seccomp_profile_dir / (f.seccomp_profile + ".json")).string();
   }
+  if (f.protocol == Protocol::lambda) {
+    std::vector<std::string> cmd(spec->argv.begin() + static_cast<ptrdiff_t>(std::min(entrypoint.size(), spec->argv.size())),
+                                 spec->argv.end());
+    facts->name = f.name;
+    facts->handler = f.handler.empty() ? lambda::default_handler(entrypoint, cmd) : f.handler;
+    facts->task_root = spec->cwd == "/" ? "/var/task" : spec->cwd;
+    facts->memory_mb = f.limits.memory_bytes ? *f.limits.memory_bytes >> 20 : 10240;
+    lambda::set_runtime_env(spec->env, *facts);
+    // The Runtime API's socket is bound to 127.0.0.1 in the sandbox's network namespace.
+    spec->network = sandbox::Network::loopback;
+  } else if (f.lifecycle != Lifecycle::oneshot) {
+    set_protocol_env(spec->env, f.lifecycle, f.name);
+  }
   spec->privileges = FNEXEC_TRY(sandbox::prepare_privileges(privileges));
   *shape = shape_of(img.manifest_digest, *spec, f);
   return spec;
@@ -285,8 +311,12 @@ Result<> PoolSetImpl::configure(const FunctionSpec& spec) {
     return fail(ErrorKind::invalid, "configure function", spec.name, "timeout must be positive");
   if (spec.lifecycle != Lifecycle::oneshot && spec.init_timeout <= 0ms)
     return fail(ErrorKind::invalid, "configure function", spec.name, "init_timeout must be positive");
+  if (spec.protocol == Protocol::lambda && spec.lifecycle == Lifecycle::oneshot)
+    return fail(ErrorKind::invalid, "configure function", spec.name,
+                "protocol lambda needs lifecycle reuse (Lambda's model) or fresh");
   std::string shape;
-  auto sandbox_spec = build_sandbox_spec(spec, &shape);
+  lambda::FunctionFacts facts;
+  auto sandbox_spec = build_sandbox_spec(spec, &shape, &facts);
   if (!sandbox_spec) return std::unexpected(sandbox_spec.error().context("configure function " + spec.name));
 
   std::lock_guard lock(mutex_);
@@ -300,6 +330,7 @@ Result<> PoolSetImpl::configure(const FunctionSpec& spec) {
     ++fn->generation;
     fn->shape = std::move(shape);
     fn->sandbox_spec = std::move(*sandbox_spec);
+    fn->lambda_facts = std::move(facts);
     fn->backoff = {};
     fn->retry_after = {};
   }
@@ -564,6 +595,19 @@ void PoolSetImpl::hand_out(Starting& s) {
   }
 }
 
+Result<std::unique_ptr<invoke::EventSession>> PoolSetImpl::start_session(Starting& s) {
+  auto& slot = *s.slot;
+  if (s.protocol == Protocol::lambda) {
+    auto listener = FNEXEC_TRY(lambda::listen_in_sandbox(slot.sandbox->pidfd()));
+    FNEXEC_TRY(slot.sandbox->go());
+    return lambda::RuntimeApiSession::attach(&*slot.sandbox, slot.cgroup.get(), s.limits, std::move(listener),
+                                             s.lambda_facts);
+  }
+  FNEXEC_TRY(slot.sandbox->go());
+  auto framed = FNEXEC_TRY(invoke::FramedSession::attach(&*slot.sandbox, slot.cgroup.get(), s.limits));
+  return std::unique_ptr<invoke::EventSession>(std::make_unique<invoke::FramedSession>(std::move(framed)));
+}
+
 void PoolSetImpl::finish_init(Starting& s, invoke::InitOutcome init) {
   if (init.ready) {
     s.slot->init_us = init.init_us;
@@ -603,6 +647,7 @@ void PoolSetImpl::launcher_loop() {
       FunctionSpec fspec;
       uint64_t generation;
       std::shared_ptr<ColdRequest> request;
+      lambda::FunctionFacts lambda_facts;
     };
     std::vector<Job> jobs;
     auto now = Clock::now();
@@ -618,7 +663,7 @@ void PoolSetImpl::launcher_loop() {
           r->slot.set_value(fail(ErrorKind::not_found, "start sandbox for", fn->spec.name, "function removed"));
           continue;
         }
-        jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, std::move(r)});
+        jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, std::move(r), fn->lambda_facts});
       }
       for (auto& [name, fn] : functions_) {
         bool idle = now - fn->last_used > fn->spec.idle_timeout;
@@ -644,7 +689,7 @@ void PoolSetImpl::launcher_loop() {
                total_ < options_.max_sandboxes) {
           ++fn->starting;
           ++total_;
-          jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, nullptr});
+          jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, nullptr, fn->lambda_facts});
         }
       }
     }
@@ -658,6 +703,8 @@ void PoolSetImpl::launcher_loop() {
       if (slot) {
         Starting st{job.function, std::move(*slot), Clock::now(), std::move(job.request)};
         st.lifecycle = job.fspec.lifecycle;
+        st.protocol = job.fspec.protocol;
+        st.lambda_facts = std::move(job.lambda_facts);
         st.init_timeout = job.fspec.init_timeout;
         st.limits = {job.fspec.max_output_bytes, job.fspec.max_log_bytes};
         starting.push_back(std::move(st));
@@ -683,9 +730,9 @@ void PoolSetImpl::launcher_loop() {
     for (auto& s : starting) {
       first_fd.push_back(fds.size());
       if (s.initializing) {
-        pollfd p[invoke::FramedSession::kPollFds];
+        pollfd p[invoke::EventSession::kPollFds];
         s.slot->session->init_pollfds(p);
-        fds.insert(fds.end(), p, p + invoke::FramedSession::kPollFds);
+        fds.insert(fds.end(), p, p + invoke::EventSession::kPollFds);
       } else {
         fds.push_back({s.slot->sandbox->control_fd(), POLLIN, 0});
       }
@@ -711,7 +758,7 @@ void PoolSetImpl::launcher_loop() {
       auto& s = starting[i];
       bool timed_out = now >= deadline_of(s);
       bool readable = false;
-      size_t n_fds = s.initializing ? invoke::FramedSession::kPollFds : 1;
+      size_t n_fds = s.initializing ? invoke::EventSession::kPollFds : 1;
       for (size_t k = 0; k < n_fds; ++k) readable = readable || fds[first_fd[i] + k].revents;
       if (!readable && !timed_out) {
         still.push_back(std::move(s));
@@ -743,11 +790,9 @@ void PoolSetImpl::launcher_loop() {
       }
       if (ready && s.lifecycle != Lifecycle::oneshot) {
         // The function starts now and runs its init while the sandbox waits for its first event.
-        auto go = s.slot->sandbox->go();
-        auto session = go ? invoke::FramedSession::attach(&*s.slot->sandbox, s.slot->cgroup.get(), s.limits)
-                          : std::unexpected(go.error());
+        auto session = start_session(s);
         if (session) {
-          s.slot->session.emplace(std::move(*session));
+          s.slot->session = std::move(*session);
           s.initializing = true;
           s.init_deadline = Clock::now() + s.init_timeout;
           still.push_back(std::move(s));

@@ -50,6 +50,17 @@ inline std::optional<Lifecycle> parse_lifecycle(std::string_view text) {
     if (text == to_string(l)) return l;
   return std::nullopt;
 }
+// What a fresh/reuse function speaks (man 7 fnexec-protocol):
+//   fnexec   fnexec/1 frames on its stdin and stdout.
+//   lambda   the Lambda Runtime API, served on 127.0.0.1:9001 in its sandbox's network namespace; an
+//            unmodified Lambda runtime (bootstrap, aws-lambda-ric, ...) runs as it does on AWS.
+enum class Protocol { fnexec, lambda };
+inline std::string_view to_string(Protocol p) { return p == Protocol::lambda ? "lambda" : "fnexec"; }
+inline std::optional<Protocol> parse_protocol(std::string_view text) {
+  for (auto p : {Protocol::fnexec, Protocol::lambda})
+    if (text == to_string(p)) return p;
+  return std::nullopt;
+}
 // Sets what a fresh/reuse function reads at start (FNEXEC_PROTOCOL, FNEXEC_LIFECYCLE,
 // FNEXEC_FUNCTION_NAME) in env, for the pools and `fnexec run --lifecycle` alike.
 void set_protocol_env(std::vector<std::string>& env, Lifecycle lifecycle, std::string_view function);
@@ -79,6 +90,10 @@ struct FunctionSpec {
   Lifecycle lifecycle = Lifecycle::oneshot;
   uint32_t max_events_per_sandbox = 0;            // reuse: 0 = unlimited
   std::chrono::milliseconds init_timeout{10000};  // fresh/reuse: READY must come within it
+  Protocol protocol = Protocol::fnexec;  // fresh/reuse only; lambda needs one of them
+  // lambda: _HANDLER, and the CMD given to an image with an entrypoint (Lambda's images take the
+  // handler as their CMD); empty: the CMD's first word is the handler.
+  std::string handler;
   // idle_timeout above: a reuse sandbox idle that long is retired (beyond min_warm).
 };
 

@@ -323,6 +323,7 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
   std::set<std::string_view> seen;
   bool have_image = false;
   std::optional<uint32_t> max_events;
+  bool lifecycle_given = false;
   for (auto kv : obj) {
     std::string_view k = kv.key;
     element v = kv.value;
@@ -411,6 +412,14 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       auto l = pool::parse_lifecycle(text);
       if (!l) return field_error(k, fmt::format("must be oneshot, fresh or reuse, got \"{}\"", text));
       spec.lifecycle = *l;
+      lifecycle_given = true;
+    } else if (k == "protocol") {
+      auto text = FNEXEC_TRY(get_string(k, v));
+      auto p = pool::parse_protocol(text);
+      if (!p) return field_error(k, fmt::format("must be fnexec or lambda, got \"{}\"", text));
+      spec.protocol = *p;
+    } else if (k == "handler") {
+      spec.handler = FNEXEC_TRY(get_string(k, v));
     } else if (k == "max_events_per_sandbox") {
       max_events = static_cast<uint32_t>(FNEXEC_TRY(get_uint(k, v, 0, UINT32_MAX)));
     } else if (k == "init_timeout_ms") {
@@ -422,9 +431,17 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
                       "read_only_rootfs, cap_add, cap_drop, seccomp_profile, nofile, memory_mb, "
                       "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
                       "max_output_bytes, max_log_bytes, lifecycle, max_events_per_sandbox, "
-                      "init_timeout_ms",
+                      "init_timeout_ms, protocol, handler",
                       k));
     }
+  }
+  if (spec.protocol == pool::Protocol::lambda) {
+    // Lambda's model is a warm runtime serving event after event.
+    if (!lifecycle_given) spec.lifecycle = pool::Lifecycle::reuse;
+    if (spec.lifecycle == pool::Lifecycle::oneshot)
+      return field_error("lifecycle", "is oneshot, but protocol lambda needs reuse (Lambda's model) or fresh");
+  } else if (!spec.handler.empty()) {
+    return field_error("handler", "applies to protocol lambda only; this function speaks fnexec");
   }
   // 0 (unlimited) is what GET returns for every lifecycle, so only a real limit is refused on the
   // lifecycles that serve one event per process anyway.
@@ -471,6 +488,7 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
   w.field("lifecycle", pool::to_string(s.lifecycle));
   w.field("max_events_per_sandbox", s.max_events_per_sandbox);
   w.field("init_timeout_ms", static_cast<uint64_t>(s.init_timeout.count()));
+  w.field("protocol", pool::to_string(s.protocol)).field("handler", s.handler);
   w.end_object();
   return w.take();
 }

@@ -138,12 +138,12 @@ std::string failure_message(const pool::FunctionSpec& spec, const pool::Invocati
     return fmt::format("function {} answered the event with an error (Function.Error; see error_body)",
                        spec.name);
   if (res.error_type == "Runtime.InitError")
-    return fmt::format("function {} failed its init before READY (Runtime.InitError){}", spec.name,
+    return fmt::format("function {} failed its init (Runtime.InitError){}", spec.name,
                        res.error_body ? "; see error_body" : "");
   if (res.error_type == "Runtime.ProtocolError")
-    return fmt::format("function {} broke the fnexec/1 protocol (Runtime.ProtocolError); see man 7 "
+    return fmt::format("function {} broke the {} protocol (Runtime.ProtocolError); see man 7 "
                        "fnexec-protocol",
-                       spec.name);
+                       spec.name, spec.protocol == pool::Protocol::lambda ? "Lambda Runtime API" : "fnexec/1");
   if (res.error_type == "Runtime.ExitError")
     return fmt::format("function {} {} while handling the event (Runtime.ExitError)", spec.name, how);
   return fmt::format("function {} failed: {}", spec.name, res.error_type);
