@@ -355,7 +355,7 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
         return field_error(k, fmt::format("must be true or false, got {}", type_name(v.type())));
       spec.read_only_rootfs = b;
     } else if (k == "cap_add" || k == "cap_drop") {
-      auto list = FNEXEC_TRY(get_string_array(k, v));
+      auto list = FNEXEC_TRY(get_string_array(k, v, limits.max_array_entries, "max_array_entries"));
       for (const auto& name : list) {
         if (name == "ALL" || name == "all") continue;
         if (auto cap = sandbox::capability_from_name(name, k); !cap)
