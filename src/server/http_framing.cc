@@ -13,11 +13,13 @@ std::optional<unsigned> framing_error_status(const boost::beast::error_code& ec)
 }
 
 std::string framing_error_message(const boost::beast::error_code& ec) {
-  if (ec == http::error::header_limit) return fmt::format("the request header is over {} bytes", kHeaderLimit);
+  if (ec == http::error::header_limit)
+    return fmt::format("the request header is over {} bytes ({} KiB)", kHeaderLimit, kHeaderLimit / 1024);
   if (ec == http::error::bad_content_length)
     return "invalid Content-Length (not a decimal number, several different values, or sent with "
            "Transfer-Encoding)";
-  if (ec == http::error::bad_transfer_encoding) return "invalid Transfer-Encoding (given twice, or sent with Content-Length)";
+  if (ec == http::error::bad_transfer_encoding)
+    return "invalid Transfer-Encoding (given twice, or sent with Content-Length)";
   return "malformed HTTP request: " + ec.message();
 }
 
