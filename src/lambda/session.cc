@@ -147,6 +147,16 @@ bool RuntimeApiSession::function_gone() const {
   return ::poll(fds, 2, 0) > 0;
 }
 
+void RuntimeApiSession::record_function_end(invoke::InvocationRecord& rec) {
+  pump_log(out_);
+  pump_log(err_);
+  // An init that wrote nothing on its status fd was killed: record_exit reaps it instead.
+  pollfd status{sandbox_->status_fd(), POLLIN, 0};
+  bool killed = ::poll(&status, 1, 0) == 0;
+  function_ended_ = true;
+  invoke::record_exit(*sandbox_, rec, killed);
+}
+
 void RuntimeApiSession::pump_log(UniqueFd& fd) {
   if (!fd) return;
   char buf[16 << 10];
@@ -434,12 +444,7 @@ std::optional<invoke::InitOutcome> RuntimeApiSession::continue_init() {
   }
   if (function_gone()) {
     invoke::InvocationRecord rec;
-    pump_log(out_);
-    pump_log(err_);
-    pollfd status{sandbox_->status_fd(), POLLIN, 0};
-    bool killed = ::poll(&status, 1, 0) == 0;
-    function_ended_ = true;
-    invoke::record_exit(*sandbox_, rec, killed);
+    record_function_end(rec);
     if (rec.setup_error) return failed(rec.setup_error->message());
     return failed(rec.signal ? "it was killed by signal " + std::to_string(*rec.signal) +
                                    " before it asked for its first event"
@@ -528,12 +533,7 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
     }
     if (function_gone()) {
       // The function ended mid-event; an answer it sent before that was taken by the pump above.
-      pump_log(out_);
-      pump_log(err_);
-      pollfd status{sandbox_->status_fd(), POLLIN, 0};
-      bool killed = ::poll(&status, 1, 0) == 0;
-      function_ended_ = true;
-      invoke::record_exit(*sandbox_, rec, killed);
+      record_function_end(rec);
       log_ += "RequestId: " + request_id_ + " Error: Runtime exited" +
               (rec.signal ? " with signal " + std::to_string(*rec.signal)
                           : " with status " + std::to_string(rec.exit_code)) +

@@ -80,6 +80,8 @@ class RuntimeApiSession final : public invoke::EventSession {
   void flush(Connection& c);
   void drop_closed();
   void pump_log(UniqueFd& fd);
+  // The function ended: drain its log and record its exit (status or signal) in rec.
+  void record_function_end(invoke::InvocationRecord& rec);
   std::vector<pollfd> event_pollfds() const;
   bool function_gone() const;
 
