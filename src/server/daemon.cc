@@ -171,6 +171,8 @@ class Daemon {
   void open_session(generic_socket socket, bool needs_token);
   void on_signal(int signo);
   void reload();
+  // The Service's part of config_, at start and after each reload.
+  ServiceLimits service_limits() const;
   void tick();
   void begin_shutdown();
   void finish_shutdown_when_idle();
@@ -593,6 +595,18 @@ void Daemon::on_signal(int signo) {
 }
 
 // SIGHUP: re-read the config file and the token; what needs a restart is reported and kept.
+ServiceLimits Daemon::service_limits() const {
+  return {{config_.log_bytes_per_function, config_.records_per_function},
+          config_.invocation_workers,
+          config_.function_defaults,
+          config_.function_limits,
+          config_.max_layer_bytes,
+          config_.max_image_bytes,
+          config_.registry_auth_file,
+          config_.registry_certs_dir,
+          config_.lambda};
+}
+
 void Daemon::reload() {
   (void)sd_notify("RELOADING=1");
   auto settings = read_config_file(options_.config_file, !options_.config_file_given);
@@ -646,14 +660,7 @@ void Daemon::reload() {
     config_.lambda = next.lambda;
     token_ = next.token_file.empty() ? std::string() : token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
-    service_->set_limits({{config_.log_bytes_per_function, config_.records_per_function},
-                          config_.invocation_workers,
-                          config_.function_defaults,
-                          config_.function_limits,
-                          config_.max_layer_bytes,
-                          config_.max_image_bytes,
-                          config_.registry_auth_file, config_.registry_certs_dir,
-                          config_.lambda});
+    service_->set_limits(service_limits());
     spdlog::info("reloaded config file={}", options_.config_file.string());
   }
   (void)sd_notify("READY=1");
@@ -787,14 +794,7 @@ Result<int> Daemon::run() {
   service_ = std::make_unique<Service>(
       *state_, pools_.get(), &*store_, std::string(cgroup::to_string(cgroups_->mode())),
       on(*invocation_threads_), on(*admin_threads_),
-      ServiceLimits{{config_.log_bytes_per_function, config_.records_per_function},
-                    config_.invocation_workers,
-                    config_.function_defaults,
-                    config_.function_limits,
-                    config_.max_layer_bytes,
-                    config_.max_image_bytes,
-                    config_.registry_auth_file, config_.registry_certs_dir,
-                    config_.lambda});
+      service_limits());
   FNEXEC_TRY(service_->start());
 
   signals_.async_wait([this](beast::error_code ec, int s) {
