@@ -11,37 +11,11 @@
 #include "sandbox/privileges.h"
 #include "sandbox/seccomp.h"
 #include "server/json.h"
+#include "server/uri.h"
 
 namespace fnexec::server {
 
 namespace {
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// application/x-www-form-urlencoded rules for query values ('+' is a space), plain %XX in paths.
-std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%') {
-      if (i + 2 >= s.size()) return std::nullopt;
-      int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (plus_is_space && s[i] == '+') {
-      out.push_back(' ');
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
 
 std::vector<std::string_view> split_path(std::string_view path) {
   std::vector<std::string_view> parts;
@@ -83,18 +57,13 @@ RouteMatch route(std::string_view method, std::string_view target) {
     query = target.substr(q + 1);
   }
   std::map<std::string, std::string> params;
-  while (!query.empty()) {
-    size_t amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    size_t eq = pair.find('=');
-    auto k = percent_decode(pair.substr(0, eq), true);
-    auto v = percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), true);
+  for (const auto& pair : query_pairs(query)) {
+    auto k = percent_decode(pair.name, true);
+    auto v = percent_decode(pair.value, true);
     if (!k || !v) {
       RouteMatch bad;
       bad.route = Route::bad_request;
-      bad.error = fmt::format("query parameter '{}' is not valid percent-encoding", pair);
+      bad.error = fmt::format("query parameter '{}' is not valid percent-encoding", pair.text);
       bad.lambda = path.starts_with("/2015-03-31/");
       return bad;
     }

@@ -9,6 +9,9 @@
 #include <algorithm>
 #include <ctime>
 
+#include "image/unpack.h"
+#include "server/uri.h"
+
 namespace fnexec::server::sigv4 {
 
 namespace {
@@ -21,21 +24,13 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // %XX decoded; a '%' that starts no escape stays as it is (the signer encodes it again as %25).
-std::string percent_decode(std::string_view s) {
+std::string percent_decode_lenient(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 &&
-        hex_value(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2])));
+    if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2])));
       i += 2;
     } else {
       out.push_back(s[i]);
@@ -93,9 +88,7 @@ std::string hex(std::string_view bytes) {
 }
 
 std::string sha256_hex(std::string_view data) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), d);
-  return hex(std::string_view(reinterpret_cast<char*>(d), sizeof d));
+  return image::sha256_of(data).substr(std::string_view("sha256:").size());
 }
 
 Result<Authorization> parse_authorization(std::string_view header) {
@@ -194,15 +187,9 @@ std::string canonical_uri(std::string_view path) {
 
 std::string canonical_query(std::string_view query) {
   std::vector<std::pair<std::string, std::string>> params;
-  while (!query.empty()) {
-    size_t amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    size_t eq = pair.find('=');
-    std::string_view k = pair.substr(0, eq), v = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
-    params.emplace_back(uri_encode(percent_decode(k), false), uri_encode(percent_decode(v), false));
-  }
+  for (const auto& pair : query_pairs(query))
+    params.emplace_back(uri_encode(percent_decode_lenient(pair.name), false),
+                        uri_encode(percent_decode_lenient(pair.value), false));
   std::sort(params.begin(), params.end());
   std::string out;
   for (const auto& [k, v] : params) {
