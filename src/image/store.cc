@@ -558,6 +558,34 @@ Result<> commit_work(const fsys::path& root, const fsys::path& work) {
   return move_all(work / "layers", root / "layers" / "sha256");
 }
 
+// An import's or pull's hold on the store: the lock, and a fresh work directory under tmp/ with the
+// subdirectories commit_work() moves from. Members go in reverse: the directory before the lock.
+struct StoreWork {
+  StoreLock lock;
+  fs::TempDir dir;
+};
+
+Result<StoreWork> begin_work(const fsys::path& root, std::string_view prefix, const char* staging) {
+  auto lock = FNEXEC_TRY(StoreLock::acquire(root));
+  // Nobody else holds the lock, so anything in tmp/ is left over from a crashed import or pull.
+  FNEXEC_TRY(clear_dir(root / "tmp"));
+  auto dir = FNEXEC_TRY(fs::TempDir::make(root / "tmp", prefix));
+  for (auto sub : {staging, "blobs", "layers", "layer-info"})
+    if (::mkdir((dir.path() / sub).c_str(), 0700) != 0) return fail_errno("create", sub);
+  return StoreWork{std::move(lock), std::move(dir)};
+}
+
+// Commits the work directory and points the reference NAME:TAG at the image; returns the reference.
+Result<std::string> commit_and_name(const fsys::path& root, const fsys::path& work,
+                                    const std::pair<std::string, std::string>& name, const std::string& digest) {
+  FNEXEC_TRY(commit_work(root, work));
+  auto refs = FNEXEC_TRY(load_refs(root));
+  std::string full = name.first + ":" + name.second;
+  refs[full] = digest;
+  FNEXEC_TRY(save_refs(root, refs));
+  return full;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pulling from a registry: the documents come through RemoteSource, each layer streams through a
 // socket pair from the fetching thread into unpack_layer, which hashes, copies and unpacks in one pass.
@@ -866,17 +894,11 @@ Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions
     if (!parsed) return context(parsed.error());
     name = *parsed;
   }
-  auto lock = StoreLock::acquire(root_);
-  if (!lock) return context(lock.error());
-  // Nobody else holds the lock, so anything in tmp/ is left over from a crashed import.
-  if (auto r = clear_dir(root_ / "tmp"); !r) return context(r.error());
-  auto work = fs::TempDir::make(root_ / "tmp", "import-");
+  auto work = begin_work(root_, "import-", "stage");
   if (!work) return context(work.error());
-  for (auto sub : {"stage", "blobs", "layers", "layer-info"})
-    if (::mkdir((work->path() / sub).c_str(), 0700) != 0) return context(fail_errno("create", sub).error());
-  auto src = ImageSource::open(source, work->path() / "stage");
+  auto src = ImageSource::open(source, work->dir.path() / "stage");
   if (!src) return context(src.error());
-  Importer importer(root_, work->path(), *src, options);
+  Importer importer(root_, work->dir.path(), *src, options);
   auto imported = importer.run();
   if (!imported) return context(imported.error());
   auto [digest, default_name] = *imported;
@@ -886,22 +908,18 @@ Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions
     name = *parsed;
   }
 
-  if (auto r = commit_work(root_, work->path()); !r) return context(r.error());
-  auto refs = load_refs(root_);
-  if (!refs) return context(refs.error());
-  std::string full = name->first + ":" + name->second;
-  (*refs)[full] = digest;
-  if (auto r = save_refs(root_, *refs); !r) return context(r.error());
+  auto full = commit_and_name(root_, work->dir.path(), *name, digest);
+  if (!full) return context(full.error());
   auto resolved = resolve(digest);
   if (!resolved) return resolved;
-  resolved->reference = full;
+  resolved->reference = *full;
   if (auto config = load_image(root_, digest)) {
     uint64_t skipped = 0;
     for (const auto& id : config->config.diff_ids) skipped += load_layer_record(root_, id).device_nodes_skipped;
     if (skipped)
       spdlog::warn("image {}: skipped {} device node{} in its layers (the sandbox has its own /dev; "
                    "import with --allow-devices to keep them)",
-                   full, skipped, skipped == 1 ? "" : "s");
+                   *full, skipped, skipped == 1 ? "" : "s");
   }
   return resolved;
 }
@@ -1095,28 +1113,19 @@ Result<ResolvedImage> Store::pull(RemoteSource& source, const PullOptions& optio
   };
   auto name = parse_reference(options.name ? *options.name : options.default_name);
   if (!name) return context(name.error());
-  auto lock = StoreLock::acquire(root_);
-  if (!lock) return context(lock.error());
-  if (auto r = clear_dir(root_ / "tmp"); !r) return context(r.error());
-  auto work = fs::TempDir::make(root_ / "tmp", "pull-");
+  auto work = begin_work(root_, "pull-", "partial");
   if (!work) return context(work.error());
-  for (auto sub : {"partial", "blobs", "layers", "layer-info"})
-    if (::mkdir((work->path() / sub).c_str(), 0700) != 0) return context(fail_errno("create", sub).error());
-  Puller puller(root_, work->path(), source, options);
+  Puller puller(root_, work->dir.path(), source, options);
   auto pulled = puller.run();
   if (result) *result = puller.result();
   if (!pulled) {
-    keep_verified(root_, work->path(), puller.verified_layers());
+    keep_verified(root_, work->dir.path(), puller.verified_layers());
     return context(pulled.error());
   }
-  if (auto r = commit_work(root_, work->path()); !r) return context(r.error());
-  auto refs = load_refs(root_);
-  if (!refs) return context(refs.error());
-  std::string full = name->first + ":" + name->second;
-  (*refs)[full] = *pulled;
-  if (auto r = save_refs(root_, *refs); !r) return context(r.error());
+  auto full = commit_and_name(root_, work->dir.path(), *name, *pulled);
+  if (!full) return context(full.error());
   auto resolved = resolve(*pulled);
-  if (resolved) resolved->reference = full;
+  if (resolved) resolved->reference = *full;
   return resolved;
 }
 
