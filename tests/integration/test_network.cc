@@ -134,16 +134,21 @@ struct NetworkLab {
   }
 };
 
-NetworkLab& lab() {
-  static NetworkLab l;
-  return l;
-}
+// One lab per test case: its servers are children of this process, and the suites after this one
+// count this process's children, so the lab must be gone when the case ends.
+NetworkLab* current_lab = nullptr;
+NetworkLab& lab() { return *current_lab; }
+struct LabFixture {
+  NetworkLab l;
+  LabFixture() { current_lab = &l; }
+  ~LabFixture() { current_lab = nullptr; }
+};
 
 // busybox 1.35 wget crashes (SIGSEGV) when its -T timeout is used, so timeout(1) bounds it instead.
 const std::string kFetchByName = "timeout 3 wget -q -O- http://outside.test:8080/";
 
 TEST_SUITE("network") {
-  TEST_CASE("a bridge sandbox reaches a server outside by name and address, with counters") {
+  TEST_CASE_FIXTURE(LabFixture, "a bridge sandbox reaches a server outside by name and address, with counters") {
     auto report = lab().scratch / "report.json";
     auto r = lab().sandbox({"--add-host", "outside.test:10.231.0.2", "--report", report.string()},
                            {"sh", "-c", kFetchByName + " && timeout 3 wget -q -O- http://10.231.0.2:8080/"});
@@ -158,7 +163,7 @@ TEST_SUITE("network") {
     lab().expect_nothing_left();
   }
 
-  TEST_CASE("--add-host and --dns appear in the sandbox's /etc files; none sees only lo") {
+  TEST_CASE_FIXTURE(LabFixture, "--add-host and --dns appear in the sandbox's /etc files; none sees only lo") {
     auto r = lab().sandbox({"--add-host", "db:10.9.8.7", "--dns", "10.231.0.2", "--hostname", "fn1"},
                            {"sh", "-c", "cat /etc/hosts /etc/resolv.conf; ip -o link | wc -l"});
     CHECK(r.exit_code == 0);
@@ -172,7 +177,7 @@ TEST_SUITE("network") {
     CHECK(none.out.find("eth0") == std::string::npos);
   }
 
-  TEST_CASE("egress policy: deny by CIDR and port, default deny with allow, metadata always refused") {
+  TEST_CASE_FIXTURE(LabFixture, "egress policy: deny by CIDR and port, default deny with allow, metadata always refused") {
     const std::string fetch = "timeout 3 wget -q -O- http://10.231.0.2:8080/";
     CHECK(lab().sandbox({"--egress-deny", "10.231.0.0/30"}, {"sh", "-c", fetch}).exit_code != 0);
     CHECK(lab().sandbox({"--egress-deny", "10.231.0.2/32:8080"}, {"sh", "-c", fetch}).exit_code != 0);
@@ -200,7 +205,7 @@ TEST_SUITE("network") {
     lab().expect_nothing_left();
   }
 
-  TEST_CASE("two sandboxes on the bridge cannot reach each other") {
+  TEST_CASE_FIXTURE(LabFixture, "two sandboxes on the bridge cannot reach each other") {
     // The first sandbox serves on 10.230.0.2:8000 until its stdin closes.
     stdfs::create_directories(lab().rootfs / "www");
     std::ofstream(lab().rootfs / "www/index.html") << "sandbox one\n";
@@ -221,7 +226,7 @@ TEST_SUITE("network") {
     lab().expect_nothing_left();
   }
 
-  TEST_CASE("a SIGKILLed fnexec run leaves state the next run removes") {
+  TEST_CASE_FIXTURE(LabFixture, "a SIGKILLed fnexec run leaves state the next run removes") {
     auto killed = std::make_unique<Conversation>(lab().fnexec_argv({}, {"sh", "-c", "echo up; sleep 60"}));
     REQUIRE(
         killed->exchange("", [](std::string_view out) { return out.find("up") != std::string_view::npos; }));
@@ -244,7 +249,7 @@ TEST_SUITE("network") {
     lab().expect_nothing_left();
   }
 
-  TEST_CASE("200 sequential bridge runs leave no veth, lease, nftables element or mount") {
+  TEST_CASE_FIXTURE(LabFixture, "200 sequential bridge runs leave no veth, lease, nftables element or mount") {
     for (int i = 0; i < 200; ++i) {
       auto r = lab().sandbox({}, {"true"});
       if (r.exit_code != 0) FAIL("run ", i, " failed: ", r.err);
@@ -254,7 +259,7 @@ TEST_SUITE("network") {
     lab().expect_nothing_left();
   }
 
-  TEST_CASE("bad input: clear errors, nothing left behind") {
+  TEST_CASE_FIXTURE(LabFixture, "bad input: clear errors, nothing left behind") {
     auto bad_cidr = lab().sandbox({"--egress-deny", "10.0.0.1/8"}, {"true"});
     CHECK(bad_cidr.exit_code != 0);
     CHECK(bad_cidr.err.find("host bits are set; the network is 10.0.0.0/8") != std::string::npos);
