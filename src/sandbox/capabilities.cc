@@ -88,4 +88,13 @@ Result<CapabilitySets> capability_sets(uint64_t base, const std::vector<std::str
   return sets;
 }
 
+uint64_t default_capabilities() {
+  uint64_t set = 0;
+  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE,
+                  CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, CAP_SETUID}) {
+    set |= uint64_t{1} << cap;
+  }
+  return set;
+}
+
 }  // namespace fnexec::sandbox

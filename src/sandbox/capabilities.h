@@ -34,4 +34,9 @@ uint64_t held_capabilities();
 Result<CapabilitySets> capability_sets(uint64_t base, const std::vector<std::string>& add,
                                        const std::vector<std::string>& drop, uid_t uid, uint64_t held);
 
+// Podman 4's default set, narrower than crun's: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
+// NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP, SETUID. NET_RAW, MKNOD, AUDIT_WRITE and SYS_CHROOT
+// are left out so raw sockets, device nodes and chroot are refused unless --cap-add asks for them.
+uint64_t default_capabilities();
+
 }  // namespace fnexec::sandbox

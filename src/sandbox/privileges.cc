@@ -12,15 +12,6 @@
 
 namespace fnexec::sandbox {
 
-uint64_t default_capabilities() {
-  uint64_t set = 0;
-  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE,
-                  CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, CAP_SETUID}) {
-    set |= uint64_t{1} << cap;
-  }
-  return set;
-}
-
 Result<Privileges> prepare_privileges(const PrivilegeSpec& spec) {
   Privileges p;
   p.uid = spec.uid;

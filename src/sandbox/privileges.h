@@ -60,9 +60,4 @@ int apply_privileges(const Privileges& p, const char** failed_step) noexcept;
 // which must keep running as root inside to reap and signal). Async-signal-safe.
 int drop_bounding_set(const Privileges& p, const char** failed_step) noexcept;
 
-// Podman 4's default set, narrower than crun's: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
-// NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP, SETUID. NET_RAW, MKNOD, AUDIT_WRITE and SYS_CHROOT
-// are left out so raw sockets, device nodes and chroot are refused unless --cap-add asks for them.
-uint64_t default_capabilities();
-
 }  // namespace fnexec::sandbox

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "sandbox/capabilities.h"
 #include "sandbox/privileges.h"
 #include "support/fixtures.h"
 #include "util/fs.h"
