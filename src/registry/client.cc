@@ -1,6 +1,5 @@
 #include "registry/client.h"
 
-#include <curl/curl.h>
 #include <dirent.h>
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "registry/curl_api.h"
 #include "server/json.h"
 #include "util/fs.h"
 
@@ -27,14 +27,10 @@ constexpr long kMaxRedirects = 10;
 constexpr size_t kMaxErrorBody = 16 << 10;
 constexpr std::string_view kSystemCaBundle = "/etc/ssl/certs/ca-certificates.crt";
 
-void global_init() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 struct CurlFree {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+  const CurlApi* curl;
+  void operator()(CURL* c) const { curl->easy_cleanup(c); }
+  void operator()(curl_slist* l) const { curl->slist_free_all(l); }
 };
 
 std::string lower(std::string_view s) {
@@ -148,8 +144,8 @@ struct Client::Exchange {
 };
 
 Result<std::unique_ptr<Client>> Client::make(Reference ref, ClientOptions options) {
-  global_init();
-  std::unique_ptr<Client> c(new Client(std::move(ref), std::move(options)));
+  const CurlApi* curl = FNEXEC_TRY(curl_api());
+  std::unique_ptr<Client> c(new Client(curl, std::move(ref), std::move(options)));
   std::string dir = c->options_.cert_dir.empty() ? "/etc/containers/certs.d/" + c->ref_.registry : c->options_.cert_dir;
   if (DIR* d = ::opendir(dir.c_str())) {
     std::vector<std::string> cas;
@@ -179,53 +175,54 @@ Client::Exchange Client::perform(const std::string& url, std::string_view accept
                                  const std::function<bool(const char*, size_t)>& sink,
                                  const std::atomic<bool>* cancel, bool authenticated) {
   Exchange x;
-  std::unique_ptr<CURL, CurlFree> curl(curl_easy_init());
+  std::unique_ptr<CURL, CurlFree> curl(curl_->easy_init(), CurlFree{curl_});
   if (!curl) {
     x.code = CURLE_OUT_OF_MEMORY;
     return x;
   }
   CURL* h = curl.get();
   char errbuf[CURL_ERROR_SIZE] = {};
-  curl_slist* raw = curl_slist_append(nullptr, ("Accept: " + std::string(accept)).c_str());
+  curl_slist* raw = curl_->slist_append(nullptr, ("Accept: " + std::string(accept)).c_str());
   {
     std::lock_guard lock(mutex_);
-    if (authenticated && !authorization_.empty()) raw = curl_slist_append(raw, authorization_.c_str());
+    if (authenticated && !authorization_.empty()) raw = curl_->slist_append(raw, authorization_.c_str());
   }
-  std::unique_ptr<curl_slist, CurlFree> headers(raw);
+  std::unique_ptr<curl_slist, CurlFree> headers(raw, CurlFree{curl_});
   struct Ctx {
+    const CurlApi* curl;
     Exchange* x;
     CURL* h;
     const std::function<bool(const char*, size_t)>* sink;
     const std::atomic<bool>* cancel;
     uint64_t resume_from;
     uint64_t skip;  // a server that ignores Range answers 200 from byte 0: these bytes we already have
-  } ctx{&x, h, &sink, cancel, range_from, 0};
-  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(h, CURLOPT_MAXREDIRS, kMaxRedirects);
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, options_.stall_seconds);
-  curl_easy_setopt(h, CURLOPT_USERAGENT, "fnexec");
+  } ctx{curl_, &x, h, &sink, cancel, range_from, 0};
+  curl_->easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_->easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
+  curl_->easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_->easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_->easy_setopt(h, CURLOPT_MAXREDIRS, kMaxRedirects);
+  curl_->easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_->easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_->easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
+  curl_->easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_->easy_setopt(h, CURLOPT_LOW_SPEED_TIME, options_.stall_seconds);
+  curl_->easy_setopt(h, CURLOPT_USERAGENT, "fnexec");
   if (!options_.tls_verify) {
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_->easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_->easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
   }
   curl_blob ca{ca_bundle_.data(), ca_bundle_.size(), CURL_BLOB_NOCOPY};
-  if (!ca_bundle_.empty()) curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &ca);
+  if (!ca_bundle_.empty()) curl_->easy_setopt(h, CURLOPT_CAINFO_BLOB, &ca);
   if (!client_cert_.empty() && !client_key_.empty()) {
-    curl_easy_setopt(h, CURLOPT_SSLCERT, client_cert_.c_str());
-    curl_easy_setopt(h, CURLOPT_SSLKEY, client_key_.c_str());
+    curl_->easy_setopt(h, CURLOPT_SSLCERT, client_cert_.c_str());
+    curl_->easy_setopt(h, CURLOPT_SSLKEY, client_key_.c_str());
   }
   std::string range = std::to_string(range_from) + "-";
-  if (range_from > 0) curl_easy_setopt(h, CURLOPT_RANGE, range.c_str());
-  curl_easy_setopt(h, CURLOPT_HEADERDATA, &ctx);
-  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, +[](char* data, size_t, size_t n, void* p) -> size_t {
+  if (range_from > 0) curl_->easy_setopt(h, CURLOPT_RANGE, range.c_str());
+  curl_->easy_setopt(h, CURLOPT_HEADERDATA, &ctx);
+  curl_->easy_setopt(h, CURLOPT_HEADERFUNCTION, +[](char* data, size_t, size_t n, void* p) -> size_t {
     auto* c = static_cast<Ctx*>(p);
     std::string_view line(data, n);
     if (line.starts_with("HTTP/")) {  // a new response (after a redirect): forget the last one's headers
@@ -246,11 +243,11 @@ Client::Exchange Client::perform(const std::string& url, std::string_view accept
     else if (key == "retry-after") c->x->retry_after = value;
     return n;
   });
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &ctx);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t, size_t n, void* p) -> size_t {
+  curl_->easy_setopt(h, CURLOPT_WRITEDATA, &ctx);
+  curl_->easy_setopt(h, CURLOPT_WRITEFUNCTION, +[](char* data, size_t, size_t n, void* p) -> size_t {
     auto* c = static_cast<Ctx*>(p);
     long status = 0;
-    curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &status);
+    c->curl->easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &status);
     if (status < 200 || status >= 300) {
       if (c->x->body.size() < kMaxErrorBody) c->x->body.append(data, std::min(n, kMaxErrorBody - c->x->body.size()));
       return n;
@@ -270,15 +267,15 @@ Client::Exchange Client::perform(const std::string& url, std::string_view accept
     c->x->received += len;
     return n;
   });
-  curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(h, CURLOPT_XFERINFODATA, &ctx);
-  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, +[](void* p, curl_off_t, curl_off_t, curl_off_t, curl_off_t) -> int {
+  curl_->easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+  curl_->easy_setopt(h, CURLOPT_XFERINFODATA, &ctx);
+  curl_->easy_setopt(h, CURLOPT_XFERINFOFUNCTION, +[](void* p, curl_off_t, curl_off_t, curl_off_t, curl_off_t) -> int {
     auto* c = static_cast<Ctx*>(p);
     return c->cancel && *c->cancel ? 1 : 0;
   });
-  x.code = curl_easy_perform(h);
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x.status);
-  x.curl_message = errbuf[0] ? errbuf : curl_easy_strerror(x.code);
+  x.code = curl_->easy_perform(h);
+  curl_->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x.status);
+  x.curl_message = errbuf[0] ? errbuf : curl_->easy_strerror(x.code);
   return x;
 }
 
@@ -295,11 +292,11 @@ Result<> Client::authenticate(const Exchange& refused, std::string_view what) {
     return fail(ErrorKind::unavailable, std::string(what), ref_.str(),
                 ref_.registry + " asks for authentication fnexec does not know (" + c.scheme +
                     "): only Basic and Bearer token are supported");
-  std::unique_ptr<CURL, CurlFree> esc(curl_easy_init());
+  std::unique_ptr<CURL, CurlFree> esc(curl_->easy_init(), CurlFree{curl_});
   auto escape = [&](const std::string& s) {
-    char* e = curl_easy_escape(esc.get(), s.c_str(), static_cast<int>(s.size()));
+    char* e = curl_->easy_escape(esc.get(), s.c_str(), static_cast<int>(s.size()));
     std::string out = e ? e : "";
-    curl_free(e);
+    curl_->free(e);
     return out;
   };
   std::string scope = c.params["scope"].empty() ? "repository:" + ref_.repository + ":pull" : c.params["scope"];

@@ -1,7 +1,7 @@
 // The OCI distribution API over libcurl: manifests and blobs of one repository, with the
 // anonymous, basic and bearer-token auth flows, per-registry CA directories, retries with backoff
 // on 429/5xx/broken connections, and Range resumption of a blob that broke mid-transfer.
-// libcurl does TLS (OpenSSL, the system CA store), redirects and HTTPS_PROXY/NO_PROXY.
+// libcurl (dlopened on first use) does TLS (OpenSSL, the system CA store), redirects and HTTPS_PROXY/NO_PROXY.
 #pragma once
 
 #include <memory>
@@ -15,6 +15,8 @@
 #include "util/error.h"
 
 namespace fnexec::registry {
+
+struct CurlApi;
 
 struct ClientOptions {
   std::optional<Credentials> credentials;
@@ -37,7 +39,8 @@ class Client final : public image::RemoteSource {
   struct Exchange;
 
  private:
-  Client(Reference ref, ClientOptions options) : ref_(std::move(ref)), options_(std::move(options)) {}
+  Client(const CurlApi* curl, Reference ref, ClientOptions options)
+      : curl_(curl), ref_(std::move(ref)), options_(std::move(options)) {}
 
   // One request with auth and retries. sink gets the body of a 2xx response from offset *resume_at
   // on (advancing it); error bodies are kept in Exchange::body.
@@ -51,6 +54,7 @@ class Client final : public image::RemoteSource {
   Error transfer_error(const Exchange& x, std::string_view what) const;
   Error status_error(const Exchange& x, std::string_view what) const;
 
+  const CurlApi* curl_;  // libcurl, loaded on the first Client::make (registry/curl_api.h)
   Reference ref_;
   ClientOptions options_;
   std::string ca_bundle_;   // system CAs plus the registry's own, when it has a CA directory

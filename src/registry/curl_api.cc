@@ -1,0 +1,60 @@
+#include "registry/curl_api.h"
+
+#include <dlfcn.h>
+
+#include <string>
+
+namespace fnexec::registry {
+
+namespace {
+
+constexpr const char* kLibrary = "libcurl.so.4";
+
+template <class F>
+bool resolve(void* lib, const char* name, F& f) {
+  f = reinterpret_cast<F>(::dlsym(lib, name));
+  return f != nullptr;
+}
+
+struct Loaded {
+  CurlApi api;
+  std::string error;  // empty: api is complete and curl_global_init succeeded
+};
+
+Loaded load() {
+  Loaded l;
+  // RTLD_LOCAL: curl's OpenSSL, nghttp2 etc. stay out of the global symbol scope; libcrypto.so.3,
+  // which fnexec links itself, is shared with the one libssl loads (one OpenSSL state).
+  void* lib = ::dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    l.error = ::dlerror();
+    return l;
+  }
+  decltype(&curl_global_init) global_init = nullptr;
+  CurlApi& a = l.api;
+  if (!resolve(lib, "curl_global_init", global_init) || !resolve(lib, "curl_easy_init", a.easy_init) ||
+      !resolve(lib, "curl_easy_cleanup", a.easy_cleanup) || !resolve(lib, "curl_easy_setopt", a.easy_setopt) ||
+      !resolve(lib, "curl_easy_getinfo", a.easy_getinfo) || !resolve(lib, "curl_easy_perform", a.easy_perform) ||
+      !resolve(lib, "curl_easy_strerror", a.easy_strerror) || !resolve(lib, "curl_easy_escape", a.easy_escape) ||
+      !resolve(lib, "curl_free", a.free) || !resolve(lib, "curl_slist_append", a.slist_append) ||
+      !resolve(lib, "curl_slist_free_all", a.slist_free_all)) {
+    l.error = std::string("a function is missing from ") + kLibrary + " (" + ::dlerror() + "): it is older than 7.85";
+    return l;
+  }
+  // Not thread-safe in older libcurl: done here, once, under the static initialiser's lock.
+  if (CURLcode rc = global_init(CURL_GLOBAL_DEFAULT); rc != CURLE_OK)
+    l.error = std::string("curl_global_init failed: ") + a.easy_strerror(rc);
+  return l;
+}
+
+}  // namespace
+
+Result<const CurlApi*> curl_api() {
+  static const Loaded loaded = load();
+  if (!loaded.error.empty())
+    return fail(ErrorKind::unavailable, "load libcurl", kLibrary,
+                loaded.error + "; pulling images from a registry needs libcurl with OpenSSL: apt-get install libcurl4");
+  return &loaded.api;
+}
+
+}  // namespace fnexec::registry
