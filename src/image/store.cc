@@ -592,6 +592,9 @@ Result<std::string> commit_and_name(const fsys::path& root, const fsys::path& wo
 
 constexpr std::string_view kSchema1 = "application/vnd.docker.distribution.manifest.v1";
 
+void keep_verified(const fsys::path& root, const fsys::path& work,
+                   const std::vector<std::pair<std::string, std::string>>& verified);
+
 class Puller {
  public:
   Puller(const fsys::path& root, const fsys::path& work, RemoteSource& src, const PullOptions& options)
@@ -839,6 +842,11 @@ class Puller {
     ++result_.layers_fetched;
     result_.bytes_fetched += static_cast<uint64_t>(d.size);
     verified_.emplace_back(d.digest, unpack ? diff_id : std::string());
+    // Into the store at once (we hold its lock), so a pull killed later (SIGKILL: no cleanup runs)
+    // still leaves this layer for the next pull; unnamed, it is gc's until an image names it.
+    // syncfs first, as commit_work: in the store means complete on disk.
+    if (UniqueFd rootfd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); rootfd) ::syncfs(rootfd.get());
+    keep_verified(root_, work_, {verified_.back()});
     return {};
   }
 
