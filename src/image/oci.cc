@@ -287,9 +287,12 @@ Result<Descriptor> pick_manifest(const Index& index, std::string_view ref, const
     if (d->platform && d->platform->os == want.os && d->platform->architecture == want.architecture &&
         (want.variant.empty() || d->platform->variant.empty() || d->platform->variant == want.variant))
       return *d;
+  std::string platforms;
+  for (const auto* d : candidates)
+    platforms += (platforms.empty() ? "" : ", ") + (d->platform ? to_string(*d->platform) : std::string("(no platform)"));
   return fail(ErrorKind::invalid, "choose image", ref.empty() ? "in index" : std::string(ref),
-              std::to_string(candidates.size()) + " manifests and none for " + to_string(want) +
-                  " (this host's platform): name one as oci:DIR:REF");
+              std::to_string(candidates.size()) + " manifests and none for " + to_string(want) + "; it has " +
+                  platforms + ": pull with --platform OS/ARCH[/VARIANT], or import one as oci:DIR:REF");
 }
 
 std::string json_quote(std::string_view s) {
