@@ -94,6 +94,10 @@ RouteMatch route(std::string_view method, std::string_view target) {
       m = by_method(method, {{"GET", Route::invocation_get}});
     } else if (p == "images" && parts.size() == 2) {
       m = by_method(method, {{"GET", Route::images_list}, {"POST", Route::images_import}});
+    } else if (p == "images" && parts.size() == 3 && parts[2] == "pull") {
+      m = by_method(method, {{"POST", Route::images_pull}});
+    } else if (p == "images" && parts.size() == 4 && parts[2] == "pulls") {
+      m = by_method(method, {{"GET", Route::images_pull_get}});
     }
   } else if (!parts.empty() && parts[0] == "2015-03-31") {
     if (parts.size() == 2 && parts[1] == "functions") {
@@ -108,11 +112,13 @@ RouteMatch route(std::string_view method, std::string_view target) {
     m.lambda = true;
   }
   if (parts.size() >= 3 && m.route != Route::not_found) {
-    auto decoded = percent_decode(parts[2], false);
+    // /v1/images/pulls/{id} has its parameter one segment further.
+    size_t at = m.route == Route::images_pull_get ? 3 : 2;
+    auto decoded = percent_decode(parts[at], false);
     if (!decoded) {
       RouteMatch bad;
       bad.route = Route::bad_request;
-      bad.error = fmt::format("path segment '{}' is not valid percent-encoding", parts[2]);
+      bad.error = fmt::format("path segment '{}' is not valid percent-encoding", parts[at]);
       bad.lambda = m.lambda;
       return bad;
     }

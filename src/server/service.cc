@@ -9,6 +9,7 @@
 #include "image/store.h"
 #include "registry/pull.h"
 #include "registry/reference.h"
+#include "server/pulls.h"
 #include "server/json.h"
 #include "server/lambda_api.h"
 #include "util/log.h"
@@ -161,7 +162,8 @@ Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::s
       admin_(std::move(admin)),
       records_(state),
       limits_(limits),
-      lambda_(std::make_unique<LambdaApi>(*this)) {}
+      lambda_(std::make_unique<LambdaApi>(*this)),
+      pulls_(store ? std::make_unique<Pulls>(*store) : nullptr) {}
 
 Service::~Service() = default;
 
@@ -193,7 +195,11 @@ Result<> Service::configure_pool(const pool::FunctionSpec& spec) {
         pull.auth_file = limits_.registry_auth_file;
         pull.certs_root = limits_.registry_certs_dir;
       }
-      auto pulled = registry::pull(*store_, pull);
+      // Through pulls_, so a POST /v1/images/pull of the same reference is joined, not repeated.
+      auto ticket = pulls_->submit(std::move(pull));
+      if (!ticket) return std::unexpected(ticket.error().context("configure function " + spec.name));
+      if (ticket->joined) spdlog::info("function={} joins pull id={} of {}", spec.name, ticket->id, spec.image);
+      auto pulled = pulls_->run(ticket->id, true);
       if (!pulled) return std::unexpected(pulled.error().context("configure function " + spec.name));
       spdlog::info("function={} pulled {} digest={}", spec.name, spec.image, pulled->manifest_digest);
     }
@@ -317,6 +323,10 @@ void Service::handle(Request request, Respond respond) {
       return images_list(respond);
     case Route::images_import:
       return images_import(request, std::move(respond));
+    case Route::images_pull:
+      return images_pull(request, std::move(respond));
+    case Route::images_pull_get:
+      return images_pull_get(m.param, respond);
     case Route::bad_request:
       return respond(error_reply(400, m.error));
     case Route::method_not_allowed: {
@@ -889,6 +899,35 @@ void Service::images_import(Request& request, Respond respond) {
     std::filesystem::remove(upload, ec);
     respond(std::move(reply));
   });
+}
+
+// POST /v1/images/pull answers 202 with the pull's id at once; the pull runs on the admin executor
+// (or in a PUT that joined it first, see Pulls::run).
+void Service::images_pull(Request& request, Respond respond) {
+  if (!pulls_) return respond(error_reply(503, "the image store is not open"));
+  auto pull = parse_pull_request(request.body);
+  if (!pull) return respond(error_reply(pull.error()));
+  {
+    std::lock_guard lock(mu_);
+    pull->auth_file = limits_.registry_auth_file;
+    pull->certs_root = limits_.registry_certs_dir;
+  }
+  std::string reference = pull->reference;
+  auto ticket = pulls_->submit(std::move(*pull));
+  if (!ticket) return respond(error_reply(ticket.error()));
+  if (!ticket->joined) run_job(admin_, [this, id = ticket->id] { (void)pulls_->run(id, false); });
+  JsonWriter w;
+  w.begin_object().field("id", ticket->id).field("reference", reference).field("joined", ticket->joined).end_object();
+  Reply reply = json_reply(202, w.take());
+  reply.headers.emplace_back("Location", "/v1/images/pulls/" + ticket->id);
+  respond(std::move(reply));
+}
+
+void Service::images_pull_get(const std::string& id, Respond& respond) {
+  if (!pulls_) return respond(error_reply(503, "the image store is not open"));
+  auto status = pulls_->status_json(id);
+  if (!status) return respond(error_reply(404, fmt::format("no pull with id {} (finished pulls are kept for the last 64)", id)));
+  respond(json_reply(200, std::move(*status)));
 }
 
 }  // namespace fnexec::server

@@ -88,6 +88,7 @@ struct FunctionView {
 };
 
 class LambdaApi;
+class Pulls;
 
 class Service {
  public:
@@ -147,6 +148,8 @@ class Service {
   void get_invocation(const std::string& id, Respond& respond);
   void images_list(Respond& respond);
   void images_import(Request& request, Respond respond);
+  void images_pull(Request& request, Respond respond);
+  void images_pull_get(const std::string& id, Respond& respond);
   std::string pool_json(const std::string& name, const std::vector<pool::PoolStats>& stats) const;
 
   State& state_;
@@ -168,6 +171,7 @@ class Service {
   bool stopping_ = false;
   bool backoff_ = false;  // the pool set had no capacity: wait for the next pump()
   std::unique_ptr<LambdaApi> lambda_;
+  std::unique_ptr<Pulls> pulls_;  // registry pulls (POST /v1/images/pull, docker:// functions); null without a store
 };
 
 // 32 lowercase hex digits from getrandom(2).

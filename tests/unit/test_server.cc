@@ -16,6 +16,7 @@
 #include "server/config.h"
 #include "server/json.h"
 #include "server/metrics.h"
+#include "server/pulls.h"
 #include "server/state.h"
 #include "util/fs.h"
 
@@ -45,6 +46,11 @@ TEST_CASE("routes: paths, methods, parameters and queries") {
   CHECK(list.query.at("function") == "a-b");
   CHECK(route("GET", "/v1/invocations/abc").param == "abc");
   CHECK(route("GET", "/v1/images").route == Route::images_list);
+  CHECK(route("POST", "/v1/images/pull").route == Route::images_pull);
+  CHECK(route("GET", "/v1/images/pull").route == Route::method_not_allowed);
+  auto pull_get = route("GET", "/v1/images/pulls/0a1b");
+  CHECK(pull_get.route == Route::images_pull_get);
+  CHECK(pull_get.param == "0a1b");
   CHECK(route("POST", "/v1/images?name=x%3A1").query.at("name") == "x:1");
   CHECK(route("HEAD", "/healthz").route == Route::healthz);
 
@@ -60,6 +66,25 @@ TEST_CASE("routes: paths, methods, parameters and queries") {
   CHECK(bad.route == Route::bad_request);
   CHECK(bad.error.find("%zz") != std::string::npos);
   CHECK(route("GET", "/v1/functions/a%2").route == Route::bad_request);
+}
+
+TEST_CASE("pull requests: the reference is required, the rest optional, mistakes named") {
+  auto ok = parse_pull_request(R"({"reference":"docker://127.0.0.1:5000/a/b:1","name":"x:2","platform":"linux/arm64/v8","tls_verify":false})");
+  REQUIRE(ok);
+  CHECK(ok->reference == "docker://127.0.0.1:5000/a/b:1");
+  CHECK(ok->name == "x:2");
+  CHECK(ok->platform == "linux/arm64/v8");
+  CHECK(!ok->tls_verify);
+  CHECK(parse_pull_request(R"({"reference":"alpine"})")->tls_verify);
+  for (auto [body, said] : {std::pair{"[]", "not a JSON object"}, {"{}", "'reference' is missing"},
+                            {R"({"reference":"a","creds":"u:p"})", "unknown field 'creds'"},
+                            {R"({"reference":"a","tls_verify":"no"})", "tls_verify must be true or false"},
+                            {R"({"reference":"Bad/Ref"})", "repository"},
+                            {R"({"reference":"a","platform":"linux"})", "OS/ARCH"}}) {
+    auto bad = parse_pull_request(body);
+    REQUIRE(!bad);
+    CHECK_MESSAGE(bad.error().message().find(said) != std::string::npos, bad.error().message());
+  }
 }
 
 TEST_CASE("function names") {
