@@ -1,9 +1,11 @@
 // fnexec image import|ls|inspect|rm|gc: the content-addressed image store from the command line.
+#include <simdjson.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <thread>
 #include <vector>
 #include <string>
 
@@ -14,6 +16,8 @@
 #include "image/store.h"
 #include "registry/pull.h"
 #include "registry/reference.h"
+#include "server/client.h"
+#include "server/json.h"
 
 namespace fnexec::cli {
 
@@ -43,9 +47,14 @@ struct ImageArgs {
   bool json = false;
   std::string ref;
   PullFlags pull;
+  bool remote = false;
+  EndpointOptions endpoint;
 };
 
+int do_remote_pull(const ImageArgs& a);
+
 int do_pull(const Globals& g, const ImageArgs& a) {
+  if (a.remote) return do_remote_pull(a);
   auto store = image::Store::open(g.root);
   if (!store) return report(store.error());
   auto request = a.pull.request(a.source);
@@ -212,6 +221,79 @@ class PullDisplay {
   std::chrono::steady_clock::time_point started_, last_{};
 };
 
+// `image pull --remote`: the daemon pulls (POST /v1/images/pull) into its store; this process
+// polls GET /v1/images/pulls/{id} and draws the same display as a local pull.
+int do_remote_pull(const ImageArgs& a) {
+  const auto& f = a.pull;
+  if (!f.creds.empty() || !f.auth_file.empty() || !f.cert_dir.empty())
+    return report(fail(ErrorKind::invalid, "pull through the daemon", a.source,
+                       "--creds, --authfile and --cert-dir are the daemon's own with --remote: set registry_auth_file "
+                       "and registry_certs_dir in its fnexec.conf").error());
+  auto client = connect(a.endpoint);
+  if (!client) return report(client.error());
+  server::JsonWriter w;
+  w.begin_object().field("reference", a.source);
+  if (!a.name.empty()) w.field("name", a.name);
+  if (!f.platform.empty()) w.field("platform", f.platform);
+  w.field("tls_verify", f.tls_verify).end_object();
+  auto started = client->request("POST", "/v1/images/pull", w.take());
+  if (!started) return report(started.error());
+  if (started->status != 202) return report(http_error(*started, "pull " + a.source + " through the daemon"));
+  simdjson::dom::parser parser;
+  std::string_view id;
+  if (parser.parse(simdjson::padded_string(started->body))["id"].get_string().get(id))
+    return report(fail(ErrorKind::protocol, "read the daemon's pull reply", a.source, started->body).error());
+  const std::string path = "/v1/images/pulls/" + std::string(id);
+  std::unique_ptr<PullDisplay> display;
+  if (!f.quiet) display = std::make_unique<PullDisplay>(::isatty(STDERR_FILENO) == 1);
+  std::vector<image::PullProgress> shown;
+  for (;;) {
+    auto r = client->request("GET", path);
+    if (!r) return report(r.error());
+    if (r->status != 200) return report(http_error(*r, "follow pull " + path));
+    simdjson::dom::element doc;
+    std::string_view state, text;
+    if (parser.parse(simdjson::padded_string(r->body)).get(doc) || doc["state"].get_string().get(state))
+      return report(fail(ErrorKind::protocol, "read the daemon's pull status", path, r->body).error());
+    simdjson::dom::array layers;
+    if (display && !doc["layers"].get_array().get(layers)) {
+      size_t n = layers.size(), i = 0;
+      shown.resize(n);
+      for (auto l : layers) {
+        image::PullProgress p;
+        p.layer = i;
+        p.layers = n;
+        if (server::read_member(l["digest"], text)) p.digest = text;
+        server::read_member(l["done"], p.done);
+        server::read_member(l["total"], p.total);
+        text = {};
+        server::read_member(l["state"], text);
+        p.state = text == "reused"     ? image::PullProgress::reused
+                  : text == "fetching" ? image::PullProgress::fetching
+                  : text == "done"     ? image::PullProgress::done_ok
+                  : text == "failed"   ? image::PullProgress::failed
+                                       : image::PullProgress::waiting;
+        // Only changes are drawn: without a TTY each finished layer is one line, once.
+        if (p.state != shown[i].state || p.done != shown[i].done || p.digest != shown[i].digest) display->update(p);
+        shown[i++] = p;
+      }
+    }
+    if (state == "done") {
+      std::string_view image, digest;
+      server::read_member(doc["image"], image);
+      server::read_member(doc["digest"], digest);
+      std::printf("%.*s %.*s\n", static_cast<int>(image.size()), image.data(), static_cast<int>(digest.size()), digest.data());
+      return 0;
+    }
+    if (state == "failed") {
+      std::string_view message;
+      server::read_member(doc["error"], message);
+      return report(Error{ErrorKind::unavailable, 0, "pull " + a.source + " through the daemon", {}, std::string(message)});
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 }  // namespace
 
 void PullFlags::add_to(CLI::App* sub) {
@@ -250,6 +332,10 @@ void add_image_commands(CLI::App& app, Globals& g) {
       ->required();
   pull->add_option("--name", args->name, "record the image as NAME[:TAG] (default: REGISTRY/REPO:TAG)");
   args->pull.add_to(pull);
+  pull->add_flag("--remote", args->remote,
+                 "let the daemon pull into its store (POST /v1/images/pull) with its credentials and CAs; "
+                 "progress is followed here");
+  add_endpoint_options(pull, args->endpoint);
   pull->callback([&g, args] { g.exit_code = do_pull(g, *args); });
 
   auto* imp = image->add_subcommand("import", "import an OCI layout, oci-archive or docker-archive, or pull docker://");
