@@ -14,14 +14,21 @@ usage: registry-proxy.py UPSTREAM_PORT PORT_FILE MODE
   big-manifest    manifests are answered with 5 MiB of JSON
   redirect-loop   blob GETs redirect to themselves
   wrong-type      manifests are answered with Content-Type and mediaType text/html
+  schema1         manifests are answered as a signed Docker schema 1 manifest
+  slow            blob bodies are sent in 64 kB pieces 50 ms apart (a pull that takes seconds)
+  hang-once       the first large blob GET sends 100 kB, then nothing, without closing (until 120 s)
+With PROXY_TLS_CERT and PROXY_TLS_KEY in the environment it speaks TLS (upstream stays plain).
 Writes the port it listens on to PORT_FILE. Counts requests to blobs in PORT_FILE.log.
 """
 import base64
 import http.client
 import http.server
+import os
+import ssl
 import socketserver
 import sys
 import threading
+import time
 
 UPSTREAM = int(sys.argv[1])
 PORT_FILE = sys.argv[2]
@@ -85,6 +92,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_plain(200, body, [("Content-Type", "application/vnd.oci.image.manifest.v1+json")])
         if MODE == "wrong-type" and is_manifest:
             return self.send_plain(200, b'{"schemaVersion":2,"mediaType":"text/html"}', [("Content-Type", "text/html")])
+        if MODE == "schema1" and is_manifest:
+            body = b'{"schemaVersion":1,"name":"test/bb","tag":"1","architecture":"amd64","fsLayers":[],"history":[]}'
+            return self.send_plain(200, body, [("Content-Type", "application/vnd.docker.distribution.manifest.v1+prettyjws")])
         conn = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=30)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")}
         conn.request(self.command, self.path, headers=headers)
@@ -99,6 +109,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 body = bytearray(body)
                 body[len(body) // 2] ^= 0xFF
                 body = bytes(body)
+            if MODE == "hang-once" and len(body) > 200000 and once("hang"):
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:100000])
+                self.wfile.flush()
+                time.sleep(120)
+                self.close_connection = True
+                return
+            if MODE == "slow":
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for at in range(0, len(body), 65536):
+                    self.wfile.write(body[at:at + 65536])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                return
             if MODE in ("reset-once", "truncate-once") and len(body) > 200000 and once("cut"):
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -117,8 +143,11 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 server = Server(("127.0.0.1", 0), Handler)
+if os.environ.get("PROXY_TLS_CERT"):
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(os.environ["PROXY_TLS_CERT"], os.environ["PROXY_TLS_KEY"])
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
 with open(PORT_FILE + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
-import os
 os.rename(PORT_FILE + ".tmp", PORT_FILE)
 server.serve_forever()

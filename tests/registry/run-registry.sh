@@ -206,6 +206,9 @@ bad "redirect loop" "docker://127.0.0.1:$port/test/bb:1.*redirect loop" --tls-ve
 port=$(start_proxy mt "$PLAIN" wrong-type)
 bad "bad media type" "docker://127.0.0.1:$port/test/bb:1.*media type text/html is neither an image manifest nor an index" \
     --tls-verify=false "docker://127.0.0.1:$port/test/bb:1"
+port=$(start_proxy s1 "$PLAIN" schema1)
+bad "schema 1" "docker://127.0.0.1:$port/test/bb:1.*Docker schema 1 manifest.*push it again" \
+    --tls-verify=false "docker://127.0.0.1:$port/test/bb:1"
 bad "bad reference" "parse registry reference.*repository 'Test/BB'" "docker://$P/Test/BB:1"
 
 step "a layer already in the store is not fetched again, whichever image brought it"
@@ -217,6 +220,75 @@ fx image pull -q --tls-verify=false "docker://127.0.0.1:$port/test/big:1" >/dev/
 n_after=$(wc -l <"$W/proxy-partial.log")
 # big shares the busybox layer with bb: only its data layer and config are fetched.
 [ $((n_after - n_before)) = 2 ] || fail "big after bb fetched $((n_after - n_before)) blobs, want 2 (layer + config)"
+fx image pull -q --tls-verify=false "docker://127.0.0.1:$port/test/big:1" >/dev/null
+[ "$(wc -l <"$W/proxy-partial.log")" = "$n_after" ] || fail "a re-pull of big fetched blobs: $(tail -n +$((n_after + 1)) "$W/proxy-partial.log")"
+
+step "multi-platform index (skopeo copy --all): this host's image, --platform, and the error listing the platforms"
+# An index of bb for linux/amd64 and the same layers under an arm64 config, made from mkimage's layout.
+python3 - "$W/bb" "$W/multi" <<'PY' >"$W/multi.digests"
+import hashlib, json, os, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+shutil.copytree(src, dst)
+def blob(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(os.path.join(dst, "blobs/sha256", d), "wb").write(data)
+    return "sha256:" + d, len(data)
+top = json.load(open(os.path.join(src, "index.json")))["manifests"][0]
+manifest = json.load(open(os.path.join(src, "blobs/sha256", top["digest"][7:])))
+config = json.load(open(os.path.join(src, "blobs/sha256", manifest["config"]["digest"][7:])))
+entries = []
+for arch, variant in (("amd64", None), ("arm64", "v8")):
+    config["architecture"] = arch
+    manifest["config"]["digest"], manifest["config"]["size"] = blob(json.dumps(config).encode())
+    digest, size = blob(json.dumps(manifest).encode())
+    platform = {"os": "linux", "architecture": arch}
+    if variant: platform["variant"] = variant
+    entries.append({"mediaType": manifest["mediaType"], "digest": digest, "size": size, "platform": platform})
+    print(arch, digest)
+index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+digest, size = blob(json.dumps(index).encode())
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": index["mediaType"], "digest": digest, "size": size,
+           "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}, open(os.path.join(dst, "index.json"), "w"))
+PY
+"${SKOPEO[@]}" copy -q --all "oci:$W/multi:multi" "docker://$P/test/multi:1" --dest-tls-verify=false
+STORE=$W/store-multi
+host_arch=$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')
+if want=$(awk -v a="$host_arch" '$1 == a {print $2}' "$W/multi.digests") && [ -n "$want" ]; then
+    out=$(fx image pull -q --tls-verify=false "docker://$P/test/multi:1" 2>&1) || fail "multi: $out"
+    expect "$out" "$want" "the index entry for this host ($host_arch)"
+fi
+arm=$(awk '$1 == "arm64" {print $2}' "$W/multi.digests")
+out=$(fx image pull -q --tls-verify=false --platform linux/arm64/v8 --name multi-arm:1 "docker://$P/test/multi:1" 2>&1) ||
+    fail "--platform linux/arm64/v8: $out"
+expect "$out" "^multi-arm:1 $arm$" "--platform chooses the arm64 entry"
+out=$(fx image pull -q --tls-verify=false --platform linux/s390x --name multi-s390x:1 "docker://$P/test/multi:1" 2>&1) &&
+    fail "--platform linux/s390x worked"
+expect "$out" "none for linux/s390x; it has linux/amd64, linux/arm64/v8: pull with --platform" "no such platform"
+fx image ls | grep -q multi-s390x && fail "a failed platform choice recorded an image"
+
+step "a registry that hangs mid-blob: the stall timeout breaks the transfer and the retry resumes with Range"
+STORE=$W/store-hang
+port=$(start_proxy hang "$PLAIN" hang-once)
+out=$(FNEXEC_PULL_STALL_SECONDS=2 fx image pull -q --tls-verify=false "docker://127.0.0.1:$port/test/big:1" 2>&1) || fail "hang: $out"
+grep -Eq "bytes=[1-9][0-9]*-" "$W/proxy-hang.log" || fail "hang: the retry did not resume with Range: $(cat "$W/proxy-hang.log")"
+
+step "SIGKILL mid-pull: no image, and the next pull fetches only what was not completely verified"
+STORE=$W/store-kill
+fx image ls >/dev/null
+port=$(start_proxy kill "$PLAIN" slow)
+fx image pull -q --tls-verify=false "docker://127.0.0.1:$port/test/big:1" >/dev/null 2>&1 &
+puller=$!
+# Killed once a layer is in the store and another is still coming (the slow proxy takes seconds for 3 MB).
+for _ in $(seq 300); do [ -n "$(ls -A "$STORE/layers/sha256")" ] && break; sleep 0.05; done
+[ -n "$(ls -A "$STORE/layers/sha256")" ] || fail "SIGKILL: no layer reached the store"
+kill -KILL "$puller"
+wait "$puller" 2>/dev/null || true
+[ "$(fx image ls --json | tr -d ' \n')" = "[]" ] || fail "SIGKILL: an image was recorded"
+n_before=$(wc -l <"$W/proxy-kill.log")
+out=$(fx image pull --tls-verify=false "docker://127.0.0.1:$port/test/big:1" 2>&1) || fail "re-pull after SIGKILL: $out"
+expect "$out" "skipped: already in the store" "the re-pull after SIGKILL reuses the verified layer"
+[ $(($(wc -l <"$W/proxy-kill.log") - n_before)) -lt 3 ] || fail "the re-pull after SIGKILL fetched every blob again"
+[ -z "$(ls -A "$STORE/tmp")" ] || fail "SIGKILL: work files left in $STORE/tmp after the next pull"
 step "the daemon: fn create --image docker://... pulls with the credentials and CAs named in fnexec.conf"
 STORE=$W/store-daemon
 mkdir -p "$W/certs.d/127.0.0.1:$AUTH" "$STORE"
@@ -232,5 +304,36 @@ out=$(fx image ls) && expect "$out" "127.0.0.1:$AUTH/test/bb" "the daemon's pull
 out=$("$FNEXEC_BIN" fn create --socket "$SOCK" broken --image "docker://127.0.0.1:$AUTH/test/nothere:1" 2>&1) &&
     fail "fn create with a missing image worked"
 expect "$out" "docker://127.0.0.1:$AUTH/test/nothere:1.*404" "fn create with a missing image"
+
+step "the daemon: POST /v1/images/pull answers 202, progress is in GET /v1/images/pulls/{id}, and a PUT of the same reference joins it"
+# Over TLS with the CA in the daemon's registry_certs_dir: a PUT cannot ask for --tls-verify=false.
+port=$(PROXY_TLS_CERT=$W/ca/server.crt PROXY_TLS_KEY=$W/ca/server.key start_proxy race "$PLAIN" slow)
+mkdir -p "$W/certs.d/127.0.0.1:$port" && cp "$W/ca/ca.crt" "$W/certs.d/127.0.0.1:$port/ca.crt"
+api() { curl -sS --unix-socket "$SOCK" "$@"; }
+reply=$(api -X POST -d "{\"reference\":\"docker://127.0.0.1:$port/test/big:1\"}" -w ' %{http_code}' http://fnexec/v1/images/pull)
+expect "$reply" '^\{"id":"[0-9a-f]{32}",.*"joined":false\} 202$' "POST /v1/images/pull"
+id=$(sed 's/.*"id":"\([0-9a-f]*\)".*/\1/' <<<"$reply")
+out=$("$FNEXEC_BIN" fn create --socket "$SOCK" raced --image "docker://127.0.0.1:$port/test/big:1" --entrypoint /bin/sh 2>&1) ||
+    fail "fn create racing the pull: $out $(cat "$W/serve.log")"
+status=$(api "http://fnexec/v1/images/pulls/$id")
+expect "$status" '"state":"done".*"joined":1.*"layers":\[\{"digest":"sha256:[0-9a-f]{64}","state":"(done|reused)","done":[0-9]+,"total":[0-9]+\}' "pull status"
+expect "$status" '"state":"done","done":([0-9]{6,}),"total":\1\}' "pull status: the data layer was fetched"
+grep -q "function=raced joins pull id=$id" "$W/serve.log" || fail "the PUT did not join the pull: $(cat "$W/serve.log")"
+blobs=$(wc -l <"$W/proxy-race.log")
+[ "$blobs" = "$(sort -u "$W/proxy-race.log" | wc -l)" ] || fail "a blob was downloaded twice: $(cat "$W/proxy-race.log")"
+out=$(api -X POST -d '{"reference":"docker://Bad/Ref"}' -w ' %{http_code}' http://fnexec/v1/images/pull)
+expect "$out" "repository.* 400$" "POST with a bad reference"
+out=$(api -w ' %{http_code}' http://fnexec/v1/images/pulls/0123)
+expect "$out" "no pull with id 0123.* 404$" "GET of an unknown pull"
+
+step "fnexec image pull --remote: the daemon pulls, this process shows the progress; a failure is the daemon's error"
+out=$("$FNEXEC_BIN" image pull --remote --socket "$SOCK" --name remote:1 "docker://127.0.0.1:$port/test/bb:1" 2>&1) ||
+    fail "pull --remote: $out"
+expect "$out" "Copying blob [0-9a-f]{12} (done|skipped: already in the store)" "pull --remote shows each layer"
+expect "$out" "^remote:1 sha256:[0-9a-f]{64}$" "pull --remote prints the name and digest"
+out=$(fx image ls) && expect "$out" "^remote " "the remote pull is in the daemon's store"
+out=$("$FNEXEC_BIN" image pull --remote -q --socket "$SOCK" --tls-verify=false "docker://$P/test/nothere:1" 2>&1) &&
+    fail "pull --remote of a missing image worked"
+expect "$out" "through the daemon.*docker://$P/test/nothere:1.*404" "pull --remote of a missing image"
 grep -q wonderland "$W/serve.log" && fail "the password is in the daemon's log"
 echo "registry: all steps passed" >&2
