@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# `fnexec image pull` of a multi-layer image (busybox, python, node, 60 MB of data: ~200 MB
+# unpacked) from Debian's docker-registry on 127.0.0.1, into an empty store, next to the two-step
+# way (`skopeo copy docker://... oci:DIR` then `fnexec image import`) and next to `skopeo copy`
+# alone (which does not unpack), interleaved in one run; median of N (default 3) each, and the
+# ratios against issue 13's goals: pull <= 0.6x two-step, <= 1.0x skopeo alone.
+# Usage: bench/pull.sh [RUNS] [BUILDDIR]        (root: the store's layers keep their owners)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+builddir=${2:-build}
+[ -x "$builddir/fnexec" ] || { echo "pull.sh: build first: meson compile -C $builddir" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "pull.sh: run as root" >&2; exit 2; }
+for t in docker-registry skopeo python3 node; do
+  command -v "$t" >/dev/null || { echo "pull.sh: $t missing: scripts/install-deps.sh installs it" >&2; exit 2; }
+done
+fnexec=$(realpath "$builddir/fnexec")
+work=$(mktemp -d /tmp/fnexec-bench-pull.XXXXXX)
+registry=
+cleanup() {
+  if [ -n "$registry" ]; then kill "$registry" 2>/dev/null || true; wait "$registry" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+skopeo=(skopeo --insecure-policy --tmpdir "$work")
+
+mkdir -p "$work/data"
+# Half incompressible, half text-like, as real images are.
+head -c 30000000 /dev/urandom >"$work/data/random.bin"
+head -c 22500000 /dev/urandom | base64 >"$work/data/text.b64"
+rootfs-tools/mkimage --mtime 1700000000 --busybox --python --node --dir "$work/data" --ref big:1 -o "$work/img" >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+YML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+ref=docker://127.0.0.1:$port/bench/big:1
+"${skopeo[@]}" copy -q "oci:$work/img:1" "$ref" --dest-tls-verify=false
+compressed=$(du -sb "$work/registry" | cut -f1)
+
+now() { date +%s%N; }
+# CPU seconds (user+system) of one command, for "where the time goes".
+cpu() { /usr/bin/time -f "%U %S" -o "$work/cpu" "$@" >/dev/null; awk '{printf "%d", ($1 + $2) * 1000}' "$work/cpu"; }
+declare -a pull two skopeo_only import_part pull_cpu import_cpu skopeo_cpu
+for i in $(seq "$runs"); do
+  rm -rf "$work/store" "$work/oci" && sync
+  t0=$(now)
+  pull_cpu+=($(cpu "$fnexec" --root "$work/store" image pull -q --tls-verify=false "$ref"))
+  pull+=($(( ($(now) - t0) / 1000000 )))
+  unpacked=$(du -sb "$work/store/layers" | cut -f1)
+
+  rm -rf "$work/store" "$work/oci" && sync
+  t0=$(now)
+  "${skopeo[@]}" copy -q --src-tls-verify=false "$ref" "oci:$work/oci:1"
+  t1=$(now)
+  import_cpu+=($(cpu "$fnexec" --root "$work/store" image import "oci:$work/oci:1" --name big:1))
+  t2=$(now)
+  two+=($(( (t2 - t0) / 1000000 )))
+  import_part+=($(( (t2 - t1) / 1000000 )))
+
+  rm -rf "$work/store" "$work/oci" && sync
+  t0=$(now)
+  skopeo_cpu+=($(cpu "${skopeo[@]}" copy -q --src-tls-verify=false "$ref" "oci:$work/oci:1"))
+  skopeo_only+=($(( ($(now) - t0) / 1000000 )))
+done
+# Where the pull's wall time goes beyond CPU: the syncfs calls that make "in the store" mean "on
+# disk" (one per verified layer, one at commit), timed by strace in one extra pull.
+syncfs_ms=-
+if command -v strace >/dev/null; then
+  rm -rf "$work/store" && sync
+  strace -f -qq -e trace=syncfs -T -o "$work/strace" "$fnexec" --root "$work/store" image pull -q --tls-verify=false "$ref" >/dev/null
+  syncfs_ms=$(grep -o '<[0-9.]*>' "$work/strace" | tr -d '<>' | awk '{s += $1} END {printf "%d", s * 1000}')
+fi
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+p=$(median "${pull[@]}"); t=$(median "${two[@]}"); s=$(median "${skopeo_only[@]}"); im=$(median "${import_part[@]}")
+printf 'image: %d MB in the registry (compressed), %d MB unpacked; %d runs each, interleaved\n' \
+  $((compressed / 1000000)) $((unpacked / 1000000)) "$runs"
+printf '%-44s median %6d ms   runs: %s\n' "fnexec image pull" "$p" "${pull[*]}"
+printf '%-44s median %6d ms   runs: %s (import alone: median %d ms)\n' "skopeo copy + fnexec image import" "$t" "${two[*]}" "$im"
+printf '%-44s median %6d ms   runs: %s\n' "skopeo copy alone (no unpack)" "$s" "${skopeo_only[*]}"
+printf 'CPU (user+sys) medians: pull %d ms, import %d ms, skopeo copy %d ms; syncfs in one pull: %s ms\n' \
+  "$(median "${pull_cpu[@]}")" "$(median "${import_cpu[@]}")" "$(median "${skopeo_cpu[@]}")" "$syncfs_ms"
+awk -v p="$p" -v t="$t" -v s="$s" 'BEGIN {
+  printf "pull / two-step = %.2f (goal <= 0.60)   pull / skopeo alone = %.2f (goal <= 1.00)\n", p / t, p / s }'
