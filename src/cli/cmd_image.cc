@@ -175,11 +175,17 @@ namespace {
 // podman's per-layer lines: redrawn in place on a TTY, one line per finished layer otherwise.
 class PullDisplay {
  public:
-  explicit PullDisplay(bool tty) : tty_(tty), started_(std::chrono::steady_clock::now()) {}
+  explicit PullDisplay(bool tty) : tty_(tty) {}
 
   void update(const image::PullProgress& p) {
-    if (rows_.size() < p.layers) rows_.resize(p.layers);
+    if (rows_.size() < p.layers) {
+      rows_.resize(p.layers);
+      first_byte_.resize(p.layers);
+    }
     rows_[p.layer] = p;
+    // Each layer's rate counts from its own first byte: layers wait for a fetch slot.
+    if (p.state == image::PullProgress::fetching && first_byte_[p.layer] == std::chrono::steady_clock::time_point{})
+      first_byte_[p.layer] = std::chrono::steady_clock::now();
     if (!tty_) {
       if (p.state == image::PullProgress::reused) std::fprintf(stderr, "Copying blob %s skipped: already in the store\n", short_digest(p).c_str());
       else if (p.state == image::PullProgress::done_ok) std::fprintf(stderr, "Copying blob %s done\n", short_digest(p).c_str());
@@ -190,9 +196,10 @@ class PullDisplay {
                  p.state == image::PullProgress::reused;
     if (!final && now - last_ < std::chrono::milliseconds(100)) return;
     last_ = now;
-    double secs = std::chrono::duration<double>(now - started_).count();
     if (drawn_) std::fprintf(stderr, "\033[%zuA", drawn_);
-    for (const auto& r : rows_) {
+    for (size_t i = 0; i < rows_.size(); ++i) {
+      const auto& r = rows_[i];
+      double secs = std::chrono::duration<double>(now - first_byte_[i]).count();
       std::string what = r.state == image::PullProgress::reused    ? "skipped: already in the store"
                          : r.state == image::PullProgress::done_ok ? "done"
                          : r.state == image::PullProgress::failed  ? "failed"
@@ -218,7 +225,8 @@ class PullDisplay {
   bool tty_;
   std::vector<image::PullProgress> rows_;
   size_t drawn_ = 0;
-  std::chrono::steady_clock::time_point started_, last_{};
+  std::vector<std::chrono::steady_clock::time_point> first_byte_;
+  std::chrono::steady_clock::time_point last_{};
 };
 
 // `image pull --remote`: the daemon pulls (POST /v1/images/pull) into its store; this process
