@@ -11,7 +11,8 @@
 #   fnexec --version  against  /bin/true
 #   and prints p50, p90 and the ratios the goals name.
 # Usage: bench/run-start.sh [RUNS] [BUILDDIR]      (root; env BENCH_JSON=FILE keeps part 1's samples,
-#        PART=1 or PART=2 runs one part only)
+#        PART=1 or PART=2 runs one part only, BASELINE=OTHER_FNEXEC adds that binary's run and
+#        --version to part 2, e.g. main's build, for a before/after in the same run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-200}
@@ -35,15 +36,18 @@ layers=("$FNEXEC_ROOT"/layers/sha256/*)
 bwrap_bin=$(command -v bwrap || true)
 echo
 echo "part 2: whole processes, interleaved, $runs runs each after 5 warm-up rounds"
-python3 - "$runs" "$fnexec" "${layers[0]}" "$bwrap_bin" <<'PY'
+python3 - "$runs" "$fnexec" "${layers[0]}" "$bwrap_bin" "${BASELINE:-}" <<'PY'
 import resource, statistics, subprocess, sys, time
-runs, fnexec, rootfs, bwrap = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+runs, fnexec, rootfs, bwrap, baseline = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 commands = {
     "fnexec run": [fnexec, "run", "bench:busybox", "--", "/bin/true"],
     "fnexec run --memory": [fnexec, "run", "--memory", "64m", "bench:busybox", "--", "/bin/true"],
     "fnexec --version": [fnexec, "--version"],
     "/bin/true": ["/bin/true"],
 }
+if baseline:
+    commands["baseline run"] = [baseline, "run", "bench:busybox", "--", "/bin/true"]
+    commands["baseline --version"] = [baseline, "--version"]
 if bwrap:
     commands["bwrap"] = [bwrap, "--unshare-all", "--ro-bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "/bin/true"]
 samples = {name: [] for name in commands}
@@ -74,5 +78,8 @@ def goal(label, a, b, limit):
 goal("fnexec run / bwrap", "fnexec run", "bwrap", 0.6)
 goal("fnexec run --memory / bwrap", "fnexec run --memory", "bwrap", 0.8)
 goal("fnexec --version / /bin/true", "fnexec --version", "/bin/true", 1.5)
+if baseline:
+    goal("baseline run / bwrap", "baseline run", "bwrap", 0.6)
+    goal("baseline --version / /bin/true", "baseline --version", "/bin/true", 1.5)
 print("  (fnexec run / crun: part 1, goal 'run p50, true: fnexec run / crun')")
 PY
