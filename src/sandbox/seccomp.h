@@ -1,5 +1,6 @@
-// Seccomp: filters built with libseccomp and exported as classic BPF in the parent; loaded with
-// one prctl in the child (no library call there).
+// Seccomp: filters as classic BPF, loaded with one prctl in the child (no library call there).
+// The default profile's BPF is compiled at build time (seccomp_gen.cc); JSON profiles are built
+// with libseccomp in the parent.
 #pragma once
 
 #include <linux/filter.h>

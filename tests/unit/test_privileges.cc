@@ -5,12 +5,14 @@
 #include <sys/resource.h>
 
 #include <cstddef>
+#include <cstring>
 #include <string>
 
 #include "sandbox/capabilities.h"
 #include "sandbox/privileges.h"
 #include "sandbox/rlimits.h"
 #include "sandbox/seccomp.h"
+#include "sandbox/seccomp_default.h"
 #include "util/fs.h"
 
 using namespace fnexec;
@@ -178,6 +180,18 @@ TEST_CASE("the default seccomp filter: native arch check first, within the kerne
   auto again = default_seccomp_filter();
   REQUIRE(again);
   CHECK(again->size() == f->size());
+}
+
+TEST_CASE("the default seccomp filter compiled at build time is byte for byte what libseccomp builds now") {
+  auto precompiled = default_seccomp_filter();
+  auto runtime = build_default_seccomp_filter();
+  REQUIRE(precompiled);
+  REQUIRE(runtime);
+  REQUIRE(precompiled->size() == runtime->size());
+  CHECK(std::memcmp(precompiled->data(), runtime->data(), runtime->size() * sizeof(sock_filter)) == 0);
+  auto summary = default_seccomp_summary();
+  REQUIRE(summary);
+  CHECK(summary->instructions == runtime->size());
 }
 
 namespace {
