@@ -14,10 +14,18 @@
 // once under a Lambda runtime served the Runtime API in its sandbox (Python: the stdlib runtime of
 // tests/integration/lambda/python; Node.js: npm's aws-lambda-ric from --ric, when given) and once
 // under fnexec's own helper for that language, interleaved A B A B ...
+//
+//   fnexec-bench-pool --oneshot [-n INVOCATIONS]
+// The cold path: (1) a pool miss (min_warm 0: every invocation builds, runs and tears down its own
+// sandbox) against `bwrap --unshare-all ... /bin/true` on the same rootfs, A B A B; (2) one-shot
+// invocations of `true` sustained at c=4, each one a sandbox built, run and destroyed, against bwrap
+// at c=4: rate, CPU per invocation (this process and its reaped children; the kernel's threads,
+// host-wide, where cleanup_net and RCU work lands) and the warm latency while refills run.
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,11 +41,13 @@
 #include <thread>
 #include <vector>
 
+#include "bench/peers.h"
 #include "bench/report.h"
 #include "cgroup/cgroup.h"
 #include "image/store.h"
 #include "invoke/frames.h"
 #include "pool/pool.h"
+#include "util/fs.h"
 
 extern char** environ;
 
@@ -396,21 +406,163 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
   return 0;
 }
 
+// CPU of this process and of every child it has reaped (the sandboxes' init and function, bwrap).
+double process_cpu_seconds() {
+  auto sum = [](int who) {
+    rusage r{};
+    ::getrusage(who, &r);
+    auto sec = [](timeval t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    return sec(r.ru_utime) + sec(r.ru_stime);
+  };
+  return sum(RUSAGE_SELF) + sum(RUSAGE_CHILDREN);
+}
+
+struct CpuMark {
+  double process, kthreads, host;
+  static CpuMark now() {
+    return {process_cpu_seconds(), bench::kernel_threads_cpu_seconds(), bench::host_busy_seconds()};
+  }
+};
+
+struct Sustained {
+  double rate;                            // invocations per second, wall
+  double process_ms, kthreads_ms, host_ms;  // CPU per invocation
+  std::vector<double> latency_us;         // of every invocation
+  int colds = 0, errors = 0;
+};
+
+// total invocations from c threads; CPU read after a settle period so teardown (the cleanup
+// thread, the kernel's deferred namespace cleanup) is counted against the invocations that caused it.
+template <typename Invoke>
+Sustained run_sustained(int total, unsigned c, Invoke invoke) {
+  Sustained out;
+  std::atomic<int> next{0}, colds{0}, errors{0};
+  std::vector<std::vector<double>> lat(c);
+  auto m0 = CpuMark::now();
+  auto t0 = Clock::now();
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < c; ++t)
+    threads.emplace_back([&, t] {
+      while (next.fetch_add(1) < total) {
+        auto t1 = Clock::now();
+        int r = invoke();
+        lat[t].push_back(us_since(t1));
+        if (r < 0) ++errors;
+        else if (r > 0) ++colds;
+      }
+    });
+  for (auto& t : threads) t.join();
+  out.rate = total / (us_since(t0) / 1e6);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto m1 = CpuMark::now();
+  out.process_ms = (m1.process - m0.process) * 1e3 / total;
+  out.kthreads_ms = (m1.kthreads - m0.kthreads) * 1e3 / total;
+  out.host_ms = (m1.host - m0.host) * 1e3 / total;
+  for (auto& v : lat) out.latency_us.insert(out.latency_us.end(), v.begin(), v.end());
+  out.colds = colds;
+  out.errors = errors;
+  return out;
+}
+
+void print_sustained(const char* who, const Sustained& s) {
+  auto l = summarize(s.latency_us);
+  std::printf("%-26s %7.0f/s  CPU/inv: process %5.2f ms, kthreads %5.2f ms, host %5.2f ms  "
+              "latency p50 %5.0f p99 %6.0f us  (%d cold, %d errors)\n",
+              who, s.rate, s.process_ms, s.kthreads_ms, s.host_ms, l.p50, l.p99, s.colds, s.errors);
+}
+
+int bench_oneshot(int runs, pool::PoolSet& pools, const image::ResolvedImage& image) {
+  if (image.layers.size() != 1) {
+    std::fprintf(stderr, "the bench image should have one layer, has %zu\n", image.layers.size());
+    return 1;
+  }
+  auto bwrap_path = fs::find_in_path("bwrap");
+  if (!bwrap_path) {
+    std::fprintf(stderr, "bwrap not found (Debian package bubblewrap)\n");
+    return 1;
+  }
+  bench::Command bwrap{bwrap_path->string(),
+                       {"bwrap", "--unshare-all", "--ro-bind", image.layers[0].string(), "/", "--proc", "/proc",
+                        "--dev", "/dev", "/bin/true"}};
+  auto run_bwrap = [&] {
+    std::string out;
+    return bench::run_command(bwrap, "", out) ? 0 : -1;
+  };
+  pool::FunctionSpec miss;
+  miss.name = "miss";
+  miss.image = "bench:1";
+  miss.cmd = std::vector<std::string>{"true"};
+  miss.min_warm = 0;
+  miss.max_concurrency = 64;
+  pool::FunctionSpec hot = miss;
+  hot.name = "true";
+  hot.min_warm = 8;
+  for (auto* f : {&miss, &hot})
+    if (auto r = pools.configure(*f); !r) {
+      std::fprintf(stderr, "%s\n", r.error().message().c_str());
+      return 1;
+    }
+  auto run_fn = [&](const std::string& name) {
+    auto r = pools.invoke(name, "");
+    if (!r || r->record.exit_code != 0) return -1;
+    return r->start == pool::StartKind::cold ? 1 : 0;
+  };
+  wait_warm(pools, hot.min_warm, "true");
+
+  // (1) Pool miss, one at a time, interleaved with bwrap.
+  std::vector<double> cold_us, bwrap_us;
+  int miss_warm = 0, failures = 0;
+  int miss_runs = std::getenv("FNEXEC_BENCH_NO_PEER") ? 0 : std::max(runs / 5, 20);
+  for (int i = 0; i < miss_runs; ++i) {
+    auto t0 = Clock::now();
+    int r = run_fn("miss");
+    cold_us.push_back(us_since(t0));
+    if (r == 0) ++miss_warm;
+    if (r < 0) ++failures;
+    t0 = Clock::now();
+    if (run_bwrap() < 0) ++failures;
+    bwrap_us.push_back(us_since(t0));
+  }
+  if (miss_runs == 0) cold_us = bwrap_us = {1};
+  auto c = summarize(cold_us), b = summarize(bwrap_us);
+  std::printf("%-26s %8s %8s %8s\n", "one at a time", "p50", "p90", "p99");
+  std::printf("%-26s %8.0f %8.0f %8.0f us  (%d of %d warm, %d failures)\n", "fnexec pool miss", c.p50, c.p90, c.p99,
+              miss_warm, miss_runs, failures);
+  std::printf("%-26s %8.0f %8.0f %8.0f us\n", "bwrap --unshare-all true", b.p50, b.p90, b.p99);
+  std::printf("ratio p50 pool miss / bwrap %.2f (goal <= 0.5)\n\n", c.p50 / b.p50);
+
+  // (2) Sustained one-shot invocations at c=4, fnexec and bwrap alternating twice.
+  for (int round = 0; round < 2; ++round) {
+    auto f = run_sustained(runs, 4, [&] { return run_fn("true"); });
+    wait_warm(pools, hot.min_warm, "true");
+    print_sustained("fnexec oneshot true c=4", f);
+    auto w = f.latency_us;
+    // FNEXEC_BENCH_NO_PEER=1: fnexec alone, for a profile (perf record -g) of its side only.
+    if (std::getenv("FNEXEC_BENCH_NO_PEER")) continue;
+    auto bw = run_sustained(runs, 4, run_bwrap);
+    print_sustained("bwrap true c=4", bw);
+    std::printf("ratio CPU/inv (process + kthreads) fnexec / bwrap %.2f\n",
+                (f.process_ms + f.kthreads_ms) / (bw.process_ms + bw.kthreads_ms));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int runs = 2000, parked = 100;
   size_t event_bytes = 16;
-  bool lifecycles = false, lambda = false, no_cgroups = false;
+  bool lifecycles = false, lambda = false, no_cgroups = false, oneshot = false;
   std::string example_c, ric;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--lifecycle") lifecycles = true;
     if (std::string(argv[i]) == "--lambda") lambda = true;
     if (std::string(argv[i]) == "--no-cgroups") no_cgroups = true;
+    if (std::string(argv[i]) == "--oneshot") oneshot = true;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--lifecycle" || a == "--lambda" || a == "--no-cgroups") {
+    if (a == "--lifecycle" || a == "--lambda" || a == "--no-cgroups" || a == "--oneshot") {
       --i;
       continue;
     }
@@ -440,6 +592,14 @@ int main(int argc, char** argv) {
   if (!hierarchy) return 1;
   auto pools = pool::PoolSet::create(*store, *hierarchy, {.max_sandboxes = 1024});
   if (!pools) return 1;
+  if (oneshot) {
+    auto image = store->resolve("bench:1");
+    int rc = image ? bench_oneshot(runs == 2000 ? 1000 : runs, **pools, *image) : 1;
+    pools->reset();
+    umount2(tmpl, MNT_DETACH);
+    rmdir(tmpl);
+    return rc;
+  }
 
   pool::FunctionSpec fn;
   fn.name = "cat";

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <set>
 #include <utility>
@@ -138,6 +139,27 @@ double host_busy_seconds() {
     return 0;
   unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // all but idle and iowait
   return static_cast<double>(busy) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+double kernel_threads_cpu_seconds() {
+  std::error_code ec;
+  unsigned long long ticks = 0;
+  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    auto name = e.path().filename().string();
+    if (name.empty() || name[0] < '0' || name[0] > '9') continue;
+    auto text = fs::read_file(e.path() / "stat");
+    if (!text) continue;
+    auto close = text->rfind(')');
+    if (close == std::string::npos) continue;
+    char state;
+    int ppid;
+    unsigned long long utime, stime;
+    if (std::sscanf(text->c_str() + close + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state, &ppid,
+                    &utime, &stime) != 4)
+      continue;
+    if (ppid == 2 || name == "2") ticks += utime + stime;
+  }
+  return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 HostContext read_host_context() {

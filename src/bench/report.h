@@ -27,6 +27,9 @@ HostContext read_host_context();
 void read_load(double (&out)[3]);
 // CPU time the whole host spent busy so far (all cores, /proc/stat user..steal), in seconds.
 double host_busy_seconds();
+// CPU time all kernel threads (kthreadd's children: kworkers, RCU) spent so far, in seconds: where
+// deferred work such as a network namespace's cleanup_net lands. Host-wide, like host_busy_seconds.
+double kernel_threads_cpu_seconds();
 
 // One row: a system in a mode running one function at one concurrency.
 struct Series {

@@ -31,6 +31,7 @@
 #include "sandbox/capabilities.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
+#include "sandbox/netns_pool.h"
 #include "sandbox/seccomp.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -95,6 +96,7 @@ void renice_function(pid_t pid1, int nice) {
 // One sandbox and its cgroup. Members are destroyed in reverse: the sandbox is killed and reaped
 // before its cgroup is emptied and removed.
 struct Slot {
+  sandbox::NetnsLease netns;  // first, so it goes back to its pool last: after the sandbox is reaped
   std::unique_ptr<cgroup::SandboxCgroup> cgroup;
   std::optional<sandbox::Sandbox> sandbox;
   std::unique_ptr<invoke::EventSession> session;  // fresh/reuse, from go on
@@ -227,6 +229,9 @@ class PoolSetImpl final : public PoolSet {
   std::shared_ptr<cgroup::Hierarchy> cgroups_;
   PoolSetOptions options_;
   UniqueFd wake_;  // eventfd: work for the launcher
+  // Network namespaces of sandboxes gone, checked pristine, for the next ones; declared before
+  // anything that holds a slot, so it outlives them.
+  sandbox::NetnsPool netns_pool_;
   // The launcher thread's nice before it made itself nicer, and what it uses for refills (both set
   // by that thread; equal when refills cannot be made nicer).
   int base_nice_ = 0, background_nice_ = 0;
@@ -558,6 +563,10 @@ Result<SlotPtr> PoolSetImpl::launch(const cgroup::Limits& limits, const sandbox:
   slot->cgroup = FNEXEC_TRY(cgroups_->create(slot->id, limits));
   sandbox::SandboxSpec spec = tmpl;
   spec.cgroup = slot->cgroup.get();
+  if (spec.network == sandbox::Network::loopback && sandbox::may_share_recycled_netns(spec.privileges)) {
+    slot->netns = sandbox::NetnsLease(&netns_pool_, FNEXEC_TRY(netns_pool_.acquire()));
+    spec.netns_fd = slot->netns.fd();
+  }
   // A refilled fresh/reuse function runs its init at the launcher's low priority too; it gets the
   // daemon's back at READY (renice_function).
   if (background_nice_ != base_nice_ && !init_in_background) spec.function_nice = base_nice_;

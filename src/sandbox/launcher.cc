@@ -15,6 +15,7 @@
 
 #include "cgroup/cgroup.h"
 #include "sandbox/net.h"
+#include "sandbox/netns_pool.h"
 #include "sandbox/setup_plan.h"
 #include "sandbox/spawn.h"
 #include "sandbox/userns.h"
@@ -179,6 +180,8 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   int cgroup_fd = spec.cgroup ? spec.cgroup->clone_into_fd() : -1;
   plan.wait_attach = spec.cgroup && cgroup_fd < 0;
   unsigned long namespaces = plan.wait_attach ? kNamespaces & ~CLONE_NEWCGROUP : kNamespaces;
+  bool join_netns = spec.network == Network::loopback && spec.netns_fd >= 0;
+  if (join_netns) namespaces &= ~CLONE_NEWNET;
 
   // The init reads its plan from a memfd; the clone child only execs the init.
   int image_fd = FNEXEC_TRY(detail::init_image());
@@ -209,6 +212,9 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = SIGCHLD;
   args.cgroup = cgroup_fd >= 0 ? static_cast<uint64_t>(cgroup_fd) : 0;
+  // The child inherits this thread's network namespace: switch for the clone only.
+  std::optional<ThreadInNetns> in_netns;
+  if (join_netns) in_netns.emplace(FNEXEC_TRY(ThreadInNetns::enter(spec.netns_fd)));
   long pid = detail::spawn_clone3(args, spawn);
   bool placed = cgroup_fd >= 0;
   if (pid < 0 && (errno == ENOSYS || errno == E2BIG)) {
@@ -221,6 +227,9 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
     if (pid == 0) detail::spawn_child(&spawn);
     placed = false;
   }
+  int clone_errno = errno;
+  if (in_netns) FNEXEC_TRY(in_netns->leave());
+  errno = clone_errno;
   if (pid < 0) return fail_errno("create sandbox namespaces for", spec.image_name);
 
   sb.pid_ = static_cast<pid_t>(pid);
@@ -247,7 +256,7 @@ Result<Sandbox> Sandbox::launch(const SandboxSpec& spec) {
     if (::send(sb.control_.get(), &attached, 1, MSG_NOSIGNAL) != 1 && errno != EPIPE && errno != ECONNRESET)
       return fail_errno("release sandbox after cgroup attach", std::to_string(sb.pid_));
   }
-  if (spec.network == Network::loopback) {
+  if (spec.network == Network::loopback && !join_netns) {
     auto t0 = std::chrono::steady_clock::now();
     // ESRCH: the init already failed its setup and exited, so its namespace is gone; the caller's
     // wait_ready() and collect() report the init's own error instead of this one.

@@ -59,6 +59,9 @@ struct SandboxSpec {
   UserNamespace userns = UserNamespace::host;
   IdRange id_range;                         // used with UserNamespace::automatic
   cgroup::SandboxCgroup* cgroup = nullptr;  // not owned; nullptr: no cgroup
+  // With Network::loopback: join this network namespace (lo already up; not owned) instead of
+  // creating one. Pools pass a recycled one (netns_pool.h); -1: a new namespace.
+  int netns_fd = -1;
   Privileges privileges;                    // from prepare_privileges()
 
   std::vector<std::string> argv;  // argv[0] is the entrypoint: absolute, relative or looked up in PATH
