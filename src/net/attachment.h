@@ -71,7 +71,8 @@ class Attachment {
 };
 
 // Removes the veths, nftables chains and lease files that dead fnexec processes left on a bridge
-// (daemon start-up; Attachment::prepare does it too).
-Result<> clean_stale(const BridgeConfig& config);
+// (daemon start-up; Attachment::prepare does it too); returns how many sandboxes' worth. Nothing
+// is loaded or made when the bridge has no state directory (no fnexec ever used it).
+Result<size_t> clean_stale(const BridgeConfig& config);
 
 }  // namespace fnexec::net
