@@ -53,6 +53,8 @@ class Attachment {
   // The veth pair (eth0 in the sandbox, isolated bridge port outside), the sandbox's address and
   // default route, and its egress chain. pid/pidfd: the sandbox's PID 1, parked before go.
   Result<> connect(pid_t pid, int pidfd);
+  // The veth's counters (frames, ARP included), or once the sandbox's namespace took the veth
+  // away, the egress and ingress chains' nftables counters (IP packets).
   Result<TrafficCounters> counters();
 
   uint32_t address() const;
