@@ -58,6 +58,9 @@ struct CreateFlags {
   std::optional<uint64_t> pids_limit;
   std::optional<uint32_t> min_warm, max_concurrency;
   std::vector<std::string> env, cmd;
+  // Network, as `fnexec run`'s flags (the daemon checks them).
+  std::string network, egress_default;
+  std::vector<std::string> dns, add_hosts, egress_allow, egress_deny;
 };
 
 Result<std::string> create_body(const CreateFlags& f) {
@@ -100,6 +103,12 @@ Result<std::string> create_body(const CreateFlags& f) {
     w.field("init_timeout_ms", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(f.init_timeout)).count()));
   if (!f.protocol.empty()) w.field("protocol", f.protocol);
   if (!f.handler.empty()) w.field("handler", f.handler);
+  if (!f.network.empty()) w.field("network", f.network);
+  if (!f.dns.empty()) w.field("dns", f.dns);
+  if (!f.add_hosts.empty()) w.field("add_hosts", f.add_hosts);
+  if (!f.egress_allow.empty()) w.field("egress_allow", f.egress_allow);
+  if (!f.egress_deny.empty()) w.field("egress_deny", f.egress_deny);
+  if (!f.egress_default.empty()) w.field("egress_default", f.egress_default);
   w.end_object();
   return w.take();
 }
@@ -210,6 +219,18 @@ void add_fn_commands(CLI::App& app, Globals& g) {
                      "default, unconfined, NAME (the daemon's seccomp_profile_dir/NAME.json) or a JSON file "
                      "sent inline");
   create->add_option("--nofile", f->nofile, "RLIMIT_NOFILE, soft and hard (default 1024)");
+  create->add_option("--network", f->network,
+                     "none: loopback only (default); bridge: a veth on the daemon's NATed bridge");
+  create->add_option("--dns", f->dns, "bridge: a nameserver for the sandbox's /etc/resolv.conf")
+      ->allow_extra_args(false);
+  create->add_option("--add-host", f->add_hosts, "bridge: NAME:IP added to the sandbox's /etc/hosts")
+      ->allow_extra_args(false);
+  create->add_option("--egress-allow", f->egress_allow, "bridge: CIDR[:PORT] the sandbox may reach")
+      ->allow_extra_args(false);
+  create->add_option("--egress-deny", f->egress_deny, "bridge: CIDR[:PORT] the sandbox may not reach")
+      ->allow_extra_args(false);
+  create->add_option("--egress-default", f->egress_default,
+                     "bridge: allow or deny what no rule names (default: fnexec.conf default_egress)");
   create->add_option("cmd", f->cmd, "arguments (after --), replacing the image's cmd");
   add_endpoint_options(create, *ce);
   create->callback([f, ce, &g] { g.exit_code = do_create(*ce, *f); });

@@ -127,3 +127,17 @@ Result<HostEntry> parse_host_entry(std::string_view text) {
 }
 
 }  // namespace fnexec::net
+
+namespace fnexec::net {
+
+Result<NetworkSettings> parse_network_settings(const NetworkSettingsText& t) {
+  NetworkSettings s;
+  for (const auto& d : t.dns) s.dns.push_back(FNEXEC_TRY(parse_ipv4(d)));
+  for (const auto& h : t.add_hosts) s.extra_hosts.push_back(FNEXEC_TRY(parse_host_entry(h)));
+  for (const auto& r : t.egress_allow) s.egress.allow.push_back(FNEXEC_TRY(parse_egress_rule(r)));
+  for (const auto& r : t.egress_deny) s.egress.deny.push_back(FNEXEC_TRY(parse_egress_rule(r)));
+  s.egress.fallback = FNEXEC_TRY(parse_egress_default(t.egress_default));
+  return s;
+}
+
+}  // namespace fnexec::net

@@ -70,3 +70,20 @@ struct HostEntry {
 Result<HostEntry> parse_host_entry(std::string_view text);
 
 }  // namespace fnexec::net
+
+namespace fnexec::net {
+
+// A sandbox's network settings as the user writes them (`fnexec run` flags, a function document).
+struct NetworkSettingsText {
+  std::vector<std::string> dns, add_hosts, egress_allow, egress_deny;
+  std::string egress_default = "allow";
+};
+struct NetworkSettings {
+  std::vector<uint32_t> dns;
+  std::vector<HostEntry> extra_hosts;
+  EgressPolicy egress;
+};
+// Each entry parsed; the first bad one fails, naming itself.
+Result<NetworkSettings> parse_network_settings(const NetworkSettingsText& text);
+
+}  // namespace fnexec::net

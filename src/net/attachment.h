@@ -53,6 +53,8 @@ class Attachment {
   // The veth pair (eth0 in the sandbox, isolated bridge port outside), the sandbox's address and
   // default route, and its egress chain. pid/pidfd: the sandbox's PID 1, parked before go.
   Result<> connect(pid_t pid, int pidfd);
+  // The veth's counters (frames, ARP included), or once the sandbox's namespace took the veth
+  // away, the egress and ingress chains' nftables counters (IP packets).
   Result<TrafficCounters> counters();
 
   uint32_t address() const;
@@ -71,7 +73,8 @@ class Attachment {
 };
 
 // Removes the veths, nftables chains and lease files that dead fnexec processes left on a bridge
-// (daemon start-up; Attachment::prepare does it too).
-Result<> clean_stale(const BridgeConfig& config);
+// (daemon start-up; Attachment::prepare does it too); returns how many sandboxes' worth. Nothing
+// is loaded or made when the bridge has no state directory (no fnexec ever used it).
+Result<size_t> clean_stale(const BridgeConfig& config);
 
 }  // namespace fnexec::net

@@ -28,6 +28,7 @@
 #include "invoke/session.h"
 #include "lambda/runtime_api.h"
 #include "lambda/session.h"
+#include "net/attachment.h"
 #include "sandbox/capabilities.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
@@ -96,7 +97,11 @@ void renice_function(pid_t pid1, int nice) {
 // One sandbox and its cgroup. Members are destroyed in reverse: the sandbox is killed and reaped
 // before its cgroup is emptied and removed.
 struct Slot {
-  sandbox::NetnsLease netns;  // first, so it goes back to its pool last: after the sandbox is reaped
+  // Network: first, so they are released last, after the sandbox is reaped. A sandbox has one or
+  // neither: a recycled namespace (network none) or its own namespace with a bridge attachment.
+  sandbox::NetnsLease netns;
+  std::optional<net::Attachment> network;
+  net::TrafficCounters traffic_seen;  // reuse: the counters after the previous event
   std::unique_ptr<cgroup::SandboxCgroup> cgroup;
   std::optional<sandbox::Sandbox> sandbox;
   std::unique_ptr<invoke::EventSession> session;  // fresh/reuse, from go on
@@ -119,6 +124,7 @@ struct Function {
   FunctionSpec spec;
   std::shared_ptr<const sandbox::SandboxSpec> sandbox_spec;  // template; cgroup set per launch
   lambda::FunctionFacts lambda_facts;                        // protocol lambda: what its runtime is told
+  std::shared_ptr<const net::BridgeConfig> bridge;           // network bridge, else null
   std::string shape;        // everything that shapes a sandbox; a change drains the pool
   uint64_t generation = 0;  // bumped with shape; older sandboxes are never handed out
   std::deque<SlotPtr> warm;
@@ -168,6 +174,27 @@ std::string shape_of(const std::string& digest, const sandbox::SandboxSpec& s, c
          std::string(to_string(f.protocol));
 }
 
+// Network mode bridge: what makes two sandboxes' networks interchangeable.
+std::string network_shape(const FunctionSpec::Network& n) {
+  return n.mode + '\n' + join(n.dns) + '\n' + join(n.add_hosts) + '\n' + join(n.egress_allow) + '\n' +
+         join(n.egress_deny) + '\n' + n.egress_default;
+}
+
+// Network mode bridge: the invocation's traffic into its record, from the sandbox's counters
+// (which start at zero with the sandbox; a reuse sandbox's previous events are subtracted).
+void record_traffic(Slot& slot, invoke::InvocationRecord& record) {
+  if (!slot.network) return;
+  auto now = slot.network->counters();
+  if (!now) {
+    spdlog::warn("event=network_counters_failed sandbox={} error=\"{}\"", slot.id, now.error().message());
+    return;
+  }
+  auto& was = slot.traffic_seen;
+  record.network = invoke::InvocationRecord::Traffic{now->bytes_out - was.bytes_out, now->packets_out - was.packets_out,
+                                                     now->bytes_in - was.bytes_in, now->packets_in - was.packets_in};
+  was = *now;
+}
+
 // Process-wide: sandbox cgroups are named pool-<pid>-<n>, and two PoolSets in one process (a bench
 // run, a test) must not hand out the same name.
 std::atomic<uint64_t> next_sandbox_id{0};
@@ -192,7 +219,8 @@ class PoolSetImpl final : public PoolSet {
   Result<std::shared_ptr<const sandbox::SandboxSpec>> build_sandbox_spec(const FunctionSpec& spec, std::string* shape,
                                                                          lambda::FunctionFacts* facts) const;
   Result<SlotPtr> launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& spec, uint64_t generation,
-                         bool init_in_background);
+                         bool init_in_background, const net::BridgeConfig* bridge);
+  Result<std::shared_ptr<const net::BridgeConfig>> bridge_config(const FunctionSpec& spec) const;
   void launcher_loop();
   // Under mutex_: the function's refills wait, twice as long as after the last failure.
   void back_off(Function& fn) {
@@ -308,6 +336,24 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
   return spec;
 }
 
+Result<std::shared_ptr<const net::BridgeConfig>> PoolSetImpl::bridge_config(const FunctionSpec& f) const {
+  if (f.network.mode == "none") return nullptr;
+  if (f.network.mode != "bridge")
+    return fail(ErrorKind::invalid, "use network", f.network.mode, "expected none or bridge");
+  auto c = std::make_shared<net::BridgeConfig>();
+  c->bridge = options_.bridge;
+  FNEXEC_TRY(net::check_bridge_name(c->bridge));
+  c->subnet = FNEXEC_TRY(net::parse_ipv4_net(options_.bridge_subnet));
+  c->state_dir = options_.network_state_dir;
+  const auto& n = f.network;
+  auto settings =
+      FNEXEC_TRY(net::parse_network_settings({n.dns, n.add_hosts, n.egress_allow, n.egress_deny, n.egress_default}));
+  c->dns = std::move(settings.dns);
+  c->extra_hosts = std::move(settings.extra_hosts);
+  c->egress = std::move(settings.egress);
+  return std::shared_ptr<const net::BridgeConfig>(std::move(c));
+}
+
 Result<> PoolSetImpl::configure(const FunctionSpec& spec) {
   if (spec.name.empty()) return fail(ErrorKind::invalid, "configure function", {}, "the name is empty");
   if (spec.max_concurrency == 0)
@@ -323,6 +369,9 @@ Result<> PoolSetImpl::configure(const FunctionSpec& spec) {
   lambda::FunctionFacts facts;
   auto sandbox_spec = build_sandbox_spec(spec, &shape, &facts);
   if (!sandbox_spec) return std::unexpected(sandbox_spec.error().context("configure function " + spec.name));
+  auto bridge = bridge_config(spec);
+  if (!bridge) return std::unexpected(bridge.error().context("configure function " + spec.name));
+  if (*bridge) shape += '\n' + network_shape(spec.network);
 
   std::lock_guard lock(mutex_);
   if (stopping_) return fail(ErrorKind::unavailable, "configure function", spec.name, "the pools are shut down");
@@ -336,6 +385,7 @@ Result<> PoolSetImpl::configure(const FunctionSpec& spec) {
     fn->shape = std::move(shape);
     fn->sandbox_spec = std::move(*sandbox_spec);
     fn->lambda_facts = std::move(facts);
+    fn->bridge = std::move(*bridge);
     fn->backoff = {};
     fn->retry_after = {};
   }
@@ -483,6 +533,7 @@ Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_
     invoke::WaitOptions wait;
     wait.timeout = spec.timeout;
     auto record = invoke::run_invocation(*slot->sandbox, slot->cgroup.get(), wait, &io);
+    if (record) record_traffic(*slot, *record);
     finish(std::move(slot));
     if (!record) return std::unexpected(record.error().context("invoke function " + spec.name));
     result.record = std::move(*record);
@@ -502,6 +553,7 @@ Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_
     return std::unexpected(outcome.error().context("invoke function " + spec.name));
   }
   result.record = std::move(outcome->record);
+  record_traffic(*slot, result.record);
   result.record.cgroup_mode = std::string(cgroup::to_string(cgroups_->mode()));
   result.output = std::move(outcome->output);
   result.output_too_large = outcome->output_too_large;
@@ -556,21 +608,30 @@ void PoolSetImpl::shutdown(std::chrono::milliseconds grace) {
 }
 
 Result<SlotPtr> PoolSetImpl::launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& tmpl,
-                                    uint64_t generation, bool init_in_background) {
+                                    uint64_t generation, bool init_in_background, const net::BridgeConfig* bridge) {
   auto slot = std::make_unique<Slot>();
   slot->generation = generation;
   slot->id = "pool-" + std::to_string(::getpid()) + "-" + std::to_string(next_sandbox_id++);
   slot->cgroup = FNEXEC_TRY(cgroups_->create(slot->id, limits));
   sandbox::SandboxSpec spec = tmpl;
   spec.cgroup = slot->cgroup.get();
-  if (spec.network == sandbox::Network::loopback && sandbox::may_share_recycled_netns(spec.privileges)) {
+  // A bridge sandbox gets a namespace of its own: its veth and address must never meet a recycled one.
+  if (!bridge && spec.network == sandbox::Network::loopback &&
+      sandbox::may_share_recycled_netns(spec.privileges)) {
     slot->netns = sandbox::NetnsLease(&netns_pool_, FNEXEC_TRY(netns_pool_.acquire()));
     spec.netns_fd = slot->netns.fd();
   }
   // A refilled fresh/reuse function runs its init at the launcher's low priority too; it gets the
   // daemon's back at READY (renice_function).
   if (background_nice_ != base_nice_ && !init_in_background) spec.function_nice = base_nice_;
+  // The lease decides /etc/hosts, which the sandbox's own mount plan binds.
+  if (bridge) {
+    slot->network.emplace(FNEXEC_TRY(net::Attachment::prepare(*bridge, spec.hostname)));
+    for (auto& v : slot->network->volumes()) spec.volumes.push_back(std::move(v));
+  }
   slot->sandbox.emplace(FNEXEC_TRY(sandbox::Sandbox::launch(spec)));
+  // While the sandbox is parked: an invocation never waits for its veth, address or egress chain.
+  if (slot->network) FNEXEC_TRY(slot->network->connect(slot->sandbox->pid(), slot->sandbox->pidfd()));
   return slot;
 }
 
@@ -657,6 +718,7 @@ void PoolSetImpl::launcher_loop() {
       uint64_t generation;
       std::shared_ptr<ColdRequest> request;
       lambda::FunctionFacts lambda_facts;
+      std::shared_ptr<const net::BridgeConfig> bridge;
     };
     std::vector<Job> jobs;
     auto now = Clock::now();
@@ -672,7 +734,7 @@ void PoolSetImpl::launcher_loop() {
           r->slot.set_value(fail(ErrorKind::not_found, "start sandbox for", fn->spec.name, "function removed"));
           continue;
         }
-        jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, std::move(r), fn->lambda_facts});
+        jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, std::move(r), fn->lambda_facts, fn->bridge});
       }
       for (auto& [name, fn] : functions_) {
         bool idle = now - fn->last_used > fn->spec.idle_timeout;
@@ -698,7 +760,7 @@ void PoolSetImpl::launcher_loop() {
                total_ < options_.max_sandboxes) {
           ++fn->starting;
           ++total_;
-          jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, nullptr, fn->lambda_facts});
+          jobs.push_back({fn, fn->sandbox_spec, fn->spec, fn->generation, nullptr, fn->lambda_facts, fn->bridge});
         }
       }
     }
@@ -708,7 +770,7 @@ void PoolSetImpl::launcher_loop() {
     for (auto& job : jobs) {
       set_thread_nice(job.request ? base_nice_ : background_nice_);
       bool framed = job.fspec.lifecycle != Lifecycle::oneshot;
-      auto slot = launch(job.fspec.limits, *job.spec, job.generation, framed && !job.request);
+      auto slot = launch(job.fspec.limits, *job.spec, job.generation, framed && !job.request, job.bridge.get());
       if (slot) {
         Starting st{job.function, std::move(*slot), Clock::now(), std::move(job.request)};
         st.lifecycle = job.fspec.lifecycle;

@@ -95,6 +95,16 @@ struct FunctionSpec {
   // handler as their CMD); empty: the CMD's first word is the handler.
   std::string handler;
   // idle_timeout above: a reuse sandbox idle that long is retired (beyond min_warm).
+
+  // The network, as `fnexec run`'s flags of the same names (checked when the document is parsed).
+  struct Network {
+    std::string mode = "none";           // none (loopback only) | bridge
+    std::vector<std::string> dns;        // IPv4 nameservers; empty: the host's non-loopback ones
+    std::vector<std::string> add_hosts;  // NAME:IP lines of /etc/hosts
+    std::vector<std::string> egress_allow, egress_deny;  // CIDR[:PORT]
+    std::string egress_default = "allow";                // allow | deny (fnexec.conf default_egress)
+    bool operator==(const Network&) const = default;
+  } network;
 };
 
 struct InvocationResult {
@@ -130,6 +140,11 @@ struct PoolStats {
 struct PoolSetOptions {
   uint32_t max_sandboxes = 256;  // across all functions: parked + busy + starting
   std::filesystem::path seccomp_profile_dir = "/etc/fnexec/seccomp";  // named seccomp profiles
+  // Network mode bridge: the bridge, its subnet and the lease directory (fnexec.conf bridge,
+  // bridge_subnet); a function's dns, add_hosts and egress fields complete it per sandbox.
+  std::string bridge = "fnexec0";
+  std::string bridge_subnet = "10.87.0.0/16";
+  std::filesystem::path network_state_dir = "/run/fnexec/net";
 };
 
 // All pools of one supervisor. Thread-safe. invoke() blocks its caller (the daemon calls it from a

@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "net/address.h"
 #include "sandbox/capabilities.h"
 #include "sandbox/privileges.h"
 #include "sandbox/seccomp.h"
@@ -262,6 +263,44 @@ Result<std::vector<std::string>> get_env(element v, const FunctionLimits& limits
 
 constexpr uint64_t MiB = 1 << 20;
 
+// The network fields of a function document, as `fnexec run`'s flags of the same names.
+bool is_network_field(std::string_view k) {
+  return k == "network" || k == "dns" || k == "add_hosts" || k == "egress_allow" || k == "egress_deny" ||
+         k == "egress_default";
+}
+
+Result<> parse_network_field(std::string_view k, element v, pool::FunctionSpec::Network& n,
+                             const FunctionLimits& limits) {
+  if (k == "network") {
+    n.mode = FNEXEC_TRY(get_string(k, v));
+    if (n.mode != "none" && n.mode != "bridge")
+      return field_error(k, fmt::format("must be none (loopback only) or bridge (a veth on fnexec's NATed "
+                                        "bridge), got \"{}\"",
+                                        n.mode));
+  } else if (k == "egress_default") {
+    n.egress_default = FNEXEC_TRY(get_string(k, v));
+  } else {
+    auto list = FNEXEC_TRY(get_string_array(k, v, limits.max_array_entries, "max_array_entries"));
+    (k == "dns"            ? n.dns
+     : k == "add_hosts"    ? n.add_hosts
+     : k == "egress_allow" ? n.egress_allow
+                           : n.egress_deny) = std::move(list);
+  }
+  return {};
+}
+
+// After every field: each entry parses, and the settings of a bridge are not given without one.
+Result<> check_network(const pool::FunctionSpec::Network& n) {
+  auto parsed = net::parse_network_settings({n.dns, n.add_hosts, n.egress_allow, n.egress_deny, n.egress_default});
+  if (!parsed) return fail(ErrorKind::invalid, "accept function", {}, parsed.error().message());
+  // egress_default is not counted: GET shows it for every function, and its body may be PUT back.
+  bool settings = !n.dns.empty() || !n.add_hosts.empty() || !n.egress_allow.empty() || !n.egress_deny.empty();
+  if (n.mode != "bridge" && settings)
+    return field_error("network", "is none, but dns, add_hosts, egress_allow and egress_deny apply to "
+                                  "network bridge only");
+  return {};
+}
+
 }  // namespace
 
 Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json,
@@ -295,6 +334,7 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
   spec.lifecycle = defaults.lifecycle;
   spec.init_timeout = defaults.init_timeout;
   spec.idle_timeout = defaults.idle_timeout;
+  spec.network.egress_default = defaults.egress_default;
   std::set<std::string_view> seen;
   bool have_image = false;
   std::optional<uint32_t> max_events;
@@ -399,6 +439,8 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       max_events = static_cast<uint32_t>(FNEXEC_TRY(get_uint(k, v, 0, UINT32_MAX)));
     } else if (k == "init_timeout_ms") {
       spec.init_timeout = std::chrono::milliseconds(FNEXEC_TRY(get_uint(k, v, 1, 3600ull * 1000)));
+    } else if (is_network_field(k)) {
+      FNEXEC_TRY(parse_network_field(k, v, spec.network, limits));
     } else {
       return fail(
           ErrorKind::invalid, "accept function", {},
@@ -406,7 +448,8 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
                       "read_only_rootfs, cap_add, cap_drop, seccomp_profile, nofile, memory_mb, "
                       "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
                       "max_output_bytes, max_log_bytes, lifecycle, max_events_per_sandbox, "
-                      "init_timeout_ms, protocol, handler",
+                      "init_timeout_ms, protocol, handler, network, dns, add_hosts, egress_allow, "
+                      "egress_deny, egress_default",
                       k));
     }
   }
@@ -426,6 +469,7 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
                                    pool::to_string(spec.lifecycle)));
   spec.max_events_per_sandbox = max_events.value_or(
       spec.lifecycle == pool::Lifecycle::reuse ? defaults.max_events_per_sandbox : 0);
+  FNEXEC_TRY(check_network(spec.network));
   if (!have_image) return field_error("image", "is required (an image reference such as hello:latest)");
   uint64_t argv_bytes = (spec.entrypoint ? total_bytes(*spec.entrypoint) : 0) + (spec.cmd ? total_bytes(*spec.cmd) : 0);
   if (argv_bytes > limits.max_argv_bytes)
@@ -464,6 +508,9 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
   w.field("max_events_per_sandbox", s.max_events_per_sandbox);
   w.field("init_timeout_ms", static_cast<uint64_t>(s.init_timeout.count()));
   w.field("protocol", pool::to_string(s.protocol)).field("handler", s.handler);
+  w.field("network", s.network.mode).field("dns", s.network.dns).field("add_hosts", s.network.add_hosts);
+  w.field("egress_allow", s.network.egress_allow).field("egress_deny", s.network.egress_deny);
+  w.field("egress_default", s.network.egress_default);
   w.end_object();
   return w.take();
 }

@@ -67,6 +67,7 @@ struct FunctionDefaults {
   std::string seccomp_profile;
   std::optional<uint64_t> nofile;
   uint64_t pids_limit = 256;
+  std::string egress_default = "allow";  // network bridge: fnexec.conf default_egress
 };
 
 // Bounds on one function document (fnexec.conf max_* keys), so that a PUT costs memory and time in

@@ -9,6 +9,8 @@
 
 #include "cgroup/cgroup.h"
 #include "invoke/invocation.h"
+#include "net/address.h"
+#include "net/attachment.h"
 #include "sandbox/capabilities.h"
 #include "sandbox/seccomp.h"
 #include "util/fs.h"
@@ -26,7 +28,8 @@ std::string_view trim(std::string_view s) {
 const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",   "socket_group",
                                                  "listen",        "state_dir",     "cgroups",
                                                  "cgroup_prefix", "max_sandboxes", "invocation_workers",
-                                                 "seccomp_profile_dir"};
+                                                 "seccomp_profile_dir", "bridge",
+                                                 "bridge_subnet"};
 const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
@@ -36,7 +39,7 @@ const std::set<std::string_view> kReloadable = {
     "max_image_bytes",      "default_user",         "default_read_only_rootfs",
     "default_cap_drop",     "default_seccomp_profile", "default_nofile", "default_pids_limit",
     "registry_auth_file", "registry_certs_dir", "access_key", "lambda_region",
-    "lambda_account_id"};
+    "lambda_account_id", "default_egress"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -187,6 +190,17 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
     } else if (k == "seccomp_profile_dir") {
       if (s.value.empty() || s.value[0] != '/') return bad_value(s, "must be an absolute path");
       c.seccomp_profile_dir = s.value;
+    } else if (k == "bridge") {
+      if (auto r = net::check_bridge_name(s.value); !r) return bad_value(s, r.error().detail);
+      c.bridge = s.value;
+    } else if (k == "bridge_subnet") {
+      auto net = net::parse_ipv4_net(s.value);
+      if (!net) return bad_value(s, net.error().detail);
+      if (net->prefix > 30) return bad_value(s, "needs room for a gateway and a sandbox: /30 or larger");
+      c.bridge_subnet = s.value;
+    } else if (k == "default_egress") {
+      if (!net::parse_egress_default(s.value)) return bad_value(s, "must be allow or deny");
+      c.function_defaults.egress_default = s.value;
     } else if (k == "default_user") {
       c.function_defaults.user = s.value;
     } else if (k == "default_read_only_rootfs") {

@@ -34,6 +34,8 @@ struct ServeConfig {
   std::string cgroup_prefix = "fnexec-serve";
   uint32_t max_sandboxes = 256;
   uint32_t invocation_workers = 64;
+  std::string bridge = "fnexec0";              // network bridge: the bridge functions' veths join
+  std::string bridge_subnet = "10.87.0.0/16";  // its IPv4 subnet; the first address is the gateway
   std::filesystem::path seccomp_profile_dir = "/etc/fnexec/seccomp";  // NAME.json for seccomp_profile NAME  // threads that run invocations; also the daemon-wide concurrency cap
 
   // Reloaded on SIGHUP.

@@ -22,6 +22,7 @@
 
 #include "cgroup/cgroup.h"
 #include "image/store.h"
+#include "net/attachment.h"
 #include "server/http_framing.h"
 #include "server/json.h"
 #include "server/lambda_api.h"
@@ -637,7 +638,8 @@ void Daemon::reload() {
             probe.state_dir != config_.state_dir || probe.cgroups != config_.cgroups ||
             probe.cgroup_prefix != config_.cgroup_prefix || probe.max_sandboxes != config_.max_sandboxes ||
             probe.invocation_workers != config_.invocation_workers ||
-            probe.seccomp_profile_dir != config_.seccomp_profile_dir ||
+            probe.seccomp_profile_dir != config_.seccomp_profile_dir || probe.bridge != config_.bridge ||
+            probe.bridge_subnet != config_.bridge_subnet ||
             probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group)
           spdlog::warn("reload: {} changed; it takes effect after a restart", s.key);
       }
@@ -782,9 +784,22 @@ Result<int> Daemon::run() {
     if (removed) spdlog::warn("removed {} sandbox cgroups left by a previous instance", removed);
   }
 
+  // Sandboxes of a killed instance died with it, their address leases unlocked: remove the veths,
+  // nftables elements and files those leases stand for before the pools lease again.
+  pool::PoolSetOptions pool_options{config_.max_sandboxes, config_.seccomp_profile_dir, config_.bridge,
+                                    config_.bridge_subnet};
+  net::BridgeConfig bridge;
+  bridge.bridge = pool_options.bridge;
+  bridge.subnet = FNEXEC_TRY(net::parse_ipv4_net(pool_options.bridge_subnet));
+  bridge.state_dir = pool_options.network_state_dir;
+  if (auto cleaned = net::clean_stale(bridge); !cleaned)
+    spdlog::warn("cannot remove network state left on bridge {}: {}", bridge.bridge, cleaned.error().message());
+  else if (*cleaned)
+    spdlog::warn("event=network_cleaned bridge={} sandboxes={} (left by a previous instance)", bridge.bridge,
+                 *cleaned);
+
   store_.emplace(FNEXEC_TRY(image::Store::open(config_.state_dir)));
-  pools_ = FNEXEC_TRY(
-      pool::PoolSet::create(*store_, cgroups_, {config_.max_sandboxes, config_.seccomp_profile_dir}));
+  pools_ = FNEXEC_TRY(pool::PoolSet::create(*store_, cgroups_, pool_options));
 
   invocation_threads_ = std::make_unique<asio::thread_pool>(config_.invocation_workers);
   admin_threads_ = std::make_unique<asio::thread_pool>(2);

@@ -82,6 +82,11 @@ std::string invocation_json(const InvocationRow& r, const std::optional<std::str
   f.error_type.empty() ? w.null() : w.value(f.error_type);
   w.key("error_body");
   f.error_body ? w.raw(json_or_string(*f.error_body)) : w.null();
+  if (f.network) {
+    w.key("network").begin_object().field("bytes_out", f.network->bytes_out);
+    w.field("packets_out", f.network->packets_out).field("bytes_in", f.network->bytes_in);
+    w.field("packets_in", f.network->packets_in).end_object();
+  }
   w.end_object();
   return w.take();
 }
@@ -109,6 +114,9 @@ InvocationEnd end_of(const std::string& id, const pool::InvocationResult& res, O
   e.sandbox.sandbox_id = res.sandbox_id;
   e.sandbox.sandbox_events = res.sandbox_events;
   e.sandbox.init_us = res.init_us;
+  if (rec.network)
+    e.sandbox.network = SandboxFacts::Traffic{rec.network->bytes_out, rec.network->packets_out,
+                                              rec.network->bytes_in, rec.network->packets_in};
   e.sandbox.retired = res.retired;
   e.sandbox.error_type = res.error_type;
   e.sandbox.error_body = res.error_body;

@@ -76,6 +76,13 @@ UPDATE functions SET spec = json_set(spec, '$.lifecycle', 'oneshot', '$.max_even
                                      '$.init_timeout_ms', 10000)
   WHERE json_valid(spec) AND json_type(spec, '$') = 'object' AND json_type(spec, '$.lifecycle') IS NULL;
 )sql",
+    // 3: network bridge (issue 14): the invocation's traffic from its sandbox's counters.
+    R"sql(
+ALTER TABLE invocations ADD COLUMN net_bytes_out INTEGER;
+ALTER TABLE invocations ADD COLUMN net_packets_out INTEGER;
+ALTER TABLE invocations ADD COLUMN net_bytes_in INTEGER;
+ALTER TABLE invocations ADD COLUMN net_packets_in INTEGER;
+)sql",
 };
 
 std::unexpected<Error> db_error(sqlite3* db, std::string what) {
@@ -184,7 +191,8 @@ constexpr const char* kInvocationColumns =
     "i.finished_ms, i.wall_us, i.cpu_user_us, i.cpu_system_us, i.memory_peak_bytes, i.billed_ms, "
     "i.exit_code, "
     "i.signal, i.oom_killed, i.timed_out, i.output_too_large, i.error, p.output, "
-    "i.lifecycle, i.sandbox_id, i.sandbox_events, i.init_us, i.retired, i.error_type, i.error_body";
+    "i.lifecycle, i.sandbox_id, i.sandbox_events, i.init_us, i.retired, i.error_type, i.error_body, "
+    "i.net_bytes_out, i.net_packets_out, i.net_bytes_in, i.net_packets_in";
 
 InvocationRow read_invocation(const Statement& s) {
   InvocationRow r;
@@ -217,6 +225,9 @@ InvocationRow read_invocation(const Statement& s) {
   r.sandbox.retired = s.text(26);
   r.sandbox.error_type = s.text(27);
   if (!s.is_null(28)) r.sandbox.error_body = s.text(28);
+  if (!s.is_null(29))
+    r.sandbox.network = SandboxFacts::Traffic{static_cast<uint64_t>(s.i64(29)), static_cast<uint64_t>(s.i64(30)),
+                                              static_cast<uint64_t>(s.i64(31)), static_cast<uint64_t>(s.i64(32))};
   return r;
 }
 
@@ -397,7 +408,8 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
                 "wall_us = ?5, cpu_user_us = ?6, cpu_system_us = ?7, memory_peak_bytes = ?8, billed_ms = ?9, "
                 "exit_code = ?10, signal = ?11, oom_killed = ?12, timed_out = ?13, output_too_large = ?14, "
                 "error = ?15, lifecycle = COALESCE(NULLIF(?16, ''), lifecycle), sandbox_id = ?17, "
-                "sandbox_events = ?18, init_us = ?19, retired = ?20, error_type = ?21, error_body = ?22 "
+                "sandbox_events = ?18, init_us = ?19, retired = ?20, error_type = ?21, error_body = ?22, "
+                "net_bytes_out = ?23, net_packets_out = ?24, net_bytes_in = ?25, net_packets_in = ?26 "
                 "WHERE id = ?1 RETURNING function");
     q.bind(1, e.id).bind(2, e.start).bind(3, e.outcome).bind(4, e.finished_ms);
     q.bind(5, e.wall_us).bind(6, e.cpu_user_us).bind(7, e.cpu_system_us).bind(8, e.memory_peak_bytes);
@@ -412,6 +424,11 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
       q.bind(22, *f.error_body);
     else
       q.bind(22, std::optional<int64_t>{});
+    auto traffic = [&](uint64_t SandboxFacts::Traffic::*field) {
+      return f.network ? std::optional<uint64_t>((*f.network).*field) : std::nullopt;
+    };
+    q.bind(23, traffic(&SandboxFacts::Traffic::bytes_out)).bind(24, traffic(&SandboxFacts::Traffic::packets_out));
+    q.bind(25, traffic(&SandboxFacts::Traffic::bytes_in)).bind(26, traffic(&SandboxFacts::Traffic::packets_in));
     if (!FNEXEC_TRY(q.step("finish invocation")))
       return fail(ErrorKind::not_found, "finish invocation", e.id, "no such record");
     function = q.text(0);

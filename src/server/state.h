@@ -23,7 +23,7 @@ struct sqlite3_stmt;
 namespace fnexec::server {
 
 // Versioned migrations; schema_version holds how many of them ran.
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 struct StoredFunction {
   std::string name;
@@ -41,6 +41,11 @@ struct SandboxFacts {
   std::string retired;                     // why the sandbox was retired after it, "" if it lives on
   std::string error_type;                  // Function.Error, Runtime.ExitError, ...; "" on success
   std::optional<std::string> error_body;   // the function's ERROR / INIT_ERROR json
+  // Network mode bridge (schema version 3): the invocation's traffic; unset for network none.
+  struct Traffic {
+    uint64_t bytes_out = 0, packets_out = 0, bytes_in = 0, packets_in = 0;
+  };
+  std::optional<Traffic> network;
 };
 
 // One row of `invocations`. Optional columns are NULL until known.

@@ -146,6 +146,9 @@ class Daemon {
   }
   void signal(int sig) { ::kill(pid_, sig); }
   NotifySocket& notify() { return notify_; }
+  // Runs the daemon through this command (absolute path first), e.g. nsenter into a network
+  // namespace; it must exec fnexec in the same process, so that pid() and stop() reach the daemon.
+  std::vector<std::string> launcher_prefix;
 
   Http curl(const std::string& method, const std::string& path, const std::optional<std::string>& body = {},
             std::vector<std::string> extra = {}) const {
@@ -208,6 +211,7 @@ class Daemon {
         test::fnexec_bin().string(), "serve",       "--config",          config().string(), "--socket",
         socket().string(),           "--state-dir", state_dir().string()};
     args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.begin(), launcher_prefix.begin(), launcher_prefix.end());
     std::vector<std::string> env_store;
     for (char** e = environ; *e; ++e)
       if (!std::string_view(*e).starts_with("NOTIFY_SOCKET=")) env_store.emplace_back(*e);

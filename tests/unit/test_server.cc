@@ -183,6 +183,45 @@ TEST_CASE("function documents: each mistake is named") {
   CHECK(!parse_function_spec("Bad", R"({"image":"x"})"));
 }
 
+TEST_CASE("function documents: network fields, checked as fnexec run checks its flags") {
+  auto f = parse_function_spec("n", R"({"image":"x","network":"bridge","dns":["10.0.0.53"],
+      "add_hosts":["db:10.9.8.7"],"egress_allow":["10.1.0.0/16:443"],"egress_deny":["10.2.0.0/16"],
+      "egress_default":"deny"})");
+  REQUIRE(f);
+  CHECK(f->network.mode == "bridge");
+  CHECK(f->network.add_hosts == std::vector<std::string>{"db:10.9.8.7"});
+  CHECK(f->network.egress_default == "deny");
+  auto again = parse_function_spec("n", function_spec_json(*f));
+  REQUIRE(again);
+  CHECK(again->network == f->network);
+  // A function that says nothing gets network none and fnexec.conf's default_egress.
+  FunctionDefaults defaults;
+  defaults.egress_default = "deny";
+  auto plain = parse_function_spec("p", R"({"image":"x","network":"bridge"})", defaults);
+  REQUIRE(plain);
+  CHECK(plain->network.egress_default == "deny");
+  CHECK(parse_function_spec("p", R"({"image":"x"})")->network.mode == "none");
+
+  auto why = [](std::string_view json) {
+    auto r = parse_function_spec("f", json);
+    REQUIRE(!r);
+    CHECK(r.error().kind == ErrorKind::invalid);
+    return r.error().message();
+  };
+  CHECK(why(R"({"image":"x","network":"host"})").find("must be none (loopback only) or bridge") != std::string::npos);
+  CHECK(why(R"({"image":"x","dns":["10.0.0.1"]})").find("apply to network bridge only") != std::string::npos);
+  CHECK(why(R"({"image":"x","network":"bridge","egress_deny":["10.0.0.1/8"]})").find("host bits are set") !=
+        std::string::npos);
+  CHECK(why(R"({"image":"x","network":"bridge","egress_allow":["10.0.0.0/8:99999"]})").find("egress port") !=
+        std::string::npos);
+  CHECK(why(R"({"image":"x","network":"bridge","egress_default":"maybe"})").find("expected allow or deny") !=
+        std::string::npos);
+  CHECK(why(R"({"image":"x","network":"bridge","add_hosts":["nocolon"]})").find("expected NAME:IP") !=
+        std::string::npos);
+  CHECK(why(R"({"image":"x","network":"bridge","dns":"10.0.0.1"})").find("\"dns\" must be an array") !=
+        std::string::npos);
+}
+
 TEST_CASE("function documents: every count and size is bounded, and the error names the config key") {
   FunctionLimits limits{.max_function_bytes = 4096,
                         .max_array_entries = 3,
@@ -497,6 +536,27 @@ int user_tables(const std::filesystem::path& db) {
 }
 
 }  // namespace
+
+TEST_CASE("config: bridge, bridge_subnet and default_egress") {
+  ServeConfig c;
+  REQUIRE(apply_settings(c, {{"bridge", "fxbr1", "t:1"}, {"bridge_subnet", "10.99.0.0/24", "t:2"},
+                             {"default_egress", "deny", "t:3"}}));
+  CHECK(c.bridge == "fxbr1");
+  CHECK(c.bridge_subnet == "10.99.0.0/24");
+  CHECK(c.function_defaults.egress_default == "deny");
+  CHECK(is_restart_only("bridge"));
+  CHECK(is_restart_only("bridge_subnet"));
+  CHECK(!is_restart_only("default_egress"));
+  auto bad = [&](const char* key, const char* value) {
+    auto r = apply_settings(c, {{key, value, "t:9"}});
+    REQUIRE(!r);
+    return r.error().message();
+  };
+  CHECK(bad("bridge", "has space").find("interface name") != std::string::npos);
+  CHECK(bad("bridge_subnet", "10.0.0.1/8").find("host bits are set") != std::string::npos);
+  CHECK(bad("bridge_subnet", "10.0.0.0/31").find("/30 or larger") != std::string::npos);
+  CHECK(bad("default_egress", "maybe").find("must be allow or deny") != std::string::npos);
+}
 
 TEST_CASE("state: migrations from an empty database, then idempotent") {
   TempDb t;
