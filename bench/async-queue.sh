@@ -33,7 +33,7 @@ rootfs-tools/mkimage --busybox --file "$builddir/tests/integration/frame_probe=/
   --oci-archive "$work/probe.tar" >/dev/null
 printf 'cgroup_prefix = %s\nlog_level = warn\n' "$prefix" > "$work/fnexec.conf"
 chmod 600 "$work/fnexec.conf"
-for i in $(seq "$n"); do echo 'url = "http://localhost/v1/functions/echo/invoke?mode=async"'; done > "$work/urls"
+for i in $(seq "$n"); do printf 'url = "http://localhost/v1/functions/echo/invoke?mode=async"\noutput = "/dev/null"\n'; done > "$work/urls"
 
 # One round of one binary: a fresh state dir, a daemon, N events; prints "p50_ms p99_ms events_per_s".
 round() {
@@ -49,7 +49,7 @@ round() {
   until curl -s --unix-socket "$work/fnexec.sock" http://localhost/v1/functions/echo | grep -q '"warm":2'; do
     sleep 0.05
   done
-  curl -s --unix-socket "$work/fnexec.sock" -d event -K "$work/urls" -o /dev/null
+  curl -s --unix-socket "$work/fnexec.sock" -d event -K "$work/urls"
   local list
   while :; do
     list=$(curl -s --unix-socket "$work/fnexec.sock" "http://localhost/v1/invocations?function=echo&limit=$n")
