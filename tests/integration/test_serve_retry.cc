@@ -197,6 +197,24 @@ TEST_SUITE("serve") {
     CHECK(contains(rec, R"("delivery":2)"));
   }
 
+  TEST_CASE("async delivery: fn create --retries --retry-backoff") {
+    InvokeDaemon d;
+    // Not d.cli(): its --socket would land after "--", in the command.
+    auto r = test::fnexec({"fn", "create", "cli", "--socket", d.socket().string(), "--image", "bb:1", "--min-warm",
+                           "0", "--retries", "0", "--retry-backoff", "500ms:3:20s", "--", "cat"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    CHECK(contains(d.curl("GET", "/v1/functions/cli").body,
+                   R"("retries":0,"retry_backoff":{"initial_ms":500,"multiplier":3,"max_ms":20000})"));
+    auto bad = test::fnexec({"fn", "create", "cli", "--socket", d.socket().string(), "--image", "bb:1",
+                             "--retry-backoff", "1s:fast", "--", "cat"});
+    CHECK(bad.exit_code != 0);
+    CHECK_MESSAGE(contains(bad.err, "expected INITIAL[:MULTIPLIER[:MAX]]"), bad.err);
+    auto over = test::fnexec({"fn", "create", "cli", "--socket", d.socket().string(), "--image", "bb:1",
+                              "--retries", "11", "--", "cat"});
+    CHECK(over.exit_code != 0);
+    CHECK_MESSAGE(contains(over.err, "\"retries\" must be between 0 and 10"), over.err);
+  }
+
   TEST_CASE("async delivery: Lambda Event invocations go through the same retries and dead letters") {
     InvokeDaemon d;
     d.create("lam", "exit 2", R"("min_warm":0,"retries":1,"retry_backoff":{"initial_ms":0})");
