@@ -61,7 +61,31 @@ struct CreateFlags {
   // Network, as `fnexec run`'s flags (the daemon checks them).
   std::string network, egress_default;
   std::vector<std::string> dns, add_hosts, egress_allow, egress_deny;
+  // Async delivery: --retries, --retry-backoff INITIAL[:MULTIPLIER[:MAX]].
+  std::optional<uint32_t> retries;
+  std::string retry_backoff;
 };
+
+// "500ms:2:30s" → {"initial_ms":500,"multiplier":2,"max_ms":30000}; parts left out keep the daemon's defaults.
+Result<> write_retry_backoff(server::JsonWriter& w, const std::string& text) {
+  auto first = text.find(':');
+  auto second = first == std::string::npos ? first : text.find(':', first + 1);
+  w.key("retry_backoff").begin_object();
+  w.field("initial_ms", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(text.substr(0, first))).count()));
+  if (first != std::string::npos) {
+    auto m = text.substr(first + 1, second == std::string::npos ? std::string::npos : second - first - 1);
+    char* end = nullptr;
+    double multiplier = std::strtod(m.c_str(), &end);
+    if (m.empty() || end != m.c_str() + m.size())
+      return fail(ErrorKind::invalid, "use --retry-backoff", text,
+                  "expected INITIAL[:MULTIPLIER[:MAX]], e.g. 1s:2:60s");
+    w.field("multiplier", multiplier);
+  }
+  if (second != std::string::npos)
+    w.field("max_ms", static_cast<uint64_t>(FNEXEC_TRY(server::parse_millis(text.substr(second + 1))).count()));
+  w.end_object();
+  return {};
+}
 
 Result<std::string> create_body(const CreateFlags& f) {
   server::JsonWriter w;
@@ -109,6 +133,8 @@ Result<std::string> create_body(const CreateFlags& f) {
   if (!f.egress_allow.empty()) w.field("egress_allow", f.egress_allow);
   if (!f.egress_deny.empty()) w.field("egress_deny", f.egress_deny);
   if (!f.egress_default.empty()) w.field("egress_default", f.egress_default);
+  if (f.retries) w.field("retries", *f.retries);
+  if (!f.retry_backoff.empty()) FNEXEC_TRY(write_retry_backoff(w, f.retry_backoff));
   w.end_object();
   return w.take();
 }
@@ -205,6 +231,10 @@ void add_fn_commands(CLI::App& app, Globals& g) {
                      "in the sandbox; lifecycle reuse unless given); man 7 fnexec-protocol (default fnexec)");
   create->add_option("--handler", f->handler,
                      "lambda: _HANDLER, and the CMD of an image with an entrypoint (default: the CMD's first word)");
+  create->add_option("--retries", f->retries,
+                     "async: deliveries after a failed one before the event is dead-lettered (0-10, default 2)");
+  create->add_option("--retry-backoff", f->retry_backoff,
+                     "async: INITIAL[:MULTIPLIER[:MAX]] wait before a retry, e.g. 1s:2:60s (the default)");
   create->add_option("--min-warm", f->min_warm, "sandboxes kept parked (default 1)");
   create->add_option("--max-concurrency", f->max_concurrency, "invocations at once (default 16)");
   create->add_option("--max-output", f->max_output, "stdout cap, e.g. 6m");

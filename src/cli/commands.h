@@ -57,6 +57,7 @@ Error http_error(const server::HttpResponse& r, std::string what);
 void add_fn_commands(CLI::App& app, Globals& g);
 void add_invoke_command(CLI::App& app, Globals& g);
 void add_invocations_command(CLI::App& app, Globals& g);
+void add_dead_letters_command(CLI::App& app, Globals& g);
 void add_logs_command(CLI::App& app, Globals& g);
 void add_bench_command(CLI::App& app, Globals& g);
 

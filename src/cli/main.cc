@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   add_fn_commands(app, g);
   add_invoke_command(app, g);
   add_invocations_command(app, g);
+  add_dead_letters_command(app, g);
   add_logs_command(app, g);
   add_bench_command(app, g);
 

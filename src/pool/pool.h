@@ -3,6 +3,7 @@
 // This header is the contract the daemon (src/server) builds on.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -65,6 +66,23 @@ inline std::optional<Protocol> parse_protocol(std::string_view text) {
 // FNEXEC_FUNCTION_NAME) in env, for the pools and `fnexec run --lifecycle` alike.
 void set_protocol_env(std::vector<std::string>& env, Lifecycle lifecycle, std::string_view function);
 
+// The wait before an async invocation's next delivery after delivery N failed:
+// min(initial_ms * multiplier^(N-1), max_ms), so with the defaults 1 s, 2 s, 4 s, ... up to 60 s.
+struct RetryBackoff {
+  std::chrono::milliseconds initial{1000};  // 0..3600000
+  double multiplier = 2.0;                  // 1..10
+  std::chrono::milliseconds max{60000};     // initial..21600000 (6 h, Lambda's maximum event age)
+  bool operator==(const RetryBackoff&) const = default;
+};
+inline constexpr uint32_t kDefaultRetries = 2;  // Lambda's default for async invocations
+inline constexpr uint32_t kMaxRetries = 10;
+// failed_delivery is 1-based: the delivery that just failed.
+inline std::chrono::milliseconds retry_delay(const RetryBackoff& b, uint32_t failed_delivery) {
+  double ms = static_cast<double>(b.initial.count());
+  for (uint32_t i = 1; i < failed_delivery && ms < static_cast<double>(b.max.count()); ++i) ms *= b.multiplier;
+  return std::chrono::milliseconds(static_cast<int64_t>(std::min(ms, static_cast<double>(b.max.count()))));
+}
+
 // A registered function, as the daemon stores it (PUT /v1/functions/{name}).
 struct FunctionSpec {
   std::string name;
@@ -105,6 +123,10 @@ struct FunctionSpec {
     std::string egress_default = "allow";                // allow | deny (fnexec.conf default_egress)
     bool operator==(const Network&) const = default;
   } network;
+  // Async delivery (docs/ARCHITECTURE.md "Async delivery"): a failed async invocation is delivered
+  // again up to `retries` more times, waiting retry_backoff before each, then dead-lettered.
+  uint32_t retries = kDefaultRetries;
+  RetryBackoff retry_backoff;
 };
 
 struct InvocationResult {

@@ -93,6 +93,12 @@ RouteMatch route(std::string_view method, std::string_view target) {
       m = by_method(method, {{"GET", Route::invocations_list}});
     } else if (p == "invocations" && parts.size() == 3) {
       m = by_method(method, {{"GET", Route::invocation_get}});
+    } else if (p == "dead-letters" && parts.size() == 2) {
+      m = by_method(method, {{"GET", Route::dead_letters_list}});
+    } else if (p == "dead-letters" && parts.size() == 3) {
+      m = by_method(method, {{"GET", Route::dead_letter_get}, {"DELETE", Route::dead_letter_delete}});
+    } else if (p == "dead-letters" && parts.size() == 4 && parts[3] == "replay") {
+      m = by_method(method, {{"POST", Route::dead_letter_replay}});
     } else if (p == "images" && parts.size() == 2) {
       m = by_method(method, {{"GET", Route::images_list}, {"POST", Route::images_import}});
     } else if (p == "images" && parts.size() == 3 && parts[2] == "pull") {
@@ -301,6 +307,43 @@ Result<> check_network(const pool::FunctionSpec::Network& n) {
   return {};
 }
 
+// "retry_backoff": {"initial_ms": N, "multiplier": X, "max_ms": N}; members left out keep their defaults.
+Result<pool::RetryBackoff> get_retry_backoff(element v) {
+  constexpr std::string_view field = "retry_backoff";
+  pool::RetryBackoff b;
+  if (v.is_null()) return b;
+  simdjson::dom::object obj;
+  if (v.get_object().get(obj))
+    return field_error(field, fmt::format("must be an object such as {{\"initial_ms\": 1000, \"multiplier\": 2, "
+                                          "\"max_ms\": 60000}}, got {}",
+                                          type_name(v.type())));
+  bool max_given = false;
+  for (auto kv : obj) {
+    std::string_view k = kv.key;
+    if (k == "initial_ms") {
+      b.initial = std::chrono::milliseconds(FNEXEC_TRY(get_uint("retry_backoff.initial_ms", kv.value, 0, 3600ull * 1000)));
+    } else if (k == "max_ms") {
+      b.max = std::chrono::milliseconds(FNEXEC_TRY(get_uint("retry_backoff.max_ms", kv.value, 0, 6ull * 3600 * 1000)));
+      max_given = true;
+    } else if (k == "multiplier") {
+      double m = 0;
+      if (kv.value.get_double().get(m))
+        return field_error("retry_backoff.multiplier", fmt::format("must be a number, got {}", type_name(kv.value.type())));
+      if (!(m >= 1 && m <= 10))
+        return field_error("retry_backoff.multiplier", fmt::format("must be between 1 and 10, got {}", m));
+      b.multiplier = m;
+    } else {
+      return field_error(field, fmt::format("has an unknown member \"{}\"; known: initial_ms, multiplier, max_ms", k));
+    }
+  }
+  // A larger initial wait with the default cap raises the cap, so {"initial_ms": 120000} means what it says.
+  if (!max_given) b.max = std::max(b.max, b.initial);
+  if (b.max < b.initial)
+    return field_error("retry_backoff.max_ms", fmt::format("({}) must not be below initial_ms ({})", b.max.count(),
+                                                            b.initial.count()));
+  return b;
+}
+
 }  // namespace
 
 Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json,
@@ -441,6 +484,10 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       spec.init_timeout = std::chrono::milliseconds(FNEXEC_TRY(get_uint(k, v, 1, 3600ull * 1000)));
     } else if (is_network_field(k)) {
       FNEXEC_TRY(parse_network_field(k, v, spec.network, limits));
+    } else if (k == "retries") {  // async delivery: retries, retry_backoff
+      spec.retries = static_cast<uint32_t>(FNEXEC_TRY(get_uint(k, v, 0, pool::kMaxRetries)));
+    } else if (k == "retry_backoff") {
+      spec.retry_backoff = FNEXEC_TRY(get_retry_backoff(v));
     } else {
       return fail(
           ErrorKind::invalid, "accept function", {},
@@ -449,7 +496,7 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
                       "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
                       "max_output_bytes, max_log_bytes, lifecycle, max_events_per_sandbox, "
                       "init_timeout_ms, protocol, handler, network, dns, add_hosts, egress_allow, "
-                      "egress_deny, egress_default",
+                      "egress_deny, egress_default, retries, retry_backoff",
                       k));
     }
   }
@@ -511,6 +558,10 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
   w.field("network", s.network.mode).field("dns", s.network.dns).field("add_hosts", s.network.add_hosts);
   w.field("egress_allow", s.network.egress_allow).field("egress_deny", s.network.egress_deny);
   w.field("egress_default", s.network.egress_default);
+  w.field("retries", s.retries).key("retry_backoff").begin_object();
+  w.field("initial_ms", static_cast<uint64_t>(s.retry_backoff.initial.count()));
+  w.field("multiplier", s.retry_backoff.multiplier);
+  w.field("max_ms", static_cast<uint64_t>(s.retry_backoff.max.count())).end_object();
   w.end_object();
   return w.take();
 }

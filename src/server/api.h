@@ -25,6 +25,10 @@ enum class Route {
   function_logs,     // GET /v1/functions/{name}/logs
   invocations_list,  // GET /v1/invocations
   invocation_get,    // GET /v1/invocations/{id}
+  dead_letters_list,   // GET /v1/dead-letters
+  dead_letter_get,     // GET /v1/dead-letters/{id}
+  dead_letter_delete,  // DELETE /v1/dead-letters/{id}
+  dead_letter_replay,  // POST /v1/dead-letters/{id}/replay
   images_list,       // GET /v1/images
   images_import,     // POST /v1/images
   images_pull,       // POST /v1/images/pull (src/server/pulls.h)

@@ -756,9 +756,10 @@ Result<int> Daemon::run() {
 
   state_ = FNEXEC_TRY(State::open(config_.state_dir / "server.db"));
   auto recovery = FNEXEC_TRY(state_->recover(now_ms()));
-  if (recovery.lost || recovery.queued)
-    spdlog::warn("recovered lost={} (running when the previous instance stopped) queued={}", recovery.lost,
-                 recovery.queued);
+  if (recovery.lost || recovery.queued || !recovery.interrupted.empty())
+    spdlog::warn("recovered lost={} (sync, running when the previous instance stopped) queued={} "
+                 "interrupted={} (async, delivered again per their retries)",
+                 recovery.lost, recovery.queued, recovery.interrupted.size());
 
   uploads_ = config_.state_dir / "uploads";
   stdfs::remove_all(uploads_, ec);  // partial uploads of a previous instance
@@ -810,7 +811,7 @@ Result<int> Daemon::run() {
       *state_, pools_.get(), &*store_, std::string(cgroup::to_string(cgroups_->mode())),
       on(*invocation_threads_), on(*admin_threads_),
       service_limits());
-  FNEXEC_TRY(service_->start());
+  FNEXEC_TRY(service_->start(std::move(recovery.interrupted)));
 
   signals_.async_wait([this](beast::error_code ec, int s) {
     if (!ec) on_signal(s);

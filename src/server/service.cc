@@ -46,6 +46,13 @@ Reply error_reply(const Error& e) {
   return error_reply(http_status(e), e.message());
 }
 
+// JSON strings carry only text: bytes that are not UTF-8 go as base64, so every byte survives.
+void bytes_field(JsonWriter& w, std::string_view name, const std::string& bytes) {
+  bool text = is_valid_utf8(bytes);
+  w.field(name, text ? bytes : base64_encode(bytes));
+  w.field(fmt::format("{}_encoding", name), text ? "utf-8" : "base64");
+}
+
 std::string invocation_json(const InvocationRow& r, const std::optional<std::string>& log) {
   JsonWriter w;
   w.begin_object().field("id", r.id).field("function", r.function).field("mode", r.async ? "async" : "sync");
@@ -63,12 +70,7 @@ std::string invocation_json(const InvocationRow& r, const std::optional<std::str
       .field("output_too_large", r.output_too_large);
   w.key("error");
   r.error.empty() ? w.null() : w.value(r.error);
-  // JSON strings carry only text: output that is not UTF-8 goes as base64, so every byte survives.
-  if (r.output) {
-    bool text = is_valid_utf8(*r.output);
-    w.field("output", text ? *r.output : base64_encode(*r.output));
-    w.field("output_encoding", text ? "utf-8" : "base64");
-  }
+  if (r.output) bytes_field(w, "output", *r.output);
   if (log) w.field("stderr_tail", *log);
   const auto& f = r.sandbox;
   w.key("lifecycle");
@@ -87,8 +89,29 @@ std::string invocation_json(const InvocationRow& r, const std::optional<std::str
     w.field("packets_out", f.network->packets_out).field("bytes_in", f.network->bytes_in);
     w.field("packets_in", f.network->packets_in).end_object();
   }
+  w.field("delivery", r.delivery).field("next_attempt_ms", r.next_attempt_ms).field("dead_letter", r.dead_letter);
   w.end_object();
   return w.take();
+}
+
+std::string dead_letter_json(const DeadLetter& d) {
+  JsonWriter w;
+  w.begin_object().field("seq", d.seq).field("id", d.id).field("function", d.function);
+  w.field("invocation_id", d.id).field("attempts", d.attempts).field("outcome", d.outcome);
+  w.field("error", d.error).key("error_type");
+  d.error_type.empty() ? w.null() : w.value(d.error_type);
+  w.field("queued_ms", d.queued_ms).field("time_ms", d.time_ms).key("replayed_as");
+  d.replayed_as.empty() ? w.null() : w.value(d.replayed_as);
+  if (d.event) bytes_field(w, "event", *d.event);
+  w.end_object();
+  return w.take();
+}
+
+Reply queued_reply(const std::string& id) {
+  Reply reply = json_reply(202, fmt::format(R"({{"id":"{}","status":"queued"}})", id));
+  reply.headers.emplace_back("Fnexec-Invocation-Id", id);
+  reply.headers.emplace_back("Location", "/v1/invocations/" + id);
+  return reply;
 }
 
 // The record of a finished invocation, from what the pool returned.
@@ -226,7 +249,7 @@ Result<> Service::configure_pool(const pool::FunctionSpec& spec) {
   return configured;
 }
 
-Result<> Service::start() {
+Result<> Service::start(std::vector<QueuedInvocation> interrupted) {
   auto stored = FNEXEC_TRY(state_.list_functions());
   for (const auto& f : stored) {
     // Stored documents meet today's limits too: a lowered limit is logged, never silently ignored.
@@ -252,6 +275,19 @@ Result<> Service::start() {
       if (of_function && !functions_.contains(p.holder.substr(pin_holder("").size())))
         FNEXEC_TRY(store_->unpin(p.holder));
     }
+  }
+  // Async invocations the previous instance was running: that delivery failed (at-least-once).
+  for (auto& q : interrupted) {
+    InvocationEnd end;
+    end.id = q.id;
+    end.outcome = std::string(to_string(Outcome::lost));
+    end.finished_ms = now_ms();
+    end.error = fmt::format("delivery {}: the daemon stopped while this invocation ran", q.delivery);
+    auto f = functions_.find(q.function);
+    if (auto r = f == functions_.end() ? state_.finish(end, limits_.retention)
+                                       : settle_failed_delivery(q, f->second.spec, end, limits_.retention);
+        !r)
+      return std::unexpected(r.error().context("recover invocation " + q.id));
   }
   auto queued = FNEXEC_TRY(state_.queued());
   std::lock_guard lock(mu_);
@@ -327,6 +363,14 @@ void Service::handle(Request request, Respond respond) {
       return list_invocations(request, respond);
     case Route::invocation_get:
       return get_invocation(m.param, respond);
+    case Route::dead_letters_list:
+      return list_dead_letters(request, respond);
+    case Route::dead_letter_get:
+      return get_dead_letter(m.param, respond);
+    case Route::dead_letter_delete:
+      return delete_dead_letter(m.param, std::move(respond));
+    case Route::dead_letter_replay:
+      return replay_dead_letter(m.param, std::move(respond));
     case Route::images_list:
       return images_list(respond);
     case Route::images_import:
@@ -601,11 +645,7 @@ void Service::invoke(Request& request, Respond respond) {
     if (stopping()) return respond(error_reply(503, "the daemon is shutting down"));
     if (!function(name)) return respond(error_reply(404, fmt::format("no function named {}", name)));
     return enqueue(name, std::move(request.body), [respond = std::move(respond)](Result<std::string> id) {
-      if (!id) return respond(error_reply(id.error()));
-      Reply reply = json_reply(202, fmt::format(R"({{"id":"{}","status":"queued"}})", *id));
-      reply.headers.emplace_back("Fnexec-Invocation-Id", *id);
-      reply.headers.emplace_back("Location", "/v1/invocations/" + *id);
-      respond(std::move(reply));
+      respond(id ? queued_reply(*id) : error_reply(id.error()));
     });
   }
 
@@ -717,6 +757,7 @@ void Service::pump_queue() {
   {
     std::lock_guard lock(mu_);
     if (stopping_ || !pools_) return;
+    int64_t now = pending_.empty() ? 0 : now_ms();
     for (auto it = pending_.begin(); it != pending_.end();) {
       auto f = functions_.find(it->function);
       if (f == functions_.end()) {
@@ -725,6 +766,10 @@ void Service::pump_queue() {
         continue;
       }
       if (in_flight_total_ >= limits_.max_in_flight || backoff_) break;
+      if (it->next_attempt_ms > now) {  // a retry waiting out its backoff; the tick comes back for it
+        ++it;
+        continue;
+      }
       auto& n = in_flight_[it->function];
       if (n >= f->second.spec.max_concurrency || !f->second.error.empty()) {
         ++it;
@@ -785,6 +830,7 @@ void Service::run_async(QueuedInvocation q) {
     return;
   }
   InvocationEnd end;
+  Outcome outcome = Outcome::failed;
   if (!res) {
     end.id = q.id;
     end.outcome = std::string(to_string(Outcome::failed));
@@ -792,7 +838,7 @@ void Service::run_async(QueuedInvocation q) {
     end.error = res.error().message();
     metrics_.count(q.function, Outcome::failed);
   } else {
-    Outcome outcome = classify(*res);
+    outcome = classify(*res);
     end = end_of(q.id, *res, outcome);
     if (outcome != Outcome::success) end.error = failure_message(spec, *res, outcome);
     end.output = std::move(res->output);
@@ -803,8 +849,90 @@ void Service::run_async(QueuedInvocation q) {
       if (auto r = state_.append_log(q.function, q.id, end.finished_ms, res->log, retention); !r)
         spdlog::error("invocation={} {}", q.id, r.error().message());
   }
-  if (auto r = state_.finish(end, retention); !r)
+  // A function deleted meanwhile (no spec) has nothing to deliver a retry to.
+  bool have_spec = !spec.name.empty();
+  if (auto r = outcome != Outcome::success && have_spec ? settle_failed_delivery(q, spec, end, retention)
+                                                        : state_.finish(end, retention);
+      !r)
     spdlog::error("invocation={} {}", q.id, r.error().message());
+}
+
+Result<> Service::settle_failed_delivery(const QueuedInvocation& q, const pool::FunctionSpec& spec,
+                                         const InvocationEnd& end, const Retention& retention) {
+  if (q.delivery > spec.retries) {
+    spdlog::warn("invocation={} function={} dead-lettered after {} deliveries: {}", q.id, q.function, q.delivery,
+                 end.error);
+    return state_.dead_letter(end, q.delivery, retention);
+  }
+  QueuedInvocation next{q.id, q.function, q.delivery + 1,
+                        end.finished_ms + pool::retry_delay(spec.retry_backoff, q.delivery).count()};
+  FNEXEC_TRY(state_.retry(end, next.delivery, next.next_attempt_ms));
+  spdlog::info("invocation={} function={} delivery {} failed ({}); delivery {} in {} ms", q.id, q.function,
+               q.delivery, end.outcome, next.delivery, next.next_attempt_ms - end.finished_ms);
+  std::lock_guard lock(mu_);
+  pending_.push_back(std::move(next));
+  return {};
+}
+
+void Service::list_dead_letters(const Request& request, Respond& respond) {
+  const auto& q = request.match.query;
+  std::string function = q.contains("function") ? q.at("function") : "";
+  if (!function.empty())
+    if (auto ok = validate_function_name(function); !ok) return respond(error_reply(ok.error()));
+  auto after = query_uint(q, "after", 0, INT64_MAX);
+  auto limit = query_uint(q, "limit", 50, 10000);
+  for (const auto* r : {&after, &limit})
+    if (!*r) return respond(error_reply(r->error()));
+  auto entries = state_.dead_letters(function, static_cast<int64_t>(*after), *limit);
+  if (!entries) return respond(error_reply(entries.error()));
+  JsonWriter w;
+  w.begin_object().key("dead_letters").begin_array();
+  int64_t next = static_cast<int64_t>(*after);
+  for (const auto& d : *entries) {
+    w.raw(dead_letter_json(d));
+    next = std::max(next, d.seq);
+  }
+  w.end_array().field("next", next).end_object();
+  respond(json_reply(200, w.take()));
+}
+
+void Service::get_dead_letter(const std::string& id, Respond& respond) {
+  auto d = state_.get_dead_letter(id);
+  if (!d) return respond(error_reply(d.error()));
+  if (!*d) return respond(error_reply(404, fmt::format("no dead letter with id {}", id)));
+  respond(json_reply(200, dead_letter_json(**d)));
+}
+
+void Service::delete_dead_letter(const std::string& id, Respond respond) {
+  run_job(admin_, [this, id, respond = std::move(respond)] {
+    auto removed = state_.delete_dead_letter(id);
+    if (!removed) return respond(error_reply(removed.error()));
+    if (!*removed) return respond(error_reply(404, fmt::format("no dead letter with id {}", id)));
+    respond(Reply{204, "application/json", {}, {}});
+  });
+}
+
+void Service::replay_dead_letter(const std::string& id, Respond respond) {
+  if (stopping()) return respond(error_reply(503, "the daemon is shutting down"));
+  run_job(admin_, [this, id, respond = std::move(respond)] {
+    auto entry = state_.get_dead_letter(id);
+    if (!entry) return respond(error_reply(entry.error()));
+    if (!*entry) return respond(error_reply(404, fmt::format("no dead letter with id {}", id)));
+    if (!function((*entry)->function))
+      return respond(error_reply(
+          409, fmt::format("function {} of dead letter {} does not exist any more; create it again to replay",
+                           (*entry)->function, id)));
+    auto new_id = new_invocation_id();
+    auto name = state_.replay_dead_letter(id, new_id, now_ms());
+    if (!name) return respond(error_reply(name.error()));
+    spdlog::info("dead letter={} function={} replayed as invocation={}", id, *name, new_id);
+    respond(queued_reply(new_id));
+    {
+      std::lock_guard lock(mu_);
+      pending_.push_back({new_id, *name});
+    }
+    pump_queue();
+  });
 }
 
 void Service::logs(const Request& request, Respond& respond) {

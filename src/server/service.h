@@ -97,8 +97,9 @@ class Service {
           Executor invocations, Executor admin, ServiceLimits limits);
   ~Service();
 
-  // Loads the functions and configures their pools, loads the async queue. Before serving.
-  Result<> start();
+  // Loads the functions and configures their pools, retries or dead-letters the async invocations
+  // the previous instance was running (State::recover), loads the async queue. Before serving.
+  Result<> start(std::vector<QueuedInvocation> interrupted = {});
   void handle(Request request, Respond respond);
   // Starts queued async invocations that have capacity, including those that found the pool set
   // full before. The daemon calls it periodically.
@@ -142,6 +143,13 @@ class Service {
   SyncRun invoke_sync(const std::string& name, std::string event);
   void pump_queue();  // pump() without retrying after the pool set was full
   void run_async(QueuedInvocation q);
+  // A failed async delivery: queued again after its backoff while retries are left, else dead-lettered.
+  Result<> settle_failed_delivery(const QueuedInvocation& q, const pool::FunctionSpec& spec,
+                                  const InvocationEnd& end, const Retention& retention);
+  void list_dead_letters(const Request& request, Respond& respond);
+  void get_dead_letter(const std::string& id, Respond& respond);
+  void delete_dead_letter(const std::string& id, Respond respond);
+  void replay_dead_letter(const std::string& id, Respond respond);
   void release(const std::string& function);
   void logs(const Request& request, Respond& respond);
   void list_invocations(const Request& request, Respond& respond);

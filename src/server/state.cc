@@ -83,6 +83,27 @@ ALTER TABLE invocations ADD COLUMN net_packets_out INTEGER;
 ALTER TABLE invocations ADD COLUMN net_bytes_in INTEGER;
 ALTER TABLE invocations ADD COLUMN net_packets_in INTEGER;
 )sql",
+    // 4: async delivery (issue 17): the delivery number, the backoff of a queued retry, and the
+    // dead-letter list. Functions stored before it take the default retry policy when loaded.
+    R"sql(
+ALTER TABLE invocations ADD COLUMN delivery INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE invocations ADD COLUMN next_attempt_ms INTEGER;
+ALTER TABLE invocations ADD COLUMN dead_letter INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE dead_letters (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  function TEXT NOT NULL,
+  event BLOB,
+  attempts INTEGER NOT NULL,
+  outcome TEXT NOT NULL,
+  error TEXT NOT NULL,
+  error_type TEXT NOT NULL DEFAULT '',
+  queued_ms INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  replayed_as TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX dead_letters_by_function ON dead_letters (function, seq);
+)sql",
 };
 
 std::unexpected<Error> db_error(sqlite3* db, std::string what) {
@@ -192,7 +213,8 @@ constexpr const char* kInvocationColumns =
     "i.exit_code, "
     "i.signal, i.oom_killed, i.timed_out, i.output_too_large, i.error, p.output, "
     "i.lifecycle, i.sandbox_id, i.sandbox_events, i.init_us, i.retired, i.error_type, i.error_body, "
-    "i.net_bytes_out, i.net_packets_out, i.net_bytes_in, i.net_packets_in";
+    "i.net_bytes_out, i.net_packets_out, i.net_bytes_in, i.net_packets_in, i.delivery, i.next_attempt_ms, "
+    "i.dead_letter";
 
 InvocationRow read_invocation(const Statement& s) {
   InvocationRow r;
@@ -228,6 +250,9 @@ InvocationRow read_invocation(const Statement& s) {
   if (!s.is_null(29))
     r.sandbox.network = SandboxFacts::Traffic{static_cast<uint64_t>(s.i64(29)), static_cast<uint64_t>(s.i64(30)),
                                               static_cast<uint64_t>(s.i64(31)), static_cast<uint64_t>(s.i64(32))};
+  r.delivery = static_cast<uint32_t>(s.i64(33));
+  r.next_attempt_ms = s.opt<int64_t>(34);
+  r.dead_letter = s.i64(35) != 0;
   return r;
 }
 
@@ -381,7 +406,8 @@ Result<std::string> State::start_queued(const std::string& id, int64_t now_ms) {
   std::lock_guard lock(mu_);
   Statement q(
       db_, statements_,
-      "UPDATE invocations SET status = 'running', started_ms = ?2 WHERE id = ?1 AND status = 'queued'");
+      "UPDATE invocations SET status = 'running', started_ms = ?2, next_attempt_ms = NULL "
+      "WHERE id = ?1 AND status = 'queued'");
   FNEXEC_TRY(q.bind(1, id).bind(2, now_ms).run("start queued invocation"));
   if (sqlite3_changes(db_) == 0)
     return fail(ErrorKind::not_found, "start queued invocation", id, "not queued");
@@ -404,7 +430,8 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
   FNEXEC_TRY(exec_cached(kBegin));
   auto body = [&]() -> Result<> {
     Statement q(db_, statements_,
-                "UPDATE invocations SET status = 'done', start_kind = ?2, outcome = ?3, finished_ms = ?4, "
+                "UPDATE invocations SET status = CASE ?3 WHEN 'lost' THEN 'lost' ELSE 'done' END, "
+                "start_kind = ?2, outcome = ?3, finished_ms = ?4, next_attempt_ms = NULL, "
                 "wall_us = ?5, cpu_user_us = ?6, cpu_system_us = ?7, memory_peak_bytes = ?8, billed_ms = ?9, "
                 "exit_code = ?10, signal = ?11, oom_killed = ?12, timed_out = ?13, output_too_large = ?14, "
                 "error = ?15, lifecycle = COALESCE(NULLIF(?16, ''), lifecycle), sandbox_id = ?17, "
@@ -513,9 +540,12 @@ Result<std::vector<InvocationRow>> State::list_invocations(const std::string& fu
 
 Result<std::vector<QueuedInvocation>> State::queued() {
   std::lock_guard lock(mu_);
-  Statement q(db_, statements_, "SELECT id, function FROM invocations WHERE status = 'queued' ORDER BY seq");
+  Statement q(db_, statements_,
+              "SELECT id, function, delivery, coalesce(next_attempt_ms, 0) FROM invocations "
+              "WHERE status = 'queued' ORDER BY seq");
   std::vector<QueuedInvocation> out;
-  while (FNEXEC_TRY(q.step("list queued invocations"))) out.push_back({q.text(0), q.text(1)});
+  while (FNEXEC_TRY(q.step("list queued invocations")))
+    out.push_back({q.text(0), q.text(1), static_cast<uint32_t>(q.i64(2)), q.i64(3)});
   return out;
 }
 
@@ -524,13 +554,149 @@ Result<Recovery> State::recover(int64_t now_ms) {
   Recovery r;
   Statement lost(db_, statements_,
                  "UPDATE invocations SET status = 'lost', outcome = 'lost', finished_ms = ?1, "
-                 "error = 'the daemon stopped while this invocation ran' WHERE status = 'running'");
+                 "error = 'the daemon stopped while this invocation ran' WHERE status = 'running' AND async = 0");
   FNEXEC_TRY(lost.bind(1, now_ms).run("mark lost invocations"));
   r.lost = sqlite3_changes(db_);
+  Statement running(db_, statements_,
+                    "SELECT id, function, delivery FROM invocations WHERE status = 'running' ORDER BY seq");
+  while (FNEXEC_TRY(running.step("list interrupted invocations")))
+    r.interrupted.push_back({running.text(0), running.text(1), static_cast<uint32_t>(running.i64(2)), 0});
   record_counts_.clear();  // lost records count as finished ones: recounted per function
   Statement q(db_, statements_, "SELECT count(*) FROM invocations WHERE status = 'queued'");
   if (FNEXEC_TRY(q.step("count queued"))) r.queued = static_cast<int>(q.i64(0));
   return r;
+}
+
+Result<> State::retry(const InvocationEnd& failed, uint32_t next_delivery, int64_t next_attempt_ms) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, statements_,
+              "UPDATE invocations SET status = 'queued', delivery = ?2, next_attempt_ms = ?3, started_ms = NULL, "
+              "error = ?4, error_type = ?5 WHERE id = ?1 AND status = 'running'");
+  q.bind(1, failed.id).bind(2, int64_t{next_delivery}).bind(3, next_attempt_ms).bind(4, failed.error);
+  FNEXEC_TRY(q.bind(5, failed.sandbox.error_type).run("queue retry"));
+  if (sqlite3_changes(db_) == 0) return fail(ErrorKind::not_found, "queue retry", failed.id, "not running");
+  return {};
+}
+
+Result<> State::dead_letter(const InvocationEnd& end, uint32_t attempts, const Retention& retention) {
+  std::lock_guard lock(mu_);
+  FNEXEC_TRY(exec_cached("SAVEPOINT dead_letter"));
+  std::string function;
+  auto body = [&]() -> Result<> {
+    {
+      // The event is copied before finish(), which drops it from async_payloads when it keeps the
+      // output; the statement is reset before finish() opens its savepoint (SQLite refuses one
+      // while a statement is in progress).
+      Statement q(db_, statements_,
+                  "INSERT INTO dead_letters (id, function, event, attempts, outcome, error, error_type, "
+                  "queued_ms, time_ms) SELECT i.id, i.function, p.event, ?2, ?3, ?4, ?5, i.queued_ms, ?6 "
+                  "FROM invocations i LEFT JOIN async_payloads p ON p.id = i.id WHERE i.id = ?1 RETURNING function");
+      q.bind(1, end.id).bind(2, int64_t{attempts}).bind(3, end.outcome).bind(4, end.error);
+      q.bind(5, end.sandbox.error_type).bind(6, end.finished_ms);
+      if (!FNEXEC_TRY(q.step("store dead letter")))
+        return fail(ErrorKind::not_found, "store dead letter", end.id, "no such record");
+      function = q.text(0);
+    }
+    FNEXEC_TRY(finish(end, retention));
+    Statement mark(db_, statements_, "UPDATE invocations SET dead_letter = 1 WHERE id = ?");
+    FNEXEC_TRY(mark.bind(1, end.id).run("mark dead letter"));
+    // Bounded like the records: the function's oldest entries beyond records_per_function go.
+    Statement prune(db_, statements_,
+                    "DELETE FROM dead_letters WHERE function = ?1 AND seq <= (SELECT seq FROM dead_letters "
+                    "WHERE function = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)");
+    return prune.bind(1, function)
+        .bind(2, static_cast<int64_t>(retention.records_per_function))
+        .run("prune dead letters");
+  };
+  if (auto r = body(); !r) {
+    (void)exec("ROLLBACK TO dead_letter; RELEASE dead_letter");
+    record_counts_.clear();  // finish() may have counted a record that did not commit
+    return r;
+  }
+  return exec_cached("RELEASE dead_letter");
+}
+
+namespace {
+
+constexpr const char* kDeadLetterColumns =
+    "seq, id, function, attempts, outcome, error, error_type, queued_ms, time_ms, replayed_as";
+
+DeadLetter read_dead_letter(const Statement& s) {
+  DeadLetter d;
+  d.seq = s.i64(0);
+  d.id = s.text(1);
+  d.function = s.text(2);
+  d.attempts = static_cast<uint32_t>(s.i64(3));
+  d.outcome = s.text(4);
+  d.error = s.text(5);
+  d.error_type = s.text(6);
+  d.queued_ms = s.i64(7);
+  d.time_ms = s.i64(8);
+  d.replayed_as = s.text(9);
+  return d;
+}
+
+}  // namespace
+
+Result<std::vector<DeadLetter>> State::dead_letters(const std::string& function, int64_t after_seq,
+                                                    uint64_t limit) {
+  std::lock_guard lock(mu_);
+  auto sql = fmt::format(
+      "SELECT {} FROM dead_letters WHERE (?1 = '' OR function = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
+      kDeadLetterColumns);
+  Statement q(db_, statements_, sql);
+  q.bind(1, function).bind(2, after_seq).bind(3, static_cast<int64_t>(limit));
+  std::vector<DeadLetter> out;
+  while (FNEXEC_TRY(q.step("list dead letters"))) out.push_back(read_dead_letter(q));
+  return out;
+}
+
+Result<std::optional<DeadLetter>> State::get_dead_letter(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto sql = fmt::format("SELECT {}, event FROM dead_letters WHERE id = ?", kDeadLetterColumns);
+  Statement q(db_, statements_, sql);
+  q.bind(1, id);
+  if (!FNEXEC_TRY(q.step("read dead letter"))) return std::nullopt;
+  auto d = read_dead_letter(q);
+  d.event = q.text(10);
+  return d;
+}
+
+Result<bool> State::delete_dead_letter(const std::string& id) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, statements_, "DELETE FROM dead_letters WHERE id = ?");
+  FNEXEC_TRY(q.bind(1, id).run("delete dead letter"));
+  return sqlite3_changes(db_) > 0;
+}
+
+Result<std::string> State::replay_dead_letter(const std::string& id, const std::string& new_id, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  FNEXEC_TRY(exec_cached(kBegin));
+  std::string function;
+  auto body = [&]() -> Result<> {
+    Statement q(db_, statements_, "SELECT function, replayed_as FROM dead_letters WHERE id = ?");
+    q.bind(1, id);
+    if (!FNEXEC_TRY(q.step("read dead letter")))
+      return fail(ErrorKind::not_found, "replay dead letter", id, "no such dead letter");
+    function = q.text(0);
+    if (auto replayed = q.text(1); !replayed.empty())
+      return fail(ErrorKind::exists, "replay dead letter", id,
+                  fmt::format("it was replayed already as invocation {}; delete it or look at that one", replayed));
+    Statement ins(db_, statements_,
+                  "INSERT INTO invocations (id, function, async, status, queued_ms) VALUES (?1, ?2, 1, 'queued', ?3)");
+    FNEXEC_TRY(ins.bind(1, new_id).bind(2, function).bind(3, now_ms).run("queue replay"));
+    Statement p(db_, statements_,
+                "INSERT INTO async_payloads (id, event) SELECT ?1, event FROM dead_letters WHERE id = ?2");
+    FNEXEC_TRY(p.bind(1, new_id).bind(2, id).run("store replayed event"));
+    Statement mark(db_, statements_, "UPDATE dead_letters SET replayed_as = ?2 WHERE id = ?1");
+    return mark.bind(1, id).bind(2, new_id).run("mark dead letter replayed");
+  };
+  if (auto r = body(); !r) {
+    (void)exec(kRollback);
+    return std::unexpected(r.error());
+  }
+  FNEXEC_TRY(exec_cached(kCommit));
+  return function;
 }
 
 Result<> State::append_log(const std::string& function, const std::string& invocation_id, int64_t time_ms,

@@ -23,7 +23,7 @@ struct sqlite3_stmt;
 namespace fnexec::server {
 
 // Versioned migrations; schema_version holds how many of them ran.
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 struct StoredFunction {
   std::string name;
@@ -66,6 +66,10 @@ struct InvocationRow {
   std::string error;
   std::optional<std::string> output;  // async results only
   SandboxFacts sandbox;
+  // Async delivery (schema version 3): the delivery that runs, ran last or (queued) runs next.
+  uint32_t delivery = 1;
+  std::optional<int64_t> next_attempt_ms;  // a queued retry runs at or after it
+  bool dead_letter = false;                // its last delivery failed: see dead_letters
 };
 
 // What finish() records.
@@ -85,6 +89,23 @@ struct InvocationEnd {
 struct QueuedInvocation {
   std::string id;
   std::string function;
+  uint32_t delivery = 1;        // 1-based; the one this run will be
+  int64_t next_attempt_ms = 0;  // a retry waits for its backoff: not before this
+};
+
+// One entry of the dead-letter list: an async event whose every delivery failed.
+struct DeadLetter {
+  int64_t seq = 0;
+  std::string id;  // the invocation id
+  std::string function;
+  std::optional<std::string> event;  // only when asked for one entry
+  uint32_t attempts = 0;
+  std::string outcome;  // of the last delivery
+  std::string error;
+  std::string error_type;
+  int64_t queued_ms = 0;  // when the event was first queued
+  int64_t time_ms = 0;    // when it was dead-lettered
+  std::string replayed_as;  // the invocation its replay queued, "" if none
 };
 
 struct LogEntry {
@@ -95,8 +116,11 @@ struct LogEntry {
 };
 
 struct Recovery {
-  int lost = 0;    // were running when the previous instance died
+  int lost = 0;    // sync invocations running when the previous instance died
   int queued = 0;  // async invocations waiting to run
+  // Async invocations running when it died: still `running`, for the service to retry or
+  // dead-letter per their function's policy (Service::start).
+  std::vector<QueuedInvocation> interrupted;
 };
 
 // A prepared statement kept for reuse; in_use while a Statement holds it (a nested use of the same SQL
@@ -142,7 +166,13 @@ class State {
   Result<std::string> start_queued(const std::string& id, int64_t now_ms);
   // Running → queued again (the pool had no capacity after all).
   Result<> requeue(const std::string& id);
+  // status done (lost when outcome is lost).
   Result<> finish(const InvocationEnd& end, const Retention& retention);
+  // A failed async delivery with retries left: running → queued as next_delivery, to run at or after
+  // next_attempt_ms; the failed delivery's error stays in the record until then.
+  Result<> retry(const InvocationEnd& failed, uint32_t next_delivery, int64_t next_attempt_ms);
+  // The last delivery failed: finish() plus a dead-letter entry holding the event, in one transaction.
+  Result<> dead_letter(const InvocationEnd& end, uint32_t attempts, const Retention& retention);
 
   Result<std::optional<InvocationRow>> get_invocation(const std::string& id);
   // Newest first; function "" = all; since_ms = queued at or after.
@@ -151,8 +181,18 @@ class State {
   // Oldest first.
   Result<std::vector<QueuedInvocation>> queued();
 
-  // At start: running rows of a previous instance become lost (never dropped); queued ones stay queued.
+  // At start: running sync rows of a previous instance become lost (never dropped); running async ones
+  // are returned in Recovery::interrupted; queued ones stay queued.
   Result<Recovery> recover(int64_t now_ms);
+
+  // Oldest first: function "" = all, seq > after_seq; without events.
+  Result<std::vector<DeadLetter>> dead_letters(const std::string& function, int64_t after_seq, uint64_t limit);
+  // With its event.
+  Result<std::optional<DeadLetter>> get_dead_letter(const std::string& id);
+  Result<bool> delete_dead_letter(const std::string& id);
+  // Queues the entry's event as invocation new_id (delivery 1) and notes it in replayed_as; returns
+  // the function. not_found: no such entry; exists: it was replayed already.
+  Result<std::string> replay_dead_letter(const std::string& id, const std::string& new_id, int64_t now_ms);
 
   Result<> append_log(const std::string& function, const std::string& invocation_id, int64_t time_ms,
                       std::string_view text, const Retention& retention);

@@ -566,7 +566,7 @@ TEST_CASE("state: migrations from an empty database, then idempotent") {
     CHECK(*(*s)->schema_version() == kSchemaVersion);
   }
   int tables = user_tables(t.path);
-  CHECK(tables == 5);  // schema_version, functions, invocations, async_payloads, logs
+  CHECK(tables == 6);  // schema_version, functions, invocations, async_payloads, logs, dead_letters
   {
     auto s = State::open(t.path);
     REQUIRE(s);
@@ -640,12 +640,21 @@ TEST_CASE("state: functions, records, recovery, retention") {
   CHECK(*s->start_queued("q1", 203) == "event-1");
   CHECK(s->start_queued("q1", 203).error().kind == ErrorKind::not_found);  // not queued twice
 
-  // A restart: running rows (sync i2 and async q1) become lost; q2 stays queued.
+  // A restart: the running sync row i2 becomes lost; the async q1 is handed back (its retry policy
+  // decides, Service::start); q2 stays queued.
   auto rec = s->recover(300).value();
-  CHECK(rec.lost == 2);
+  CHECK(rec.lost == 1);
   CHECK(rec.queued == 1);
   CHECK(s->get_invocation("i2").value()->status == "lost");
-  CHECK(s->get_invocation("q1").value()->outcome == "lost");
+  REQUIRE(rec.interrupted.size() == 1);
+  CHECK(rec.interrupted[0].id == "q1");
+  CHECK(rec.interrupted[0].delivery == 1);
+  CHECK(s->get_invocation("q1").value()->status == "running");
+  InvocationEnd q1;
+  q1.id = "q1";
+  q1.outcome = "lost";
+  REQUIRE(s->finish(q1, keep));
+  CHECK(s->get_invocation("q1").value()->status == "lost");
   auto queued = s->queued().value();
   REQUIRE(queued.size() == 1);
   CHECK(queued[0].id == "q2");
