@@ -133,7 +133,9 @@ int run_op(const Op& op) {
       return 0;
     }
     case OpKind::mknod: {
-      int e = sys::err(sys::call(__NR_mknodat, AT_FDCWD, path, S_IFCHR | op.mode, op.dev));
+      // A mode without a type is one of fnexec's own character devices; --device names its type.
+      unsigned mode = (op.mode & S_IFMT) != 0 ? op.mode : (S_IFCHR | op.mode);
+      int e = sys::err(sys::call(__NR_mknodat, AT_FDCWD, path, mode, op.dev));
       return e == kEEXIST ? 0 : e;
     }
     case OpKind::symlink: {

@@ -33,6 +33,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cgroup/devices.h"
 #include "util/error.h"
 #include "util/unique_fd.h"
 
@@ -45,6 +46,9 @@ struct Limits {
   std::optional<uint64_t> memory_bytes;  // also sets swap to 0 where the kernel allows
   std::optional<double> cpus;            // quota/period, e.g. 0.5
   std::optional<uint64_t> pids;
+  // Devices allowed beyond default_device_rules() (`--device`). Every sandbox cgroup gets the device
+  // policy: the v1 devices controller, or a device BPF program on v2.
+  std::vector<DeviceRule> devices;
 };
 
 // Counters of one sandbox cgroup. A counter the kernel does not have stays nullopt: never a guess.
@@ -68,6 +72,9 @@ struct Features {
   bool freezer = false;                 // v2 cgroup.freeze or the v1 freezer controller
   bool clone_into_cgroup = false;       // v2: clone3 CLONE_INTO_CGROUP (5.7+)
   std::string memory_peak_file;         // "memory.peak", "memory.max_usage_in_bytes" or ""
+  // How the kernel enforces the device policy: "bpf" (v2 device program), "devices" (v1 controller),
+  // or "" when it cannot (v1 without the devices controller, v2 without CONFIG_CGROUP_BPF).
+  std::string device_policy;
 };
 
 struct Options {

@@ -18,7 +18,7 @@ namespace fnexec::cgroup::detail {
 namespace {
 
 // Controllers fnexec uses on v1, in the order `fnexec info` lists them.
-constexpr const char* kV1Controllers[] = {"memory", "cpu", "cpuacct", "pids", "freezer"};
+constexpr const char* kV1Controllers[] = {"memory", "cpu", "cpuacct", "pids", "freezer", "devices"};
 
 // Per controller name: the directory (below the hierarchy's sandboxes/ dir) that carries it.
 using ControllerDirs = std::map<std::string, stdfs::path>;
@@ -65,6 +65,14 @@ class V1Sandbox final : public SandboxCgroup {
     if (limits.pids) {
       auto d = FNEXEC_TRY(need("pids", "--pids-limit"));
       FNEXEC_TRY(fs::write_file(d / "pids.max", std::to_string(*limits.pids)));
+    }
+    // Device policy: the default set plus --device, everything else refused by the kernel.
+    if (auto d = dir_of(dirs_, "devices")) {
+      auto rules = std::vector<DeviceRule>(default_device_rules().begin(), default_device_rules().end());
+      rules.insert(rules.end(), limits.devices.begin(), limits.devices.end());
+      FNEXEC_TRY(write_v1_device_rules(d->string(), rules));
+    } else if (!limits.devices.empty()) {
+      FNEXEC_TRY(need("devices", "--device"));
     }
     return {};
   }
@@ -306,6 +314,7 @@ Result<std::shared_ptr<Hierarchy>> make_v1(const std::vector<ProcCgroupEntry>& s
     f.swap_limit = file_exists(*d / "memory.memsw.limit_in_bytes");
   }
   f.freezer = parents.contains("freezer");
+  if (parents.contains("devices")) f.device_policy = "devices";
   return std::make_shared<V1Hierarchy>(std::move(parents), std::move(f));
 }
 

@@ -7,6 +7,8 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <mutex>
+
 #include "cgroup/backend.h"
 #include "util/fs.h"
 
@@ -32,6 +34,11 @@ class V2Sandbox final : public SandboxCgroup {
     if (limits.cpus) FNEXEC_TRY(fs::write_file(dir_ / "cpu.max", format_cpu_max(*limits.cpus)));
     if (limits.pids) FNEXEC_TRY(fs::write_file(dir_ / "pids.max", std::to_string(*limits.pids)));
     return {};
+  }
+
+  // v2 has no device files: a BPF program on the cgroup is the device policy.
+  Result<> set_device_program(int program_fd) {
+    return attach_device_program(dirfd_.get(), program_fd, dir_.string());
   }
 
   int clone_into_fd() const override { return dirfd_.get(); }
@@ -135,7 +142,8 @@ class V2Sandbox final : public SandboxCgroup {
 
 class V2Hierarchy final : public Hierarchy {
  public:
-  V2Hierarchy(stdfs::path base, Features features) : base_(std::move(base)), features_(std::move(features)) {}
+  V2Hierarchy(stdfs::path base, Features features, UniqueFd default_devices)
+      : base_(std::move(base)), features_(std::move(features)), default_devices_(std::move(default_devices)) {}
 
   Mode mode() const override { return Mode::v2; }
   std::vector<std::string> controllers() const override {
@@ -162,6 +170,15 @@ class V2Hierarchy final : public Hierarchy {
     // From here the sandbox object owns the directory: any failure below removes it.
     auto sb = std::make_unique<V2Sandbox>(dir, std::move(fd), features_);
     FNEXEC_TRY(sb->set_limits(limits));
+    if (!limits.devices.empty()) {
+      // A program of its own for a sandbox with --device; the attachment keeps it, the fd can go.
+      auto rules = std::vector<DeviceRule>(default_device_rules().begin(), default_device_rules().end());
+      rules.insert(rules.end(), limits.devices.begin(), limits.devices.end());
+      auto program = FNEXEC_TRY(load_device_program(rules));
+      FNEXEC_TRY(sb->set_device_program(program.get()));
+    } else if (default_devices_) {
+      FNEXEC_TRY(sb->set_device_program(default_devices_.get()));
+    }
     return sb;
   }
 
@@ -182,6 +199,7 @@ class V2Hierarchy final : public Hierarchy {
  private:
   stdfs::path base_;
   Features features_;
+  UniqueFd default_devices_;  // the default policy's program, loaded once, attached to every sandbox
 };
 
 Features probe_features(const stdfs::path& leaf) {
@@ -230,7 +248,20 @@ Result<std::shared_ptr<Hierarchy>> make_v2(const OwnCgroup& own, const Options& 
       return std::unexpected(r.error());
     }
   }
-  return std::make_shared<V2Hierarchy>(base, probe_features(base / "supervisor"));
+  auto features = probe_features(base / "supervisor");
+  // Loaded once per process (~one bpf() call); a kernel without CONFIG_CGROUP_BPF runs sandboxes
+  // with the mount-level defences only (nodev everywhere but fnexec's /dev), and says so.
+  auto devices = load_device_program(default_device_rules());
+  if (devices) {
+    features.device_policy = "bpf";
+  } else {
+    static std::once_flag warned;
+    std::call_once(warned, [&] {
+      spdlog::warn("event=device_policy_unavailable error=\"{}\"", devices.error().message());
+    });
+  }
+  return std::make_shared<V2Hierarchy>(base, std::move(features),
+                                       devices ? std::move(*devices) : UniqueFd{});
 }
 
 }  // namespace fnexec::cgroup::detail

@@ -72,14 +72,15 @@ int print_info(bool json, const std::string& cgroups_flag) {
     std::printf(
         "{\"cgroup_mode\":%s,\"controllers\":%s,\"kernel\":%s,\"sandbox_parents\":%s,\"memory_peak\":%s,"
         "\"memory_peak_file\":%s,\"memory_peak_resettable\":%s,\"swap_limit\":%s,\"kill\":%s,"
-        "\"clone_into_cgroup\":%s,\"seccomp\":{\"profile\":\"default\",\"default_action\":\"ENOSYS\","
+        "\"clone_into_cgroup\":%s,\"device_policy\":%s,\"seccomp\":{\"profile\":\"default\",\"default_action\":\"ENOSYS\","
         "\"allowed\":%zu,\"denied\":%zu,\"bpf_instructions\":%zu}}\n",
         json_string(cgroup::to_string(hier.mode())).c_str(), json_list(hier.controllers()).c_str(),
         json_string(u.release).c_str(), json_list(hier.sandbox_parents()).c_str(),
         hier.has_memory_peak() ? "true" : "false",
         f.memory_peak_file.empty() ? "null" : json_string(f.memory_peak_file).c_str(),
         f.memory_peak_resettable ? "true" : "false", f.swap_limit ? "true" : "false",
-        json_string(kill_method(hier)).c_str(), f.clone_into_cgroup ? "true" : "false", seccomp->allowed,
+        json_string(kill_method(hier)).c_str(), f.clone_into_cgroup ? "true" : "false",
+        f.device_policy.empty() ? "null" : json_string(f.device_policy).c_str(), seccomp->allowed,
         seccomp->denied, seccomp->instructions);
     return 0;
   }
@@ -96,6 +97,10 @@ int print_info(bool json, const std::string& cgroups_flag) {
   std::printf("swap limit:        %s\n", yn[f.swap_limit]);
   std::printf("kill:              %s\n", kill_method(hier).c_str());
   std::printf("clone into cgroup: %s\n", yn[f.clone_into_cgroup]);
+  std::printf("device policy:     %s\n",
+              f.device_policy == "bpf"       ? "cgroup device program (BPF)"
+              : f.device_policy == "devices" ? "v1 devices controller"
+                                             : "none (the kernel cannot enforce one here)");
   std::printf("seccomp:           %s\n", seccomp_text.c_str());
   return 0;
 }

@@ -2,7 +2,9 @@
 // --lifecycle fresh|reuse: the function speaks fnexec/1 and answers the event on stdin (fresh), or
 // every line of --events (reuse), one after another in the same process. --protocol lambda: the
 // function is a Lambda runtime, served the Lambda Runtime API inside its sandbox instead.
+#include <linux/capability.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -38,6 +40,7 @@ namespace stdfs = std::filesystem;
 
 struct RunOptions {
   std::vector<std::string> env, env_files, tmpfs, volumes, cap_add, cap_drop, ulimits, security_opts;
+  std::vector<std::string> devices;
   std::vector<std::string> dns, add_hosts, egress_allow, egress_deny;
   std::string egress_default = "allow", bridge = "fnexec0", bridge_subnet = "10.87.0.0/16";
   std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit, events;
@@ -106,6 +109,38 @@ Result<> apply_security_opt(RunOptions& o, std::string_view opt) {
   }
   return fail(ErrorKind::invalid, "use --security-opt", std::string(opt),
               "fnexec takes seccomp=FILE|unconfined|default and no-new-privileges (no SELinux or AppArmor labels)");
+}
+
+// podman's --device HOST[:CONTAINER][:PERMISSIONS]: the host node's type and number, made again at
+// CONTAINER (default the same path, below /dev), PERMISSIONS of r, w and m (default rwm).
+Result<sandbox::DeviceNode> parse_device(const std::string& text) {
+  auto parts = std::vector<std::string>{};
+  for (size_t pos = 0;;) {
+    size_t c = text.find(':', pos);
+    parts.push_back(text.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
+    if (c == std::string::npos) break;
+    pos = c + 1;
+  }
+  auto is_access = [](const std::string& p) {
+    return !p.empty() && p.find_first_not_of("rwm") == std::string::npos;
+  };
+  if (parts.size() > 3 || parts[0].empty() || (parts.size() == 3 && !is_access(parts[2])))
+    return fail(ErrorKind::invalid, "parse --device", text, "expected HOST[:CONTAINER][:PERMISSIONS], e.g. /dev/fuse:/dev/fuse:rw");
+  sandbox::DeviceNode node;
+  node.path = parts[0];
+  if (parts.size() == 2 && is_access(parts[1]))
+    node.access = parts[1];
+  else if (parts.size() >= 2)
+    node.path = parts[1];
+  if (parts.size() == 3) node.access = parts[2];
+  auto rule = FNEXEC_TRY(cgroup::device_rule_for(parts[0], node.access));
+  struct stat st;
+  if (::stat(parts[0].c_str(), &st) != 0) return fail_errno("use device", parts[0]);
+  node.mode = st.st_mode & (S_IFMT | 0777);
+  node.rdev = makedev(static_cast<unsigned>(rule.major), static_cast<unsigned>(rule.minor));
+  if (!node.path.starts_with("/dev/"))
+    return fail(ErrorKind::invalid, "use --device", text, "the path inside the sandbox must be below /dev");
+  return node;
 }
 
 Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
@@ -192,6 +227,7 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
                   "must be an absolute host path");
     spec.volumes.push_back(std::move(vol));
   }
+  for (const auto& d : o.devices) spec.devices.push_back(FNEXEC_TRY(parse_device(d)));
   if (o.userns == "auto") {
     spec.userns = sandbox::UserNamespace::automatic;
     spec.id_range = FNEXEC_TRY(sandbox::default_id_range());
@@ -240,8 +276,14 @@ void record_traffic(const RunOptions& o, std::optional<net::Attachment>& network
 }
 
 // The sandbox's cgroup: limits and accounting. nullptr with --cgroups=disabled.
-Result<std::unique_ptr<cgroup::SandboxCgroup>> make_cgroup(const RunOptions& o, cgroup::Mode* mode) {
+Result<std::unique_ptr<cgroup::SandboxCgroup>> make_cgroup(const RunOptions& o, const sandbox::SandboxSpec& spec,
+                                                          cgroup::Mode* mode) {
   cgroup::Limits limits;
+  // 'm' always: fnexec's init makes the node inside the sandbox's cgroup, and mknod of a number the
+  // function may already open gives it nothing new.
+  for (const auto& d : spec.devices)
+    limits.devices.push_back({S_ISBLK(d.mode) ? 'b' : 'c', major(d.rdev), minor(d.rdev),
+                              d.access.find('m') == std::string::npos ? d.access + "m" : d.access});
   if (o.memory) limits.memory_bytes = FNEXEC_TRY(cgroup::parse_size(*o.memory));
   if (o.cpus) limits.cpus = FNEXEC_TRY(cgroup::parse_cpus(*o.cpus));
   if (o.pids_limit) {
@@ -254,7 +296,11 @@ Result<std::unique_ptr<cgroup::SandboxCgroup>> make_cgroup(const RunOptions& o, 
   }
   // auto: a cgroup only when limits or the report need one; creating and removing a v1 sandbox
   // cgroup (five hierarchies) costs about as much as the rest of the run.
-  bool wanted = limits.memory_bytes || limits.cpus || limits.pids || o.report;
+  // A function that could make device nodes (MKNOD, or SYS_ADMIN's mounts) or is given one needs the
+  // kernel's device policy, which lives in the cgroup.
+  constexpr uint64_t kDeviceCaps = (1ULL << CAP_MKNOD) | (1ULL << CAP_SYS_ADMIN);
+  bool device_policy = !spec.devices.empty() || (spec.privileges.bounding & kDeviceCaps) != 0;
+  bool wanted = limits.memory_bytes || limits.cpus || limits.pids || o.report || device_policy;
   if (o.cgroups == "auto" && !wanted) return std::unique_ptr<cgroup::SandboxCgroup>{};
   if (o.cgroups != "auto" && o.cgroups != "enabled" && o.cgroups != "disabled")
     return fail(ErrorKind::invalid, "use --cgroups=" + o.cgroups, {}, "expected auto, enabled or disabled");
@@ -346,7 +392,7 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Att
     pool::set_protocol_env(spec.env, lifecycle, spec.image_name);
   }
   cgroup::Mode mode = cgroup::Mode::disabled;
-  auto cg = make_cgroup(o, &mode);
+  auto cg = make_cgroup(o, spec, &mode);
   if (!cg) return report(cg.error());
   spec.cgroup = cg->get();
 
@@ -444,7 +490,7 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
     wait.timeout = *t;
   }
   cgroup::Mode mode = cgroup::Mode::disabled;
-  auto cg = make_cgroup(o, &mode);
+  auto cg = make_cgroup(o, *spec, &mode);
   if (!cg) return report(cg.error());
   spec->cgroup = cg->get();
 
@@ -513,6 +559,8 @@ void add_run_command(CLI::App& app, Globals& g) {
                   "seccomp=FILE|unconfined|default, or no-new-privileges (podman's flag)")
       ->allow_extra_args(false);
   sub->add_option("--cap-add", o->cap_add, "add a capability")->allow_extra_args(false);
+  sub->add_option("--device", o->devices, "HOST[:CONTAINER][:PERMS] make a host device usable (podman's flag)")
+      ->allow_extra_args(false);
   sub->add_option("--cap-drop", o->cap_drop, "drop a capability (ALL for all)")->allow_extra_args(false);
   sub->add_option("--ulimit", o->ulimits, "NAME=SOFT[:HARD], e.g. nofile=1024:2048")->allow_extra_args(false);
   sub->add_option("--timeout", o->timeout, "kill the sandbox after DURATION (500ms, 2s, 1m): exit 124");

@@ -13,7 +13,7 @@ namespace {
 
 struct ServeFlags {
   std::string config;
-  std::string socket, listen, token_file, state_dir, cgroups;
+  std::string socket, listen, token_file, tls_cert, tls_key, state_dir, cgroups;
 };
 
 }  // namespace
@@ -27,6 +27,8 @@ void add_serve_command(CLI::App& app, Globals& g) {
                   std::string("unix socket to listen on (default ") + server::kDefaultSocket + ")");
   sub->add_option("--listen", o->listen, "also listen on TCP HOST:PORT (needs --token-file)");
   sub->add_option("--token-file", o->token_file, "file holding the bearer token TCP clients must send");
+  sub->add_option("--tls-cert", o->tls_cert, "PEM certificate chain: serve TCP over TLS 1.2+ (with --tls-key)");
+  sub->add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
   sub->add_option("--state-dir", o->state_dir, "state directory: images, database (default --root)");
   sub->add_option("--cgroups", o->cgroups, "auto (required) or disabled (no limits, no accounting)");
   sub->callback([o, &g] {
@@ -47,6 +49,8 @@ void add_serve_command(CLI::App& app, Globals& g) {
     flag("socket", o->socket, "--socket");
     flag("listen", o->listen, "--listen");
     flag("token_file", o->token_file, "--token-file");
+    flag("tls_cert", o->tls_cert, "--tls-cert");
+    flag("tls_key", o->tls_key, "--tls-key");
     flag("cgroups", o->cgroups, "--cgroups");
     auto rc = server::serve(options);
     g.exit_code = rc ? *rc : report(rc.error());

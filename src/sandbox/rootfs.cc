@@ -73,6 +73,11 @@ class PlanBuilder {
     op.mode = 0666;
     op.dev = makedev(major, minor);
   }
+  void device_node(const DeviceNode& d) {
+    auto& op = add(OpKind::mknod, d.path);
+    op.mode = d.mode;
+    op.dev = d.rdev;
+  }
   // tmpfs options; owned by the sandbox's root under --userns=auto.
   std::string tmpfs_options(std::string base) const {
     if (userns_) base += ",uid=" + std::to_string(root_) + ",gid=" + std::to_string(root_);
@@ -219,6 +224,14 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
   b.device("/dev/random", 1, 8);
   b.device("/dev/urandom", 1, 9);
   b.device("/dev/tty", 5, 0);
+  // --device nodes: /dev is the one mount without nodev, so they can only live there.
+  for (const auto& d : spec.devices) {
+    auto path = FNEXEC_TRY(sandbox_path(d.path, "device path"));
+    if (!path.starts_with("/dev/") || path.find("/..") != std::string::npos)
+      return fail(ErrorKind::invalid, "use device path", d.path, "must be below /dev");
+    b.mkdir_p(stdfs::path(path).parent_path().string());
+    b.device_node(DeviceNode{path, d.mode, d.rdev, d.access});
+  }
   b.mkdir("/dev/pts", 0755);
   b.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
           "newinstance,ptmxmode=0666,mode=0620,gid=" + std::to_string(root + 5));

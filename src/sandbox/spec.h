@@ -23,6 +23,14 @@ struct Volume {
   bool read_only = false;
 };
 
+// --device: a host device node made again in the sandbox's /dev (the cgroup's device policy allows it).
+struct DeviceNode {
+  std::string path;        // absolute, below /dev inside the sandbox
+  unsigned mode = 0;       // S_IFCHR or S_IFBLK | permission bits (the host node's)
+  dev_t rdev = 0;
+  std::string access = "rwm";  // what the device policy allows on it
+};
+
 struct TmpfsMount {
   std::string target;   // absolute path inside the sandbox
   std::string options;  // tmpfs options, e.g. "size=64m"
@@ -54,6 +62,7 @@ struct SandboxSpec {
   bool read_only = false;
   std::vector<TmpfsMount> tmpfs;
   std::vector<Volume> volumes;
+  std::vector<DeviceNode> devices;
   std::string hostname = "fnexec";
   Network network = Network::loopback;
   UserNamespace userns = UserNamespace::host;

@@ -29,7 +29,8 @@ const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",
                                                  "listen",        "state_dir",     "cgroups",
                                                  "cgroup_prefix", "max_sandboxes", "invocation_workers",
                                                  "seccomp_profile_dir", "bridge",
-                                                 "bridge_subnet"};
+                                                 "bridge_subnet",       "tls_cert",
+                                                 "tls_key"};
 const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
@@ -137,6 +138,9 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       if (!s.value.empty() && (colon == std::string::npos || colon == 0 || colon + 1 == s.value.size()))
         return bad_value(s, "must be HOST:PORT, e.g. 127.0.0.1:8080");
       c.listen = s.value;
+    } else if (k == "tls_cert" || k == "tls_key") {
+      if (s.value.empty() || s.value[0] != '/') return bad_value(s, "must be an absolute path to a PEM file");
+      (k == "tls_cert" ? c.tls_cert : c.tls_key) = s.value;
     } else if (k == "state_dir") {
       if (s.value.empty() || s.value[0] != '/') return bad_value(s, "must be an absolute path");
       c.state_dir = s.value;

@@ -27,6 +27,9 @@ struct ServeConfig {
   mode_t socket_mode = 0660;
   std::string socket_group;  // chgrp of the socket; "" keeps root's group
   std::string listen;        // HOST:PORT for TCP; needs token_file
+  // TLS on the TCP listener (both or neither): PEM certificate chain and its private key.
+  std::filesystem::path tls_cert;
+  std::filesystem::path tls_key;
   std::filesystem::path state_dir = "/var/lib/fnexec";
   std::string cgroups = "auto";          // auto | disabled
   // Below our own cgroup; one daemon per prefix, and not `fnexec run`'s "fnexec": the daemon removes

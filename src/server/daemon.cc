@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,8 +28,10 @@
 #include "server/http_framing.h"
 #include "server/json.h"
 #include "server/lambda_api.h"
+#include "server/session_stream.h"
 #include "server/sigv4.h"
 #include "server/service.h"
+#include "server/tls.h"
 #include "util/log.h"
 #include "util/unique_fd.h"
 
@@ -75,12 +79,15 @@ class Daemon;
 // One HTTP/1.1 connection: read a request, hand it to the Service, write the reply, repeat (keep-alive).
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Daemon& daemon, generic_socket socket, bool needs_token)
+  Session(Daemon& daemon, SessionStream stream, bool needs_token)
       : daemon_(daemon),
-        socket_(std::move(socket)),
+        socket_(std::move(stream)),
         timer_(socket_.get_executor()),
         needs_token_(needs_token) {}
-  void start() { read_header(); }
+  void start() {
+    if (socket_.is_tls()) return handshake();
+    read_header();
+  }
   // Closes the connection if it waits for a request (shutdown); a request in progress finishes first.
   void close_if_idle() {
     if (idle_) close();
@@ -95,10 +102,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void close() {
     closed_ = true;
     beast::error_code ec;
-    socket_.shutdown(asio::socket_base::shutdown_both, ec);
-    socket_.close(ec);
+    socket_.socket().shutdown(asio::socket_base::shutdown_both, ec);
+    socket_.socket().close(ec);
     timer_.cancel();
   }
+  // TLS: the handshake runs under the idle timer, so a peer that stalls it (handshake slowloris)
+  // is closed like a silent one, and the loop serves everyone else meanwhile.
+  void handshake();
+  void on_handshake(beast::error_code ec);
   void read_header();
   void on_header(beast::error_code ec);
   void read_body();
@@ -114,7 +125,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void drain_and_close();
 
   Daemon& daemon_;
-  generic_socket socket_;
+  SessionStream socket_;
   asio::steady_timer timer_;
   bool needs_token_;
   bool idle_ = false;
@@ -185,6 +196,7 @@ class Daemon {
   asio::steady_timer tick_timer_{io_};
   std::optional<asio::local::stream_protocol::acceptor> unix_acceptor_;
   std::optional<asio::ip::tcp::acceptor> tcp_acceptor_;
+  std::shared_ptr<asio::ssl::context> tls_;  // TLS on the TCP listener; null: plain TCP
   std::list<std::weak_ptr<Session>> sessions_;
   std::string token_;
   stdfs::path uploads_;
@@ -220,7 +232,31 @@ void Session::on_timer() {
   if (!reading_body_) return close();
   body_timed_out_ = true;
   beast::error_code ec;
-  socket_.cancel(ec);  // the pending read ends with operation_aborted; on_body answers 408
+  socket_.socket().cancel(ec);  // the pending read ends with operation_aborted; on_body answers 408
+}
+
+void Session::handshake() {
+  idle_ = true;
+  if (daemon_.stopping()) return close();
+  arm_timer();
+  socket_.tls().async_handshake(asio::ssl::stream_base::server,
+                                [self = shared_from_this()](beast::error_code ec) { self->on_handshake(ec); });
+}
+
+void Session::on_handshake(beast::error_code ec) {
+  timer_.cancel();
+  if (!ec) return read_header();
+  // A plain HTTP request on the TLS port: say so in plain HTTP (as nginx does) instead of a bare
+  // reset, so the client's user sees what to change.
+  if (ec.category() == asio::error::get_ssl_category() && ERR_GET_REASON(ec.value()) == SSL_R_HTTP_REQUEST) {
+    static const std::string kReply =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        "Content-Length: 70\r\n\r\n{\"error\":\"this port speaks TLS: use https:// (fnexec.conf tls_cert)\"}\n";
+    return asio::async_write(socket_.socket(), asio::buffer(kReply),
+                             [self = shared_from_this()](beast::error_code, size_t) { self->close(); });
+  }
+  spdlog::debug("event=tls_handshake_failed error=\"{}\"", ec.message());
+  close();
 }
 
 void Session::read_header() {
@@ -463,7 +499,7 @@ void Session::send(Reply reply, bool close_after) {
 // closing, or the kernel answers the unread data with a reset that can destroy our reply in flight.
 void Session::drain_and_close() {
   beast::error_code ec;
-  socket_.shutdown(asio::socket_base::shutdown_send, ec);
+  socket_.socket().shutdown(asio::socket_base::shutdown_send, ec);
   timer_.expires_after(std::chrono::seconds(2));
   timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
     if (auto self = weak.lock(); self && !ec) self->close();
@@ -544,13 +580,19 @@ Result<> Daemon::listen_tcp() {
   if (!ec) tcp_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return fail(ErrorKind::internal, "listen on TCP", config_.listen, ec.message());
   accept_tcp();
-  spdlog::info("listening tcp={}:{}", tcp_acceptor_->local_endpoint().address().to_string(),
-               tcp_acceptor_->local_endpoint().port());
+  spdlog::info("listening tcp={}:{} tls={}", tcp_acceptor_->local_endpoint().address().to_string(),
+               tcp_acceptor_->local_endpoint().port(), tls_ ? "on" : "off");
+  if (!tls_)
+    spdlog::warn("event=tcp_without_tls listen={}: the bearer token and SigV4-signed bodies cross the network in "
+                 "clear; set tls_cert and tls_key in fnexec.conf",
+                 config_.listen);
   return {};
 }
 
 void Daemon::open_session(generic_socket socket, bool needs_token) {
-  auto s = std::make_shared<Session>(*this, std::move(socket), needs_token);
+  auto s = std::make_shared<Session>(
+      *this, tls_ && needs_token ? SessionStream(std::move(socket), *tls_) : SessionStream(std::move(socket)),
+      needs_token);
   track(s);
   s->start();
 }
@@ -639,7 +681,8 @@ void Daemon::reload() {
             probe.cgroup_prefix != config_.cgroup_prefix || probe.max_sandboxes != config_.max_sandboxes ||
             probe.invocation_workers != config_.invocation_workers ||
             probe.seccomp_profile_dir != config_.seccomp_profile_dir || probe.bridge != config_.bridge ||
-            probe.bridge_subnet != config_.bridge_subnet ||
+            probe.bridge_subnet != config_.bridge_subnet || probe.tls_cert != config_.tls_cert ||
+            probe.tls_key != config_.tls_key ||
             probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group)
           spdlog::warn("reload: {} changed; it takes effect after a restart", s.key);
       }
@@ -740,6 +783,12 @@ Result<int> Daemon::run() {
                   "refusing to serve TCP without a bearer token or an access key: set --token-file "
                   "(token_file in fnexec.conf) or an access_key in fnexec.conf");
     if (!config_.token_file.empty()) token_ = FNEXEC_TRY(read_token_file(config_.token_file));
+  }
+  if (!config_.tls_cert.empty() || !config_.tls_key.empty()) {
+    if (config_.listen.empty())
+      return fail(ErrorKind::invalid, "use tls_cert and tls_key", {},
+                  "TLS is for the TCP listener: set listen (--listen HOST:PORT) too");
+    tls_ = FNEXEC_TRY(make_tls_context(config_.tls_cert, config_.tls_key));
   }
 
   // One daemon per state dir: the lock is what makes recovery (lost records, stale cgroups) safe.

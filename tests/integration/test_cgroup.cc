@@ -33,7 +33,7 @@ namespace {
 
 constexpr uint64_t MiB = 1 << 20;
 // The v1 controllers fnexec places sandboxes in.
-const std::string kUsed[] = {"memory", "cpu", "cpuacct", "pids", "freezer"};
+const std::string kUsed[] = {"memory", "cpu", "cpuacct", "pids", "freezer", "devices"};
 
 // Every test uses its own prefix, so parallel fnexec instances on the host are never touched.
 cgroup::Options test_options() {

@@ -93,6 +93,48 @@ TEST_SUITE("run-cgroup") {
     CHECK(ResourceSnapshot::take().processes == before.processes);
   }
 
+  // The kernel's device policy (v1 devices controller here, the cgroup device BPF program in the VM):
+  // with CAP_MKNOD a function can make a node of any number in its /dev (the one mount without
+  // nodev), but neither make nor open one outside the default set unless --device passes it.
+  TEST_CASE("device policy: --cap-add MKNOD cannot reach a host disk or /dev/mem; --device passes one in") {
+    const std::string script =
+        "mknod /dev/xsda b 8 0 2>&1 || echo mknod-block-refused; "
+        "mknod /dev/xmem c 1 1 2>&1 || echo mknod-mem-refused; "
+        "mknod /dev/xnull c 1 3 && echo x > /dev/xnull && echo own-null-works; "
+        "head -c 4 /dev/urandom | wc -c; echo ok > /dev/null && echo dev-null-works; "
+        "{ test -c /dev/kmsg && echo fnexec-device-policy-test > /dev/kmsg && echo kmsg-open; } || echo kmsg-absent";
+    auto r = run_probe({"--cap-add", "MKNOD"}, {"sh", "-c", script});
+    INFO(r.proc.out, r.proc.err);
+    CHECK(r.proc.exit_code == 0);
+    CHECK(r.proc.out.find("mknod-block-refused") != std::string::npos);
+    CHECK(r.proc.out.find("mknod-mem-refused") != std::string::npos);
+    CHECK(r.proc.out.find("own-null-works") != std::string::npos);
+    CHECK(r.proc.out.find("\n4\ndev-null-works") != std::string::npos);
+    CHECK(r.proc.out.find("kmsg-absent") != std::string::npos);  // the default /dev has no such node
+
+    // Explicitly passed: the node appears and opens; others stay refused.
+    auto passed = run_probe({"--cap-add", "MKNOD", "--device", "/dev/kmsg:/dev/kmsg:w"}, {"sh", "-c", script});
+    INFO(passed.proc.out, passed.proc.err);
+    CHECK(passed.proc.out.find("kmsg-open") != std::string::npos);
+    CHECK(passed.proc.out.find("mknod-block-refused") != std::string::npos);
+
+    // A node made with the number of a passed device but more access than passed is refused too.
+    auto narrow = run_probe({"--cap-add", "MKNOD", "--device", "/dev/kmsg:/dev/kmsg:w"},
+                            {"sh", "-c", "head -c 1 /dev/kmsg >/dev/null 2>&1 && echo read-ok || echo read-refused"});
+    CHECK(narrow.proc.out.find("read-refused") != std::string::npos);
+  }
+
+  TEST_CASE("device policy: --device refuses what is not a device node, and paths outside /dev") {
+    auto not_dev = fnexec({"--root", probe_rootfs().state.string(), "run", "--rootfs", "--device", "/etc/passwd",
+                           probe_rootfs().rootfs.string(), "--", "true"});
+    CHECK(not_dev.exit_code != 0);
+    CHECK(not_dev.err.find("not a character or block device") != std::string::npos);
+    auto outside = fnexec({"--root", probe_rootfs().state.string(), "run", "--rootfs", "--device", "/dev/null:/etc/null",
+                           probe_rootfs().rootfs.string(), "--", "true"});
+    CHECK(outside.exit_code != 0);
+    CHECK(outside.err.find("below /dev") != std::string::npos);
+  }
+
   TEST_CASE("a ~200 ms busy loop: cpu_user_us is within 25% of what the function measured itself") {
     auto r = run_probe({"--cgroups", "enabled"}, {"cg_probe", "burn", "200"});
     REQUIRE(r.proc.exit_code == 0);

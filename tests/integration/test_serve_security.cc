@@ -120,4 +120,19 @@ TEST_SUITE("serve") {
         CHECK_MESSAGE(contains(r.body, line), line);
     }
   }
+
+  TEST_CASE("function security: a daemon function with cap_add MKNOD cannot make or open host devices") {
+    SecurityDaemon d;
+    d.create("mknod",
+             "mknod /dev/xsda b 8 0 2>/dev/null && echo made-block || echo block-refused; "
+             "mknod /dev/xmem c 1 1 2>/dev/null && echo made-mem || echo mem-refused; "
+             "grep -E '^CapEff:' /proc/self/status; echo x > /dev/null && echo null-ok",
+             R"("min_warm":0,"cap_add":["MKNOD"])");
+    auto r = d.invoke("mknod", "");
+    REQUIRE(r.status == 200);
+    INFO(r.body);
+    CHECK(contains(r.body, "block-refused"));
+    CHECK(contains(r.body, "mem-refused"));
+    CHECK(contains(r.body, "null-ok"));
+  }
 }

@@ -7,7 +7,11 @@
 #include <sys/mman.h>
 #include <sys/sysmacros.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <functional>
 
 #include <filesystem>
 #include <string>
@@ -352,4 +356,115 @@ TEST_CASE("hostile entries are refused and nothing is written outside the layer"
     CHECK(n == 1);
     CHECK(*fs::read_file(target) == "precious");
   }
+}
+
+// Hostile layers that only work together or bend whiteouts and sizes: each layer is unpacked into its
+// own directory, so a symlink of one layer is never followed while a later one is written.
+TEST_CASE("across layers: a symlink to /etc or outside in one layer, written through by the next, stays in the store") {
+  auto tmp = fs::TempDir::make("/tmp", "fnexec-sec-devtls-layers-");
+  REQUIRE(tmp);
+  auto outside = tmp->path() / "outside";
+  std::filesystem::create_directory(outside);
+  REQUIRE(fs::write_file_atomic(outside / "passwd", "precious"));
+  auto lower = tmp->path() / "lower", upper = tmp->path() / "upper";
+  std::filesystem::create_directory(lower);
+  std::filesystem::create_directory(upper);
+  auto l = unpack_bytes(make_tar({{.name = "x", .type = AE_IFLNK, .link = outside.string()},
+                                  {.name = "etc", .type = AE_IFLNK, .link = "/etc"},
+                                  {.name = "file", .data = "lower"}}),
+                        &lower);
+  REQUIRE_MESSAGE(l, l.error().message());
+  // The next layer writes x/passwd and etc/passwd: new directories of its own, not the targets.
+  auto u = unpack_bytes(make_tar({{.name = "x/passwd", .data = "evil"}, {.name = "etc/passwd", .data = "evil"}}), &upper);
+  REQUIRE_MESSAGE(u, u.error().message());
+  CHECK(*fs::read_file(upper / "x/passwd") == "evil");
+  CHECK(std::filesystem::is_directory(std::filesystem::symlink_status(upper / "x")));
+  CHECK(*fs::read_file(outside / "passwd") == "precious");
+  CHECK(fs::read_file("/etc/passwd")->find("evil") == std::string::npos);
+  // A hardlink to a file of an earlier layer (or through its symlink) is not a file of this layer.
+  for (const char* target : {"file", "x/passwd", "etc/passwd"}) {
+    CAPTURE(target);
+    auto again = tmp->path() / (std::string("hl-") + std::to_string(std::hash<std::string>{}(target)));
+    std::filesystem::create_directory(again);
+    auto h = unpack_bytes(make_tar({{.name = "h", .hardlink = target}}), &again);
+    REQUIRE(!h);
+    CHECK(h.error().kind == ErrorKind::corrupt);
+    CHECK_MESSAGE(h.error().message().find("not a file of this layer") != std::string::npos, h.error().message());
+  }
+  CHECK(*fs::read_file(outside / "passwd") == "precious");
+}
+
+TEST_CASE("whiteouts that traverse are refused; whiteouts through a symlink remove nothing outside") {
+  auto tmp = fs::TempDir::make("/tmp", "fnexec-sec-devtls-wh-");
+  REQUIRE(tmp);
+  auto outside = tmp->path() / "outside";
+  std::filesystem::create_directory(outside);
+  REQUIRE(fs::write_file_atomic(outside / "victim", "precious"));
+  struct Case {
+    const char* why;
+    std::vector<TarEntry> entries;
+  };
+  std::vector<Case> cases = {
+      {"dotdot whiteout", {{.name = "../.wh.victim"}}},
+      {"dotdot dir whiteout", {{.name = "d/../../outside/.wh.victim"}}},
+      {"dotdot opaque", {{.name = "../outside/.wh..wh..opq"}}},
+      {"whiteout through symlink", {{.name = "s", .type = AE_IFLNK, .link = outside.string()}, {.name = "s/.wh.victim"}}},
+      {"opaque through symlink", {{.name = "s", .type = AE_IFLNK, .link = outside.string()}, {.name = "s/.wh..wh..opq"}}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.why);
+    auto layer = fs::TempDir::make(tmp->path(), "layer-");
+    REQUIRE(layer);
+    auto root = layer->path();
+    auto r = unpack_bytes(make_tar(c.entries), &root);
+    CHECK(!r);
+    if (!r) CHECK(r.error().kind == ErrorKind::corrupt);
+    CHECK(*fs::read_file(outside / "victim") == "precious");
+    char value[8];
+    CHECK(::getxattr(outside.c_str(), "trusted.overlay.opaque", value, sizeof value) < 0);
+  }
+  // ".wh..." names ".." and ".wh." names nothing: ignored, never a whiteout of the parent.
+  auto layer = tmp->path() / "dots";
+  std::filesystem::create_directory(layer);
+  auto r = unpack_bytes(make_tar({{.name = "d", .type = AE_IFDIR, .perm = 0755}, {.name = "d/.wh..."}, {.name = "d/.wh."}}), &layer);
+  REQUIRE_MESSAGE(r, r.error().message());
+  CHECK(std::filesystem::is_directory(layer / "d"));
+  CHECK(std::filesystem::exists(outside / "victim"));
+}
+
+TEST_CASE("a tar that lies about an entry's size is refused, with nothing after it unpacked") {
+  auto tmp = fs::TempDir::make("/tmp", "fnexec-sec-devtls-size-");
+  REQUIRE(tmp);
+  std::string tar = make_tar({{.name = "big", .data = std::string(4096, 'a')}, {.name = "after", .data = "x"}});
+  // Cut inside big's data: the header promises 4096 bytes the stream does not have.
+  auto cut = tar.substr(0, 512 + 1000);
+  auto root = tmp->path();
+  auto r = unpack_bytes(cut, &root);
+  REQUIRE(!r);
+  CHECK(!std::filesystem::exists(root / "after"));
+  // A size field that is not octal at all.
+  std::string bad = tar;
+  std::memcpy(bad.data() + 124, "zzzzzzzzzzz", 11);
+  auto layer = tmp->path() / "bad";
+  std::filesystem::create_directory(layer);
+  auto b = unpack_bytes(bad, &layer);
+  CHECK(!b);
+}
+
+TEST_CASE("deep nesting: 1,000 levels unpack inside the layer; a name over PATH_MAX is a clear error") {
+  auto tmp = fs::TempDir::make("/tmp", "fnexec-sec-devtls-deep-");
+  REQUIRE(tmp);
+  std::string deep;
+  for (int i = 0; i < 1000; ++i) deep += "d/";
+  auto root = tmp->path() / "ok";
+  std::filesystem::create_directory(root);
+  auto r = unpack_bytes(make_tar({{.name = deep + "leaf", .data = "x"}}), &root);
+  REQUIRE_MESSAGE(r, r.error().message());
+  std::string tooDeep;
+  for (int i = 0; i < 3000; ++i) tooDeep += "d/";
+  auto root2 = tmp->path() / "too";
+  std::filesystem::create_directory(root2);
+  auto t = unpack_bytes(make_tar({{.name = tooDeep + "leaf", .data = "x"}}), &root2);
+  if (!t) CHECK(!t.error().message().empty());
+  CHECK(std::filesystem::exists(tmp->path() / "ok"));
 }
