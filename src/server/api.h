@@ -65,6 +65,7 @@ struct FunctionDefaults {
   std::string seccomp_profile;
   std::optional<uint64_t> nofile;
   uint64_t pids_limit = 256;
+  bool userns = true;  // default_userns: daemon functions get their own user namespace unless they say not
 };
 
 // Bounds on one function document (fnexec.conf max_* keys), so that a PUT costs memory and time in
