@@ -463,7 +463,7 @@ int main(int argc, char** argv) {
   }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--lifecycle" || a == "--lambda" || a == "--no-cgroups") {
+    if (a == "--lifecycle" || a == "--lambda" || a == "--no-cgroups" || a == "--userns") {
       --i;
       continue;
     }
