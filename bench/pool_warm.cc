@@ -21,6 +21,9 @@
 // invocations of `true` sustained at c=4, each one a sandbox built, run and destroyed, against bwrap
 // at c=4: rate, CPU per invocation (this process and its reaped children; the kernel's threads,
 // host-wide, where cleanup_net and RCU work lands) and the warm latency while refills run.
+//   fnexec-bench-pool --userns [-n RUNS]
+// The cost of the daemon's per-function user namespace: the same `cat` function with and without
+// one (its own id range, layers id-mapped), cold starts and pool hits, interleaved A B A B ...
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -549,20 +552,69 @@ int bench_oneshot(int runs, pool::PoolSet& pools, const image::ResolvedImage& im
 
 }  // namespace
 
+// Cold (min_warm 0: every invocation builds its sandbox) and warm (a pool hit) latency of `cat` with
+// host ids and with its own user namespace, interleaved so that load on the host hits both alike.
+int userns_cost(pool::PoolSet& pools, int runs) {
+  std::vector<pool::FunctionSpec> fns(2);
+  for (int i = 0; i < 2; ++i) {
+    auto& fn = fns[i];
+    fn.name = i ? "userns" : "host";
+    fn.image = "bench:1";
+    fn.cmd = std::vector<std::string>{"cat"};
+    fn.userns = i == 1;
+    if (fn.userns) fn.id_range = sandbox::IdRange{uid_t{1} << 30, 65536};
+  }
+  std::vector<double> cold[2], warm[2];
+  for (bool parked : {false, true}) {
+    for (auto& fn : fns) {
+      fn.min_warm = parked ? 1 : 0;
+      if (auto r = pools.configure(fn); !r) {
+        std::fprintf(stderr, "%s\n", r.error().message().c_str());
+        return 1;
+      }
+    }
+    for (int i = 0; i < runs; ++i)
+      for (int k = 0; k < 2; ++k) {
+        if (parked) wait_warm(pools, 1, fns[k].name);
+        auto t0 = Clock::now();
+        auto r = pools.invoke(fns[k].name, "x");
+        double us = us_since(t0);
+        if (!r || r->output != "x") {
+          std::fprintf(stderr, "invoke failed: %s\n", r ? r->log.c_str() : r.error().message().c_str());
+          return 1;
+        }
+        if ((r->start == pool::StartKind::warm) != parked) continue;  // not the kind being measured
+        (parked ? warm : cold)[k].push_back(us);
+      }
+  }
+  std::printf("%-22s %8s %8s %8s %8s  samples\n", "latency (us)", "p50", "p90", "p99", "mean");
+  for (int k = 0; k < 2; ++k)
+    for (bool parked : {false, true}) {
+      auto& v = (parked ? warm : cold)[k];
+      auto x = summarize(v);
+      std::printf("%-22s %8.0f %8.0f %8.0f %8.0f  %zu\n", (fns[k].name + (parked ? " warm" : " cold")).c_str(), x.p50,
+                  x.p90, x.p99, x.mean, v.size());
+    }
+  std::printf("ratio p50 userns/host: cold %.2f, warm %.2f\n", summarize(cold[1]).p50 / summarize(cold[0]).p50,
+              summarize(warm[1]).p50 / summarize(warm[0]).p50);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   int runs = 2000, parked = 100;
   size_t event_bytes = 16;
-  bool lifecycles = false, lambda = false, no_cgroups = false, oneshot = false;
+  bool lifecycles = false, lambda = false, no_cgroups = false, oneshot = false, userns = false;
   std::string example_c, ric;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--lifecycle") lifecycles = true;
     if (std::string(argv[i]) == "--lambda") lambda = true;
     if (std::string(argv[i]) == "--no-cgroups") no_cgroups = true;
     if (std::string(argv[i]) == "--oneshot") oneshot = true;
+    if (std::string(argv[i]) == "--userns") userns = true;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--lifecycle" || a == "--lambda" || a == "--no-cgroups" || a == "--oneshot") {
+    if (a == "--lifecycle" || a == "--lambda" || a == "--no-cgroups" || a == "--oneshot" || a == "--userns") {
       --i;
       continue;
     }
@@ -592,6 +644,13 @@ int main(int argc, char** argv) {
   if (!hierarchy) return 1;
   auto pools = pool::PoolSet::create(*store, *hierarchy, {.max_sandboxes = 1024});
   if (!pools) return 1;
+  if (userns) {
+    int rc = userns_cost(**pools, runs);
+    pools->reset();
+    umount2(tmpl, MNT_DETACH);
+    rmdir(tmpl);
+    return rc;
+  }
   if (oneshot) {
     auto image = store->resolve("bench:1");
     int rc = image ? bench_oneshot(runs == 2000 ? 1000 : runs, **pools, *image) : 1;

@@ -64,6 +64,8 @@ struct CreateFlags {
   // Async delivery: --retries, --retry-backoff INITIAL[:MULTIPLIER[:MAX]].
   std::optional<uint32_t> retries;
   std::string retry_backoff;
+  std::optional<bool> userns;
+  std::vector<std::string> volumes;
 };
 
 // "500ms:2:30s" → {"initial_ms":500,"multiplier":2,"max_ms":30000}; parts left out keep the daemon's defaults.
@@ -99,6 +101,8 @@ Result<std::string> create_body(const CreateFlags& f) {
   if (!f.cap_add.empty()) w.field("cap_add", f.cap_add);
   if (!f.cap_drop.empty()) w.field("cap_drop", f.cap_drop);
   if (f.nofile) w.field("nofile", *f.nofile);
+  if (f.userns) w.field("userns", *f.userns);
+  if (!f.volumes.empty()) w.field("volumes", f.volumes);
   if (f.seccomp_profile.find('/') != std::string::npos || f.seccomp_profile.ends_with(".json")) {
     // A file is sent inline: the daemon may not see the client's files.
     auto text = FNEXEC_TRY(fs::read_file(f.seccomp_profile));
@@ -261,6 +265,12 @@ void add_fn_commands(CLI::App& app, Globals& g) {
       ->allow_extra_args(false);
   create->add_option("--egress-default", f->egress_default,
                      "bridge: allow or deny what no rule names (default: fnexec.conf default_egress)");
+  create->add_option("--userns", f->userns,
+                     "true: root inside is the function's own unprivileged id range (the daemon's default); "
+                     "false: host ids");
+  create->add_option("-v,--volume", f->volumes,
+                     "SRC:DST[:ro|:rw] host path below the daemon's volume_allow (read-only unless :rw)")
+      ->allow_extra_args(false);
   create->add_option("cmd", f->cmd, "arguments (after --), replacing the image's cmd");
   add_endpoint_options(create, *ce);
   create->callback([f, ce, &g] { g.exit_code = do_create(*ce, *f); });

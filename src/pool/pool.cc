@@ -102,6 +102,8 @@ struct Slot {
   sandbox::NetnsLease netns;
   std::optional<net::Attachment> network;
   net::TrafficCounters traffic_seen;  // reuse: the counters after the previous event
+  // Held while the sandbox lives (first member: released after it is reaped): its id range is busy.
+  std::shared_ptr<const void> id_range_hold;
   std::unique_ptr<cgroup::SandboxCgroup> cgroup;
   std::optional<sandbox::Sandbox> sandbox;
   std::unique_ptr<invoke::EventSession> session;  // fresh/reuse, from go on
@@ -162,6 +164,14 @@ std::string join(const std::vector<std::string>& v) {
   return out;
 }
 
+std::string isolation_shape(const sandbox::SandboxSpec& s) {
+  std::string out = s.userns == sandbox::UserNamespace::automatic
+                        ? std::to_string(s.id_range.host_first) + ':' + std::to_string(s.id_range.count)
+                        : std::string("host");
+  for (const auto& v : s.volumes) out += '\n' + v.source.string() + '\0' + v.target + (v.read_only ? ":ro" : ":rw");
+  return out;
+}
+
 // The key of everything that makes two sandboxes interchangeable.
 std::string shape_of(const std::string& digest, const sandbox::SandboxSpec& s, const FunctionSpec& f) {
   auto opt = [](const auto& v) { return v ? std::to_string(*v) : std::string("-"); };
@@ -171,7 +181,7 @@ std::string shape_of(const std::string& digest, const sandbox::SandboxSpec& s, c
          std::to_string(s.read_only) + ' ' + std::to_string(s.privileges.bounding) + ' ' +
          std::to_string(s.privileges.effective) + ' ' + opt(f.nofile) + '\n' + f.seccomp_profile + '\n' +
          std::to_string(static_cast<int>(s.network)) + '\n' + std::string(to_string(f.lifecycle)) + ' ' +
-         std::string(to_string(f.protocol));
+         std::string(to_string(f.protocol)) + '\n' + isolation_shape(s);
 }
 
 // Network mode bridge: what makes two sandboxes' networks interchangeable.
@@ -211,6 +221,7 @@ class PoolSetImpl final : public PoolSet {
 
   Result<> configure(const FunctionSpec& spec) override;
   void remove(std::string_view name) override;
+  bool id_range_in_use(uid_t host_first) const override;
   Result<InvocationResult> invoke(std::string_view name, std::string_view event) override;
   std::vector<PoolStats> stats() const override;
   void shutdown(std::chrono::milliseconds grace) override;
@@ -269,6 +280,8 @@ class PoolSetImpl final : public PoolSet {
   std::map<std::string, std::shared_ptr<Function>, std::less<>> functions_;
   std::deque<std::shared_ptr<ColdRequest>> cold_;
   std::set<sandbox::Sandbox*> running_;
+  // Per id range, a token every sandbox in it holds (Slot::id_range_hold); expired: none lives.
+  std::map<uid_t, std::weak_ptr<const void>> id_range_holds_;
   uint32_t total_ = 0;  // parked + busy + starting, all functions
   uint32_t busy_ = 0;
   std::atomic<uint64_t> next_event_id_{1};
@@ -303,6 +316,14 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
   sandbox::PrivilegeSpec privileges;
   FNEXEC_TRY(sandbox::apply_image_config(img, overrides, *spec, privileges));
   spec->read_only = f.read_only_rootfs;
+  if (f.userns) {
+    if (!f.id_range)
+      return fail(ErrorKind::invalid, "configure user namespace of function", f.name,
+                  "no id range was allocated for it");
+    spec->userns = sandbox::UserNamespace::automatic;
+    spec->id_range = *f.id_range;
+  }
+  spec->volumes.insert(spec->volumes.end(), f.volumes.begin(), f.volumes.end());
   privileges.cap_add = f.cap_add;
   privileges.cap_drop = f.cap_drop;
   if (f.nofile) privileges.ulimits.push_back("nofile=" + std::to_string(*f.nofile));
@@ -402,6 +423,12 @@ void PoolSetImpl::remove(std::string_view name) {
   it->second->removed = true;
   discard(it->second->warm);
   functions_.erase(it);
+}
+
+bool PoolSetImpl::id_range_in_use(uid_t host_first) const {
+  std::lock_guard lock(mutex_);
+  auto it = id_range_holds_.find(host_first);
+  return it != id_range_holds_.end() && !it->second.expired();
 }
 
 bool PoolSetImpl::make_room(const Function& keep) {
@@ -612,6 +639,15 @@ Result<SlotPtr> PoolSetImpl::launch(const cgroup::Limits& limits, const sandbox:
   auto slot = std::make_unique<Slot>();
   slot->generation = generation;
   slot->id = "pool-" + std::to_string(::getpid()) + "-" + std::to_string(next_sandbox_id++);
+  if (tmpl.userns == sandbox::UserNamespace::automatic) {
+    std::lock_guard lock(mutex_);
+    auto& weak = id_range_holds_[tmpl.id_range.host_first];
+    slot->id_range_hold = weak.lock();
+    if (!slot->id_range_hold) {
+      slot->id_range_hold = std::make_shared<char>();
+      weak = slot->id_range_hold;
+    }
+  }
   slot->cgroup = FNEXEC_TRY(cgroups_->create(slot->id, limits));
   sandbox::SandboxSpec spec = tmpl;
   spec.cgroup = slot->cgroup.get();

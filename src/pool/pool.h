@@ -15,6 +15,7 @@
 
 #include "cgroup/cgroup.h"
 #include "invoke/invocation.h"
+#include "sandbox/spec.h"
 #include "util/error.h"
 
 namespace fnexec::image {
@@ -98,6 +99,12 @@ struct FunctionSpec {
   // "" or "default", "unconfined", an inline JSON profile, or NAME: PoolSetOptions::seccomp_profile_dir/NAME.json.
   std::string seccomp_profile;
   std::optional<uint64_t> nofile;  // RLIMIT_NOFILE soft and hard; unset: 1024
+  // Per-function isolation (issue 15). userns: root inside maps to id_range, this function's own
+  // slice of the subordinate ids, which the daemon allocates and records (never in the document);
+  // sandboxes of one function share it. volumes: host sources the daemon checked against volume_allow.
+  bool userns = false;
+  std::optional<sandbox::IdRange> id_range;
+  std::vector<sandbox::Volume> volumes;
   cgroup::Limits limits;
   std::chrono::milliseconds timeout{30000};
   uint32_t min_warm = 1;
@@ -181,6 +188,9 @@ class PoolSet {
   // sandbox changed (image digest, limits, argv/env/cwd/user), drains the old sandboxes.
   virtual Result<> configure(const FunctionSpec& spec) = 0;
   virtual void remove(std::string_view name) = 0;
+  // Whether a sandbox (parked, busy, starting or being destroyed) still runs in the id range that
+  // starts at host_first: a released range is handed to another function only once it is not.
+  virtual bool id_range_in_use(uid_t host_first) const = 0;
 
   // Runs one invocation: a parked sandbox if there is one (warm), else one built on the spot (cold).
   // ErrorKind::unavailable when the function is at max_concurrency or the global cap is reached;

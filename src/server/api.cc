@@ -344,6 +344,32 @@ Result<pool::RetryBackoff> get_retry_backoff(element v) {
   return b;
 }
 
+// "SOURCE:TARGET[:ro|:rw]", both absolute; read-only unless :rw. The daemon checks SOURCE against
+// fnexec.conf volume_allow when it configures the function (src/server/isolation.h).
+Result<sandbox::Volume> parse_volume(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    return field_error("volumes", fmt::format("entry \"{}\" {}; an entry is \"/host/path:/target[:ro|:rw]\"", text, why));
+  };
+  sandbox::Volume v;
+  v.read_only = true;
+  std::string_view rest = text;
+  if (rest.ends_with(":rw") || rest.ends_with(":ro")) {
+    v.read_only = rest.ends_with(":ro");
+    rest.remove_suffix(3);
+  }
+  auto colon = rest.find(':');
+  if (colon == std::string_view::npos || rest.find(':', colon + 1) != std::string_view::npos)
+    return bad("is not SOURCE:TARGET");
+  auto source = rest.substr(0, colon), target = rest.substr(colon + 1);
+  if (source.empty() || source[0] != '/' || target.empty() || target[0] != '/') return bad("needs absolute paths");
+  for (std::string_view part : {source, target})
+    if (part == "/.." || part.find("/../") != std::string_view::npos || part.ends_with("/.."))
+      return bad("must not contain ..");
+  v.source = std::string(source);
+  v.target = std::string(target);
+  return v;
+}
+
 }  // namespace
 
 Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::string_view json,
@@ -374,6 +400,7 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
   spec.cap_drop = defaults.cap_drop;
   spec.seccomp_profile = defaults.seccomp_profile.empty() ? "default" : defaults.seccomp_profile;
   spec.nofile = defaults.nofile;
+  spec.userns = defaults.userns;
   spec.lifecycle = defaults.lifecycle;
   spec.init_timeout = defaults.init_timeout;
   spec.idle_timeout = defaults.idle_timeout;
@@ -442,6 +469,15 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
         spec.nofile.reset();  // as GET shows an unset limit
       else
         spec.nofile = FNEXEC_TRY(get_uint(k, v, 16, 1 << 20));
+    } else if (k == "userns") {
+      bool b = false;
+      if (v.get_bool().get(b))
+        return field_error(k, fmt::format("must be true or false, got {}", type_name(v.type())));
+      spec.userns = b;
+    } else if (k == "volumes") {
+      auto list = FNEXEC_TRY(get_string_array(k, v, limits.max_array_entries, "max_array_entries"));
+      spec.volumes.clear();
+      for (const auto& entry : list) spec.volumes.push_back(FNEXEC_TRY(parse_volume(entry)));
     } else if (k == "memory_mb") {
       spec.limits.memory_bytes = FNEXEC_TRY(get_uint(k, v, 4, 1 << 20)) * MiB;
     } else if (k == "cpus") {
@@ -492,7 +528,7 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       return fail(
           ErrorKind::invalid, "accept function", {},
           fmt::format("unknown field \"{}\"; known: image, entrypoint, cmd, env, workdir, user, "
-                      "read_only_rootfs, cap_add, cap_drop, seccomp_profile, nofile, memory_mb, "
+                      "read_only_rootfs, cap_add, cap_drop, seccomp_profile, nofile, userns, volumes, memory_mb, "
                       "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
                       "max_output_bytes, max_log_bytes, lifecycle, max_events_per_sandbox, "
                       "init_timeout_ms, protocol, handler, network, dns, add_hosts, egress_allow, "
@@ -544,6 +580,11 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
     w.value(s.seccomp_profile);
   w.key("nofile");
   s.nofile ? w.value(*s.nofile) : w.null();
+  w.field("userns", s.userns);
+  std::vector<std::string> volumes;
+  for (const auto& v : s.volumes)
+    volumes.push_back(fmt::format("{}:{}:{}", v.source.string(), v.target, v.read_only ? "ro" : "rw"));
+  w.field("volumes", volumes);
   w.field("memory_mb", s.limits.memory_bytes.value_or(0) / MiB);
   w.field("cpus", s.limits.cpus.value_or(0));
   w.field("pids_limit", s.limits.pids.value_or(0));

@@ -72,6 +72,7 @@ struct FunctionDefaults {
   std::optional<uint64_t> nofile;
   uint64_t pids_limit = 256;
   std::string egress_default = "allow";  // network bridge: fnexec.conf default_egress
+  bool userns = true;  // default_userns: daemon functions get their own user namespace unless they say not
 };
 
 // Bounds on one function document (fnexec.conf max_* keys), so that a PUT costs memory and time in

@@ -30,7 +30,8 @@ const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",
                                                  "cgroup_prefix", "max_sandboxes", "invocation_workers",
                                                  "seccomp_profile_dir", "bridge",
                                                  "bridge_subnet",       "tls_cert",
-                                                 "tls_key"};
+                                                 "tls_key",             "subid_user",
+                                                 "userns_ids_per_function", "subuid_file", "subgid_file"};
 const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
@@ -40,7 +41,7 @@ const std::set<std::string_view> kReloadable = {
     "max_image_bytes",      "default_user",         "default_read_only_rootfs",
     "default_cap_drop",     "default_seccomp_profile", "default_nofile", "default_pids_limit",
     "registry_auth_file", "registry_certs_dir", "access_key", "lambda_region",
-    "lambda_account_id", "default_egress"};
+    "lambda_account_id", "default_egress", "default_userns", "volume_allow"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -232,6 +233,22 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       c.function_defaults.nofile = FNEXEC_TRY(parse_uint(s, 16, 1 << 20));
     } else if (k == "default_pids_limit") {
       c.function_defaults.pids_limit = FNEXEC_TRY(parse_uint(s, 1, 1 << 22));
+    } else if (k == "default_userns") {
+      if (s.value != "true" && s.value != "false") return bad_value(s, "must be true or false");
+      c.function_defaults.userns = s.value == "true";
+    } else if (k == "subid_user") {
+      if (s.value.empty() || s.value.find_first_of(": \t") != std::string::npos)
+        return bad_value(s, "must be a user name as in /etc/subuid (no ':' or spaces)");
+      c.isolation.subid_user = s.value;
+    } else if (k == "subuid_file" || k == "subgid_file") {
+      if (s.value.empty() || s.value[0] != '/') return bad_value(s, "must be an absolute path");
+      (k == "subuid_file" ? c.isolation.subuid_file : c.isolation.subgid_file) = s.value;
+    } else if (k == "userns_ids_per_function") {
+      c.isolation.ids_per_function = static_cast<uint32_t>(FNEXEC_TRY(parse_uint(s, 1, uint64_t{1} << 31)));
+    } else if (k == "volume_allow") {
+      auto allow = parse_volume_allow(s.value);
+      if (!allow) return bad_value(s, allow.error().message());
+      c.isolation.volume_allow.push_back(std::move(*allow));
     } else if (k == "default_idle_timeout") {
       auto v = FNEXEC_TRY(parse_setting_millis(s));
       if (v > std::chrono::hours(24 * 365)) return bad_value(s, "must be at most 365 days");

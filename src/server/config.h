@@ -14,6 +14,7 @@
 
 #include "image/store.h"
 #include "server/api.h"
+#include "server/isolation.h"
 #include "util/error.h"
 
 namespace fnexec::server {
@@ -64,6 +65,9 @@ struct ServeConfig {
   // SigV4 on the TCP listener: `access_key = ID SECRET` lines (id → secret).
   std::map<std::string, std::string> access_keys;
   LambdaSettings lambda;  // lambda_region, lambda_account_id: the Lambda API's ARNs and SigV4 scope
+  // subid_user, userns_ids_per_function (restart only), volume_allow (reloaded); default_userns is in
+  // function_defaults.
+  IsolationSettings isolation;
 };
 
 // One `key = value` setting, from the file or a flag.

@@ -647,7 +647,8 @@ ServiceLimits Daemon::service_limits() const {
           config_.max_image_bytes,
           config_.registry_auth_file,
           config_.registry_certs_dir,
-          config_.lambda};
+          config_.lambda,
+          config_.isolation};
 }
 
 void Daemon::reload() {
@@ -683,7 +684,11 @@ void Daemon::reload() {
             probe.seccomp_profile_dir != config_.seccomp_profile_dir || probe.bridge != config_.bridge ||
             probe.bridge_subnet != config_.bridge_subnet || probe.tls_cert != config_.tls_cert ||
             probe.tls_key != config_.tls_key ||
-            probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group)
+            probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group ||
+            probe.isolation.subid_user != config_.isolation.subid_user ||
+            probe.isolation.ids_per_function != config_.isolation.ids_per_function ||
+            probe.isolation.subuid_file != config_.isolation.subuid_file ||
+            probe.isolation.subgid_file != config_.isolation.subgid_file)
           spdlog::warn("reload: {} changed; it takes effect after a restart", s.key);
       }
     config_.token_file = next.token_file;
@@ -703,6 +708,7 @@ void Daemon::reload() {
     config_.registry_certs_dir = next.registry_certs_dir;
     config_.access_keys = next.access_keys;
     config_.lambda = next.lambda;
+    config_.isolation.volume_allow = next.isolation.volume_allow;
     token_ = next.token_file.empty() ? std::string() : token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     service_->set_limits(service_limits());

@@ -206,7 +206,30 @@ std::string pin_holder(const std::string& function) {
 
 }  // namespace
 
-Result<> Service::configure_pool(const pool::FunctionSpec& spec) {
+Result<pool::FunctionSpec> Service::isolate(const pool::FunctionSpec& spec) {
+  IsolationSettings isolation;
+  {
+    std::lock_guard lock(mu_);
+    isolation = limits_.isolation;
+  }
+  pool::FunctionSpec out = spec;
+  FNEXEC_TRY(check_volumes(spec.name, out.volumes, isolation.volume_allow));
+  if (!spec.userns) {
+    FNEXEC_TRY(state_.release_id_range(spec.name));
+    return out;
+  }
+  auto ids = FNEXEC_TRY(subordinate_ids(isolation));
+  out.id_range = FNEXEC_TRY(state_.id_range_for(spec.name, ids, isolation.ids_per_function, [this](uid_t first) {
+    return pools_ && pools_->id_range_in_use(first);
+  }));
+  return out;
+}
+
+Result<> Service::configure_pool(const pool::FunctionSpec& given) {
+  // Ids and volume sources are settled first: a function the config does not allow never pins an image.
+  auto isolated = isolate(given);
+  if (!isolated) return std::unexpected(isolated.error().context("configure function " + given.name));
+  const pool::FunctionSpec& spec = *isolated;
   if (!store_) return pools_->configure(spec);
   std::optional<image::Pin> previous;
   for (auto& p : FNEXEC_TRY(store_->pins()))
@@ -500,6 +523,8 @@ void Service::delete_function(const std::string& name, Respond respond) {
       functions_.erase(name);
     }
     if (pools_) pools_->remove(name);
+    // Another function gets these ids only once no sandbox of this one lives (State::id_range_for).
+    if (auto r = state_.release_id_range(name); !r) spdlog::error("function={} {}", name, r.error().message());
     if (store_)
       if (auto r = store_->unpin(pin_holder(name)); !r)
         spdlog::error("function={} {}", name, r.error().message());

@@ -18,6 +18,7 @@
 #include "image/store.h"
 #include "pool/pool.h"
 #include "server/api.h"
+#include "server/isolation.h"
 #include "server/metrics.h"
 #include "server/record_writer.h"
 #include "server/state.h"
@@ -62,6 +63,7 @@ struct ServiceLimits {
   std::string registry_auth_file;      // fnexec.conf: credentials for docker:// images
   std::string registry_certs_dir;      // fnexec.conf: per-registry CA directories
   LambdaSettings lambda;
+  IsolationSettings isolation;  // per-function user namespaces and volume_allow
 };
 
 // Whether a sync invocation may start now; admitted means it holds a max_concurrency slot.
@@ -135,6 +137,9 @@ class Service {
   // Pins the function's image in the store (so `image rm` and `image gc` leave it alone) and
   // configures its pool with the pinned digest; a failure leaves the previous pin in place.
   Result<> configure_pool(const pool::FunctionSpec& spec);
+  // The spec with its volume sources checked against volume_allow (made canonical) and, with
+  // userns, the function's id range (allocated and recorded on first use).
+  Result<pool::FunctionSpec> isolate(const pool::FunctionSpec& spec);
   void list_functions(Respond& respond);
   void get_function(const std::string& name, Respond& respond);
   void put_function(Request& request, Respond respond);

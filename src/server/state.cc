@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <set>
 
 #include "util/log.h"
 
@@ -103,6 +104,14 @@ CREATE TABLE dead_letters (
   replayed_as TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX dead_letters_by_function ON dead_letters (function, seq);
+)sql",
+    // 5: per-function user namespaces (issue 15): each function's slice of the subordinate ids.
+    R"sql(
+CREATE TABLE id_ranges (
+  function TEXT PRIMARY KEY,
+  host_first INTEGER NOT NULL UNIQUE,
+  count INTEGER NOT NULL
+);
 )sql",
 };
 
@@ -372,6 +381,50 @@ Result<bool> State::delete_function(const std::string& name) {
   Statement q(db_, statements_, "DELETE FROM functions WHERE name = ?");
   FNEXEC_TRY(q.bind(1, name).run("delete function"));
   return sqlite3_changes(db_) > 0;
+}
+
+Result<std::optional<sandbox::IdRange>> State::recorded_id_range(const std::string& function) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, statements_, "SELECT host_first, count FROM id_ranges WHERE function = ?");
+  q.bind(1, function);
+  if (!FNEXEC_TRY(q.step("read id range"))) return std::nullopt;
+  return sandbox::IdRange{static_cast<uid_t>(q.i64(0)), static_cast<uint32_t>(q.i64(1))};
+}
+
+Result<sandbox::IdRange> State::id_range_for(const std::string& function, sandbox::IdRange pool, uint32_t count,
+                                             const std::function<bool(uid_t)>& in_use) {
+  std::lock_guard lock(mu_);
+  const uint64_t pool_end = uint64_t{pool.host_first} + pool.count;
+  if (auto mine = FNEXEC_TRY(recorded_id_range(function));
+      mine && mine->count == count && mine->host_first >= pool.host_first && mine->host_first + uint64_t{count} <= pool_end)
+    return *mine;
+  // Slots are aligned to `count` from the pool's start, so a taken slot is one row and the scan is
+  // linear in the functions recorded.
+  std::set<uint64_t> taken;
+  {
+    Statement q(db_, statements_, "SELECT host_first FROM id_ranges WHERE function != ?");
+    q.bind(1, function);
+    while (FNEXEC_TRY(q.step("read id ranges"))) taken.insert(static_cast<uint64_t>(q.i64(0)));
+  }
+  for (uint64_t first = pool.host_first; first + count <= pool_end; first += count) {
+    // A row of another function anywhere inside this slot (a different slot size before) takes it.
+    auto near = taken.lower_bound(first > count ? first - count + 1 : 0);
+    if (near != taken.end() && *near < first + count) continue;
+    if (in_use && in_use(static_cast<uid_t>(first))) continue;
+    Statement up(db_, statements_, "INSERT OR REPLACE INTO id_ranges (function, host_first, count) VALUES (?, ?, ?)");
+    FNEXEC_TRY(up.bind(1, function).bind(2, static_cast<int64_t>(first)).bind(3, int64_t{count}).run("record id range"));
+    return sandbox::IdRange{static_cast<uid_t>(first), count};
+  }
+  return fail(ErrorKind::unavailable, "allocate user namespace ids for function", function,
+              fmt::format("all {} ranges of {} ids in {}:{} are taken; give the fnexec lines of /etc/subuid and "
+                          "/etc/subgid more ids, or lower userns_ids_per_function in fnexec.conf",
+                          pool.count / count, count, pool.host_first, pool.count));
+}
+
+Result<> State::release_id_range(const std::string& function) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, statements_, "DELETE FROM id_ranges WHERE function = ?");
+  return q.bind(1, function).run("release id range");
 }
 
 Result<> State::insert_running(const std::string& id, const std::string& function, int64_t now_ms,

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sandbox/spec.h"
 #include "util/error.h"
 
 struct sqlite3;
@@ -23,7 +24,7 @@ struct sqlite3_stmt;
 namespace fnexec::server {
 
 // Versioned migrations; schema_version holds how many of them ran.
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 struct StoredFunction {
   std::string name;
@@ -155,6 +156,16 @@ class State {
   Result<std::optional<StoredFunction>> get_function(const std::string& name);
   Result<std::vector<StoredFunction>> list_functions();
   Result<bool> delete_function(const std::string& name);
+
+  // Per-function user namespaces (schema version 3): the function's recorded id range when it lies in
+  // `pool` and has `count` ids, else the lowest free slot of `count` ids in `pool` that no other
+  // function holds and `in_use` (sandboxes still alive on a released range) does not refuse; the
+  // choice is recorded before it is returned, so it never collides across restarts.
+  Result<sandbox::IdRange> id_range_for(const std::string& function, sandbox::IdRange pool, uint32_t count,
+                                        const std::function<bool(uid_t)>& in_use);
+  // What id_range_for recorded for function, if anything.
+  Result<std::optional<sandbox::IdRange>> recorded_id_range(const std::string& function);
+  Result<> release_id_range(const std::string& function);
 
   // A sync invocation about to start: status running (lifecycle: the function's, when known).
   Result<> insert_running(const std::string& id, const std::string& function, int64_t now_ms,

@@ -104,7 +104,10 @@ class Daemon {
  public:
   explicit Daemon(std::string config_extra = "") : config_extra_(std::move(config_extra)) {
     static std::atomic<int> n{0};
-    prefix_ = "fnexec-test-serve-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+    int k = n++;
+    prefix_ = "fnexec-test-serve-" + std::to_string(::getpid()) + "-" + std::to_string(k);
+    // Its own slice of ids (64 functions of 65536), so concurrent test daemons never share host ids.
+    subid_first_ = (uint64_t{1} << 29) + ((static_cast<uint64_t>(::getpid()) * 16 + k) % 512) * (uint64_t{64} << 16);
   }
   ~Daemon() {
     stop(SIGKILL);
@@ -114,6 +117,16 @@ class Daemon {
   stdfs::path socket() const { return scratch_ / "fnexec.sock"; }
   stdfs::path state_dir() const { return scratch_ / "state"; }
   stdfs::path config() const { return scratch_ / "fnexec.conf"; }
+  // The test's own subordinate-id files (fnexec.conf subuid_file, subgid_file): functions get
+  // per-function user namespaces as on a host with a fnexec line in /etc/subuid, /etc/subgid.
+  uint64_t subid_first() const { return subid_first_; }
+  std::string subid_config() const {
+    std::string line = "fnexec-test:" + std::to_string(subid_first_) + ":" + std::to_string(uint64_t{64} << 16) + "\n";
+    write_file(scratch_ / "subuid", line);
+    write_file(scratch_ / "subgid", line);
+    return "subid_user = fnexec-test\nsubuid_file = " + (scratch_ / "subuid").string() +
+           "\nsubgid_file = " + (scratch_ / "subgid").string() + "\n";
+  }
   const test::ScratchTmpfs& scratch() const { return scratch_; }
   std::string log() const { return slurp(scratch_ / "daemon.log"); }
   pid_t pid() const { return pid_; }
@@ -122,14 +135,14 @@ class Daemon {
   void start(const std::vector<std::string>& extra = {}) {
     import_test_images();
     // 0600: a config holding access_key secrets must not be readable by others (fnexec.conf(5)).
-    write_file(config(), "cgroup_prefix = " + prefix_ + "\nlog_level = debug\n" + config_extra_, 0600);
+    write_file(config(), "cgroup_prefix = " + prefix_ + "\nlog_level = debug\n" + subid_config() + config_extra_, 0600);
     pid_ = spawn(extra);
     REQUIRE(pid_ > 0);
     notify_.wait_for("READY=1");
   }
   // Starts it and returns its exit status and log, for daemons that must refuse to start.
   std::pair<int, std::string> start_expecting_failure(const std::vector<std::string>& extra) {
-    write_file(config(), "cgroup_prefix = " + prefix_ + "\n" + config_extra_);
+    write_file(config(), "cgroup_prefix = " + prefix_ + "\n" + subid_config() + config_extra_);
     pid_t pid = spawn(extra);
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -237,6 +250,7 @@ class Daemon {
   test::ScratchTmpfs scratch_{"512m"};
   std::string config_extra_;
   std::string prefix_;
+  uint64_t subid_first_ = 0;
   NotifySocket notify_{scratch_ / "notify.sock"};
   pid_t pid_ = -1;
 };

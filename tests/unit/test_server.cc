@@ -14,6 +14,7 @@
 #include "sandbox/image_config.h"
 #include "server/api.h"
 #include "server/config.h"
+#include "server/isolation.h"
 #include "server/json.h"
 #include "server/metrics.h"
 #include "server/pulls.h"
@@ -566,7 +567,7 @@ TEST_CASE("state: migrations from an empty database, then idempotent") {
     CHECK(*(*s)->schema_version() == kSchemaVersion);
   }
   int tables = user_tables(t.path);
-  CHECK(tables == 6);  // schema_version, functions, invocations, async_payloads, logs, dead_letters
+  CHECK(tables == 7);  // schema_version, functions, invocations, async_payloads, logs, dead_letters, id_ranges
   {
     auto s = State::open(t.path);
     REQUIRE(s);
@@ -590,6 +591,77 @@ TEST_CASE("state: migrations from an empty database, then idempotent") {
   auto newer = State::open(t.path);
   REQUIRE(!newer);
   CHECK(newer.error().message().find("schema version 99 is newer") != std::string::npos);
+}
+
+TEST_CASE("state: per-function id ranges are disjoint, kept across reopen, released, and skip busy ones") {
+  TempDb t;
+  const sandbox::IdRange pool{1000000, 4 * 65536};
+  auto none = [](uid_t) { return false; };
+  uid_t a_first = 0;
+  {
+    auto s = std::move(*State::open(t.path));
+    auto a = s->id_range_for("a", pool, 65536, none);
+    auto b = s->id_range_for("b", pool, 65536, none);
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(a->host_first == 1000000);
+    CHECK(b->host_first == 1000000 + 65536);
+    CHECK(b->count == 65536);
+    a_first = a->host_first;
+  }
+  auto s = std::move(*State::open(t.path));
+  CHECK(s->id_range_for("a", pool, 65536, none)->host_first == a_first);  // recorded, not recomputed
+  REQUIRE(s->release_id_range("a"));
+  CHECK(!s->recorded_id_range("a")->has_value());
+  // a's slot is free again, but a sandbox still runs in it: c gets the next free one.
+  auto c = s->id_range_for("c", pool, 65536, [&](uid_t first) { return first == a_first; });
+  CHECK(c->host_first == 1000000 + 2 * 65536);
+  CHECK(s->id_range_for("d", pool, 65536, none)->host_first == a_first);
+  CHECK(s->id_range_for("e", pool, 65536, none)->host_first == 1000000 + 3 * 65536);
+  auto full = s->id_range_for("f", pool, 65536, none);
+  REQUIRE(!full);
+  CHECK(full.error().message().find("all 4 ranges of 65536 ids") != std::string::npos);
+}
+
+TEST_CASE("isolation: subordinate ids name the file and line to add; volumes only below volume_allow") {
+  fs::TempDir dir = *fs::TempDir::make("/tmp", "fnexec-unit-isolation");
+  IsolationSettings iso;
+  iso.subuid_file = dir.path() / "subuid";
+  iso.subgid_file = dir.path() / "subgid";
+  auto missing = subordinate_ids(iso);
+  REQUIRE(!missing);
+  CHECK(missing.error().message().find((dir.path() / "subuid").string() + ": the file does not exist; add a line such as `fnexec:") != std::string::npos);
+  REQUIRE(fs::write_file_atomic(iso.subuid_file, "other:1:2\nfnexec:200000:131072\n"));
+  REQUIRE(fs::write_file_atomic(iso.subgid_file, "other:1:2\n"));
+  auto no_line = subordinate_ids(iso);
+  REQUIRE(!no_line);
+  CHECK(no_line.error().message().find("no line for fnexec") != std::string::npos);
+  REQUIRE(fs::write_file_atomic(iso.subgid_file, "fnexec:200000:131072\n"));
+  CHECK(subordinate_ids(iso)->host_first == 200000);
+
+  std::filesystem::create_directories(dir.path() / "ro" / "sub");
+  std::filesystem::create_directories(dir.path() / "rw");
+  std::filesystem::create_symlink("/etc", dir.path() / "ro" / "out");
+  std::vector<VolumeAllow> allow = {*parse_volume_allow((dir.path() / "ro").string()),
+                                    *parse_volume_allow((dir.path() / "rw").string() + ":rw")};
+  std::vector<sandbox::Volume> ok = {{dir.path() / "ro" / "sub", "/data", true}, {dir.path() / "rw", "/out", false}};
+  CHECK(check_volumes("f", ok, allow));
+  for (auto [source, read_only, message] : std::vector<std::tuple<std::filesystem::path, bool, std::string>>{
+           {"/etc", true, "/etc is not below a volume_allow path"},
+           {dir.path() / "ro" / "out", true, "/etc is not below a volume_allow path"},  // the symlink's target counts
+           {dir.path() / "ro", false, "is read-only; add :rw there"},
+           {dir.path() / "nope", true, "No such file"},
+       }) {
+    std::vector<sandbox::Volume> v = {{source, "/x", read_only}};
+    auto r = check_volumes("f", v, allow);
+    INFO(source.string());
+    REQUIRE(!r);
+    CHECK(r.error().message().find(message) != std::string::npos);
+  }
+  std::vector<sandbox::Volume> v = {{dir.path() / "rw", "/x", true}};
+  auto none = check_volumes("f", v, {});
+  REQUIRE(!none);
+  CHECK(none.error().message().find("add `volume_allow = PATH` to fnexec.conf") != std::string::npos);
 }
 
 TEST_CASE("state: functions, records, recovery, retention") {

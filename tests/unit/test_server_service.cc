@@ -18,6 +18,14 @@ using namespace fnexec::server;
 
 namespace {
 
+// No subordinate-id files here: functions run without per-function user namespaces (the
+// allocation itself is tested in test_server_state.cc and the serve suites).
+ServiceLimits host_ids_limits() {
+  ServiceLimits l;
+  l.function_defaults.userns = false;
+  return l;
+}
+
 class ScriptedPools : public pool::PoolSet {
  public:
   Result<> configure(const pool::FunctionSpec& spec) override {
@@ -30,6 +38,7 @@ class ScriptedPools : public pool::PoolSet {
     std::lock_guard lock(mu_);
     removed.emplace_back(name);
   }
+  bool id_range_in_use(uid_t) const override { return false; }
   Result<pool::InvocationResult> invoke(std::string_view name, std::string_view event) override {
     std::unique_lock lock(mu_);
     events.emplace_back(event);
@@ -76,7 +85,7 @@ struct Fixture {
     Executor inline_exec = [](std::function<void()> job) { job(); };
     Executor thread_exec = [this](std::function<void()> job) { threads.emplace_back(std::move(job)); };
     service = std::make_unique<Service>(*state, &pools, nullptr, "v1", threaded ? thread_exec : inline_exec,
-                                        inline_exec, ServiceLimits{});
+                                        inline_exec, host_ids_limits());
     REQUIRE(service->start());
   }
   ~Fixture() {
