@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   add_invoke_command(app, g);
   add_invocations_command(app, g);
   add_logs_command(app, g);
+  add_cluster_command(app, g);
   add_bench_command(app, g);
 
   try {

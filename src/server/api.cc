@@ -92,6 +92,10 @@ RouteMatch route(std::string_view method, std::string_view target) {
       m = by_method(method, {{"GET", Route::invocations_list}});
     } else if (p == "invocations" && parts.size() == 3) {
       m = by_method(method, {{"GET", Route::invocation_get}});
+    } else if (p == "dead-letters" && parts.size() == 2) {
+      m = by_method(method, {{"GET", Route::dead_letters_list}});
+    } else if (p == "cluster" && parts.size() == 2) {
+      m = by_method(method, {{"GET", Route::cluster_status}});
     } else if (p == "images" && parts.size() == 2) {
       m = by_method(method, {{"GET", Route::images_list}, {"POST", Route::images_import}});
     }

@@ -27,6 +27,8 @@ enum class Route {
   invocation_get,    // GET /v1/invocations/{id}
   images_list,       // GET /v1/images
   images_import,     // POST /v1/images
+  dead_letters_list,  // GET /v1/dead-letters
+  cluster_status,     // GET /v1/cluster
   // Lambda's Invoke API (lambda_api.h); match.lambda is set for every path below /2015-03-31.
   lambda_functions_list,   // GET /2015-03-31/functions/
   lambda_function_get,     // GET /2015-03-31/functions/{name}

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/connection.h"
 #include "image/store.h"
 #include "server/api.h"
 #include "util/error.h"
@@ -34,6 +35,8 @@ struct ServeConfig {
   std::string cgroup_prefix = "fnexec-serve";
   uint32_t max_sandboxes = 256;
   uint32_t invocation_workers = 64;
+  // cluster_* keys: several daemons behind NATS JetStream; no cluster_nats keeps everything local.
+  cluster::Options cluster;
   std::filesystem::path seccomp_profile_dir = "/etc/fnexec/seccomp";  // NAME.json for seccomp_profile NAME  // threads that run invocations; also the daemon-wide concurrency cap
 
   // Reloaded on SIGHUP.
