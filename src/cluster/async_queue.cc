@@ -311,6 +311,12 @@ Result<std::string> AsyncQueue::dead_letters_json(const std::string& function, u
     if (s == NATS_NOT_FOUND) continue;  // deleted
     if (s != NATS_OK) return nats_fail(s, "read dead letter", std::to_string(seq));
     auto fn = header(msg, "Fnexec-Function");
+    // The subject names the function too (fnexec.dead.TOKEN), when js_GetMsg gives it.
+    if (const char* subject = natsMsg_GetSubject(msg); fn.empty() && subject && *subject) {
+      fn = subject;
+      fn = fn.substr(fn.rfind('.') + 1);
+      std::replace(fn.begin(), fn.end(), '~', '.');
+    }
     if (function.empty() || fn == function) {
       auto num = [&](const char* h) { return static_cast<int64_t>(std::strtoll(header(msg, h).c_str(), nullptr, 10)); };
       w.begin_object().field("seq", seq).field("id", header(msg, "Fnexec-Invocation-Id")).field("function", fn);
