@@ -9,10 +9,12 @@ BUILD_PKGS=(
   libboost-dev libsimdjson-dev libspdlog-dev libfmt-dev doctest-dev
   libarchive-dev libssl-dev libsqlite3-dev libcli11-dev libzstd-dev zlib1g-dev liblzma-dev libbz2-dev
   libcurl4-openssl-dev
+  libnats-dev
 )
 # Used by tests and rootfs-tools at run time.
 TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 nftables curl cpio kmod xz-utils
-  docker-registry skopeo apache2-utils openssl awscli)
+  docker-registry skopeo apache2-utils openssl awscli
+  nats-server)
 # Peers for bench/, the VM suites (cgroup v2; systemd: mmdebstrap, mke2fs), the compat suite
 # (images made by other tools) and the lambda-ric suite (npm's aws-lambda-ric builds aws-lambda-cpp
 # and curl with cmake and autotools).

@@ -14,6 +14,7 @@ namespace {
 struct ServeFlags {
   std::string config;
   std::string socket, listen, token_file, tls_cert, tls_key, state_dir, cgroups;
+  std::string cluster_nats;
 };
 
 }  // namespace
@@ -31,6 +32,8 @@ void add_serve_command(CLI::App& app, Globals& g) {
   sub->add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
   sub->add_option("--state-dir", o->state_dir, "state directory: images, database (default --root)");
   sub->add_option("--cgroups", o->cgroups, "auto (required) or disabled (no limits, no accounting)");
+  sub->add_option("--cluster-nats", o->cluster_nats,
+                  "join a cluster through NATS JetStream: nats://HOST:PORT[,...] (cluster_nats)");
   sub->callback([o, &g] {
     // The daemon logs from several threads: a thread-safe logger (its level comes from log_level).
     log::init(spdlog::level::info, log::Threads::many);
@@ -52,6 +55,7 @@ void add_serve_command(CLI::App& app, Globals& g) {
     flag("tls_cert", o->tls_cert, "--tls-cert");
     flag("tls_key", o->tls_key, "--tls-key");
     flag("cgroups", o->cgroups, "--cgroups");
+    flag("cluster_nats", o->cluster_nats, "--cluster-nats");
     auto rc = server::serve(options);
     g.exit_code = rc ? *rc : report(rc.error());
   });

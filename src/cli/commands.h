@@ -59,6 +59,7 @@ void add_invoke_command(CLI::App& app, Globals& g);
 void add_invocations_command(CLI::App& app, Globals& g);
 void add_dead_letters_command(CLI::App& app, Globals& g);
 void add_logs_command(CLI::App& app, Globals& g);
+void add_cluster_command(CLI::App& app, Globals& g);
 void add_bench_command(CLI::App& app, Globals& g);
 
 }  // namespace fnexec::cli

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   add_invocations_command(app, g);
   add_dead_letters_command(app, g);
   add_logs_command(app, g);
+  add_cluster_command(app, g);
   add_bench_command(app, g);
 
   try {

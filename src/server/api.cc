@@ -99,6 +99,8 @@ RouteMatch route(std::string_view method, std::string_view target) {
       m = by_method(method, {{"GET", Route::dead_letter_get}, {"DELETE", Route::dead_letter_delete}});
     } else if (p == "dead-letters" && parts.size() == 4 && parts[3] == "replay") {
       m = by_method(method, {{"POST", Route::dead_letter_replay}});
+    } else if (p == "cluster" && parts.size() == 2) {
+      m = by_method(method, {{"GET", Route::cluster_status}});
     } else if (p == "images" && parts.size() == 2) {
       m = by_method(method, {{"GET", Route::images_list}, {"POST", Route::images_import}});
     } else if (p == "images" && parts.size() == 3 && parts[2] == "pull") {

@@ -33,6 +33,7 @@ enum class Route {
   images_import,     // POST /v1/images
   images_pull,       // POST /v1/images/pull (src/server/pulls.h)
   images_pull_get,   // GET /v1/images/pulls/{id}
+  cluster_status,    // GET /v1/cluster
   // Lambda's Invoke API (lambda_api.h); match.lambda is set for every path below /2015-03-31.
   lambda_functions_list,   // GET /2015-03-31/functions/
   lambda_function_get,     // GET /2015-03-31/functions/{name}

@@ -31,7 +31,12 @@ const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",
                                                  "seccomp_profile_dir", "bridge",
                                                  "bridge_subnet",       "tls_cert",
                                                  "tls_key",             "subid_user",
-                                                 "userns_ids_per_function", "subuid_file", "subgid_file"};
+                                                 "userns_ids_per_function", "subuid_file", "subgid_file",
+                                                 // cluster mode (src/cluster): joined at start only
+                                                 "cluster_nats", "cluster_node", "cluster_nats_creds",
+                                                 "cluster_nats_user", "cluster_nats_password",
+                                                 "cluster_nats_tls_ca", "cluster_nats_tls_cert",
+                                                 "cluster_nats_tls_key", "cluster_result_ttl"};
 const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
@@ -67,6 +72,43 @@ Result<std::chrono::milliseconds> parse_setting_millis(const Setting& s) {
   auto v = parse_millis(s.value);
   if (!v) return bad_value(s, v.error().detail);
   return *v;
+}
+
+Result<> apply_cluster_setting(cluster::Options& o, const Setting& s) {
+  const auto& k = s.key;
+  if (k == "cluster_nats") {
+    if (s.value.empty()) {
+      o.servers.clear();
+      return {};
+    }
+    auto servers = cluster::parse_servers(s.value);
+    if (!servers) return bad_value(s, servers.error().detail);
+    o.servers = *servers;
+  } else if (k == "cluster_node") {
+    bool ok = !s.value.empty() && s.value.size() <= 64 &&
+              std::all_of(s.value.begin(), s.value.end(), [](char ch) {
+                return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_';
+              });
+    if (!ok) return bad_value(s, "must be 1-64 of A-Z a-z 0-9 - _ (a key of the fnexec-nodes bucket)");
+    o.node = s.value;
+  } else if (k == "cluster_nats_creds") {
+    o.creds_file = s.value;
+  } else if (k == "cluster_nats_user") {
+    o.user = s.value;
+  } else if (k == "cluster_nats_password") {
+    o.password = s.value;
+  } else if (k == "cluster_nats_tls_ca") {
+    o.tls_ca = s.value;
+  } else if (k == "cluster_nats_tls_cert") {
+    o.tls_cert = s.value;
+  } else if (k == "cluster_nats_tls_key") {
+    o.tls_key = s.value;
+  } else if (k == "cluster_result_ttl") {
+    auto v = FNEXEC_TRY(parse_setting_millis(s));
+    if (v < std::chrono::seconds(1)) return bad_value(s, "must be at least 1s");
+    o.result_ttl = v;
+  }
+  return {};
 }
 
 }  // namespace
@@ -156,6 +198,8 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       c.max_sandboxes = static_cast<uint32_t>(FNEXEC_TRY(parse_uint(s, 1, 65536)));
     } else if (k == "invocation_workers") {
       c.invocation_workers = static_cast<uint32_t>(FNEXEC_TRY(parse_uint(s, 1, 4096)));
+    } else if (k.starts_with("cluster_")) {
+      FNEXEC_TRY(apply_cluster_setting(c.cluster, s));
     } else if (k == "token_file") {
       c.token_file = s.value;
     } else if (k == "registry_auth_file") {

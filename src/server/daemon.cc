@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "cgroup/cgroup.h"
+#include "cluster/node.h"
 #include "image/store.h"
 #include "net/attachment.h"
 #include "server/http_framing.h"
@@ -209,6 +210,7 @@ class Daemon {
   std::unique_ptr<asio::thread_pool> invocation_threads_;
   std::unique_ptr<asio::thread_pool> admin_threads_;
   std::unique_ptr<Service> service_;
+  std::unique_ptr<cluster::Node> cluster_;  // cluster_nats set: this daemon's membership
 
   bool ready_sent_ = false;
   bool stopping_ = false;
@@ -684,6 +686,7 @@ void Daemon::reload() {
             probe.seccomp_profile_dir != config_.seccomp_profile_dir || probe.bridge != config_.bridge ||
             probe.bridge_subnet != config_.bridge_subnet || probe.tls_cert != config_.tls_cert ||
             probe.tls_key != config_.tls_key ||
+            probe.cluster.servers != config_.cluster.servers || probe.cluster.node != config_.cluster.node ||
             probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group ||
             probe.isolation.subid_user != config_.isolation.subid_user ||
             probe.isolation.ids_per_function != config_.isolation.ids_per_function ||
@@ -867,6 +870,19 @@ Result<int> Daemon::run() {
       on(*invocation_threads_), on(*admin_threads_),
       service_limits());
   FNEXEC_TRY(service_->start(std::move(recovery.interrupted)));
+  // Cluster mode: join after the local state is loaded (the registry's catch-up compares with it).
+  if (config_.cluster.enabled()) {
+    auto options = config_.cluster;
+    if (options.node.empty()) {
+      char host[256] = {};
+      ::gethostname(host, sizeof host - 1);
+      options.node = fmt::format("{}-{}", host, ::getpid());
+      std::replace_if(options.node.begin(), options.node.end(),
+                      [](char c) { return !std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_'; }, '-');
+    }
+    cluster_ = FNEXEC_TRY(cluster::Node::start(options, *service_));
+    service_->attach_cluster(cluster_.get());
+  }
 
   signals_.async_wait([this](beast::error_code ec, int s) {
     if (!ec) on_signal(s);
@@ -879,6 +895,11 @@ Result<int> Daemon::run() {
   if (pool_shutdown_.joinable()) pool_shutdown_.join();
   invocation_threads_->join();
   admin_threads_->join();
+  // After the workers: deliveries that ran have acked (the node's connection was still up).
+  if (cluster_) {
+    service_->attach_cluster(nullptr);
+    cluster_.reset();
+  }
   service_.reset();
   pools_.reset();
   if (socket_bound_) ::unlink(config_.socket.c_str());

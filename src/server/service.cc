@@ -12,6 +12,7 @@
 #include "server/pulls.h"
 #include "server/json.h"
 #include "server/lambda_api.h"
+#include "cluster/node.h"
 #include "util/log.h"
 
 namespace fnexec::server {
@@ -182,6 +183,17 @@ std::string failure_message(const pool::FunctionSpec& spec, const pool::Invocati
 }
 
 }  // namespace
+
+// The record builders, for the cluster's async path (service_cluster.cc, service_records.h).
+std::string record_json(const InvocationRow& row) {
+  return invocation_json(row, std::nullopt);
+}
+InvocationEnd record_end(const std::string& id, const pool::InvocationResult& res, Outcome outcome) {
+  return end_of(id, res, outcome);
+}
+std::string record_failure(const pool::FunctionSpec& spec, const pool::InvocationResult& res, Outcome outcome) {
+  return failure_message(spec, res, outcome);
+}
 
 Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode,
                  Executor invocations, Executor admin, ServiceLimits limits)
@@ -386,7 +398,8 @@ void Service::handle(Request request, Respond respond) {
       return list_invocations(request, respond);
     case Route::invocation_get:
       return get_invocation(m.param, respond);
-    case Route::dead_letters_list:
+    case Route::dead_letters_list:  // in a cluster, the dead-letter stream; else the local list
+      if (cluster_.load()) return cluster_route(request, std::move(respond));
       return list_dead_letters(request, respond);
     case Route::dead_letter_get:
       return get_dead_letter(m.param, respond);
@@ -402,6 +415,8 @@ void Service::handle(Request request, Respond respond) {
       return images_pull(request, std::move(respond));
     case Route::images_pull_get:
       return images_pull_get(m.param, respond);
+    case Route::cluster_status:
+      return cluster_route(request, std::move(respond));
     case Route::bad_request:
       return respond(error_reply(400, m.error));
     case Route::method_not_allowed: {
@@ -500,6 +515,10 @@ void Service::put_function(Request& request, Respond respond) {
       functions_[spec.name] = std::move(entry);
     }
     spdlog::info("function={} {} image={}", spec.name, *created ? "created" : "updated", spec.image);
+    // Cluster mode: every other node applies it from the registry bucket.
+    if (auto* node = cluster_.load())
+      if (auto r = node->registry().put(spec.name, json); !r)
+        return respond(error_reply(503, "stored on this node but not in the cluster registry: " + r.error().message()));
     auto f = state_.get_function(spec.name);
     auto stats = pools_ ? pools_->stats() : std::vector<pool::PoolStats>{};
     std::string body;
@@ -518,6 +537,9 @@ void Service::delete_function(const std::string& name, Respond respond) {
     auto removed = state_.delete_function(name);
     if (!removed) return respond(error_reply(removed.error()));
     if (!*removed) return respond(error_reply(404, fmt::format("no function named {}", name)));
+    if (auto* node = cluster_.load())
+      if (auto r = node->registry().remove(name); !r)
+        return respond(error_reply(503, "deleted on this node but not in the cluster registry: " + r.error().message()));
     {
       std::lock_guard lock(mu_);
       functions_.erase(name);
@@ -568,6 +590,12 @@ void Service::run_admitted(const std::string& name, std::string event, std::func
 }
 
 void Service::enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done) {
+  if (cluster_.load())
+    return enqueue_cluster(name, new_invocation_id(), std::move(event),
+                           [done = std::move(done)](Result<std::pair<std::string, bool>> r) {
+                             if (!r) return done(std::unexpected(r.error()));
+                             done(r->first);
+                           });
   run_job(admin_, [this, name, event = std::move(event), done = std::move(done)] {
     auto id = new_invocation_id();
     if (auto r = state_.enqueue(id, name, event, now_ms()); !r) return done(std::unexpected(r.error()));
@@ -669,6 +697,24 @@ void Service::invoke(Request& request, Respond respond) {
   if (mode == "async") {
     if (stopping()) return respond(error_reply(503, "the daemon is shutting down"));
     if (!function(name)) return respond(error_reply(404, fmt::format("no function named {}", name)));
+    if (cluster_.load()) {
+      // ?id=: the client's own id, so that its retry of the same request does not enqueue twice.
+      std::string id = request.match.query.contains("id") ? request.match.query.at("id") : new_invocation_id();
+      bool id_ok = !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+      });
+      if (!id_ok) return respond(error_reply(400, "id must be 1-64 of a-z 0-9 - _"));
+      return enqueue_cluster(name, id, std::move(request.body),
+                             [respond = std::move(respond)](Result<std::pair<std::string, bool>> r) {
+                               if (!r) return respond(error_reply(r.error()));
+                               auto& [id, fresh] = *r;
+                               Reply reply = json_reply(202, fmt::format(R"({{"id":"{}","status":"queued","duplicate":{}}})",
+                                                                         id, fresh ? "false" : "true"));
+                               reply.headers.emplace_back("Fnexec-Invocation-Id", id);
+                               reply.headers.emplace_back("Location", "/v1/invocations/" + id);
+                               respond(std::move(reply));
+                             });
+    }
     return enqueue(name, std::move(request.body), [respond = std::move(respond)](Result<std::string> id) {
       respond(id ? queued_reply(*id) : error_reply(id.error()));
     });
@@ -1006,6 +1052,7 @@ void Service::get_invocation(const std::string& id, Respond& respond) {
   records_.flush();
   auto row = state_.get_invocation(id);
   if (!row) return respond(error_reply(row.error()));
+  if (!*row && cluster_.load()) return cluster_invocation(id, std::move(respond));
   if (!*row) return respond(error_reply(404, fmt::format("no invocation with id {}", id)));
   auto log = state_.log_of(id);
   respond(json_reply(200, invocation_json(**row, log ? *log : std::nullopt)));

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "cluster/local.h"
 #include "image/store.h"
 #include "pool/pool.h"
 #include "server/api.h"
@@ -25,6 +26,9 @@
 
 namespace fnexec::image {
 class Store;
+}
+namespace fnexec::cluster {
+class Node;
 }
 
 namespace fnexec::server {
@@ -92,7 +96,8 @@ struct FunctionView {
 class LambdaApi;
 class Pulls;
 
-class Service {
+// cluster::Local: what a cluster node (src/cluster) asks of this daemon; unused without cluster_nats.
+class Service : public cluster::Local {
  public:
   // pools and store may be null: the daemon then answers what needs them with 503.
   Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode,
@@ -125,6 +130,17 @@ class Service {
   std::optional<FunctionView> function(const std::string& name) const;
   bool stopping() const;
   State& state() { return state_; }
+
+  // Cluster mode (docs/ARCHITECTURE.md "Cluster"): the registry, async invocations and their records
+  // go through node; null (the default) keeps everything local. Set before serving, cleared after.
+  void attach_cluster(cluster::Node* node);
+  void apply_cluster_function(const std::string& name, const std::string& spec_json) override;
+  void remove_cluster_function(const std::string& name) override;
+  std::vector<std::string> local_function_names() override;
+  std::optional<pool::FunctionSpec> function_spec(const std::string& name) override;
+  uint32_t free_async_slots(const std::string& name) override;
+  void run_delivery(cluster::Delivery d, std::function<void(cluster::DeliveryResult)> done) override;
+  std::string node_status_json() override;
 
  private:
   struct FunctionEntry {
@@ -185,6 +201,14 @@ class Service {
   bool backoff_ = false;  // the pool set had no capacity: wait for the next pump()
   std::unique_ptr<LambdaApi> lambda_;
   std::unique_ptr<Pulls> pulls_;  // registry pulls (POST /v1/images/pull, docker:// functions); null without a store
+
+  // Cluster mode (service_cluster.cc).
+  void enqueue_cluster(const std::string& name, std::string id, std::string event,
+                       std::function<void(Result<std::pair<std::string, bool>>)> done);
+  cluster::DeliveryResult run_cluster_delivery(const cluster::Delivery& d);
+  void cluster_route(const Request& request, Respond respond);
+  void cluster_invocation(const std::string& id, Respond respond);
+  std::atomic<cluster::Node*> cluster_{nullptr};
 };
 
 // 32 lowercase hex digits from getrandom(2).

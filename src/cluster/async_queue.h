@@ -1,0 +1,64 @@
+// Async invocations through JetStream: stream FNEXEC_INVOCATIONS (work-queue retention, subject
+// fnexec.invoke.<function>), one durable pull consumer per function shared by every node, results in
+// the KV bucket fnexec-results (with a TTL), dead letters in stream FNEXEC_DEAD_LETTERS.
+// Each node fetches only as many events as it has free slots, so work goes where there is capacity.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "cluster/kv.h"
+#include "cluster/local.h"
+
+namespace fnexec::cluster {
+
+inline constexpr const char* kInvocationStream = "FNEXEC_INVOCATIONS";
+inline constexpr const char* kDeadLetterStream = "FNEXEC_DEAD_LETTERS";
+inline constexpr const char* kResultsBucket = "fnexec-results";
+
+// A function name as one subject token and consumer name: '.' (allowed in names) separates tokens
+// in NATS, so it becomes '~' (not allowed in names, so no two names collide).
+std::string subject_token(const std::string& function);
+
+class AsyncQueue {
+ public:
+  static Result<std::unique_ptr<AsyncQueue>> open(Connection& conn, Local& local, std::chrono::milliseconds result_ttl);
+  ~AsyncQueue();
+
+  // Stores the queued record, then publishes the event with id as its Nats-Msg-Id (JetStream drops
+  // a second publish of the same id within the duplicate window). Returns false for a duplicate.
+  Result<bool> enqueue(const std::string& function, const std::string& id, std::string_view event,
+                       const std::string& queued_record_json);
+  // The record of an async invocation of any node, as GET /v1/invocations/{id} shows it.
+  Result<std::optional<std::string>> result(const std::string& id);
+  // After a registry change: creates or updates the function's consumer and its fetch thread, or
+  // stops the thread of a deleted function (the durable consumer stays for the other nodes).
+  void follow(const std::string& function);
+  // A slot was freed: fetch threads waiting for capacity look again now.
+  void wake();
+  // GET /v1/dead-letters in cluster mode: oldest first, function "" = all.
+  Result<std::string> dead_letters_json(const std::string& function, uint64_t limit);
+  // Events waiting in the stream (GET /v1/cluster).
+  Result<uint64_t> pending();
+
+ private:
+  struct Consumer;
+  AsyncQueue(Connection& conn, Local& local, KvBucket results);
+  void fetch_loop(Consumer& c, std::stop_token stop);
+  void deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries, const struct RetryPolicy& policy);
+  Result<> dead_letter(const Delivery& d, const DeliveryResult& r);
+
+  Connection& conn_;
+  Local& local_;
+  KvBucket results_;
+  std::mutex mu_;
+  std::condition_variable_any capacity_;
+  std::map<std::string, std::unique_ptr<Consumer>> consumers_;
+};
+
+}  // namespace fnexec::cluster
