@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 rootfs-tools/mkimage --busybox --file "$builddir/tests/integration/frame_probe=/bin/frame_probe" \
   --oci-archive "$work/probe.tar" >/dev/null
-printf 'cgroup_prefix = %s\nlog_level = warn\n' "$prefix" > "$work/fnexec.conf"
+printf 'cgroup_prefix = %s\nlog_level = warn\ndefault_userns = false\n' "$prefix" > "$work/fnexec.conf"
 chmod 600 "$work/fnexec.conf"
 for i in $(seq "$n"); do printf 'url = "http://localhost/v1/functions/echo/invoke?mode=async"\noutput = "/dev/null"\n'; done > "$work/urls"
 

@@ -25,7 +25,7 @@ trap cleanup EXIT
 rootfs-tools/mkimage --busybox --file "$builddir/tests/integration/frame_probe=/bin/frame_probe" \
   --oci-archive "$work/probe.tar" >/dev/null
 "$fnexec" --root "$work/state" image import "$work/probe.tar" --name probe:1 >/dev/null
-printf 'cgroup_prefix = fnexec-bench-lambda-%s\nlog_level = warn\n' "$$" > "$work/fnexec.conf"
+printf 'cgroup_prefix = fnexec-bench-lambda-%s\nlog_level = warn\ndefault_userns = false\n' "$$" > "$work/fnexec.conf"
 chmod 600 "$work/fnexec.conf"
 "$fnexec" serve --config "$work/fnexec.conf" --socket "$work/fnexec.sock" --state-dir "$work/state" \
   2>"$work/daemon.log" &

@@ -23,7 +23,7 @@ ip netns add "$id"
 ip -n "$id" link set lo up
 rootfs-tools/mkimage --busybox --ref bb:1 --oci-archive "$scratch/bb.tar" >/dev/null
 "$builddir/fnexec" --root "$scratch/state" image import "$scratch/bb.tar" --name bb:1 >/dev/null
-printf 'bridge = %s\nbridge_subnet = 10.234.0.0/24\ncgroup_prefix = fnexec-bench-%s\n' "$id" "$id" >"$scratch/fnexec.conf"
+printf 'bridge = %s\nbridge_subnet = 10.234.0.0/24\ncgroup_prefix = fnexec-bench-%s\ndefault_userns = false\n' "$id" "$id" >"$scratch/fnexec.conf"
 nsenter --net=/run/netns/"$id" "$builddir/fnexec" serve --config "$scratch/fnexec.conf" \
   --socket "$scratch/sock" --state-dir "$scratch/state" 2>"$scratch/daemon.log" &
 daemon=$!

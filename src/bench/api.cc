@@ -208,9 +208,11 @@ Result<> ApiServer::launch_own_daemon() {
   // prefix at start, and must never meet the bench's own pools (prefix "fnexec") or another bench's.
   std::string prefix = fmt::format("fnexec-bench-api-{}", ::getpid());
   unsigned c = options_.max_concurrency;
+  // default_userns off: the series measures the API path against in-process pools, which run on
+  // host ids; the per-function user namespace's cost is fnexec-bench-pool --userns.
   std::string conf = fmt::format(
       "cgroup_prefix = {}\nlog_level = warn\nshutdown_grace = 2s\ninvocation_workers = {}\n"
-      "max_sandboxes = {}\n",
+      "max_sandboxes = {}\ndefault_userns = false\n",
       prefix, std::max(64u, 2 * c), std::max(256u, 8 * (c + 1) + 16));
   FNEXEC_TRY(fs::write_file_atomic(config, conf));
 

@@ -293,7 +293,10 @@ step "the daemon: fn create --image docker://... pulls with the credentials and 
 STORE=$W/store-daemon
 mkdir -p "$W/certs.d/127.0.0.1:$AUTH" "$STORE"
 cp "$W/ca/ca.crt" "$W/certs.d/127.0.0.1:$AUTH/ca.crt"
-printf 'registry_auth_file = %s\nregistry_certs_dir = %s\n' "$W/auth.json" "$W/certs.d" >"$W/fnexec.conf"
+# The test's own subordinate ids: daemon functions get per-function user namespaces by default.
+echo "fnexec-test:1000000000:4194304" >"$W/subids"
+printf 'registry_auth_file = %s\nregistry_certs_dir = %s\nsubid_user = fnexec-test\nsubuid_file = %s\nsubgid_file = %s\n' \
+    "$W/auth.json" "$W/certs.d" "$W/subids" "$W/subids" >"$W/fnexec.conf"
 SOCK=$W/fnexec.sock
 "$FNEXEC_BIN" --root "$STORE" serve --config "$W/fnexec.conf" --socket "$SOCK" --cgroups disabled >"$W/serve.log" 2>&1 &
 echo $! >>"$PIDS"

@@ -55,6 +55,10 @@ check "ExecStart runs $EXPECT_FNEXEC --config $EXPECT_CONFIG" \
     sh -c 'systemctl show -P ExecStart fnexec | grep -q "path=$1 ; argv\[\]=$1 serve --config $2 ;"' _ "$EXPECT_FNEXEC" "$EXPECT_CONFIG"
 check "the installed binary runs" "$EXPECT_FNEXEC" --version
 check "the config file is installed" [ -f "$EXPECT_CONFIG" ]
+# The administrator's step fnexec-serve(8) names: a subordinate-id line the daemon slices into
+# per-function user namespaces (daemon functions get one by default).
+check "subid lines for fnexec" sh -c 'echo fnexec:1000000000:1073741824 >> /etc/subuid &&
+    echo fnexec:1000000000:1073741824 >> /etc/subgid'
 check "systemctl enable fnexec" systemctl enable --quiet fnexec
 check "is-enabled says enabled" [ "$(systemctl is-enabled fnexec)" = enabled ]
 check "enable linked it into multi-user.target.wants" [ -L /etc/systemd/system/multi-user.target.wants/fnexec.service ]
