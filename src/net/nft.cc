@@ -3,6 +3,8 @@
 #include <dlfcn.h>
 #include <nftables/libnftables.h>
 
+#include "util/dynamic_library.h"
+
 namespace fnexec::net {
 
 namespace {
@@ -21,11 +23,7 @@ struct NftApi {
   std::string load_error;
 };
 
-template <class F>
-bool resolve(void* lib, const char* name, F& f) {
-  f = reinterpret_cast<F>(::dlsym(lib, name));
-  return f != nullptr;
-}
+using util::resolve_symbol;
 
 const NftApi& api() {
   static const NftApi loaded = [] {
@@ -35,12 +33,12 @@ const NftApi& api() {
       a.load_error = ::dlerror();
       return a;
     }
-    if (!resolve(lib, "nft_ctx_new", a.ctx_new) || !resolve(lib, "nft_ctx_free", a.ctx_free) ||
-        !resolve(lib, "nft_ctx_buffer_output", a.buffer_output) ||
-        !resolve(lib, "nft_ctx_buffer_error", a.buffer_error) ||
-        !resolve(lib, "nft_ctx_get_output_buffer", a.output_buffer) ||
-        !resolve(lib, "nft_ctx_get_error_buffer", a.error_buffer) ||
-        !resolve(lib, "nft_run_cmd_from_buffer", a.run_cmd)) {
+    if (!resolve_symbol(lib, "nft_ctx_new", a.ctx_new) || !resolve_symbol(lib, "nft_ctx_free", a.ctx_free) ||
+        !resolve_symbol(lib, "nft_ctx_buffer_output", a.buffer_output) ||
+        !resolve_symbol(lib, "nft_ctx_buffer_error", a.buffer_error) ||
+        !resolve_symbol(lib, "nft_ctx_get_output_buffer", a.output_buffer) ||
+        !resolve_symbol(lib, "nft_ctx_get_error_buffer", a.error_buffer) ||
+        !resolve_symbol(lib, "nft_run_cmd_from_buffer", a.run_cmd)) {
       a.load_error = "a function is missing from libnftables.so.1";
       a.ctx_new = nullptr;
     }

@@ -4,17 +4,15 @@
 
 #include <string>
 
+#include "util/dynamic_library.h"
+
 namespace fnexec::registry {
 
 namespace {
 
 constexpr const char* kLibrary = "libcurl.so.4";
 
-template <class F>
-bool resolve(void* lib, const char* name, F& f) {
-  f = reinterpret_cast<F>(::dlsym(lib, name));
-  return f != nullptr;
-}
+using util::resolve_symbol;
 
 struct Loaded {
   CurlApi api;
@@ -32,12 +30,16 @@ Loaded load() {
   }
   decltype(&curl_global_init) global_init = nullptr;
   CurlApi& a = l.api;
-  if (!resolve(lib, "curl_global_init", global_init) || !resolve(lib, "curl_easy_init", a.easy_init) ||
-      !resolve(lib, "curl_easy_cleanup", a.easy_cleanup) || !resolve(lib, "curl_easy_setopt", a.easy_setopt) ||
-      !resolve(lib, "curl_easy_getinfo", a.easy_getinfo) || !resolve(lib, "curl_easy_perform", a.easy_perform) ||
-      !resolve(lib, "curl_easy_strerror", a.easy_strerror) || !resolve(lib, "curl_easy_escape", a.easy_escape) ||
-      !resolve(lib, "curl_free", a.free) || !resolve(lib, "curl_slist_append", a.slist_append) ||
-      !resolve(lib, "curl_slist_free_all", a.slist_free_all)) {
+  if (!resolve_symbol(lib, "curl_global_init", global_init) ||
+      !resolve_symbol(lib, "curl_easy_init", a.easy_init) ||
+      !resolve_symbol(lib, "curl_easy_cleanup", a.easy_cleanup) ||
+      !resolve_symbol(lib, "curl_easy_setopt", a.easy_setopt) ||
+      !resolve_symbol(lib, "curl_easy_getinfo", a.easy_getinfo) ||
+      !resolve_symbol(lib, "curl_easy_perform", a.easy_perform) ||
+      !resolve_symbol(lib, "curl_easy_strerror", a.easy_strerror) ||
+      !resolve_symbol(lib, "curl_easy_escape", a.easy_escape) || !resolve_symbol(lib, "curl_free", a.free) ||
+      !resolve_symbol(lib, "curl_slist_append", a.slist_append) ||
+      !resolve_symbol(lib, "curl_slist_free_all", a.slist_free_all)) {
     l.error = std::string("a function is missing from ") + kLibrary + " (" + ::dlerror() + "): it is older than 7.85";
     return l;
   }
