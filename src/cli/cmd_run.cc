@@ -452,7 +452,7 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Att
   if (o.report) {
     if (*o.report == "-") {
       std::fputs(reports.c_str(), stderr);
-    } else if (auto w = fs::write_file_atomic(*o.report, reports); !w) {
+    } else if (auto w = fs::write_output_file(*o.report, reports); !w) {
       report(w.error());
     }
   }
@@ -516,7 +516,7 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
     std::string json = invoke::to_json(*rec) + "\n";
     if (*o.report == "-") {
       std::fputs(json.c_str(), stderr);
-    } else if (auto w = fs::write_file_atomic(*o.report, json); !w) {
+    } else if (auto w = fs::write_output_file(*o.report, json); !w) {
       report(w.error());
     }
   }

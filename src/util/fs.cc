@@ -75,6 +75,14 @@ Result<> write_file_atomic(const std::filesystem::path& path, std::string_view d
   return {};
 }
 
+Result<> write_output_file(const std::filesystem::path& path, std::string_view data) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return write_file_atomic(path, data);
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) return fail_errno("open", path.string());
+  return write_all(fd.get(), data, path.string());
+}
+
 Result<TempDir> TempDir::make(const std::filesystem::path& parent, std::string_view prefix) {
   std::string tmpl = (parent / (std::string(prefix) + "XXXXXX")).string();
   if (::mkdtemp(tmpl.data()) == nullptr) return fail_errno("create temporary directory", tmpl);

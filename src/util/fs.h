@@ -20,6 +20,10 @@ Result<> write_file(const std::filesystem::path& path, std::string_view data);
 Result<> write_all(int fd, std::string_view data, std::string_view what);
 // Writes to a temp file in the same directory, fsyncs it and renames it over path.
 Result<> write_file_atomic(const std::filesystem::path& path, std::string_view data);
+// A file a user names for output (`--report FILE`): replaced atomically when it is a regular file or
+// missing, written in place when it is anything else (/dev/null, /dev/stderr, a FIFO), which a
+// rename would replace with a regular file.
+Result<> write_output_file(const std::filesystem::path& path, std::string_view data);
 
 // A directory made by mkdtemp, removed with everything below it when it goes out of scope.
 class TempDir {

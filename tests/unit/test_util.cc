@@ -65,6 +65,26 @@ TEST_CASE("TempDir removes its tree; write_file_atomic replaces") {
   CHECK(fs::read_file("/nonexistent/x").error().kind == ErrorKind::not_found);
 }
 
+TEST_CASE("write_output_file replaces a regular file but writes into a FIFO in place (--report /dev/null)") {
+  auto t = fs::TempDir::make("/tmp", "fnexec-test-output-");
+  REQUIRE(t);
+  auto regular = t->path() / "r.json", fifo = t->path() / "fifo";
+  REQUIRE(fs::write_output_file(regular, "one"));
+  REQUIRE(fs::write_output_file(regular, "two"));
+  CHECK(*fs::read_file(regular) == "two");
+  // A FIFO stands for /dev/null and /dev/stderr: renaming over it would leave a regular file there.
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  UniqueFd reader(::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  REQUIRE(reader);
+  REQUIRE(fs::write_output_file(fifo, "record"));
+  char buf[16] = {};
+  CHECK(::read(reader.get(), buf, sizeof buf) == 6);
+  CHECK(std::string(buf) == "record");
+  struct stat st{};
+  REQUIRE(::stat(fifo.c_str(), &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode));
+}
+
 static Result<> check_even(int x) {
   if (x % 2) return fail(ErrorKind::invalid, "check", std::to_string(x), "odd");
   return {};
