@@ -20,13 +20,11 @@ Reply error_reply(unsigned status, std::string_view message) {
 }
 
 // The record with the cluster's fields: which delivery, and on which node it ran.
-std::string cluster_record(const InvocationRow& row, uint64_t delivery, const std::string& node,
-                           std::optional<int64_t> next_attempt_ms) {
+// The local record (delivery, next_attempt_ms and dead_letter included) and the node that ran it.
+std::string cluster_record(const InvocationRow& row, const std::string& node) {
   std::string json = record_json(row);
   json.pop_back();
-  json += fmt::format(",\"delivery\":{}", delivery);
   if (!node.empty()) json += ",\"node\":" + json_string(node);
-  if (next_attempt_ms) json += fmt::format(",\"next_attempt_ms\":{}", *next_attempt_ms);
   return json + "}";
 }
 
@@ -188,8 +186,10 @@ cluster::DeliveryResult Service::run_cluster_delivery(const cluster::Delivery& d
   row.sandbox = end.sandbox;
   auto* node = cluster_.load();
   // A failed delivery with retries left: queued again for delivery N+1 after the backoff.
-  out.record_json = cluster_record(row, last ? d.delivery : d.delivery + 1, node ? node->name() : "",
-                                   last ? std::nullopt : std::optional(now_ms() + d.retry_delay_ms));
+  row.delivery = static_cast<uint32_t>(last ? d.delivery : d.delivery + 1);
+  if (!last) row.next_attempt_ms = now_ms() + d.retry_delay_ms;
+  row.dead_letter = last && !out.success;
+  out.record_json = cluster_record(row, node ? node->name() : "");
   return out;
 }
 
@@ -220,7 +220,7 @@ void Service::enqueue_cluster(const std::string& name, std::string id, std::stri
     row.async = true;
     row.status = "queued";
     row.queued_ms = now_ms();
-    auto fresh = node->queue().enqueue(name, id, event, cluster_record(row, 1, "", std::nullopt));
+    auto fresh = node->queue().enqueue(name, id, event, cluster_record(row, ""));
     if (!fresh) return done(std::unexpected(fresh.error()));
     done(std::pair{id, *fresh});
   });

@@ -67,7 +67,7 @@ struct InvocationRow {
   std::string error;
   std::optional<std::string> output;  // async results only
   SandboxFacts sandbox;
-  // Async delivery (schema version 3): the delivery that runs, ran last or (queued) runs next.
+  // Async delivery (schema version 4): the delivery that runs, ran last or (queued) runs next.
   uint32_t delivery = 1;
   std::optional<int64_t> next_attempt_ms;  // a queued retry runs at or after it
   bool dead_letter = false;                // its last delivery failed: see dead_letters
