@@ -346,9 +346,9 @@ Result<int> bench(Globals& g, const BenchOptions& o) {
   bench::read_load(report.host.load_after);
   std::fputs(bench::to_table(report).c_str(), stdout);
   std::fflush(stdout);
-  if (o.json) FNEXEC_TRY(fs::write_file_atomic(*o.json, bench::to_json(report)));
-  if (o.markdown) FNEXEC_TRY(fs::write_file_atomic(*o.markdown, bench::to_markdown(report)));
-  if (o.svg) FNEXEC_TRY(fs::write_file_atomic(*o.svg, bench::to_svg(report)));
+  if (o.json) FNEXEC_TRY(fs::write_output_file(*o.json, bench::to_json(report)));
+  if (o.markdown) FNEXEC_TRY(fs::write_output_file(*o.markdown, bench::to_markdown(report)));
+  if (o.svg) FNEXEC_TRY(fs::write_output_file(*o.svg, bench::to_svg(report)));
   for (const auto& s : report.series)
     if (s.system == "fnexec" && s.failures) return 1;
   return 0;
