@@ -23,15 +23,6 @@ struct DeadLetterFlags {
   bool json = false;
 };
 
-std::string local_time(int64_t ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  ::localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
-
 Result<server::HttpResponse> call(const EndpointOptions& e, const char* method, const std::string& target,
                                   const std::string& what) {
   auto client = FNEXEC_TRY(connect(e));

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <cstdio>
+#include <ctime>
 #include <cstdlib>
 #include <memory>
 
@@ -44,6 +45,15 @@ Error http_error(const server::HttpResponse& r, std::string what) {
                std::move(what),
                {},
                fmt::format("{} (HTTP {})", server::error_message(r), r.status)};
+}
+
+std::string local_time(int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  ::localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
 }
 
 namespace {

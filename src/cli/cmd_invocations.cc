@@ -52,15 +52,6 @@ int print_output(const std::string& id, const std::string& body) {
   return 0;
 }
 
-std::string local_time(int64_t ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  ::localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
-
 int do_list(const EndpointOptions& e, const InvocationsFlags& f) {
   auto client = connect(e);
   if (!client) return report(client.error());

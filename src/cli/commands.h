@@ -54,6 +54,8 @@ void add_endpoint_options(CLI::App* sub, EndpointOptions& o);
 Result<server::Client> connect(const EndpointOptions& o);
 // An HTTP error reply as an Error for report(): the daemon's message and the status.
 Error http_error(const server::HttpResponse& r, std::string what);
+// Milliseconds since the epoch as local "YYYY-MM-DD HH:MM:SS", for the client tables.
+std::string local_time(int64_t ms);
 void add_fn_commands(CLI::App& app, Globals& g);
 void add_invoke_command(CLI::App& app, Globals& g);
 void add_invocations_command(CLI::App& app, Globals& g);
