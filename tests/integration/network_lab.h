@@ -114,17 +114,19 @@ struct NetworkLab {
   // What a finished run may not leave: veths, lease files, per-sandbox nftables chains.
   void expect_nothing_left() {
     // The kernel deletes a veth with the sandbox's namespace from a work queue, shortly after the
-    // run ends (fnexec does not wait for it): wait for that, a bounded while.
+    // run ends (fnexec does not wait for it), and a daemon releases leases on its cleanup thread,
+    // after the reply: wait for both, a bounded while.
     std::string links;
+    size_t leases = 0;
     for (int i = 0; i < 200; ++i) {
       links = run({"ip", "-n", host, "-o", "link"}).out;
-      if (links.find(": fx") == std::string::npos) break;
+      leases = 0;
+      for (const auto& e : stdfs::directory_iterator(stdfs::path("/run/fnexec/net") / bridge))
+        if (!e.path().filename().string().starts_with(".")) ++leases;
+      if (links.find(": fx") == std::string::npos && leases == 0) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     CHECK_MESSAGE(links.find(": fx") == std::string::npos, links);
-    size_t leases = 0;
-    for (const auto& e : stdfs::directory_iterator(stdfs::path("/run/fnexec/net") / bridge))
-      if (!e.path().filename().string().starts_with(".")) ++leases;
     CHECK(leases == 0);
     auto table = run({"ip", "netns", "exec", host, "nft", "list", "table", "inet", "fnexec"}).out;
     CHECK_MESSAGE(table.find("chain eg_") == std::string::npos, table);
