@@ -644,16 +644,13 @@ int main(int argc, char** argv) {
   if (!hierarchy) return 1;
   auto pools = pool::PoolSet::create(*store, *hierarchy, {.max_sandboxes = 1024});
   if (!pools) return 1;
-  if (userns) {
-    int rc = userns_cost(**pools, runs);
-    pools->reset();
-    umount2(tmpl, MNT_DETACH);
-    rmdir(tmpl);
-    return rc;
-  }
-  if (oneshot) {
-    auto image = store->resolve("bench:1");
-    int rc = image ? bench_oneshot(runs == 2000 ? 1000 : runs, **pools, *image) : 1;
+  // --userns and --oneshot measure series of their own on the same pools and scratch.
+  if (userns || oneshot) {
+    int rc = 1;
+    if (userns)
+      rc = userns_cost(**pools, runs);
+    else if (auto image = store->resolve("bench:1"))
+      rc = bench_oneshot(runs == 2000 ? 1000 : runs, **pools, *image);
     pools->reset();
     umount2(tmpl, MNT_DETACH);
     rmdir(tmpl);
