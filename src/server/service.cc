@@ -184,15 +184,9 @@ std::string failure_message(const pool::FunctionSpec& spec, const pool::Invocati
 
 }  // namespace
 
-// The record builders, for the cluster's async path (service_cluster.cc, service_records.h).
+// The record's JSON, for the cluster's async path (service_cluster.cc, service_records.h).
 std::string record_json(const InvocationRow& row) {
   return invocation_json(row, std::nullopt);
-}
-InvocationEnd record_end(const std::string& id, const pool::InvocationResult& res, Outcome outcome) {
-  return end_of(id, res, outcome);
-}
-std::string record_failure(const pool::FunctionSpec& spec, const pool::InvocationResult& res, Outcome outcome) {
-  return failure_message(spec, res, outcome);
 }
 
 Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode,
@@ -900,32 +894,39 @@ void Service::run_async(QueuedInvocation q) {
     backoff_ = true;
     return;
   }
+  // A function deleted meanwhile (no spec) has nothing to deliver a retry to; its metrics still
+  // carry its name.
+  bool have_spec = !spec.name.empty();
+  if (!have_spec) spec.name = q.function;
+  InvocationEnd end = end_async_delivery(q.id, spec, std::move(res), retention);
+  bool failed = end.outcome != to_string(Outcome::success);
+  if (auto r = failed && have_spec ? settle_failed_delivery(q, spec, end, retention) : state_.finish(end, retention);
+      !r)
+    spdlog::error("invocation={} {}", q.id, r.error().message());
+}
+
+InvocationEnd Service::end_async_delivery(const std::string& id, const pool::FunctionSpec& spec,
+                                          Result<pool::InvocationResult> res, const Retention& retention) {
   InvocationEnd end;
-  Outcome outcome = Outcome::failed;
   if (!res) {
-    end.id = q.id;
+    end.id = id;
     end.outcome = std::string(to_string(Outcome::failed));
     end.finished_ms = now_ms();
     end.error = res.error().message();
-    metrics_.count(q.function, Outcome::failed);
-  } else {
-    outcome = classify(*res);
-    end = end_of(q.id, *res, outcome);
-    if (outcome != Outcome::success) end.error = failure_message(spec, *res, outcome);
-    end.output = std::move(res->output);
-    metrics_.count(q.function, outcome);
-    metrics_.observe(q.function, res->start, res->record.wall_us);
-    metrics_.observe_sandbox(q.function, *res);
-    if (!res->log.empty())
-      if (auto r = state_.append_log(q.function, q.id, end.finished_ms, res->log, retention); !r)
-        spdlog::error("invocation={} {}", q.id, r.error().message());
+    metrics_.count(spec.name, Outcome::failed);
+    return end;
   }
-  // A function deleted meanwhile (no spec) has nothing to deliver a retry to.
-  bool have_spec = !spec.name.empty();
-  if (auto r = outcome != Outcome::success && have_spec ? settle_failed_delivery(q, spec, end, retention)
-                                                        : state_.finish(end, retention);
-      !r)
-    spdlog::error("invocation={} {}", q.id, r.error().message());
+  Outcome outcome = classify(*res);
+  end = end_of(id, *res, outcome);
+  if (outcome != Outcome::success) end.error = failure_message(spec, *res, outcome);
+  end.output = std::move(res->output);
+  metrics_.count(spec.name, outcome);
+  metrics_.observe(spec.name, res->start, res->record.wall_us);
+  metrics_.observe_sandbox(spec.name, *res);
+  if (!res->log.empty())
+    if (auto r = state_.append_log(spec.name, id, end.finished_ms, res->log, retention); !r)
+      spdlog::error("invocation={} {}", id, r.error().message());
+  return end;
 }
 
 Result<> Service::settle_failed_delivery(const QueuedInvocation& q, const pool::FunctionSpec& spec,

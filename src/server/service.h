@@ -165,6 +165,10 @@ class Service : public cluster::Local {
   void pump_queue();  // pump() without retrying after the pool set was full
   void run_async(QueuedInvocation q);
   // A failed async delivery: queued again after its backoff while retries are left, else dead-lettered.
+  // An async delivery's end, local or from the cluster: its record's end (the error when it
+  // failed), the metrics, and its log stored under the invocation id.
+  InvocationEnd end_async_delivery(const std::string& id, const pool::FunctionSpec& spec,
+                                   Result<pool::InvocationResult> res, const Retention& retention);
   Result<> settle_failed_delivery(const QueuedInvocation& q, const pool::FunctionSpec& spec,
                                   const InvocationEnd& end, const Retention& retention);
   void list_dead_letters(const Request& request, Respond& respond);

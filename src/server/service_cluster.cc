@@ -132,29 +132,13 @@ cluster::DeliveryResult Service::run_cluster_delivery(const cluster::Delivery& d
     std::lock_guard lock(mu_);
     retention = limits_.retention;
   }
-  InvocationEnd end;
   int64_t started = now_ms();
   Result<pool::InvocationResult> res = fail(ErrorKind::not_found, "run async event", d.function,
                                             "the function was deleted on this node");
   if (spec && pools_) res = pools_->invoke(d.function, d.event);
-  if (!res) {
-    end.id = d.id;
-    end.outcome = std::string(to_string(Outcome::failed));
-    end.finished_ms = now_ms();
-    end.error = res.error().message();
-    metrics_.count(d.function, Outcome::failed);
-  } else {
-    Outcome outcome = classify(*res);
-    end = record_end(d.id, *res, outcome);
-    if (outcome != Outcome::success) end.error = record_failure(*spec, *res, outcome);
-    end.output = std::move(res->output);
-    metrics_.count(d.function, outcome);
-    metrics_.observe(d.function, res->start, res->record.wall_us);
-    metrics_.observe_sandbox(d.function, *res);
-    if (!res->log.empty())
-      if (auto r = state_.append_log(d.function, d.id, end.finished_ms, res->log, retention); !r)
-        spdlog::error("invocation={} {}", d.id, r.error().message());
-  }
+  pool::FunctionSpec named;
+  named.name = d.function;
+  InvocationEnd end = end_async_delivery(d.id, spec ? *spec : named, std::move(res), retention);
   out.success = end.outcome == to_string(Outcome::success);
   out.outcome = end.outcome;
   out.error = end.error;
