@@ -53,6 +53,7 @@ Result<> ensure_stream(Connection& conn, const char* name, const char* subject) 
   // Work queue: an event is gone from the stream once acked; dead letters stay until deleted.
   cfg.Retention = std::string_view(name) == kInvocationStream ? js_WorkQueuePolicy : js_LimitsPolicy;
   cfg.Storage = js_FileStorage;
+  cfg.Replicas = conn.replicas();
   cfg.Duplicates = std::chrono::duration_cast<std::chrono::nanoseconds>(kDuplicateWindow).count();
   s = js_AddStream(&si, conn.js(), &cfg, nullptr, &jerr);
   if (s == NATS_OK) {

@@ -19,6 +19,11 @@ std::unexpected<Error> nats_fail(natsStatus status, std::string what, std::strin
   return fail(kind, std::move(what), std::move(on), std::move(detail));
 }
 
+std::string msg_header(natsMsg* msg, const char* name) {
+  const char* v = nullptr;
+  return natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
+}
+
 Result<std::vector<std::string>> parse_servers(const std::string& list) {
   std::vector<std::string> out;
   for (size_t at = 0; at <= list.size();) {
@@ -69,6 +74,7 @@ void Connection::on_error(natsConnection*, natsSubscription*, natsStatus err, vo
 
 Result<std::unique_ptr<Connection>> Connection::open(const Options& o) {
   std::unique_ptr<Connection> c(new Connection());
+  c->replicas_ = o.replicas;
   if (auto s = natsOptions_Create(&c->opts_); s != NATS_OK) return nats_fail(s, "create NATS options");
   std::vector<const char*> urls;
   for (const auto& u : o.servers) urls.push_back(u.c_str());

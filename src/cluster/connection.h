@@ -25,6 +25,9 @@ struct Options {
   std::string tls_ca;                // cluster_nats_tls_ca: CA bundle; setting any tls key turns TLS on
   std::string tls_cert, tls_key;     // cluster_nats_tls_cert / _key: client certificate
   std::chrono::milliseconds result_ttl{std::chrono::hours(24)};  // cluster_result_ttl
+  // cluster_replicas: copies of every stream and bucket this node creates (1 for one nats-server,
+  // 3 for a 3-server NATS cluster, so one server can go); ones that exist are used as they are.
+  int replicas = 1;
   bool enabled() const { return !servers.empty(); }
 };
 
@@ -33,6 +36,9 @@ Result<std::vector<std::string>> parse_servers(const std::string& list);
 
 // "cannot WHAT ON: nats.c's status text (and its last error)".
 std::unexpected<Error> nats_fail(natsStatus status, std::string what, std::string on = {});
+
+// A message header's value, "" when absent.
+std::string msg_header(natsMsg* msg, const char* name);
 
 class Connection {
  public:
@@ -47,6 +53,7 @@ class Connection {
   bool connected() const { return connected_.load(); }
   std::string url() const;
   uint64_t reconnects() const { return reconnects_.load(); }
+  int replicas() const { return replicas_; }
 
  private:
   Connection() = default;
@@ -58,6 +65,7 @@ class Connection {
   natsOptions* opts_ = nullptr;
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
+  int replicas_ = 1;
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> reconnects_{0};
   std::atomic<bool> closing_{false};

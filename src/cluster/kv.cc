@@ -13,6 +13,7 @@ Result<KvBucket> KvBucket::open(Connection& conn, const std::string& bucket, std
     cfg.History = history;
     cfg.TTL = std::chrono::duration_cast<std::chrono::nanoseconds>(ttl).count();  // nats.c 3.4 passes it on as ns
     cfg.StorageType = js_FileStorage;
+    cfg.Replicas = conn.replicas();
     s = js_CreateKeyValue(&kv, conn.js(), &cfg);
     if (s != NATS_OK) {
       auto created = nats_fail(s, "create key-value bucket", bucket);

@@ -44,6 +44,12 @@ class Local {
   virtual uint32_t free_async_slots(const std::string& name) = 0;
   // Takes a slot and runs d on an invocation thread; done is called there, the slot freed after it.
   virtual void run_delivery(Delivery d, std::function<void(DeliveryResult)> done) = 0;
+  // Sync forwarding (cluster/forward.h): a sync invocation another node had no capacity for.
+  // admit_forwarded takes a slot (nullopt) or says why not; run_forwarded runs it on an invocation
+  // thread as a local sync invocation (never forwarding it again), frees the slot and calls done
+  // with the run encoded for the caller.
+  virtual std::optional<std::string> admit_forwarded(const std::string& function) = 0;
+  virtual void run_forwarded(const std::string& function, std::string event, std::function<void(std::string)> done) = 0;
   // This node's capacity and pools, a JSON object for its heartbeat.
   virtual std::string node_status_json() = 0;
 };

@@ -24,10 +24,18 @@ Result<std::unique_ptr<Node>> Node::start(const Options& options, Local& local) 
   n->conn_ = FNEXEC_TRY(Connection::open(options));
   n->nodes_.emplace(FNEXEC_TRY(KvBucket::open(*n->conn_, kNodesBucket, kNodeTtl)));
   n->queue_ = FNEXEC_TRY(AsyncQueue::open(*n->conn_, local, options.result_ttl));
+  n->forwarder_ = FNEXEC_TRY(SyncForwarder::open(*n->conn_, local, options.node));
   auto* q = n->queue_.get();
-  n->registry_ = FNEXEC_TRY(FunctionRegistry::open(*n->conn_, local, [q](const std::string& f) { q->follow(f); }));
-  // Functions this node already has consume now; the registry's catch-up corrects the set.
-  for (const auto& f : local.local_function_names()) q->follow(f);
+  auto* fw = n->forwarder_.get();
+  n->registry_ = FNEXEC_TRY(FunctionRegistry::open(*n->conn_, local, [q, fw](const std::string& f) {
+    q->follow(f);
+    fw->follow(f);
+  }));
+  // Functions this node already has consume and serve now; the registry's catch-up corrects the set.
+  for (const auto& f : local.local_function_names()) {
+    q->follow(f);
+    fw->follow(f);
+  }
   n->heartbeat_ = std::jthread([p = n.get()](std::stop_token st) { p->heartbeat_loop(st); });
   spdlog::info("cluster: node={} joined via {}", options.node, n->conn_->url());
   return n;
@@ -38,6 +46,7 @@ Node::~Node() {
   if (heartbeat_.joinable()) heartbeat_.join();
   // The registry first: its watch thread calls into the queue.
   registry_.reset();
+  forwarder_.reset();
   queue_.reset();
   if (nodes_ && conn_->connected()) (void)nodes_->remove(options_.node);  // leave at once, not after the TTL
   nodes_.reset();

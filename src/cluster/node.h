@@ -9,6 +9,7 @@
 
 #include "cluster/async_queue.h"
 #include "cluster/connection.h"
+#include "cluster/forward.h"
 #include "cluster/kv.h"
 #include "cluster/local.h"
 #include "cluster/registry.h"
@@ -28,6 +29,7 @@ class Node {
   const std::string& name() const { return options_.node; }
   FunctionRegistry& registry() { return *registry_; }
   AsyncQueue& queue() { return *queue_; }
+  SyncForwarder& forwarder() { return *forwarder_; }
   bool connected() const { return conn_->connected(); }
   // GET /v1/cluster: this node's view of the connection and every live node's last heartbeat.
   Result<std::string> status_json();
@@ -42,7 +44,9 @@ class Node {
   std::unique_ptr<Connection> conn_;
   std::optional<KvBucket> nodes_;
   std::unique_ptr<AsyncQueue> queue_;
-  std::unique_ptr<FunctionRegistry> registry_;  // after queue_: its watch thread calls queue_->follow
+  std::unique_ptr<SyncForwarder> forwarder_;
+  // after queue_ and forwarder_: its watch thread calls their follow()
+  std::unique_ptr<FunctionRegistry> registry_;
   std::jthread heartbeat_;
 };
 

@@ -36,7 +36,8 @@ const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",
                                                  "cluster_nats", "cluster_node", "cluster_nats_creds",
                                                  "cluster_nats_user", "cluster_nats_password",
                                                  "cluster_nats_tls_ca", "cluster_nats_tls_cert",
-                                                 "cluster_nats_tls_key", "cluster_result_ttl"};
+                                                 "cluster_nats_tls_key", "cluster_result_ttl",
+                                                 "cluster_replicas"};
 const std::set<std::string_view> kReloadable = {
     "token_file",           "max_event_bytes", "max_upload_bytes", "log_bytes_per_function",
     "records_per_function", "shutdown_grace",  "ready_timeout",    "request_idle_timeout",
@@ -107,6 +108,12 @@ Result<> apply_cluster_setting(cluster::Options& o, const Setting& s) {
     auto v = FNEXEC_TRY(parse_setting_millis(s));
     if (v < std::chrono::seconds(1)) return bad_value(s, "must be at least 1s");
     o.result_ttl = v;
+  } else if (k == "cluster_replicas") {
+    int n = 0;
+    auto [end, ec] = std::from_chars(s.value.data(), s.value.data() + s.value.size(), n);
+    if (ec != std::errc() || end != s.value.data() + s.value.size() || n < 1 || n > 5)
+      return bad_value(s, "must be 1 to 5 (JetStream's limit), the number of nats-servers that keep a copy");
+    o.replicas = n;
   }
   return {};
 }

@@ -377,6 +377,42 @@ void LambdaApi::list_functions(const Request& request, Respond& respond) {
   respond(Reply{200, "application/json", w.take(), {}});
 }
 
+namespace {
+
+// The RequestResponse reply of a sync run, local or forwarded to another node of the cluster.
+Reply sync_reply(SyncRun run, bool tail, const LambdaSettings& settings, const std::string& name) {
+  auto request_id = request_id_of(run.id);
+  if (!run.result) {
+    Reply r = run.result.error().kind == ErrorKind::unavailable
+                  ? lambda_error(429, "TooManyRequestsException", "Rate Exceeded: " + run.error)
+                  : run.result.error().kind == ErrorKind::not_found
+                        ? lambda_error(404, "ResourceNotFoundException", "Function not found: " + function_arn(settings, name))
+                        : lambda_error(500, "ServiceException", run.error);
+    if (r.status == 429) r.headers.emplace_back("Retry-After", "1");
+    if (!run.id.empty()) r.headers.emplace_back("x-amzn-RequestId", request_id);
+    return r;
+  }
+  if (run.outcome == Outcome::setup_error) {
+    auto r = lambda_error(500, "ServiceException", run.error);
+    r.headers.emplace_back("x-amzn-RequestId", request_id);
+    return r;
+  }
+  // The function ran: 200 whatever it did, or the SDK would retry and run it again.
+  Reply r{200, "application/json", {}, {}};
+  if (run.outcome == Outcome::success) {
+    r.body = std::move(run.result->output);
+  } else {
+    r.body = function_error_payload(run, request_id);
+    r.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
+  }
+  r.headers.emplace_back("x-amzn-RequestId", request_id);
+  r.headers.emplace_back("X-Amz-Executed-Version", std::string(kLatest));
+  if (tail) r.headers.emplace_back("X-Amz-Log-Result", base64_encode(tail_log(request_id, *run.result, run.spec)));
+  return r;
+}
+
+}  // namespace
+
 void LambdaApi::invoke(Request& request, Respond respond) {
   auto settings = service_.limits().lambda;
   const auto& q = request.match.query;
@@ -451,6 +487,12 @@ void LambdaApi::invoke(Request& request, Respond respond) {
       return respond(lambda_error(404, "ResourceNotFoundException", "Function not found: " + function_arn(settings, name)));
     case Admission::function_busy:
     case Admission::daemon_busy: {
+      // Cluster mode: another node may have a slot (answered as if run here).
+      if (service_.forward_sync(name, request.body, admitted.message,
+                                [respond, tail = log_type == "Tail", settings, name](SyncRun run) {
+                                  respond(sync_reply(std::move(run), tail, settings, name));
+                                }))
+        return;
       auto r = lambda_error(429, "TooManyRequestsException", "Rate Exceeded: " + admitted.message);
       r.headers.emplace_back("Retry-After", "1");
       return respond(std::move(r));
@@ -458,34 +500,7 @@ void LambdaApi::invoke(Request& request, Respond respond) {
   }
   bool tail = log_type == "Tail";
   service_.run_admitted(name, std::move(request.body), [respond = std::move(respond), tail, settings, name](SyncRun run) {
-    auto request_id = request_id_of(run.id);
-    if (!run.result) {
-      Reply r = run.result.error().kind == ErrorKind::unavailable
-                    ? lambda_error(429, "TooManyRequestsException", "Rate Exceeded: " + run.error)
-                    : run.result.error().kind == ErrorKind::not_found
-                          ? lambda_error(404, "ResourceNotFoundException", "Function not found: " + function_arn(settings, name))
-                          : lambda_error(500, "ServiceException", run.error);
-      if (r.status == 429) r.headers.emplace_back("Retry-After", "1");
-      if (!run.id.empty()) r.headers.emplace_back("x-amzn-RequestId", request_id);
-      return respond(std::move(r));
-    }
-    if (run.outcome == Outcome::setup_error) {
-      auto r = lambda_error(500, "ServiceException", run.error);
-      r.headers.emplace_back("x-amzn-RequestId", request_id);
-      return respond(std::move(r));
-    }
-    // The function ran: 200 whatever it did, or the SDK would retry and run it again.
-    Reply r{200, "application/json", {}, {}};
-    if (run.outcome == Outcome::success) {
-      r.body = std::move(run.result->output);
-    } else {
-      r.body = function_error_payload(run, request_id);
-      r.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
-    }
-    r.headers.emplace_back("x-amzn-RequestId", request_id);
-    r.headers.emplace_back("X-Amz-Executed-Version", std::string(kLatest));
-    if (tail) r.headers.emplace_back("X-Amz-Log-Result", base64_encode(tail_log(request_id, *run.result, run.spec)));
-    respond(std::move(r));
+    respond(sync_reply(std::move(run), tail, settings, name));
   });
 }
 

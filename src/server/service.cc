@@ -558,13 +558,15 @@ AdmissionResult Service::admit(const std::string& name) {
   if (!f->second.error.empty())
     return {Admission::not_ready, fmt::format("function {} is not ready: {}", name, f->second.error)};
   auto& n = in_flight_[name];
+  // In a cluster the invocation may still run on another node: forward_sync counts the 429.
+  bool count_rejection = cluster_.load() == nullptr;
   if (n >= f->second.spec.max_concurrency) {
-    metrics_.count(name, Outcome::rejected);
+    if (count_rejection) metrics_.count(name, Outcome::rejected);
     return {Admission::function_busy,
             fmt::format("function {} is at max_concurrency ({})", name, f->second.spec.max_concurrency)};
   }
   if (in_flight_total_ >= limits_.max_in_flight) {
-    metrics_.count(name, Outcome::rejected);
+    if (count_rejection) metrics_.count(name, Outcome::rejected);
     return {Admission::daemon_busy,
             fmt::format("the daemon is running its maximum of {} invocations", limits_.max_in_flight)};
   }
@@ -660,6 +662,7 @@ Reply v1_reply(SyncRun run) {
   }
   auto& h = reply.headers;
   h.emplace_back("Fnexec-Invocation-Id", id);
+  if (!run.node.empty()) h.emplace_back("Fnexec-Node", run.node);  // forwarded: its record is there
   h.emplace_back("Fnexec-Start", std::string(pool::to_string(res.start)));
   h.emplace_back("Fnexec-Duration-Us", std::to_string(rec.wall_us));
   h.emplace_back("Fnexec-Billed-Ms", std::to_string(billed_ms(rec.wall_us)));
@@ -725,6 +728,9 @@ void Service::invoke(Request& request, Respond respond) {
       return respond(error_reply(404, admitted.message));
     case Admission::function_busy:
     case Admission::daemon_busy: {
+      if (forward_sync(name, request.body, admitted.message,
+                       [respond](SyncRun run) { respond(v1_reply(std::move(run))); }))
+        return;
       auto r = error_reply(429, admitted.message);
       r.headers.emplace_back("Retry-After", "1");
       return respond(std::move(r));

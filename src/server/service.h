@@ -85,6 +85,7 @@ struct SyncRun {
   Result<pool::InvocationResult> result = std::unexpected(Error{});
   Outcome outcome = Outcome::failed;
   std::string error;  // failure message (the record's error) when outcome is not success
+  std::string node;   // cluster: the node that ran it when it was forwarded ("" = this daemon)
 };
 
 // A function as the service knows it: its spec and why its pool is not ready ("" when it is).
@@ -125,6 +126,11 @@ class Service : public cluster::Local {
   AdmissionResult admit(const std::string& name);
   // Runs on the invocation executor; frees the slot before done() is called.
   void run_admitted(const std::string& name, std::string event, std::function<void(SyncRun)> done);
+  // Cluster mode, after admit() found no slot here: sends the invocation to another node that serves
+  // the function (cluster/forward.h) and returns true, done gets the run as if local (429 when no node
+  // took it: local_refusal says why this node did not); false without a cluster (event untouched).
+  bool forward_sync(const std::string& name, std::string& event, const std::string& local_refusal,
+                    std::function<void(SyncRun)> done);
   // Queues an async invocation durably; done gets its id.
   void enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done);
   std::optional<FunctionView> function(const std::string& name) const;
@@ -140,6 +146,8 @@ class Service : public cluster::Local {
   std::optional<pool::FunctionSpec> function_spec(const std::string& name) override;
   uint32_t free_async_slots(const std::string& name) override;
   void run_delivery(cluster::Delivery d, std::function<void(cluster::DeliveryResult)> done) override;
+  std::optional<std::string> admit_forwarded(const std::string& function) override;
+  void run_forwarded(const std::string& function, std::string event, std::function<void(std::string)> done) override;
   std::string node_status_json() override;
 
  private:

@@ -1,101 +1,9 @@
 // Doctest suite "cluster" (meson suite cluster): three `fnexec serve` daemons behind one nats-server
 // with JetStream, started by the test on loopback (an ephemeral port, its store in a tmpfs).
-#include <sys/wait.h>
-
-#include "test_serve_fixture.h"
+#include "cluster_fixture.h"
 
 namespace fnexec::test::serve {
 namespace {
-
-// nats-server -js on 127.0.0.1:PORT; stop() and start() again keep the port and the store.
-class NatsServer {
- public:
-  NatsServer() : port_(free_tcp_port()) { start(); }
-  ~NatsServer() { stop(); }
-  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
-  void start() {
-    std::vector<std::string> args = {"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_),
-                                     "-sd", (dir_ / "js").string(), "-l", (dir_ / "nats.log").string()};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    REQUIRE(::posix_spawnp(&pid_, "nats-server", &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    wait_until([&] { return accepts(); }, "nats-server to listen");
-  }
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  bool accepts() const {
-    UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port_);
-    return ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  }
-  test::ScratchTmpfs dir_{"256m"};
-  uint16_t port_;
-  pid_t pid_ = -1;
-};
-
-std::string node_config(const NatsServer& nats, const std::string& node) {
-  return "cluster_nats = " + nats.url() + "\ncluster_node = " + node + "\n";
-}
-
-std::string function_body(const std::string& script, const std::string& fields = "") {
-  return R"({"image":"busybox:1","min_warm":0,"max_concurrency":4,"cmd":["/bin/sh","-c",)" +
-         server::json_string(script) + "]" + (fields.empty() ? "" : "," + fields) + "}";
-}
-
-std::string field(const std::string& json, const std::string& name) {
-  std::smatch m;
-  std::regex re("\"" + name + R"re(":("([^"]*)"|[0-9a-z]+))re");
-  if (!std::regex_search(json, m, re)) return "";
-  return m[2].matched ? std::string(m[2]) : std::string(m[1]);
-}
-
-// Three nodes of one cluster, started in order.
-struct Cluster {
-  NatsServer nats;
-  std::vector<std::unique_ptr<Daemon>> nodes;
-  explicit Cluster(int n = 3) {
-    for (int i = 0; i < n; ++i) {
-      nodes.push_back(std::make_unique<Daemon>(node_config(nats, "node" + std::string(1, char('a' + i)))));
-      nodes.back()->start();
-    }
-  }
-  Daemon& operator[](size_t i) { return *nodes[i]; }
-  // Waits until every node has the function (the registry watch is asynchronous).
-  void wait_everywhere(const std::string& name) {
-    for (auto& d : nodes)
-      wait_until([&] { return d->curl("GET", "/v1/functions/" + name).status == 200; }, "the function on every node");
-  }
-  std::string enqueue(size_t node, const std::string& fn, const std::string& event, const std::string& query = "") {
-    auto r = nodes[node]->curl("POST", "/v1/functions/" + fn + "/invoke?mode=async" + query, event);
-    REQUIRE_MESSAGE(r.status == 202, r.body);
-    return field(r.body, "id");
-  }
-  // The record as any node shows it, once it is done.
-  std::string wait_done(size_t node, const std::string& id) {
-    std::string body;
-    wait_until([&] {
-      auto r = nodes[node]->curl("GET", "/v1/invocations/" + id);
-      body = r.body;
-      return r.status == 200 && field(body, "status") == "done";
-    }, "an async invocation to be done");
-    return body;
-  }
-};
 
 TEST_SUITE("cluster") {
 
@@ -152,24 +60,29 @@ TEST_CASE("async events spread over the nodes and each completes once; a client'
 
 TEST_CASE("SIGKILL of a node mid-load: its unacked events are delivered again and all complete") {
   Cluster c;
-  REQUIRE(c[0].curl("PUT", "/v1/functions/slow", function_body("sleep 0.3; cat", R"("timeout_ms":2000)")).status == 201);
+  // timeout 1 s: AckWait (timeout + 5 s) is when JetStream gives the dead node's events to others.
+  REQUIRE(c[0].curl("PUT", "/v1/functions/slow", function_body("sleep 0.3; cat", R"("timeout_ms":1000)")).status == 201);
   c.wait_everywhere("slow");
   constexpr int kEvents = 60;
   std::vector<std::string> ids;
   for (int i = 0; i < kEvents; ++i) ids.push_back(c.enqueue(i % 2, "slow", "e" + std::to_string(i)));
-  // Once node C has run something, it holds more: kill it.
-  wait_until([&] { return contains(c[2].log(), "cluster: function=slow consuming"); }, "node C consuming");
-  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  // Kill node C while it runs events it fetched: they are unacked, so they must come again.
+  wait_until([&] {
+    auto busy = field(c[2].curl("GET", "/v1/functions/slow").body, "busy");
+    return !busy.empty() && busy != "0";
+  }, "node C to run events");
   CHECK(c[2].stop(SIGKILL) == 128 + SIGKILL);
-  int duplicates = 0;
+  int redelivered = 0;
   for (int i = 0; i < kEvents; ++i) {
     auto rec = c.wait_done(i % 2, ids[i]);
     CHECK(field(rec, "outcome") == "success");
-    if (field(rec, "delivery") != "1") ++duplicates;
+    if (field(rec, "delivery") != "1") ++redelivered;
   }
-  // Only what C had fetched and not acked comes again: at most its max_concurrency (4) batch.
-  MESSAGE("events delivered more than once after the SIGKILL: " << duplicates);
-  CHECK(duplicates <= 8);
+  // What C held comes again (delivery 2): at least one event, at most its fetch (max_concurrency 4);
+  // an event C finished but had not acked yet runs twice, which at-least-once allows.
+  MESSAGE("events delivered again after the SIGKILL: " << redelivered);
+  CHECK(redelivered >= 1);
+  CHECK(redelivered <= 4);
 }
 
 TEST_CASE("a failing function lands in the dead-letter stream after its retries, with its last error") {
