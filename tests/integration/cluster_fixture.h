@@ -50,11 +50,12 @@ class NatsServer {
     ::waitpid(pid_, nullptr, 0);
     pid_ = -1;
   }
-  // A cluster member: JetStream has its meta leader and this server is current (GET /healthz).
-  bool jetstream_ready() const {
-    auto r = test::run({"curl", "-s", "-m", "2", "http://127.0.0.1:" + std::to_string(monitor_port_) + "/healthz"});
-    return r.exit_code == 0 && contains(r.out, "\"ok\"");
+  // A cluster member's monitoring endpoint, e.g. "/healthz", "/jsz?accounts=true&streams=true&config=true".
+  std::string monitor(const std::string& path) const {
+    return test::run({"curl", "-s", "-m", "2", "http://127.0.0.1:" + std::to_string(monitor_port_) + path}).out;
   }
+  // A cluster member: JetStream has its meta leader and this server is current.
+  bool jetstream_ready() const { return contains(monitor("/healthz"), "\"ok\""); }
 
  private:
   bool accepts() const {

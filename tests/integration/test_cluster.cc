@@ -60,10 +60,11 @@ TEST_CASE("async events spread over the nodes and each completes once; a client'
 
 TEST_CASE("SIGKILL of a node mid-load: its unacked events are delivered again and all complete") {
   Cluster c;
-  // timeout 1 s: AckWait (timeout + 5 s) is when JetStream gives the dead node's events to others.
-  REQUIRE(c[0].curl("PUT", "/v1/functions/slow", function_body("sleep 0.3; cat", R"("timeout_ms":1000)")).status == 201);
+  // Runs of 0.8 s keep every node busy for seconds (36 events, 12 slots), so node C surely holds
+  // fetched, unacked events when it dies; AckWait (timeout + 5 s) is when JetStream gives them to others.
+  REQUIRE(c[0].curl("PUT", "/v1/functions/slow", function_body("sleep 0.8; cat", R"("timeout_ms":2000)")).status == 201);
   c.wait_everywhere("slow");
-  constexpr int kEvents = 60;
+  constexpr int kEvents = 36;
   std::vector<std::string> ids;
   for (int i = 0; i < kEvents; ++i) ids.push_back(c.enqueue(i % 2, "slow", "e" + std::to_string(i)));
   // Kill node C while it runs events it fetched: they are unacked, so they must come again.

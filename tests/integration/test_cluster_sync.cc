@@ -89,6 +89,9 @@ TEST_CASE("one NATS server of three killed mid-load: the service goes on and eve
   Nodes c(3, nats.urls(), "cluster_replicas = 3\n");
   REQUIRE(c[0].curl("PUT", "/v1/functions/work", function_body("sleep 0.05; cat")).status == 201);
   c.wait_everywhere("work");
+  // cluster_replicas = 3: the invocation stream lives on every server, so any one may go.
+  auto streams = nats.servers[1]->monitor("/jsz?accounts=true&streams=true&config=true");
+  CHECK_MESSAGE(contains(streams, "\"num_replicas\": 3"), streams);
   constexpr int kEvents = 90;
   // The client's own id: an enqueue that fails while JetStream elects new leaders is sent again
   // with the same id, so it is enqueued once.
