@@ -559,6 +559,20 @@ TEST_CASE("config: bridge, bridge_subnet and default_egress") {
   CHECK(bad("default_egress", "maybe").find("must be allow or deny") != std::string::npos);
 }
 
+TEST_CASE("config: cluster_replicas, 1 by default, 1 to 5") {
+  ServeConfig c;
+  CHECK(c.cluster.replicas == 1);
+  REQUIRE(apply_settings(c, {{"cluster_nats", "nats://127.0.0.1:4222,nats://127.0.0.1:4223", "t:1"},
+                             {"cluster_replicas", "3", "t:2"}}));
+  CHECK(c.cluster.replicas == 3);
+  CHECK(is_restart_only("cluster_replicas"));
+  for (const char* value : {"0", "6", "three", "3x", ""}) {
+    auto r = apply_settings(c, {{"cluster_replicas", value, "t:9"}});
+    REQUIRE(!r);
+    CHECK(r.error().message().find("must be 1 to 5") != std::string::npos);
+  }
+}
+
 TEST_CASE("state: migrations from an empty database, then idempotent") {
   TempDb t;
   {
