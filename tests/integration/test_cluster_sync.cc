@@ -42,7 +42,7 @@ TEST_CASE("a sync invocation on a node at max_concurrency runs on another node; 
   Cluster c(2);
   REQUIRE(c[0].curl("PUT", "/v1/functions/one", one_slot()).status == 201);
   c.wait_everywhere("one");
-  Background hold_a(c[0], "one", "hold4");
+  Background hold_a(c[0], "one", "hold6");
   wait_busy(c[0], "one", 1);
 
   // A is full: the call to A runs on B and answers as a local run would, with B's record.
@@ -55,6 +55,11 @@ TEST_CASE("a sync invocation on a node at max_concurrency runs on another node; 
   auto id = r.header("Fnexec-Invocation-Id");
   REQUIRE(!id.empty());
   wait_until([&] { return c[1].curl("GET", "/v1/invocations/" + id).status == 200; }, "the record on node B");
+  // The Lambda API's RequestResponse shares the path: forwarded too, answered in Lambda's terms.
+  auto lambda = c[0].curl("POST", "/2015-03-31/functions/one/invocations", R"("via-lambda")");
+  CHECK_MESSAGE(lambda.status == 200, lambda.body);
+  CHECK(lambda.body == R"("via-lambda")");
+  CHECK(!lambda.header("x-amzn-RequestId").empty());
 
   // B full as well: nobody can take it within the wait, 429 as without a cluster.
   Background hold_b(c[1], "one", "hold3");
@@ -63,7 +68,7 @@ TEST_CASE("a sync invocation on a node at max_concurrency runs on another node; 
   CHECK(busy.status == 429);
   CHECK(busy.header("Retry-After") == "1");
   CHECK_MESSAGE(contains(busy.body, "no node of the cluster had a free slot"), busy.body);
-  CHECK(hold_a.join().body == "hold4");
+  CHECK(hold_a.join().body == "hold6");
   CHECK(hold_b.join().body == "hold3");
 }
 
