@@ -83,7 +83,8 @@ struct SyncForwarder::Call {
   std::string run;
 };
 
-// A function's queue subscription; nats.c calls on_request with it until the completion callback.
+// A subscription of the forwarder: a function's queue group (on_request), or the replies to this
+// node's calls (on_reply, function ""). nats.c calls back with it until the completion callback.
 struct SyncForwarder::Group {
   SyncForwarder* self = nullptr;
   std::string function;
@@ -118,8 +119,12 @@ Result<std::unique_ptr<SyncForwarder>> SyncForwarder::open(Connection& conn, Loc
   f->inbox_ = inbox;
   natsInbox_Destroy(inbox);
   auto wildcard = f->inbox_ + ".*";
-  if (auto s = natsConnection_Subscribe(&f->replies_, conn.nats(), wildcard.c_str(), on_reply, f.get()); s != NATS_OK)
+  f->replies_ = std::make_unique<Group>();
+  f->replies_->self = f.get();
+  if (auto s = natsConnection_Subscribe(&f->replies_->sub, conn.nats(), wildcard.c_str(), on_reply, f->replies_.get());
+      s != NATS_OK)
     return nats_fail(s, "subscribe to forwarded replies", wildcard);
+  natsSubscription_SetOnCompleteCB(f->replies_->sub, Group::on_complete, f->replies_.get());
   f->ticker_ = std::jthread([p = f.get()](std::stop_token st) { p->tick(st); });
   return f;
 }
@@ -134,11 +139,7 @@ SyncForwarder::~SyncForwarder() {
     groups.swap(groups_);
   }
   groups.clear();
-  if (replies_) {
-    // Unsubscribe then destroy: nats.c drops what it had not delivered yet.
-    natsSubscription_Unsubscribe(replies_);
-    natsSubscription_Destroy(replies_);
-  }
+  replies_.reset();  // waits until no reply callback runs
   std::map<uint64_t, std::unique_ptr<Call>> calls;
   {
     std::lock_guard lock(mu_);
@@ -276,8 +277,7 @@ Result<> SyncForwarder::send(Call& c) {
 }
 
 void SyncForwarder::on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
-  auto* self = static_cast<SyncForwarder*>(closure);
-  self->answer(msg);
+  static_cast<Group*>(closure)->self->answer(msg);
   natsMsg_Destroy(msg);
 }
 

@@ -66,7 +66,7 @@ class SyncForwarder {
   Local& local_;
   std::string node_;
   std::string inbox_;  // this node's reply prefix: INBOX.<id> per call
-  natsSubscription* replies_ = nullptr;
+  std::unique_ptr<Group> replies_;  // INBOX.*: every reply to this node's calls
 
   std::mutex mu_;
   std::condition_variable_any wake_;

@@ -6,7 +6,8 @@ namespace fnexec::test::serve {
 namespace {
 
 // Holds its slot while the event starts with "hold" (for as many seconds as the event says after it).
-const char* kHolding = R"(e=$(cat); case $e in hold*) sleep ${e#hold};; esac; printf %s "$e")";
+// "big": 1.5 MB of output, over NATS's 1 MiB max_payload (the result comes back in parts).
+const char* kHolding = R"(e=$(cat); case $e in hold*) sleep ${e#hold};; big) head -c 1500000 /dev/zero; exit;; esac; printf %s "$e")";
 
 // The holding function with one slot per node.
 std::string one_slot(const std::string& fields = "") {
@@ -55,6 +56,10 @@ TEST_CASE("a sync invocation on a node at max_concurrency runs on another node; 
   auto id = r.header("Fnexec-Invocation-Id");
   REQUIRE(!id.empty());
   wait_until([&] { return c[1].curl("GET", "/v1/invocations/" + id).status == 200; }, "the record on node B");
+  auto big = c[0].curl("POST", "/v1/functions/one/invoke", "big");
+  CHECK(big.status == 200);
+  CHECK(big.body == std::string(1500000, '\0'));
+  CHECK(big.header("Fnexec-Node") == "nodeb");
   // The Lambda API's RequestResponse shares the path: forwarded too, answered in Lambda's terms.
   auto lambda = c[0].curl("POST", "/2015-03-31/functions/one/invocations", R"("via-lambda")");
   CHECK_MESSAGE(lambda.status == 200, lambda.body);
