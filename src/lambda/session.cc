@@ -232,8 +232,14 @@ void RuntimeApiSession::deliver_event() {
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: " + request_id_ +
         "\r\nLambda-Runtime-Deadline-Ms: " + std::to_string(deadline_ms_) +
         "\r\nLambda-Runtime-Invoked-Function-Arn: " + arn_ +
-        "\r\nLambda-Runtime-Trace-Id: " + new_trace_id() +
-        "\r\nContent-Length: " + std::to_string(payload_.size()) + "\r\n";
+        "\r\nLambda-Runtime-Trace-Id: " +
+        (context_ && !context_->trace_id.empty() ? context_->trace_id : new_trace_id()) + "\r\n";
+    // The client context decoded, as Lambda sends it: the Node client exits on anything but JSON.
+    if (context_ && !context_->client_context.empty())
+      c->out += "Lambda-Runtime-Client-Context: " + context_->client_context + "\r\n";
+    if (context_ && !context_->cognito_identity.empty())
+      c->out += "Lambda-Runtime-Cognito-Identity: " + context_->cognito_identity + "\r\n";
+    c->out += "Content-Length: " + std::to_string(payload_.size()) + "\r\n";
     if (!c->next_keep_alive) c->out += "Connection: close\r\n";
     c->out += "\r\n";
     c->out += payload_;
@@ -479,7 +485,8 @@ bool RuntimeApiSession::idle_and_alive() {
 }
 
 Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std::string_view payload,
-                                                          std::chrono::nanoseconds timeout) {
+                                                          std::chrono::nanoseconds timeout,
+                                                          const invoke::EventContext& context) {
   if (!usable_)
     return fail(ErrorKind::invalid, "send event to sandbox", std::to_string(sandbox_->pid()),
                 "its function process was retired");
@@ -489,6 +496,7 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
   if (cgroup_) FNEXEC_TRY(cgroup_->baseline());
   request_id_ = new_request_id();
   payload_ = payload;
+  context_ = &context;
   deadline_ms_ = realtime_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
   delivered_ = false;
   verdict_ = {};
@@ -560,6 +568,7 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
     }
   }
   payload_ = {};
+  context_ = nullptr;
   phase_ = Phase::idle;
   rec.wall_us = micros_since(start);
   if (cgroup_) invoke::record_usage(*cgroup_, rec);

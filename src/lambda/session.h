@@ -47,8 +47,10 @@ class RuntimeApiSession final : public invoke::EventSession {
 
   // id is fnexec's; the runtime sees a fresh UUID as Lambda-Runtime-Aws-Request-Id (it is also in
   // the START/END/REPORT lines of the event's log).
+  // context's fields go to the runtime as Lambda-Runtime-* headers on its next.
   Result<invoke::EventOutcome> run_event(std::string_view id, std::string_view payload,
-                                         std::chrono::nanoseconds timeout) override;
+                                         std::chrono::nanoseconds timeout,
+                                         const invoke::EventContext& context) override;
   bool idle_and_alive() override;
   bool usable() const override { return usable_; }
 
@@ -97,6 +99,7 @@ class RuntimeApiSession final : public invoke::EventSession {
   // The event in flight: its request id, its payload and deadline until a next takes it.
   std::string request_id_;
   std::string_view payload_;
+  const invoke::EventContext* context_ = nullptr;
   int64_t deadline_ms_ = 0;
   bool delivered_ = false;
   std::string output_;                     // the accepted response body
