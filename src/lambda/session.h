@@ -70,7 +70,8 @@ class RuntimeApiSession final : public invoke::EventSession {
   RuntimeApiSession() = default;
   void kill_all();
   // Accepts, reads, parses and answers whatever is there without blocking; logs stdout and stderr.
-  void pump();
+  // ready: the event_pollfds() of a poll that just returned, to touch only the fds it reported.
+  void pump(std::span<const pollfd> ready = {});
   void accept_connections();
   void read_connection(Connection& c);
   void parse_requests(Connection& c);
@@ -84,6 +85,8 @@ class RuntimeApiSession final : public invoke::EventSession {
   void pump_log(UniqueFd& fd);
   // The function ended: drain its log and record its exit (status or signal) in rec.
   void record_function_end(invoke::InvocationRecord& rec);
+  // listener, stdout, stderr, the init's status, PID 1's pidfd, then one per connection.
+  static constexpr size_t kFixedPollFds = 5;
   std::vector<pollfd> event_pollfds() const;
   bool function_gone() const;
 
