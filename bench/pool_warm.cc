@@ -44,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/lambda_stub.h"
 #include "bench/peers.h"
 #include "bench/report.h"
 #include "cgroup/cgroup.h"
@@ -311,7 +312,9 @@ int bench_lifecycles(int runs, const std::string& src, const std::string& exampl
   return 0;
 }
 
-// The same echo handler through both protocols of a reuse function, interleaved.
+// The same echo handler through both protocols of a reuse function and through the runtime client
+// against a bare stub server, at 1, 4 and 8 concurrent callers, interleaved.
+constexpr int kMaxCallers = 8;
 int bench_lambda(int runs, const std::string& src, const std::string& ric, bool no_cgroups) {
   char tmpl[] = "/tmp/fnexec-bench-lambda-XXXXXX";
   if (!mkdtemp(tmpl) || mount("fnexec-bench", tmpl, "tmpfs", 0, "size=2g") != 0) {
@@ -349,9 +352,10 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
   if (!hierarchy) return 1;
   auto pools = pool::PoolSet::create(*store, *hierarchy, {});
   if (!pools) return 1;
-  std::printf("cgroup mode %s; reuse, event -> result through the pool, one at a time, %d events each\n",
+  std::printf("cgroup mode %s; reuse, event -> result through the pool (the stub: straight to a host process), "
+              "%d events per path and concurrency\n",
               std::string(cgroup::to_string((*hierarchy)->mode())).c_str(), runs);
-  std::printf("%-26s %8s %8s %8s %8s %8s\n", "", "p50", "p90", "p99", "max", "mean");
+  std::printf("%-34s %8s %8s %8s %8s %8s\n", "", "p50", "p90", "p99", "max", "mean");
 
   struct Pair {
     std::string language;
@@ -373,38 +377,79 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
       fn.lifecycle = pool::Lifecycle::reuse;
       fn.protocol = protocol;
       fn.handler = protocol == pool::Protocol::lambda ? "echo.handler" : "";
-      fn.min_warm = 1;
+      fn.min_warm = kMaxCallers;
+      fn.max_concurrency = kMaxCallers;
       if (auto r = (*pools)->configure(fn); !r) {
         std::fprintf(stderr, "%s\n", r.error().message().c_str());
         return 1;
       }
-      wait_warm(**pools, 1, fn.name);
+      wait_warm(**pools, kMaxCallers, fn.name);
     }
-    std::vector<double> lambda_us, fnexec_us;
-    auto one = [&](const std::string& name, std::vector<double>& into) {
-      auto t0 = Clock::now();
+    // The floor: the same runtime client as a host process against a bare Runtime API, one per
+    // concurrent caller (one runtime handles one event at a time, as in Lambda).
+    std::vector<std::unique_ptr<bench::StubRuntimeApi>> stubs;
+    auto stub_argv = p.lambda_cmd;
+    stub_argv[1] = p.language == "node" ? ric + "/bin/index.mjs" : src + "/tests/integration/lambda/python/bootstrap.py";
+    for (int i = 0; i < kMaxCallers; ++i) {
+      auto stub = bench::StubRuntimeApi::start(stub_argv, scratch, "echo.handler");
+      if (!stub) return 1;
+      stubs.push_back(std::move(stub));
+    }
+    // One event through one of the three paths, by caller: 0 lambda, 1 fnexec/1, 2 the stub.
+    auto one = [&](int path, int caller) {
+      if (path == 2) return stubs[static_cast<size_t>(caller)]->invoke(event).has_value();
+      auto name = p.language + (path == 0 ? "-lambda" : "-fnexec");
       auto r = (*pools)->invoke(name, event);
-      double us = us_since(t0);
       if (!r || !r->error_type.empty() || r->output.empty()) {
         std::fprintf(stderr, "%s failed: %s\n", name.c_str(),
                      r ? (r->error_type + " " + r->log).c_str() : r.error().message().c_str());
         return false;
       }
-      into.push_back(us);
       return true;
     };
-    // Warm both up (JIT, caches) before the timed, interleaved runs.
-    for (int i = 0; i < 50; ++i)
-      if (!one(p.language + "-lambda", lambda_us) || !one(p.language + "-fnexec", fnexec_us)) return 1;
-    lambda_us.clear();
-    fnexec_us.clear();
-    for (int i = 0; i < runs; ++i)
-      if (!one(p.language + "-lambda", lambda_us) || !one(p.language + "-fnexec", fnexec_us)) return 1;
-    auto l = summarize(lambda_us), f = summarize(fnexec_us);
-    print_row((p.language + " lambda (Runtime API)").c_str(), l,
-              p.language == "node" ? "(aws-lambda-ric)" : "(stdlib bootstrap, urllib)");
-    print_row((p.language + " fnexec/1 (helper)").c_str(), f, "(fnexec_runtime)");
-    std::printf("%-26s p50 %.2f  p90 %.2f\n", "ratio lambda/fnexec", l.p50 / f.p50, l.p90 / f.p90);
+    const char* path_names[] = {"lambda (Runtime API)", "fnexec/1 (helper)", "stub (no sandbox)"};
+    // Warm all up (JIT, caches) before the timed runs.
+    for (int caller = 0; caller < kMaxCallers; ++caller)
+      for (int i = 0; i < 20; ++i)
+        for (int path = 0; path < 3; ++path)
+          if (!one(path, caller)) return 1;
+    std::printf("%s: %s\n", p.language.c_str(),
+                p.language == "node" ? "aws-lambda-ric" : "the stdlib bootstrap (urllib, a connection per request)");
+    for (int callers : {1, 4, 8}) {
+      std::vector<double> us[3];
+      double busy_s[3] = {};
+      // Rounds alternate the paths (A B C A B C), so that load from elsewhere falls on all three.
+      const int rounds = 5, per_caller = std::max(1, runs / rounds / callers);
+      for (int round = 0; round < rounds; ++round)
+        for (int path = 0; path < 3; ++path) {
+          std::vector<std::vector<double>> got(static_cast<size_t>(callers));
+          std::atomic<bool> failed = false;
+          auto t0 = Clock::now();
+          std::vector<std::thread> threads;
+          for (int caller = 0; caller < callers; ++caller)
+            threads.emplace_back([&, caller] {
+              for (int i = 0; i < per_caller && !failed; ++i) {
+                auto t = Clock::now();
+                if (!one(path, caller)) failed = true;
+                got[static_cast<size_t>(caller)].push_back(us_since(t));
+              }
+            });
+          for (auto& t : threads) t.join();
+          if (failed) return 1;
+          busy_s[path] += us_since(t0) / 1e6;
+          for (auto& g : got) us[path].insert(us[path].end(), g.begin(), g.end());
+        }
+      Summary sum[3];
+      for (int path = 0; path < 3; ++path) {
+        sum[path] = summarize(us[path]);
+        auto& x = sum[path];
+        std::printf("%-34s %8.0f %8.0f %8.0f %8.0f %8.0f us %8.0f events/s\n",
+                    (p.language + " c=" + std::to_string(callers) + " " + path_names[path]).c_str(), x.p50, x.p90,
+                    x.p99, x.max, x.mean, static_cast<double>(us[path].size()) / busy_s[path]);
+      }
+      std::printf("%-34s p50 lambda/fnexec %.2f  lambda/stub %.2f  p99 lambda/fnexec %.2f\n", "ratio",
+                  sum[0].p50 / sum[1].p50, sum[0].p50 / sum[2].p50, sum[0].p99 / sum[1].p99);
+    }
   }
   return 0;
 }

@@ -429,7 +429,7 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Att
                      static_cast<unsigned long long>(n));
         break;
       }
-      auto out = session->run_event(std::to_string(n), event, timeout);
+      auto out = session->run_event(std::to_string(n), event, timeout, {});
       if (!out) return report(out.error());
       out->record.cgroup_mode = std::string(cgroup::to_string(mode));
       record_traffic(o, network, out->record);

@@ -23,6 +23,15 @@ struct SessionLimits {
   uint64_t max_log_bytes = 64 << 10;       // stderr kept per event (the tail)
 };
 
+// What the caller said about itself, for runtimes that read it (the Lambda Runtime API's
+// Lambda-Runtime-Client-Context, -Cognito-Identity and -Trace-Id headers); fnexec/1 ignores it.
+// Empty fields were not given (an empty trace id gets a new one).
+struct EventContext {
+  std::string client_context;    // the client context as one line of JSON (decoded from base64)
+  std::string cognito_identity;  // {"cognitoIdentityId":...,"cognitoIdentityPoolId":...}, one line
+  std::string trace_id;          // X-Amzn-Trace-Id of the caller
+};
+
 // How the init ended. Not ready: the sandbox is killed and must not be used again.
 struct InitOutcome {
   bool ready = false;
@@ -68,7 +77,7 @@ class EventSession {
   // One event, until the reply, a failure or the deadline (then the whole sandbox is killed).
   // Errors are only failures of fnexec's own calls.
   virtual Result<EventOutcome> run_event(std::string_view id, std::string_view payload,
-                                         std::chrono::nanoseconds timeout) = 0;
+                                         std::chrono::nanoseconds timeout, const EventContext& context) = 0;
 
   // Parked between events and nothing happened that retires it: no stray output, the function
   // still running. Kills the sandbox when it answers false.

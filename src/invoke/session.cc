@@ -174,7 +174,7 @@ bool FramedSession::idle_and_alive() {
 }
 
 Result<EventOutcome> FramedSession::run_event(std::string_view id, std::string_view payload,
-                                              std::chrono::nanoseconds timeout) {
+                                              std::chrono::nanoseconds timeout, const EventContext&) {
   if (!usable_)
     return fail(ErrorKind::invalid, "send event to sandbox", std::to_string(sandbox_->pid()),
                 "its function process was retired");

@@ -42,8 +42,8 @@ class FramedSession final : public EventSession {
   // One event: resets the cgroup's counters, writes the EVENT frame while reading stdout and
   // stderr (neither side can block the other), until the reply, a failure or the deadline (then
   // the whole sandbox is killed). Errors are only failures of fnexec's own calls.
-  Result<EventOutcome> run_event(std::string_view id, std::string_view payload,
-                                 std::chrono::nanoseconds timeout) override;
+  Result<EventOutcome> run_event(std::string_view id, std::string_view payload, std::chrono::nanoseconds timeout,
+                                 const EventContext& context) override;
 
   bool idle_and_alive() override;
   bool usable() const override { return usable_; }

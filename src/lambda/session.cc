@@ -3,6 +3,8 @@
 // several POLLOUT rounds.
 #include "lambda/session.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -174,6 +176,9 @@ void RuntimeApiSession::accept_connections() {
     if (!fd) return;  // EAGAIN, or a connection reset before we took it
     // More than a runtime ever needs at once: closed at once, the runtime sees a reset.
     if (connections_.size() >= kMaxConnections) continue;
+    // Replies are whole HTTP messages in one send: never hold one back for the runtime's delayed ACK.
+    int one = 1;
+    (void)::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     auto c = std::make_unique<Connection>();
     c->fd = std::move(fd);
     connections_.push_back(std::move(c));
@@ -232,8 +237,14 @@ void RuntimeApiSession::deliver_event() {
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: " + request_id_ +
         "\r\nLambda-Runtime-Deadline-Ms: " + std::to_string(deadline_ms_) +
         "\r\nLambda-Runtime-Invoked-Function-Arn: " + arn_ +
-        "\r\nLambda-Runtime-Trace-Id: " + new_trace_id() +
-        "\r\nContent-Length: " + std::to_string(payload_.size()) + "\r\n";
+        "\r\nLambda-Runtime-Trace-Id: " +
+        (context_ && !context_->trace_id.empty() ? context_->trace_id : new_trace_id()) + "\r\n";
+    // The client context decoded, as Lambda sends it: the Node client exits on anything but JSON.
+    if (context_ && !context_->client_context.empty())
+      c->out += "Lambda-Runtime-Client-Context: " + context_->client_context + "\r\n";
+    if (context_ && !context_->cognito_identity.empty())
+      c->out += "Lambda-Runtime-Cognito-Identity: " + context_->cognito_identity + "\r\n";
+    c->out += "Content-Length: " + std::to_string(payload_.size()) + "\r\n";
     if (!c->next_keep_alive) c->out += "Connection: close\r\n";
     c->out += "\r\n";
     c->out += payload_;
@@ -332,6 +343,8 @@ void RuntimeApiSession::read_connection(Connection& c) {
     }
     c.in.append(buf, static_cast<size_t>(n));
     parse_requests(c);
+    // A short read drained the socket: the recv that would say EAGAIN is left to the next poll.
+    if (static_cast<size_t>(n) < sizeof buf) return;
   }
 }
 
@@ -390,11 +403,15 @@ void RuntimeApiSession::drop_closed() {
   std::erase_if(connections_, [](const auto& c) { return c->closed; });
 }
 
-void RuntimeApiSession::pump() {
-  pump_log(out_);
-  pump_log(err_);
-  accept_connections();
+void RuntimeApiSession::pump(std::span<const pollfd> ready) {
+  // After a poll only the fds it reported: a read of an idle one is a syscall that finds nothing.
+  auto is_ready = [&](size_t i) { return ready.empty() || (i < ready.size() && ready[i].revents != 0); };
+  if (is_ready(1)) pump_log(out_);
+  if (is_ready(2)) pump_log(err_);
+  size_t polled = connections_.size();
+  if (is_ready(0)) accept_connections();
   for (size_t i = 0; i < connections_.size(); ++i) {
+    if (i < polled && !is_ready(kFixedPollFds + i)) continue;
     auto& c = *connections_[i];
     if (!c.out.empty()) flush(c);
     if (!c.closed) read_connection(c);
@@ -479,7 +496,8 @@ bool RuntimeApiSession::idle_and_alive() {
 }
 
 Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std::string_view payload,
-                                                          std::chrono::nanoseconds timeout) {
+                                                          std::chrono::nanoseconds timeout,
+                                                          const invoke::EventContext& context) {
   if (!usable_)
     return fail(ErrorKind::invalid, "send event to sandbox", std::to_string(sandbox_->pid()),
                 "its function process was retired");
@@ -489,6 +507,7 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
   if (cgroup_) FNEXEC_TRY(cgroup_->baseline());
   request_id_ = new_request_id();
   payload_ = payload;
+  context_ = &context;
   deadline_ms_ = realtime_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
   delivered_ = false;
   verdict_ = {};
@@ -509,8 +528,11 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
     if (rec.exit_code == 0) rec.exit_code = 1;
   };
   deliver_event();
-  for (;;) {
-    pump();
+  // The runtime cannot have answered an event it was sent a moment ago: the first pump waits for
+  // the poll, and each later one reads only what the poll reported.
+  std::vector<pollfd> fds;
+  for (bool wait_first = delivered_;; wait_first = false) {
+    if (!wait_first) pump(fds);
     if (verdict_.too_large) {
       out.output_too_large = true;
       retire("Runtime.OutputTooLarge", "output_too_large");
@@ -531,7 +553,8 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
       }
       break;
     }
-    if (function_gone()) {
+    bool gone = wait_first ? false : fds.empty() ? function_gone() : (fds[3].revents | fds[4].revents) != 0;
+    if (gone) {
       // The function ended mid-event; an answer it sent before that was taken by the pump above.
       record_function_end(rec);
       log_ += "RequestId: " + request_id_ + " Error: Runtime exited" +
@@ -541,7 +564,7 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
       retire("Runtime.ExitError", "exit");
       break;
     }
-    auto fds = event_pollfds();
+    fds = event_pollfds();
     timespec ts;
     int n = ::ppoll(fds.data(), fds.size(), invoke::detail::timeout_until(deadline, &ts), nullptr);
     if (n < 0 && errno != EINTR) return fail_errno("wait for", "sandbox " + std::to_string(sandbox_->pid()));
@@ -560,6 +583,7 @@ Result<invoke::EventOutcome> RuntimeApiSession::run_event(std::string_view, std:
     }
   }
   payload_ = {};
+  context_ = nullptr;
   phase_ = Phase::idle;
   rec.wall_us = micros_since(start);
   if (cgroup_) invoke::record_usage(*cgroup_, rec);

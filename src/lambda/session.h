@@ -47,8 +47,10 @@ class RuntimeApiSession final : public invoke::EventSession {
 
   // id is fnexec's; the runtime sees a fresh UUID as Lambda-Runtime-Aws-Request-Id (it is also in
   // the START/END/REPORT lines of the event's log).
+  // context's fields go to the runtime as Lambda-Runtime-* headers on its next.
   Result<invoke::EventOutcome> run_event(std::string_view id, std::string_view payload,
-                                         std::chrono::nanoseconds timeout) override;
+                                         std::chrono::nanoseconds timeout,
+                                         const invoke::EventContext& context) override;
   bool idle_and_alive() override;
   bool usable() const override { return usable_; }
 
@@ -68,7 +70,8 @@ class RuntimeApiSession final : public invoke::EventSession {
   RuntimeApiSession() = default;
   void kill_all();
   // Accepts, reads, parses and answers whatever is there without blocking; logs stdout and stderr.
-  void pump();
+  // ready: the event_pollfds() of a poll that just returned, to touch only the fds it reported.
+  void pump(std::span<const pollfd> ready = {});
   void accept_connections();
   void read_connection(Connection& c);
   void parse_requests(Connection& c);
@@ -82,6 +85,8 @@ class RuntimeApiSession final : public invoke::EventSession {
   void pump_log(UniqueFd& fd);
   // The function ended: drain its log and record its exit (status or signal) in rec.
   void record_function_end(invoke::InvocationRecord& rec);
+  // listener, stdout, stderr, the init's status, PID 1's pidfd, then one per connection.
+  static constexpr size_t kFixedPollFds = 5;
   std::vector<pollfd> event_pollfds() const;
   bool function_gone() const;
 
@@ -97,6 +102,7 @@ class RuntimeApiSession final : public invoke::EventSession {
   // The event in flight: its request id, its payload and deadline until a next takes it.
   std::string request_id_;
   std::string_view payload_;
+  const invoke::EventContext* context_ = nullptr;
   int64_t deadline_ms_ = 0;
   bool delivered_ = false;
   std::string output_;                     // the accepted response body

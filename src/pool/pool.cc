@@ -222,7 +222,8 @@ class PoolSetImpl final : public PoolSet {
   Result<> configure(const FunctionSpec& spec) override;
   void remove(std::string_view name) override;
   bool id_range_in_use(uid_t host_first) const override;
-  Result<InvocationResult> invoke(std::string_view name, std::string_view event) override;
+  Result<InvocationResult> invoke(std::string_view name, std::string_view event,
+                                  const invoke::EventContext& context = {}) override;
   std::vector<PoolStats> stats() const override;
   void shutdown(std::chrono::milliseconds grace) override;
 
@@ -443,7 +444,8 @@ bool PoolSetImpl::make_room(const Function& keep) {
   return true;
 }
 
-Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_view event) {
+Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_view event,
+                                             const invoke::EventContext& context) {
   std::shared_ptr<Function> fn;
   SlotPtr slot;
   std::shared_ptr<ColdRequest> request;
@@ -572,7 +574,7 @@ Result<InvocationResult> PoolSetImpl::invoke(std::string_view name, std::string_
   }
 
   std::string event_id = std::to_string(next_event_id_.fetch_add(1, std::memory_order_relaxed));
-  auto outcome = slot->session->run_event(event_id, event, spec.timeout);
+  auto outcome = slot->session->run_event(event_id, event, spec.timeout, context);
   if (!outcome) {
     spdlog::warn("event=sandbox_event_failed function={} sandbox={} error=\"{}\"", spec.name, slot->id,
                  outcome.error().message());

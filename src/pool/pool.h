@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cgroup/cgroup.h"
+#include "invoke/event_session.h"
 #include "invoke/invocation.h"
 #include "sandbox/spec.h"
 #include "util/error.h"
@@ -197,7 +198,9 @@ class PoolSet {
   // ErrorKind::not_found for an unknown function. A failed init of a fresh/reuse function is a
   // result, not an Error: error_type "Runtime.InitError", error_body the INIT_ERROR json if any,
   // log the init's stderr tail.
-  virtual Result<InvocationResult> invoke(std::string_view name, std::string_view event) = 0;
+  // context: what the caller said about itself, for runtimes that read it (protocol lambda).
+  virtual Result<InvocationResult> invoke(std::string_view name, std::string_view event,
+                                          const invoke::EventContext& context = {}) = 0;
 
   virtual std::vector<PoolStats> stats() const = 0;
   // Stops refilling, waits up to grace for running invocations, then kills the rest.

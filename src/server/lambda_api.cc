@@ -17,6 +17,8 @@ constexpr std::string_view kLatest = "$LATEST";
 constexpr size_t kTailBytes = 4096;         // Lambda returns the last 4 KB of the log
 constexpr size_t kMaxFunctionRef = 170;     // Invoke's FunctionName limit (an ARN with a qualifier)
 constexpr size_t kMaxClientContext = 3583;  // Lambda's limit on X-Amz-Client-Context, base64
+constexpr size_t kMaxCognitoIdentity = 1024;
+constexpr size_t kMaxTraceId = 256;         // X-Ray's own ids are about 90 characters
 
 #if defined(__aarch64__)
 constexpr const char* kArchitecture = "arm64";
@@ -60,6 +62,20 @@ bool is_json(std::string_view text) {
   simdjson::padded_string padded(text);
   simdjson::dom::element doc;
   return !parser.parse(padded).get(doc);
+}
+
+// A JSON object on one line, or nullopt: it goes into a header of the runtime's next, where a
+// newline of pretty-printed JSON would end the header.
+std::optional<std::string> one_line_json_object(std::string_view text) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(text);
+  simdjson::dom::element doc;
+  if (parser.parse(padded).get(doc) || !doc.is_object()) return std::nullopt;
+  return simdjson::minify(doc);
+}
+
+bool trace_id_char(char c) {
+  return c > 0x20 && c < 0x7f;
 }
 
 // A function error's payload: the function's own {errorMessage, errorType} document when it sent
@@ -429,14 +445,38 @@ void LambdaApi::invoke(Request& request, Respond respond) {
   if (!log_type.empty() && log_type != "None" && log_type != "Tail")
     return respond(lambda_error(400, "ValidationException",
                                 fmt::format("X-Amz-Log-Type '{}' is not None or Tail", log_type.substr(0, 64))));
-  if (auto context = header(request, "X-Amz-Client-Context"); !context.empty()) {
-    auto decoded = context.size() <= kMaxClientContext ? base64_decode(context) : std::nullopt;
-    if (!decoded || !is_json(*decoded))
-      return respond(lambda_error(400, "InvalidRequestContentException",
-                                  fmt::format("X-Amz-Client-Context must be a base64 JSON object of at most {} "
-                                              "characters",
-                                              kMaxClientContext)));
+  // What the runtime's next carries beside the event (Lambda-Runtime-Client-Context, ...).
+  invoke::EventContext context;
+  if (auto encoded = header(request, "X-Amz-Client-Context"); !encoded.empty()) {
+    auto decoded = encoded.size() <= kMaxClientContext ? base64_decode(encoded) : std::nullopt;
+    auto object = decoded ? one_line_json_object(*decoded) : std::nullopt;
+    if (!object)
+      return respond(lambda_error(
+          400, "InvalidRequestContentException",
+          fmt::format("X-Amz-Client-Context must be a base64 JSON object of at most {} characters; got {} "
+                      "characters{}",
+                      kMaxClientContext, encoded.size(),
+                      encoded.size() > kMaxClientContext ? ""
+                      : !decoded                         ? " that are not base64"
+                                                         : " whose decoded text is not a JSON object")));
+    context.client_context = std::move(*object);
   }
+  if (auto identity = header(request, "Fnexec-Cognito-Identity"); !identity.empty()) {
+    auto object = identity.size() <= kMaxCognitoIdentity ? one_line_json_object(identity) : std::nullopt;
+    if (!object)
+      return respond(lambda_error(400, "InvalidRequestContentException",
+                                  fmt::format("Fnexec-Cognito-Identity must be a JSON object "
+                                              "({{\"cognitoIdentityId\":...,\"cognitoIdentityPoolId\":...}}) "
+                                              "of at most {} characters",
+                                              kMaxCognitoIdentity)));
+    context.cognito_identity = std::move(*object);
+  }
+  context.trace_id = header(request, "X-Amzn-Trace-Id");
+  if (!context.trace_id.empty() && (context.trace_id.size() > kMaxTraceId || !all_of(context.trace_id, trace_id_char)))
+    return respond(lambda_error(400, "InvalidRequestContentException",
+                                fmt::format("X-Amzn-Trace-Id must be at most {} printable ASCII characters without "
+                                            "spaces (Root=1-...;Parent=...;Sampled=...)",
+                                            kMaxTraceId)));
   // Lambda's payload is JSON; an empty one is the empty object, as Lambda hands it to the function.
   if (request.body.empty()) request.body = "{}";
   if (!is_json(request.body))
@@ -501,7 +541,7 @@ void LambdaApi::invoke(Request& request, Respond respond) {
   bool tail = log_type == "Tail";
   service_.run_admitted(name, std::move(request.body), [respond = std::move(respond), tail, settings, name](SyncRun run) {
     respond(sync_reply(std::move(run), tail, settings, name));
-  });
+  }, std::move(context));
 }
 
 }  // namespace fnexec::server

@@ -575,9 +575,11 @@ AdmissionResult Service::admit(const std::string& name) {
   return {};
 }
 
-void Service::run_admitted(const std::string& name, std::string event, std::function<void(SyncRun)> done) {
-  run_job(invocations_, [this, name, event = std::move(event), done = std::move(done)]() mutable {
-    auto run = invoke_sync(name, std::move(event));
+void Service::run_admitted(const std::string& name, std::string event, std::function<void(SyncRun)> done,
+                           invoke::EventContext context) {
+  run_job(invocations_, [this, name, event = std::move(event), done = std::move(done),
+                         context = std::move(context)]() mutable {
+    auto run = invoke_sync(name, std::move(event), context);
     // The slot is free before the reply goes out: a caller that sends its next event as soon as it
     // has the result must not find its own previous invocation still counted (429).
     release(name);
@@ -750,7 +752,7 @@ void Service::release(const std::string& function) {
   pump_queue();
 }
 
-SyncRun Service::invoke_sync(const std::string& name, std::string event) {
+SyncRun Service::invoke_sync(const std::string& name, std::string event, const invoke::EventContext& context) {
   SyncRun run;
   Retention retention;
   {
@@ -783,7 +785,7 @@ SyncRun Service::invoke_sync(const std::string& name, std::string event) {
     return run;
   }
 
-  run.result = pools_->invoke(name, event);
+  run.result = pools_->invoke(name, event, context);
   if (!run.result) {
     InvocationEnd e;
     e.id = id;

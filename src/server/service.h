@@ -125,7 +125,9 @@ class Service : public cluster::Local {
   // admit() counts a rejection in the metrics; an admitted invocation must go to run_admitted().
   AdmissionResult admit(const std::string& name);
   // Runs on the invocation executor; frees the slot before done() is called.
-  void run_admitted(const std::string& name, std::string event, std::function<void(SyncRun)> done);
+  // context reaches runtimes that read it (protocol lambda).
+  void run_admitted(const std::string& name, std::string event, std::function<void(SyncRun)> done,
+                    invoke::EventContext context = {});
   // Cluster mode, after admit() found no slot here: sends the invocation to another node that serves
   // the function (cluster/forward.h) and returns true, done gets the run as if local (429 when no node
   // took it: local_refusal says why this node did not); false without a cluster (event untouched).
@@ -169,7 +171,7 @@ class Service : public cluster::Local {
   void put_function(Request& request, Respond respond);
   void delete_function(const std::string& name, Respond respond);
   void invoke(Request& request, Respond respond);
-  SyncRun invoke_sync(const std::string& name, std::string event);
+  SyncRun invoke_sync(const std::string& name, std::string event, const invoke::EventContext& context);
   void pump_queue();  // pump() without retrying after the pool set was full
   void run_async(QueuedInvocation q);
   // A failed async delivery: queued again after its backoff while retries are left, else dead-lettered.

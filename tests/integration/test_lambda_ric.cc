@@ -96,6 +96,23 @@ TEST_SUITE("lambda-ric") {
       CHECK(contains(rec, "REPORT RequestId: "));
     }
 
+    // Through Lambda's Invoke API: the SDKs' base64 client context reaches context.clientContext as
+    // the object it was, a caller's trace id _X_AMZN_TRACE_ID, a Cognito identity context.identity.
+    auto client_context = server::base64_encode(R"({"client":{"app_title":"ric"},"custom":{"k":"v"}})");
+    auto ctx = d.curl("POST", "/2015-03-31/functions/node/invocations", R"({"action":"context"})",
+                      {"-H", "X-Amz-Client-Context: " + client_context, "-H",
+                       "X-Amzn-Trace-Id: Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1", "-H",
+                       R"(Fnexec-Cognito-Identity: {"cognitoIdentityId":"id-1","cognitoIdentityPoolId":"pool-1"})"});
+    INFO(ctx.body);
+    CHECK(ctx.status == 200);
+    CHECK(ctx.header("X-Amz-Function-Error").empty());
+    CHECK(contains(ctx.body, R"("clientContext":{"client":{"app_title":"ric"},"custom":{"k":"v"})"));
+    CHECK(contains(ctx.body, R"("identity":{"cognitoIdentityId":"id-1","cognitoIdentityPoolId":"pool-1"})"));
+    CHECK(contains(ctx.body, R"("traceId":"Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")"));
+    auto no_ctx = d.curl("POST", "/2015-03-31/functions/node/invocations", R"({"action":"context"})");
+    CHECK(contains(no_ctx.body, R"("clientContext":null)"));
+    CHECK(std::regex_search(no_ctx.body, std::regex(R"("traceId":"Root=1-[0-9a-f]{8}-[0-9a-f]{24};)")));
+
     // A thrown error: the client posts it to .../error; the caller gets Lambda's error document.
     auto thrown = d.invoke("node", R"({"action":"throw"})");
     CHECK(thrown.status == 200);
@@ -103,7 +120,7 @@ TEST_SUITE("lambda-ric") {
     CHECK(contains(thrown.body, R"("errorType":"TypeError","errorMessage":"thrown by the handler")"));
     auto after = d.invoke("node", "{}");
     CHECK(after.status == 200);
-    CHECK(contains(after.body, R"("count":6)"));
+    CHECK(contains(after.body, R"("count":8)"));
     CHECK(after.header("Fnexec-Sandbox-Id") == sandbox);
 
     // process.exit and a segfault mid-event: Runtime.ExitError; a new client answers next.

@@ -5,7 +5,7 @@
 #include <simdjson.h>
 
 #include "server/json.h"
-#include "test_serve_fixture.h"
+#include "lambda_images.h"
 
 using namespace fnexec;
 using namespace fnexec::test::serve;
@@ -313,6 +313,63 @@ TEST_SUITE("serve-lambda") {
                          {"--tcp", d.endpoint() + "/2015-03-31/functions/echo/invocations", "-H",
                           "Authorization: Bearer "});
     CHECK(bearer.status == 403);
+  }
+
+  TEST_CASE("the AWS SDK's ClientContext, a caller's trace id and Cognito identity reach a Lambda runtime") {
+    if (python_missing()) return;
+    LambdaDaemon d;
+    auto up = d.curl("POST", "/v1/images?name=lpy%3A1", std::nullopt,
+                     {"--data-binary", "@" + python_lambda_archive().string()});
+    REQUIRE_MESSAGE(up.status == 201, up.body);
+    auto put = d.curl("PUT", "/v1/functions/ctx", R"({"image":"lpy:1","protocol":"lambda","min_warm":1})");
+    REQUIRE_MESSAGE(put.status == 201, put.body);
+
+    // The SDK sends ClientContext base64 as X-Amz-Client-Context; the runtime gets it decoded, on
+    // one line (the pretty-printed newlines would end the header).
+    std::string client_context = "{\n  \"client\": {\"app_title\": \"fnexec-test\"},\n  \"custom\": {\"k\": \"v\"}\n}";
+    auto r = sdk(d, "invoke",
+                 fmt::format(R"({{"FunctionName":"ctx","Payload":"{{\"action\":\"context\"}}","ClientContext":{}}})",
+                             server::json_string(server::base64_encode(client_context))));
+    INFO(r->raw);
+    REQUIRE(r->ok());
+    CHECK(r->str("FunctionError").empty());
+    auto payload = r->str("Payload");
+    CHECK(contains(payload, R"("client_context": {"client": {"app_title": "fnexec-test"}, "custom": {"k": "v"}})"));
+    CHECK(contains(payload, R"("identity": null)"));
+    // No trace id from the caller: one is made in X-Ray's form.
+    CHECK(std::regex_search(payload, std::regex(R"("trace_id": "Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0")")));
+
+    // A caller's own trace id and a Cognito identity (from a gateway that authenticated one) pass through.
+    auto given = d.invoke_lambda(
+        "ctx", R"({"action":"context"})",
+        {"X-Amzn-Trace-Id: Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+         R"(Fnexec-Cognito-Identity: {"cognitoIdentityId":"eu-west-3:abc","cognitoIdentityPoolId":"eu-west-3:pool"})"});
+    INFO(given.body);
+    CHECK(given.status == 200);
+    CHECK(contains(given.body, R"("trace_id": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")"));
+    CHECK(contains(given.body, R"("identity": {"cognitoIdentityId": "eu-west-3:abc", "cognitoIdentityPoolId": "eu-west-3:pool"})"));
+    CHECK(contains(given.body, R"("client_context": null)"));
+
+    // Bad client contexts are the caller's mistake, named, and nothing runs: not base64, not a JSON
+    // object, over Lambda's 3583 characters.
+    size_t runs = d.runs("ctx");
+    for (const auto& bad : {std::string("%%%"), server::base64_encode("not json"), server::base64_encode("[1,2]"),
+                            server::base64_encode(R"({"custom":")" + std::string(2800, 'x') + R"("})")}) {
+      auto sdk_bad = sdk(d, "invoke", fmt::format(R"({{"FunctionName":"ctx","Payload":"{{}}","ClientContext":{}}})",
+                                                  server::json_string(bad)));
+      INFO(sdk_bad->raw);
+      CHECK(!sdk_bad->ok());
+      CHECK(sdk_bad->num("status") == 400);
+      CHECK(sdk_bad->str("name") == "InvalidRequestContentException");
+      CHECK(contains(sdk_bad->str("message"), "X-Amz-Client-Context must be a base64 JSON object of at most 3583"));
+    }
+    auto bad_trace = d.invoke_lambda("ctx", "{}", {"X-Amzn-Trace-Id: Root=1 has spaces"});
+    CHECK(bad_trace.status == 400);
+    CHECK(contains(bad_trace.body, "X-Amzn-Trace-Id must be"));
+    auto bad_identity = d.invoke_lambda("ctx", "{}", {"Fnexec-Cognito-Identity: eu-west-3:abc"});
+    CHECK(bad_identity.status == 400);
+    CHECK(contains(bad_identity.body, "Fnexec-Cognito-Identity must be a JSON object"));
+    CHECK(d.runs("ctx") == runs);
   }
 
   TEST_CASE("the AWS SDK: throttling beyond max_concurrency, and retries that never run a function twice") {

@@ -39,7 +39,8 @@ class ScriptedPools : public pool::PoolSet {
     removed.emplace_back(name);
   }
   bool id_range_in_use(uid_t) const override { return false; }
-  Result<pool::InvocationResult> invoke(std::string_view name, std::string_view event) override {
+  Result<pool::InvocationResult> invoke(std::string_view name, std::string_view event,
+                                        const invoke::EventContext& = {}) override {
     std::unique_lock lock(mu_);
     events.emplace_back(event);
     ++running;

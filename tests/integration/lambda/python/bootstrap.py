@@ -30,6 +30,9 @@ class Context:
         self.deadline_ms = int(headers["Lambda-Runtime-Deadline-Ms"])
         self.function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
         self.memory_limit_in_mb = os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
+        # JSON when the caller gave them, as Lambda sends them; absent otherwise.
+        self.client_context = json.loads(headers.get("Lambda-Runtime-Client-Context") or "null")
+        self.identity = json.loads(headers.get("Lambda-Runtime-Cognito-Identity") or "null")
 
     def get_remaining_time_in_millis(self):
         return self.deadline_ms - int(time.time() * 1000)
@@ -47,6 +50,7 @@ def main():
         with urllib.request.urlopen(API + "/invocation/next") as r:
             event = json.loads(r.read() or b"null")
             ctx = Context(r.headers)
+            os.environ["_X_AMZN_TRACE_ID"] = r.headers.get("Lambda-Runtime-Trace-Id", "")
         try:
             result = json.dumps(handler(event, ctx)).encode()
         except Exception as e:

@@ -13,6 +13,9 @@ exports.handler = async (event, context) => {
     case "crash":
       process.kill(process.pid, "SIGSEGV");
       break;
+    case "context":
+      return { clientContext: context.clientContext ?? null, identity: context.identity ?? null,
+               traceId: process.env._X_AMZN_TRACE_ID ?? null };
     case "sleep":
       await new Promise((resolve) => setTimeout(resolve, 60000));
       break;

@@ -24,4 +24,7 @@ def handler(event, context):
                                                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_REGION", "TZ",
                                                "AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_FUNCTION_VERSION")} | {
                    "arn": context.invoked_function_arn, "cwd": os.getcwd()}
+    if action == "context":
+        return {"client_context": context.client_context, "identity": context.identity,
+                "trace_id": os.environ.get("_X_AMZN_TRACE_ID")}
     return {"count": count, "echo": event, "remaining_ms": context.get_remaining_time_in_millis()}
