@@ -158,6 +158,40 @@ printf '{"auths":{"127.0.0.1:%s":{"auth":"%s"}}}' "$AUTH" "$(printf alice:wonder
 out=$(REGISTRY_AUTH_FILE=$W/auth.json fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name viaauthjson 2>&1) ||
     fail "auth.json: $out"
 
+step "credential helpers: credHelpers and credsStore run docker-credential-NAME get with the registry on stdin"
+mkdir -p "$W/bin" "$W/home/.docker"
+# A helper as docker's are: the server on stdin, JSON on stdout, "not found" with exit status 1.
+cat >"$W/bin/docker-credential-fnexectest" <<SH
+#!/bin/sh
+[ "\$1" = get ] || exit 2
+read -r server
+echo "\$server" >>"$W/helper.log"
+case \$server in
+127.0.0.1:$AUTH) printf '{"ServerURL":"%s","Username":"alice","Secret":"%s"}\n' "\$server" "\${HELPER_SECRET:-wonderland}" ;;
+*) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+SH
+chmod +x "$W/bin/docker-credential-fnexectest"
+printf '{"credHelpers":{"127.0.0.1:%s":"fnexectest"}}' "$AUTH" >"$W/home/.docker/config.json"
+out=$(HOME=$W/home PATH=$W/bin:$PATH FNEXEC_LOG=debug fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name viahelper 2>&1) ||
+    fail "credHelpers: $out"
+grep -q wonderland <<<"$out" && fail "the helper's secret appears in the output: $out"
+[ "$(cat "$W/helper.log")" = "127.0.0.1:$AUTH" ] || fail "the helper was not asked for 127.0.0.1:$AUTH: $(cat "$W/helper.log")"
+out=$(HOME=$W/home PATH=$W/bin:$PATH HELPER_SECRET=wrongpass fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name badhelper 2>&1) &&
+    fail "a helper's wrong password worked"
+expect "$out" "401.*credentials from docker-credential-fnexectest" "the 401 names the helper the credentials came from"
+grep -q wrongpass <<<"$out" && fail "the helper's secret appears in the error: $out"
+printf '{"credsStore":"fnexectest","auths":{"127.0.0.1:%s":{}}}' "$AUTH" >"$W/auth-store.json"
+out=$(PATH=$W/bin:$PATH REGISTRY_AUTH_FILE=$W/auth-store.json fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name viastore 2>&1) ||
+    fail "credsStore: $out"
+# A store that holds nothing for the registry means anonymous, as with docker.
+out=$(PATH=$W/bin:$PATH REGISTRY_AUTH_FILE=$W/auth-store.json fx image pull -q --tls-verify=false "docker://$P/test/bb:1" --name storeanon 2>&1) ||
+    fail "credsStore without an entry for the registry: $out"
+printf '{"credHelpers":{"127.0.0.1:%s":"missing"}}' "$AUTH" >"$W/auth-missing.json"
+out=$(REGISTRY_AUTH_FILE=$W/auth-missing.json fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name nohelper 2>&1) &&
+    fail "a missing helper worked"
+expect "$out" "docker-credential-missing.*not found in PATH.*credHelpers.*auth-missing.json" "a missing helper is named, with the file naming it"
+
 step "bearer token flow (the proxy plays the token server)"
 BEARER=$(start_proxy bearer "$PLAIN" bearer)
 out=$(fx image pull -q --tls-verify=false "docker://127.0.0.1:$BEARER/test/bb:1" --name bearer-anon 2>&1) && fail "bearer without creds worked"
