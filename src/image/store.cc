@@ -1182,6 +1182,7 @@ Result<ResolvedImage> Store::pull(RemoteSource& source, const PullOptions& optio
   }
   auto full = commit_and_name(root_, work->dir.path(), *name, *pulled);
   if (!full) return context(full.error());
+  spdlog::debug("pull {}: committed and named at {} ms", source.describe(), puller.elapsed_ms());
   auto resolved = resolve(*pulled);
   if (resolved) resolved->reference = *full;
   return resolved;
