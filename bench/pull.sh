@@ -73,7 +73,9 @@ for i in $(seq "$runs"); do
   skopeo_only+=($(( ($(now) - t0) / 1000000 )))
 done
 # Where the pull's wall time goes beyond CPU: the syncfs calls that make "in the store" mean "on
-# disk" (one per verified layer, one at commit), timed by strace in one extra pull.
+# disk" (one per batch of verified layers, on the pull's flusher thread, and one at commit), timed
+# by strace in one extra pull; they overlap the other layers' work, so their sum is not on the wall.
+# Per-phase times of one pull: FNEXEC_LOG=debug fnexec image pull ...
 syncfs_ms=-
 if command -v strace >/dev/null; then
   rm -rf "$work/store" && sync

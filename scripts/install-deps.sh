@@ -10,6 +10,7 @@ BUILD_PKGS=(
   libarchive-dev libssl-dev libsqlite3-dev libcli11-dev libzstd-dev zlib1g-dev liblzma-dev libbz2-dev
   libcurl4-openssl-dev
   libnats-dev
+  libisal-dev
 )
 # Used by tests and rootfs-tools at run time.
 TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 nftables curl cpio kmod xz-utils

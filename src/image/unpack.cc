@@ -11,8 +11,11 @@
 #include <array>
 #include <cstring>
 #include <memory>
+#include <span>
+#include <utility>
 #include <vector>
 
+#include "image/isal_gzip.h"
 #include "util/syscalls.h"
 #include "util/unique_fd.h"
 
@@ -145,21 +148,40 @@ struct CompressedInput {
   uint64_t total = 0;
   uint64_t next_progress = 0;
   std::vector<char> buf = std::vector<char>(kReadBlock);
+  size_t held = 0;      // bytes in buf from primed(), handed out by the next pull()
   std::optional<Error> error;
+
+  // Reads the first bytes (at least 4, or the whole blob if shorter) so the compression can be told
+  // from its magic before a decompressor is chosen; the next pull() hands them out again.
+  Result<std::span<const char>> primed() {
+    while (held < 4) {
+      ssize_t n = FNEXEC_TRY(read_block(held));
+      if (n == 0) break;
+      held += static_cast<size_t>(n);
+    }
+    return std::span<const char>(buf.data(), held);
+  }
 
   // Reads one block: hashed, copied, counted. 0 at the end of the blob.
   Result<size_t> pull() {
+    if (held) return std::exchange(held, 0);
+    return read_block(0);
+  }
+
+ private:
+  Result<size_t> read_block(size_t at) {
     ssize_t n;
-    do n = ::read(fd, buf.data(), buf.size());
+    char* data = buf.data() + at;
+    do n = ::read(fd, data, buf.size() - at);
     while (n < 0 && errno == EINTR);
     if (n < 0) return fail_errno("read layer blob");
     total += static_cast<uint64_t>(n);
     if (expected_size >= 0 && total > static_cast<uint64_t>(expected_size))
       return fail(ErrorKind::corrupt, "verify layer blob", {},
                   "longer than the " + std::to_string(expected_size) + " bytes its descriptor says");
-    hash.update(buf.data(), static_cast<size_t>(n));
+    hash.update(data, static_cast<size_t>(n));
     for (size_t done = 0; copy_fd >= 0 && done < static_cast<size_t>(n);) {
-      ssize_t w = ::write(copy_fd, buf.data() + done, static_cast<size_t>(n) - done);
+      ssize_t w = ::write(copy_fd, data + done, static_cast<size_t>(n) - done);
       if (w < 0 && errno == EINTR) continue;
       if (w < 0) return fail_errno("write blob copy");
       done += static_cast<size_t>(w);
@@ -185,7 +207,9 @@ la_ssize_t compressed_read(struct archive* a, void* ctx, const void** out) {
 }
 
 struct TarInput {
-  struct archive* outer = nullptr;
+  struct archive* outer = nullptr;       // libarchive's decompression, or
+  IsalGzip* gzip = nullptr;              // ISA-L's for gzip, reading from
+  CompressedInput* compressed = nullptr;
   Sha256 hash;
   uint64_t total = 0;
   uint64_t limit = 0;  // 0: none
@@ -199,14 +223,27 @@ struct TarInput {
       if (eof) return std::pair<const void*, size_t>{nullptr, 0};
       const void* buf = nullptr;
       size_t size = 0;
-      la_int64_t offset = 0;
-      int r = archive_read_data_block(outer, &buf, &size, &offset);
-      if (r == ARCHIVE_EOF) {
-        eof = true;
-        continue;
+      if (gzip) {
+        auto block = FNEXEC_TRY(gzip->next([this]() -> Result<std::span<const unsigned char>> {
+          size_t n = FNEXEC_TRY(compressed->pull());
+          return std::span(reinterpret_cast<const unsigned char*>(compressed->buf.data()), n);
+        }));
+        if (block.empty()) {
+          eof = true;
+          continue;
+        }
+        buf = block.data();
+        size = block.size();
+      } else {
+        la_int64_t offset = 0;
+        int r = archive_read_data_block(outer, &buf, &size, &offset);
+        if (r == ARCHIVE_EOF) {
+          eof = true;
+          continue;
+        }
+        if (r < ARCHIVE_WARN)
+          return fail(ErrorKind::corrupt, "decompress layer", {}, archive_message(outer));
       }
-      if (r < ARCHIVE_WARN)
-        return fail(ErrorKind::corrupt, "decompress layer", {}, archive_message(outer));
       if (size == 0) continue;
       hash.update(buf, size);
       total += size;
@@ -564,6 +601,14 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
   cin.copy_fd = options.copy_fd;
   cin.expected_size = options.expected_size;
   cin.progress = &options.progress;
+  LayerDigests out;
+  TarInput tin;
+  tin.limit = options.max_uncompressed_bytes;
+  tin.limit_setting = &options.limit_setting;
+  auto head = FNEXEC_TRY(cin.primed());
+  std::unique_ptr<IsalGzip> isal;
+  if (head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x1f && static_cast<unsigned char>(head[1]) == 0x8b)
+    isal = IsalGzip::make();
   ArchivePtr outer(archive_read_new());
   archive_read_support_filter_gzip(outer.get());
   archive_read_support_filter_zstd(outer.get());
@@ -572,22 +617,23 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
     if (cin.error) return *cin.error;
     return Error{ErrorKind::corrupt, 0, std::string(what), {}, archive_message(outer.get())};
   };
-  if (archive_read_open(outer.get(), &cin, nullptr, compressed_read, nullptr) != ARCHIVE_OK)
-    return std::unexpected(outer_error("read layer blob"));
-  struct archive_entry* raw_entry;
-  if (archive_read_next_header(outer.get(), &raw_entry) != ARCHIVE_OK)
-    return std::unexpected(outer_error("read layer blob"));
-  LayerDigests out;
-  switch (archive_filter_code(outer.get(), 0)) {
-    case ARCHIVE_FILTER_GZIP: out.compression = "gzip"; break;
-    case ARCHIVE_FILTER_ZSTD: out.compression = "zstd"; break;
-    default: out.compression = "none";
+  if (isal) {
+    out.compression = "gzip";
+    tin.gzip = isal.get();
+    tin.compressed = &cin;
+  } else {
+    if (archive_read_open(outer.get(), &cin, nullptr, compressed_read, nullptr) != ARCHIVE_OK)
+      return std::unexpected(outer_error("read layer blob"));
+    struct archive_entry* raw_entry;
+    if (archive_read_next_header(outer.get(), &raw_entry) != ARCHIVE_OK)
+      return std::unexpected(outer_error("read layer blob"));
+    switch (archive_filter_code(outer.get(), 0)) {
+      case ARCHIVE_FILTER_GZIP: out.compression = "gzip"; break;
+      case ARCHIVE_FILTER_ZSTD: out.compression = "zstd"; break;
+      default: out.compression = "none";
+    }
+    tin.outer = outer.get();
   }
-
-  TarInput tin;
-  tin.outer = outer.get();
-  tin.limit = options.max_uncompressed_bytes;
-  tin.limit_setting = &options.limit_setting;
   ArchivePtr tar(archive_read_new());
   archive_read_support_format_tar(tar.get());
   auto tar_error = [&](std::string_view what) -> Error {

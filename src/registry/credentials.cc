@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "bench/peers.h"
 #include "server/json.h"
 #include "util/fs.h"
 
@@ -27,6 +28,43 @@ bool key_matches(std::string_view key, std::string_view registry) {
   return key == registry;
 }
 
+// docker-credential-NAME get, with the registry on stdin, as docker and podman run it. The
+// helper's answer is {"ServerURL":..,"Username":..,"Secret":..}; "not found" is no credentials.
+Result<std::optional<Credentials>> from_helper(std::string_view name, std::string_view registry, const std::string& file,
+                                               std::string_view setting) {
+  std::string program = "docker-credential-" + std::string(name);
+  auto bad = [&](std::string detail) {
+    return fail(ErrorKind::invalid, "get registry credentials", program,
+                std::move(detail) + " (named by \"" + std::string(setting) + "\" in " + file + ")");
+  };
+  if (name.empty() || name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                          std::string_view::npos)
+    return bad("not a credential helper name");
+  auto path = fs::find_in_path(program);
+  if (!path) return bad("not found in PATH: install it, or remove the entry to use \"auths\"");
+  // Docker keeps Docker Hub's credentials under its v1 URL; every other registry under its host[:port].
+  std::string server = registry == "docker.io" ? "https://index.docker.io/v1/" : std::string(registry);
+  std::string output;
+  auto ran = bench::run_command({path->string(), {program, "get"}, -1}, server + "\n", output);
+  if (!ran) {
+    // Helpers answer a registry they hold nothing for with this on stdout and exit status 1.
+    if (output.find("credentials not found") != std::string::npos) return std::optional<Credentials>{};
+    return bad("failed for " + std::string(registry) + ": " + ran.error().detail);
+  }
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(output);
+  simdjson::dom::object answer;
+  std::string_view user, secret;
+  // The output holds the secret: errors describe its shape, never its text.
+  if (parser.parse(padded).get_object().get(answer) || answer["Username"].get_string().get(user) ||
+      answer["Secret"].get_string().get(secret))
+    return bad("answered " + std::string(registry) + " without a JSON object with \"Username\" and \"Secret\"");
+  if (user == "<token>")
+    return bad("holds an identity token (an OAuth refresh token) for " + std::string(registry) +
+               ", which fnexec does not exchange: log in with a user name and password or access token");
+  return std::optional<Credentials>{Credentials{std::string(user), std::string(secret), program + " (" + file + ")"}};
+}
+
 Result<std::optional<Credentials>> read_auth_file(const std::string& path, std::string_view registry) {
   auto text = FNEXEC_TRY(fs::read_file(path));
   auto bad = [&](std::string detail) {
@@ -34,13 +72,24 @@ Result<std::optional<Credentials>> read_auth_file(const std::string& path, std::
   };
   simdjson::dom::parser parser;
   simdjson::padded_string padded(text);
-  simdjson::dom::object root, auths;
+  simdjson::dom::object root, auths, helpers;
   if (parser.parse(padded).get_object().get(root)) return bad("not a JSON object");
+  // As docker reads its config: a registry's own helper, then the default store, then "auths".
+  if (!root["credHelpers"].get_object().get(helpers))
+    for (auto field : helpers) {
+      std::string_view helper;
+      if (!key_matches(field.key, registry) || field.value.get_string().get(helper)) continue;
+      return from_helper(helper, registry, path, "credHelpers");
+    }
+  if (std::string_view store; !root["credsStore"].get_string().get(store) && !store.empty()) {
+    auto found = FNEXEC_TRY(from_helper(store, registry, path, "credsStore"));
+    if (found) return found;
+  }
   if (root["auths"].get_object().get(auths)) return std::optional<Credentials>{};
   for (auto field : auths) {
     if (!key_matches(field.key, registry)) continue;
     std::string_view encoded;
-    if (field.value["auth"].get_string().get(encoded)) continue;  // a credential helper's entry: not supported
+    if (field.value["auth"].get_string().get(encoded)) continue;  // an entry a credential store keeps
     auto decoded = server::base64_decode(encoded);
     if (!decoded) return bad("the \"auth\" of " + std::string(field.key) + " is not base64");
     auto colon = decoded->find(':');

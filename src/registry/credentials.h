@@ -1,7 +1,9 @@
 // Registry credentials as podman, skopeo and docker keep them: --creds USER:PASS, containers'
 // auth.json ($REGISTRY_AUTH_FILE, then ${XDG_RUNTIME_DIR}/containers/auth.json) and
-// ~/.docker/config.json, each {"auths": {"HOST[:PORT]": {"auth": base64("USER:PASS")}}}.
-// Nothing here logs or formats a password: errors name the file, never its content.
+// ~/.docker/config.json, each {"auths": {"HOST[:PORT]": {"auth": base64("USER:PASS")}}}, or a
+// credential helper the file names: {"credHelpers": {"HOST": "NAME"}} or {"credsStore": "NAME"} runs
+// `docker-credential-NAME get` with the registry on stdin (docker's order: credHelpers, credsStore, auths).
+// Nothing here logs or formats a password: errors name the file or helper, never its content.
 #pragma once
 
 #include <optional>

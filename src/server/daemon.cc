@@ -818,6 +818,10 @@ Result<int> Daemon::run() {
     spdlog::warn("recovered lost={} (sync, running when the previous instance stopped) queued={} "
                  "interrupted={} (async, delivered again per their retries)",
                  recovery.lost, recovery.queued, recovery.interrupted.size());
+  if (recovery.pulls_interrupted)
+    spdlog::warn("recovered {} registry pull(s) the previous instance had not finished: failed as interrupted "
+                 "(GET /v1/images/pulls/ID); their verified layers stay in the store",
+                 recovery.pulls_interrupted);
 
   uploads_ = config_.state_dir / "uploads";
   stdfs::remove_all(uploads_, ec);  // partial uploads of a previous instance

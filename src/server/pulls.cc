@@ -54,6 +54,70 @@ Result<registry::PullRequest> parse_pull_request(std::string_view json) {
   return r;
 }
 
+namespace {
+
+const char* const kJobStates[] = {"queued", "running", "done", "failed"};
+
+std::string layers_json(const std::vector<image::PullProgress>& layers) {
+  JsonWriter w;
+  w.begin_array();
+  for (const auto& l : layers) {
+    w.begin_object().field("digest", l.digest).field("state", state_name(l.state));
+    w.field("done", l.done).field("total", l.total).end_object();
+  }
+  w.end_array();
+  return w.take();
+}
+
+// GET /v1/images/pulls/{id}'s body.
+std::string status_json_of(const PullRecord& p, std::optional<uint64_t> joined) {
+  uint64_t done = 0, total = 0;
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(p.layers_json);
+  simdjson::dom::array layers;
+  if (!parser.parse(padded).get_array().get(layers))
+    for (auto l : layers) {
+      uint64_t d = 0, t = 0;
+      if (!l["done"].get_uint64().get(d)) done += d;
+      if (!l["total"].get_uint64().get(t)) total += t;
+    }
+  JsonWriter w;
+  w.begin_object().field("id", p.id).field("reference", p.reference).field("state", p.state);
+  if (joined) w.field("joined", *joined);
+  w.field("started_ms", p.started_ms);
+  if (p.finished_ms) w.field("finished_ms", *p.finished_ms);
+  if (!p.image.empty()) w.field("image", p.image).field("digest", p.digest);
+  if (!p.error.empty()) w.field("error", p.error);
+  if (p.error.starts_with("interrupted")) w.field("interrupted", true);
+  w.key("layers").raw(p.layers_json).field("bytes_done", done).field("bytes_total", total).end_object();
+  return w.take();
+}
+
+}  // namespace
+
+PullRecord Pulls::record_of(const Job& job) {
+  PullRecord p;
+  p.id = job.id;
+  p.reference = job.reference;
+  p.state = kJobStates[static_cast<int>(job.state)];
+  p.started_ms = job.started_ms;
+  if (job.finished_ms) p.finished_ms = job.finished_ms;
+  if (job.result && *job.result) {
+    p.image = (*job.result)->reference;
+    p.digest = (*job.result)->manifest_digest;
+  }
+  if (job.result && !*job.result) p.error = job.result->error().message();
+  p.layers_json = layers_json(job.layers);
+  return p;
+}
+
+void Pulls::persist(const Job& job) {
+  if (!state_) return;
+  // A record that cannot be written costs only its survival of a restart: the pull goes on.
+  if (auto r = state_->put_pull(record_of(job), keep_finished_); !r)
+    spdlog::warn("pull id={}: not recorded: {}", job.id, r.error().message());
+}
+
 Result<Pulls::Ticket> Pulls::submit(registry::PullRequest request) {
   auto ref = FNEXEC_TRY(registry::parse_reference(request.reference));
   std::string key = ref.str() + "\n" + request.platform + "\n" + request.name.value_or("") + "\n" +
@@ -71,6 +135,7 @@ Result<Pulls::Ticket> Pulls::submit(registry::PullRequest request) {
   job->started_ms = now_ms();
   active_[key] = job->id;
   jobs_[job->id] = job;
+  persist(*job);
   return Ticket{job->id, false};
 }
 
@@ -87,6 +152,7 @@ Result<image::ResolvedImage> Pulls::run(const std::string& id, bool wait) {
       return *job->result;
     }
     job->state = State::running;
+    persist(*job);
   }
   registry::PullRequest request = job->request;
   request.progress = [this, job](const image::PullProgress& p) {
@@ -102,6 +168,7 @@ Result<image::ResolvedImage> Pulls::run(const std::string& id, bool wait) {
     job->state = result ? State::done : State::failed;
     job->finished_ms = now_ms();
     job->result = result;
+    persist(*job);
     active_.erase(job->key);
     finished_ids_.push_back(job->id);
     while (finished_ids_.size() > keep_finished_) {
@@ -114,28 +181,19 @@ Result<image::ResolvedImage> Pulls::run(const std::string& id, bool wait) {
 }
 
 std::optional<std::string> Pulls::status_json(const std::string& id) const {
-  std::lock_guard lock(mu_);
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) return std::nullopt;
-  const Job& job = *it->second;
-  static constexpr const char* kStates[] = {"queued", "running", "done", "failed"};
-  uint64_t done = 0, total = 0;
-  JsonWriter w;
-  w.begin_object().field("id", job.id).field("reference", job.reference);
-  w.field("state", kStates[static_cast<int>(job.state)]).field("joined", static_cast<uint64_t>(job.joined));
-  w.field("started_ms", job.started_ms);
-  if (job.finished_ms) w.field("finished_ms", job.finished_ms);
-  if (job.result && *job.result) w.field("image", (*job.result)->reference).field("digest", (*job.result)->manifest_digest);
-  if (job.result && !*job.result) w.field("error", job.result->error().message());
-  w.key("layers").begin_array();
-  for (const auto& l : job.layers) {
-    w.begin_object().field("digest", l.digest).field("state", state_name(l.state));
-    w.field("done", l.done).field("total", l.total).end_object();
-    done += l.done;
-    total += l.total;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = jobs_.find(id); it != jobs_.end())
+      return status_json_of(record_of(*it->second), static_cast<uint64_t>(it->second->joined));
   }
-  w.end_array().field("bytes_done", done).field("bytes_total", total).end_object();
-  return w.take();
+  if (!state_) return std::nullopt;
+  auto stored = state_->get_pull(id);
+  if (!stored) {
+    spdlog::warn("pull id={}: cannot read its record: {}", id, stored.error().message());
+    return std::nullopt;
+  }
+  if (!*stored) return std::nullopt;
+  return status_json_of(**stored, std::nullopt);
 }
 
 }  // namespace fnexec::server

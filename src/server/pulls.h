@@ -1,7 +1,9 @@
 // The daemon's registry pulls: POST /v1/images/pull starts one and answers with its id at once,
 // GET /v1/images/pulls/{id} shows its layers' progress, and a pull for the same reference that is
 // already queued or running is joined instead of started again (one download), whether the second
-// request is another POST or a PUT of a function with that docker:// image.
+// request is another POST or a PUT of a function with that docker:// image. Each pull is recorded in
+// the state database as it starts and ends, so its end (or its interruption by a daemon restart,
+// State::recover) is still there for GET after a restart.
 #pragma once
 
 #include <condition_variable>
@@ -16,6 +18,7 @@
 #include "image/remote.h"
 #include "image/store.h"
 #include "registry/pull.h"
+#include "server/state.h"
 #include "util/error.h"
 
 namespace fnexec::server {
@@ -27,7 +30,9 @@ Result<registry::PullRequest> parse_pull_request(std::string_view json);
 
 class Pulls {
  public:
-  explicit Pulls(image::Store& store, size_t keep_finished = 64) : store_(store), keep_finished_(keep_finished) {}
+  // state: where pulls are recorded (nullptr: in memory only, as in unit tests).
+  explicit Pulls(image::Store& store, server::State* state = nullptr, size_t keep_finished = 64)
+      : store_(store), state_(state), keep_finished_(keep_finished) {}
 
   struct Ticket {
     std::string id;
@@ -39,6 +44,7 @@ class Pulls {
   // Whoever comes first runs it, so a joiner never waits on a job still queued behind it.
   Result<image::ResolvedImage> run(const std::string& id, bool wait);
   // {"id","reference","state","layers":[...],...}; nullopt for an unknown (or long finished) id.
+  // A pull that is not in memory is read from the state database.
   std::optional<std::string> status_json(const std::string& id) const;
 
  private:
@@ -53,7 +59,12 @@ class Pulls {
     int64_t started_ms = 0, finished_ms = 0;
   };
 
+  // The job as the state database keeps it; mu_ held.
+  static PullRecord record_of(const Job& job);
+  void persist(const Job& job);
+
   image::Store& store_;
+  server::State* state_;
   size_t keep_finished_;
   mutable std::mutex mu_;
   std::condition_variable finished_;

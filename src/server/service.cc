@@ -200,7 +200,7 @@ Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::s
       records_(state),
       limits_(limits),
       lambda_(std::make_unique<LambdaApi>(*this)),
-      pulls_(store ? std::make_unique<Pulls>(*store) : nullptr) {}
+      pulls_(store ? std::make_unique<Pulls>(*store, &state) : nullptr) {}
 
 Service::~Service() = default;
 

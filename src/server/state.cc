@@ -113,6 +113,21 @@ CREATE TABLE id_ranges (
   count INTEGER NOT NULL
 );
 )sql",
+    // 6: registry pulls (issue 13) outlive the daemon: one interrupted by a restart shows as failed.
+    R"sql(
+CREATE TABLE pulls (
+  id TEXT PRIMARY KEY,
+  reference TEXT NOT NULL,
+  state TEXT NOT NULL,
+  started_ms INTEGER NOT NULL,
+  finished_ms INTEGER,
+  image TEXT NOT NULL DEFAULT '',
+  digest TEXT NOT NULL DEFAULT '',
+  error TEXT NOT NULL DEFAULT '',
+  layers TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX pulls_by_start ON pulls (started_ms);
+)sql",
 };
 
 std::unexpected<Error> db_error(sqlite3* db, std::string what) {
@@ -617,7 +632,41 @@ Result<Recovery> State::recover(int64_t now_ms) {
   record_counts_.clear();  // lost records count as finished ones: recounted per function
   Statement q(db_, statements_, "SELECT count(*) FROM invocations WHERE status = 'queued'");
   if (FNEXEC_TRY(q.step("count queued"))) r.queued = static_cast<int>(q.i64(0));
+  Statement pulls(db_, statements_,
+                  "UPDATE pulls SET state = 'failed', finished_ms = ?1, error = 'interrupted: the daemon stopped "
+                  "while this pull ' || (CASE state WHEN 'queued' THEN 'waited to start' ELSE 'ran' END) || "
+                  "'; the layers it had completely verified stay in the store, so pulling ' || reference || "
+                  "' again fetches only the rest' WHERE state IN ('queued', 'running')");
+  FNEXEC_TRY(pulls.bind(1, now_ms).run("mark interrupted pulls"));
+  r.pulls_interrupted = sqlite3_changes(db_);
   return r;
+}
+
+Result<> State::put_pull(const PullRecord& p, uint64_t keep) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, statements_,
+              "INSERT INTO pulls (id, reference, state, started_ms, finished_ms, image, digest, error, layers) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+              "finished_ms = excluded.finished_ms, image = excluded.image, digest = excluded.digest, "
+              "error = excluded.error, layers = excluded.layers");
+  q.bind(1, p.id).bind(2, p.reference).bind(3, p.state).bind(4, p.started_ms).bind(5, p.finished_ms);
+  FNEXEC_TRY(q.bind(6, p.image).bind(7, p.digest).bind(8, p.error).bind(9, p.layers_json).run("record pull"));
+  if (!p.finished_ms) return {};
+  Statement prune(db_, statements_,
+                  "DELETE FROM pulls WHERE state IN ('done', 'failed') AND id NOT IN "
+                  "(SELECT id FROM pulls WHERE state IN ('done', 'failed') ORDER BY started_ms DESC LIMIT ?1)");
+  return prune.bind(1, static_cast<int64_t>(keep)).run("prune pulls");
+}
+
+Result<std::optional<PullRecord>> State::get_pull(const std::string& id) {
+  std::lock_guard lock(mu_);
+  Statement q(db_, statements_,
+              "SELECT id, reference, state, started_ms, finished_ms, image, digest, error, layers FROM pulls WHERE id = ?1");
+  q.bind(1, id);
+  if (!FNEXEC_TRY(q.step("read pull"))) return std::optional<PullRecord>{};
+  PullRecord p{q.text(0), q.text(1), q.text(2), q.i64(3), std::nullopt, q.text(5), q.text(6), q.text(7), q.text(8)};
+  if (!q.is_null(4)) p.finished_ms = q.i64(4);
+  return std::optional<PullRecord>{std::move(p)};
 }
 
 Result<> State::retry(const InvocationEnd& failed, uint32_t next_delivery, int64_t next_attempt_ms) {

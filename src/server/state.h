@@ -24,7 +24,7 @@ struct sqlite3_stmt;
 namespace fnexec::server {
 
 // Versioned migrations; schema_version holds how many of them ran.
-inline constexpr int kSchemaVersion = 5;
+inline constexpr int kSchemaVersion = 6;
 
 struct StoredFunction {
   std::string name;
@@ -109,6 +109,19 @@ struct DeadLetter {
   std::string replayed_as;  // the invocation its replay queued, "" if none
 };
 
+// A registry pull of the daemon (schema version 6), as GET /v1/images/pulls/{id} shows it after
+// the pull ended or the daemon restarted.
+struct PullRecord {
+  std::string id;
+  std::string reference;
+  std::string state;  // queued | running | done | failed
+  int64_t started_ms = 0;
+  std::optional<int64_t> finished_ms;
+  std::string image, digest;  // done
+  std::string error;          // failed
+  std::string layers_json = "[]";  // the layers' last progress, a JSON array
+};
+
 struct LogEntry {
   int64_t seq = 0;
   std::string invocation_id;
@@ -122,6 +135,7 @@ struct Recovery {
   // Async invocations running when it died: still `running`, for the service to retry or
   // dead-letter per their function's policy (Service::start).
   std::vector<QueuedInvocation> interrupted;
+  int pulls_interrupted = 0;  // registry pulls queued or running: failed, their verified layers kept
 };
 
 // A prepared statement kept for reuse; in_use while a Statement holds it (a nested use of the same SQL
@@ -204,6 +218,10 @@ class State {
   // Queues the entry's event as invocation new_id (delivery 1) and notes it in replayed_as; returns
   // the function. not_found: no such entry; exists: it was replayed already.
   Result<std::string> replay_dead_letter(const std::string& id, const std::string& new_id, int64_t now_ms);
+
+  // Registry pulls: recorded as they start and end; the newest `keep` finished ones stay.
+  Result<> put_pull(const PullRecord& pull, uint64_t keep);
+  Result<std::optional<PullRecord>> get_pull(const std::string& id);
 
   Result<> append_log(const std::string& function, const std::string& invocation_id, int64_t time_ms,
                       std::string_view text, const Retention& retention);

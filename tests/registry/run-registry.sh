@@ -134,6 +134,25 @@ grep -Eq "calling init: .*$curl_tree" <<<"$libs" && fail "run of a stored image 
 libs=$(LD_DEBUG=libs fx image pull -q --tls-verify=false "docker://$P/test/bb:1" 2>&1 >/dev/null)
 grep -q "calling init: .*libcurl.so.4" <<<"$libs" || fail "a pull does not load libcurl.so.4: $libs"
 
+step "a machine without libcurl (libcurl4 not installed): a pull names the package; import and run still work"
+# A private mount namespace where an overlay whites out libcurl.so.4 in the library directory.
+curl_lib=$(readlink -f "$(ldconfig -p | awk '$1 == "libcurl.so.4" {print $NF; exit}')")
+libdir=$(dirname "$curl_lib")
+mkdir -p "$W/nocurl/upper" "$W/nocurl/work"
+for f in "$libdir"/libcurl.so.4*; do mknod "$W/nocurl/upper/${f##*/}" c 0 0; done
+cat >"$W/nocurl/run.sh" <<SH
+set -e
+mount -t overlay nocurl -o "lowerdir=$libdir,upperdir=$W/nocurl/upper,workdir=$W/nocurl/work" "$libdir"
+[ ! -e "$libdir/libcurl.so.4" ] || { echo "libcurl.so.4 still visible"; exit 1; }
+if "$FNEXEC_BIN" --root "$STORE" image pull -q --tls-verify=false "docker://$P/test/bb:1" --name nocurl-pull 2>&1; then exit 3; fi
+"$FNEXEC_BIN" --root "$STORE" image import "oci:$W/bb:1" --name nocurl:1 >/dev/null
+"$FNEXEC_BIN" --root "$STORE" run nocurl:1 -- /bin/sh -c 'echo run without libcurl'
+SH
+out=$(unshare -m bash "$W/nocurl/run.sh" 2>&1) || fail "without libcurl: $out"
+expect "$out" "load libcurl.*libcurl.so.4.*apt-get install libcurl4" "a pull without libcurl names the package"
+expect "$out" "run without libcurl" "import and run without libcurl"
+[ -e "$curl_lib" ] || fail "the host's libcurl went missing"
+
 step "pull by digest; import docker://; run docker:// (Docker schema 2 media types)"
 out=$(fx image pull -q --tls-verify=false "docker://$P/test/bb@$digest" 2>&1) || fail "pull by digest: $out"
 expect "$out" "$digest" "pull by digest"
@@ -157,6 +176,40 @@ out=$(fx image pull -q --cert-dir "$W/certs" --creds alice:wonderland "docker://
 printf '{"auths":{"127.0.0.1:%s":{"auth":"%s"}}}' "$AUTH" "$(printf alice:wonderland | base64)" >"$W/auth.json"
 out=$(REGISTRY_AUTH_FILE=$W/auth.json fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name viaauthjson 2>&1) ||
     fail "auth.json: $out"
+
+step "credential helpers: credHelpers and credsStore run docker-credential-NAME get with the registry on stdin"
+mkdir -p "$W/bin" "$W/home/.docker"
+# A helper as docker's are: the server on stdin, JSON on stdout, "not found" with exit status 1.
+cat >"$W/bin/docker-credential-fnexectest" <<SH
+#!/bin/sh
+[ "\$1" = get ] || exit 2
+read -r server
+echo "\$server" >>"$W/helper.log"
+case \$server in
+127.0.0.1:$AUTH) printf '{"ServerURL":"%s","Username":"alice","Secret":"%s"}\n' "\$server" "\${HELPER_SECRET:-wonderland}" ;;
+*) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+SH
+chmod +x "$W/bin/docker-credential-fnexectest"
+printf '{"credHelpers":{"127.0.0.1:%s":"fnexectest"}}' "$AUTH" >"$W/home/.docker/config.json"
+out=$(HOME=$W/home PATH=$W/bin:$PATH FNEXEC_LOG=debug fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name viahelper 2>&1) ||
+    fail "credHelpers: $out"
+grep -q wonderland <<<"$out" && fail "the helper's secret appears in the output: $out"
+[ "$(cat "$W/helper.log")" = "127.0.0.1:$AUTH" ] || fail "the helper was not asked for 127.0.0.1:$AUTH: $(cat "$W/helper.log")"
+out=$(HOME=$W/home PATH=$W/bin:$PATH HELPER_SECRET=wrongpass fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name badhelper 2>&1) &&
+    fail "a helper's wrong password worked"
+expect "$out" "401.*credentials from docker-credential-fnexectest" "the 401 names the helper the credentials came from"
+grep -q wrongpass <<<"$out" && fail "the helper's secret appears in the error: $out"
+printf '{"credsStore":"fnexectest","auths":{"127.0.0.1:%s":{}}}' "$AUTH" >"$W/auth-store.json"
+out=$(PATH=$W/bin:$PATH REGISTRY_AUTH_FILE=$W/auth-store.json fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name viastore 2>&1) ||
+    fail "credsStore: $out"
+# A store that holds nothing for the registry means anonymous, as with docker.
+out=$(PATH=$W/bin:$PATH REGISTRY_AUTH_FILE=$W/auth-store.json fx image pull -q --tls-verify=false "docker://$P/test/bb:1" --name storeanon 2>&1) ||
+    fail "credsStore without an entry for the registry: $out"
+printf '{"credHelpers":{"127.0.0.1:%s":"missing"}}' "$AUTH" >"$W/auth-missing.json"
+out=$(REGISTRY_AUTH_FILE=$W/auth-missing.json fx image pull -q --cert-dir "$W/certs" "docker://127.0.0.1:$AUTH/test/bb:1" --name nohelper 2>&1) &&
+    fail "a missing helper worked"
+expect "$out" "docker-credential-missing.*not found in PATH.*credHelpers.*auth-missing.json" "a missing helper is named, with the file naming it"
 
 step "bearer token flow (the proxy plays the token server)"
 BEARER=$(start_proxy bearer "$PLAIN" bearer)
@@ -341,4 +394,42 @@ out=$("$FNEXEC_BIN" image pull --remote -q --socket "$SOCK" --tls-verify=false "
     fail "pull --remote of a missing image worked"
 expect "$out" "through the daemon.*docker://$P/test/nothere:1.*404" "pull --remote of a missing image"
 grep -q wonderland "$W/serve.log" && fail "the password is in the daemon's log"
+
+step "the daemon restarts mid-pull: GET shows the pull failed as interrupted, and the next pull reuses its verified layers"
+STORE=$W/store-restart
+SOCK2=$W/fnexec-restart.sock
+start_daemon() {
+    "$FNEXEC_BIN" --root "$STORE" serve --config "$W/fnexec.conf" --socket "$SOCK2" --cgroups disabled >>"$W/serve-restart.log" 2>&1 &
+    daemon=$!
+    echo $daemon >>"$PIDS"
+    for _ in $(seq 100); do [ -S "$SOCK2" ] && curl -s --unix-socket "$SOCK2" http://fnexec/v1/functions >/dev/null && break; sleep 0.1; done
+}
+start_daemon
+port=$(start_proxy restart "$PLAIN" slow)
+reply=$(curl -sS --unix-socket "$SOCK2" -X POST -d "{\"reference\":\"127.0.0.1:$port/test/big:1\",\"tls_verify\":false}" http://fnexec/v1/images/pull)
+id=$(sed 's/.*"id":"\([0-9a-f]*\)".*/\1/' <<<"$reply")
+for _ in $(seq 300); do [ -n "$(ls -A "$STORE/layers/sha256" 2>/dev/null)" ] && break; sleep 0.05; done
+[ -n "$(ls -A "$STORE/layers/sha256")" ] || fail "restart: no layer reached the store before the kill"
+kill -KILL "$daemon"
+wait "$daemon" 2>/dev/null || true
+rm -f "$SOCK2"
+start_daemon
+status=$(curl -sS --unix-socket "$SOCK2" "http://fnexec/v1/images/pulls/$id")
+expect "$status" '"state":"failed".*"error":"interrupted: the daemon stopped while this pull ran; the layers it had completely verified stay in the store.*"interrupted":true' "an interrupted pull after the restart"
+grep -q "recovered 1 registry pull" "$W/serve-restart.log" || fail "the restart does not say it failed the pull: $(cat "$W/serve-restart.log")"
+n_before=$(wc -l <"$W/proxy-restart.log")
+reply=$(curl -sS --unix-socket "$SOCK2" -X POST -d "{\"reference\":\"127.0.0.1:$port/test/big:1\",\"tls_verify\":false}" http://fnexec/v1/images/pull)
+id=$(sed 's/.*"id":"\([0-9a-f]*\)".*/\1/' <<<"$reply")
+for _ in $(seq 600); do
+    status=$(curl -sS --unix-socket "$SOCK2" "http://fnexec/v1/images/pulls/$id")
+    grep -q '"state":"\(done\|failed\)"' <<<"$status" && break
+    sleep 0.1
+done
+expect "$status" '"state":"done".*"state":"reused"' "the pull after the restart reuses a verified layer"
+[ $(($(wc -l <"$W/proxy-restart.log") - n_before)) -lt 3 ] || fail "the pull after the restart fetched every blob again"
+# A finished pull is read back from the state database after another restart.
+kill -TERM "$daemon"; wait "$daemon" 2>/dev/null || true
+start_daemon
+expect "$(curl -sS --unix-socket "$SOCK2" "http://fnexec/v1/images/pulls/$id")" '"state":"done","started_ms"' "a finished pull after a restart"
+kill -TERM "$daemon"; wait "$daemon" 2>/dev/null || true
 echo "registry: all steps passed" >&2

@@ -581,7 +581,7 @@ TEST_CASE("state: migrations from an empty database, then idempotent") {
     CHECK(*(*s)->schema_version() == kSchemaVersion);
   }
   int tables = user_tables(t.path);
-  CHECK(tables == 7);  // schema_version, functions, invocations, async_payloads, logs, dead_letters, id_ranges
+  CHECK(tables == 8);  // schema_version, functions, invocations, async_payloads, logs, dead_letters, id_ranges, pulls
   {
     auto s = State::open(t.path);
     REQUIRE(s);
@@ -605,6 +605,38 @@ TEST_CASE("state: migrations from an empty database, then idempotent") {
   auto newer = State::open(t.path);
   REQUIRE(!newer);
   CHECK(newer.error().message().find("schema version 99 is newer") != std::string::npos);
+}
+
+TEST_CASE("state: registry pulls outlive a restart; one still running is failed as interrupted, the newest kept") {
+  TempDb t;
+  {
+    auto s = State::open(t.path);
+    REQUIRE(s);
+    PullRecord done{"p1", "docker://r/a:1", "done", 10, int64_t{20}, "r/a:1", "sha256:aa", "", R"([{"done":5,"total":5}])"};
+    REQUIRE((*s)->put_pull(done, 2));
+    REQUIRE((*s)->put_pull({"p2", "docker://r/b:1", "running", 30}, 2));
+    REQUIRE((*s)->put_pull({"p3", "docker://r/c:1", "queued", 40}, 2));
+  }
+  auto s = State::open(t.path);
+  REQUIRE(s);
+  auto recovery = (*s)->recover(50);
+  REQUIRE(recovery);
+  CHECK(recovery->pulls_interrupted == 2);
+  auto p2 = (*s)->get_pull("p2");
+  REQUIRE(p2);
+  REQUIRE(p2->has_value());
+  CHECK((*p2)->state == "failed");
+  CHECK((*p2)->finished_ms == 50);
+  CHECK((*p2)->error.starts_with("interrupted: the daemon stopped while this pull ran"));
+  CHECK((*p2)->error.find("docker://r/b:1 again fetches only the rest") != std::string::npos);
+  CHECK((**(*s)->get_pull("p3")).error.find("waited to start") != std::string::npos);
+  CHECK((**(*s)->get_pull("p1")).digest == "sha256:aa");
+  // Only the newest `keep` finished pulls stay.
+  REQUIRE((*s)->put_pull({"p4", "docker://r/d:1", "done", 60, int64_t{70}}, 2));
+  CHECK(!(*s)->get_pull("p1")->has_value());
+  CHECK(!(*s)->get_pull("p2")->has_value());
+  CHECK((*s)->get_pull("p3")->has_value());
+  CHECK(!(*s)->get_pull("nope")->has_value());
 }
 
 TEST_CASE("state: per-function id ranges are disjoint, kept across reopen, released, and skip busy ones") {
