@@ -46,8 +46,8 @@ stdfs::path etc_dir(const BridgeConfig& c, uint32_t ip) {
 }
 
 // The bridge's hooks: forward and input look the source address up in out_B (the sandbox's egress
-// chain), forward looks the destination up in in_B (its ingress counter); nat masquerades what
-// leaves the subnet through another interface. Made once per bridge, under the bridge lock.
+// chain); nat masquerades what leaves the subnet through another interface. Made once per bridge,
+// under the bridge lock.
 Result<> ensure_base_chains(Nft& nft, const BridgeConfig& c) {
   auto b = tag(c.bridge);
   auto exists = nft.run("list chain inet fnexec fwd_" + b);
@@ -59,17 +59,11 @@ Result<> ensure_base_chains(Nft& nft, const BridgeConfig& c) {
       "add map inet fnexec out_" +
       b +
       " { type ipv4_addr : verdict; }\n"
-      "add map inet fnexec in_" +
-      b +
-      " { type ipv4_addr : verdict; }\n"
       "add chain inet fnexec fwd_" +
       b +
       " { type filter hook forward priority filter; policy accept; }\n"
       "add rule inet fnexec fwd_" +
       b + " ip saddr vmap @out_" + b +
-      "\n"
-      "add rule inet fnexec fwd_" +
-      b + " ip daddr vmap @in_" + b +
       "\n"
       "add chain inet fnexec input_" +
       b +
@@ -98,11 +92,8 @@ Result<> remove_sandbox_rules(Nft& nft, const BridgeConfig& c, uint32_t ip) {
   auto b = tag(c.bridge);
   auto v = veth_name(ip);
   auto a = format_ipv4(ip);
-  auto gone = nft.run(
-      "delete element inet fnexec out_" + b + " { " + a + " }\n" + "delete element inet fnexec in_" + b +
-      " { " + a + " }\n" + "flush chain inet fnexec eg_" + v + "\n" + "delete chain inet fnexec eg_" + v +
-      "\n" + "flush chain inet fnexec in_" + v + "\n" + "delete chain inet fnexec in_" + v + "\n" +
-      "delete counter inet fnexec " + v + "_out\n" + "delete counter inet fnexec " + v + "_in\n");
+  auto gone = nft.run("delete element inet fnexec out_" + b + " { " + a + " }\n" + "flush chain inet fnexec eg_" +
+                      v + "\n" + "delete chain inet fnexec eg_" + v + "\n");
   // The rules are added in one transaction, so "not there" means none of them is.
   if (!gone && gone.error().kind != ErrorKind::not_found) return std::unexpected(gone.error());
   return {};
@@ -162,16 +153,6 @@ std::string resolv_conf(const std::vector<uint32_t>& dns) {
       s += line + "\n";
   }
   return s;
-}
-
-Result<std::pair<uint64_t, uint64_t>> read_counter(Nft& nft, const std::string& name) {
-  auto text = FNEXEC_TRY(nft.run("list counter inet fnexec " + name));
-  unsigned long long packets = 0, bytes = 0;
-  auto at = text.find("packets ");
-  if (at == std::string::npos ||
-      std::sscanf(text.c_str() + at, "packets %llu bytes %llu", &packets, &bytes) != 2)
-    return fail(ErrorKind::internal, "read nftables counter", name, "unexpected output: " + text);
-  return std::pair<uint64_t, uint64_t>{packets, bytes};
 }
 
 }  // namespace
@@ -240,6 +221,7 @@ Attachment::Attachment(Attachment&& o) noexcept
       nft_(std::move(o.nft_)),
       lease_(std::move(o.lease_)),
       etc_dir_(std::exchange(o.etc_dir_, std::nullopt)),
+      traffic_(std::exchange(o.traffic_, std::nullopt)),
       veth_(std::move(o.veth_)) {
   o.lease_.reset();
 }
@@ -249,6 +231,8 @@ Attachment::~Attachment() {
 }
 
 void Attachment::teardown() {
+  // First: the kernel starts deleting the namespace and its veth pair while the rest is removed.
+  traffic_.reset();
   if (!lease_) return;
   uint32_t ip = lease_->address();
   Result<> removed = netlink_ && nft_
@@ -274,6 +258,7 @@ uint32_t Attachment::address() const {
 }
 
 Result<> Attachment::connect(pid_t pid, int pidfd) {
+  traffic_.emplace(FNEXEC_TRY(NamespaceTraffic::open(pid, pidfd)));
   auto& nl = *netlink_;
   int bridge = FNEXEC_TRY(nl.ifindex(config_.bridge));
   if (bridge == 0)
@@ -285,29 +270,18 @@ Result<> Attachment::connect(pid_t pid, int pidfd) {
 
   auto b = tag(config_.bridge);
   auto a = format_ipv4(ip);
-  std::string cmds = "add counter inet fnexec " + veth_ + "_out\n" + "add counter inet fnexec " + veth_ +
-                     "_in\n" + "add chain inet fnexec eg_" + veth_ + "\n" + "add rule inet fnexec eg_" +
-                     veth_ + " counter name \"" + veth_ + "_out\"\n";
+  std::string cmds = "add chain inet fnexec eg_" + veth_ + "\n";
   for (const auto& rule : egress_chain_rules(config_.egress, config_.subnet))
     cmds += "add rule inet fnexec eg_" + veth_ + " " + rule + "\n";
-  cmds += "add chain inet fnexec in_" + veth_ + "\n" + "add rule inet fnexec in_" + veth_ +
-          " counter name \"" + veth_ + "_in\"\n" + "add element inet fnexec out_" + b + " { " + a +
-          " : jump eg_" + veth_ + " }\n" + "add element inet fnexec in_" + b + " { " + a + " : jump in_" +
-          veth_ + " }\n";
+  cmds += "add element inet fnexec out_" + b + " { " + a + " : jump eg_" + veth_ + " }\n";
   auto added = nft_->run(cmds);
   if (!added) return std::unexpected(added.error().context("add egress policy of " + a));
   return {};
 }
 
-Result<TrafficCounters> Attachment::counters() {
-  // The host end's counters while it exists: one netlink request, where the two nftables reads
-  // cost milliseconds (each loads nft's cache), which a warm invocation's latency would carry.
-  // What the host end received the sandbox sent.
-  if (auto veth = FNEXEC_TRY(netlink_->link_stats(veth_)))
-    return TrafficCounters{veth->rx_bytes, veth->rx_packets, veth->tx_bytes, veth->tx_packets};
-  auto out = FNEXEC_TRY(read_counter(*nft_, veth_ + "_out"));
-  auto in = FNEXEC_TRY(read_counter(*nft_, veth_ + "_in"));
-  return TrafficCounters{out.second, out.first, in.second, in.first};
+Result<TrafficCounters> Attachment::counters() const {
+  if (!traffic_) return fail(ErrorKind::internal, "read counters of", veth_, "the sandbox is not connected");
+  return traffic_->read(kPeerName);
 }
 
 }  // namespace fnexec::net

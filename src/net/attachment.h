@@ -17,6 +17,7 @@
 #include "net/lease.h"
 #include "net/link.h"
 #include "net/nft.h"
+#include "net/traffic.h"
 #include "sandbox/spec.h"
 #include "util/error.h"
 
@@ -34,11 +35,6 @@ struct BridgeConfig {
 // Fails when the bridge name is no valid interface name.
 Result<> check_bridge_name(const std::string& name);
 
-struct TrafficCounters {
-  uint64_t bytes_out = 0, packets_out = 0;  // sent by the sandbox (counted before the egress verdict)
-  uint64_t bytes_in = 0, packets_in = 0;    // routed to the sandbox
-};
-
 class Attachment {
  public:
   // Takes the bridge lock, removes what dead owners left, makes the bridge and fnexec's nftables
@@ -53,9 +49,9 @@ class Attachment {
   // The veth pair (eth0 in the sandbox, isolated bridge port outside), the sandbox's address and
   // default route, and its egress chain. pid/pidfd: the sandbox's PID 1, parked before go.
   Result<> connect(pid_t pid, int pidfd);
-  // The veth's counters (frames, ARP included), or once the sandbox's namespace took the veth
-  // away, the egress and ingress chains' nftables counters (IP packets).
-  Result<TrafficCounters> counters();
+  // The counters of the sandbox's eth0 (frames, ARP included), readable until the Attachment is
+  // destroyed, also after the sandbox's processes are gone; without the rtnl lock.
+  Result<TrafficCounters> counters() const;
 
   uint32_t address() const;
   const std::string& host_veth() const { return veth_; }
@@ -69,6 +65,8 @@ class Attachment {
   std::optional<Nft> nft_;
   std::optional<Lease> lease_;
   std::optional<std::filesystem::path> etc_dir_;  // the generated hosts and resolv.conf
+  // From connect(); it holds the sandbox's network namespace, and with it the veth pair.
+  std::optional<NamespaceTraffic> traffic_;
   std::string veth_;
 };
 

@@ -78,18 +78,6 @@ Result<int> Netlink::ifindex(const std::string& name) {
   return rtnl_link_get_ifindex(link.get());
 }
 
-Result<std::optional<Netlink::LinkStats>> Netlink::link_stats(const std::string& name) {
-  rtnl_link* raw = nullptr;
-  int rc = rtnl_link_get_kernel(sock_.get(), 0, name.c_str(), &raw);
-  LinkPtr link(raw);
-  if (rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NODEV) return std::nullopt;
-  if (rc < 0) return nl_fail("read counters of link", name, rc);
-  return LinkStats{rtnl_link_get_stat(link.get(), RTNL_LINK_RX_BYTES),
-                   rtnl_link_get_stat(link.get(), RTNL_LINK_RX_PACKETS),
-                   rtnl_link_get_stat(link.get(), RTNL_LINK_TX_BYTES),
-                   rtnl_link_get_stat(link.get(), RTNL_LINK_TX_PACKETS)};
-}
-
 Result<> Netlink::check_no_route_overlap(const Ipv4Net& subnet) {
   nl_cache* raw = nullptr;
   if (int rc = rtnl_route_alloc_cache(sock_.get(), AF_INET, 0, &raw); rc < 0)

@@ -26,11 +26,6 @@ class Netlink {
 
   // 0 when there is no such link.
   Result<int> ifindex(const std::string& name);
-  // A link's packet counters as the kernel keeps them; nullopt when there is no such link.
-  struct LinkStats {
-    uint64_t rx_bytes = 0, rx_packets = 0, tx_bytes = 0, tx_packets = 0;
-  };
-  Result<std::optional<LinkStats>> link_stats(const std::string& name);
   // The bridge NAME with address GATEWAY/PREFIX, up; made when missing. A new bridge's subnet
   // must not overlap a route the host already has.
   Result<int> ensure_bridge(const std::string& name, uint32_t gateway, const Ipv4Net& subnet);

@@ -1,10 +1,11 @@
-// The pure parts of fnexec::net: CIDR, egress rule and --add-host parsing, and the order of the
-// egress chain's rules.
+// The pure parts of fnexec::net: CIDR, egress rule and --add-host parsing, the order of the
+// egress chain's rules, and the /proc/net/dev parser of the traffic counters.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 
 #include "net/address.h"
+#include "net/traffic.h"
 
 namespace fnexec::net {
 namespace {
@@ -72,6 +73,31 @@ TEST_SUITE("net") {
     };
     CHECK(rules == want);
     CHECK(egress_chain_rules({}, *parse_ipv4_net("10.87.0.0/16")).back() == "accept");
+  }
+
+  TEST_CASE("traffic counters from /proc/net/dev, seen from the sandbox's side") {
+    const std::string text =
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls "
+        "carrier compressed\n"
+        "    lo:     120       2    0    0    0     0          0         0      120       2    0    0    0     0"
+        "       0          0\n"
+        "  eth0: 5000000000      37    0    1    0     0          0         0     2048      19    0    0    0     0"
+        "       0          0\n";
+    auto c = parse_net_dev(text, "eth0");
+    REQUIRE(c);
+    CHECK(c->bytes_in == 5000000000u);  // past 32 bits
+    CHECK(c->packets_in == 37);
+    CHECK(c->bytes_out == 2048);
+    CHECK(c->packets_out == 19);
+    auto missing = parse_net_dev(text, "eth1");
+    REQUIRE(!missing);
+    CHECK(missing.error().kind == ErrorKind::not_found);
+    CHECK(missing.error().message().find("eth1") != std::string::npos);
+    CHECK(!parse_net_dev(text, "eth"));  // a prefix is no match
+    auto garbled = parse_net_dev("  eth0: 1 2 3\n", "eth0");
+    REQUIRE(!garbled);
+    CHECK(garbled.error().message().find("unexpected") != std::string::npos);
   }
 }
 

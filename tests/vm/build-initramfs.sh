@@ -32,8 +32,11 @@ add_module() {   # add_module NAME: the module and everything modules.dep says i
     done
 }
 # overlay and veth: the sandbox tests that may run here mount overlay roots and create veth pairs;
-# virtio_blk, ext4 and crc32c_generic (ext4 asks the crypto API for it): the systemd suite's root disk.
-for m in virtio_pci 9pnet_virtio 9p overlay veth virtio_blk crc32c_generic ext4; do add_module "$m"; done
+# virtio_blk, ext4 and crc32c_generic (ext4 asks the crypto API for it): the systemd suite's root disk;
+# bridge and the nf_tables expressions of fnexec's `inet fnexec` table (ct state, fib, masquerade,
+# the nat hook): the network suite's bridge sandboxes.
+for m in virtio_pci 9pnet_virtio 9p overlay veth virtio_blk crc32c_generic ext4 \
+    bridge nf_tables nft_ct nft_fib_inet nft_chain_nat nft_masq; do add_module "$m"; done
 cp "$KMOD"/modules.builtin "$KMOD"/modules.builtin.modinfo "$KMOD"/modules.order "$ROOT/lib/modules/$KVER/"
 depmod -b "$ROOT" "$KVER"
 (cd "$ROOT" && find . -print0 | cpio --null -o -H newc --quiet) > "$OUT.tmp"

@@ -30,6 +30,8 @@ BUILD_ROOT=${FNEXEC_BUILD_ROOT:-$(dirname "$(dirname "$TEST_BIN")")}
     # under /tmp (a tmpfs over it would hide it; the rest of the shared host root is read-only).
     case $BUILD_ROOT/ in /tmp/*) SCRATCH=/var/tmp ;; *) SCRATCH=/tmp ;; esac
     printf 'mount -t tmpfs tmpfs $R%q || exit 11\n' "$SCRATCH"
+    # /run writable too: `ip netns add` (the network suite's lab) and fnexec's bridge leases live there.
+    echo 'mount -t tmpfs tmpfs $R/run || exit 11'
     printf 'run() { chroot $R /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TMPDIR=%q FNEXEC_IN_VM=1 FNEXEC_BIN=%q FNEXEC_BUILD_ROOT=%q FNEXEC_SOURCE_ROOT=%q "$@"; }\n' \
         "$SCRATCH" "$FNEXEC_BIN" "$BUILD_ROOT" "${FNEXEC_SOURCE_ROOT:-$(dirname "$BUILD_ROOT")}"
     printf 'echo "== fnexec info"; run %q info || exit 12\n' "$FNEXEC_BIN"
