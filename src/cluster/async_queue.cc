@@ -4,8 +4,8 @@
 
 #include <chrono>
 
+#include "cluster/publisher.h"
 #include "cluster/retry.h"
-#include "server/json.h"
 #include "util/log.h"
 
 namespace fnexec::cluster {
@@ -22,9 +22,17 @@ constexpr int kMaxBatch = 64;
 constexpr int64_t kFetchWaitMs = 1000;
 // Events and dead letters with the same id within this window are dropped by JetStream.
 constexpr std::chrono::minutes kDuplicateWindow{10};
+// JetStream's "wrong last sequence" (JSStreamWrongLastSequenceErr), which nats.c 3.4 does not name.
+constexpr int kWrongLastSequence = 10071;
+// A fetch thread with no free slot looks again after this even without wake(): a sync invocation's
+// end frees a slot without waking it.
+constexpr std::chrono::milliseconds kCapacityPoll{50};
 
 std::string invoke_subject(const std::string& function) {
   return "fnexec.invoke." + subject_token(function);
+}
+std::string result_subject(const std::string& id) {
+  return fmt::format("$KV.{}.{}", kResultsBucket, id);
 }
 std::string durable_of(const std::string& function) {
   return "fn-" + subject_token(function);
@@ -89,14 +97,15 @@ struct AsyncQueue::Consumer {
   }
 };
 
-AsyncQueue::AsyncQueue(Connection& conn, Local& local, KvBucket results)
-    : conn_(conn), local_(local), results_(std::move(results)) {}
+AsyncQueue::AsyncQueue(Connection& conn, Local& local, KvBucket results, std::unique_ptr<Publisher> publisher)
+    : conn_(conn), local_(local), results_(std::move(results)), publisher_(std::move(publisher)), dead_letters_(conn) {}
 
 Result<std::unique_ptr<AsyncQueue>> AsyncQueue::open(Connection& conn, Local& local, std::chrono::milliseconds result_ttl) {
   FNEXEC_TRY(ensure_stream(conn, kInvocationStream, "fnexec.invoke.*"));
   FNEXEC_TRY(ensure_stream(conn, kDeadLetterStream, "fnexec.dead.*"));
   auto results = FNEXEC_TRY(KvBucket::open(conn, kResultsBucket, result_ttl));
-  return std::unique_ptr<AsyncQueue>(new AsyncQueue(conn, local, std::move(results)));
+  auto publisher = FNEXEC_TRY(Publisher::open(conn));
+  return std::unique_ptr<AsyncQueue>(new AsyncQueue(conn, local, std::move(results), std::move(publisher)));
 }
 
 AsyncQueue::~AsyncQueue() {
@@ -112,25 +121,60 @@ AsyncQueue::~AsyncQueue() {
 
 Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string& id, std::string_view event,
                                  const std::string& queued_record_json) {
-  // The queued record goes first: a node may run the event and store its result before a later put.
-  FNEXEC_TRY(results_.put(id, queued_record_json));
+  // The queued record and the event go out together and this waits for both acks: one round trip.
+  // The record is only put if the key has none (ExpectNoMessage), so a node that ran the event and
+  // stored its result before the record arrived keeps its result.
+  struct Acks {
+    std::mutex mu;
+    std::condition_variable cv;
+    int left = 2;
+    std::optional<Error> event_error;
+    bool duplicate = false;
+  };
+  auto acks = std::make_shared<Acks>();
+  auto count_down = [acks] {
+    std::lock_guard lock(acks->mu);
+    if (--acks->left == 0) acks->cv.notify_all();
+  };
+  natsMsg* record = nullptr;
+  auto record_subject = result_subject(id);
+  if (auto s = natsMsg_Create(&record, record_subject.c_str(), nullptr, queued_record_json.data(),
+                              static_cast<int>(queued_record_json.size()));
+      s != NATS_OK)
+    return nats_fail(s, "create queued record", id);
   natsMsg* msg = nullptr;
   auto subject = invoke_subject(function);
   if (auto s = natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
-      s != NATS_OK)
+      s != NATS_OK) {
+    natsMsg_Destroy(record);
     return nats_fail(s, "create event message", function);
+  }
+  jsPubOptions record_po;
+  jsPubOptions_Init(&record_po);
+  record_po.ExpectNoMessage = true;
+  publisher_->publish(record, &record_po, [id, count_down](std::expected<Published, PublishError> r) {
+    if (!r && r.error().code != kWrongLastSequence)
+      spdlog::warn("cluster: invocation={} queued record not stored: {}", id, r.error().error.message());
+    count_down();
+  });
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = id.c_str();
   po.ExpectStream = kInvocationStream;
-  jsPubAck* ack = nullptr;
-  jsErrCode jerr{};
-  natsStatus s = js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
-  natsMsg_Destroy(msg);
-  if (s != NATS_OK) return nats_fail(s, "publish async event of function " + function, kInvocationStream);
-  bool fresh = !ack->Duplicate;
-  jsPubAck_Destroy(ack);
-  return fresh;
+  publisher_->publish(msg, &po, [acks, count_down](std::expected<Published, PublishError> r) {
+    {
+      std::lock_guard lock(acks->mu);
+      if (r) acks->duplicate = r->duplicate;
+      else acks->event_error = std::move(r.error().error);
+    }
+    count_down();
+  });
+  std::unique_lock lock(acks->mu);
+  acks->cv.wait(lock, [&] { return acks->left == 0; });
+  if (acks->event_error)
+    return fail(acks->event_error->kind, "publish async event of function " + function, kInvocationStream,
+                acks->event_error->message());
+  return !acks->duplicate;
 }
 
 Result<std::optional<std::string>> AsyncQueue::result(const std::string& id) {
@@ -140,6 +184,10 @@ Result<std::optional<std::string>> AsyncQueue::result(const std::string& id) {
 }
 
 void AsyncQueue::wake() {
+  {
+    std::lock_guard lock(mu_);
+    ++wakes_;
+  }
   capacity_.notify_all();
 }
 
@@ -209,12 +257,18 @@ void AsyncQueue::follow(const std::string& function) {
 }
 
 void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
-  std::mutex wait_mu;
   while (!stop.stop_requested()) {
+    uint64_t seen;
+    {
+      std::lock_guard lock(mu_);
+      seen = wakes_;
+    }
     uint32_t free = local_.free_async_slots(c.function);
     if (free == 0 || !conn_.connected()) {
-      std::unique_lock lock(wait_mu);
-      capacity_.wait_for(lock, stop, std::chrono::milliseconds(100), [] { return false; });
+      // Until a slot is freed (wake() counts up) or kCapacityPoll passed; a wake() between the
+      // look at the slots and this wait is not lost, since the count moved.
+      std::unique_lock lock(mu_);
+      capacity_.wait_for(lock, stop, kCapacityPoll, [&] { return wakes_ != seen; });
       continue;
     }
     natsMsgList list{};
@@ -253,87 +307,36 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
   d.retry_delay_ms = delay.count();
   local_.run_delivery(d, [this, msg, d, delay](DeliveryResult r) {
     bool last = r.success || d.delivery >= d.max_deliveries;
-    // The record is stored before the ack: a node dying in between makes a duplicate, never a loss.
-    if (auto w = results_.put(d.id, r.record_json); !w)
-      spdlog::error("cluster: invocation={} result not stored: {}", d.id, w.error().message());
     if (!r.success && last)
-      if (auto w = dead_letter(d, r); !w)
+      if (auto w = dead_letters_.add(d, r); !w)
         spdlog::error("cluster: invocation={} dead letter not stored: {}", d.id, w.error().message());
-    natsStatus s = last ? natsMsg_Ack(msg, nullptr) : natsMsg_NakWithDelay(msg, delay.count(), nullptr);
-    if (s != NATS_OK)
-      spdlog::warn("cluster: invocation={} {} failed: {} (it will be delivered again)", d.id,
-                   last ? "ack" : "nak", natsStatus_GetText(s));
-    natsMsg_Destroy(msg);
+    // The ack (or nak) goes once the record is stored: a node dying in between makes a duplicate,
+    // never a loss. The record's write does not hold this invocation thread (and its slot).
+    natsMsg* record = nullptr;
+    auto subject = result_subject(d.id);
+    if (auto s = natsMsg_Create(&record, subject.c_str(), nullptr, r.record_json.data(),
+                                static_cast<int>(r.record_json.size()));
+        s != NATS_OK) {
+      spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", d.id,
+                    natsStatus_GetText(s));
+      natsMsg_Destroy(msg);
+      return;
+    }
+    publisher_->publish(record, nullptr, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
+      if (!w) {
+        // Not acked: JetStream delivers it again after AckWait, and that delivery writes the record.
+        spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", id,
+                      w.error().error.message());
+        natsMsg_Destroy(msg);
+        return;
+      }
+      natsStatus s = last ? natsMsg_Ack(msg, nullptr) : natsMsg_NakWithDelay(msg, delay.count(), nullptr);
+      if (s != NATS_OK)
+        spdlog::warn("cluster: invocation={} {} failed: {} (it will be delivered again)", id, last ? "ack" : "nak",
+                     natsStatus_GetText(s));
+      natsMsg_Destroy(msg);
+    });
   });
-}
-
-Result<> AsyncQueue::dead_letter(const Delivery& d, const DeliveryResult& r) {
-  auto subject = "fnexec.dead." + subject_token(d.function);
-  natsMsg* msg = nullptr;
-  if (auto s = natsMsg_Create(&msg, subject.c_str(), nullptr, d.event.data(), static_cast<int>(d.event.size()));
-      s != NATS_OK)
-    return nats_fail(s, "create dead letter", d.id);
-  natsMsgHeader_Set(msg, "Fnexec-Invocation-Id", d.id.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Function", d.function.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Attempts", std::to_string(d.delivery).c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Outcome", r.outcome.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Error", r.error.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Error-Type", r.error_type.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Queued-Ms", std::to_string(d.queued_ms).c_str());
-  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
-  natsMsgHeader_Set(msg, "Fnexec-Time-Ms", std::to_string(now).c_str());
-  jsPubOptions po;
-  jsPubOptions_Init(&po);
-  po.MsgId = d.id.c_str();  // a node that dies before its ack makes no second dead letter
-  jsPubAck* ack = nullptr;
-  jsErrCode jerr{};
-  natsStatus s = js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
-  natsMsg_Destroy(msg);
-  if (s != NATS_OK) return nats_fail(s, "publish dead letter", kDeadLetterStream);
-  jsPubAck_Destroy(ack);
-  return {};
-}
-
-Result<std::string> AsyncQueue::dead_letters_json(const std::string& function, uint64_t limit) {
-  jsStreamInfo* si = nullptr;
-  jsErrCode jerr{};
-  if (auto s = js_GetStreamInfo(&si, conn_.js(), kDeadLetterStream, nullptr, &jerr); s != NATS_OK)
-    return nats_fail(s, "read stream", kDeadLetterStream);
-  uint64_t first = si->State.FirstSeq, last = si->State.LastSeq, count = si->State.Msgs;
-  jsStreamInfo_Destroy(si);
-  server::JsonWriter w;
-  w.begin_object().key("dead_letters").begin_array();
-  uint64_t listed = 0;
-  for (uint64_t seq = first; count && seq <= last && listed < limit; ++seq) {
-    natsMsg* msg = nullptr;
-    natsStatus s = js_GetMsg(&msg, conn_.js(), kDeadLetterStream, seq, nullptr, &jerr);
-    if (s == NATS_NOT_FOUND) continue;  // deleted
-    if (s != NATS_OK) return nats_fail(s, "read dead letter", std::to_string(seq));
-    auto fn = header(msg, "Fnexec-Function");
-    // The subject names the function too (fnexec.dead.TOKEN), when js_GetMsg gives it.
-    if (const char* subject = natsMsg_GetSubject(msg); fn.empty() && subject && *subject) {
-      fn = subject;
-      fn = fn.substr(fn.rfind('.') + 1);
-      std::replace(fn.begin(), fn.end(), '~', '.');
-    }
-    if (function.empty() || fn == function) {
-      auto num = [&](const char* h) { return static_cast<int64_t>(std::strtoll(header(msg, h).c_str(), nullptr, 10)); };
-      w.begin_object().field("seq", seq).field("id", header(msg, "Fnexec-Invocation-Id")).field("function", fn);
-      w.field("attempts", num("Fnexec-Attempts")).field("outcome", header(msg, "Fnexec-Outcome"));
-      w.field("error", header(msg, "Fnexec-Error"));
-      auto type = header(msg, "Fnexec-Error-Type");
-      w.key("error_type");
-      type.empty() ? w.null() : w.value(type);
-      w.field("queued_ms", num("Fnexec-Queued-Ms")).field("time_ms", num("Fnexec-Time-Ms"));
-      w.end_object();
-      ++listed;
-    }
-    natsMsg_Destroy(msg);
-  }
-  w.end_array().end_object();
-  return w.take();
 }
 
 Result<uint64_t> AsyncQueue::pending() {

@@ -12,13 +12,15 @@
 #include <string>
 #include <thread>
 
+#include "cluster/dead_letters.h"
 #include "cluster/kv.h"
 #include "cluster/local.h"
 
 namespace fnexec::cluster {
 
+class Publisher;
+
 inline constexpr const char* kInvocationStream = "FNEXEC_INVOCATIONS";
-inline constexpr const char* kDeadLetterStream = "FNEXEC_DEAD_LETTERS";
 inline constexpr const char* kResultsBucket = "fnexec-results";
 
 // A function name as one subject token and consumer name: '.' (allowed in names) separates tokens
@@ -41,23 +43,25 @@ class AsyncQueue {
   void follow(const std::string& function);
   // A slot was freed: fetch threads waiting for capacity look again now.
   void wake();
-  // GET /v1/dead-letters in cluster mode: oldest first, function "" = all.
-  Result<std::string> dead_letters_json(const std::string& function, uint64_t limit);
+  // GET/DELETE /v1/dead-letters[/{id}[/replay]] in cluster mode.
+  DeadLetters& dead_letters() { return dead_letters_; }
   // Events waiting in the stream (GET /v1/cluster).
   Result<uint64_t> pending();
 
  private:
   struct Consumer;
-  AsyncQueue(Connection& conn, Local& local, KvBucket results);
+  AsyncQueue(Connection& conn, Local& local, KvBucket results, std::unique_ptr<Publisher> publisher);
   void fetch_loop(Consumer& c, std::stop_token stop);
   void deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries, const struct RetryPolicy& policy);
-  Result<> dead_letter(const Delivery& d, const DeliveryResult& r);
 
   Connection& conn_;
   Local& local_;
   KvBucket results_;
+  std::unique_ptr<Publisher> publisher_;  // before consumers_: their deliveries publish until joined
+  DeadLetters dead_letters_;
   std::mutex mu_;
   std::condition_variable_any capacity_;
+  uint64_t wakes_ = 0;  // wake() calls, under mu_
   std::map<std::string, std::unique_ptr<Consumer>> consumers_;
 };
 

@@ -95,6 +95,8 @@ std::string invocation_json(const InvocationRow& r, const std::optional<std::str
   return w.take();
 }
 
+}  // namespace
+
 std::string dead_letter_json(const DeadLetter& d) {
   JsonWriter w;
   w.begin_object().field("seq", d.seq).field("id", d.id).field("function", d.function);
@@ -107,6 +109,8 @@ std::string dead_letter_json(const DeadLetter& d) {
   w.end_object();
   return w.take();
 }
+
+namespace {
 
 Reply queued_reply(const std::string& id) {
   Reply reply = json_reply(202, fmt::format(R"({{"id":"{}","status":"queued"}})", id));
@@ -396,10 +400,13 @@ void Service::handle(Request request, Respond respond) {
       if (cluster_.load()) return cluster_route(request, std::move(respond));
       return list_dead_letters(request, respond);
     case Route::dead_letter_get:
+      if (cluster_.load()) return cluster_dead_letter(m.route, m.param, std::move(respond));
       return get_dead_letter(m.param, respond);
     case Route::dead_letter_delete:
+      if (cluster_.load()) return cluster_dead_letter(m.route, m.param, std::move(respond));
       return delete_dead_letter(m.param, std::move(respond));
     case Route::dead_letter_replay:
+      if (cluster_.load()) return cluster_dead_letter(m.route, m.param, std::move(respond));
       return replay_dead_letter(m.param, std::move(respond));
     case Route::images_list:
       return images_list(respond);
@@ -589,7 +596,7 @@ void Service::run_admitted(const std::string& name, std::string event, std::func
 
 void Service::enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done) {
   if (cluster_.load())
-    return enqueue_cluster(name, new_invocation_id(), std::move(event),
+    return enqueue_cluster(name, new_invocation_id(), false, std::move(event),
                            [done = std::move(done)](Result<std::pair<std::string, bool>> r) {
                              if (!r) return done(std::unexpected(r.error()));
                              done(r->first);
@@ -698,12 +705,13 @@ void Service::invoke(Request& request, Respond respond) {
     if (!function(name)) return respond(error_reply(404, fmt::format("no function named {}", name)));
     if (cluster_.load()) {
       // ?id=: the client's own id, so that its retry of the same request does not enqueue twice.
-      std::string id = request.match.query.contains("id") ? request.match.query.at("id") : new_invocation_id();
+      bool client_id = request.match.query.contains("id");
+      std::string id = client_id ? request.match.query.at("id") : new_invocation_id();
       bool id_ok = !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
         return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
       });
       if (!id_ok) return respond(error_reply(400, "id must be 1-64 of a-z 0-9 - _"));
-      return enqueue_cluster(name, id, std::move(request.body),
+      return enqueue_cluster(name, id, client_id, std::move(request.body),
                              [respond = std::move(respond)](Result<std::pair<std::string, bool>> r) {
                                if (!r) return respond(error_reply(r.error()));
                                auto& [id, fresh] = *r;
@@ -1061,10 +1069,13 @@ void Service::get_invocation(const std::string& id, Respond& respond) {
   records_.flush();
   auto row = state_.get_invocation(id);
   if (!row) return respond(error_reply(row.error()));
-  if (!*row && cluster_.load()) return cluster_invocation(id, std::move(respond));
+  if (!*row && cluster_.load()) return cluster_invocation(id, std::nullopt, std::move(respond));
   if (!*row) return respond(error_reply(404, fmt::format("no invocation with id {}", id)));
   auto log = state_.log_of(id);
-  respond(json_reply(200, invocation_json(**row, log ? *log : std::nullopt)));
+  auto json = invocation_json(**row, log ? *log : std::nullopt);
+  // A cluster event's later delivery may have run on another node: the results bucket has its last word.
+  if ((*row)->async && cluster_.load()) return cluster_invocation(id, std::move(json), std::move(respond));
+  respond(json_reply(200, std::move(json)));
 }
 
 void Service::images_list(Respond& respond) {

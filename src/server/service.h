@@ -217,11 +217,15 @@ class Service : public cluster::Local {
   std::unique_ptr<Pulls> pulls_;  // registry pulls (POST /v1/images/pull, docker:// functions); null without a store
 
   // Cluster mode (service_cluster.cc).
-  void enqueue_cluster(const std::string& name, std::string id, std::string event,
+  // client_id: the id came from the client (?id=), so a record of it may exist already.
+  void enqueue_cluster(const std::string& name, std::string id, bool client_id, std::string event,
                        std::function<void(Result<std::pair<std::string, bool>>)> done);
   cluster::DeliveryResult run_cluster_delivery(const cluster::Delivery& d);
   void cluster_route(const Request& request, Respond respond);
-  void cluster_invocation(const std::string& id, Respond respond);
+  // GET/DELETE /v1/dead-letters/{id} and POST .../replay against the cluster's dead-letter stream.
+  void cluster_dead_letter(Route route, const std::string& id, Respond respond);
+  // The record from the results bucket; `local` (this node's row) when the bucket has none (expired, NATS down).
+  void cluster_invocation(const std::string& id, std::optional<std::string> local, Respond respond);
   std::atomic<cluster::Node*> cluster_{nullptr};
 };
 

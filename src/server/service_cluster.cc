@@ -28,6 +28,22 @@ std::string cluster_record(const InvocationRow& row, const std::string& node) {
   return json + "}";
 }
 
+DeadLetter local_form(cluster::DeadLetterEntry e) {
+  DeadLetter d;
+  d.seq = static_cast<int64_t>(e.seq);
+  d.id = std::move(e.id);
+  d.function = std::move(e.function);
+  d.event = std::move(e.event);
+  d.attempts = static_cast<uint32_t>(e.attempts);
+  d.outcome = std::move(e.outcome);
+  d.error = std::move(e.error);
+  d.error_type = std::move(e.error_type);
+  d.queued_ms = e.queued_ms;
+  d.time_ms = e.time_ms;
+  d.replayed_as = std::move(e.replayed_as);
+  return d;
+}
+
 std::unexpected<Error> cluster_down() {
   return fail(ErrorKind::unavailable, "reach the cluster", {},
               "the NATS connection is down (the daemon reconnects by itself); local sync invocations still work");
@@ -166,7 +182,7 @@ cluster::DeliveryResult Service::run_cluster_delivery(const cluster::Delivery& d
   row.timed_out = end.timed_out;
   row.output_too_large = end.output_too_large;
   row.error = end.error;
-  row.output = std::move(end.output);
+  row.output = end.output;
   row.sandbox = end.sandbox;
   auto* node = cluster_.load();
   // A failed delivery with retries left: queued again for delivery N+1 after the backoff.
@@ -174,6 +190,13 @@ cluster::DeliveryResult Service::run_cluster_delivery(const cluster::Delivery& d
   if (!last) row.next_attempt_ms = now_ms() + d.retry_delay_ms;
   row.dead_letter = last && !out.success;
   out.record_json = cluster_record(row, node ? node->name() : "");
+  // This node's own list (GET /v1/invocations) has it too, group-committed after the reply path.
+  State::ClusterDelivery local{d.function, d.queued_ms, started, static_cast<uint32_t>(d.delivery), std::nullopt,
+                               row.dead_letter};
+  if (!last) local.next = std::pair{row.delivery, *row.next_attempt_ms};
+  records_.submit([local, end = std::move(end), retention](State& s) {
+    return s.record_cluster_delivery(local, end, retention);
+  });
   return out;
 }
 
@@ -188,16 +211,18 @@ std::string Service::node_status_json() {
   return w.take();
 }
 
-void Service::enqueue_cluster(const std::string& name, std::string id, std::string event,
+void Service::enqueue_cluster(const std::string& name, std::string id, bool client_id, std::string event,
                               std::function<void(Result<std::pair<std::string, bool>>)> done) {
   // On the admin executor: a publish waits for JetStream's ack.
-  run_job(admin_, [this, name, id = std::move(id), event = std::move(event), done = std::move(done)] {
+  run_job(admin_, [this, name, id = std::move(id), client_id, event = std::move(event), done = std::move(done)] {
     auto* node = cluster_.load();
     if (!node || !node->connected()) return done(cluster_down());
-    // A retried request (same id) finds its record and enqueues nothing.
-    auto existing = node->queue().result(id);
-    if (!existing) return done(std::unexpected(existing.error()));
-    if (*existing) return done(std::pair{id, false});
+    // A client's retry (same id) finds its record and enqueues nothing; a fresh id of ours has none.
+    if (client_id) {
+      auto existing = node->queue().result(id);
+      if (!existing) return done(std::unexpected(existing.error()));
+      if (*existing) return done(std::pair{id, false});
+    }
     InvocationRow row;
     row.id = id;
     row.function = name;
@@ -210,16 +235,18 @@ void Service::enqueue_cluster(const std::string& name, std::string id, std::stri
   });
 }
 
-void Service::cluster_invocation(const std::string& id, Respond respond) {
-  run_job(admin_, [this, id, respond = std::move(respond)] {
+void Service::cluster_invocation(const std::string& id, std::optional<std::string> local, Respond respond) {
+  run_job(admin_, [this, id, local = std::move(local), respond = std::move(respond)] {
     auto* node = cluster_.load();
+    if (local && (!node || !node->connected())) return respond(json_reply(200, std::move(*local)));
     if (!node || !node->connected())
       return respond(error_reply(404, fmt::format("no invocation with id {} on this node ({})", id,
                                                   cluster_down().error().detail)));
     auto r = node->queue().result(id);
-    if (!r) return respond(error_reply(503, r.error().message()));
-    if (!*r) return respond(error_reply(404, fmt::format("no invocation with id {}", id)));
-    respond(json_reply(200, std::move(**r)));
+    if (!r) return respond(local ? json_reply(200, std::move(*local)) : error_reply(503, r.error().message()));
+    if (*r) return respond(json_reply(200, std::move(**r)));
+    if (local) return respond(json_reply(200, std::move(*local)));
+    respond(error_reply(404, fmt::format("no invocation with id {}", id)));
   });
 }
 
@@ -237,11 +264,72 @@ void Service::cluster_route(const Request& request, Respond respond) {
       auto r = node->status_json();
       return respond(r ? json_reply(200, std::move(*r)) : error_reply(503, r.error().message()));
     }
+    // The same query and reply as the local list (Service::list_dead_letters).
     std::string function = query.contains("function") ? query.at("function") : "";
-    auto limit = query_uint(query, "limit", 100, 10000);
-    if (!limit) return respond(error_reply(400, limit.error().message()));
-    auto r = node->queue().dead_letters_json(function, *limit);
-    respond(r ? json_reply(200, std::move(*r)) : error_reply(503, r.error().message()));
+    if (!function.empty())
+      if (auto ok = validate_function_name(function); !ok) return respond(error_reply(400, ok.error().message()));
+    auto after = query_uint(query, "after", 0, INT64_MAX);
+    auto limit = query_uint(query, "limit", 50, 10000);
+    for (const auto* r : {&after, &limit})
+      if (!*r) return respond(error_reply(400, r->error().message()));
+    auto entries = node->queue().dead_letters().list(function, *after, *limit);
+    if (!entries) return respond(error_reply(503, entries.error().message()));
+    JsonWriter w;
+    w.begin_object().key("dead_letters").begin_array();
+    uint64_t next = *after;
+    for (auto& e : *entries) {
+      next = std::max(next, e.seq);
+      w.raw(dead_letter_json(local_form(std::move(e))));
+    }
+    w.end_array().field("next", next).end_object();
+    respond(json_reply(200, w.take()));
+  });
+}
+
+void Service::cluster_dead_letter(Route route, const std::string& id, Respond respond) {
+  if (route == Route::dead_letter_replay && stopping()) return respond(error_reply(503, "the daemon is shutting down"));
+  run_job(admin_, [this, route, id, respond = std::move(respond)] {
+    auto* node = cluster_.load();
+    if (!node || !node->connected()) return respond(error_reply(503, cluster_down().error().message()));
+    auto& dead = node->queue().dead_letters();
+    auto not_found = [&] { respond(error_reply(404, fmt::format("no dead letter with id {}", id))); };
+    if (route == Route::dead_letter_delete) {
+      auto removed = dead.remove(id);
+      if (!removed) return respond(error_reply(503, removed.error().message()));
+      if (!*removed) return not_found();
+      spdlog::info("cluster: dead letter={} removed", id);
+      return respond(Reply{204, "application/json", {}, {}});
+    }
+    auto entry = dead.find(id);
+    if (!entry) return respond(error_reply(503, entry.error().message()));
+    if (!*entry) return not_found();
+    if (route == Route::dead_letter_get) return respond(json_reply(200, dead_letter_json(local_form(**entry))));
+    // Replay: the event goes into the invocation stream again as a new invocation (delivery 1).
+    const auto& e = **entry;
+    if (!e.replayed_as.empty())
+      return respond(error_reply(409, fmt::format("dead letter {} was replayed already as invocation {}", id,
+                                                  e.replayed_as)));
+    if (!function(e.function))
+      return respond(error_reply(
+          409, fmt::format("function {} of dead letter {} does not exist any more; create it again to replay",
+                           e.function, id)));
+    auto new_id = new_invocation_id();
+    InvocationRow row;
+    row.id = new_id;
+    row.function = e.function;
+    row.async = true;
+    row.status = "queued";
+    row.queued_ms = now_ms();
+    if (auto r = node->queue().enqueue(e.function, new_id, e.event.value_or(""), cluster_record(row, "")); !r)
+      return respond(error_reply(503, r.error().message()));
+    // The event is queued again; a failed note only leaves the entry without its replayed_as.
+    if (auto r = dead.mark_replayed(e, new_id); !r)
+      spdlog::error("cluster: dead letter={} replayed as invocation={}, not noted: {}", id, new_id, r.error().message());
+    spdlog::info("cluster: dead letter={} function={} replayed as invocation={}", id, e.function, new_id);
+    Reply reply = json_reply(202, fmt::format(R"({{"id":"{}","status":"queued"}})", new_id));
+    reply.headers.emplace_back("Fnexec-Invocation-Id", new_id);
+    reply.headers.emplace_back("Location", "/v1/invocations/" + new_id);
+    respond(std::move(reply));
   });
 }
 

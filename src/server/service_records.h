@@ -11,5 +11,7 @@ namespace fnexec::server {
 
 // The JSON of GET /v1/invocations/{id}.
 std::string record_json(const InvocationRow& row);
+// One entry of GET /v1/dead-letters (with its event when it has one), local or from the cluster.
+std::string dead_letter_json(const DeadLetter& d);
 
 }  // namespace fnexec::server

@@ -680,6 +680,30 @@ Result<> State::retry(const InvocationEnd& failed, uint32_t next_delivery, int64
   return {};
 }
 
+Result<> State::record_cluster_delivery(const ClusterDelivery& d, const InvocationEnd& end,
+                                       const Retention& retention) {
+  std::lock_guard lock(mu_);
+  FNEXEC_TRY(exec_cached("SAVEPOINT cluster_delivery"));
+  auto body = [&]() -> Result<> {
+    Statement row(db_, statements_,
+                  "INSERT INTO invocations (id, function, async, status, queued_ms, started_ms, delivery, dead_letter) "
+                  "VALUES (?1, ?2, 1, 'running', ?3, ?4, ?5, ?6) ON CONFLICT(id) DO UPDATE SET status = 'running', "
+                  "started_ms = excluded.started_ms, delivery = excluded.delivery, dead_letter = excluded.dead_letter");
+    row.bind(1, end.id).bind(2, d.function).bind(3, d.queued_ms).bind(4, d.started_ms);
+    FNEXEC_TRY(row.bind(5, int64_t{d.delivery}).bind(6, int64_t{d.dead_letter}).run("record cluster delivery"));
+    // finish() keeps the output in async_payloads, as for a local async invocation (no event: it is in the stream).
+    Statement payload(db_, statements_, "INSERT OR IGNORE INTO async_payloads (id, event) VALUES (?1, NULL)");
+    FNEXEC_TRY(payload.bind(1, end.id).run("record cluster delivery"));
+    if (d.next) return retry(end, d.next->first, d.next->second);
+    return finish(end, retention);
+  };
+  if (auto r = body(); !r) {
+    (void)exec("ROLLBACK TO cluster_delivery; RELEASE cluster_delivery");
+    return r;
+  }
+  return exec_cached("RELEASE cluster_delivery");
+}
+
 Result<> State::dead_letter(const InvocationEnd& end, uint32_t attempts, const Retention& retention) {
   std::lock_guard lock(mu_);
   FNEXEC_TRY(exec_cached("SAVEPOINT dead_letter"));

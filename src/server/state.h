@@ -199,6 +199,19 @@ class State {
   // The last delivery failed: finish() plus a dead-letter entry holding the event, in one transaction.
   Result<> dead_letter(const InvocationEnd& end, uint32_t attempts, const Retention& retention);
 
+  // Cluster mode: one delivery of a JetStream event that ran on this node, so that this node's
+  // GET /v1/invocations lists it. The row is made (or taken back from an earlier delivery here)
+  // running as `delivery`, then finished like a local one, or queued again as next_delivery when
+  // next_delivery is set; dead_letter marks a last failed delivery (the entry is in JetStream).
+  struct ClusterDelivery {
+    std::string function;
+    int64_t queued_ms = 0, started_ms = 0;
+    uint32_t delivery = 1;
+    std::optional<std::pair<uint32_t, int64_t>> next;  // next_delivery, next_attempt_ms
+    bool dead_letter = false;
+  };
+  Result<> record_cluster_delivery(const ClusterDelivery& d, const InvocationEnd& end, const Retention& retention);
+
   Result<std::optional<InvocationRow>> get_invocation(const std::string& id);
   // Newest first; function "" = all; since_ms = queued at or after.
   Result<std::vector<InvocationRow>> list_invocations(const std::string& function, int64_t since_ms,

@@ -47,6 +47,13 @@ TEST_CASE("async events spread over the nodes and each completes once; a client'
     if (field(rec, "delivery") != "1") ++redelivered;
   }
   MESSAGE("events per node: a=" << per_node["nodea"] << " b=" << per_node["nodeb"] << " c=" << per_node["nodec"]);
+  // Each node lists the events it ran (GET /v1/invocations), and only those.
+  for (size_t n = 0; n < 3; ++n) {
+    auto list = c[n].curl("GET", "/v1/invocations?function=spread&limit=1000").body;
+    static const std::regex done(R"("status":"done")");
+    auto listed = std::distance(std::sregex_iterator(list.begin(), list.end(), done), std::sregex_iterator());
+    CHECK(listed == per_node["node" + std::string(1, char('a' + n))]);
+  }
   CHECK(per_node.size() >= 2);
   CHECK(redelivered == 0);
   // Same id again: the record is found, nothing runs twice.
@@ -86,11 +93,12 @@ TEST_CASE("SIGKILL of a node mid-load: its unacked events are delivered again an
   CHECK(redelivered <= 4);
 }
 
-TEST_CASE("a failing function lands in the dead-letter stream after its retries, with its last error") {
+TEST_CASE("a failing function lands in the dead-letter stream after its retries; show, replay and rm on any node") {
   Cluster c(2);
   REQUIRE(c[0].curl("PUT", "/v1/functions/fails", function_body("echo broken >&2; exit 3")).status == 201);
+  REQUIRE(c[0].curl("PUT", "/v1/functions/other", function_body("cat")).status == 201);
   c.wait_everywhere("fails");
-  auto id = c.enqueue(1, "fails", "doomed");
+  auto id = c.enqueue(1, "fails", "precious event");
   auto rec = c.wait_done(0, id);
   CHECK(field(rec, "delivery") == "3");  // retries 2 (the default): three deliveries
   CHECK(field(rec, "outcome") == "error");
@@ -101,7 +109,48 @@ TEST_CASE("a failing function lands in the dead-letter stream after its retries,
   }, "the dead letter");
   CHECK(contains(dead, "\"attempts\":3"));
   CHECK(contains(dead, "exited with code 3"));
-  CHECK(contains(c[0].curl("GET", "/v1/dead-letters").body, id));  // on any node
+  CHECK(contains(dead, "\"invocation_id\":\"" + id + "\""));
+  CHECK(!contains(dead, "precious event"));  // lists leave the events out, as locally
+  CHECK(contains(c[0].curl("GET", "/v1/dead-letters?function=fails").body, id));  // on any node
+  CHECK(c[0].curl("GET", "/v1/dead-letters?function=other").body == R"({"dead_letters":[],"next":0})");
+  CHECK(c[0].curl("GET", "/v1/dead-letters?limit=x").status == 400);
+  // The node that ran the last delivery lists the invocation as a dead letter.
+  auto ran_on = field(rec, "node") == "nodea" ? 0 : 1;
+  CHECK(contains(c[ran_on].curl("GET", "/v1/invocations?function=fails").body, "\"id\":\"" + id + "\""));
+
+  auto one = c[0].curl("GET", "/v1/dead-letters/" + id);
+  REQUIRE(one.status == 200);
+  CHECK(contains(one.body, R"("event":"precious event","event_encoding":"utf-8")"));
+  CHECK(contains(one.body, R"("replayed_as":null)"));
+  auto show = c[1].cli({"dead-letters", "show", id});
+  CHECK_MESSAGE(show.exit_code == 0, show.err);
+  CHECK(contains(show.out, "exited with code 3"));
+  auto ls = c[1].cli({"dead-letters", "ls", "fails"});
+  CHECK_MESSAGE(ls.exit_code == 0, ls.err);
+  CHECK(contains(ls.out, id));
+
+  // Fixed on node A, replayed from node B: a new invocation, delivery 1, anywhere in the cluster.
+  REQUIRE(c[0].curl("PUT", "/v1/functions/fails", function_body("cat")).status == 200);
+  wait_until([&] { return contains(c[1].curl("GET", "/v1/functions/fails").body, "\"cat\""); }, "the fix on node B");
+  auto replay = c[1].cli({"dead-letters", "replay", id});
+  REQUIRE_MESSAGE(replay.exit_code == 0, replay.err);
+  auto new_id = replay.out.substr(0, 32);
+  CHECK(new_id != id);
+  auto replayed = c.wait_done(0, new_id);
+  CHECK(field(replayed, "outcome") == "success");
+  CHECK(field(replayed, "output") == "precious event");
+  CHECK(field(replayed, "delivery") == "1");
+  CHECK(contains(c[0].curl("GET", "/v1/dead-letters/" + id).body, "\"replayed_as\":\"" + new_id + "\""));
+  auto twice = c[0].curl("POST", "/v1/dead-letters/" + id + "/replay", "");
+  CHECK(twice.status == 409);
+  CHECK(contains(twice.body, "replayed already as invocation " + new_id));
+
+  auto rm = c[0].cli({"dead-letters", "rm", id});
+  CHECK_MESSAGE(rm.exit_code == 0, rm.err);
+  CHECK(c[1].curl("GET", "/v1/dead-letters/" + id).status == 404);
+  CHECK(c[1].curl("DELETE", "/v1/dead-letters/" + id).status == 404);
+  CHECK(c[1].curl("POST", "/v1/dead-letters/" + id + "/replay", "").status == 404);
+  CHECK(c[1].curl("GET", "/v1/dead-letters").body == R"({"dead_letters":[],"next":0})");
 }
 
 TEST_CASE("NATS lost and back: sync invocations keep working, the daemon reconnects without a restart") {
