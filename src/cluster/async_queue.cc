@@ -32,20 +32,20 @@ std::string durable_of(const std::string& function) {
 
 std::string header(natsMsg* msg, const char* name) {
   const char* v = nullptr;
-  return natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
+  return natslib().natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
 }
 
 Result<> ensure_stream(Connection& conn, const char* name, const char* subject) {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr{};
-  natsStatus s = js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr);
+  natsStatus s = natslib().js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr);
   if (s == NATS_OK) {
-    jsStreamInfo_Destroy(si);
+    natslib().jsStreamInfo_Destroy(si);
     return {};
   }
   if (s != NATS_NOT_FOUND) return nats_fail(s, "look up stream", name);
   jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
+  natslib().jsStreamConfig_Init(&cfg);
   const char* subjects[] = {subject};
   cfg.Name = name;
   cfg.Subjects = subjects;
@@ -54,14 +54,14 @@ Result<> ensure_stream(Connection& conn, const char* name, const char* subject) 
   cfg.Retention = std::string_view(name) == kInvocationStream ? js_WorkQueuePolicy : js_LimitsPolicy;
   cfg.Storage = js_FileStorage;
   cfg.Duplicates = std::chrono::duration_cast<std::chrono::nanoseconds>(kDuplicateWindow).count();
-  s = js_AddStream(&si, conn.js(), &cfg, nullptr, &jerr);
+  s = natslib().js_AddStream(&si, conn.js(), &cfg, nullptr, &jerr);
   if (s == NATS_OK) {
-    jsStreamInfo_Destroy(si);
+    natslib().jsStreamInfo_Destroy(si);
     return {};
   }
   // Another node created it meanwhile.
-  if (js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr) == NATS_OK) {
-    jsStreamInfo_Destroy(si);
+  if (natslib().js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr) == NATS_OK) {
+    natslib().jsStreamInfo_Destroy(si);
     return {};
   }
   return nats_fail(s, "create stream", name);
@@ -84,7 +84,7 @@ struct AsyncQueue::Consumer {
   ~Consumer() {
     thread.request_stop();
     if (thread.joinable()) thread.join();
-    if (sub) natsSubscription_Destroy(sub);
+    if (sub) natslib().natsSubscription_Destroy(sub);
   }
 };
 
@@ -115,20 +115,20 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
   FNEXEC_TRY(results_.put(id, queued_record_json));
   natsMsg* msg = nullptr;
   auto subject = invoke_subject(function);
-  if (auto s = natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
+  if (auto s = natslib().natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
       s != NATS_OK)
     return nats_fail(s, "create event message", function);
   jsPubOptions po;
-  jsPubOptions_Init(&po);
+  natslib().jsPubOptions_Init(&po);
   po.MsgId = id.c_str();
   po.ExpectStream = kInvocationStream;
   jsPubAck* ack = nullptr;
   jsErrCode jerr{};
-  natsStatus s = js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
-  natsMsg_Destroy(msg);
+  natsStatus s = natslib().js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
+  natslib().natsMsg_Destroy(msg);
   if (s != NATS_OK) return nats_fail(s, "publish async event of function " + function, kInvocationStream);
   bool fresh = !ack->Duplicate;
-  jsPubAck_Destroy(ack);
+  natslib().jsPubAck_Destroy(ack);
   return fresh;
 }
 
@@ -168,7 +168,7 @@ void AsyncQueue::follow(const std::string& function) {
   auto durable = durable_of(function);
   auto subject = invoke_subject(function);
   jsConsumerConfig cc;
-  jsConsumerConfig_Init(&cc);
+  natslib().jsConsumerConfig_Init(&cc);
   cc.Durable = durable.c_str();
   cc.FilterSubject = subject.c_str();
   cc.AckPolicy = js_AckExplicit;
@@ -178,24 +178,24 @@ void AsyncQueue::follow(const std::string& function) {
   cc.MaxAckPending = 100000;
   jsConsumerInfo* ci = nullptr;
   jsErrCode jerr{};
-  natsStatus s = js_AddConsumer(&ci, conn_.js(), kInvocationStream, &cc, nullptr, &jerr);
+  natsStatus s = natslib().js_AddConsumer(&ci, conn_.js(), kInvocationStream, &cc, nullptr, &jerr);
   // Every node adds the same consumer; a changed function (timeout, retries) updates it.
-  if (s != NATS_OK) s = js_UpdateConsumer(&ci, conn_.js(), kInvocationStream, &cc, nullptr, &jerr);
+  if (s != NATS_OK) s = natslib().js_UpdateConsumer(&ci, conn_.js(), kInvocationStream, &cc, nullptr, &jerr);
   if (s != NATS_OK) {
     spdlog::error("cluster: function={} consumer {} not created: {}", function, durable,
                   nats_fail(s, "create consumer").error().message());
     return;
   }
-  jsConsumerInfo_Destroy(ci);
+  natslib().jsConsumerInfo_Destroy(ci);
   jsSubOptions so;
-  jsSubOptions_Init(&so);
+  natslib().jsSubOptions_Init(&so);
   so.Stream = kInvocationStream;
   so.Consumer = durable.c_str();
   auto c = std::make_unique<Consumer>();
   c->function = function;
   c->ack_wait = ack_wait;
   c->policy = policy;
-  if (s = js_PullSubscribe(&c->sub, conn_.js(), subject.c_str(), durable.c_str(), nullptr, &so, &jerr); s != NATS_OK) {
+  if (s = natslib().js_PullSubscribe(&c->sub, conn_.js(), subject.c_str(), durable.c_str(), nullptr, &so, &jerr); s != NATS_OK) {
     spdlog::error("cluster: function={} pull subscription failed: {}", function,
                   nats_fail(s, "subscribe").error().message());
     return;
@@ -218,7 +218,7 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
     }
     natsMsgList list{};
     jsErrCode jerr{};
-    natsStatus s = natsSubscription_Fetch(&list, c.sub, static_cast<int>(std::min<uint32_t>(free, kMaxBatch)),
+    natsStatus s = natslib().natsSubscription_Fetch(&list, c.sub, static_cast<int>(std::min<uint32_t>(free, kMaxBatch)),
                                           kFetchWaitMs, &jerr);
     if (s == NATS_TIMEOUT) continue;
     if (s != NATS_OK) {
@@ -231,7 +231,7 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
       deliver(list.Msgs[i], c.function, c.policy.max_deliveries(), c.policy);
       list.Msgs[i] = nullptr;  // deliver() owns it now
     }
-    natsMsgList_Destroy(&list);
+    natslib().natsMsgList_Destroy(&list);
   }
 }
 
@@ -240,13 +240,13 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
   Delivery d;
   d.function = function;
   d.id = header(msg, "Nats-Msg-Id");
-  if (auto* data = natsMsg_GetData(msg)) d.event.assign(data, static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  if (auto* data = natslib().natsMsg_GetData(msg)) d.event.assign(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg)));
   d.max_deliveries = max_deliveries;
   jsMsgMetaData* meta = nullptr;
-  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+  if (natslib().natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
     d.delivery = meta->NumDelivered;
     d.queued_ms = meta->Timestamp / kNanosPerMs;
-    jsMsgMetaData_Destroy(meta);
+    natslib().jsMsgMetaData_Destroy(meta);
   }
   auto delay = policy.delay_after(d.delivery);
   d.retry_delay_ms = delay.count();
@@ -258,61 +258,61 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
     if (!r.success && last)
       if (auto w = dead_letter(d, r); !w)
         spdlog::error("cluster: invocation={} dead letter not stored: {}", d.id, w.error().message());
-    natsStatus s = last ? natsMsg_Ack(msg, nullptr) : natsMsg_NakWithDelay(msg, delay.count(), nullptr);
+    natsStatus s = last ? natslib().natsMsg_Ack(msg, nullptr) : natslib().natsMsg_NakWithDelay(msg, delay.count(), nullptr);
     if (s != NATS_OK)
       spdlog::warn("cluster: invocation={} {} failed: {} (it will be delivered again)", d.id,
-                   last ? "ack" : "nak", natsStatus_GetText(s));
-    natsMsg_Destroy(msg);
+                   last ? "ack" : "nak", natslib().natsStatus_GetText(s));
+    natslib().natsMsg_Destroy(msg);
   });
 }
 
 Result<> AsyncQueue::dead_letter(const Delivery& d, const DeliveryResult& r) {
   auto subject = "fnexec.dead." + subject_token(d.function);
   natsMsg* msg = nullptr;
-  if (auto s = natsMsg_Create(&msg, subject.c_str(), nullptr, d.event.data(), static_cast<int>(d.event.size()));
+  if (auto s = natslib().natsMsg_Create(&msg, subject.c_str(), nullptr, d.event.data(), static_cast<int>(d.event.size()));
       s != NATS_OK)
     return nats_fail(s, "create dead letter", d.id);
-  natsMsgHeader_Set(msg, "Fnexec-Invocation-Id", d.id.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Function", d.function.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Attempts", std::to_string(d.delivery).c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Outcome", r.outcome.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Error", r.error.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Error-Type", r.error_type.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Queued-Ms", std::to_string(d.queued_ms).c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Invocation-Id", d.id.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Function", d.function.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Attempts", std::to_string(d.delivery).c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Outcome", r.outcome.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Error", r.error.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Error-Type", r.error_type.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Queued-Ms", std::to_string(d.queued_ms).c_str());
   auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                  std::chrono::system_clock::now().time_since_epoch())
                  .count();
-  natsMsgHeader_Set(msg, "Fnexec-Time-Ms", std::to_string(now).c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Time-Ms", std::to_string(now).c_str());
   jsPubOptions po;
-  jsPubOptions_Init(&po);
+  natslib().jsPubOptions_Init(&po);
   po.MsgId = d.id.c_str();  // a node that dies before its ack makes no second dead letter
   jsPubAck* ack = nullptr;
   jsErrCode jerr{};
-  natsStatus s = js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
-  natsMsg_Destroy(msg);
+  natsStatus s = natslib().js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
+  natslib().natsMsg_Destroy(msg);
   if (s != NATS_OK) return nats_fail(s, "publish dead letter", kDeadLetterStream);
-  jsPubAck_Destroy(ack);
+  natslib().jsPubAck_Destroy(ack);
   return {};
 }
 
 Result<std::string> AsyncQueue::dead_letters_json(const std::string& function, uint64_t limit) {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr{};
-  if (auto s = js_GetStreamInfo(&si, conn_.js(), kDeadLetterStream, nullptr, &jerr); s != NATS_OK)
+  if (auto s = natslib().js_GetStreamInfo(&si, conn_.js(), kDeadLetterStream, nullptr, &jerr); s != NATS_OK)
     return nats_fail(s, "read stream", kDeadLetterStream);
   uint64_t first = si->State.FirstSeq, last = si->State.LastSeq, count = si->State.Msgs;
-  jsStreamInfo_Destroy(si);
+  natslib().jsStreamInfo_Destroy(si);
   server::JsonWriter w;
   w.begin_object().key("dead_letters").begin_array();
   uint64_t listed = 0;
   for (uint64_t seq = first; count && seq <= last && listed < limit; ++seq) {
     natsMsg* msg = nullptr;
-    natsStatus s = js_GetMsg(&msg, conn_.js(), kDeadLetterStream, seq, nullptr, &jerr);
+    natsStatus s = natslib().js_GetMsg(&msg, conn_.js(), kDeadLetterStream, seq, nullptr, &jerr);
     if (s == NATS_NOT_FOUND) continue;  // deleted
     if (s != NATS_OK) return nats_fail(s, "read dead letter", std::to_string(seq));
     auto fn = header(msg, "Fnexec-Function");
     // The subject names the function too (fnexec.dead.TOKEN), when js_GetMsg gives it.
-    if (const char* subject = natsMsg_GetSubject(msg); fn.empty() && subject && *subject) {
+    if (const char* subject = natslib().natsMsg_GetSubject(msg); fn.empty() && subject && *subject) {
       fn = subject;
       fn = fn.substr(fn.rfind('.') + 1);
       std::replace(fn.begin(), fn.end(), '~', '.');
@@ -329,7 +329,7 @@ Result<std::string> AsyncQueue::dead_letters_json(const std::string& function, u
       w.end_object();
       ++listed;
     }
-    natsMsg_Destroy(msg);
+    natslib().natsMsg_Destroy(msg);
   }
   w.end_array().end_object();
   return w.take();
@@ -338,10 +338,10 @@ Result<std::string> AsyncQueue::dead_letters_json(const std::string& function, u
 Result<uint64_t> AsyncQueue::pending() {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr{};
-  if (auto s = js_GetStreamInfo(&si, conn_.js(), kInvocationStream, nullptr, &jerr); s != NATS_OK)
+  if (auto s = natslib().js_GetStreamInfo(&si, conn_.js(), kInvocationStream, nullptr, &jerr); s != NATS_OK)
     return nats_fail(s, "read stream", kInvocationStream);
   uint64_t n = si->State.Msgs;
-  jsStreamInfo_Destroy(si);
+  natslib().jsStreamInfo_Destroy(si);
   return n;
 }
 
