@@ -40,20 +40,20 @@ std::string durable_of(const std::string& function) {
 
 std::string header(natsMsg* msg, const char* name) {
   const char* v = nullptr;
-  return natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
+  return natslib().natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
 }
 
 Result<> ensure_stream(Connection& conn, const char* name, const char* subject) {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr{};
-  natsStatus s = js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr);
+  natsStatus s = natslib().js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr);
   if (s == NATS_OK) {
-    jsStreamInfo_Destroy(si);
+    natslib().jsStreamInfo_Destroy(si);
     return {};
   }
   if (s != NATS_NOT_FOUND) return nats_fail(s, "look up stream", name);
   jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
+  natslib().jsStreamConfig_Init(&cfg);
   const char* subjects[] = {subject};
   cfg.Name = name;
   cfg.Subjects = subjects;
@@ -63,14 +63,14 @@ Result<> ensure_stream(Connection& conn, const char* name, const char* subject) 
   cfg.Storage = js_FileStorage;
   cfg.Replicas = conn.replicas();
   cfg.Duplicates = std::chrono::duration_cast<std::chrono::nanoseconds>(kDuplicateWindow).count();
-  s = js_AddStream(&si, conn.js(), &cfg, nullptr, &jerr);
+  s = natslib().js_AddStream(&si, conn.js(), &cfg, nullptr, &jerr);
   if (s == NATS_OK) {
-    jsStreamInfo_Destroy(si);
+    natslib().jsStreamInfo_Destroy(si);
     return {};
   }
   // Another node created it meanwhile.
-  if (js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr) == NATS_OK) {
-    jsStreamInfo_Destroy(si);
+  if (natslib().js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr) == NATS_OK) {
+    natslib().jsStreamInfo_Destroy(si);
     return {};
   }
   return nats_fail(s, "create stream", name);
@@ -93,7 +93,7 @@ struct AsyncQueue::Consumer {
   ~Consumer() {
     thread.request_stop();
     if (thread.joinable()) thread.join();
-    if (sub) natsSubscription_Destroy(sub);
+    if (sub) natslib().natsSubscription_Destroy(sub);
   }
 };
 
@@ -138,19 +138,19 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
   };
   natsMsg* record = nullptr;
   auto record_subject = result_subject(id);
-  if (auto s = natsMsg_Create(&record, record_subject.c_str(), nullptr, queued_record_json.data(),
+  if (auto s = natslib().natsMsg_Create(&record, record_subject.c_str(), nullptr, queued_record_json.data(),
                               static_cast<int>(queued_record_json.size()));
       s != NATS_OK)
     return nats_fail(s, "create queued record", id);
   natsMsg* msg = nullptr;
   auto subject = invoke_subject(function);
-  if (auto s = natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
+  if (auto s = natslib().natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
       s != NATS_OK) {
-    natsMsg_Destroy(record);
+    natslib().natsMsg_Destroy(record);
     return nats_fail(s, "create event message", function);
   }
   jsPubOptions record_po;
-  jsPubOptions_Init(&record_po);
+  natslib().jsPubOptions_Init(&record_po);
   record_po.ExpectNoMessage = true;
   publisher_->publish(record, &record_po, [id, count_down](std::expected<Published, PublishError> r) {
     if (!r && r.error().code != kWrongLastSequence)
@@ -158,7 +158,7 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
     count_down();
   });
   jsPubOptions po;
-  jsPubOptions_Init(&po);
+  natslib().jsPubOptions_Init(&po);
   po.MsgId = id.c_str();
   po.ExpectStream = kInvocationStream;
   publisher_->publish(msg, &po, [acks, count_down](std::expected<Published, PublishError> r) {
@@ -217,7 +217,7 @@ void AsyncQueue::follow(const std::string& function) {
   auto durable = durable_of(function);
   auto subject = invoke_subject(function);
   jsConsumerConfig cc;
-  jsConsumerConfig_Init(&cc);
+  natslib().jsConsumerConfig_Init(&cc);
   cc.Durable = durable.c_str();
   cc.FilterSubject = subject.c_str();
   cc.AckPolicy = js_AckExplicit;
@@ -227,24 +227,24 @@ void AsyncQueue::follow(const std::string& function) {
   cc.MaxAckPending = 100000;
   jsConsumerInfo* ci = nullptr;
   jsErrCode jerr{};
-  natsStatus s = js_AddConsumer(&ci, conn_.js(), kInvocationStream, &cc, nullptr, &jerr);
+  natsStatus s = natslib().js_AddConsumer(&ci, conn_.js(), kInvocationStream, &cc, nullptr, &jerr);
   // Every node adds the same consumer; a changed function (timeout, retries) updates it.
-  if (s != NATS_OK) s = js_UpdateConsumer(&ci, conn_.js(), kInvocationStream, &cc, nullptr, &jerr);
+  if (s != NATS_OK) s = natslib().js_UpdateConsumer(&ci, conn_.js(), kInvocationStream, &cc, nullptr, &jerr);
   if (s != NATS_OK) {
     spdlog::error("cluster: function={} consumer {} not created: {}", function, durable,
                   nats_fail(s, "create consumer").error().message());
     return;
   }
-  jsConsumerInfo_Destroy(ci);
+  natslib().jsConsumerInfo_Destroy(ci);
   jsSubOptions so;
-  jsSubOptions_Init(&so);
+  natslib().jsSubOptions_Init(&so);
   so.Stream = kInvocationStream;
   so.Consumer = durable.c_str();
   auto c = std::make_unique<Consumer>();
   c->function = function;
   c->ack_wait = ack_wait;
   c->policy = policy;
-  if (s = js_PullSubscribe(&c->sub, conn_.js(), subject.c_str(), durable.c_str(), nullptr, &so, &jerr); s != NATS_OK) {
+  if (s = natslib().js_PullSubscribe(&c->sub, conn_.js(), subject.c_str(), durable.c_str(), nullptr, &so, &jerr); s != NATS_OK) {
     spdlog::error("cluster: function={} pull subscription failed: {}", function,
                   nats_fail(s, "subscribe").error().message());
     return;
@@ -273,7 +273,7 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
     }
     natsMsgList list{};
     jsErrCode jerr{};
-    natsStatus s = natsSubscription_Fetch(&list, c.sub, static_cast<int>(std::min<uint32_t>(free, kMaxBatch)),
+    natsStatus s = natslib().natsSubscription_Fetch(&list, c.sub, static_cast<int>(std::min<uint32_t>(free, kMaxBatch)),
                                           kFetchWaitMs, &jerr);
     if (s == NATS_TIMEOUT) continue;
     if (s != NATS_OK) {
@@ -286,7 +286,7 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
       deliver(list.Msgs[i], c.function, c.policy.max_deliveries(), c.policy);
       list.Msgs[i] = nullptr;  // deliver() owns it now
     }
-    natsMsgList_Destroy(&list);
+    natslib().natsMsgList_Destroy(&list);
   }
 }
 
@@ -295,13 +295,13 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
   Delivery d;
   d.function = function;
   d.id = header(msg, "Nats-Msg-Id");
-  if (auto* data = natsMsg_GetData(msg)) d.event.assign(data, static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  if (auto* data = natslib().natsMsg_GetData(msg)) d.event.assign(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg)));
   d.max_deliveries = max_deliveries;
   jsMsgMetaData* meta = nullptr;
-  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+  if (natslib().natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
     d.delivery = meta->NumDelivered;
     d.queued_ms = meta->Timestamp / kNanosPerMs;
-    jsMsgMetaData_Destroy(meta);
+    natslib().jsMsgMetaData_Destroy(meta);
   }
   auto delay = policy.delay_after(d.delivery);
   d.retry_delay_ms = delay.count();
@@ -314,12 +314,12 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
     // never a loss. The record's write does not hold this invocation thread (and its slot).
     natsMsg* record = nullptr;
     auto subject = result_subject(d.id);
-    if (auto s = natsMsg_Create(&record, subject.c_str(), nullptr, r.record_json.data(),
+    if (auto s = natslib().natsMsg_Create(&record, subject.c_str(), nullptr, r.record_json.data(),
                                 static_cast<int>(r.record_json.size()));
         s != NATS_OK) {
       spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", d.id,
-                    natsStatus_GetText(s));
-      natsMsg_Destroy(msg);
+                    natslib().natsStatus_GetText(s));
+      natslib().natsMsg_Destroy(msg);
       return;
     }
     publisher_->publish(record, nullptr, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
@@ -327,14 +327,14 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
         // Not acked: JetStream delivers it again after AckWait, and that delivery writes the record.
         spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", id,
                       w.error().error.message());
-        natsMsg_Destroy(msg);
+        natslib().natsMsg_Destroy(msg);
         return;
       }
-      natsStatus s = last ? natsMsg_Ack(msg, nullptr) : natsMsg_NakWithDelay(msg, delay.count(), nullptr);
+      natsStatus s = last ? natslib().natsMsg_Ack(msg, nullptr) : natslib().natsMsg_NakWithDelay(msg, delay.count(), nullptr);
       if (s != NATS_OK)
         spdlog::warn("cluster: invocation={} {} failed: {} (it will be delivered again)", id, last ? "ack" : "nak",
-                     natsStatus_GetText(s));
-      natsMsg_Destroy(msg);
+                     natslib().natsStatus_GetText(s));
+      natslib().natsMsg_Destroy(msg);
     });
   });
 }
@@ -342,10 +342,10 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
 Result<uint64_t> AsyncQueue::pending() {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr{};
-  if (auto s = js_GetStreamInfo(&si, conn_.js(), kInvocationStream, nullptr, &jerr); s != NATS_OK)
+  if (auto s = natslib().js_GetStreamInfo(&si, conn_.js(), kInvocationStream, nullptr, &jerr); s != NATS_OK)
     return nats_fail(s, "read stream", kInvocationStream);
   uint64_t n = si->State.Msgs;
-  jsStreamInfo_Destroy(si);
+  natslib().jsStreamInfo_Destroy(si);
   return n;
 }
 

@@ -8,8 +8,8 @@
 namespace fnexec::cluster {
 
 std::unexpected<Error> nats_fail(natsStatus status, std::string what, std::string on) {
-  std::string detail = natsStatus_GetText(status);
-  if (const char* last = nats_GetLastError(nullptr); last && *last && detail != last)
+  std::string detail = natslib().natsStatus_GetText(status);
+  if (const char* last = natslib().nats_GetLastError(nullptr); last && *last && detail != last)
     detail += fmt::format(" ({})", last);
   ErrorKind kind = status == NATS_NOT_FOUND ? ErrorKind::not_found
                    : status == NATS_TIMEOUT || status == NATS_NO_SERVER || status == NATS_CONNECTION_CLOSED ||
@@ -21,7 +21,7 @@ std::unexpected<Error> nats_fail(natsStatus status, std::string what, std::strin
 
 std::string msg_header(natsMsg* msg, const char* name) {
   const char* v = nullptr;
-  return natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
+  return natslib().natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
 }
 
 Result<std::vector<std::string>> parse_servers(const std::string& list) {
@@ -64,79 +64,79 @@ void Connection::on_reconnected(natsConnection* nc, void* self) {
   c->connected_ = true;
   ++c->reconnects_;
   char url[256] = {};
-  natsConnection_GetConnectedUrl(nc, url, sizeof url);
+  natslib().natsConnection_GetConnectedUrl(nc, url, sizeof url);
   spdlog::info("cluster: reconnected to NATS {}", url);
 }
 
 void Connection::on_error(natsConnection*, natsSubscription*, natsStatus err, void*) {
-  spdlog::warn("cluster: NATS async error: {}", natsStatus_GetText(err));
+  spdlog::warn("cluster: NATS async error: {}", natslib().natsStatus_GetText(err));
 }
 
 Result<std::unique_ptr<Connection>> Connection::open(const Options& o) {
   std::unique_ptr<Connection> c(new Connection());
   c->replicas_ = o.replicas;
-  if (auto s = natsOptions_Create(&c->opts_); s != NATS_OK) return nats_fail(s, "create NATS options");
+  if (auto s = natslib().natsOptions_Create(&c->opts_); s != NATS_OK) return nats_fail(s, "create NATS options");
   std::vector<const char*> urls;
   for (const auto& u : o.servers) urls.push_back(u.c_str());
   auto* opts = c->opts_;
-  natsStatus s = natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
-  if (s == NATS_OK) s = natsOptions_SetName(opts, ("fnexec " + o.node).c_str());
+  natsStatus s = natslib().natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
+  if (s == NATS_OK) s = natslib().natsOptions_SetName(opts, ("fnexec " + o.node).c_str());
   // Forever: a daemon outlives NATS restarts; meanwhile its local API keeps serving.
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
-  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 500);
+  if (s == NATS_OK) s = natslib().natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natslib().natsOptions_SetReconnectWait(opts, 500);
   // 8 MiB of publishes are buffered while reconnecting instead of failing at once.
-  if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 8 << 20);
-  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, on_disconnected, c.get());
-  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, on_reconnected, c.get());
-  if (s == NATS_OK) s = natsOptions_SetErrorHandler(opts, on_error, c.get());
-  if (s == NATS_OK) s = natsOptions_SetClosedCB(opts, on_closed, c.get());
+  if (s == NATS_OK) s = natslib().natsOptions_SetReconnectBufSize(opts, 8 << 20);
+  if (s == NATS_OK) s = natslib().natsOptions_SetDisconnectedCB(opts, on_disconnected, c.get());
+  if (s == NATS_OK) s = natslib().natsOptions_SetReconnectedCB(opts, on_reconnected, c.get());
+  if (s == NATS_OK) s = natslib().natsOptions_SetErrorHandler(opts, on_error, c.get());
+  if (s == NATS_OK) s = natslib().natsOptions_SetClosedCB(opts, on_closed, c.get());
   if (s != NATS_OK) return nats_fail(s, "set NATS options");
   if (!o.creds_file.empty())
-    if (s = natsOptions_SetUserCredentialsFromFiles(opts, o.creds_file.c_str(), nullptr); s != NATS_OK)
+    if (s = natslib().natsOptions_SetUserCredentialsFromFiles(opts, o.creds_file.c_str(), nullptr); s != NATS_OK)
       return nats_fail(s, "read cluster_nats_creds", o.creds_file);
   if (!o.user.empty())
-    if (s = natsOptions_SetUserInfo(opts, o.user.c_str(), o.password.c_str()); s != NATS_OK)
+    if (s = natslib().natsOptions_SetUserInfo(opts, o.user.c_str(), o.password.c_str()); s != NATS_OK)
       return nats_fail(s, "set cluster_nats_user");
   if (!o.tls_ca.empty() || !o.tls_cert.empty()) {
-    if (s = natsOptions_SetSecure(opts, true); s != NATS_OK) return nats_fail(s, "turn on NATS TLS");
+    if (s = natslib().natsOptions_SetSecure(opts, true); s != NATS_OK) return nats_fail(s, "turn on NATS TLS");
     if (!o.tls_ca.empty())
-      if (s = natsOptions_LoadCATrustedCertificates(opts, o.tls_ca.c_str()); s != NATS_OK)
+      if (s = natslib().natsOptions_LoadCATrustedCertificates(opts, o.tls_ca.c_str()); s != NATS_OK)
         return nats_fail(s, "load cluster_nats_tls_ca", o.tls_ca);
     if (!o.tls_cert.empty())
-      if (s = natsOptions_LoadCertificatesChain(opts, o.tls_cert.c_str(), o.tls_key.c_str()); s != NATS_OK)
+      if (s = natslib().natsOptions_LoadCertificatesChain(opts, o.tls_cert.c_str(), o.tls_key.c_str()); s != NATS_OK)
         return nats_fail(s, "load cluster_nats_tls_cert", o.tls_cert);
   }
-  if (s = natsConnection_Connect(&c->conn_, opts); s != NATS_OK)
+  if (s = natslib().natsConnection_Connect(&c->conn_, opts); s != NATS_OK)
     return fail(ErrorKind::unavailable, "connect to NATS", fmt::format("{}", fmt::join(o.servers, ",")),
                 fmt::format("{}; check cluster_nats and that nats-server runs with JetStream (-js)",
-                            natsStatus_GetText(s)));
+                            natslib().natsStatus_GetText(s)));
   c->connected_ = true;
   jsOptions jo;
-  jsOptions_Init(&jo);
+  natslib().jsOptions_Init(&jo);
   jo.Wait = 5000;
-  if (s = natsConnection_JetStream(&c->js_, c->conn_, &jo); s != NATS_OK)
+  if (s = natslib().natsConnection_JetStream(&c->js_, c->conn_, &jo); s != NATS_OK)
     return nats_fail(s, "open JetStream context");
   return c;
 }
 
 std::string Connection::url() const {
   char url[256] = {};
-  natsConnection_GetConnectedUrl(conn_, url, sizeof url);
+  natslib().natsConnection_GetConnectedUrl(conn_, url, sizeof url);
   return url;
 }
 
 Connection::~Connection() {
-  if (js_) jsCtx_Destroy(js_);
+  if (js_) natslib().jsCtx_Destroy(js_);
   // Close before destroy: nats.c's threads stop calling back into this object.
   if (conn_) {
     closing_ = true;
-    natsConnection_Close(conn_);
+    natslib().natsConnection_Close(conn_);
     std::unique_lock lock(closed_mu_);
     closed_cv_.wait_for(lock, std::chrono::seconds(5), [this] { return closed_; });
     lock.unlock();
-    natsConnection_Destroy(conn_);
+    natslib().natsConnection_Destroy(conn_);
   }
-  if (opts_) natsOptions_Destroy(opts_);
+  if (opts_) natslib().natsOptions_Destroy(opts_);
 }
 
 }  // namespace fnexec::cluster

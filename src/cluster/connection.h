@@ -2,7 +2,7 @@
 // (forever, every reconnect_wait); its callbacks run on nats.c's threads and only log and flip a flag.
 #pragma once
 
-#include <nats/nats.h>
+#include "cluster/nats_api.h"
 
 #include <atomic>
 #include <condition_variable>

@@ -13,7 +13,7 @@ std::string subject_of(const std::string& id) {
 
 std::string header(natsMsg* msg, const char* name) {
   const char* v = nullptr;
-  return natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
+  return natslib().natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
 }
 
 int64_t number(natsMsg* msg, const char* name) {
@@ -25,7 +25,7 @@ DeadLetterEntry read_entry(natsMsg* msg, uint64_t seq, bool with_event) {
   e.seq = seq;
   e.id = header(msg, "Fnexec-Invocation-Id");
   // The subject names it too (fnexec.dead.<id>); nats.c 3.4 has been seen to drop the header here.
-  if (const char* subject = natsMsg_GetSubject(msg); e.id.empty() && subject && *subject) {
+  if (const char* subject = natslib().natsMsg_GetSubject(msg); e.id.empty() && subject && *subject) {
     std::string_view sv(subject);
     e.id = sv.substr(sv.rfind('.') + 1);
   }
@@ -38,8 +38,8 @@ DeadLetterEntry read_entry(natsMsg* msg, uint64_t seq, bool with_event) {
   e.time_ms = number(msg, "Fnexec-Time-Ms");
   e.replayed_as = header(msg, "Fnexec-Replayed-As");
   if (with_event) {
-    const char* data = natsMsg_GetData(msg);
-    e.event = data ? std::string(data, static_cast<size_t>(natsMsg_GetDataLength(msg))) : std::string();
+    const char* data = natslib().natsMsg_GetData(msg);
+    e.event = data ? std::string(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg))) : std::string();
   }
   return e;
 }
@@ -64,47 +64,47 @@ Result<> DeadLetters::add(const Delivery& d, const DeliveryResult& r) {
 Result<> DeadLetters::publish(const DeadLetterEntry& e, const std::string& event, bool dedupe) {
   auto subject = subject_of(e.id);
   natsMsg* msg = nullptr;
-  if (auto s = natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
+  if (auto s = natslib().natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
       s != NATS_OK)
     return nats_fail(s, "create dead letter", e.id);
-  natsMsgHeader_Set(msg, "Fnexec-Invocation-Id", e.id.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Function", e.function.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Attempts", std::to_string(e.attempts).c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Outcome", e.outcome.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Error", e.error.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Error-Type", e.error_type.c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Queued-Ms", std::to_string(e.queued_ms).c_str());
-  natsMsgHeader_Set(msg, "Fnexec-Time-Ms", std::to_string(e.time_ms).c_str());
-  if (!e.replayed_as.empty()) natsMsgHeader_Set(msg, "Fnexec-Replayed-As", e.replayed_as.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Invocation-Id", e.id.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Function", e.function.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Attempts", std::to_string(e.attempts).c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Outcome", e.outcome.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Error", e.error.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Error-Type", e.error_type.c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Queued-Ms", std::to_string(e.queued_ms).c_str());
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Time-Ms", std::to_string(e.time_ms).c_str());
+  if (!e.replayed_as.empty()) natslib().natsMsgHeader_Set(msg, "Fnexec-Replayed-As", e.replayed_as.c_str());
   jsPubOptions po;
-  jsPubOptions_Init(&po);
+  natslib().jsPubOptions_Init(&po);
   if (dedupe) po.MsgId = e.id.c_str();
   po.ExpectStream = kDeadLetterStream;
   jsPubAck* ack = nullptr;
   jsErrCode jerr{};
-  natsStatus s = js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
-  natsMsg_Destroy(msg);
+  natsStatus s = natslib().js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
+  natslib().natsMsg_Destroy(msg);
   if (s != NATS_OK) return nats_fail(s, "publish dead letter " + e.id, kDeadLetterStream);
-  jsPubAck_Destroy(ack);
+  natslib().jsPubAck_Destroy(ack);
   return {};
 }
 
 Result<std::vector<DeadLetterEntry>> DeadLetters::list(const std::string& function, uint64_t after, uint64_t limit) {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr{};
-  if (auto s = js_GetStreamInfo(&si, conn_.js(), kDeadLetterStream, nullptr, &jerr); s != NATS_OK)
+  if (auto s = natslib().js_GetStreamInfo(&si, conn_.js(), kDeadLetterStream, nullptr, &jerr); s != NATS_OK)
     return nats_fail(s, "read stream", kDeadLetterStream);
   uint64_t first = std::max(si->State.FirstSeq, after + 1), last = si->State.LastSeq, count = si->State.Msgs;
-  jsStreamInfo_Destroy(si);
+  natslib().jsStreamInfo_Destroy(si);
   std::vector<DeadLetterEntry> out;
   // One get per sequence: the list is meant to stay short (entries are replayed or removed).
   for (uint64_t seq = first; count && seq <= last && out.size() < limit; ++seq) {
     natsMsg* msg = nullptr;
-    natsStatus s = js_GetMsg(&msg, conn_.js(), kDeadLetterStream, seq, nullptr, &jerr);
+    natsStatus s = natslib().js_GetMsg(&msg, conn_.js(), kDeadLetterStream, seq, nullptr, &jerr);
     if (s == NATS_NOT_FOUND) continue;  // deleted
     if (s != NATS_OK) return nats_fail(s, "read dead letter", std::to_string(seq));
     auto e = read_entry(msg, seq, false);
-    natsMsg_Destroy(msg);
+    natslib().natsMsg_Destroy(msg);
     if (function.empty() || e.function == function) out.push_back(std::move(e));
   }
   return out;
@@ -114,11 +114,11 @@ Result<std::optional<DeadLetterEntry>> DeadLetters::find(const std::string& id) 
   natsMsg* msg = nullptr;
   jsErrCode jerr{};
   auto subject = subject_of(id);
-  natsStatus s = js_GetLastMsg(&msg, conn_.js(), kDeadLetterStream, subject.c_str(), nullptr, &jerr);
+  natsStatus s = natslib().js_GetLastMsg(&msg, conn_.js(), kDeadLetterStream, subject.c_str(), nullptr, &jerr);
   if (s == NATS_NOT_FOUND) return std::nullopt;
   if (s != NATS_OK) return nats_fail(s, "read dead letter " + id, kDeadLetterStream);
-  auto e = read_entry(msg, natsMsg_GetSequence(msg), true);
-  natsMsg_Destroy(msg);
+  auto e = read_entry(msg, natslib().natsMsg_GetSequence(msg), true);
+  natslib().natsMsg_Destroy(msg);
   return e;
 }
 
@@ -126,7 +126,7 @@ Result<bool> DeadLetters::remove(const std::string& id) {
   auto e = FNEXEC_TRY(find(id));
   if (!e) return false;
   jsErrCode jerr{};
-  if (auto s = js_DeleteMsg(conn_.js(), kDeadLetterStream, e->seq, nullptr, &jerr); s != NATS_OK)
+  if (auto s = natslib().js_DeleteMsg(conn_.js(), kDeadLetterStream, e->seq, nullptr, &jerr); s != NATS_OK)
     return nats_fail(s, "delete dead letter " + id, kDeadLetterStream);
   return true;
 }
@@ -137,7 +137,7 @@ Result<> DeadLetters::mark_replayed(const DeadLetterEntry& e, const std::string&
   // Without a Nats-Msg-Id: the original's id is still in the duplicate window and would drop it.
   FNEXEC_TRY(publish(noted, e.event.value_or(""), false));
   jsErrCode jerr{};
-  if (auto s = js_DeleteMsg(conn_.js(), kDeadLetterStream, e.seq, nullptr, &jerr); s != NATS_OK && s != NATS_NOT_FOUND)
+  if (auto s = natslib().js_DeleteMsg(conn_.js(), kDeadLetterStream, e.seq, nullptr, &jerr); s != NATS_OK && s != NATS_NOT_FOUND)
     return nats_fail(s, "delete replayed dead letter " + e.id, kDeadLetterStream);
   return {};
 }

@@ -50,16 +50,16 @@ int64_t to_int(const std::string& text) {
 bool publish(Connection& conn, const std::string& subject, const char* kind, std::string_view body,
              std::initializer_list<std::pair<const char*, std::string>> headers = {}, const char* reply = nullptr) {
   natsMsg* msg = nullptr;
-  if (natsMsg_Create(&msg, subject.c_str(), reply, body.data(), static_cast<int>(body.size())) != NATS_OK) return false;
-  natsMsgHeader_Set(msg, "Fnexec-Forward", kind);
-  for (const auto& [k, v] : headers) natsMsgHeader_Set(msg, k, v.c_str());
-  natsStatus s = natsConnection_PublishMsg(conn.nats(), msg);
-  natsMsg_Destroy(msg);
+  if (natslib().natsMsg_Create(&msg, subject.c_str(), reply, body.data(), static_cast<int>(body.size())) != NATS_OK) return false;
+  natslib().natsMsgHeader_Set(msg, "Fnexec-Forward", kind);
+  for (const auto& [k, v] : headers) natslib().natsMsgHeader_Set(msg, k, v.c_str());
+  natsStatus s = natslib().natsConnection_PublishMsg(conn.nats(), msg);
+  natslib().natsMsg_Destroy(msg);
   return s == NATS_OK;
 }
 
 int64_t part_size(Connection& conn) {
-  int64_t max = natsConnection_GetMaxPayload(conn.nats());
+  int64_t max = natslib().natsConnection_GetMaxPayload(conn.nats());
   return max > 2 * kHeaderRoom ? max - kHeaderRoom : (1 << 20) - kHeaderRoom;
 }
 
@@ -101,11 +101,11 @@ struct SyncForwarder::Group {
   // Leaves the group and waits until nats.c delivers nothing more to this object.
   ~Group() {
     if (!sub) return;
-    if (natsSubscription_Unsubscribe(sub) == NATS_OK) {
+    if (natslib().natsSubscription_Unsubscribe(sub) == NATS_OK) {
       std::unique_lock lock(mu);
       cv.wait_for(lock, std::chrono::seconds(5), [this] { return complete; });
     }
-    natsSubscription_Destroy(sub);
+    natslib().natsSubscription_Destroy(sub);
   }
 };
 
@@ -115,16 +115,16 @@ SyncForwarder::SyncForwarder(Connection& conn, Local& local, std::string node)
 Result<std::unique_ptr<SyncForwarder>> SyncForwarder::open(Connection& conn, Local& local, std::string node) {
   std::unique_ptr<SyncForwarder> f(new SyncForwarder(conn, local, std::move(node)));
   natsInbox* inbox = nullptr;
-  if (auto s = natsInbox_Create(&inbox); s != NATS_OK) return nats_fail(s, "create the forwarding inbox");
+  if (auto s = natslib().natsInbox_Create(&inbox); s != NATS_OK) return nats_fail(s, "create the forwarding inbox");
   f->inbox_ = inbox;
-  natsInbox_Destroy(inbox);
+  natslib().natsInbox_Destroy(inbox);
   auto wildcard = f->inbox_ + ".*";
   f->replies_ = std::make_unique<Group>();
   f->replies_->self = f.get();
-  if (auto s = natsConnection_Subscribe(&f->replies_->sub, conn.nats(), wildcard.c_str(), on_reply, f->replies_.get());
+  if (auto s = natslib().natsConnection_Subscribe(&f->replies_->sub, conn.nats(), wildcard.c_str(), on_reply, f->replies_.get());
       s != NATS_OK)
     return nats_fail(s, "subscribe to forwarded replies", wildcard);
-  natsSubscription_SetOnCompleteCB(f->replies_->sub, Group::on_complete, f->replies_.get());
+  natslib().natsSubscription_SetOnCompleteCB(f->replies_->sub, Group::on_complete, f->replies_.get());
   f->ticker_ = std::jthread([p = f.get()](std::stop_token st) { p->tick(st); });
   return f;
 }
@@ -167,13 +167,13 @@ void SyncForwarder::follow(const std::string& function) {
   g->self = this;
   g->function = function;
   auto subject = sync_subject(function);
-  if (auto s = natsConnection_QueueSubscribe(&g->sub, conn_.nats(), subject.c_str(), kQueueGroup, on_request, g.get());
+  if (auto s = natslib().natsConnection_QueueSubscribe(&g->sub, conn_.nats(), subject.c_str(), kQueueGroup, on_request, g.get());
       s != NATS_OK) {
     spdlog::error("cluster: function={} sync forwarding not joined: {}", function,
                   nats_fail(s, "subscribe", subject).error().message());
     return;
   }
-  natsSubscription_SetOnCompleteCB(g->sub, Group::on_complete, g.get());
+  natslib().natsSubscription_SetOnCompleteCB(g->sub, Group::on_complete, g.get());
   std::lock_guard lock(mu_);
   groups_.emplace(function, std::move(g));
 }
@@ -181,11 +181,11 @@ void SyncForwarder::follow(const std::string& function) {
 void SyncForwarder::on_request(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   auto* g = static_cast<Group*>(closure);
   g->self->serve(g->function, msg);
-  natsMsg_Destroy(msg);
+  natslib().natsMsg_Destroy(msg);
 }
 
 void SyncForwarder::serve(const std::string& function, natsMsg* msg) {
-  const char* reply = natsMsg_GetReply(msg);
+  const char* reply = natslib().natsMsg_GetReply(msg);
   if (!reply || !*reply) return;
   std::string reply_to = reply;
   auto origin = msg_header(msg, "Fnexec-Origin");
@@ -209,7 +209,7 @@ void SyncForwarder::serve(const std::string& function, natsMsg* msg) {
   publish(conn_, reply_to, kRunning, {}, {{"Fnexec-Node", node_}});
   spdlog::debug("cluster: function={} sync invocation forwarded by {} runs here", function, origin);
   std::string event;
-  if (auto* data = natsMsg_GetData(msg)) event.assign(data, static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  if (auto* data = natslib().natsMsg_GetData(msg)) event.assign(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg)));
   local_.run_forwarded(function, std::move(event), [this, served_id, reply_to, function](std::string run) {
     answer_parts(reply_to, function, run);
     std::lock_guard lock(mu_);
@@ -242,7 +242,7 @@ void SyncForwarder::forward(const std::string& function, std::string event, std:
     return done(fail(ErrorKind::too_large, what, {},
                      fmt::format("the event ({} bytes) is over NATS's max_payload ({} bytes); raise max_payload "
                                  "in nats-server's configuration to forward events this large",
-                                 event.size(), natsConnection_GetMaxPayload(conn_.nats()))));
+                                 event.size(), natslib().natsConnection_GetMaxPayload(conn_.nats()))));
   auto c = std::make_unique<Call>();
   c->function = function;
   c->event = std::move(event);
@@ -278,15 +278,15 @@ Result<> SyncForwarder::send(Call& c) {
 
 void SyncForwarder::on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
   static_cast<Group*>(closure)->self->answer(msg);
-  natsMsg_Destroy(msg);
+  natslib().natsMsg_Destroy(msg);
 }
 
 void SyncForwarder::answer(natsMsg* msg) {
-  std::string subject = natsMsg_GetSubject(msg);
+  std::string subject = natslib().natsMsg_GetSubject(msg);
   uint64_t id = static_cast<uint64_t>(to_int(subject.substr(subject.rfind('.') + 1)));
   auto kind = msg_header(msg, "Fnexec-Forward");
   std::string_view body;
-  if (auto* data = natsMsg_GetData(msg)) body = {data, static_cast<size_t>(natsMsg_GetDataLength(msg))};
+  if (auto* data = natslib().natsMsg_GetData(msg)) body = {data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg))};
   std::unique_ptr<Call> finished;
   {
     std::lock_guard lock(mu_);
@@ -294,10 +294,10 @@ void SyncForwarder::answer(natsMsg* msg) {
     if (it == calls_.end()) return;  // an "alive" after the result, or a call that gave up
     auto& c = *it->second;
     auto now = Clock::now();
-    if (natsMsg_IsNoResponders(msg) || kind == kBusy) {
+    if (natslib().natsMsg_IsNoResponders(msg) || kind == kBusy) {
       if (c.state != Call::State::asked) return;
       c.state = Call::State::refused;
-      c.refusal = natsMsg_IsNoResponders(msg) ? "no node serves it" : std::string(body);
+      c.refusal = natslib().natsMsg_IsNoResponders(msg) ? "no node serves it" : std::string(body);
       // 10, 20, 40 ... 200 ms: a node frees a slot in about a function's run time.
       c.retry_at = now + std::min<std::chrono::milliseconds>(std::chrono::milliseconds(10 << std::min(c.attempts, 5)),
                                                              std::chrono::milliseconds(200));

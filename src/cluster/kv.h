@@ -1,8 +1,6 @@
 // One JetStream key-value bucket (nats.c kvStore), created on first use with this node's settings.
 #pragma once
 
-#include <nats/nats.h>
-
 #include <chrono>
 #include <optional>
 #include <string>

@@ -12,13 +12,13 @@ constexpr int64_t kAckWaitMs = 5000;
 Result<std::unique_ptr<Publisher>> Publisher::open(Connection& conn) {
   std::unique_ptr<Publisher> p(new Publisher());
   jsOptions jo;
-  jsOptions_Init(&jo);
+  natslib().jsOptions_Init(&jo);
   jo.Wait = kAckWaitMs;
   jo.PublishAsync.AckHandler = on_ack;
   jo.PublishAsync.AckHandlerClosure = p.get();
   // Bounded: a publish beyond this many waits (StallWait) instead of growing memory without limit.
   jo.PublishAsync.MaxPending = 4096;
-  if (auto s = natsConnection_JetStream(&p->js_, conn.nats(), &jo); s != NATS_OK)
+  if (auto s = natslib().natsConnection_JetStream(&p->js_, conn.nats(), &jo); s != NATS_OK)
     return nats_fail(s, "open JetStream context for asynchronous publishes");
   return p;
 }
@@ -26,10 +26,10 @@ Result<std::unique_ptr<Publisher>> Publisher::open(Connection& conn) {
 Publisher::~Publisher() {
   if (!js_) return;
   jsPubOptions po;
-  jsPubOptions_Init(&po);
+  natslib().jsPubOptions_Init(&po);
   po.MaxWait = kAckWaitMs;
-  js_PublishAsyncComplete(js_, &po);
-  jsCtx_Destroy(js_);
+  natslib().js_PublishAsyncComplete(js_, &po);
+  natslib().jsCtx_Destroy(js_);
   // Acks that never came (NATS gone): their callers learn it now.
   std::map<natsMsg*, PublishDone> left;
   {
@@ -45,7 +45,7 @@ void Publisher::publish(natsMsg* msg, const jsPubOptions* options, PublishDone d
   if (options) {
     po = *options;
   } else {
-    jsPubOptions_Init(&po);
+    natslib().jsPubOptions_Init(&po);
   }
   if (po.MaxWait == 0) po.MaxWait = kAckWaitMs;
   {
@@ -53,7 +53,7 @@ void Publisher::publish(natsMsg* msg, const jsPubOptions* options, PublishDone d
     pending_.emplace(msg, std::move(done));
   }
   natsMsg* owned = msg;
-  if (auto s = js_PublishMsgAsync(js_, &owned, &po); s != NATS_OK) {
+  if (auto s = natslib().js_PublishMsgAsync(js_, &owned, &po); s != NATS_OK) {
     PublishDone failed;
     {
       std::lock_guard lock(mu_);
@@ -61,8 +61,8 @@ void Publisher::publish(natsMsg* msg, const jsPubOptions* options, PublishDone d
       failed = std::move(it->second);
       pending_.erase(it);
     }
-    natsMsg_Destroy(owned);  // still ours when the call failed
-    failed(std::unexpected(PublishError{nats_fail(s, "publish to", natsMsg_GetSubject(msg)).error(), {}}));
+    natslib().natsMsg_Destroy(owned);  // still ours when the call failed
+    failed(std::unexpected(PublishError{nats_fail(s, "publish to", natslib().natsMsg_GetSubject(msg)).error(), {}}));
   }
 }
 
@@ -83,11 +83,11 @@ void Publisher::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, voi
       std::string text = pae && pae->ErrText ? pae->ErrText : "";
       natsStatus s = pae ? pae->Err : NATS_ERR;
       auto err = fail(s == NATS_TIMEOUT ? ErrorKind::unavailable : ErrorKind::internal, "publish to",
-                      natsMsg_GetSubject(msg), text.empty() ? natsStatus_GetText(s) : text);
+                      natslib().natsMsg_GetSubject(msg), text.empty() ? natslib().natsStatus_GetText(s) : text);
       done(std::unexpected(PublishError{err.error(), pae ? pae->ErrCode : jsErrCode{}}));
     }
   }
-  natsMsg_Destroy(msg);
+  natslib().natsMsg_Destroy(msg);
 }
 
 }  // namespace fnexec::cluster
