@@ -147,8 +147,9 @@ TEST_SUITE("serve") {
     // As host root with MKNOD, so only the kernel's device policy stands between it and the host's
     // devices; and in its own user namespace (the default), where the node is its root's.
     d.create("tun-host", script, R"("min_warm":0,"userns":false,"cap_add":["MKNOD"],"devices":["/dev/net/tun:rw"])");
-    auto cli = d.cli({"fn", "create", "tun-userns", "--image", "bb:1", "--min-warm", "0", "--device",
-                      (alias.path() / "tun").string() + ":/dev/net/tun:rw", "--", "/bin/sh", "-c", script});
+    auto cli = test::fnexec({"fn", "create", "tun-userns", "--socket", d.socket().string(), "--image", "bb:1",
+                             "--min-warm", "0", "--device", (alias.path() / "tun").string() + ":/dev/net/tun:rw",
+                             "--", "/bin/sh", "-c", script});
     REQUIRE_MESSAGE(cli.exit_code == 0, cli.err);
     CHECK(contains(d.curl("GET", "/v1/functions/tun-host").body, R"("devices":["/dev/net/tun:/dev/net/tun:rw"])"));
     for (const char* name : {"tun-host", "tun-userns"}) {
@@ -173,7 +174,7 @@ TEST_SUITE("serve") {
              {"/dev/loop-control:rw", "it asks for rw but device_allow = /dev/loop-control:r allows r"},
              {"/dev/net/tun:/etc/tun", "the path inside the sandbox must be below /dev"},
              {"/dev/no-such-device", "No such file or directory"},
-             {"/etc/passwd", "not a character or block device node"},
+             {"/etc/passwd:/dev/passwd", "not a character or block device node"},
              {"/dev/net/tun:/dev/t:rwx", "expected HOST[:CONTAINER][:PERMISSIONS]"},
          }) {
       auto put = d.curl("PUT", "/v1/functions/bad",
@@ -183,7 +184,7 @@ TEST_SUITE("serve") {
       CHECK(contains(put.body, bad.message));
     }
     CHECK(d.curl("GET", "/v1/functions/bad").status == 404);
-    auto cli_bad = d.cli({"fn", "create", "bad", "--image", "bb:1", "--device", "/dev/kmsg", "--", "true"});
+    auto cli_bad = d.cli({"fn", "create", "bad", "--image", "bb:1", "--device", "/dev/kmsg"});
     CHECK(cli_bad.exit_code != 0);
     CHECK_MESSAGE(contains(cli_bad.err, "is not a device_allow device"), cli_bad.err);
   }
