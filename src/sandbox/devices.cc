@@ -31,7 +31,9 @@ Result<DeviceNode> parse_device(std::string_view text, std::string_view what) {
   if (parts.size() == 3) node.access = parts[2];
   if (node.host[0] != '/')
     return fail(ErrorKind::invalid, "use " + std::string(what), std::string(text), "the host path must be absolute");
-  if (!node.path.starts_with("/dev/"))
+  // Checked here only when given: a defaulted path is the host's, and whether that is a device is
+  // the clearer message (read_host_device); rootfs.cc refuses any path outside /dev either way.
+  if (node.path != node.host && !node.path.starts_with("/dev/"))
     return fail(ErrorKind::invalid, "use " + std::string(what), std::string(text),
                 "the path inside the sandbox must be below /dev");
   return node;
