@@ -11,6 +11,7 @@
 #include <linux/fcntl.h>
 #include <linux/mman.h>
 #include <linux/mount.h>
+#include <linux/openat2.h>
 #include <linux/prctl.h>
 #include <linux/sched.h>
 #include <linux/stat.h>
@@ -109,43 +110,221 @@ int mount(const char* source, const char* target, const char* fstype, unsigned l
   return sys::err(sys::call(__NR_mount, source, target, fstype, flags, data));
 }
 
+constexpr int kEAGAIN = 11, kEXDEV = 18, kELOOP = 40, kENAMETOOLONG = 36;
+constexpr size_t kPathMax = 4096;
+
+// The new root, opened right after pivot_root; -1 before. Every later path resolves below it.
+int root_fd = -1;
+
+// Why the current op failed when errno alone would mislead; reported with it.
+const char* failure_detail = nullptr;
+
+// Opens path inside the new root by the op's rule. Returns an fd or a negative errno.
+long open_in_root(const char* path, Target rule, uint64_t flags, uint64_t mode = 0) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.mode = mode;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | (rule == Target::fixed ? RESOLVE_NO_SYMLINKS : 0);
+  long fd;
+  // EAGAIN: a rename raced the lookup (only a host process can rename here); bounded, not spun on.
+  int tries = 64;
+  do fd = sys::call(__NR_openat2, root_fd, path, &how, sizeof how);
+  while ((fd == -kEAGAIN || fd == -kEINTR) && --tries > 0);
+  if (fd == -kELOOP && rule == Target::fixed) failure_detail = "the image has a symlink on this path";
+  return fd;
+}
+
+// 1, 2 or 3 when path is /proc, /sys or /dev or below, else 0.
+int kernel_tree(const char* path) {
+  const char* trees[] = {"/proc", "/sys", "/dev"};
+  for (int t = 0; t < 3; ++t) {
+    const char* p = path;
+    const char* q = trees[t];
+    while (*q && *p == *q) ++p, ++q;
+    if (!*q && (*p == 0 || *p == '/')) return t + 1;
+  }
+  return 0;
+}
+
+// A user target may resolve into /proc, /sys or /dev only when it is written there: a symlink must
+// not put a volume over /proc/sys or a tmpfs over /dev. Reads where fd landed from /proc/self/fd
+// (fnexec's own /proc, mounted by a fixed op before any user op).
+int check_landing(const Op& op, long fd) {
+  if (op.target != Target::user) return 0;
+  char link[32] = "/proc/self/fd/";
+  char digits[12];
+  int n = 0;
+  for (long v = fd; n == 0 || v > 0; v /= 10) digits[n++] = static_cast<char>('0' + v % 10);
+  size_t at = 14;
+  while (n > 0) link[at++] = digits[--n];
+  link[at] = 0;
+  char where[kPathMax];
+  long len = sys::call(__NR_readlinkat, AT_FDCWD, link, where, sizeof where - 1);
+  if (len < 0) return sys::err(len);
+  where[len] = 0;
+  int landed = kernel_tree(where);
+  if (landed != 0 && landed != kernel_tree(s(op.path))) {
+    failure_detail = "a symlink leads it into /proc, /sys or /dev";
+    return kEXDEV;
+  }
+  return 0;
+}
+
+// The directory of path (resolved by the op's rule, in parent_fd) and its last component (in
+// name), for ops that create an entry: the entry itself is never followed.
+int open_parent(const Op& op, long* parent_fd, const char** name) {
+  const char* path = s(op.path);
+  size_t len = 0, slash = 0;
+  for (; path[len]; ++len)
+    if (path[len] == '/') slash = len;
+  if (len >= kPathMax) return kENAMETOOLONG;
+  *name = path + slash + 1;
+  const char* n = *name;
+  if (path[0] != '/' || !n[0] || (n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2])))) return kEINVAL;
+  char dir[kPathMax];
+  memcpy(dir, path, slash == 0 ? 1 : slash);
+  dir[slash == 0 ? 1 : slash] = 0;
+  long fd = open_in_root(dir, op.target, O_PATH | O_DIRECTORY);
+  if (fd < 0) return sys::err(fd);
+  if (int e = check_landing(op, fd); e != 0) {
+    sys::call(__NR_close, fd);
+    return e;
+  }
+  *parent_fd = fd;
+  return 0;
+}
+
+// The mount the op targets, resolved; ENOENT is returned as is (some ops skip absent paths).
+int open_target(const Op& op, uint64_t flags, long* fd) {
+  long r = open_in_root(s(op.path), op.target, O_PATH | flags);
+  if (r < 0) return sys::err(r);
+  if (int e = check_landing(op, r); e != 0) {
+    sys::call(__NR_close, r);
+    return e;
+  }
+  *fd = r;
+  return 0;
+}
+
+// Mounts a new filesystem on the resolved directory: mount(2) onto "." after fchdir is a mount
+// on that fd, and needs no /proc (the first one mounts /proc itself).
+int mount_on(long dir_fd, const char* source, const char* fstype, unsigned long flags, const char* data) {
+  if (int e = sys::err(sys::call(__NR_fchdir, dir_fd)); e != 0) return e;
+  int e = mount(source, ".", fstype, flags, data);
+  sys::call(__NR_fchdir, root_fd);
+  return e;
+}
+
+// A copy of the tree at from_fd, with attrs set recursively, moved onto to_fd.
+int bind_on(long from_fd, long to_fd, uint64_t attrs) {
+  long tree = sys::call(__NR_open_tree, from_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+  if (tree < 0) return sys::err(tree);
+  int e = 0;
+  if (attrs) {
+    mount_attr attr{};
+    attr.attr_set = attrs;
+    e = sys::err(sys::call(__NR_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr));
+  }
+  if (!e)
+    e = sys::err(sys::call(__NR_move_mount, tree, "", to_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH));
+  sys::call(__NR_close, tree);
+  return e;
+}
+
+// MS_RDONLY, MS_NOSUID, MS_NODEV and MS_NOEXEC have the values of their MOUNT_ATTR_* twins.
+constexpr uint64_t kAttrBits = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+
+// An op on a path inside the new root (after pivot_root). Returns 0 or an errno.
+int run_op_in_root(const Op& op) {
+  long fd = -1;
+  const char* name = nullptr;
+  int e = 0;
+  switch (op.kind) {
+    case OpKind::mkdir:
+    case OpKind::mknod:
+    case OpKind::symlink: {
+      if ((e = open_parent(op, &fd, &name)) != 0) return e;
+      if (op.kind == OpKind::mkdir) {
+        e = sys::err(sys::call(__NR_mkdirat, fd, name, op.mode));
+        if (e == 0 && op.flags == kChownNew)
+          e = sys::err(sys::call(__NR_fchownat, fd, name, op.uid, op.gid, AT_SYMLINK_NOFOLLOW));
+      } else if (op.kind == OpKind::mknod) {
+        // A mode without a type is one of fnexec's own character devices; --device names its type.
+        unsigned mode = (op.mode & S_IFMT) != 0 ? op.mode : (S_IFCHR | op.mode);
+        e = sys::err(sys::call(__NR_mknodat, fd, name, mode, op.dev));
+        if (e == 0 && op.flags == kChownNew)
+          e = sys::err(sys::call(__NR_fchownat, fd, name, op.uid, op.gid, AT_SYMLINK_NOFOLLOW));
+      } else {
+        e = sys::err(sys::call(__NR_symlinkat, s(op.source), fd, name));
+      }
+      sys::call(__NR_close, fd);
+      return e == kEEXIST ? 0 : e;
+    }
+    case OpKind::touch: {
+      // Follows a final symlink inside the root and creates what it names when the directory is
+      // there; O_NONBLOCK so a FIFO in the image cannot stall the setup.
+      fd = open_in_root(s(op.path), op.target, O_RDONLY | O_CREAT | O_NONBLOCK | O_NOCTTY, op.mode);
+      if (fd < 0) return sys::err(fd);
+      e = check_landing(op, fd);
+      sys::call(__NR_close, fd);
+      return e;
+    }
+    case OpKind::mount:
+      if ((e = open_target(op, O_DIRECTORY, &fd)) != 0) return e;
+      e = mount_on(fd, s(op.source), s(op.fstype), op.flags, s(op.data));
+      break;
+    case OpKind::bind_ro:
+      if ((e = open_target(op, 0, &fd)) != 0) return e == kENOENT ? 0 : e;
+      e = bind_on(fd, fd, MOUNT_ATTR_RDONLY | (op.flags & kAttrBits));
+      break;
+    case OpKind::mask: {
+      if ((e = open_target(op, 0, &fd)) != 0) return e == kENOENT ? 0 : e;
+      struct statx st;
+      e = sys::err(sys::call(__NR_statx, fd, "", AT_EMPTY_PATH, STATX_TYPE, &st));
+      if (e == 0 && S_ISDIR(st.stx_mode)) {
+        e = mount_on(fd, "tmpfs", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
+      } else if (e == 0) {
+        long null = open_in_root("/dev/null", Target::fixed, O_PATH);
+        if (null < 0) {
+          e = sys::err(null);
+        } else {
+          e = bind_on(null, fd, 0);
+          sys::call(__NR_close, null);
+        }
+      }
+      break;
+    }
+    case OpKind::attach:
+      if ((e = open_target(op, 0, &fd)) != 0) return e;
+      e = sys::err(sys::call(__NR_move_mount, op.fd, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH));
+      break;
+    case OpKind::remount_ro: {
+      if ((e = open_target(op, O_DIRECTORY, &fd)) != 0) return e;
+      mount_attr attr{};
+      attr.attr_set = MOUNT_ATTR_RDONLY | (op.flags & kAttrBits);
+      e = sys::err(sys::call(__NR_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr));
+      break;
+    }
+    case OpKind::chown:
+    case OpKind::chdir:
+    case OpKind::pivot_root:
+      return kEINVAL;  // host-side steps: the plan puts them before pivot_root
+  }
+  sys::call(__NR_close, fd);
+  return e;
+}
+
 // Returns 0 or an errno.
 int run_op(const Op& op) {
+  if (op.target != Target::host) return root_fd < 0 ? kEINVAL : run_op_in_root(op);
   const char* path = s(op.path);
   switch (op.kind) {
     case OpKind::mount:
       return mount(s(op.source), path, s(op.fstype), op.flags, s(op.data));
-    case OpKind::bind_ro:
-      if (int e = mount(path, path, nullptr, MS_BIND | MS_REC, nullptr); e != 0) return e == kENOENT ? 0 : e;
-      return mount(nullptr, path, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | op.flags, nullptr);
-    case OpKind::mask: {
-      struct statx st;
-      if (int e = sys::err(sys::call(__NR_statx, AT_FDCWD, path, 0, STATX_TYPE, &st)); e != 0)
-        return e == kENOENT ? 0 : e;
-      if (S_ISDIR(st.stx_mode))
-        return mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
-      return mount("/dev/null", path, nullptr, MS_BIND, nullptr);
-    }
     case OpKind::mkdir: {
       int e = sys::err(sys::call(__NR_mkdirat, AT_FDCWD, path, op.mode));
       if (e != 0) return e == kEEXIST ? 0 : e;
       if (op.flags == kChownNew) return sys::err(sys::call(__NR_fchownat, AT_FDCWD, path, op.uid, op.gid, 0));
-      return 0;
-    }
-    case OpKind::mknod: {
-      // A mode without a type is one of fnexec's own character devices; --device names its type.
-      unsigned mode = (op.mode & S_IFMT) != 0 ? op.mode : (S_IFCHR | op.mode);
-      int e = sys::err(sys::call(__NR_mknodat, AT_FDCWD, path, mode, op.dev));
-      return e == kEEXIST ? 0 : e;
-    }
-    case OpKind::symlink: {
-      int e = sys::err(sys::call(__NR_symlinkat, s(op.source), AT_FDCWD, path));
-      return e == kEEXIST ? 0 : e;
-    }
-    case OpKind::touch: {
-      long fd = sys::call(__NR_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, op.mode);
-      if (fd < 0) return sys::err(fd) == kEEXIST ? 0 : sys::err(fd);
-      sys::call(__NR_close, fd);
       return 0;
     }
     case OpKind::chown:
@@ -154,15 +333,25 @@ int run_op(const Op& op) {
       return sys::err(sys::call(__NR_chdir, path));
     case OpKind::attach:
       return sys::err(sys::call(__NR_move_mount, op.fd, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH));
-    case OpKind::pivot_root:
+    case OpKind::pivot_root: {
       // pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it
       // without needing a directory for it inside the new root.
       if (int e = sys::err(sys::call(__NR_chdir, path)); e != 0) return e;
       if (int e = sys::err(sys::call(__NR_pivot_root, ".", ".")); e != 0) return e;
       if (int e = sys::err(sys::call(__NR_umount2, ".", kMntDetach)); e != 0) return e;
-      return sys::err(sys::call(__NR_chdir, "/"));
+      if (int e = sys::err(sys::call(__NR_chdir, "/")); e != 0) return e;
+      long fd = sys::call(__NR_openat, AT_FDCWD, "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) return sys::err(fd);
+      root_fd = static_cast<int>(fd);
+      return 0;
+    }
+    case OpKind::bind_ro:
+    case OpKind::mask:
+    case OpKind::mknod:
+    case OpKind::symlink:
+    case OpKind::touch:
     case OpKind::remount_ro:
-      return mount(nullptr, path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | op.flags, nullptr);
+      return kEINVAL;  // inside the rootfs only: the plan puts them after pivot_root
   }
   return kEINVAL;
 }
@@ -186,7 +375,12 @@ PrivilegeView privileges() {
 // Everything before exec that does not need go: privileges, fds, working directory. Done at park
 // time so that go is followed by nothing but execve.
 void prepare_function() {
-  if (int e = sys::err(sys::call(__NR_chdir, s(plan->cwd))); e != 0) fail(step_workdir, e);
+  // Resolved inside the root like the plan's targets: the setup left "/" as the working directory.
+  long dir = open_in_root(s(plan->cwd), Target::user, O_PATH | O_DIRECTORY);
+  if (dir < 0) fail(step_workdir, sys::err(dir));
+  if (int e = sys::err(sys::call(__NR_fchdir, dir)); e != 0) fail(step_workdir, e);
+  sys::call(__NR_close, dir);
+  sys::call(__NR_close, root_fd);
   // Marked close-on-exec instead of closed, so the error pipe still reports a failed exec.
   if (int e = sys::err(sys::call(__NR_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC)); e != 0)
     fail(step_privileges, e, "close_range");
@@ -242,6 +436,7 @@ void park() {
     exec_function();
   }
   sys::call(__NR_close, plan->control_fd);
+  sys::call(__NR_close, root_fd);
   if (plan->stdio_fds[0] >= 0)
     for (int fd = 0; fd < 3; ++fd) sys::call(__NR_close, fd);
 
@@ -339,7 +534,7 @@ void load_plan(int argc, char** argv) {
   sys::call(__NR_umask, 0);
   auto* ops = reinterpret_cast<const Op*>(base + plan->ops);
   for (uint32_t i = 0; i < plan->n_ops; ++i) {
-    if (int e = run_op(ops[i]); e != 0) fail(static_cast<int32_t>(i), e);
+    if (int e = run_op(ops[i]); e != 0) fail(static_cast<int32_t>(i), e, failure_detail);
     // A detached tree is attached once; the mount stays, its fd is of no further use.
     if (ops[i].kind == OpKind::attach) sys::call(__NR_close, ops[i].fd);
   }

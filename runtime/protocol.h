@@ -14,16 +14,16 @@
 namespace fnexec::runtime::wire {
 
 inline constexpr uint32_t kMagic = 0x69786e66;  // "fnxi"
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 
 using Off = uint64_t;  // from the start of the block; 0 is a null pointer
 
 enum class OpKind : uint8_t {
-  mount,    // mount(source, path, fstype, flags, data)
-  bind_ro,  // bind path onto itself, then remount it read-only (skipped when absent)
+  mount,    // mount(source, path, fstype, flags, data); after pivot_root onto the resolved directory
+  bind_ro,  // bind path onto itself read-only, flags' MS_NOSUID/NODEV/NOEXEC too (skipped when absent)
   mask,     // directory: read-only empty tmpfs; file: /dev/null bound over it (skipped when absent)
   mkdir,    // EEXIST is fine; chowned to (uid, gid) when flags is kChownNew and it was created
-  mknod,    // character device
+  mknod,    // device node (character unless mode says); chowned like mkdir with kChownNew
   symlink,  // source -> path
   touch,    // create an empty file to bind over (EEXIST is fine)
   chown,    // path to (uid, gid)
@@ -33,11 +33,22 @@ enum class OpKind : uint8_t {
   remount_ro,  // remount the mount at path read-only
 };
 
+// How the init finds Op::path. After pivot_root every path is resolved inside the new root
+// (openat2 RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) and the op acts on the resolved fd, so an
+// image's symlink can neither leave the root nor go through /proc/self/fd to a host tree's fd.
+enum class Target : uint8_t {
+  host,   // before pivot_root: a host path fnexec chose (its scratch tmpfs), used as given
+  fixed,  // fnexec's own place in the rootfs (/proc, /dev, /sys and below): no symlink on the way
+  user,   // a path the user or the image chose (volume, tmpfs, workdir, --device): symlinks resolve
+          // inside the root, but never into /proc, /sys or /dev unless the path is written there
+};
+
 inline constexpr uint64_t kChownNew = 1;
 
 struct Op {
   OpKind kind;
-  uint8_t pad[3] = {};
+  Target target = Target::host;
+  uint8_t pad[2] = {};
   uint32_t mode = 0;
   Off path = 0, source = 0, fstype = 0, data = 0;
   uint64_t flags = 0;
@@ -133,7 +144,8 @@ enum SpecialStep : int32_t {
 struct ChildFailure {
   int32_t step = 0;  // op index, or a SpecialStep
   int32_t err = 0;
-  char detail[48] = {};  // static step name from apply_privileges, when there is one
+  // A static step name from apply_privileges, or why a target was refused; empty when errno says it.
+  char detail[48] = {};
 };
 
 }  // namespace fnexec::runtime::wire

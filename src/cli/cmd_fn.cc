@@ -76,6 +76,7 @@ struct CreateFlags {
   std::string retry_backoff;
   std::optional<bool> userns;
   std::vector<std::string> volumes;
+  std::vector<std::string> devices;
 };
 
 // "500ms:2:30s" → {"initial_ms":500,"multiplier":2,"max_ms":30000}; parts left out keep the daemon's defaults.
@@ -113,6 +114,7 @@ Result<std::string> create_body(const CreateFlags& f) {
   if (f.nofile) w.field("nofile", *f.nofile);
   if (f.userns) w.field("userns", *f.userns);
   if (!f.volumes.empty()) w.field("volumes", f.volumes);
+  if (!f.devices.empty()) w.field("devices", f.devices);
   if (f.seccomp_profile.find('/') != std::string::npos || f.seccomp_profile.ends_with(".json")) {
     // A file is sent inline: the daemon may not see the client's files.
     auto text = FNEXEC_TRY(fs::read_file(f.seccomp_profile));
@@ -280,6 +282,9 @@ void add_fn_commands(CLI::App& app, Globals& g) {
                      "false: host ids");
   create->add_option("-v,--volume", f->volumes,
                      "SRC:DST[:ro|:rw] host path below the daemon's volume_allow (read-only unless :rw)")
+      ->allow_extra_args(false);
+  create->add_option("--device", f->devices,
+                     "HOST[:CONTAINER][:PERMS] a host device listed in the daemon's device_allow (podman's flag)")
       ->allow_extra_args(false);
   create->add_option("cmd", f->cmd, "arguments (after --), replacing the image's cmd");
   add_endpoint_options(create, *ce);

@@ -4,7 +4,6 @@
 // function is a Lambda runtime, served the Lambda Runtime API inside its sandbox instead.
 #include <linux/capability.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -27,6 +26,7 @@
 #include "lambda/session.h"
 #include "pool/pool.h"
 #include "registry/reference.h"
+#include "sandbox/devices.h"
 #include "sandbox/image_config.h"
 #include "sandbox/launcher.h"
 #include "sandbox/userns.h"
@@ -109,38 +109,6 @@ Result<> apply_security_opt(RunOptions& o, std::string_view opt) {
   }
   return fail(ErrorKind::invalid, "use --security-opt", std::string(opt),
               "fnexec takes seccomp=FILE|unconfined|default and no-new-privileges (no SELinux or AppArmor labels)");
-}
-
-// podman's --device HOST[:CONTAINER][:PERMISSIONS]: the host node's type and number, made again at
-// CONTAINER (default the same path, below /dev), PERMISSIONS of r, w and m (default rwm).
-Result<sandbox::DeviceNode> parse_device(const std::string& text) {
-  auto parts = std::vector<std::string>{};
-  for (size_t pos = 0;;) {
-    size_t c = text.find(':', pos);
-    parts.push_back(text.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
-    if (c == std::string::npos) break;
-    pos = c + 1;
-  }
-  auto is_access = [](const std::string& p) {
-    return !p.empty() && p.find_first_not_of("rwm") == std::string::npos;
-  };
-  if (parts.size() > 3 || parts[0].empty() || (parts.size() == 3 && !is_access(parts[2])))
-    return fail(ErrorKind::invalid, "parse --device", text, "expected HOST[:CONTAINER][:PERMISSIONS], e.g. /dev/fuse:/dev/fuse:rw");
-  sandbox::DeviceNode node;
-  node.path = parts[0];
-  if (parts.size() == 2 && is_access(parts[1]))
-    node.access = parts[1];
-  else if (parts.size() >= 2)
-    node.path = parts[1];
-  if (parts.size() == 3) node.access = parts[2];
-  auto rule = FNEXEC_TRY(cgroup::device_rule_for(parts[0], node.access));
-  struct stat st;
-  if (::stat(parts[0].c_str(), &st) != 0) return fail_errno("use device", parts[0]);
-  node.mode = st.st_mode & (S_IFMT | 0777);
-  node.rdev = makedev(static_cast<unsigned>(rule.major), static_cast<unsigned>(rule.minor));
-  if (!node.path.starts_with("/dev/"))
-    return fail(ErrorKind::invalid, "use --device", text, "the path inside the sandbox must be below /dev");
-  return node;
 }
 
 Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
@@ -227,7 +195,11 @@ Result<sandbox::SandboxSpec> build_spec(const Globals& g, RunOptions& o,
                   "must be an absolute host path");
     spec.volumes.push_back(std::move(vol));
   }
-  for (const auto& d : o.devices) spec.devices.push_back(FNEXEC_TRY(parse_device(d)));
+  for (const auto& d : o.devices) {
+    auto node = FNEXEC_TRY(sandbox::parse_device(d, "--device"));
+    FNEXEC_TRY(sandbox::read_host_device(node));
+    spec.devices.push_back(std::move(node));
+  }
   if (o.userns == "auto") {
     spec.userns = sandbox::UserNamespace::automatic;
     spec.id_range = FNEXEC_TRY(sandbox::default_id_range());
@@ -279,11 +251,7 @@ void record_traffic(const RunOptions& o, std::optional<net::Attachment>& network
 Result<std::unique_ptr<cgroup::SandboxCgroup>> make_cgroup(const RunOptions& o, const sandbox::SandboxSpec& spec,
                                                           cgroup::Mode* mode) {
   cgroup::Limits limits;
-  // 'm' always: fnexec's init makes the node inside the sandbox's cgroup, and mknod of a number the
-  // function may already open gives it nothing new.
-  for (const auto& d : spec.devices)
-    limits.devices.push_back({S_ISBLK(d.mode) ? 'b' : 'c', major(d.rdev), minor(d.rdev),
-                              d.access.find('m') == std::string::npos ? d.access + "m" : d.access});
+  for (const auto& d : spec.devices) limits.devices.push_back(sandbox::device_rule(d));
   if (o.memory) limits.memory_bytes = FNEXEC_TRY(cgroup::parse_size(*o.memory));
   if (o.cpus) limits.cpus = FNEXEC_TRY(cgroup::parse_cpus(*o.cpus));
   if (o.pids_limit) {

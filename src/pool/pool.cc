@@ -169,6 +169,8 @@ std::string isolation_shape(const sandbox::SandboxSpec& s) {
                         ? std::to_string(s.id_range.host_first) + ':' + std::to_string(s.id_range.count)
                         : std::string("host");
   for (const auto& v : s.volumes) out += '\n' + v.source.string() + '\0' + v.target + (v.read_only ? ":ro" : ":rw");
+  for (const auto& d : s.devices)
+    out += '\n' + d.path + '\0' + std::to_string(d.mode) + ':' + std::to_string(d.rdev) + ':' + d.access;
   return out;
 }
 
@@ -325,6 +327,7 @@ Result<std::shared_ptr<const sandbox::SandboxSpec>> PoolSetImpl::build_sandbox_s
     spec->id_range = *f.id_range;
   }
   spec->volumes.insert(spec->volumes.end(), f.volumes.begin(), f.volumes.end());
+  spec->devices = f.devices;
   privileges.cap_add = f.cap_add;
   privileges.cap_drop = f.cap_drop;
   if (f.nofile) privileges.ulimits.push_back("nofile=" + std::to_string(*f.nofile));

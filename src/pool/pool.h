@@ -106,6 +106,9 @@ struct FunctionSpec {
   bool userns = false;
   std::optional<sandbox::IdRange> id_range;
   std::vector<sandbox::Volume> volumes;
+  // Host devices made again in its /dev; the daemon checked them against device_allow, filled their
+  // numbers and added them to limits.devices (the cgroup's device policy).
+  std::vector<sandbox::DeviceNode> devices;
   cgroup::Limits limits;
   std::chrono::milliseconds timeout{30000};
   uint32_t min_warm = 1;

@@ -65,6 +65,7 @@ std::string encode_for_init(const ChildPlan& plan) {
   std::vector<wire::Op> ops;
   for (const auto& op : plan.ops) {
     wire::Op o{op.kind};
+    o.target = op.target;
     o.mode = op.mode;
     o.path = w.str(op.path);
     o.source = w.str(op.source);

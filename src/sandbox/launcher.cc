@@ -378,9 +378,10 @@ Result<SandboxExit> Sandbox::report(int pid1_status) {
         e.what = "give the function its scheduling priority";
         break;
       default:
-        if (failure.step >= 0 && static_cast<size_t>(failure.step) < plan_->ops.size())
+        if (failure.step >= 0 && static_cast<size_t>(failure.step) < plan_->ops.size()) {
           e.what = detail::describe(plan_->ops[static_cast<size_t>(failure.step)]);
-        else
+          e.detail = failure.detail;  // why a target was refused, when the init says
+        } else
           e.what = "set up sandbox";
     }
     if (!image_name_.empty() && failure.step >= 0) e.context("set up sandbox for " + image_name_);

@@ -36,6 +36,7 @@ class PlanBuilder {
 
   SetupOp& add(OpKind kind, std::string path) {
     SetupOp op{kind};
+    op.target = target_;
     op.path = plan_.keep(std::move(path));
     return plan_.ops.emplace_back(op);
   }
@@ -73,11 +74,20 @@ class PlanBuilder {
     op.mode = 0666;
     op.dev = makedev(major, minor);
   }
+  // A --device node is the sandbox root's under --userns=auto, so root inside can open it as host
+  // root could (the host node's mode bits are kept); the device policy still limits the number.
   void device_node(const DeviceNode& d) {
     auto& op = add(OpKind::mknod, d.path);
     op.mode = d.mode;
     op.dev = d.rdev;
+    if (userns_) {
+      op.flags = kChownNew;
+      op.uid = root_;
+      op.gid = root_;
+    }
   }
+  // How the init resolves the paths of the ops added from now on (runtime/protocol.h).
+  void resolve_as(Target target) { target_ = target; }
   // tmpfs options; owned by the sandbox's root under --userns=auto.
   std::string tmpfs_options(std::string base) const {
     if (userns_) base += ",uid=" + std::to_string(root_) + ",gid=" + std::to_string(root_);
@@ -88,18 +98,31 @@ class PlanBuilder {
   ChildPlan& plan_;
   bool userns_;
   uid_t root_;
+  Target target_ = Target::host;
 };
 
 bool overlay_safe(const std::string& p) {
   return p.find_first_of(":,\\") == std::string::npos;
 }
 
-// Mount targets are resolved after pivot_root, so symlinks in the image cannot point them at the host.
+// Mount targets are resolved by the init inside the new root (Target::user), so symlinks in the
+// image cannot point them at the host, at a host tree's fd or into /proc, /sys or /dev.
 Result<std::string> sandbox_path(const std::string& p, std::string_view what) {
   if (p.empty() || p[0] != '/')
     return fail(ErrorKind::invalid, std::string("use ") + std::string(what), p, "must be an absolute path");
   auto norm = stdfs::path(p).lexically_normal().string();
   if (norm.size() > 1 && norm.back() == '/') norm.pop_back();
+  return norm;
+}
+
+// Volumes and tmpfs mounts over the kernel's trees would hide or replace what fnexec masks there.
+Result<std::string> mount_target(const std::string& p, std::string_view what) {
+  auto norm = FNEXEC_TRY(sandbox_path(p, what));
+  for (std::string_view tree : {"/proc", "/sys"}) {
+    if (norm == "/" || norm == tree || norm.starts_with(std::string(tree) + "/"))
+      return fail(ErrorKind::invalid, std::string("use ") + std::string(what), p,
+                  "fnexec mounts the root, /proc and /sys itself; choose another path");
+  }
   return norm;
 }
 
@@ -212,7 +235,8 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
   b.mount("overlay", newroot, "overlay", MS_NODEV, opts);
   b.add(OpKind::pivot_root, newroot);
 
-  // Paths from here on are inside the sandbox.
+  // Paths from here on are inside the sandbox, resolved there by the init.
+  b.resolve_as(Target::fixed);
   b.mkdir("/proc", 0555);
   b.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
   b.mkdir("/dev", 0755);
@@ -225,13 +249,17 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
   b.device("/dev/urandom", 1, 9);
   b.device("/dev/tty", 5, 0);
   // --device nodes: /dev is the one mount without nodev, so they can only live there.
+  b.resolve_as(Target::user);
   for (const auto& d : spec.devices) {
     auto path = FNEXEC_TRY(sandbox_path(d.path, "device path"));
     if (!path.starts_with("/dev/") || path.find("/..") != std::string::npos)
       return fail(ErrorKind::invalid, "use device path", d.path, "must be below /dev");
     b.mkdir_p(stdfs::path(path).parent_path().string());
-    b.device_node(DeviceNode{path, d.mode, d.rdev, d.access});
+    DeviceNode node = d;
+    node.path = path;
+    b.device_node(node);
   }
+  b.resolve_as(Target::fixed);
   b.mkdir("/dev/pts", 0755);
   b.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
           "newinstance,ptmxmode=0666,mode=0620,gid=" + std::to_string(root + 5));
@@ -250,8 +278,9 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
   for (const char* p : kMaskedPaths) b.add(OpKind::mask, p);
   for (const char* p : kReadOnlyPaths) b.add(OpKind::bind_ro, p).flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
+  b.resolve_as(Target::user);
   for (const auto& v : spec.volumes) {
-    auto target = FNEXEC_TRY(sandbox_path(v.target, "volume target"));
+    auto target = FNEXEC_TRY(mount_target(v.target, "volume target"));
     struct stat st;
     if (::stat(v.source.c_str(), &st) != 0) return fail_errno("use volume source", v.source.string());
     UniqueFd tree(
@@ -286,7 +315,7 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
     }
   }
   for (const auto& t : tmpfs) {
-    auto target = FNEXEC_TRY(sandbox_path(t.target, "tmpfs target"));
+    auto target = FNEXEC_TRY(mount_target(t.target, "tmpfs target"));
     b.mkdir_p(target);
     std::string opts = t.options.empty() ? "mode=1777" : t.options;
     b.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, b.tmpfs_options(opts));
@@ -294,7 +323,8 @@ Result<> plan_rootfs(const SandboxSpec& spec, int userns_fd, ChildPlan& plan, st
 
   auto cwd = FNEXEC_TRY(sandbox_path(spec.cwd, "working directory"));
   b.mkdir_p(cwd);  // podman creates a missing working directory too
-  // A bind remount sets every per-mount flag anew: nodev must be named again.
+  b.resolve_as(Target::fixed);
+  // Named again though mount_setattr keeps what it is not told to change: nodev is not optional.
   if (spec.read_only) b.add(OpKind::remount_ro, "/").flags = MS_NODEV;
   return {};
 }

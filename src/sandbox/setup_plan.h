@@ -19,10 +19,12 @@
 namespace fnexec::sandbox::detail {
 
 using runtime::wire::OpKind;
+using runtime::wire::Target;
 using runtime::wire::kChownNew;
 
 struct SetupOp {
   OpKind kind;
+  Target target = Target::host;
   const char* path = nullptr;
   const char* source = nullptr;
   const char* fstype = nullptr;

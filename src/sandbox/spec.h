@@ -25,6 +25,7 @@ struct Volume {
 
 // --device: a host device node made again in the sandbox's /dev (the cgroup's device policy allows it).
 struct DeviceNode {
+  std::string host;        // the host node it copies: `--device HOST`, a function's "devices"
   std::string path;        // absolute, below /dev inside the sandbox
   unsigned mode = 0;       // S_IFCHR or S_IFBLK | permission bits (the host node's)
   dev_t rdev = 0;

@@ -9,6 +9,7 @@
 
 #include "net/address.h"
 #include "sandbox/capabilities.h"
+#include "sandbox/devices.h"
 #include "sandbox/privileges.h"
 #include "sandbox/seccomp.h"
 #include "server/json.h"
@@ -480,6 +481,15 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       auto list = FNEXEC_TRY(get_string_array(k, v, limits.max_array_entries, "max_array_entries"));
       spec.volumes.clear();
       for (const auto& entry : list) spec.volumes.push_back(FNEXEC_TRY(parse_volume(entry)));
+    } else if (k == "devices") {
+      // Checked against fnexec.conf device_allow when the daemon configures the function.
+      auto list = FNEXEC_TRY(get_string_array(k, v, limits.max_array_entries, "max_array_entries"));
+      spec.devices.clear();
+      for (const auto& entry : list) {
+        auto node = sandbox::parse_device(entry, "devices");
+        if (!node) return field_error(k, fmt::format("entry \"{}\": {}", entry, node.error().detail));
+        spec.devices.push_back(std::move(*node));
+      }
     } else if (k == "memory_mb") {
       spec.limits.memory_bytes = FNEXEC_TRY(get_uint(k, v, 4, 1 << 20)) * MiB;
     } else if (k == "cpus") {
@@ -530,7 +540,7 @@ Result<pool::FunctionSpec> parse_function_spec(std::string_view name, std::strin
       return fail(
           ErrorKind::invalid, "accept function", {},
           fmt::format("unknown field \"{}\"; known: image, entrypoint, cmd, env, workdir, user, "
-                      "read_only_rootfs, cap_add, cap_drop, seccomp_profile, nofile, userns, volumes, memory_mb, "
+                      "read_only_rootfs, cap_add, cap_drop, seccomp_profile, nofile, userns, volumes, devices, memory_mb, "
                       "cpus, pids_limit, timeout_ms, min_warm, max_concurrency, idle_timeout_s, "
                       "max_output_bytes, max_log_bytes, lifecycle, max_events_per_sandbox, "
                       "init_timeout_ms, protocol, handler, network, dns, add_hosts, egress_allow, "
@@ -587,6 +597,9 @@ std::string function_spec_json(const pool::FunctionSpec& s) {
   for (const auto& v : s.volumes)
     volumes.push_back(fmt::format("{}:{}:{}", v.source.string(), v.target, v.read_only ? "ro" : "rw"));
   w.field("volumes", volumes);
+  std::vector<std::string> devices;
+  for (const auto& d : s.devices) devices.push_back(sandbox::to_string(d));
+  w.field("devices", devices);
   w.field("memory_mb", s.limits.memory_bytes.value_or(0) / MiB);
   w.field("cpus", s.limits.cpus.value_or(0));
   w.field("pids_limit", s.limits.pids.value_or(0));

@@ -47,7 +47,8 @@ const std::set<std::string_view> kReloadable = {
     "max_image_bytes",      "default_user",         "default_read_only_rootfs",
     "default_cap_drop",     "default_seccomp_profile", "default_nofile", "default_pids_limit",
     "registry_auth_file", "registry_certs_dir", "access_key", "lambda_region",
-    "lambda_account_id", "default_egress", "default_userns", "volume_allow"};
+    "lambda_account_id", "default_egress", "default_userns", "volume_allow",
+    "device_allow"};
 
 std::unexpected<Error> bad_value(const Setting& s, std::string detail) {
   return fail(ErrorKind::invalid, "read setting", s.origin,
@@ -300,6 +301,10 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       auto allow = parse_volume_allow(s.value);
       if (!allow) return bad_value(s, allow.error().message());
       c.isolation.volume_allow.push_back(std::move(*allow));
+    } else if (k == "device_allow") {
+      auto allow = parse_device_allow(s.value);
+      if (!allow) return bad_value(s, allow.error().message());
+      c.isolation.device_allow.push_back(std::move(*allow));
     } else if (k == "default_idle_timeout") {
       auto v = FNEXEC_TRY(parse_setting_millis(s));
       if (v > std::chrono::hours(24 * 365)) return bad_value(s, "must be at most 365 days");

@@ -68,8 +68,8 @@ struct ServeConfig {
   // SigV4 on the TCP listener: `access_key = ID SECRET` lines (id → secret).
   std::map<std::string, std::string> access_keys;
   LambdaSettings lambda;  // lambda_region, lambda_account_id: the Lambda API's ARNs and SigV4 scope
-  // subid_user, userns_ids_per_function (restart only), volume_allow (reloaded); default_userns is in
-  // function_defaults.
+  // subid_user, userns_ids_per_function (restart only), volume_allow, device_allow (reloaded);
+  // default_userns is in function_defaults.
   IsolationSettings isolation;
 };
 

@@ -712,6 +712,7 @@ void Daemon::reload() {
     config_.access_keys = next.access_keys;
     config_.lambda = next.lambda;
     config_.isolation.volume_allow = next.isolation.volume_allow;
+    config_.isolation.device_allow = next.isolation.device_allow;
     token_ = next.token_file.empty() ? std::string() : token;
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     service_->set_limits(service_limits());

@@ -2,6 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "sandbox/devices.h"
 #include "sandbox/userns.h"
 #include "util/fs.h"
 
@@ -61,6 +67,52 @@ Result<VolumeAllow> parse_volume_allow(std::string_view value) {
   a.path = stdfs::canonical(stdfs::path(path), ec);
   if (ec) return fail(ErrorKind::invalid, "allow volume path", std::string(path), ec.message());
   return a;
+}
+
+Result<DeviceAllow> parse_device_allow(std::string_view value) {
+  DeviceAllow a;
+  std::string_view path = value;
+  if (auto colon = value.rfind(':'); colon != std::string_view::npos) {
+    a.access = std::string(value.substr(colon + 1));
+    path = value.substr(0, colon);
+  }
+  if (path.empty() || path[0] != '/' || a.access.empty() || a.access.find_first_not_of("rwm") != std::string::npos)
+    return fail(ErrorKind::invalid, "allow device", std::string(value),
+                "expected an absolute device path, optionally :PERMISSIONS of r, w and m (device_allow = /dev/fuse:rw)");
+  a.path = std::string(path);
+  struct stat st;
+  if (::stat(a.path.c_str(), &st) != 0) return fail_errno("allow device (device_allow)", a.path);
+  if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+    return fail(ErrorKind::invalid, "allow device (device_allow)", a.path, "not a character or block device node");
+  a.type = S_ISBLK(st.st_mode) ? 'b' : 'c';
+  a.rdev = st.st_rdev;
+  return a;
+}
+
+Result<> check_devices(std::string_view function, std::vector<sandbox::DeviceNode>& devices,
+                       const std::vector<DeviceAllow>& allow) {
+  const std::string what = "use device of function " + std::string(function);
+  for (auto& d : devices) {
+    auto read = sandbox::read_host_device(d);
+    if (!read) return fail(ErrorKind::invalid, what, d.host, read.error().message());
+    char type = S_ISBLK(d.mode) ? 'b' : 'c';
+    // By number, not by path: another node or a symlink for the same device is the same device.
+    auto match = std::find_if(allow.begin(), allow.end(),
+                              [&](const DeviceAllow& a) { return a.type == type && a.rdev == d.rdev; });
+    auto number = fmt::format("{} {}:{}", type, major(d.rdev), minor(d.rdev));
+    if (match == allow.end())
+      return fail(ErrorKind::invalid, what, d.host,
+                  fmt::format("{} ({}) is not a device_allow device of fnexec.conf; an administrator may add "
+                              "`device_allow = {}` there",
+                              d.host, number, d.host));
+    // 'm' is not compared: fnexec's init makes the node, so every device rule allows mknod.
+    for (char c : d.access)
+      if (c != 'm' && match->access.find(c) == std::string::npos)
+        return fail(ErrorKind::invalid, what, d.host,
+                    fmt::format("it asks for {} but device_allow = {}:{} allows {}", d.access, match->path,
+                                match->access, match->access));
+  }
+  return {};
 }
 
 Result<> check_volumes(std::string_view function, std::vector<sandbox::Volume>& volumes,

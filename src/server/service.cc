@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "image/store.h"
+#include "sandbox/devices.h"
 #include "registry/pull.h"
 #include "registry/reference.h"
 #include "server/pulls.h"
@@ -224,6 +225,8 @@ Result<pool::FunctionSpec> Service::isolate(const pool::FunctionSpec& spec) {
   }
   pool::FunctionSpec out = spec;
   FNEXEC_TRY(check_volumes(spec.name, out.volumes, isolation.volume_allow));
+  FNEXEC_TRY(check_devices(spec.name, out.devices, isolation.device_allow));
+  for (const auto& d : out.devices) out.limits.devices.push_back(sandbox::device_rule(d));
   if (!spec.userns) {
     FNEXEC_TRY(state_.release_id_range(spec.name));
     return out;
@@ -291,6 +294,12 @@ Result<> Service::start(std::vector<QueuedInvocation> interrupted) {
       spdlog::error("function={} stored definition unreadable: {}", f.name, spec.error().message());
       continue;
     }
+    // Said at every start: functions stored before per-function user namespaces stay host root
+    // (state migration 7) until their owner opts in.
+    if (!spec->userns)
+      spdlog::warn("function={} event=host_root: runs as the host's root (userns false); PUT it with "
+                   "\"userns\": true to give it its own user namespace",
+                   f.name);
     FunctionEntry entry{std::move(*spec), {}};
     if (!pools_) {
       entry.error = "warm pools are not running";

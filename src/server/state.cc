@@ -128,6 +128,17 @@ CREATE TABLE pulls (
 );
 CREATE INDEX pulls_by_start ON pulls (started_ms);
 )sql",
+    // 7: an upgrade does not change who a stored function runs as. Functions stored before
+    // per-function user namespaces ran as host root: their specs say userns false now, so a restart
+    // never moves their files' owners or their ports below 1024 (docs/ARCHITECTURE.md, security).
+    // One that already ran in its own namespace since then (it holds an id range) keeps it.
+    R"sql(
+UPDATE functions SET spec = json_set(spec, '$.userns', json('false'))
+  WHERE json_valid(spec) AND json_type(spec, '$') = 'object' AND json_type(spec, '$.userns') IS NULL
+    AND name NOT IN (SELECT function FROM id_ranges);
+UPDATE functions SET spec = json_set(spec, '$.userns', json('true'))
+  WHERE json_valid(spec) AND json_type(spec, '$') = 'object' AND json_type(spec, '$.userns') IS NULL;
+)sql",
 };
 
 std::unexpected<Error> db_error(sqlite3* db, std::string what) {

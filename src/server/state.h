@@ -24,7 +24,7 @@ struct sqlite3_stmt;
 namespace fnexec::server {
 
 // Versioned migrations; schema_version holds how many of them ran.
-inline constexpr int kSchemaVersion = 6;
+inline constexpr int kSchemaVersion = 7;
 
 struct StoredFunction {
   std::string name;

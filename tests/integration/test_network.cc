@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -197,6 +198,34 @@ TEST_SUITE("network") {
              "--bridge-subnet", "10.240.0.0/24", lab().rootfs.string(), "--", "true"});
     CHECK(mismatch.exit_code != 0);
     CHECK(mismatch.err.find("it exists with address 10.230.0.1/24") != std::string::npos);
+    lab().expect_nothing_left();
+  }
+
+  TEST_CASE_FIXTURE(LabFixture, "hostile rootfs: the generated /etc/hosts and resolv.conf follow links inside the root only") {
+    ScratchTmpfs tree("64m");
+    auto rootfs = tree / "rootfs";
+    populate_busybox_rootfs(rootfs);
+    stdfs::create_directories(rootfs / "etc");
+    stdfs::create_directories(rootfs / "run");
+    // An image whose resolv.conf is systemd-resolved's link (relative, with ..) and whose hosts
+    // is a link into /proc.
+    stdfs::create_symlink("../run/stub-resolv.conf", rootfs / "etc/resolv.conf");
+    stdfs::create_symlink("/proc/sys/kernel/hostname", rootfs / "etc/hosts");
+    auto with_rootfs = [&](std::vector<std::string> argv) {
+      std::replace(argv.begin(), argv.end(), lab().rootfs.string(), rootfs.string());
+      return run(argv);
+    };
+    auto into_proc = with_rootfs(lab().fnexec_argv({"--dns", "10.231.0.2"}, {"cat", "/etc/hosts"}));
+    CHECK(into_proc.exit_code == 125);
+    CHECK_MESSAGE(into_proc.err.find("/etc/hosts: a symlink leads it into /proc, /sys or /dev") != std::string::npos,
+                  into_proc.err);
+    lab().expect_nothing_left();
+
+    stdfs::remove(rootfs / "etc/hosts");
+    auto inside = with_rootfs(lab().fnexec_argv({"--dns", "10.231.0.2"}, {"cat", "/etc/resolv.conf", "/run/stub-resolv.conf"}));
+    CHECK_MESSAGE(inside.exit_code == 0, inside.err);
+    CHECK(inside.out == "nameserver 10.231.0.2\nnameserver 10.231.0.2\n");
+    CHECK(!stdfs::exists(rootfs / "run/stub-resolv.conf"));  // made in the sandbox's upper layer
     lab().expect_nothing_left();
   }
 }

@@ -1,11 +1,13 @@
 // Lambda's Invoke API on the daemon, driven by clients fnexec did not write: curl on the unix
 // socket, the AWS SDK for JavaScript v3 (pinned in tests/lambda/package.json) and the AWS CLI over
-// TCP with SigV4.
+// TCP with SigV4, and the SDK over the TLS listener.
 #include <fmt/format.h>
 #include <simdjson.h>
 
 #include "server/json.h"
 #include "lambda_images.h"
+#include "test_pki.h"
+#include "test_serve_fixture.h"
 
 using namespace fnexec;
 using namespace fnexec::test::serve;
@@ -23,10 +25,16 @@ std::string lambda_config(uint16_t port) {
                      port, kKeyId, kSecret, kRegion, kAccount);
 }
 
-// A daemon listening on TCP with an access key, and a busybox image for the functions.
+std::string tls_config() {
+  return fmt::format("tls_cert = {}\ntls_key = {}\n", pki().cert.string(), pki().key.string());
+}
+
+// A daemon listening on TCP (with tls: TLS with the test PKI's certificate) with an access key,
+// and a busybox image for the functions.
 struct LambdaDaemon : InvokeDaemon {
-  explicit LambdaDaemon(uint16_t port = free_tcp_port()) : InvokeDaemon(lambda_config(port)), port(port) {}
-  std::string endpoint() const { return fmt::format("http://127.0.0.1:{}", port); }
+  explicit LambdaDaemon(uint16_t port = free_tcp_port(), bool tls = false)
+      : InvokeDaemon(lambda_config(port) + (tls ? tls_config() : "")), port(port), tls(tls) {}
+  std::string endpoint() const { return fmt::format("{}://127.0.0.1:{}", tls ? "https" : "http", port); }
   Http invoke_lambda(const std::string& name, const std::string& body, std::vector<std::string> headers = {}) {
     std::vector<std::string> extra;
     for (auto& h : headers) extra.insert(extra.end(), {"-H", h});
@@ -40,6 +48,7 @@ struct LambdaDaemon : InvokeDaemon {
     return n;
   }
   uint16_t port;
+  bool tls;
 };
 
 stdfs::path sdk_dir() {
@@ -72,14 +81,17 @@ struct SdkResult {
   }
 };
 
+// Over TLS the SDK (Node's https) trusts the test CA through NODE_EXTRA_CA_CERTS unless trust_ca is false.
 std::unique_ptr<SdkResult> sdk(const LambdaDaemon& d, const std::string& op, const std::string& input_json,
                                const std::string& more = "", const std::string& secret = kSecret,
-                               const std::string& key_id = kKeyId) {
+                               const std::string& key_id = kKeyId, bool trust_ca = true) {
   std::string request = fmt::format(
       R"({{"endpoint":{},"accessKeyId":{},"secretAccessKey":{},"region":{},"op":{},"input":{}{}}})",
       server::json_string(d.endpoint()), server::json_string(key_id), server::json_string(secret),
       server::json_string(kRegion), server::json_string(op), input_json, more.empty() ? "" : "," + more);
-  auto r = test::run({"node", (sdk_dir() / "sdk-client.mjs").string(), request});
+  test::ProcOptions o;
+  if (d.tls && trust_ca) o.env["NODE_EXTRA_CA_CERTS"] = pki().ca.string();
+  auto r = test::run({"node", (sdk_dir() / "sdk-client.mjs").string(), request}, o);
   INFO("sdk " << op << " " << input_json << ": " << r.err);
   REQUIRE(r.exit_code == 0);
   auto out = std::make_unique<SdkResult>();
@@ -370,6 +382,38 @@ TEST_SUITE("serve-lambda") {
     CHECK(bad_identity.status == 400);
     CHECK(contains(bad_identity.body, "Fnexec-Cognito-Identity must be a JSON object"));
     CHECK(d.runs("ctx") == runs);
+  }
+
+  TEST_CASE("the AWS SDK for JavaScript v3 over the TLS listener (NODE_EXTRA_CA_CERTS): SigV4 accepted, a wrong key refused") {
+    LambdaDaemon d(free_tcp_port(), true);
+    CHECK(contains(d.log(), "tls=on"));
+    d.create("echo", "cat", R"("min_warm":0,"memory_mb":64)");
+    auto r = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{\"over\":\"tls\"}"})");
+    CHECK(r->ok());
+    CHECK(r->num("StatusCode") == 200);
+    CHECK(r->str("Payload") == R"({"over":"tls"})");
+    auto list = sdk(d, "list", "{}");
+    CHECK(list->ok());
+    CHECK(contains(list->raw, R"("FunctionName":"echo")"));
+
+    size_t runs = d.runs("echo");
+    auto bad_sig = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{}"})", "", "wrong-secret-wrong-secret-1234");
+    CHECK(!bad_sig->ok());
+    CHECK(bad_sig->str("name") == "InvalidSignatureException");
+    CHECK(bad_sig->num("status") == 403);
+    auto bad_key = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{}"})", "", kSecret, "AKIDUNKNOWN");
+    CHECK(bad_key->str("name") == "UnrecognizedClientException");
+    // Without the test CA, Node refuses the daemon's certificate before anything is sent.
+    auto untrusted = sdk(d, "invoke", R"({"FunctionName":"echo","Payload":"{}"})", R"("maxAttempts":1)", kSecret,
+                         kKeyId, false);
+    CHECK(!untrusted->ok());
+    CHECK_MESSAGE(contains(untrusted->str("message"), "certificate"), untrusted->raw);
+    CHECK(d.runs("echo") == runs);
+    // Plain http to the TLS port is refused too.
+    auto plain = d.curl("POST", "/2015-03-31/functions/echo/invocations", "{}",
+                        {"--tcp", fmt::format("http://127.0.0.1:{}/2015-03-31/functions/echo/invocations", d.port)});
+    CHECK(plain.status == 400);
+    CHECK(d.runs("echo") == runs);
   }
 
   TEST_CASE("the AWS SDK: throttling beyond max_concurrency, and retries that never run a function twice") {

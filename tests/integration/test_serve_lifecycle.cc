@@ -284,6 +284,9 @@ TEST_SUITE("serve") {
     auto fn = d.curl("GET", "/v1/functions/old");
     REQUIRE(fn.status == 200);
     CHECK(contains(fn.body, R"("lifecycle":"oneshot","max_events_per_sandbox":0,"init_timeout_ms":10000)"));
+    // It ran as host root before per-function user namespaces, and still does (state migration 7).
+    CHECK(contains(fn.body, R"("userns":false)"));
+    CHECK(contains(d.log(), "function=old event=host_root"));
     auto r = d.curl("POST", "/v1/functions/old/invoke", "still here");
     REQUIRE_MESSAGE(r.status == 200, r.body);
     CHECK(r.body == "still here");

@@ -135,4 +135,65 @@ TEST_SUITE("serve") {
     CHECK(contains(r.body, "mem-refused"));
     CHECK(contains(r.body, "null-ok"));
   }
+
+  TEST_CASE("devices: a device_allow device is usable by its function; others are refused at PUT and in the sandbox") {
+    auto alias = test::ScratchTmpfs("1m");
+    stdfs::create_symlink("/dev/net/tun", alias.path() / "tun");
+    InvokeDaemon d("device_allow = /dev/net/tun:rw\ndevice_allow = /dev/loop-control:r\n");
+    const std::string script =
+        "ls -ln /dev/net/tun | cut -c1-10; (exec 3<>/dev/net/tun) 2>/dev/null && echo tun-opened || echo tun-refused; "
+        "mknod /dev/xkmsg c 1 11 2>/dev/null && echo made-kmsg || echo kmsg-refused; "
+        "mknod /dev/xsda b 8 0 2>/dev/null && echo made-block || echo block-refused";
+    // As host root with MKNOD, so only the kernel's device policy stands between it and the host's
+    // devices; and in its own user namespace (the default), where the node is its root's.
+    d.create("tun-host", script, R"("min_warm":0,"userns":false,"cap_add":["MKNOD"],"devices":["/dev/net/tun:rw"])");
+    auto cli = test::fnexec({"fn", "create", "tun-userns", "--socket", d.socket().string(), "--image", "bb:1",
+                             "--min-warm", "0", "--device", (alias.path() / "tun").string() + ":/dev/net/tun:rw",
+                             "--", "/bin/sh", "-c", script});
+    REQUIRE_MESSAGE(cli.exit_code == 0, cli.err);
+    CHECK(contains(d.curl("GET", "/v1/functions/tun-host").body, R"("devices":["/dev/net/tun:/dev/net/tun:rw"])"));
+    for (const char* name : {"tun-host", "tun-userns"}) {
+      CAPTURE(name);
+      auto r = d.invoke(name, "");
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      CHECK(r.body.starts_with("crw-------\ntun-opened\n"));
+      CHECK(contains(r.body, "kmsg-refused"));
+      CHECK(contains(r.body, "block-refused"));
+    }
+    // A function without it cannot reach the device even as host root with MKNOD.
+    d.create("no-tun", "mknod /dev/t c 10 200 2>/dev/null && echo made || echo refused",
+             R"("min_warm":0,"userns":false,"cap_add":["MKNOD"])");
+    CHECK(d.invoke("no-tun", "").body == "refused\n");
+
+    struct Bad {
+      std::string device, message;
+    };
+    for (const auto& bad : std::vector<Bad>{
+             {"/dev/kmsg", "/dev/kmsg (c 1:11) is not a device_allow device of fnexec.conf; an administrator may add "
+                           "`device_allow = /dev/kmsg` there"},
+             {"/dev/loop-control:rw", "it asks for rw but device_allow = /dev/loop-control:r allows r"},
+             {"/dev/net/tun:/etc/tun", "the path inside the sandbox must be below /dev"},
+             {"/dev/no-such-device", "No such file or directory"},
+             {"/etc/passwd:/dev/passwd", "not a character or block device node"},
+             {"/dev/net/tun:/dev/t:rwx", "expected HOST[:CONTAINER][:PERMISSIONS]"},
+         }) {
+      auto put = d.curl("PUT", "/v1/functions/bad",
+                        R"({"image":"bb:1","cmd":["true"],"min_warm":0,"devices":[)" + server::json_string(bad.device) + "]}");
+      INFO(bad.device, " → ", put.status, " ", put.body);
+      CHECK(put.status == 400);
+      CHECK(contains(put.body, bad.message));
+    }
+    CHECK(d.curl("GET", "/v1/functions/bad").status == 404);
+    auto cli_bad = d.cli({"fn", "create", "bad", "--image", "bb:1", "--device", "/dev/kmsg"});
+    CHECK(cli_bad.exit_code != 0);
+    CHECK_MESSAGE(contains(cli_bad.err, "is not a device_allow device"), cli_bad.err);
+  }
+
+  TEST_CASE("devices: without device_allow no function may have a device") {
+    InvokeDaemon d;
+    auto put = d.curl("PUT", "/v1/functions/f",
+                      R"({"image":"bb:1","cmd":["true"],"min_warm":0,"devices":["/dev/net/tun"]})");
+    CHECK(put.status == 400);
+    CHECK(contains(put.body, "is not a device_allow device"));
+  }
 }

@@ -2,6 +2,8 @@
 // config, and the SQLite state (migrations, records, recovery, retention).
 #include <doctest/doctest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <cmath>
 #include <cstring>
@@ -11,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "sandbox/devices.h"
 #include "sandbox/image_config.h"
 #include "server/api.h"
 #include "server/config.h"
@@ -19,6 +22,7 @@
 #include "server/metrics.h"
 #include "server/pulls.h"
 #include "server/state.h"
+#include "support/state_v4.h"
 #include "util/fs.h"
 
 using namespace fnexec;
@@ -639,6 +643,43 @@ TEST_CASE("state: registry pulls outlive a restart; one still running is failed 
   CHECK(!(*s)->get_pull("nope")->has_value());
 }
 
+TEST_CASE("state: an upgrade keeps who stored functions run as: schema 4's stay host root, explicitly") {
+  // Schema 4: no function had a user namespace.
+  TempDb v4;
+  REQUIRE(test::write_state_db_v4(v4.path, {"old-a", "old-b"}, "hello:latest") == "");
+  // Schema 5 held functions stored before it (no "userns" field) that ran in their own namespace
+  // since (an id range recorded) and others that had not run yet.
+  TempDb v5;
+  REQUIRE(test::write_state_db_v4(v5.path, {"ran-in-userns", "never-ran"}, "hello:latest") == "");
+  REQUIRE(test::upgrade_state_db_v4_to_v5(v5.path, {"ran-in-userns"}) == "");
+
+  struct Expect {
+    const TempDb& db;
+    std::string function;
+    bool userns;
+  };
+  for (const auto& e : std::vector<Expect>{{v4, "old-a", false}, {v4, "old-b", false},
+                                           {v5, "ran-in-userns", true}, {v5, "never-ran", false}}) {
+    CAPTURE(e.function);
+    auto s = std::move(*State::open(e.db.path));
+    CHECK(*s->schema_version() == kSchemaVersion);
+    auto f = s->get_function(e.function).value();
+    REQUIRE(f);
+    // Written into the spec, so GET shows it and this daemon's default_userns never flips it.
+    CHECK(f->spec_json.find(e.userns ? R"("userns":true)" : R"("userns":false)") != std::string::npos);
+    auto spec = parse_function_spec(e.function, f->spec_json);
+    REQUIRE(spec);
+    CHECK(spec->userns == e.userns);
+    FunctionDefaults opposite;
+    opposite.userns = !e.userns;
+    CHECK(parse_function_spec(e.function, f->spec_json, opposite)->userns == e.userns);
+  }
+  // A function stored after the upgrade takes the default again.
+  auto s = std::move(*State::open(v4.path));
+  REQUIRE(*s->put_function("new", R"({"image":"hello:latest","cmd":["true"]})", 3));
+  CHECK(parse_function_spec("new", s->get_function("new").value()->spec_json)->userns);
+}
+
 TEST_CASE("state: per-function id ranges are disjoint, kept across reopen, released, and skip busy ones") {
   TempDb t;
   const sandbox::IdRange pool{1000000, 4 * 65536};
@@ -708,6 +749,41 @@ TEST_CASE("isolation: subordinate ids name the file and line to add; volumes onl
   auto none = check_volumes("f", v, {});
   REQUIRE(!none);
   CHECK(none.error().message().find("add `volume_allow = PATH` to fnexec.conf") != std::string::npos);
+}
+
+TEST_CASE("isolation: devices only when device_allow lists their number, with at most its access") {
+  ServeConfig c;
+  REQUIRE(apply_settings(c, {{"device_allow", "/dev/null:r", "t:1"}, {"device_allow", "/dev/zero", "t:2"}}));
+  REQUIRE(c.isolation.device_allow.size() == 2);
+  CHECK(c.isolation.device_allow[0].access == "r");
+  CHECK(c.isolation.device_allow[1].access == "rwm");
+  CHECK(!is_restart_only("device_allow"));
+  for (auto [value, says] : std::vector<std::pair<const char*, const char*>>{
+           {"/etc/passwd", "not a character or block device node"},
+           {"/dev/no-such-node", "No such file or directory"},
+           {"dev/null", "expected an absolute device path"},
+           {"/dev/null:rx", "expected an absolute device path"}}) {
+    auto r = apply_settings(c, {{"device_allow", value, "t:9"}});
+    INFO(value);
+    REQUIRE(!r);
+    CHECK(r.error().message().find(says) != std::string::npos);
+  }
+  auto node = [](const char* text) { return *sandbox::parse_device(text, "devices"); };
+  // By number: /dev/./null is /dev/null; 'm' always comes with a device, so it is not compared.
+  std::vector<sandbox::DeviceNode> ok = {node("/dev/./null:/dev/null:rm"), node("/dev/zero:/dev/z")};
+  REQUIRE(check_devices("f", ok, c.isolation.device_allow));
+  CHECK(ok[0].rdev == makedev(1, 3));
+  CHECK(S_ISCHR(ok[1].mode));
+  std::vector<sandbox::DeviceNode> write = {node("/dev/null:w")};
+  auto w = check_devices("f", write, c.isolation.device_allow);
+  REQUIRE(!w);
+  CHECK(w.error().message().find("it asks for w but device_allow = /dev/null:r allows r") != std::string::npos);
+  std::vector<sandbox::DeviceNode> other = {node("/dev/full")};
+  auto o = check_devices("f", other, c.isolation.device_allow);
+  REQUIRE(!o);
+  CHECK(o.error().message().find("/dev/full (c 1:7) is not a device_allow device") != std::string::npos);
+  CHECK(!sandbox::parse_device("/dev/null:/tmp/null", "devices"));
+  CHECK(!sandbox::parse_device("/dev/null:/dev/n:rwx", "devices"));
 }
 
 TEST_CASE("state: functions, records, recovery, retention") {
