@@ -21,12 +21,8 @@ struct Loaded {
 
 Loaded load() {
   Loaded l;
-  // RTLD_LOCAL: nats.c's libssl and libprotobuf-c stay out of the global symbol scope.
-  void* lib = ::dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    l.error = ::dlerror();
-    return l;
-  }
+  void* lib = util::open_private_library(kLibrary, &l.error);
+  if (!lib) return l;
 #define FNEXEC_NATS_RESOLVE(name)                                                       \
   if (l.error.empty() && !util::resolve_symbol(lib, #name, l.api.name))                 \
     l.error = std::string("the function " #name " is missing from ") + kLibrary + " (" + \

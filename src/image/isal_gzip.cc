@@ -21,7 +21,7 @@ struct IsalApi {
 const IsalApi* isal_api() {
   static const IsalApi* api = [] () -> const IsalApi* {
     if (const char* off = std::getenv("FNEXEC_NO_ISAL"); off && *off) return nullptr;
-    void* lib = ::dlopen("libisal.so.2", RTLD_NOW | RTLD_LOCAL);
+    void* lib = util::open_private_library("libisal.so.2");
     if (!lib) return nullptr;
     static IsalApi a;
     if (!util::resolve_symbol(lib, "isal_inflate_init", a.init) || !util::resolve_symbol(lib, "isal_inflate_reset", a.reset) ||

@@ -28,11 +28,8 @@ using util::resolve_symbol;
 const NftApi& api() {
   static const NftApi loaded = [] {
     NftApi a;
-    void* lib = ::dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-      a.load_error = ::dlerror();
-      return a;
-    }
+    void* lib = util::open_private_library("libnftables.so.1", &a.load_error);
+    if (!lib) return a;
     if (!resolve_symbol(lib, "nft_ctx_new", a.ctx_new) || !resolve_symbol(lib, "nft_ctx_free", a.ctx_free) ||
         !resolve_symbol(lib, "nft_ctx_buffer_output", a.buffer_output) ||
         !resolve_symbol(lib, "nft_ctx_buffer_error", a.buffer_error) ||

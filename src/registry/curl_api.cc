@@ -21,13 +21,10 @@ struct Loaded {
 
 Loaded load() {
   Loaded l;
-  // RTLD_LOCAL: curl's OpenSSL, nghttp2 etc. stay out of the global symbol scope; libcrypto.so.3,
-  // which fnexec links itself, is shared with the one libssl loads (one OpenSSL state).
-  void* lib = ::dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    l.error = ::dlerror();
-    return l;
-  }
+  // curl's shared OpenSSL stays apart from the static one fnexec links (fnexec exports no OpenSSL
+  // symbol), so the two never mix state.
+  void* lib = util::open_private_library(kLibrary, &l.error);
+  if (!lib) return l;
   decltype(&curl_global_init) global_init = nullptr;
   CurlApi& a = l.api;
   if (!resolve_symbol(lib, "curl_global_init", global_init) ||

@@ -1,10 +1,20 @@
-// Libraries loaded on first use instead of at every start (libcurl, libnftables): linked, they and
-// the libraries they need would be mapped and relocated by every fnexec process.
+// Libraries loaded on first use instead of at every start (libcurl, libnats, libnftables, ISA-L):
+// linked, they and the libraries they need would be mapped and relocated by every fnexec process.
 #pragma once
 
 #include <dlfcn.h>
 
+#include <string>
+
 namespace fnexec::util {
+
+// dlopen()s a library with RTLD_LOCAL, so the libraries it brings (its OpenSSL, protobuf-c, ...)
+// stay out of the global symbol scope; nullptr with *error = dlerror()'s reason when it can not.
+inline void* open_private_library(const char* soname, std::string* error = nullptr) {
+  void* library = ::dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+  if (!library && error) *error = ::dlerror();
+  return library;
+}
 
 // Points f at the symbol `name` of a dlopen()ed library; false when the library lacks it.
 template <class F>
