@@ -38,11 +38,6 @@ std::string durable_of(const std::string& function) {
   return "fn-" + subject_token(function);
 }
 
-std::string header(natsMsg* msg, const char* name) {
-  const char* v = nullptr;
-  return natslib().natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
-}
-
 Result<> ensure_stream(Connection& conn, const char* name, const char* subject) {
   jsStreamInfo* si = nullptr;
   jsErrCode jerr{};
@@ -294,7 +289,7 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
                          const RetryPolicy& policy) {
   Delivery d;
   d.function = function;
-  d.id = header(msg, "Nats-Msg-Id");
+  d.id = msg_header(msg, "Nats-Msg-Id");
   if (auto* data = natslib().natsMsg_GetData(msg)) d.event.assign(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg)));
   d.max_deliveries = max_deliveries;
   jsMsgMetaData* meta = nullptr;

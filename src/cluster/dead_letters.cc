@@ -11,32 +11,27 @@ std::string subject_of(const std::string& id) {
   return "fnexec.dead." + id;
 }
 
-std::string header(natsMsg* msg, const char* name) {
-  const char* v = nullptr;
-  return natslib().natsMsgHeader_Get(msg, name, &v) == NATS_OK && v ? v : "";
-}
-
 int64_t number(natsMsg* msg, const char* name) {
-  return std::strtoll(header(msg, name).c_str(), nullptr, 10);
+  return std::strtoll(msg_header(msg, name).c_str(), nullptr, 10);
 }
 
 DeadLetterEntry read_entry(natsMsg* msg, uint64_t seq, bool with_event) {
   DeadLetterEntry e;
   e.seq = seq;
-  e.id = header(msg, "Fnexec-Invocation-Id");
+  e.id = msg_header(msg, "Fnexec-Invocation-Id");
   // The subject names it too (fnexec.dead.<id>); nats.c 3.4 has been seen to drop the header here.
   if (const char* subject = natslib().natsMsg_GetSubject(msg); e.id.empty() && subject && *subject) {
     std::string_view sv(subject);
     e.id = sv.substr(sv.rfind('.') + 1);
   }
-  e.function = header(msg, "Fnexec-Function");
+  e.function = msg_header(msg, "Fnexec-Function");
   e.attempts = static_cast<uint64_t>(number(msg, "Fnexec-Attempts"));
-  e.outcome = header(msg, "Fnexec-Outcome");
-  e.error = header(msg, "Fnexec-Error");
-  e.error_type = header(msg, "Fnexec-Error-Type");
+  e.outcome = msg_header(msg, "Fnexec-Outcome");
+  e.error = msg_header(msg, "Fnexec-Error");
+  e.error_type = msg_header(msg, "Fnexec-Error-Type");
   e.queued_ms = number(msg, "Fnexec-Queued-Ms");
   e.time_ms = number(msg, "Fnexec-Time-Ms");
-  e.replayed_as = header(msg, "Fnexec-Replayed-As");
+  e.replayed_as = msg_header(msg, "Fnexec-Replayed-As");
   if (with_event) {
     const char* data = natslib().natsMsg_GetData(msg);
     e.event = data ? std::string(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg))) : std::string();
