@@ -3,6 +3,7 @@
 // every line of --events (reuse), one after another in the same process. --protocol lambda: the
 // function is a Lambda runtime, served the Lambda Runtime API inside its sandbox instead.
 #include <linux/capability.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -237,6 +238,20 @@ Result<std::optional<net::Attachment>> make_network(const RunOptions& o, sandbox
 }
 
 // The traffic of a bridge sandbox into its record; a failed read is reported, not fatal.
+// Connects the sandbox to its bridge. A sandbox whose setup failed (an image the init refused) exits
+// meanwhile: setns and its /proc then answer ESRCH or ENOENT, and the init's own report, read by
+// reap() once PID 1 is gone, is the error that names the cause.
+Result<> connect_network(net::Attachment& network, sandbox::Sandbox& sb) {
+  auto up = network.connect(sb.pid(), sb.pidfd());
+  if (up || (up.error().err != ESRCH && up.error().err != ENOENT)) return up;
+  pollfd exited{sb.pidfd(), POLLIN, 0};
+  if (::poll(&exited, 1, 1000) != 1) return up;  // still running: the connect's error stands
+  auto exit = sb.reap();
+  if (!exit) return std::unexpected(exit.error());
+  if (exit->setup_error) return std::unexpected(*exit->setup_error);
+  return up;
+}
+
 void record_traffic(const RunOptions& o, std::optional<net::Attachment>& network, invoke::InvocationRecord& rec) {
   if (!network || !o.report) return;  // two nftables round trips only when someone reads them
   auto c = network->counters();
@@ -370,7 +385,7 @@ int run_framed(RunOptions& o, sandbox::SandboxSpec& spec, std::optional<net::Att
     auto sb = sandbox::Sandbox::launch(spec);
     if (!sb) return report(sb.error());
     if (network) {
-      if (auto up = network->connect(sb->pid(), sb->pidfd()); !up) return report(up.error());
+      if (auto up = connect_network(*network, *sb); !up) return report(up.error());
     }
     auto started = start_session(*sb, cg->get(), protocol, facts);
     if (!started) return report(started.error());
@@ -465,7 +480,7 @@ int run_command(Globals& g, RunOptions& o, const std::vector<std::string>& rest)
   auto sb = sandbox::Sandbox::launch(*spec);
   if (!sb) return report(sb.error());
   if (*network) {
-    if (auto up = (*network)->connect(sb->pid(), sb->pidfd()); !up) return report(up.error());
+    if (auto up = connect_network(**network, *sb); !up) return report(up.error());
   }
   auto rec = invoke::run_invocation(*sb, cg->get(), wait);
   if (*cg) {
