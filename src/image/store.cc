@@ -840,8 +840,10 @@ class Puller {
       e.context("pull layer " + d.digest);
       return std::unexpected(std::move(e));
     };
-    // A transfer error explains a short or broken stream better than the unpacker's complaint.
-    if (!streamed && (!digests || digests->compressed_size < static_cast<uint64_t>(d.size)))
+    // A transfer error explains a short or broken stream better than the unpacker's complaint,
+    // but a fetcher stopped only because the unpacker refused the layer (its reader went away) is none.
+    bool reader_gone = !streamed && !cancel && streamed.error().detail == "cancelled";
+    if (!streamed && !reader_gone && (!digests || digests->compressed_size < static_cast<uint64_t>(d.size)))
       return failed(streamed.error());
     if (!digests) return failed(digests.error());
     if (digests->compressed_size != static_cast<uint64_t>(d.size))
