@@ -146,6 +146,7 @@ std::pair<std::string_view, std::string_view> split_parent(std::string_view path
 
 struct CompressedInput {
   int fd = -1;
+  BlockPipe* pipe = nullptr;  // instead of fd: blocks its producer already hashed and copied
   int copy_fd = -1;
   int64_t expected_size = -1;
   const std::function<void(uint64_t)>* progress = nullptr;
@@ -153,12 +154,18 @@ struct CompressedInput {
   uint64_t total = 0;
   uint64_t next_progress = 0;
   std::vector<char> buf = std::vector<char>(kReadBlock);
-  size_t held = 0;      // bytes in buf from primed(), handed out by the next pull()
+  const char* data = buf.data();  // the block the last pull() handed out
+  size_t held = 0;      // bytes at data from primed(), handed out by the next pull()
   std::optional<Error> error;
 
   // Reads the first bytes (at least 4, or the whole blob if shorter) so the compression can be told
-  // from its magic before a decompressor is chosen; the next pull() hands them out again.
+  // from its magic before a decompressor is chosen; the next pull() hands them out again. A pipe's
+  // blocks are full but for the last, so its first block is enough.
   Result<std::span<const char>> primed() {
+    if (pipe) {
+      held = FNEXEC_TRY(read_block(0));
+      return std::span<const char>(data, held);
+    }
     while (held < 4) {
       ssize_t n = FNEXEC_TRY(read_block(held));
       if (n == 0) break;
@@ -175,27 +182,42 @@ struct CompressedInput {
 
  private:
   Result<size_t> read_block(size_t at) {
-    ssize_t n;
-    char* data = buf.data() + at;
-    do n = ::read(fd, data, buf.size() - at);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) return fail_errno("read layer blob");
-    total += static_cast<uint64_t>(n);
-    if (expected_size >= 0 && total > static_cast<uint64_t>(expected_size))
-      return fail(ErrorKind::corrupt, "verify layer blob", {},
-                  "longer than the " + std::to_string(expected_size) + " bytes its descriptor says");
-    hash.update(data, static_cast<size_t>(n));
-    for (size_t done = 0; copy_fd >= 0 && done < static_cast<size_t>(n);) {
-      ssize_t w = ::write(copy_fd, data + done, static_cast<size_t>(n) - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return fail_errno("write blob copy");
-      done += static_cast<size_t>(w);
+    size_t n = 0;
+    if (pipe) {
+      auto block = pipe->next();
+      if (block.empty() && pipe->error()) return std::unexpected(*pipe->error());
+      data = reinterpret_cast<const char*>(block.data());
+      n = block.size();
+      FNEXEC_TRY(count(n));
+    } else {
+      ssize_t r;
+      char* into = buf.data() + at;
+      do r = ::read(fd, into, buf.size() - at);
+      while (r < 0 && errno == EINTR);
+      if (r < 0) return fail_errno("read layer blob");
+      n = static_cast<size_t>(r);
+      FNEXEC_TRY(count(n));
+      hash.update(into, n);
+      for (size_t done = 0; copy_fd >= 0 && done < n;) {
+        ssize_t w = ::write(copy_fd, into + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return fail_errno("write blob copy");
+        done += static_cast<size_t>(w);
+      }
     }
     if (progress && *progress && total >= next_progress) {
       (*progress)(total);
       next_progress = total + (4 << 20);
     }
-    return static_cast<size_t>(n);
+    return n;
+  }
+
+  Result<> count(size_t n) {
+    total += n;
+    if (expected_size >= 0 && total > static_cast<uint64_t>(expected_size))
+      return fail(ErrorKind::corrupt, "verify layer blob", {},
+                  "longer than the " + std::to_string(expected_size) + " bytes its descriptor says");
+    return {};
   }
 };
 
@@ -207,7 +229,7 @@ la_ssize_t compressed_read(struct archive* a, void* ctx, const void** out) {
     archive_set_error(a, EIO, "%s", n.error().message().c_str());
     return -1;
   }
-  *out = in->buf.data();
+  *out = in->data;
   return static_cast<la_ssize_t>(*n);
 }
 
@@ -232,7 +254,7 @@ struct Decompressor {
         n = FNEXEC_TRY(gzip->next_into(
             [this]() -> Result<std::span<const unsigned char>> {
               size_t got = FNEXEC_TRY(compressed->pull());
-              return std::span(reinterpret_cast<const unsigned char*>(compressed->buf.data()), got);
+              return std::span(reinterpret_cast<const unsigned char*>(compressed->data), got);
             },
             out));
         if (n == 0) eof = true;
@@ -261,76 +283,6 @@ struct Decompressor {
                   "it unpacks to more than " + std::to_string(limit) + " bytes (" + *limit_setting + ")");
     return n;
   }
-};
-
-// The bounded hand-off of decompressed blocks from the decompressing thread to the tar thread, so
-// that one layer keeps both cores busy: reading, hashing and inflating on one, parsing the tar and
-// writing files on the other (bench/pull.sh: inflate and the writes were each ~a third of a pull's CPU).
-class BlockPipe {
- public:
-  static constexpr size_t kBlocks = 4;
-  static constexpr size_t kBlockSize = 1 << 20;
-
-  // Producer: the next free block to fill, or nullptr once the consumer cancelled.
-  std::span<unsigned char> acquire() {
-    std::unique_lock lock(mutex_);
-    cv_.wait(lock, [&] { return cancelled_ || count_ < kBlocks; });
-    if (cancelled_) return {};
-    return blocks_[(head_ + count_) % kBlocks].data;
-  }
-  void publish(size_t size) {
-    {
-      std::lock_guard lock(mutex_);
-      blocks_[(head_ + count_) % kBlocks].size = size;
-      ++count_;
-    }
-    cv_.notify_all();
-  }
-  // Producer: no more blocks; error is what stopped it early, if anything did.
-  void close(std::optional<Error> error) {
-    {
-      std::lock_guard lock(mutex_);
-      closed_ = true;
-      error_ = std::move(error);
-    }
-    cv_.notify_all();
-  }
-
-  // Consumer: releases the block it held and waits for the next; empty at the end (then error()).
-  std::span<const unsigned char> next() {
-    std::unique_lock lock(mutex_);
-    if (holding_) {
-      holding_ = false;
-      head_ = (head_ + 1) % kBlocks;
-      --count_;
-      cv_.notify_all();
-    }
-    cv_.wait(lock, [&] { return count_ > 0 || closed_; });
-    if (count_ == 0) return {};
-    holding_ = true;
-    const Block& b = blocks_[head_];
-    return std::span<const unsigned char>(b.data.data(), b.size);
-  }
-  const std::optional<Error>& error() const { return error_; }  // after next() returned empty
-  void cancel() {
-    {
-      std::lock_guard lock(mutex_);
-      cancelled_ = true;
-    }
-    cv_.notify_all();
-  }
-
- private:
-  struct Block {
-    std::vector<unsigned char> data = std::vector<unsigned char>(kBlockSize);
-    size_t size = 0;
-  };
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::array<Block, kBlocks> blocks_;
-  size_t head_ = 0, count_ = 0;
-  bool holding_ = false, closed_ = false, cancelled_ = false;
-  std::optional<Error> error_;
 };
 
 // The tar thread's side: blocks from the pipe, hashed into the diff_id as they pass.
@@ -678,8 +630,10 @@ Result<std::string> blob_compression(int blob_fd) {
   return std::string("none");
 }
 
-Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> dest_dir,
-                                  const UnpackOptions& options) {
+namespace {
+
+Result<LayerDigests> unpack(int blob_fd, BlockPipe* blob_pipe, std::optional<std::string_view> dest_dir,
+                            const UnpackOptions& options) {
   std::optional<LayerWriter> writer;
   if (dest_dir) {
     std::string dir(*dest_dir);
@@ -692,7 +646,8 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
 
   CompressedInput cin;
   cin.fd = blob_fd;
-  cin.copy_fd = options.copy_fd;
+  cin.pipe = blob_pipe;
+  cin.copy_fd = blob_pipe ? -1 : options.copy_fd;
   cin.expected_size = options.expected_size;
   cin.progress = &options.progress;
   LayerDigests out;
@@ -754,7 +709,8 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
   // socket (a pull) is woken by shutting down its reading side (ENOTSOCK for a file: nothing to wake).
   auto stop_producer = [&] {
     pipe.cancel();
-    ::shutdown(blob_fd, SHUT_RD);
+    if (blob_pipe) blob_pipe->cancel();
+    else ::shutdown(blob_fd, SHUT_RD);
     producer.join();
   };
   auto tar_failed = [&](Error own) -> Result<LayerDigests> {
@@ -789,11 +745,25 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
     out.device_nodes_skipped = writer->device_nodes_skipped();
   }
   if (options.progress) options.progress(cin.total);
-  out.compressed = cin.hash.finish();
+  if (!blob_pipe) out.compressed = cin.hash.finish();
   out.compressed_size = cin.total;
   out.uncompressed = tin.hash.finish();
   out.uncompressed_size = dec.total;
   return out;
+}
+
+}  // namespace
+
+Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> dest_dir,
+                                  const UnpackOptions& options) {
+  return unpack(blob_fd, nullptr, dest_dir, options);
+}
+
+Result<LayerDigests> unpack_layer(BlockPipe& blob, std::optional<std::string_view> dest_dir,
+                                  const UnpackOptions& options) {
+  auto r = unpack(-1, &blob, dest_dir, options);
+  blob.cancel();
+  return r;
 }
 
 }  // namespace fnexec::image
