@@ -705,8 +705,9 @@ Result<LayerDigests> unpack(int blob_fd, BlockPipe* blob_pipe, std::optional<std
   });
   TarInput tin;
   tin.pipe = &pipe;
-  // Every way out of the tar side below stops the producer first; a producer blocked reading a
-  // socket (a pull) is woken by shutting down its reading side (ENOTSOCK for a file: nothing to wake).
+  // Every way out of the tar side below stops the producer first: one waiting on a blob pipe is
+  // woken by cancelling it, one blocked reading a socket by shutting down its reading side
+  // (ENOTSOCK for a file, which never blocks).
   auto stop_producer = [&] {
     pipe.cancel();
     if (blob_pipe) blob_pipe->cancel();
