@@ -72,6 +72,11 @@ IsalGzip::IsalGzip(std::unique_ptr<State> state) : state_(std::move(state)) {}
 IsalGzip::~IsalGzip() = default;
 
 Result<std::span<const unsigned char>> IsalGzip::next(const Input& input) {
+  size_t produced = FNEXEC_TRY(next_into(input, state_->out));
+  return std::span<const unsigned char>(state_->out.data(), produced);
+}
+
+Result<size_t> IsalGzip::next_into(const Input& input, std::span<unsigned char> out) {
   State& s = *state_;
   auto& st = s.st;
   auto refill = [&]() -> Result<bool> {
@@ -106,15 +111,15 @@ Result<std::span<const unsigned char>> IsalGzip::next(const Input& input) {
     }
     if (st.avail_in == 0 && !s.output_full && !FNEXEC_TRY(refill()))
       return fail(ErrorKind::corrupt, "decompress layer", {}, "the gzip stream ends early (truncated blob)");
-    st.next_out = s.out.data();
-    st.avail_out = static_cast<uint32_t>(s.out.size());
+    st.next_out = out.data();
+    st.avail_out = static_cast<uint32_t>(out.size());
     int rc = s.api->inflate(&st);
     if (rc < 0) return fail(ErrorKind::corrupt, "decompress layer", {}, isal_error(rc));
-    size_t produced = s.out.size() - st.avail_out;
+    size_t produced = out.size() - st.avail_out;
     s.output_full = st.avail_out == 0;
-    if (produced) return std::span<const unsigned char>(s.out.data(), produced);
+    if (produced) return produced;
   }
-  return std::span<const unsigned char>{};
+  return size_t{0};
 }
 
 }  // namespace fnexec::image

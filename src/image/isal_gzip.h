@@ -28,6 +28,9 @@ class IsalGzip {
   // member. Concatenated members are one stream; bytes after the last member that do not start
   // another one are left to the caller (still in the input, which it reads to its end).
   Result<std::span<const unsigned char>> next(const Input& input);
+  // The same into the caller's buffer (igzip keeps the 32 KiB history itself): the bytes written,
+  // 0 after the last member. unpack_layer inflates straight into the tar thread's blocks this way.
+  Result<size_t> next_into(const Input& input, std::span<unsigned char> out);
 
  private:
   struct State;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -26,9 +27,12 @@ class RemoteSource {
   virtual std::string describe() const = 0;
   // The manifest or index by tag or digest, at most max_bytes. A digest's bytes are not yet verified.
   virtual Result<RemoteDocument> manifest(std::string_view tag_or_digest, int64_t max_bytes) = 0;
-  // Writes the blob's bytes to fd in order, exactly once each (a broken transfer resumes where it
-  // stopped), and stops with an error as soon as cancel is set. Verification is the caller's.
-  virtual Result<> stream_blob(const Descriptor& blob, int fd, const std::atomic<bool>& cancel) = 0;
+  // Gives the blob's bytes to sink in order, exactly once each (a broken transfer resumes where it
+  // stopped), at most one byte more than the descriptor's size (so the caller can refuse a longer
+  // blob); stops with an error as soon as cancel is set or sink returns false. Verification is the
+  // caller's. The sink runs on the calling thread (a pull hashes and keeps the blob there).
+  using BlobSink = std::function<bool(std::span<const char>)>;
+  virtual Result<> stream_blob(const Descriptor& blob, const BlobSink& sink, const std::atomic<bool>& cancel) = 0;
 };
 
 // One layer's state, for progress displays.

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -588,8 +589,9 @@ Result<std::string> commit_and_name(const fsys::path& root, const fsys::path& wo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pulling from a registry: the documents come through RemoteSource, each layer streams through a
-// socket pair from the fetching thread into unpack_layer, which hashes, copies and unpacks in one pass.
+// Pulling from a registry: the documents come through RemoteSource; each layer's bytes are hashed
+// and kept on its fetching thread as they arrive, then inflated and unpacked by unpack_layer (on two
+// more threads) in the same pass.
 
 constexpr std::string_view kSchema1 = "application/vnd.docker.distribution.manifest.v1";
 
@@ -703,30 +705,15 @@ class Puller {
     return {};
   }
 
-  // A config blob: streamed into memory through the same path as a layer, then verified.
+  // A config blob: streamed into memory, then verified.
   Result<std::string> fetch_small(const Descriptor& d) {
     if (path_exists(blob_path(root_, d.digest))) return read_document(blob_path(root_, d.digest));
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return fail_errno("socketpair");
-    UniqueFd reader(fds[0]), writer(fds[1]);
     std::atomic<bool> cancel = false;
-    Result<> streamed;
-    std::thread t([&] {
-      streamed = src_.stream_blob(d, writer.get(), cancel);
-      writer.reset();
-    });
     std::string out;
-    char buf[65536];
-    for (;;) {
-      ssize_t n = ::read(reader.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-      if (static_cast<int64_t>(out.size()) > d.size) break;
-    }
-    cancel = true;
-    reader.reset();
-    t.join();
+    auto streamed = src_.stream_blob(d, [&](std::span<const char> bytes) {
+      out.append(bytes.data(), bytes.size());
+      return static_cast<int64_t>(out.size()) <= d.size;
+    }, cancel);
     if (static_cast<int64_t>(out.size()) <= d.size && !streamed) return std::unexpected(streamed.error());
     FNEXEC_TRY(verify_bytes(d, out, "image config"));
     return out;
@@ -808,40 +795,72 @@ class Puller {
     p.state = PullProgress::fetching;
     report(p);
     const int64_t began = elapsed_ms();
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return fail_errno("socketpair");
-    UniqueFd reader(fds[0]), writer(fds[1]);
     auto partial = work_ / "partial" / std::string(digest_hex(d.digest));
     UniqueFd copy(::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (!copy) return fail_errno("create", partial.string());
     auto layer_dir = work_ / "layers" / std::string(digest_hex(diff_id));
     bool unpack = !path_exists(layer_path(root_, diff_id));
     if (unpack && ::mkdir(layer_dir.c_str(), 0700) != 0) return fail_errno("create", layer_dir.string());
+    // The fetching thread hashes and keeps the compressed bytes as they arrive and hands them on in
+    // full blocks; unpack_layer inflates them on a thread of its own and writes files on this one.
+    BlockPipe blob;
+    Sha256 blob_hash;
+    std::optional<Error> keep_error;
     Result<> streamed;
-    // The unpacker closing its end (a refused layer) stops the fetcher with EPIPE.
     std::thread fetcher([&] {
-      streamed = src_.stream_blob(d, writer.get(), cancel);
-      writer.reset();
+      std::span<unsigned char> block;
+      size_t filled = 0;
+      auto hand_on = [&] {
+        for (size_t done = 0; done < filled;) {
+          ssize_t w = ::write(copy.get(), block.data() + done, filled - done);
+          if (w < 0 && errno == EINTR) continue;
+          if (w < 0) {
+            keep_error = fail_errno("write blob", partial.string()).error();
+            return false;
+          }
+          done += static_cast<size_t>(w);
+        }
+        blob.publish(filled);
+        block = {};
+        filled = 0;
+        return true;
+      };
+      streamed = src_.stream_blob(d, [&](std::span<const char> bytes) {
+        blob_hash.update(bytes.data(), bytes.size());
+        while (!bytes.empty()) {
+          if (block.empty() && (block = blob.acquire()).empty()) return false;  // the unpacker stopped
+          size_t n = std::min(bytes.size(), block.size() - filled);
+          std::memcpy(block.data() + filled, bytes.data(), n);
+          filled += n;
+          bytes = bytes.subspan(n);
+          if (filled == block.size() && !hand_on()) return false;
+        }
+        return true;
+      }, cancel);
+      if (filled && !hand_on()) streamed = fail(ErrorKind::internal, "get blob", d.digest, "cancelled");
+      blob.close();
     });
     UnpackOptions uo;
     uo.allow_devices = options_.allow_devices;
     uo.expected_size = d.size;
-    uo.copy_fd = copy.get();
     uo.progress = [&](uint64_t done) {
       p.done = done;
       report(p);
     };
-    auto digests = unpack_layer(reader.get(), unpack ? std::optional<std::string_view>(layer_dir.string()) : std::nullopt, uo);
-    reader.reset();
+    auto digests = unpack_layer(blob, unpack ? std::optional<std::string_view>(layer_dir.string()) : std::nullopt, uo);
     fetcher.join();
+    if (digests) digests->compressed = blob_hash.finish();
     auto failed = [&](Error e) -> Result<> {
       p.state = PullProgress::failed;
       report(p);
       e.context("pull layer " + d.digest);
       return std::unexpected(std::move(e));
     };
-    // A transfer error explains a short or broken stream better than the unpacker's complaint.
-    if (!streamed && (!digests || digests->compressed_size < static_cast<uint64_t>(d.size)))
+    if (keep_error) return failed(*keep_error);  // disk full: not the registry's fault
+    // A transfer error explains a short or broken stream better than the unpacker's complaint,
+    // but a fetcher stopped only because the unpacker refused the layer (its reader went away) is none.
+    bool reader_gone = !streamed && !cancel && streamed.error().detail == "cancelled";
+    if (!streamed && !reader_gone && (!digests || digests->compressed_size < static_cast<uint64_t>(d.size)))
       return failed(streamed.error());
     if (!digests) return failed(digests.error());
     if (digests->compressed_size != static_cast<uint64_t>(d.size))

@@ -8,10 +8,15 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
 #include <array>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <span>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -141,6 +146,7 @@ std::pair<std::string_view, std::string_view> split_parent(std::string_view path
 
 struct CompressedInput {
   int fd = -1;
+  BlockPipe* pipe = nullptr;  // instead of fd: blocks its producer already hashed and copied
   int copy_fd = -1;
   int64_t expected_size = -1;
   const std::function<void(uint64_t)>* progress = nullptr;
@@ -148,12 +154,18 @@ struct CompressedInput {
   uint64_t total = 0;
   uint64_t next_progress = 0;
   std::vector<char> buf = std::vector<char>(kReadBlock);
-  size_t held = 0;      // bytes in buf from primed(), handed out by the next pull()
+  const char* data = buf.data();  // the block the last pull() handed out
+  size_t held = 0;      // bytes at data from primed(), handed out by the next pull()
   std::optional<Error> error;
 
   // Reads the first bytes (at least 4, or the whole blob if shorter) so the compression can be told
-  // from its magic before a decompressor is chosen; the next pull() hands them out again.
+  // from its magic before a decompressor is chosen; the next pull() hands them out again. A pipe's
+  // blocks are full but for the last, so its first block is enough.
   Result<std::span<const char>> primed() {
+    if (pipe) {
+      held = FNEXEC_TRY(read_block(0));
+      return std::span<const char>(data, held);
+    }
     while (held < 4) {
       ssize_t n = FNEXEC_TRY(read_block(held));
       if (n == 0) break;
@@ -170,27 +182,42 @@ struct CompressedInput {
 
  private:
   Result<size_t> read_block(size_t at) {
-    ssize_t n;
-    char* data = buf.data() + at;
-    do n = ::read(fd, data, buf.size() - at);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) return fail_errno("read layer blob");
-    total += static_cast<uint64_t>(n);
-    if (expected_size >= 0 && total > static_cast<uint64_t>(expected_size))
-      return fail(ErrorKind::corrupt, "verify layer blob", {},
-                  "longer than the " + std::to_string(expected_size) + " bytes its descriptor says");
-    hash.update(data, static_cast<size_t>(n));
-    for (size_t done = 0; copy_fd >= 0 && done < static_cast<size_t>(n);) {
-      ssize_t w = ::write(copy_fd, data + done, static_cast<size_t>(n) - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return fail_errno("write blob copy");
-      done += static_cast<size_t>(w);
+    size_t n = 0;
+    if (pipe) {
+      auto block = pipe->next();
+      if (block.empty() && pipe->error()) return std::unexpected(*pipe->error());
+      data = reinterpret_cast<const char*>(block.data());
+      n = block.size();
+      FNEXEC_TRY(count(n));
+    } else {
+      ssize_t r;
+      char* into = buf.data() + at;
+      do r = ::read(fd, into, buf.size() - at);
+      while (r < 0 && errno == EINTR);
+      if (r < 0) return fail_errno("read layer blob");
+      n = static_cast<size_t>(r);
+      FNEXEC_TRY(count(n));
+      hash.update(into, n);
+      for (size_t done = 0; copy_fd >= 0 && done < n;) {
+        ssize_t w = ::write(copy_fd, into + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return fail_errno("write blob copy");
+        done += static_cast<size_t>(w);
+      }
     }
     if (progress && *progress && total >= next_progress) {
       (*progress)(total);
       next_progress = total + (4 << 20);
     }
-    return static_cast<size_t>(n);
+    return n;
+  }
+
+  Result<> count(size_t n) {
+    total += n;
+    if (expected_size >= 0 && total > static_cast<uint64_t>(expected_size))
+      return fail(ErrorKind::corrupt, "verify layer blob", {},
+                  "longer than the " + std::to_string(expected_size) + " bytes its descriptor says");
+    return {};
   }
 };
 
@@ -202,69 +229,88 @@ la_ssize_t compressed_read(struct archive* a, void* ctx, const void** out) {
     archive_set_error(a, EIO, "%s", n.error().message().c_str());
     return -1;
   }
-  *out = in->buf.data();
+  *out = in->data;
   return static_cast<la_ssize_t>(*n);
 }
 
-struct TarInput {
+// Decompressed bytes, written into the caller's blocks: ISA-L inflates straight into them,
+// libarchive's filters (zstd, plain, gzip without ISA-L) are copied from its own buffer.
+struct Decompressor {
   struct archive* outer = nullptr;       // libarchive's decompression, or
   IsalGzip* gzip = nullptr;              // ISA-L's for gzip, reading from
   CompressedInput* compressed = nullptr;
-  Sha256 hash;
   uint64_t total = 0;
   uint64_t limit = 0;  // 0: none
   const std::string* limit_setting = nullptr;
   bool eof = false;
-  std::optional<Error> error;
+  const char* held = nullptr;  // what libarchive gave and did not fit into the last block
+  size_t held_size = 0;
 
-  // Next decompressed block, hashed; size 0 at the end of the stream.
-  Result<std::pair<const void*, size_t>> pull() {
-    for (;;) {
-      if (eof) return std::pair<const void*, size_t>{nullptr, 0};
-      const void* buf = nullptr;
-      size_t size = 0;
+  // Fills out with the next decompressed bytes; 0 at the end of the stream.
+  Result<size_t> fill(std::span<unsigned char> out) {
+    size_t n = 0;
+    while (n == 0 && !eof) {
       if (gzip) {
-        auto block = FNEXEC_TRY(gzip->next([this]() -> Result<std::span<const unsigned char>> {
-          size_t n = FNEXEC_TRY(compressed->pull());
-          return std::span(reinterpret_cast<const unsigned char*>(compressed->buf.data()), n);
-        }));
-        if (block.empty()) {
-          eof = true;
-          continue;
-        }
-        buf = block.data();
-        size = block.size();
-      } else {
+        n = FNEXEC_TRY(gzip->next_into(
+            [this]() -> Result<std::span<const unsigned char>> {
+              size_t got = FNEXEC_TRY(compressed->pull());
+              return std::span(reinterpret_cast<const unsigned char*>(compressed->data), got);
+            },
+            out));
+        if (n == 0) eof = true;
+        continue;
+      }
+      if (held_size == 0) {
+        const void* buf = nullptr;
         la_int64_t offset = 0;
-        int r = archive_read_data_block(outer, &buf, &size, &offset);
+        int r = archive_read_data_block(outer, &buf, &held_size, &offset);
         if (r == ARCHIVE_EOF) {
           eof = true;
+          held_size = 0;
           continue;
         }
-        if (r < ARCHIVE_WARN)
-          return fail(ErrorKind::corrupt, "decompress layer", {}, archive_message(outer));
+        if (r < ARCHIVE_WARN) return fail(ErrorKind::corrupt, "decompress layer", {}, archive_message(outer));
+        held = static_cast<const char*>(buf);
       }
-      if (size == 0) continue;
-      hash.update(buf, size);
-      total += size;
-      if (limit && total > limit)
-        return fail(ErrorKind::too_large, "unpack layer", {},
-                    "it unpacks to more than " + std::to_string(limit) + " bytes (" + *limit_setting + ")");
-      return std::pair{buf, size};
+      n = std::min(held_size, out.size());
+      std::memcpy(out.data(), held, n);
+      held += n;
+      held_size -= n;
     }
+    total += n;
+    if (limit && total > limit)
+      return fail(ErrorKind::too_large, "unpack layer", {},
+                  "it unpacks to more than " + std::to_string(limit) + " bytes (" + *limit_setting + ")");
+    return n;
+  }
+};
+
+// The tar thread's side: blocks from the pipe, hashed into the diff_id as they pass.
+struct TarInput {
+  BlockPipe* pipe = nullptr;
+  Sha256 hash;
+  std::optional<Error> error;  // the producer's, once the stream reached it
+
+  std::span<const unsigned char> pull() {
+    auto block = pipe->next();
+    if (block.empty()) {
+      if (pipe->error()) error = *pipe->error();
+      return block;
+    }
+    hash.update(block.data(), block.size());
+    return block;
   }
 };
 
 la_ssize_t tar_read(struct archive* a, void* ctx, const void** out) {
   auto* in = static_cast<TarInput*>(ctx);
   auto block = in->pull();
-  if (!block) {
-    in->error = block.error();
-    archive_set_error(a, EIO, "%s", block.error().message().c_str());
+  if (in->error) {
+    archive_set_error(a, EIO, "%s", in->error->message().c_str());
     return -1;
   }
-  *out = block->first;
-  return static_cast<la_ssize_t>(block->second);
+  *out = block.data();
+  return static_cast<la_ssize_t>(block.size());
 }
 
 struct ArchiveFree {
@@ -584,8 +630,10 @@ Result<std::string> blob_compression(int blob_fd) {
   return std::string("none");
 }
 
-Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> dest_dir,
-                                  const UnpackOptions& options) {
+namespace {
+
+Result<LayerDigests> unpack(int blob_fd, BlockPipe* blob_pipe, std::optional<std::string_view> dest_dir,
+                            const UnpackOptions& options) {
   std::optional<LayerWriter> writer;
   if (dest_dir) {
     std::string dir(*dest_dir);
@@ -598,13 +646,14 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
 
   CompressedInput cin;
   cin.fd = blob_fd;
-  cin.copy_fd = options.copy_fd;
+  cin.pipe = blob_pipe;
+  cin.copy_fd = blob_pipe ? -1 : options.copy_fd;
   cin.expected_size = options.expected_size;
   cin.progress = &options.progress;
   LayerDigests out;
-  TarInput tin;
-  tin.limit = options.max_uncompressed_bytes;
-  tin.limit_setting = &options.limit_setting;
+  Decompressor dec;
+  dec.limit = options.max_uncompressed_bytes;
+  dec.limit_setting = &options.limit_setting;
   auto head = FNEXEC_TRY(cin.primed());
   std::unique_ptr<IsalGzip> isal;
   if (head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x1f && static_cast<unsigned char>(head[1]) == 0x8b)
@@ -619,8 +668,8 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
   };
   if (isal) {
     out.compression = "gzip";
-    tin.gzip = isal.get();
-    tin.compressed = &cin;
+    dec.gzip = isal.get();
+    dec.compressed = &cin;
   } else {
     if (archive_read_open(outer.get(), &cin, nullptr, compressed_read, nullptr) != ARCHIVE_OK)
       return std::unexpected(outer_error("read layer blob"));
@@ -632,54 +681,90 @@ Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> d
       case ARCHIVE_FILTER_ZSTD: out.compression = "zstd"; break;
       default: out.compression = "none";
     }
-    tin.outer = outer.get();
+    dec.outer = outer.get();
   }
+
+  // The producer reads, hashes and copies the compressed blob and decompresses it into the pipe,
+  // then reads the blob to its end: the digests cover every byte, including the zero blocks after
+  // the tar's end and any compressed bytes after the end of the stream.
+  BlockPipe pipe;
+  std::thread producer([&] {
+    for (;;) {
+      auto block = pipe.acquire();
+      if (block.empty()) return pipe.close(std::nullopt);  // the tar side failed: it has the error
+      auto n = dec.fill(block);
+      if (!n) return pipe.close(cin.error ? *cin.error : n.error());
+      if (*n == 0) break;
+      pipe.publish(*n);
+    }
+    for (;;) {
+      auto n = cin.pull();
+      if (!n) return pipe.close(n.error());
+      if (*n == 0) return pipe.close(std::nullopt);
+    }
+  });
+  TarInput tin;
+  tin.pipe = &pipe;
+  // Every way out of the tar side below stops the producer first: one waiting on a blob pipe is
+  // woken by cancelling it, one blocked reading a socket by shutting down its reading side
+  // (ENOTSOCK for a file, which never blocks).
+  auto stop_producer = [&] {
+    pipe.cancel();
+    if (blob_pipe) blob_pipe->cancel();
+    else ::shutdown(blob_fd, SHUT_RD);
+    producer.join();
+  };
+  auto tar_failed = [&](Error own) -> Result<LayerDigests> {
+    stop_producer();
+    return std::unexpected(tin.error ? *tin.error : std::move(own));
+  };
   ArchivePtr tar(archive_read_new());
   archive_read_support_format_tar(tar.get());
   auto tar_error = [&](std::string_view what) -> Error {
-    if (cin.error) return *cin.error;
-    if (tin.error) return *tin.error;
     return Error{ErrorKind::corrupt, 0, std::string(what), {}, archive_message(tar.get())};
   };
   if (archive_read_open(tar.get(), &tin, nullptr, tar_read, nullptr) != ARCHIVE_OK)
-    return std::unexpected(tar_error("read layer tar"));
+    return tar_failed(tar_error("read layer tar"));
   for (;;) {
     struct archive_entry* e;
     int r = archive_read_next_header(tar.get(), &e);
     if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) return std::unexpected(tar_error("read layer tar"));
+    if (r < ARCHIVE_WARN) return tar_failed(tar_error("read layer tar"));
     if (writer) {
       auto w = writer->write(tar.get(), e);
-      if (!w) {
-        if (cin.error) return std::unexpected(*cin.error);
-        if (tin.error) return std::unexpected(*tin.error);
-        return std::unexpected(w.error());
-      }
+      if (!w) return tar_failed(w.error());
     }
   }
-  // The digests cover every byte, including the zero blocks after the tar's end and any
-  // compressed bytes after the end of the stream.
-  for (;;) {
-    auto block = tin.pull();
-    if (!block) return std::unexpected(block.error());
-    if (block->second == 0) break;
+  // The rest of the decompressed stream, for the diff_id.
+  while (!tin.pull().empty()) {
   }
-  for (;;) {
-    auto n = cin.pull();
-    if (!n) return std::unexpected(n.error());
-    if (*n == 0) break;
-  }
+  producer.join();
+  if (tin.error) return std::unexpected(*tin.error);
   if (writer) {
     FNEXEC_TRY(writer->finish());
     out.device_nodes = writer->device_nodes();
     out.device_nodes_skipped = writer->device_nodes_skipped();
   }
   if (options.progress) options.progress(cin.total);
-  out.compressed = cin.hash.finish();
+  if (!blob_pipe) out.compressed = cin.hash.finish();
   out.compressed_size = cin.total;
   out.uncompressed = tin.hash.finish();
-  out.uncompressed_size = tin.total;
+  out.uncompressed_size = dec.total;
   return out;
+}
+
+}  // namespace
+
+Result<LayerDigests> unpack_layer(int blob_fd, std::optional<std::string_view> dest_dir,
+                                  const UnpackOptions& options) {
+  return unpack(blob_fd, nullptr, dest_dir, options);
+}
+
+Result<LayerDigests> unpack_layer(BlockPipe& blob, std::optional<std::string_view> dest_dir,
+                                  const UnpackOptions& options) {
+  auto r = unpack(-1, &blob, dest_dir, options);
+  blob.cancel();
+  return r;
 }
 
 }  // namespace fnexec::image

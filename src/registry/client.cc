@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,7 +24,6 @@ constexpr std::string_view kManifestAccept =
     "application/vnd.docker.distribution.manifest.v2+json";
 constexpr long kMaxRedirects = 10;
 constexpr long kReceiveBuffer = 1 << 20;
-constexpr size_t kSendBlock = 256 << 10;
 constexpr size_t kMaxErrorBody = 16 << 10;
 constexpr std::string_view kSystemCaBundle = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -99,18 +97,6 @@ bool is_retryable_code(CURLcode code) {
     default:
       return false;
   }
-}
-
-// Writes all of data to a socket without SIGPIPE: a reader that went away is an error, not a signal.
-bool send_all(int fd, const char* data, size_t size) {
-  while (size) {
-    ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return true;
 }
 
 std::string status_text(long status) {
@@ -481,32 +467,23 @@ Result<image::RemoteDocument> Client::manifest(std::string_view tag_or_digest, i
   return image::RemoteDocument{std::move(body), x.content_type};
 }
 
-Result<> Client::stream_blob(const image::Descriptor& blob, int fd, const std::atomic<bool>& cancel) {
+Result<> Client::stream_blob(const image::Descriptor& blob, const BlobSink& sink, const std::atomic<bool>& cancel) {
   uint64_t at = 0;    // where a resumed request starts
-  uint64_t sent = 0;  // bytes given to fd
+  uint64_t sent = 0;  // bytes given to sink
   bool reader_gone = false;
   const auto size = static_cast<uint64_t>(blob.size);
-  // libcurl hands over at most 16 KiB per call: gathered into larger sends, the reader wakes up
-  // (and the kernel copies) per 256 KiB instead.
-  std::string pending;
-  pending.reserve(kSendBlock);
-  auto flush = [&] {
-    if (pending.empty()) return true;
-    bool ok = send_all(fd, pending.data(), pending.size());
-    pending.clear();
-    if (!ok) reader_gone = true;
-    return ok;
-  };
-  auto sink = [&](const char* d, size_t n) {
+  auto pass_on = [&](const char* d, size_t n) {
     // One byte more than the descriptor says is passed on, so the verifier refuses the blob as too long.
     n = static_cast<size_t>(std::min<uint64_t>(n, size + 1 - sent));
-    pending.append(d, n);
     sent += n;
-    if ((pending.size() >= kSendBlock || sent > size) && !flush()) return false;
+    if (!sink(std::span<const char>(d, n))) {
+      reader_gone = true;
+      return false;
+    }
     return sent <= size;
   };
-  auto x = request("/v2/" + ref_.repository + "/blobs/" + blob.digest, "*/*", "get blob " + blob.digest, sink, &at, &cancel);
-  if (x && !flush()) return fail(ErrorKind::internal, "get blob", blob.digest, "cancelled");
+  auto x = request("/v2/" + ref_.repository + "/blobs/" + blob.digest, "*/*", "get blob " + blob.digest, pass_on, &at,
+                   &cancel);
   if (!x) return std::unexpected(x.error());
   if (reader_gone) return fail(ErrorKind::internal, "get blob", blob.digest, "cancelled");
   if (x->sink_refused)

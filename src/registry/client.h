@@ -34,7 +34,7 @@ class Client final : public image::RemoteSource {
 
   std::string describe() const override { return ref_.str(); }
   Result<image::RemoteDocument> manifest(std::string_view tag_or_digest, int64_t max_bytes) override;
-  Result<> stream_blob(const image::Descriptor& blob, int fd, const std::atomic<bool>& cancel) override;
+  Result<> stream_blob(const image::Descriptor& blob, const BlobSink& sink, const std::atomic<bool>& cancel) override;
 
   struct Exchange;
 
