@@ -197,7 +197,7 @@ Client::Exchange Client::perform(const std::string& url, std::string_view accept
   curl_->easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_->easy_setopt(h, CURLOPT_LOW_SPEED_TIME, options_.stall_seconds);
   curl_->easy_setopt(h, CURLOPT_USERAGENT, "fnexec");
-  // 16 KiB by default: a 100 MB blob took ~6,800 recv, poll and send calls each (strace -c of bench/pull.sh).
+  // 16 KiB by default: a 100 MB blob took ~6,800 recv and poll calls each (strace -c of bench/pull.sh).
   curl_->easy_setopt(h, CURLOPT_BUFFERSIZE, kReceiveBuffer);
   if (!options_.tls_verify) {
     curl_->easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
