@@ -437,8 +437,9 @@ void park() {
   }
   sys::call(__NR_close, plan->control_fd);
   sys::call(__NR_close, root_fd);
-  if (plan->stdio_fds[0] >= 0)
-    for (int fd = 0; fd < 3; ++fd) sys::call(__NR_close, fd);
+  // Pipes or fnexec's own stdio alike: init keeps no copy, so a reader of the function's stdout sees
+  // EOF when the function's processes are gone, not when PID 1's namespaces are torn down.
+  for (int fd = 0; fd < 3; ++fd) sys::call(__NR_close, fd);
 
   for (;;) {
     unsigned char info[128];
@@ -454,6 +455,15 @@ void park() {
       long pid = sys::call(__NR_wait4, -1, &status, WNOHANG, 0);
       if (pid <= 0) break;
       if (pid == function) {
+        // Whatever the function left running dies and is reaped before the report, so the status
+        // also means its stdout is at EOF and nothing of it runs: the caller may answer at once and
+        // leave the namespaces' teardown (PID 1's exit) to happen after. Every process here is in
+        // init's user namespace or below it, where init holds CAP_KILL.
+        sys::call(__NR_kill, -1, kSIGKILL);
+        for (;;) {
+          long reaped = sys::call(__NR_wait4, -1, 0, 0, 0);
+          if (reaped <= 0 && sys::err(reaped) != kEINTR) break;  // ECHILD: none left
+        }
         retrying(__NR_write, plan->status_fd, &status, sizeof status);
         // What is left, the teardown of the namespaces at exit, waits for nobody.
         if (plan->flags & kRenice) sys::call(__NR_setpriority, kPrioProcess, 0, 19);

@@ -170,7 +170,7 @@ Result<InvocationRecord> run_invocation(sandbox::Sandbox& sandbox, cgroup::Sandb
   // With stdio pipes the invocation ends when init reports the function's status and both pipes
   // are at EOF: PID 1's own exit (its namespaces torn down) is left to whoever destroys the sandbox.
   bool exited = false, reported = false;
-  int status_fd = stdio ? sandbox.status_fd() : -1;
+  int status_fd = stdio || options.answer_on_status ? sandbox.status_fd() : -1;
   for (;;) {
     if ((exited || reported) && !pipes.out && !pipes.err) break;
     pollfd fds[6] = {{exited ? -1 : sandbox.pidfd(), POLLIN, 0},

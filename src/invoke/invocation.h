@@ -46,6 +46,9 @@ struct WaitOptions {
   // Forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH received by this
   // process to the sandbox's PID 1 while waiting (a CLI in the foreground wants this).
   bool forward_signals = false;
+  // Also without stdio: return once init reported the function's status (its processes are gone
+  // and reaped by then), not when PID 1 has exited and its namespaces are torn down.
+  bool answer_on_status = false;
 };
 
 // The event and the result of a sandbox launched with Stdio::pipes (pooled sandboxes).

@@ -100,6 +100,7 @@ Sandbox::Sandbox() = default;
 Sandbox::Sandbox(Sandbox&&) noexcept = default;
 
 Sandbox::~Sandbox() {
+  if (leave_to_reaper_ && collected_status_) return;
   if (pidfd_ && !reaped_) {
     (void)kill();
     siginfo_t info;

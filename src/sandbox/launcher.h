@@ -67,6 +67,10 @@ class Sandbox {
   // After status_fd() became readable: the report without waiting for PID 1 (the destructor reaps
   // it later). Falls back to reap() when init died without reporting.
   Result<SandboxExit> collect();
+  // For a process about to exit (`fnexec run`): once collect() has the report, the destructor
+  // neither kills nor waits for PID 1, which is only tearing its namespaces down; whoever adopts it
+  // when we exit (our parent's reaper) reaps it. Before a report the destructor kills and reaps as ever.
+  void leave_to_reaper_once_reported() { leave_to_reaper_ = true; }
 
  private:
   Sandbox();
@@ -80,6 +84,7 @@ class Sandbox {
   UniqueFd pidfd_, control_, errors_, status_;
   StdioPipes stdio_;
   bool reaped_ = false;
+  bool leave_to_reaper_ = false;
 };
 
 }  // namespace fnexec::sandbox

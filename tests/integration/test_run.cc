@@ -288,7 +288,9 @@ TEST_SUITE("run") {
     auto r = sh("sleep " + token + " >/dev/null 2>&1 & echo started");
     CHECK(r.exit_code == 0);
     CHECK(r.out == "started\n");
+    // Killed and reaped by init before it reported, so before fnexec answered.
     CHECK_FALSE(host_has_process_with("sleep " + token));
+    reap_adopted_sandbox_inits();
     CHECK(ResourceSnapshot::take().processes == before.processes);
     CHECK(fnexec_mounts() == mounts_before);
     CHECK(count_cgroups_named("run-") == cgroups_before);
@@ -463,10 +465,40 @@ TEST_SUITE("run") {
     CHECK(timeout.exit_code == 124);
     CHECK(timeout.err.find("\"timed_out\":true") != std::string::npos);
     CHECK(run_in({"--cgroups", "disabled", "--memory", "1m"}, {"true"}).exit_code == 125);
+    reap_adopted_sandbox_inits();
     auto after = ResourceSnapshot::take();
     CHECK(count_cgroups_named("run-") == cgroups_before);
     CHECK(fnexec_mounts() == mounts_before);
     CHECK(after.processes == before.processes);
+  }
+
+  TEST_CASE("run answers before the sandbox's teardown, and the teardown leaves nothing behind") {
+    const std::string token = "4545" + std::to_string(::getpid());
+    image();  // built before the snapshot: its scratch tmpfs is a mount
+    reap_adopted_sandbox_inits();
+    auto before = ResourceSnapshot::take();
+    size_t mounts_before = fnexec_mounts(), cgroups_before = count_cgroups_named("run-");
+    // A background child holding the function's stdout (a pipe read here to EOF) is killed and
+    // reaped by init before it reports.
+    // test::run, not fnexec(): that one reaps what comes back to us, which is what this test counts.
+    auto r = run({fnexec_bin().string(), "--root", image().state.string(), "run", "--rootfs", image().rootfs.string(),
+                  "--", "sh", "-c", "sleep " + token + " & echo $!; exit 3"});
+    CHECK(r.exit_code == 3);
+    CHECK(r.out.size() > 1);
+    CHECK_FALSE(host_has_process_with("sleep " + token));
+    // fnexec did not wait for PID 1: it came back to this process (the subreaper) to be reaped.
+    CHECK(reap_adopted_sandbox_inits() == 1);
+    // Once it is gone, its mounts (in its own mount namespace), its cgroup and its processes are too.
+    CHECK(ResourceSnapshot::take().processes == before.processes);
+    CHECK(fnexec_mounts() == mounts_before);
+    CHECK(count_cgroups_named("run-") == cgroups_before);
+    CHECK(stdfs::is_empty(image().state / "mnt"));
+    // With a cgroup to remove, fnexec waits for PID 1 itself: nothing comes back to be reaped.
+    CHECK(run({fnexec_bin().string(), "--root", image().state.string(), "run", "--cgroups", "enabled", "--rootfs",
+               image().rootfs.string(), "--", "true"})
+              .exit_code == 0);
+    CHECK(reap_adopted_sandbox_inits() == 0);
+    CHECK(count_cgroups_named("run-") == cgroups_before);
   }
 
   TEST_CASE("nothing is left behind after many runs and failed runs") {
@@ -483,6 +515,7 @@ TEST_SUITE("run") {
     run_in({"-v", "/nonexistent:/x"}, {"true"});
     run_in({"--timeout", "50ms"}, {"sleep", "5"});
     run_in({"--userns", "auto"}, {"true"});
+    reap_adopted_sandbox_inits();
     auto after = ResourceSnapshot::take();
     CHECK(fnexec_mounts() == mounts_before);
     CHECK(after.fds == before.fds);

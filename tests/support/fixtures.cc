@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -85,6 +86,25 @@ ScratchTmpfs::~ScratchTmpfs() {
   // Lazy: a test that failed may still hold a file open there.
   ::umount2(path_.c_str(), MNT_DETACH);
   ::rmdir(path_.c_str());
+}
+
+int reap_adopted_sandbox_inits() {
+  int reaped = 0;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    auto name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto open = line.find('('), close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close + 4 >= line.size()) continue;
+    pid_t ppid = std::atoi(line.c_str() + close + 4);  // ") S PPID"
+    if (ppid != ::getpid() || line.substr(open + 1, close - open - 1) != "fnexec-init") continue;
+    pid_t pid = std::stoi(name);
+    if (::waitpid(pid, nullptr, 0) == pid) ++reaped;
+  }
+  return reaped;
 }
 
 ResourceSnapshot ResourceSnapshot::take() {

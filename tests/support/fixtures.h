@@ -49,6 +49,12 @@ size_t count_cgroups_named(const std::string& prefix);
 // tools) mount and unmount meanwhile, so leak checks count only below their own scratch tree.
 size_t count_mounts_below(const std::filesystem::path& dir);
 
+// `fnexec run` answers once init reported the function's end and leaves PID 1, which then tears its
+// namespaces down, to its parent's reaper: in the tests this process (a subreaper). Reaps every such
+// adopted init ("fnexec-init"), waiting for each, so what is counted after it is what a run leaves
+// behind and not a teardown still under way. Returns how many there were.
+int reap_adopted_sandbox_inits();
+
 // Counters that must not grow across many runs: mounts, our fds, processes, cgroups below ours.
 struct ResourceSnapshot {
   size_t mounts = 0;

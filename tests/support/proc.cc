@@ -1,5 +1,7 @@
 #include "support/proc.h"
 
+#include "support/fixtures.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -225,7 +227,11 @@ int Conversation::wait(std::string* rest_of_stdout) {
 ProcResult fnexec(const std::vector<std::string>& args, const ProcOptions& options) {
   std::vector<std::string> argv{fnexec_bin().string()};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv, options);
+  auto result = run(argv, options);
+  // `fnexec run` leaves its PID 1 to us (a subreaper): reaped here, orphans never pile up as zombies
+  // that a later test's waitpid(-1) would take out of its own process count.
+  reap_adopted_sandbox_inits();
+  return result;
 }
 
 }  // namespace fnexec::test
