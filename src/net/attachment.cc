@@ -1,5 +1,6 @@
 #include "net/attachment.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <spdlog/spdlog.h>
@@ -10,6 +11,7 @@
 
 #include "net/link.h"
 #include "net/nft.h"
+#include "net/nft_elements.h"
 #include "util/fs.h"
 #include "util/unique_fd.h"
 
@@ -45,56 +47,90 @@ stdfs::path etc_dir(const BridgeConfig& c, uint32_t ip) {
   return bridge_dir(c) / (format_ipv4(ip) + ".etc");
 }
 
-// The bridge's hooks: forward and input look the source address up in out_B (the sandbox's egress
-// chain); nat masquerades what leaves the subnet through another interface. Made once per bridge,
-// under the bridge lock.
-Result<> ensure_base_chains(Nft& nft, const BridgeConfig& c) {
+// The chain of an egress policy on one bridge: shared by every sandbox with that policy, named by
+// a hash of its rules (FNV-1a), so a sandbox's own nftables state is only its map element.
+std::string policy_chain(const BridgeConfig& c) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const auto& rule : egress_chain_rules(c.egress, c.subnet))
+    for (char ch : rule + "\n") h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016" PRIx64, h);
+  return "eg_" + tag(c.bridge) + "_" + hex;
+}
+
+std::vector<uint8_t> key_bytes(uint32_t ip) {
+  uint32_t be = htonl(ip);
+  auto* p = reinterpret_cast<const uint8_t*>(&be);
+  return {p, p + 4};
+}
+
+// The map elements of the sandbox at ip: its address → jump to its policy chain.
+std::vector<MapElement> sandbox_elements(const BridgeConfig& c, uint32_t ip) {
+  return {MapElement{"out_" + tag(c.bridge), key_bytes(ip), policy_chain(c)}};
+}
+
+// Removes the policy chains of this bridge that no map element refers to any more (the kernel
+// refuses, EBUSY, to delete a chain still in use), so at most the live policies' chains stay.
+void remove_unused_policy_chains(Nft& nft, const BridgeConfig& c) {
+  auto listed = nft.run("list chains inet fnexec");
+  if (!listed) return;
+  std::string prefix = "chain eg_" + tag(c.bridge) + "_";
+  std::istringstream in(*listed);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto at = line.find(prefix);
+    if (at == std::string::npos) continue;
+    auto name = line.substr(at + 6, line.find(' ', at + 6) - (at + 6));
+    (void)nft.run("flush chain inet fnexec " + name + "\ndelete chain inet fnexec " + name + "\n");
+  }
+}
+
+// The bridge's hooks and the sandbox's policy chain, made (or brought back to what this version
+// makes) in one transaction: forward and input look the source address up in out_B, which jumps
+// to the sandbox's policy chain; nat masquerades what leaves the subnet through another interface.
+// Only called when adding a sandbox's map element found something missing, under the bridge lock.
+Result<> ensure_tables(Nft& nft, const BridgeConfig& c) {
+  remove_unused_policy_chains(nft, c);
   auto b = tag(c.bridge);
-  auto exists = nft.run("list chain inet fnexec fwd_" + b);
-  if (exists) return {};
-  if (exists.error().kind != ErrorKind::not_found) return std::unexpected(exists.error());
   std::string q = "\"" + c.bridge + "\"";
-  std::string cmds =
-      "add table inet fnexec\n"
-      "add map inet fnexec out_" +
-      b +
-      " { type ipv4_addr : verdict; }\n"
-      "add chain inet fnexec fwd_" +
-      b +
-      " { type filter hook forward priority filter; policy accept; }\n"
-      "add rule inet fnexec fwd_" +
-      b + " ip saddr vmap @out_" + b +
-      "\n"
-      "add chain inet fnexec input_" +
-      b +
-      " { type filter hook input priority filter; policy accept; }\n"
-      "add rule inet fnexec input_" +
-      b + " iifname " + q +
-      " ct state established,related accept\n"
-      "add rule inet fnexec input_" +
-      b + " iifname " + q + " ip saddr vmap @out_" + b +
-      "\n"
-      // Anything else arriving from the bridge (no lease, spoofed source) does not reach the host.
-      "add rule inet fnexec input_" +
-      b + " iifname " + q +
-      " drop\n"
-      "add chain inet fnexec nat_" +
-      b +
-      " { type nat hook postrouting priority srcnat; policy accept; }\n"
-      "add rule inet fnexec nat_" +
-      b + " ip saddr " + c.subnet.to_string() + " oifname != " + q + " masquerade\n";
+  std::string t = "inet fnexec ";
+  auto base_chain = [&](const std::string& name, const std::string& hook) {
+    return "add chain " + t + name + " { " + hook + "; policy accept; }\nflush chain " + t + name + "\n";
+  };
+  std::string cmds = "add table inet fnexec\n";
+  cmds += "add map " + t + "out_" + b + " { type ipv4_addr : verdict; }\n";
+  cmds += base_chain("fwd_" + b, "type filter hook forward priority filter");
+  cmds += "add rule " + t + "fwd_" + b + " ip saddr vmap @out_" + b + "\n";
+  cmds += base_chain("input_" + b, "type filter hook input priority filter");
+  cmds += "add rule " + t + "input_" + b + " iifname " + q + " ct state established,related accept\n";
+  cmds += "add rule " + t + "input_" + b + " iifname " + q + " ip saddr vmap @out_" + b + "\n";
+  // Anything else arriving from the bridge (no lease, spoofed source) does not reach the host.
+  cmds += "add rule " + t + "input_" + b + " iifname " + q + " drop\n";
+  cmds += base_chain("nat_" + b, "type nat hook postrouting priority srcnat");
+  cmds += "add rule " + t + "nat_" + b + " ip saddr " + c.subnet.to_string() + " oifname != " + q + " masquerade\n";
+  auto chain = policy_chain(c);
+  cmds += "add chain " + t + chain + "\nflush chain " + t + chain + "\n";
+  for (const auto& rule : egress_chain_rules(c.egress, c.subnet)) cmds += "add rule " + t + chain + " " + rule + "\n";
   auto made = nft.run(cmds);
   if (!made) return std::unexpected(made.error().context("set up nftables for bridge " + c.bridge));
   return {};
 }
 
-Result<> remove_sandbox_rules(Nft& nft, const BridgeConfig& c, uint32_t ip) {
-  auto b = tag(c.bridge);
-  auto v = veth_name(ip);
-  auto a = format_ipv4(ip);
-  auto gone = nft.run("delete element inet fnexec out_" + b + " { " + a + " }\n" + "flush chain inet fnexec eg_" +
-                      v + "\n" + "delete chain inet fnexec eg_" + v + "\n");
-  // The rules are added in one transaction, so "not there" means none of them is.
+// The sandbox's map element; the first sandbox of a bridge or a policy makes the chains first
+// (libnftables, loaded only then).
+Result<> add_sandbox_rules(NftElements& elements, const BridgeConfig& c, uint32_t ip) {
+  auto added = elements.add(sandbox_elements(c, ip));
+  if (added || added.error().kind != ErrorKind::not_found) return added;
+  auto nft = FNEXEC_TRY(Nft::open());
+  FNEXEC_TRY(ensure_tables(nft, c));
+  auto retried = elements.add(sandbox_elements(c, ip));
+  if (!retried) return std::unexpected(retried.error().context("add egress policy of " + format_ipv4(ip)));
+  return {};
+}
+
+Result<> remove_sandbox_rules(NftElements& elements, const BridgeConfig& c, uint32_t ip) {
+  auto gone = elements.remove(sandbox_elements(c, ip));
+  // The elements are added in one transaction, so "not there" means none of them is.
   if (!gone && gone.error().kind != ErrorKind::not_found) return std::unexpected(gone.error());
   return {};
 }
@@ -102,9 +138,9 @@ Result<> remove_sandbox_rules(Nft& nft, const BridgeConfig& c, uint32_t ip) {
 // sandbox_gone: the sandbox's namespace is gone, and the kernel deletes the veth pair with it;
 // deleting it here too would wait for the unregistration (15 ms measured), so only stale state of
 // another process deletes it.
-Result<> remove_sandbox_state(Netlink& nl, Nft& nft, const BridgeConfig& c, uint32_t ip,
+Result<> remove_sandbox_state(Netlink& nl, NftElements& elements, const BridgeConfig& c, uint32_t ip,
                               bool sandbox_gone = false) {
-  FNEXEC_TRY(remove_sandbox_rules(nft, c, ip));
+  FNEXEC_TRY(remove_sandbox_rules(elements, c, ip));
   if (!sandbox_gone) FNEXEC_TRY(nl.delete_link(veth_name(ip)));
   std::error_code ec;
   stdfs::remove_all(etc_dir(c, ip), ec);
@@ -173,11 +209,11 @@ Result<size_t> clean_stale(const BridgeConfig& config) {
   if (!stdfs::is_directory(dir, ec)) return 0;
   auto lock = FNEXEC_TRY(BridgeLock::acquire(dir));
   auto nl = FNEXEC_TRY(Netlink::connect());
-  auto nft = FNEXEC_TRY(Nft::open());
+  auto elements = FNEXEC_TRY(NftElements::connect());
   size_t removed = 0;
   FNEXEC_TRY(clean_stale_leases(dir, [&](uint32_t ip) {
     ++removed;
-    return remove_sandbox_state(nl, nft, config, ip);
+    return remove_sandbox_state(nl, elements, config, ip);
   }));
   return removed;
 }
@@ -190,19 +226,21 @@ Result<Attachment> Attachment::prepare(const BridgeConfig& config, const std::st
   auto dir = bridge_dir(config);
   auto lock = FNEXEC_TRY(BridgeLock::acquire(dir));
   auto nl = FNEXEC_TRY(Netlink::connect());
-  auto nft = FNEXEC_TRY(Nft::open());
-  auto clean = [&](uint32_t ip) { return remove_sandbox_state(nl, nft, config, ip); };
+  auto elements = FNEXEC_TRY(NftElements::connect());
+  auto clean = [&](uint32_t ip) { return remove_sandbox_state(nl, elements, config, ip); };
   FNEXEC_TRY(clean_stale_leases(dir, clean));
   FNEXEC_TRY(nl.ensure_bridge(config.bridge, config.subnet.address + 1, config.subnet));
   FNEXEC_TRY(ensure_forwarding());
-  FNEXEC_TRY(ensure_base_chains(nft, config));
 
   Attachment a;
   a.config_ = config;
   a.lease_.emplace(FNEXEC_TRY(Lease::take(dir, config.subnet, clean)));
+  // Under the bridge lock, before the veth exists: a policy chain is removed only when no element
+  // refers to it, so ours cannot vanish between here and the sandbox's first packet.
+  FNEXEC_TRY(add_sandbox_rules(elements, config, a.lease_->address()));
   // After take(): clean uses them.
   a.netlink_.emplace(std::move(nl));
-  a.nft_.emplace(std::move(nft));
+  a.elements_.emplace(std::move(elements));
   uint32_t ip = a.lease_->address();
   a.veth_ = veth_name(ip);
   auto etc = etc_dir(config, ip);
@@ -218,7 +256,7 @@ Result<Attachment> Attachment::prepare(const BridgeConfig& config, const std::st
 Attachment::Attachment(Attachment&& o) noexcept
     : config_(std::move(o.config_)),
       netlink_(std::move(o.netlink_)),
-      nft_(std::move(o.nft_)),
+      elements_(std::move(o.elements_)),
       lease_(std::move(o.lease_)),
       etc_dir_(std::exchange(o.etc_dir_, std::nullopt)),
       traffic_(std::exchange(o.traffic_, std::nullopt)),
@@ -235,8 +273,8 @@ void Attachment::teardown() {
   traffic_.reset();
   if (!lease_) return;
   uint32_t ip = lease_->address();
-  Result<> removed = netlink_ && nft_
-                         ? remove_sandbox_state(*netlink_, *nft_, config_, ip, true)
+  Result<> removed = netlink_ && elements_
+                         ? remove_sandbox_state(*netlink_, *elements_, config_, ip, true)
                          : fail(ErrorKind::internal, "remove network state", {}, "no netlink socket");
   if (!removed) {
     // The lease file stays (unlocked once we exit), so the next setup on this bridge retries.
@@ -268,14 +306,6 @@ Result<> Attachment::connect(pid_t pid, int pidfd) {
   uint32_t ip = lease_->address();
   FNEXEC_TRY(inside.configure_interface(kPeerName, ip, config_.subnet.prefix, config_.subnet.address + 1));
 
-  auto b = tag(config_.bridge);
-  auto a = format_ipv4(ip);
-  std::string cmds = "add chain inet fnexec eg_" + veth_ + "\n";
-  for (const auto& rule : egress_chain_rules(config_.egress, config_.subnet))
-    cmds += "add rule inet fnexec eg_" + veth_ + " " + rule + "\n";
-  cmds += "add element inet fnexec out_" + b + " { " + a + " : jump eg_" + veth_ + " }\n";
-  auto added = nft_->run(cmds);
-  if (!added) return std::unexpected(added.error().context("add egress policy of " + a));
   return {};
 }
 

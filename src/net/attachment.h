@@ -16,7 +16,7 @@
 #include "net/address.h"
 #include "net/lease.h"
 #include "net/link.h"
-#include "net/nft.h"
+#include "net/nft_elements.h"
 #include "net/traffic.h"
 #include "sandbox/spec.h"
 #include "util/error.h"
@@ -60,9 +60,9 @@ class Attachment {
   Attachment() = default;
   void teardown();
   BridgeConfig config_;
-  // Kept from prepare() to teardown: an nftables context costs more to make than a transaction.
+  // Kept from prepare() to teardown.
   std::optional<Netlink> netlink_;
-  std::optional<Nft> nft_;
+  std::optional<NftElements> elements_;
   std::optional<Lease> lease_;
   std::optional<std::filesystem::path> etc_dir_;  // the generated hosts and resolv.conf
   // From connect(); it holds the sandbox's network namespace, and with it the veth pair.
