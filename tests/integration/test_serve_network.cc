@@ -24,7 +24,8 @@ int loop_rounds() {
 
 struct NetDaemon : Daemon {
   explicit NetDaemon(std::string extra = "")
-      : Daemon("bridge = " + lab().bridge + "\nbridge_subnet = " + kSubnet + "\n" + extra) {
+      : Daemon("bridge = " + lab().bridge + "\nbridge_subnet = " + kSubnet + "\nbridge_subnet6 = " + kSubnet6 + "\n" +
+               extra) {
     launcher_prefix = {"/usr/bin/nsenter", "--net=/run/netns/" + lab().host};
   }
   void create(const std::string& name, const std::string& script, const std::string& fields) {
