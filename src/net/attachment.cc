@@ -138,7 +138,9 @@ Result<> ensure_tables(Nft& nft, const BridgeConfig& c) {
 // (libnftables, loaded only then).
 Result<> add_sandbox_rules(NftElements& elements, const BridgeConfig& c, uint32_t ip) {
   auto added = elements.add(sandbox_elements(c, ip));
-  if (added || added.error().kind != ErrorKind::not_found) return added;
+  // Unavailable (no nf_tables in the kernel): libnftables below says so, naming the fix.
+  if (added || (added.error().kind != ErrorKind::not_found && added.error().kind != ErrorKind::unavailable))
+    return added;
   auto nft = FNEXEC_TRY(Nft::open());
   FNEXEC_TRY(ensure_tables(nft, c));
   auto retried = elements.add(sandbox_elements(c, ip));
@@ -150,7 +152,9 @@ Result<> remove_sandbox_rules(NftElements& elements, const BridgeConfig& c, uint
   // One transaction each: a missing element fails its whole transaction.
   for (auto& e : sandbox_elements(c, ip)) {
     auto gone = elements.remove({e});
-    if (!gone && gone.error().kind != ErrorKind::not_found) return std::unexpected(gone.error());
+    // Unavailable: no nf_tables, so no element either.
+    if (!gone && gone.error().kind != ErrorKind::not_found && gone.error().kind != ErrorKind::unavailable)
+      return std::unexpected(gone.error());
   }
   return {};
 }
