@@ -44,6 +44,7 @@ struct RunOptions {
   std::vector<std::string> devices;
   std::vector<std::string> dns, add_hosts, egress_allow, egress_deny;
   std::string egress_default = "allow", bridge = "fnexec0", bridge_subnet = "10.87.0.0/16";
+  std::string bridge_subnet6 = net::kDefaultSubnet6;
   std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit, events;
   std::string lifecycle = "oneshot", init_timeout = "10s", protocol = "fnexec";
   std::optional<std::string> handler;
@@ -227,7 +228,8 @@ Result<std::optional<net::Attachment>> make_network(const RunOptions& o, sandbox
   net::BridgeConfig config;
   config.bridge = o.bridge;
   config.subnet = FNEXEC_TRY(net::parse_ipv4_net(o.bridge_subnet));
-  for (const auto& d : o.dns) config.dns.push_back(FNEXEC_TRY(net::parse_ipv4(d)));
+  config.subnet6 = FNEXEC_TRY(net::parse_bridge_subnet6(o.bridge_subnet6));
+  for (const auto& d : o.dns) config.dns.push_back(FNEXEC_TRY(net::parse_ip_text(d)));
   for (const auto& h : o.add_hosts) config.extra_hosts.push_back(FNEXEC_TRY(net::parse_host_entry(h)));
   for (const auto& r : o.egress_allow) config.egress.allow.push_back(FNEXEC_TRY(net::parse_egress_rule(r)));
   for (const auto& r : o.egress_deny) config.egress.deny.push_back(FNEXEC_TRY(net::parse_egress_rule(r)));
@@ -535,6 +537,8 @@ void add_run_command(CLI::App& app, Globals& g) {
                   "none: private network namespace with lo up (default); bridge: a veth on a NATed bridge");
   sub->add_option("--bridge", o->bridge, "bridge mode: the bridge to attach to (default fnexec0)");
   sub->add_option("--bridge-subnet", o->bridge_subnet, "bridge mode: the bridge's IPv4 subnet (default 10.87.0.0/16)");
+  sub->add_option("--bridge-subnet6", o->bridge_subnet6,
+                  "bridge mode: the bridge's IPv6 subnet, /96 or larger (default fd87:6e78:1f00::/64), or none");
   sub->add_option("--dns", o->dns, "bridge mode: a nameserver for the sandbox's /etc/resolv.conf")
       ->allow_extra_args(false);
   sub->add_option("--add-host", o->add_hosts, "bridge mode: NAME:IP added to the sandbox's /etc/hosts")

@@ -16,21 +16,30 @@
 #include "net/address.h"
 #include "net/lease.h"
 #include "net/link.h"
-#include "net/nft.h"
+#include "net/nft_elements.h"
 #include "net/traffic.h"
 #include "sandbox/spec.h"
 #include "util/error.h"
 
 namespace fnexec::net {
 
+constexpr const char* kDefaultSubnet6 = "fd87:6e78:1f00::/64";
+inline Ipv6Net default_subnet6() { return *parse_ipv6_net(kDefaultSubnet6); }
+
 struct BridgeConfig {
   std::string bridge = "fnexec0";
   Ipv4Net subnet{0x0A570000u, 16};  // 10.87.0.0/16
-  std::vector<uint32_t> dns;        // empty: the host's non-loopback nameservers
+  // The bridge's IPv6 subnet (a ULA by default; none: IPv4 only). A sandbox's IPv6 address has the
+  // host part of its IPv4 lease; the gateway is the subnet's first address.
+  std::optional<Ipv6Net> subnet6 = default_subnet6();
+  std::vector<std::string> dns;     // empty: the host's non-loopback nameservers
   std::vector<HostEntry> extra_hosts;
   EgressPolicy egress;
   std::filesystem::path state_dir = "/run/fnexec/net";
 };
+
+// --bridge-subnet6 / bridge_subnet6: an IPv6 CIDR of /96 or larger, or none.
+Result<std::optional<Ipv6Net>> parse_bridge_subnet6(std::string_view text);
 
 // Fails when the bridge name is no valid interface name.
 Result<> check_bridge_name(const std::string& name);
@@ -54,15 +63,17 @@ class Attachment {
   Result<TrafficCounters> counters() const;
 
   uint32_t address() const;
+  // The sandbox's IPv6 address, when the bridge has an IPv6 subnet.
+  std::optional<std::array<uint8_t, 16>> address6() const;
   const std::string& host_veth() const { return veth_; }
 
  private:
   Attachment() = default;
   void teardown();
   BridgeConfig config_;
-  // Kept from prepare() to teardown: an nftables context costs more to make than a transaction.
+  // Kept from prepare() to teardown.
   std::optional<Netlink> netlink_;
-  std::optional<Nft> nft_;
+  std::optional<NftElements> elements_;
   std::optional<Lease> lease_;
   std::optional<std::filesystem::path> etc_dir_;  // the generated hosts and resolv.conf
   // From connect(); it holds the sandbox's network namespace, and with it the veth pair.

@@ -43,11 +43,32 @@ Result<BridgeLock> BridgeLock::acquire(const stdfs::path& dir) {
   return BridgeLock(std::move(fd));
 }
 
+// The next address to try, kept in DIR/.next under the bridge lock: leases go round the subnet
+// instead of reusing the lowest free one, whose veth the kernel may still be deleting with the
+// last sandbox's namespace (deleting it first waited 25 ms) and whose conntrack entries may linger.
+uint32_t read_cursor(const stdfs::path& dir, const Ipv4Net& subnet) {
+  uint32_t first = subnet.address + 2;
+  UniqueFd fd(::open((dir / ".next").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  char buf[32] = {};
+  if (!fd || ::read(fd.get(), buf, sizeof buf - 1) <= 0) return first;
+  auto ip = parse_ipv4(std::string_view(buf).substr(0, std::string_view(buf).find('\n')));
+  return ip && subnet.contains(*ip) && *ip >= first && *ip < subnet.broadcast() ? *ip : first;
+}
+
+void write_cursor(const stdfs::path& dir, uint32_t next) {
+  UniqueFd fd(::open((dir / ".next").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  std::string text = format_ipv4(next) + "\n";
+  if (fd) (void)!::write(fd.get(), text.data(), text.size());  // a lost cursor only restarts the round
+}
+
 Result<Lease> Lease::take(const stdfs::path& dir, const Ipv4Net& subnet,
                           const std::function<Result<>(uint32_t)>& clean) {
   FNEXEC_TRY(make_dir(dir));
   // First address: the gateway (the bridge); last: broadcast.
-  for (uint32_t ip = subnet.address + 2; ip < subnet.broadcast(); ++ip) {
+  uint32_t first = subnet.address + 2, count = subnet.broadcast() - first;
+  uint32_t start = read_cursor(dir, subnet);
+  for (uint32_t i = 0; i < count; ++i) {
+    uint32_t ip = first + (start - first + i) % count;
     auto path = dir / format_ipv4(ip);
     bool existed = ::access(path.c_str(), F_OK) == 0;
     auto fd = FNEXEC_TRY(try_hold(path));
@@ -56,6 +77,7 @@ Result<Lease> Lease::take(const stdfs::path& dir, const Ipv4Net& subnet,
     std::string pid = std::to_string(::getpid()) + "\n";
     if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), pid.data(), pid.size(), 0) < 0)
       return fail_errno("write lease", path.string());
+    write_cursor(dir, ip + 1 < subnet.broadcast() ? ip + 1 : first);
     return Lease(path, std::move(fd), ip);
   }
   return fail(ErrorKind::unavailable, "lease an address", subnet.to_string(),

@@ -26,8 +26,9 @@ class BridgeLock {
 
 class Lease {
  public:
-  // Under the BridgeLock: the lowest free address of subnet after the gateway (subnet's first
-  // address). Stale leases met on the way are handed to clean first and then reused.
+  // Under the BridgeLock: the next free address of subnet after the gateway (subnet's first
+  // address), going round from where the last lease stopped. Stale leases met on the way are
+  // handed to clean first and then reused.
   static Result<Lease> take(const std::filesystem::path& dir, const Ipv4Net& subnet,
                             const std::function<Result<>(uint32_t stale_address)>& clean);
   Lease(Lease&& o) noexcept

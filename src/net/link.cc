@@ -42,6 +42,12 @@ NlAddrPtr ipv4_addr(uint32_t ip, int prefix) {
   return a;
 }
 
+NlAddrPtr ipv6_addr(const std::array<uint8_t, 16>& ip, int prefix) {
+  NlAddrPtr a(nl_addr_build(AF_INET6, ip.data(), ip.size()));
+  if (a) nl_addr_set_prefixlen(a.get(), prefix);
+  return a;
+}
+
 }  // namespace
 
 void Netlink::Free::operator()(nl_sock* s) const {
@@ -120,6 +126,19 @@ Result<> Netlink::add_address(int ifindex, uint32_t address, int prefix) {
   rtnl_addr_set_local(addr.get(), local.get());
   int rc = rtnl_addr_add(sock_.get(), addr.get(), 0);
   if (rc < 0 && rc != -NLE_EXIST) return nl_fail("add address", format_ipv4(address), rc);
+  return {};
+}
+
+Result<> Netlink::add_address6(int ifindex, const std::array<uint8_t, 16>& address, int prefix) {
+  AddrPtr addr(rtnl_addr_alloc());
+  auto local = ipv6_addr(address, prefix);
+  if (!addr || !local) return fail(ErrorKind::internal, "allocate netlink address");
+  rtnl_addr_set_ifindex(addr.get(), ifindex);
+  rtnl_addr_set_family(addr.get(), AF_INET6);
+  rtnl_addr_set_local(addr.get(), local.get());
+  rtnl_addr_set_flags(addr.get(), IFA_F_NODAD);
+  int rc = rtnl_addr_add(sock_.get(), addr.get(), 0);
+  if (rc < 0 && rc != -NLE_EXIST) return nl_fail("add address", format_ipv6(address), rc);
   return {};
 }
 
@@ -206,28 +225,42 @@ Result<> Netlink::delete_link(const std::string& name) {
   return {};
 }
 
-Result<> Netlink::configure_interface(const std::string& name, uint32_t address, int prefix,
-                                      uint32_t gateway) {
-  FNEXEC_TRY(set_up(1));  // lo is always index 1 in a new network namespace
-  int index = FNEXEC_TRY(ifindex(name));
-  if (index == 0) return fail(ErrorKind::internal, "configure sandbox interface", name, "not in the sandbox");
-  FNEXEC_TRY(add_address(index, address, prefix));
-  FNEXEC_TRY(set_up(index));
+Result<> Netlink::add_default_route(int family, nl_addr* gateway, int ifindex) {
   RoutePtr route(rtnl_route_alloc());
-  auto any = ipv4_addr(0, 0);
-  auto via = ipv4_addr(gateway, 32);
+  auto any = family == AF_INET ? ipv4_addr(0, 0) : ipv6_addr({}, 0);
+  NlAddrPtr via(nl_addr_clone(gateway));
   rtnl_nexthop* hop = rtnl_route_nh_alloc();
   if (!route || !any || !via || !hop) {
     if (hop) rtnl_route_nh_free(hop);
     return fail(ErrorKind::internal, "allocate netlink route");
   }
-  rtnl_route_set_family(route.get(), AF_INET);
+  rtnl_route_set_family(route.get(), static_cast<uint8_t>(family));
   rtnl_route_set_dst(route.get(), any.get());
   rtnl_route_nh_set_gateway(hop, via.get());
-  rtnl_route_nh_set_ifindex(hop, index);
+  rtnl_route_nh_set_ifindex(hop, ifindex);
   rtnl_route_add_nexthop(route.get(), hop);  // the route owns hop from here
   if (int rc = rtnl_route_add(sock_.get(), route.get(), 0); rc < 0)
-    return nl_fail("add default route in sandbox", format_ipv4(gateway), rc);
+    return nl_fail(family == AF_INET ? "add default route in sandbox" : "add IPv6 default route in sandbox",
+                   {}, rc);
+  return {};
+}
+
+Result<> Netlink::configure_interface(const std::string& name, uint32_t address, int prefix, uint32_t gateway,
+                                      const std::optional<Ipv6Interface>& v6) {
+  FNEXEC_TRY(set_up(1));  // lo is always index 1 in a new network namespace
+  int index = FNEXEC_TRY(ifindex(name));
+  if (index == 0) return fail(ErrorKind::internal, "configure sandbox interface", name, "not in the sandbox");
+  FNEXEC_TRY(add_address(index, address, prefix));
+  if (v6) FNEXEC_TRY(add_address6(index, v6->address, v6->prefix));
+  FNEXEC_TRY(set_up(index));
+  auto via = ipv4_addr(gateway, 32);
+  if (!via) return fail(ErrorKind::internal, "allocate netlink address");
+  FNEXEC_TRY(add_default_route(AF_INET, via.get(), index));
+  if (v6) {
+    auto via6 = ipv6_addr(v6->gateway, 128);
+    if (!via6) return fail(ErrorKind::internal, "allocate netlink address");
+    FNEXEC_TRY(add_default_route(AF_INET6, via6.get(), index));
+  }
   return {};
 }
 

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "util/error.h"
 
 struct nl_sock;
+struct nl_addr;
 
 namespace fnexec::net {
 
@@ -37,8 +39,17 @@ class Netlink {
                     int bridge_ifindex);
   // Removes a link; a link that is already gone is fine.
   Result<> delete_link(const std::string& name);
-  // In a sandbox's namespace: lo and NAME up, ADDRESS/PREFIX on NAME, default route via gateway.
-  Result<> configure_interface(const std::string& name, uint32_t address, int prefix, uint32_t gateway);
+  // An IPv6 address on a link without duplicate address detection (usable at once; the subnet is
+  // ours, so nobody else holds it).
+  Result<> add_address6(int ifindex, const std::array<uint8_t, 16>& address, int prefix);
+  // In a sandbox's namespace: lo and NAME up, ADDRESS/PREFIX on NAME, default route via gateway;
+  // the same for IPv6 when v6 is given.
+  struct Ipv6Interface {
+    std::array<uint8_t, 16> address, gateway;
+    int prefix;
+  };
+  Result<> configure_interface(const std::string& name, uint32_t address, int prefix, uint32_t gateway,
+                               const std::optional<Ipv6Interface>& v6 = std::nullopt);
 
  private:
   struct Free {
@@ -47,6 +58,7 @@ class Netlink {
   explicit Netlink(nl_sock* s) : sock_(s) {}
   Result<> set_up(int ifindex, int master = 0);
   Result<> add_address(int ifindex, uint32_t address, int prefix);
+  Result<> add_default_route(int family, nl_addr* gateway, int ifindex);
   Result<> set_port_isolated(int ifindex);
   Result<> check_bridge_subnet(const std::string& name, int index, uint32_t gateway, const Ipv4Net& subnet);
   std::unique_ptr<nl_sock, Free> sock_;

@@ -369,6 +369,7 @@ Result<std::shared_ptr<const net::BridgeConfig>> PoolSetImpl::bridge_config(cons
   c->bridge = options_.bridge;
   FNEXEC_TRY(net::check_bridge_name(c->bridge));
   c->subnet = FNEXEC_TRY(net::parse_ipv4_net(options_.bridge_subnet));
+  c->subnet6 = FNEXEC_TRY(net::parse_bridge_subnet6(options_.bridge_subnet6));
   c->state_dir = options_.network_state_dir;
   const auto& n = f.network;
   auto settings =

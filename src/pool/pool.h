@@ -173,10 +173,11 @@ struct PoolStats {
 struct PoolSetOptions {
   uint32_t max_sandboxes = 256;  // across all functions: parked + busy + starting
   std::filesystem::path seccomp_profile_dir = "/etc/fnexec/seccomp";  // named seccomp profiles
-  // Network mode bridge: the bridge, its subnet and the lease directory (fnexec.conf bridge,
-  // bridge_subnet); a function's dns, add_hosts and egress fields complete it per sandbox.
+  // Network mode bridge: the bridge, its subnets and the lease directory (fnexec.conf bridge,
+  // bridge_subnet, bridge_subnet6); a function's dns, add_hosts and egress fields complete it per sandbox.
   std::string bridge = "fnexec0";
   std::string bridge_subnet = "10.87.0.0/16";
+  std::string bridge_subnet6 = "fd87:6e78:1f00::/64";  // fnexec.conf bridge_subnet6; none: IPv4 only
   std::filesystem::path network_state_dir = "/run/fnexec/net";
 };
 

@@ -29,7 +29,7 @@ const std::set<std::string_view> kRestartOnly = {"socket",        "socket_mode",
                                                  "listen",        "state_dir",     "cgroups",
                                                  "cgroup_prefix", "max_sandboxes", "invocation_workers",
                                                  "seccomp_profile_dir", "bridge",
-                                                 "bridge_subnet",       "tls_cert",
+                                                 "bridge_subnet",       "bridge_subnet6",      "tls_cert",
                                                  "tls_key",             "subid_user",
                                                  "userns_ids_per_function", "subuid_file", "subgid_file",
                                                  // cluster mode (src/cluster): joined at start only
@@ -255,6 +255,9 @@ Result<> apply_settings(ServeConfig& c, const std::vector<Setting>& settings) {
       if (!net) return bad_value(s, net.error().detail);
       if (net->prefix > 30) return bad_value(s, "needs room for a gateway and a sandbox: /30 or larger");
       c.bridge_subnet = s.value;
+    } else if (k == "bridge_subnet6") {
+      if (auto net = net::parse_bridge_subnet6(s.value); !net) return bad_value(s, net.error().detail);
+      c.bridge_subnet6 = s.value;
     } else if (k == "default_egress") {
       if (!net::parse_egress_default(s.value)) return bad_value(s, "must be allow or deny");
       c.function_defaults.egress_default = s.value;

@@ -684,7 +684,8 @@ void Daemon::reload() {
             probe.cgroup_prefix != config_.cgroup_prefix || probe.max_sandboxes != config_.max_sandboxes ||
             probe.invocation_workers != config_.invocation_workers ||
             probe.seccomp_profile_dir != config_.seccomp_profile_dir || probe.bridge != config_.bridge ||
-            probe.bridge_subnet != config_.bridge_subnet || probe.tls_cert != config_.tls_cert ||
+            probe.bridge_subnet != config_.bridge_subnet || probe.bridge_subnet6 != config_.bridge_subnet6 ||
+            probe.tls_cert != config_.tls_cert ||
             probe.tls_key != config_.tls_key ||
             probe.cluster.servers != config_.cluster.servers || probe.cluster.node != config_.cluster.node ||
             probe.socket_mode != config_.socket_mode || probe.socket_group != config_.socket_group ||
@@ -851,10 +852,11 @@ Result<int> Daemon::run() {
   // Sandboxes of a killed instance died with it, their address leases unlocked: remove the veths,
   // nftables elements and files those leases stand for before the pools lease again.
   pool::PoolSetOptions pool_options{config_.max_sandboxes, config_.seccomp_profile_dir, config_.bridge,
-                                    config_.bridge_subnet};
+                                    config_.bridge_subnet, config_.bridge_subnet6};
   net::BridgeConfig bridge;
   bridge.bridge = pool_options.bridge;
   bridge.subnet = FNEXEC_TRY(net::parse_ipv4_net(pool_options.bridge_subnet));
+  bridge.subnet6 = FNEXEC_TRY(net::parse_bridge_subnet6(pool_options.bridge_subnet6));
   bridge.state_dir = pool_options.network_state_dir;
   if (auto cleaned = net::clean_stale(bridge); !cleaned)
     spdlog::warn("cannot remove network state left on bridge {}: {}", bridge.bridge, cleaned.error().message());

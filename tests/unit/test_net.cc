@@ -47,10 +47,65 @@ TEST_SUITE("net") {
     auto h = parse_host_entry("db.local:10.1.2.3");
     REQUIRE(h);
     CHECK(h->name == "db.local");
-    CHECK(format_ipv4(h->address) == "10.1.2.3");
+    CHECK(h->address == "10.1.2.3");
     CHECK(!parse_host_entry(":10.1.2.3"));
     CHECK(!parse_host_entry("db"));
     CHECK(!parse_host_entry("db:10.1.2"));
+    auto h6 = parse_host_entry("db6:fd00:0::5");
+    REQUIRE(h6);
+    CHECK(h6->name == "db6");
+    CHECK(h6->address == "fd00::5");
+  }
+
+  TEST_CASE("IPv6 networks and rules: parsing, host bits, the address of a lease, brackets for ports") {
+    auto n = parse_ipv6_net("fd87:6e78:1f00::/64");
+    REQUIRE(n);
+    CHECK(n->to_string() == "fd87:6e78:1f00::/64");
+    CHECK(format_ipv6(n->host(1)) == "fd87:6e78:1f00::1");
+    CHECK(format_ipv6(n->host(0x0105)) == "fd87:6e78:1f00::105");
+    CHECK(n->contains(*parse_ipv6("fd87:6e78:1f00::abcd")));
+    CHECK(!n->contains(*parse_ipv6("fd87:6e78:1f01::1")));
+    CHECK(parse_ipv6_net("fe80::/10")->contains(*parse_ipv6_net("fe80::1/128")));
+    auto host_bits = parse_ipv6_net("fd00::1/64");
+    REQUIRE(!host_bits);
+    CHECK(host_bits.error().message().find("the network is fd00::/64") != std::string::npos);
+    CHECK(!parse_ipv6_net("fd00::/129"));
+    CHECK(!parse_ipv6_net("10.0.0.0/8"));
+    auto bare = parse_egress_rule("fd00::/8");
+    REQUIRE(bare);
+    REQUIRE(bare->destination6);
+    CHECK(bare->destination6->to_string() == "fd00::/8");
+    CHECK(!bare->port);
+    auto ported = parse_egress_rule("[fd00::1]:443");
+    REQUIRE(ported);
+    CHECK(ported->destination6->prefix == 128);
+    CHECK(ported->port == 443);
+    CHECK(!parse_egress_rule("[fd00::1]443"));
+    CHECK(!parse_egress_rule("[fd00::1"));
+    CHECK(parse_ip_text("fd00:0:0::1") == "fd00::1");
+  }
+
+  TEST_CASE("egress chain with IPv6: always-denied v6 ranges, /128 allows before the host rule") {
+    EgressPolicy p;
+    p.deny.push_back(*parse_egress_rule("[2001:db8::/32]:22"));
+    p.allow.push_back(*parse_egress_rule("fd00:ec2::254"));
+    p.allow.push_back(*parse_egress_rule("[2001:db8::1]:53"));
+    p.allow.push_back(*parse_egress_rule("::/0"));
+    auto rules = egress_chain_rules(p, *parse_ipv4_net("10.87.0.0/16"), parse_ipv6_net("fd87::/64").value());
+    std::vector<std::string> want{
+        "ip6 daddr 2001:db8::/32 meta l4proto { tcp, udp } th dport 22 drop",
+        "ip6 daddr fd00:ec2::254/128 accept",
+        "ip daddr 169.254.0.0/16 drop",
+        "ip daddr 10.87.0.0/16 drop",
+        "ip6 daddr fe80::/10 drop",
+        "ip6 daddr fd00:ec2::254/128 drop",
+        "ip6 daddr fd87::/64 drop",
+        "ip6 daddr 2001:db8::1/128 meta l4proto { tcp, udp } th dport 53 accept",
+        "fib daddr type local drop",
+        "ip6 daddr ::/0 accept",
+        "accept",
+    };
+    CHECK(rules == want);
   }
 
   TEST_CASE("egress chain order: deny, explicit always-denied allows, always denied, host, allows, default") {
@@ -66,6 +121,8 @@ TEST_SUITE("net") {
         "ip daddr 169.254.169.254/32 accept",
         "ip daddr 169.254.0.0/16 drop",
         "ip daddr 10.87.0.0/16 drop",
+        "ip6 daddr fe80::/10 drop",
+        "ip6 daddr fd00:ec2::254/128 drop",
         "ip daddr 192.0.2.1/32 meta l4proto { tcp, udp } th dport 53 accept",
         "fib daddr type local drop",
         "ip daddr 0.0.0.0/0 accept",

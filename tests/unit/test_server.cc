@@ -542,10 +542,13 @@ int user_tables(const std::filesystem::path& db) {
 
 }  // namespace
 
-TEST_CASE("config: bridge, bridge_subnet and default_egress") {
+TEST_CASE("config: bridge, bridge_subnet, bridge_subnet6 and default_egress") {
   ServeConfig c;
+  CHECK(c.bridge_subnet6 == "fd87:6e78:1f00::/64");
   REQUIRE(apply_settings(c, {{"bridge", "fxbr1", "t:1"}, {"bridge_subnet", "10.99.0.0/24", "t:2"},
-                             {"default_egress", "deny", "t:3"}}));
+                             {"default_egress", "deny", "t:3"}, {"bridge_subnet6", "none", "t:4"}}));
+  CHECK(c.bridge_subnet6 == "none");
+  CHECK(is_restart_only("bridge_subnet6"));
   CHECK(c.bridge == "fxbr1");
   CHECK(c.bridge_subnet == "10.99.0.0/24");
   CHECK(c.function_defaults.egress_default == "deny");
@@ -560,6 +563,8 @@ TEST_CASE("config: bridge, bridge_subnet and default_egress") {
   CHECK(bad("bridge", "has space").find("interface name") != std::string::npos);
   CHECK(bad("bridge_subnet", "10.0.0.1/8").find("host bits are set") != std::string::npos);
   CHECK(bad("bridge_subnet", "10.0.0.0/31").find("/30 or larger") != std::string::npos);
+  CHECK(bad("bridge_subnet6", "fd00::/112").find("/96 or larger") != std::string::npos);
+  CHECK(bad("bridge_subnet6", "fd00::1/64").find("host bits are set") != std::string::npos);
   CHECK(bad("default_egress", "maybe").find("must be allow or deny") != std::string::npos);
 }
 
