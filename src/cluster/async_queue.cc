@@ -1,6 +1,7 @@
 #include "cluster/async_queue.h"
 
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include <chrono>
 
@@ -22,6 +23,9 @@ constexpr int kMaxBatch = 64;
 constexpr int64_t kFetchWaitMs = 1000;
 // Events and dead letters with the same id within this window are dropped by JetStream.
 constexpr std::chrono::minutes kDuplicateWindow{10};
+// A client's retry sends the event of a queued record again only this long after it was queued:
+// later, JetStream may have forgotten the first one's id; a minute less for the nodes' clocks.
+constexpr std::chrono::milliseconds kRepublishWithin = kDuplicateWindow - std::chrono::minutes(1);
 // JetStream's "wrong last sequence" (JSStreamWrongLastSequenceErr), which nats.c 3.4 does not name.
 constexpr int kWrongLastSequence = 10071;
 // A fetch thread with no free slot looks again after this even without wake(): a sync invocation's
@@ -71,7 +75,25 @@ Result<> ensure_stream(Connection& conn, const char* name, const char* subject) 
   return nats_fail(s, "create stream", name);
 }
 
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
+
+std::optional<RecordState> record_state(std::string_view record_json) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(record_json);
+  simdjson::dom::element doc;
+  std::string_view status;
+  if (parser.parse(padded).get(doc) || doc["status"].get(status)) return std::nullopt;
+  RecordState out;
+  out.done = status == "done";
+  if (uint64_t delivery; !doc["delivery"].get(delivery)) out.delivery = delivery;
+  if (int64_t queued; !doc["queued_ms"].get(queued)) out.queued_ms = queued;
+  return out;
+}
 
 std::string subject_token(const std::string& function) {
   std::string t = function;
@@ -170,6 +192,15 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
     return fail(acks->event_error->kind, "publish async event of function " + function, kInvocationStream,
                 acks->event_error->message());
   return !acks->duplicate;
+}
+
+Result<bool> AsyncQueue::enqueued(const std::string& id) {
+  auto record = FNEXEC_TRY(result(id));
+  if (!record) return false;
+  auto state = record_state(*record);
+  // Done, or a later delivery queued: a node ran it, so it was in the stream.
+  if (!state || state->done || state->delivery > 1) return true;
+  return wall_ms() - state->queued_ms >= kRepublishWithin.count();
 }
 
 Result<std::optional<std::string>> AsyncQueue::result(const std::string& id) {
