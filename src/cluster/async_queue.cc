@@ -329,6 +329,7 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
     d.queued_ms = meta->Timestamp / kNanosPerMs;
     natslib().jsMsgMetaData_Destroy(meta);
   }
+  if (d.delivery > 1 && ack_if_done(msg, d)) return;
   auto delay = policy.delay_after(d.delivery);
   d.retry_delay_ms = delay.count();
   local_.run_delivery(d, [this, msg, d, delay](DeliveryResult r) {
@@ -363,6 +364,30 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
       natslib().natsMsg_Destroy(msg);
     });
   });
+}
+
+bool AsyncQueue::ack_if_done(natsMsg* msg, const Delivery& d) {
+  // Its ack was lost after its result was stored: it went out through a NATS server that died, or
+  // while the consumer elected a leader. Only redeliveries pay this read; the first run has none.
+  auto record = result(d.id);
+  if (!record) {
+    spdlog::warn("cluster: invocation={} delivery={}: cannot read its result ({}); running it", d.id, d.delivery,
+                 record.error().message());
+    return false;
+  }
+  auto state = *record ? record_state(**record) : std::nullopt;
+  if (!state || !state->done) return false;
+  // Waits for JetStream's answer: a lost ack here would bring it once more after AckWait.
+  jsErrCode jerr{};
+  natsStatus s = natslib().natsMsg_AckSync(msg, nullptr, &jerr);
+  if (s == NATS_OK)
+    spdlog::info("cluster: invocation={} delivery={}: done already (delivery {}), acked without running it again",
+                 d.id, d.delivery, state->delivery);
+  else
+    spdlog::warn("cluster: invocation={} delivery={}: done already, ack failed: {} (it comes once more)", d.id,
+                 d.delivery, nats_fail(s, "ack").error().message());
+  natslib().natsMsg_Destroy(msg);
+  return true;
 }
 
 Result<uint64_t> AsyncQueue::pending() {
