@@ -17,6 +17,9 @@ constexpr int64_t kNanosPerMs = 1000000;
 // How long a delivered event may stay unacked beyond its function's timeout before JetStream gives
 // it to another node (the node that had it died): the record write and ack after the run.
 constexpr std::chrono::milliseconds kAckMargin{5000};
+// A result write is retried until this long before AckWait ends (counted from the fetch, which
+// comes a little after JetStream's delivery), so a redelivery never races the first run's write.
+constexpr std::chrono::milliseconds kResultRetryMargin{2000};
 // Events fetched at once per function, at most: each holds a slot of this node until it ran.
 constexpr int kMaxBatch = 64;
 // Longest a fetch waits for an event; it returns at once when one arrives.
@@ -309,7 +312,7 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
       continue;
     }
     for (int i = 0; i < list.Count; ++i) {
-      deliver(list.Msgs[i], c.function, c.policy.max_deliveries(), c.policy);
+      deliver(list.Msgs[i], c.function, c.policy.max_deliveries(), c.policy, c.ack_wait);
       list.Msgs[i] = nullptr;  // deliver() owns it now
     }
     natslib().natsMsgList_Destroy(&list);
@@ -317,7 +320,10 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
 }
 
 void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries,
-                         const RetryPolicy& policy) {
+                         const RetryPolicy& policy, std::chrono::milliseconds ack_wait) {
+  // The result write is tried again until shortly before JetStream would give the event to
+  // another node: storing it late beats running the event twice.
+  auto store_until = std::chrono::steady_clock::now() + ack_wait - kResultRetryMargin;
   Delivery d;
   d.function = function;
   d.id = msg_header(msg, "Nats-Msg-Id");
@@ -332,7 +338,7 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
   if (d.delivery > 1 && ack_if_done(msg, d)) return;
   auto delay = policy.delay_after(d.delivery);
   d.retry_delay_ms = delay.count();
-  local_.run_delivery(d, [this, msg, d, delay](DeliveryResult r) {
+  local_.run_delivery(d, [this, msg, d, delay, store_until](DeliveryResult r) {
     bool last = r.success || d.delivery >= d.max_deliveries;
     if (!r.success && last)
       if (auto w = dead_letters_.add(d, r); !w)
@@ -349,9 +355,9 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
       natslib().natsMsg_Destroy(msg);
       return;
     }
-    publisher_->publish(record, nullptr, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
+    publisher_->publish_until(record, store_until, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
       if (!w) {
-        // Not acked: JetStream delivers it again after AckWait, and that delivery writes the record.
+        // Not acked: JetStream delivers it again after AckWait, and that delivery runs it again.
         spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", id,
                       w.error().error.message());
         natslib().natsMsg_Destroy(msg);

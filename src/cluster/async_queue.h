@@ -67,7 +67,8 @@ class AsyncQueue {
   struct Consumer;
   AsyncQueue(Connection& conn, Local& local, KvBucket results, std::unique_ptr<Publisher> publisher);
   void fetch_loop(Consumer& c, std::stop_token stop);
-  void deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries, const struct RetryPolicy& policy);
+  void deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries, const struct RetryPolicy& policy,
+               std::chrono::milliseconds ack_wait);
   // A redelivery of an event whose result is stored: acked (and true), not run again.
   bool ack_if_done(natsMsg* msg, const Delivery& d);
 
