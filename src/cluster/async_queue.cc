@@ -29,8 +29,8 @@ constexpr std::chrono::minutes kDuplicateWindow{10};
 // A client's retry sends the event of a queued record again only this long after it was queued:
 // later, JetStream may have forgotten the first one's id; a minute less for the nodes' clocks.
 constexpr std::chrono::milliseconds kRepublishWithin = kDuplicateWindow - std::chrono::minutes(1);
-// JetStream's "wrong last sequence" (JSStreamWrongLastSequenceErr), which nats.c 3.4 does not name.
-constexpr int kWrongLastSequence = 10071;
+// A queued record refused at enqueue is sent again in the background this long.
+constexpr std::chrono::seconds kQueuedRecordRetry{60};
 // A fetch thread with no free slot looks again after this even without wake(): a sync invocation's
 // end frees a slot without waking it.
 constexpr std::chrono::milliseconds kCapacityPoll{50};
@@ -150,6 +150,7 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
     int left = 2;
     std::optional<Error> event_error;
     bool duplicate = false;
+    bool record_refused = false;
   };
   auto acks = std::make_shared<Acks>();
   auto count_down = [acks] {
@@ -172,9 +173,11 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
   jsPubOptions record_po;
   natslib().jsPubOptions_Init(&record_po);
   record_po.ExpectNoMessage = true;
-  publisher_->publish(record, &record_po, [id, count_down](std::expected<Published, PublishError> r) {
-    if (!r && r.error().code != kWrongLastSequence)
-      spdlog::warn("cluster: invocation={} queued record not stored: {}", id, r.error().error.message());
+  publisher_->publish(record, &record_po, [acks, count_down](std::expected<Published, PublishError> r) {
+    if (!r && r.error().code != kWrongLastSequence) {
+      std::lock_guard lock(acks->mu);
+      acks->record_refused = true;
+    }
     count_down();
   });
   jsPubOptions po;
@@ -194,6 +197,17 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
   if (acks->event_error)
     return fail(acks->event_error->kind, "publish async event of function " + function, kInvocationStream,
                 acks->event_error->message());
+  // The event is stored but its record was refused (the results bucket elects a leader): without
+  // it GET answers 404 until the event runs, so it goes again in the background, not holding this.
+  if (acks->record_refused &&
+      natslib().natsMsg_Create(&record, record_subject.c_str(), nullptr, queued_record_json.data(),
+                               static_cast<int>(queued_record_json.size())) == NATS_OK)
+    publisher_->publish_until(record, &record_po, std::chrono::steady_clock::now() + kQueuedRecordRetry,
+                              [id](std::expected<Published, PublishError> r) {
+                                if (!r && r.error().code != kWrongLastSequence)
+                                  spdlog::warn("cluster: invocation={} queued record not stored: {}", id,
+                                               r.error().error.message());
+                              });
   return !acks->duplicate;
 }
 
@@ -355,7 +369,7 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
       natslib().natsMsg_Destroy(msg);
       return;
     }
-    publisher_->publish_until(record, store_until, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
+    publisher_->publish_until(record, nullptr, store_until, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
       if (!w) {
         // Not acked: JetStream delivers it again after AckWait, and that delivery runs it again.
         spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", id,

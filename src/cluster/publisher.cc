@@ -76,10 +76,15 @@ void Publisher::publish(natsMsg* msg, const jsPubOptions* options, PublishDone d
   send(msg, po, Pending{std::move(done), std::nullopt});
 }
 
-void Publisher::publish_until(natsMsg* msg, std::chrono::steady_clock::time_point until, PublishDone done) {
+void Publisher::publish_until(natsMsg* msg, const jsPubOptions* options, std::chrono::steady_clock::time_point until,
+                              PublishDone done) {
   jsPubOptions po;
-  natslib().jsPubOptions_Init(&po);
-  send(msg, po, Pending{std::move(done), until});
+  if (options) {
+    po = *options;
+  } else {
+    natslib().jsPubOptions_Init(&po);
+  }
+  send(msg, po, Pending{std::move(done), until, {}, po});
 }
 
 void Publisher::send(natsMsg* msg, const jsPubOptions& options, Pending pending) {
@@ -131,9 +136,8 @@ void Publisher::retry_loop(std::stop_token stop) {
     auto [msg, pending] = std::move(retries_.begin()->second);
     retries_.erase(retries_.begin());
     lock.unlock();
-    jsPubOptions po;
-    natslib().jsPubOptions_Init(&po);
-    send(msg, po, std::move(pending));
+    auto options = pending.options;
+    send(msg, options, std::move(pending));
     lock.lock();
   }
 }
@@ -147,7 +151,7 @@ void Publisher::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, voi
       Pending pending = std::move(it->second);
       p->pending_.erase(it);
       // Kept, not destroyed: it goes out again from the retry thread.
-      if (!pa && p->retry_later(msg, pending)) return;
+      if (!pa && !(pae && pae->ErrCode == kWrongLastSequence) && p->retry_later(msg, pending)) return;
       done = std::move(pending.done);
     }
   }
