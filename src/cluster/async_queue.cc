@@ -1,6 +1,7 @@
 #include "cluster/async_queue.h"
 
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include <chrono>
 
@@ -16,14 +17,20 @@ constexpr int64_t kNanosPerMs = 1000000;
 // How long a delivered event may stay unacked beyond its function's timeout before JetStream gives
 // it to another node (the node that had it died): the record write and ack after the run.
 constexpr std::chrono::milliseconds kAckMargin{5000};
+// A result write is retried until this long before AckWait ends (counted from the fetch, which
+// comes a little after JetStream's delivery), so a redelivery never races the first run's write.
+constexpr std::chrono::milliseconds kResultRetryMargin{2000};
 // Events fetched at once per function, at most: each holds a slot of this node until it ran.
 constexpr int kMaxBatch = 64;
 // Longest a fetch waits for an event; it returns at once when one arrives.
 constexpr int64_t kFetchWaitMs = 1000;
 // Events and dead letters with the same id within this window are dropped by JetStream.
 constexpr std::chrono::minutes kDuplicateWindow{10};
-// JetStream's "wrong last sequence" (JSStreamWrongLastSequenceErr), which nats.c 3.4 does not name.
-constexpr int kWrongLastSequence = 10071;
+// A client's retry sends the event of a queued record again only this long after it was queued:
+// later, JetStream may have forgotten the first one's id; a minute less for the nodes' clocks.
+constexpr std::chrono::milliseconds kRepublishWithin = kDuplicateWindow - std::chrono::minutes(1);
+// A queued record refused at enqueue is sent again in the background this long.
+constexpr std::chrono::seconds kQueuedRecordRetry{60};
 // A fetch thread with no free slot looks again after this even without wake(): a sync invocation's
 // end frees a slot without waking it.
 constexpr std::chrono::milliseconds kCapacityPoll{50};
@@ -71,7 +78,25 @@ Result<> ensure_stream(Connection& conn, const char* name, const char* subject) 
   return nats_fail(s, "create stream", name);
 }
 
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
+
+std::optional<RecordState> record_state(std::string_view record_json) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(record_json);
+  simdjson::dom::element doc;
+  std::string_view status;
+  if (parser.parse(padded).get(doc) || doc["status"].get(status)) return std::nullopt;
+  RecordState out;
+  out.done = status == "done";
+  if (uint64_t delivery; !doc["delivery"].get(delivery)) out.delivery = delivery;
+  if (int64_t queued; !doc["queued_ms"].get(queued)) out.queued_ms = queued;
+  return out;
+}
 
 std::string subject_token(const std::string& function) {
   std::string t = function;
@@ -125,6 +150,7 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
     int left = 2;
     std::optional<Error> event_error;
     bool duplicate = false;
+    bool record_refused = false;
   };
   auto acks = std::make_shared<Acks>();
   auto count_down = [acks] {
@@ -147,9 +173,11 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
   jsPubOptions record_po;
   natslib().jsPubOptions_Init(&record_po);
   record_po.ExpectNoMessage = true;
-  publisher_->publish(record, &record_po, [id, count_down](std::expected<Published, PublishError> r) {
-    if (!r && r.error().code != kWrongLastSequence)
-      spdlog::warn("cluster: invocation={} queued record not stored: {}", id, r.error().error.message());
+  publisher_->publish(record, &record_po, [acks, count_down](std::expected<Published, PublishError> r) {
+    if (!r && r.error().code != kWrongLastSequence) {
+      std::lock_guard lock(acks->mu);
+      acks->record_refused = true;
+    }
     count_down();
   });
   jsPubOptions po;
@@ -169,7 +197,27 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
   if (acks->event_error)
     return fail(acks->event_error->kind, "publish async event of function " + function, kInvocationStream,
                 acks->event_error->message());
+  // The event is stored but its record was refused (the results bucket elects a leader): without
+  // it GET answers 404 until the event runs, so it goes again in the background, not holding this.
+  if (acks->record_refused &&
+      natslib().natsMsg_Create(&record, record_subject.c_str(), nullptr, queued_record_json.data(),
+                               static_cast<int>(queued_record_json.size())) == NATS_OK)
+    publisher_->publish_until(record, &record_po, std::chrono::steady_clock::now() + kQueuedRecordRetry,
+                              [id](std::expected<Published, PublishError> r) {
+                                if (!r && r.error().code != kWrongLastSequence)
+                                  spdlog::warn("cluster: invocation={} queued record not stored: {}", id,
+                                               r.error().error.message());
+                              });
   return !acks->duplicate;
+}
+
+Result<bool> AsyncQueue::enqueued(const std::string& id) {
+  auto record = FNEXEC_TRY(result(id));
+  if (!record) return false;
+  auto state = record_state(*record);
+  // Done, or a later delivery queued: a node ran it, so it was in the stream.
+  if (!state || state->done || state->delivery > 1) return true;
+  return wall_ms() - state->queued_ms >= kRepublishWithin.count();
 }
 
 Result<std::optional<std::string>> AsyncQueue::result(const std::string& id) {
@@ -278,7 +326,7 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
       continue;
     }
     for (int i = 0; i < list.Count; ++i) {
-      deliver(list.Msgs[i], c.function, c.policy.max_deliveries(), c.policy);
+      deliver(list.Msgs[i], c.function, c.policy.max_deliveries(), c.policy, c.ack_wait);
       list.Msgs[i] = nullptr;  // deliver() owns it now
     }
     natslib().natsMsgList_Destroy(&list);
@@ -286,7 +334,10 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
 }
 
 void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries,
-                         const RetryPolicy& policy) {
+                         const RetryPolicy& policy, std::chrono::milliseconds ack_wait) {
+  // The result write is tried again until shortly before JetStream would give the event to
+  // another node: storing it late beats running the event twice.
+  auto store_until = std::chrono::steady_clock::now() + ack_wait - kResultRetryMargin;
   Delivery d;
   d.function = function;
   d.id = msg_header(msg, "Nats-Msg-Id");
@@ -298,9 +349,10 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
     d.queued_ms = meta->Timestamp / kNanosPerMs;
     natslib().jsMsgMetaData_Destroy(meta);
   }
+  if (d.delivery > 1 && ack_if_done(msg, d)) return;
   auto delay = policy.delay_after(d.delivery);
   d.retry_delay_ms = delay.count();
-  local_.run_delivery(d, [this, msg, d, delay](DeliveryResult r) {
+  local_.run_delivery(d, [this, msg, d, delay, store_until](DeliveryResult r) {
     bool last = r.success || d.delivery >= d.max_deliveries;
     if (!r.success && last)
       if (auto w = dead_letters_.add(d, r); !w)
@@ -317,9 +369,9 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
       natslib().natsMsg_Destroy(msg);
       return;
     }
-    publisher_->publish(record, nullptr, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
+    publisher_->publish_until(record, nullptr, store_until, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
       if (!w) {
-        // Not acked: JetStream delivers it again after AckWait, and that delivery writes the record.
+        // Not acked: JetStream delivers it again after AckWait, and that delivery runs it again.
         spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", id,
                       w.error().error.message());
         natslib().natsMsg_Destroy(msg);
@@ -332,6 +384,30 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
       natslib().natsMsg_Destroy(msg);
     });
   });
+}
+
+bool AsyncQueue::ack_if_done(natsMsg* msg, const Delivery& d) {
+  // Its ack was lost after its result was stored: it went out through a NATS server that died, or
+  // while the consumer elected a leader. Only redeliveries pay this read; the first run has none.
+  auto record = result(d.id);
+  if (!record) {
+    spdlog::warn("cluster: invocation={} delivery={}: cannot read its result ({}); running it", d.id, d.delivery,
+                 record.error().message());
+    return false;
+  }
+  auto state = *record ? record_state(**record) : std::nullopt;
+  if (!state || !state->done) return false;
+  // Waits for JetStream's answer: a lost ack here would bring it once more after AckWait.
+  jsErrCode jerr{};
+  natsStatus s = natslib().natsMsg_AckSync(msg, nullptr, &jerr);
+  if (s == NATS_OK)
+    spdlog::info("cluster: invocation={} delivery={}: done already (delivery {}), acked without running it again",
+                 d.id, d.delivery, state->delivery);
+  else
+    spdlog::warn("cluster: invocation={} delivery={}: done already, ack failed: {} (it comes once more)", d.id,
+                 d.delivery, nats_fail(s, "ack").error().message());
+  natslib().natsMsg_Destroy(msg);
+  return true;
 }
 
 Result<uint64_t> AsyncQueue::pending() {

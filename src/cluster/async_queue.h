@@ -27,6 +27,15 @@ inline constexpr const char* kResultsBucket = "fnexec-results";
 // in NATS, so it becomes '~' (not allowed in names, so no two names collide).
 std::string subject_token(const std::string& function);
 
+// The fields of a stored record (results bucket) that decide a client's retry and a redelivery.
+struct RecordState {
+  bool done = false;      // status "done": the event ran to its end (success, or its last failure)
+  uint64_t delivery = 1;  // the delivery that ran, or the next one of a queued retry
+  int64_t queued_ms = 0;
+};
+// nullopt for a record that is not JSON with a status.
+std::optional<RecordState> record_state(std::string_view record_json);
+
 class AsyncQueue {
  public:
   static Result<std::unique_ptr<AsyncQueue>> open(Connection& conn, Local& local, std::chrono::milliseconds result_ttl);
@@ -36,6 +45,12 @@ class AsyncQueue {
   // a second publish of the same id within the duplicate window). Returns false for a duplicate.
   Result<bool> enqueue(const std::string& function, const std::string& id, std::string_view event,
                        const std::string& queued_record_json);
+  // A client's retry of an enqueue with its own id: true when its event surely is (or was) in the
+  // stream, so nothing is published again. A first enqueue's queued record may have been stored
+  // while its event's publish failed (the stream had no leader for seconds after a NATS server
+  // died): then this is false and enqueue() sends the event again, which JetStream drops if the
+  // first one was stored after all (same Nats-Msg-Id, within the duplicate window).
+  Result<bool> enqueued(const std::string& id);
   // The record of an async invocation of any node, as GET /v1/invocations/{id} shows it.
   Result<std::optional<std::string>> result(const std::string& id);
   // After a registry change: creates or updates the function's consumer and its fetch thread, or
@@ -52,7 +67,10 @@ class AsyncQueue {
   struct Consumer;
   AsyncQueue(Connection& conn, Local& local, KvBucket results, std::unique_ptr<Publisher> publisher);
   void fetch_loop(Consumer& c, std::stop_token stop);
-  void deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries, const struct RetryPolicy& policy);
+  void deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries, const struct RetryPolicy& policy,
+               std::chrono::milliseconds ack_wait);
+  // A redelivery of an event whose result is stored: acked (and true), not run again.
+  bool ack_if_done(natsMsg* msg, const Delivery& d);
 
   Connection& conn_;
   Local& local_;

@@ -66,6 +66,7 @@ namespace fnexec::cluster {
   X(natsMsgHeader_Set) \
   X(natsMsgList_Destroy) \
   X(natsMsg_Ack) \
+  X(natsMsg_AckSync) \
   X(natsMsg_Create) \
   X(natsMsg_Destroy) \
   X(natsMsg_GetData) \

@@ -217,11 +217,13 @@ void Service::enqueue_cluster(const std::string& name, std::string id, bool clie
   run_job(admin_, [this, name, id = std::move(id), client_id, event = std::move(event), done = std::move(done)] {
     auto* node = cluster_.load();
     if (!node || !node->connected()) return done(cluster_down());
-    // A client's retry (same id) finds its record and enqueues nothing; a fresh id of ours has none.
+    // A client's retry (same id) of an enqueue whose event is in the stream enqueues nothing; one
+    // whose event may not be (only its record was stored) publishes both again, and JetStream
+    // keeps the first of each. A fresh id of ours has no record.
     if (client_id) {
-      auto existing = node->queue().result(id);
-      if (!existing) return done(std::unexpected(existing.error()));
-      if (*existing) return done(std::pair{id, false});
+      auto enqueued = node->queue().enqueued(id);
+      if (!enqueued) return done(std::unexpected(enqueued.error()));
+      if (*enqueued) return done(std::pair{id, false});
     }
     InvocationRow row;
     row.id = id;

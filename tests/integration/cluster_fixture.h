@@ -3,6 +3,7 @@
 // with ephemeral ports, each store and daemon root on its own tmpfs.
 #pragma once
 
+#include <simdjson.h>
 #include <sys/wait.h>
 
 #include "test_serve_fixture.h"
@@ -89,6 +90,26 @@ struct NatsCluster {
     for (const auto& s : servers) out += (out.empty() ? "" : ",") + s->url();
     return out;
   }
+  // The member that leads a stream now (from member `ask`'s /jsz), e.g. "KV_fnexec-results".
+  size_t leader_of(const std::string& stream, size_t ask = 0) const {
+    auto jsz = simdjson::padded_string(servers[ask]->monitor("/jsz?accounts=true&streams=true"));
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    REQUIRE_MESSAGE(!parser.parse(jsz).get(doc), "no /jsz from nats-server n" << ask);
+    simdjson::dom::array accounts, streams;
+    REQUIRE(!doc["account_details"].get(accounts));
+    for (auto account : accounts) {
+      if (account["stream_detail"].get(streams)) continue;
+      for (auto s : streams) {
+        std::string_view name, leader;
+        if (s["name"].get(name) || name != stream || s["cluster"]["leader"].get(leader)) continue;
+        for (size_t i = 0; i < servers.size(); ++i)
+          if (leader == "n" + std::to_string(i)) return i;
+      }
+    }
+    FAIL("no leader of stream " << stream << " in /jsz");
+    return 0;
+  }
 };
 
 inline std::string node_config(const std::string& nats_urls, const std::string& node) {
@@ -127,6 +148,14 @@ struct Nodes {
     auto r = nodes[node]->curl("POST", "/v1/functions/" + fn + "/invoke?mode=async" + query, event);
     REQUIRE_MESSAGE(r.status == 202, r.body);
     return field(r.body, "id");
+  }
+  // Runs of the function the given nodes finished, any outcome (their fnexec_invocations_total).
+  int runs(const std::string& fn, const std::vector<size_t>& which) {
+    double n = 0;
+    for (auto i : which)
+      for (const auto& [sample, value] : parse_metrics(nodes[i]->curl("GET", "/metrics").body))
+        if (sample.starts_with("fnexec_invocations_total{function=\"" + fn + "\",")) n += value;
+    return static_cast<int>(n);
   }
   // The record as the node shows it, once it is done.
   std::string wait_done(size_t node, const std::string& id) {

@@ -115,23 +115,31 @@ TEST_CASE("one NATS server of three killed mid-load: the service goes on and eve
   };
   std::vector<std::string> ids;
   for (int i = 0; i < kEvents / 3; ++i) ids.push_back(enqueue(i));
-  nats.servers[0]->stop();
+  // The server that dies leads the results bucket: every result write fails until another one is
+  // elected, seconds in which events run, and nodes connected to it lose what was in flight.
+  auto dead = nats.leader_of("KV_fnexec-results");
+  nats.servers[dead]->stop();
   for (int i = kEvents / 3; i < kEvents; ++i) ids.push_back(enqueue(i));
-  int duplicates = 0;
+  // An event the server died with while delivering it comes again after AckWait (the default
+  // timeout 30 s + 5 s), well within the minute wait_done gives each.
+  int redelivered = 0;
   std::map<std::string, int> per_node;
   for (int i = 0; i < kEvents; ++i) {
     auto rec = c.wait_done((i + 1) % 3, ids[i]);
     CHECK(field(rec, "outcome") == "success");
     CHECK(field(rec, "output") == "e" + std::to_string(i));
     ++per_node[field(rec, "node")];
-    if (field(rec, "delivery") != "1") ++duplicates;
+    if (field(rec, "delivery") != "1") ++redelivered;
   }
-  MESSAGE("after one NATS server of three died: events delivered more than once: " << duplicates << "; per node a="
-          << per_node["nodea"] << " b=" << per_node["nodeb"] << " c=" << per_node["nodec"]);
-  // Delivery is at-least-once: events whose acks were lost with the server come again after AckWait.
-  // How many is not bounded yet (0 in most runs, 61 of 90 in one CI run with async acks), so it is
-  // reported, not asserted; every event completing with its own output is what this case checks.
-  WARN(duplicates <= 12);
+  int runs = c.runs("work", {0, 1, 2});
+  MESSAGE("after one NATS server of three died: " << runs << " runs of " << kEvents << " events; " << redelivered
+          << " stored from a later delivery; per node a=" << per_node["nodea"] << " b=" << per_node["nodeb"]
+          << " c=" << per_node["nodec"]);
+  // No node died, so no event ran twice (docs/ARCHITECTURE.md, Cluster: delivery): a delivery
+  // lost with the server had not run; an ack lost with it brings the event again, and the node
+  // that gets it finds its result stored and acks it unrun; a result write refused while the
+  // results bucket elects a leader is sent again until shortly before AckWait.
+  CHECK(runs == kEvents);
   // Sync invocations keep working on every node.
   for (size_t n = 0; n < 3; ++n) CHECK(c[n].curl("POST", "/v1/functions/work/invoke", "sync").body == "sync");
 }

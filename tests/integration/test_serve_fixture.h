@@ -326,7 +326,7 @@ inline void wait_until(Pred pred, const char* what) {
     if (pred()) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  FAIL("gave up waiting for " << what);
+  FAIL("gave up waiting for " << std::string(what));  // doctest prints a const char* as a pointer
 }
 
 // A daemon with a busybox image imported through the API.
