@@ -44,7 +44,7 @@ struct RunOptions {
   std::vector<std::string> devices;
   std::vector<std::string> dns, add_hosts, egress_allow, egress_deny;
   std::string egress_default = "allow", bridge = "fnexec0", bridge_subnet = "10.87.0.0/16";
-  std::string bridge_subnet6 = net::kDefaultSubnet6;
+  std::string bridge_subnet6 = net::kNoSubnet6;
   std::optional<std::string> workdir, user, entrypoint, timeout, report, memory, cpus, pids_limit, events;
   std::string lifecycle = "oneshot", init_timeout = "10s", protocol = "fnexec";
   std::optional<std::string> handler;
@@ -538,7 +538,7 @@ void add_run_command(CLI::App& app, Globals& g) {
   sub->add_option("--bridge", o->bridge, "bridge mode: the bridge to attach to (default fnexec0)");
   sub->add_option("--bridge-subnet", o->bridge_subnet, "bridge mode: the bridge's IPv4 subnet (default 10.87.0.0/16)");
   sub->add_option("--bridge-subnet6", o->bridge_subnet6,
-                  "bridge mode: the bridge's IPv6 subnet, /96 or larger (default fd87:6e78:1f00::/64), or none");
+                  "bridge mode: an IPv6 subnet for the bridge, /96 or larger (e.g. fd87:6e78:1f00::/64; default none: IPv4 only)");
   sub->add_option("--dns", o->dns, "bridge mode: a nameserver for the sandbox's /etc/resolv.conf")
       ->allow_extra_args(false);
   sub->add_option("--add-host", o->add_hosts, "bridge mode: NAME:IP added to the sandbox's /etc/hosts")

@@ -23,15 +23,16 @@
 
 namespace fnexec::net {
 
-constexpr const char* kDefaultSubnet6 = "fd87:6e78:1f00::/64";
-inline Ipv6Net default_subnet6() { return *parse_ipv6_net(kDefaultSubnet6); }
+// IPv6 is opt-in: giving the bridge a subnet turns on the host's IPv6 forwarding, and a host that
+// takes its own address from router advertisements (accept_ra=1) then ignores them.
+constexpr const char* kNoSubnet6 = "none";
 
 struct BridgeConfig {
   std::string bridge = "fnexec0";
   Ipv4Net subnet{0x0A570000u, 16};  // 10.87.0.0/16
-  // The bridge's IPv6 subnet (a ULA by default; none: IPv4 only). A sandbox's IPv6 address has the
-  // host part of its IPv4 lease; the gateway is the subnet's first address.
-  std::optional<Ipv6Net> subnet6 = default_subnet6();
+  // The bridge's IPv6 subnet (none by default: IPv4 only). A sandbox's IPv6 address has the host
+  // part of its IPv4 lease; the gateway is the subnet's first address.
+  std::optional<Ipv6Net> subnet6;
   std::vector<std::string> dns;     // empty: the host's non-loopback nameservers
   std::vector<HostEntry> extra_hosts;
   EgressPolicy egress;

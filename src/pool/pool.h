@@ -177,7 +177,7 @@ struct PoolSetOptions {
   // bridge_subnet, bridge_subnet6); a function's dns, add_hosts and egress fields complete it per sandbox.
   std::string bridge = "fnexec0";
   std::string bridge_subnet = "10.87.0.0/16";
-  std::string bridge_subnet6 = "fd87:6e78:1f00::/64";  // fnexec.conf bridge_subnet6; none: IPv4 only
+  std::string bridge_subnet6 = "none";  // fnexec.conf bridge_subnet6; none: IPv4 only
   std::filesystem::path network_state_dir = "/run/fnexec/net";
 };
 

@@ -41,7 +41,7 @@ struct ServeConfig {
   uint32_t invocation_workers = 64;
   std::string bridge = "fnexec0";              // network bridge: the bridge functions' veths join
   std::string bridge_subnet = "10.87.0.0/16";  // its IPv4 subnet; the first address is the gateway
-  std::string bridge_subnet6 = "fd87:6e78:1f00::/64";  // its IPv6 subnet (ULA), or none
+  std::string bridge_subnet6 = "none";  // its IPv6 subnet (e.g. a ULA /64), or none
   // cluster_* keys: several daemons behind NATS JetStream; no cluster_nats keeps everything local.
   cluster::Options cluster;
   std::filesystem::path seccomp_profile_dir = "/etc/fnexec/seccomp";  // NAME.json for seccomp_profile NAME  // threads that run invocations; also the daemon-wide concurrency cap
