@@ -506,13 +506,16 @@ void LambdaApi::invoke(Request& request, Respond respond) {
   }
 
   if (type == "Event") {
-    return service_.enqueue(name, std::move(request.body), [respond = std::move(respond)](Result<std::string> id) {
-      if (!id) return respond(lambda_error(500, "ServiceException", id.error().message()));
-      Reply r{202, "application/json", {}, {}};
-      r.headers.emplace_back("x-amzn-RequestId", request_id_of(*id));
-      r.headers.emplace_back("X-Amz-Executed-Version", std::string(kLatest));
-      respond(std::move(r));
-    });
+    return service_.enqueue(
+        name, std::move(request.body),
+        [respond = std::move(respond)](Result<std::string> id) {
+          if (!id) return respond(lambda_error(500, "ServiceException", id.error().message()));
+          Reply r{202, "application/json", {}, {}};
+          r.headers.emplace_back("x-amzn-RequestId", request_id_of(*id));
+          r.headers.emplace_back("X-Amz-Executed-Version", std::string(kLatest));
+          respond(std::move(r));
+        },
+        std::move(context));
   }
 
   auto admitted = service_.admit(name);

@@ -133,8 +133,9 @@ class Service : public cluster::Local {
   // took it: local_refusal says why this node did not); false without a cluster (event untouched).
   bool forward_sync(const std::string& name, std::string& event, const std::string& local_refusal,
                     std::function<void(SyncRun)> done);
-  // Queues an async invocation durably; done gets its id.
-  void enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done);
+  // Queues an async invocation durably, its context with it; done gets its id.
+  void enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done,
+               invoke::EventContext context = {});
   std::optional<FunctionView> function(const std::string& name) const;
   bool stopping() const;
   State& state() { return state_; }
