@@ -531,10 +531,12 @@ void LambdaApi::invoke(Request& request, Respond respond) {
     case Admission::function_busy:
     case Admission::daemon_busy: {
       // Cluster mode: another node may have a slot (answered as if run here).
-      if (service_.forward_sync(name, request.body, admitted.message,
-                                [respond, tail = log_type == "Tail", settings, name](SyncRun run) {
-                                  respond(sync_reply(std::move(run), tail, settings, name));
-                                }))
+      if (service_.forward_sync(
+              name, request.body, admitted.message,
+              [respond, tail = log_type == "Tail", settings, name](SyncRun run) {
+                respond(sync_reply(std::move(run), tail, settings, name));
+              },
+              context))
         return;
       auto r = lambda_error(429, "TooManyRequestsException", "Rate Exceeded: " + admitted.message);
       r.headers.emplace_back("Retry-After", "1");

@@ -606,11 +606,13 @@ void Service::run_admitted(const std::string& name, std::string event, std::func
 void Service::enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done,
                       invoke::EventContext context) {
   if (cluster_.load())
-    return enqueue_cluster(name, new_invocation_id(), false, std::move(event),
-                           [done = std::move(done)](Result<std::pair<std::string, bool>> r) {
-                             if (!r) return done(std::unexpected(r.error()));
-                             done(r->first);
-                           });
+    return enqueue_cluster(
+        name, new_invocation_id(), false, std::move(event),
+        [done = std::move(done)](Result<std::pair<std::string, bool>> r) {
+          if (!r) return done(std::unexpected(r.error()));
+          done(r->first);
+        },
+        std::move(context));
   run_job(admin_, [this, name, event = std::move(event), done = std::move(done), context = std::move(context)] {
     auto id = new_invocation_id();
     if (auto r = state_.enqueue(id, name, event, now_ms(), context); !r) return done(std::unexpected(r.error()));

@@ -132,7 +132,7 @@ class Service : public cluster::Local {
   // the function (cluster/forward.h) and returns true, done gets the run as if local (429 when no node
   // took it: local_refusal says why this node did not); false without a cluster (event untouched).
   bool forward_sync(const std::string& name, std::string& event, const std::string& local_refusal,
-                    std::function<void(SyncRun)> done);
+                    std::function<void(SyncRun)> done, invoke::EventContext context = {});
   // Queues an async invocation durably, its context with it; done gets its id.
   void enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done,
                invoke::EventContext context = {});
@@ -150,7 +150,8 @@ class Service : public cluster::Local {
   uint32_t free_async_slots(const std::string& name) override;
   void run_delivery(cluster::Delivery d, std::function<void(cluster::DeliveryResult)> done) override;
   std::optional<std::string> admit_forwarded(const std::string& function) override;
-  void run_forwarded(const std::string& function, std::string event, std::function<void(std::string)> done) override;
+  void run_forwarded(const std::string& function, std::string event, invoke::EventContext context,
+                     std::function<void(std::string)> done) override;
   std::string node_status_json() override;
 
  private:
@@ -220,7 +221,8 @@ class Service : public cluster::Local {
   // Cluster mode (service_cluster.cc).
   // client_id: the id came from the client (?id=), so a record of it may exist already.
   void enqueue_cluster(const std::string& name, std::string id, bool client_id, std::string event,
-                       std::function<void(Result<std::pair<std::string, bool>>)> done);
+                       std::function<void(Result<std::pair<std::string, bool>>)> done,
+                       invoke::EventContext context = {});
   cluster::DeliveryResult run_cluster_delivery(const cluster::Delivery& d);
   void cluster_route(const Request& request, Respond respond);
   // GET/DELETE /v1/dead-letters/{id} and POST .../replay against the cluster's dead-letter stream.
