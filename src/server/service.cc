@@ -625,6 +625,22 @@ void Service::enqueue(const std::string& name, std::string event, std::function<
   });
 }
 
+Result<std::map<std::string, FunctionImage>> Service::function_images(const std::string& only) const {
+  std::map<std::string, FunctionImage> out;
+  if (!store_) return out;
+  constexpr std::string_view kPrefix = "function ";
+  for (const auto& pin : FNEXEC_TRY(store_->pins())) {
+    if (!pin.holder.starts_with(kPrefix)) continue;
+    auto name = pin.holder.substr(kPrefix.size());
+    if (!only.empty() && name != only) continue;
+    auto details = FNEXEC_TRY(store_->inspect(pin.digest));
+    FunctionImage image{pin.digest, details.config_size};
+    for (const auto& layer : details.layers) image.size += layer.size;
+    out.emplace(std::move(name), std::move(image));
+  }
+  return out;
+}
+
 std::optional<FunctionView> Service::function(const std::string& name) const {
   std::lock_guard lock(mu_);
   auto f = functions_.find(name);

@@ -94,6 +94,13 @@ struct FunctionView {
   std::string error;
 };
 
+// The image a function's pool runs: the one it was pinned to when configured, whatever its name
+// points at since.
+struct FunctionImage {
+  std::string digest;  // the manifest digest, "sha256:<hex>"
+  int64_t size = 0;    // config and compressed layers, as `fnexec image ls` shows it
+};
+
 class LambdaApi;
 class Pulls;
 
@@ -137,6 +144,9 @@ class Service : public cluster::Local {
   void enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done,
                invoke::EventContext context = {});
   std::optional<FunctionView> function(const std::string& name) const;
+  // The pinned images of the functions (only: of that one function), by function name; a function
+  // whose pool was never configured (no store, a failed pull) has none.
+  Result<std::map<std::string, FunctionImage>> function_images(const std::string& only = "") const;
   bool stopping() const;
   State& state() { return state_; }
 

@@ -317,8 +317,21 @@ TEST_SUITE("serve-lambda") {
     CHECK(contains(get->raw, R"("Timeout":5)"));
     CHECK(contains(get->raw, R"("Version":"$LATEST")"));
     CHECK(contains(get->raw, R"("ImageUri":"bb:1")"));
+    // The pinned image: CodeSha256 is base64 of its manifest digest's bytes (the form Lambda gives
+    // a .zip's SHA-256 in), CodeSize its size as /v1/images shows it, ResolvedImageUri name@digest.
+    std::smatch image;
+    auto images = d.curl("GET", "/v1/images").body;
+    REQUIRE_MESSAGE(std::regex_search(images, image, std::regex(R"re("name":"bb","tag":"1","digest":"sha256:([0-9a-f]{64})","size":(\d+))re")),
+                    images);
+    std::string digest_bytes;
+    for (size_t i = 0; i < 64; i += 2) digest_bytes += static_cast<char>(std::stoi(image[1].str().substr(i, 2), nullptr, 16));
+    CHECK(contains(get->raw, R"("CodeSha256":")" + server::base64_encode(digest_bytes) + "\""));
+    CHECK(contains(get->raw, R"("CodeSize":)" + image[2].str() + ","));
+    CHECK(contains(get->raw, R"("ResolvedImageUri":"bb@sha256:)" + image[1].str() + "\""));
+    CHECK(contains(list->raw, R"("CodeSha256":")" + server::base64_encode(digest_bytes) + "\""));
     auto cfg = sdk(d, "config", R"({"FunctionName":"echo"})");
     CHECK(contains(cfg->raw, R"("FunctionName":"echo")"));
+    CHECK(contains(cfg->raw, R"("CodeSha256":")" + server::base64_encode(digest_bytes) + "\""));
     auto get_missing = sdk(d, "get", R"({"FunctionName":"missing"})");
     CHECK(get_missing->str("name") == "ResourceNotFoundException");
 
