@@ -92,6 +92,10 @@ TEST_CASE("a Lambda caller's context reaches the runtime of a forwarded sync cal
                     R"({"image":"lpy:1","protocol":"lambda","min_warm":1,"max_concurrency":1,"timeout_ms":6000})")
               .status == 201);
   c.wait_everywhere("ctx");
+  // B must be able to take the forwarded call: its pool configured and its runtime up.
+  for (size_t n = 0; n < 2; ++n)
+    wait_until([&] { return field(c[n].curl("GET", "/v1/functions/ctx").body, "warm") == "1"; },
+               "the Lambda runtime to be warm on every node");
   const std::string client_context = R"({"client":{"app_title":"cluster"},"custom":{"k":"v"}})";
   const std::vector<std::string> context_headers = {
       "-H", "X-Amz-Client-Context: " + server::base64_encode(client_context), "-H",
