@@ -334,11 +334,14 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
     std::ofstream(scratch / "echo.py") << "def handler(event, context):\n    return event\n";
     std::ofstream(scratch / "echo.js") << "exports.handler = async (event) => event;\n";
   }
-  std::string mk = src + "/rootfs-tools/mkimage --python" + (ric.empty() ? "" : " --node") +
+  const std::string ric_at = "/var/runtime/node_modules/aws-lambda-ric";
+  // The client's addon with its ldd closure: build-ric.sh links it to Debian's libcurl.
+  std::string mk = src + "/rootfs-tools/mkimage --python" +
+                   (ric.empty() ? "" : " --node --host-binary " + ric + "/dist/rapid-client.node=" + ric_at +
+                                           "/dist/rapid-client.node") +
                    " --fnexec-runtime --file " + (scratch / "echo.py").string() + "=/fn/echo.py --file " +
                    (scratch / "echo.js").string() + "=/fn/echo.js --file " + src +
                    "/tests/integration/lambda/python/bootstrap.py=/var/runtime/bootstrap.py";
-  const std::string ric_at = "/var/runtime/node_modules/aws-lambda-ric";
   if (!ric.empty())
     mk += " --file " + ric + "/bin/index.mjs=" + ric_at + "/bin/index.mjs --file " + ric + "/dist=" + ric_at + "/dist";
   mk += " --workdir /fn --compression none --ref lam:1 -o " + (scratch / "img").string() + " >/dev/null";

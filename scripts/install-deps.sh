@@ -13,15 +13,14 @@ BUILD_PKGS=(
   libisal-dev
 )
 # Used by tests and rootfs-tools at run time.
+# cmake and make: the lambda-ric suite builds npm's aws-lambda-ric (aws-lambda-cpp against libcurl).
 TEST_PKGS=(busybox-static zstd gzip tar python3 nodejs iproute2 nftables curl cpio kmod xz-utils
   docker-registry skopeo apache2-utils openssl awscli
-  nats-server)
+  nats-server cmake make)
 # Peers for bench/ (podman with CNI: bench/network-start.sh), the VM suites (cgroup v2; systemd:
-# mmdebstrap, mke2fs), the compat suite (images made by other tools) and the lambda-ric suite (npm's
-# aws-lambda-ric builds aws-lambda-cpp and curl with cmake and autotools).
+# mmdebstrap, mke2fs) and the compat suite (images made by other tools).
 EXTRA_PKGS=(bubblewrap crun runc umoci qemu-system-x86 mmdebstrap e2fsprogs buildah skopeo
-  podman containernetworking-plugins
-  cmake autoconf automake libtool make)
+  podman containernetworking-plugins)
 # The libFuzzer targets (tests/fuzz/run.sh): clang 14 cannot use libstdc++'s <expected>.
 FUZZ_PKGS=(clang-16 libclang-rt-16-dev)
 

@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "cluster/event_context.h"
 #include "cluster/publisher.h"
 #include "cluster/retry.h"
 #include "util/log.h"
@@ -140,7 +141,7 @@ AsyncQueue::~AsyncQueue() {
 }
 
 Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string& id, std::string_view event,
-                                 const std::string& queued_record_json) {
+                                 const std::string& queued_record_json, const invoke::EventContext& context) {
   // The queued record and the event go out together and this waits for both acks: one round trip.
   // The record is only put if the key has none (ExpectNoMessage), so a node that ran the event and
   // stored its result before the record arrived keeps its result.
@@ -170,6 +171,7 @@ Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string&
     natslib().natsMsg_Destroy(record);
     return nats_fail(s, "create event message", function);
   }
+  set_context_headers(msg, context);
   jsPubOptions record_po;
   natslib().jsPubOptions_Init(&record_po);
   record_po.ExpectNoMessage = true;
@@ -342,6 +344,7 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
   d.function = function;
   d.id = msg_header(msg, "Nats-Msg-Id");
   if (auto* data = natslib().natsMsg_GetData(msg)) d.event.assign(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg)));
+  d.context = context_from_headers(msg);
   d.max_deliveries = max_deliveries;
   jsMsgMetaData* meta = nullptr;
   if (natslib().natsMsg_GetMetaData(&meta, msg) == NATS_OK) {

@@ -42,9 +42,10 @@ class AsyncQueue {
   ~AsyncQueue();
 
   // Stores the queued record, then publishes the event with id as its Nats-Msg-Id (JetStream drops
-  // a second publish of the same id within the duplicate window). Returns false for a duplicate.
+  // a second publish of the same id within the duplicate window) and its caller's context in headers
+  // (event_context.h). Returns false for a duplicate.
   Result<bool> enqueue(const std::string& function, const std::string& id, std::string_view event,
-                       const std::string& queued_record_json);
+                       const std::string& queued_record_json, const invoke::EventContext& context = {});
   // A client's retry of an enqueue with its own id: true when its event surely is (or was) in the
   // stream, so nothing is published again. A first enqueue's queued record may have been stored
   // while its event's publish failed (the stream had no leader for seconds after a NATS server

@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "cluster/async_queue.h"
+#include "cluster/event_context.h"
 #include "util/log.h"
 
 namespace fnexec::cluster {
@@ -46,13 +47,16 @@ int64_t to_int(const std::string& text) {
   return v;
 }
 
-// One message with the Fnexec-Forward kind and the given headers; false when NATS refused it.
+// One message with the Fnexec-Forward kind and the given headers (and a caller's context); false
+// when NATS refused it.
 bool publish(Connection& conn, const std::string& subject, const char* kind, std::string_view body,
-             std::initializer_list<std::pair<const char*, std::string>> headers = {}, const char* reply = nullptr) {
+             std::initializer_list<std::pair<const char*, std::string>> headers = {}, const char* reply = nullptr,
+             const invoke::EventContext* context = nullptr) {
   natsMsg* msg = nullptr;
   if (natslib().natsMsg_Create(&msg, subject.c_str(), reply, body.data(), static_cast<int>(body.size())) != NATS_OK) return false;
   natslib().natsMsgHeader_Set(msg, "Fnexec-Forward", kind);
   for (const auto& [k, v] : headers) natslib().natsMsgHeader_Set(msg, k, v.c_str());
+  if (context) set_context_headers(msg, *context);
   natsStatus s = natslib().natsConnection_PublishMsg(conn.nats(), msg);
   natslib().natsMsg_Destroy(msg);
   return s == NATS_OK;
@@ -70,6 +74,7 @@ struct SyncForwarder::Call {
   uint64_t id = 0;
   std::string function;
   std::string event;
+  invoke::EventContext context;
   std::chrono::milliseconds timeout{0};
   std::function<void(Result<ForwardReply>)> done;
   State state = State::asked;
@@ -210,7 +215,8 @@ void SyncForwarder::serve(const std::string& function, natsMsg* msg) {
   spdlog::debug("cluster: function={} sync invocation forwarded by {} runs here", function, origin);
   std::string event;
   if (auto* data = natslib().natsMsg_GetData(msg)) event.assign(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg)));
-  local_.run_forwarded(function, std::move(event), [this, served_id, reply_to, function](std::string run) {
+  local_.run_forwarded(function, std::move(event), context_from_headers(msg),
+                       [this, served_id, reply_to, function](std::string run) {
     answer_parts(reply_to, function, run);
     std::lock_guard lock(mu_);
     served_.erase(served_id);
@@ -233,19 +239,22 @@ void SyncForwarder::answer_parts(const std::string& reply_to, const std::string&
                  function);
 }
 
-void SyncForwarder::forward(const std::string& function, std::string event, std::chrono::milliseconds timeout,
-                            std::function<void(Result<ForwardReply>)> done) {
+void SyncForwarder::forward(const std::string& function, std::string event, invoke::EventContext context,
+                            std::chrono::milliseconds timeout, std::function<void(Result<ForwardReply>)> done) {
   const std::string what = "forward invocation of function " + function;
   if (!conn_.connected())
     return done(fail(ErrorKind::unavailable, what, {}, "the NATS connection is down"));
-  if (static_cast<int64_t>(event.size()) > part_size(conn_))
+  // The context's headers (up to 4 KiB) come on top of the room kept for the others.
+  if (static_cast<int64_t>(event.size() + context_header_bytes(context)) > part_size(conn_))
     return done(fail(ErrorKind::too_large, what, {},
-                     fmt::format("the event ({} bytes) is over NATS's max_payload ({} bytes); raise max_payload "
-                                 "in nats-server's configuration to forward events this large",
-                                 event.size(), natslib().natsConnection_GetMaxPayload(conn_.nats()))));
+                     fmt::format("the event ({} bytes, {} more of caller context) is over NATS's max_payload ({} "
+                                 "bytes); raise max_payload in nats-server's configuration to forward events this large",
+                                 event.size(), context_header_bytes(context),
+                                 natslib().natsConnection_GetMaxPayload(conn_.nats()))));
   auto c = std::make_unique<Call>();
   c->function = function;
   c->event = std::move(event);
+  c->context = std::move(context);
   c->timeout = timeout;
   c->done = std::move(done);
   c->find_deadline = Clock::now() + kForwardWait;
@@ -270,7 +279,7 @@ Result<> SyncForwarder::send(Call& c) {
   if (!publish(conn_, sync_subject(c.function), "request", c.event,
                {{"Fnexec-Origin", node_}, {"Fnexec-Admit-By-Ms", std::to_string(c.admit_by_ms)},
                 {"Fnexec-Timeout-Ms", std::to_string(c.timeout.count())}},
-               reply.c_str()))
+               reply.c_str(), &c.context))
     return fail(ErrorKind::unavailable, "forward invocation of function " + c.function, {},
                 "NATS refused the request (the connection is down?)");
   return {};

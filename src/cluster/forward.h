@@ -42,12 +42,13 @@ class SyncForwarder {
 
   // After a registry change: joins the function's queue group while this node has it, leaves it after.
   void follow(const std::string& function);
-  // Sends the event to a node of the function's queue group; done is called once, on a nats.c or
+  // Sends the event, with its caller's context in headers (event_context.h), to a node of the
+  // function's queue group; done is called once, on a nats.c or
   // forwarder thread: the run, or ErrorKind::unavailable (no node took it within kForwardWait, or
   // no NATS), too_large (over NATS max_payload, not sent), protocol (the node that took it went
   // silent or stayed past timeout: it may have run).
-  void forward(const std::string& function, std::string event, std::chrono::milliseconds timeout,
-               std::function<void(Result<ForwardReply>)> done);
+  void forward(const std::string& function, std::string event, invoke::EventContext context,
+               std::chrono::milliseconds timeout, std::function<void(Result<ForwardReply>)> done);
 
  private:
   struct Call;

@@ -17,6 +17,7 @@ struct Delivery {
   std::string function;
   std::string id;             // the invocation id = the message's Nats-Msg-Id
   std::string event;
+  invoke::EventContext context;  // the Lambda caller's, from the message's headers (event_context.h)
   uint64_t delivery = 1;      // 1-based (JetStream's NumDelivered)
   uint64_t max_deliveries = 1;  // retries + 1
   int64_t queued_ms = 0;      // when it was enqueued (the stream's timestamp)
@@ -46,10 +47,11 @@ class Local {
   virtual void run_delivery(Delivery d, std::function<void(DeliveryResult)> done) = 0;
   // Sync forwarding (cluster/forward.h): a sync invocation another node had no capacity for.
   // admit_forwarded takes a slot (nullopt) or says why not; run_forwarded runs it on an invocation
-  // thread as a local sync invocation (never forwarding it again), frees the slot and calls done
-  // with the run encoded for the caller.
+  // thread as a local sync invocation (never forwarding it again) with its caller's context, frees
+  // the slot and calls done with the run encoded for the caller.
   virtual std::optional<std::string> admit_forwarded(const std::string& function) = 0;
-  virtual void run_forwarded(const std::string& function, std::string event, std::function<void(std::string)> done) = 0;
+  virtual void run_forwarded(const std::string& function, std::string event, invoke::EventContext context,
+                             std::function<void(std::string)> done) = 0;
   // This node's capacity and pools, a JSON object for its heartbeat.
   virtual std::string node_status_json() = 0;
 };

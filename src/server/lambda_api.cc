@@ -8,10 +8,23 @@
 #include <ctime>
 
 #include "server/json.h"
+#include "server/uri.h"
 
 namespace fnexec::server {
 
 namespace {
+
+// Code.ResolvedImageUri: the image's repository pinned to the digest it runs ("name@sha256:..."),
+// as Lambda resolves a tag to a digest when it creates a function.
+std::string resolved_image_uri(std::string_view image, std::string_view digest) {
+  if (image.starts_with("sha256:")) return std::string(digest);  // named by its digest already
+  auto repository = image.substr(0, image.find('@'));
+  auto slash = repository.rfind('/');
+  auto colon = repository.rfind(':');
+  if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash))
+    repository = repository.substr(0, colon);  // the tag; a registry's :port comes before a slash
+  return std::string(repository) + "@" + std::string(digest);
+}
 
 constexpr std::string_view kLatest = "$LATEST";
 constexpr size_t kTailBytes = 4096;         // Lambda returns the last 4 KB of the log
@@ -207,12 +220,27 @@ std::string tail_log(std::string_view request_id, const pool::InvocationResult& 
   return text;
 }
 
-std::string function_configuration_json(const FunctionView& f, int64_t last_modified_ms, const LambdaSettings& s) {
+std::string code_sha256(std::string_view manifest_digest) {
+  constexpr std::string_view kAlgorithm = "sha256:";
+  if (!manifest_digest.starts_with(kAlgorithm) || manifest_digest.size() != kAlgorithm.size() + 64) return {};
+  std::string bytes;
+  for (size_t i = kAlgorithm.size(); i < manifest_digest.size(); i += 2) {
+    int hi = hex_digit(manifest_digest[i]), lo = hex_digit(manifest_digest[i + 1]);
+    if (hi < 0 || lo < 0) return {};
+    bytes += static_cast<char>(hi << 4 | lo);
+  }
+  return base64_encode(bytes);
+}
+
+std::string function_configuration_json(const FunctionView& f, int64_t last_modified_ms, const LambdaSettings& s,
+                                        const FunctionImage* image) {
   const auto& spec = f.spec;
   JsonWriter w;
   w.begin_object();
   w.field("FunctionName", spec.name).field("FunctionArn", function_arn(s, spec.name));
-  w.field("PackageType", "Image").field("CodeSize", uint64_t{0}).field("Description", "");
+  w.field("PackageType", "Image").field("CodeSize", image ? image->size : int64_t{0});
+  if (image) w.field("CodeSha256", code_sha256(image->digest));
+  w.field("Description", "");
   w.field("Timeout", static_cast<uint64_t>((spec.timeout.count() + 999) / 1000));
   w.field("MemorySize", memory_mb(spec));
   w.field("LastModified", lambda_timestamp(last_modified_ms));
@@ -349,11 +377,17 @@ void LambdaApi::get_function(const Request& request, Respond& respond, bool conf
   if (!view || !*stored)
     return respond(lambda_error(404, "ResourceNotFoundException",
                                 "Function not found: " + function_arn(settings, ref->name)));
-  auto config = function_configuration_json(*view, (*stored)->updated_ms, settings);
+  auto images = service_.function_images(ref->name);
+  if (!images) return respond(lambda_error(500, "ServiceException", images.error().message()));
+  auto image = images->find(ref->name);
+  const FunctionImage* pinned = image == images->end() ? nullptr : &image->second;
+  auto config = function_configuration_json(*view, (*stored)->updated_ms, settings, pinned);
   if (configuration_only) return respond(Reply{200, "application/json", std::move(config), {}});
   JsonWriter w;
   w.begin_object().key("Configuration").raw(config);
-  w.key("Code").begin_object().field("RepositoryType", "fnexec").field("ImageUri", view->spec.image).end_object();
+  w.key("Code").begin_object().field("RepositoryType", "fnexec").field("ImageUri", view->spec.image);
+  if (pinned) w.field("ResolvedImageUri", resolved_image_uri(view->spec.image, pinned->digest));
+  w.end_object();
   w.key("Concurrency").begin_object().field("ReservedConcurrentExecutions", view->spec.max_concurrency).end_object();
   w.key("Tags").begin_object().end_object();
   w.end_object();
@@ -369,6 +403,8 @@ void LambdaApi::list_functions(const Request& request, Respond& respond) {
   std::string marker = q.contains("Marker") ? q.at("Marker") : "";
   auto stored = service_.state().list_functions();
   if (!stored) return respond(lambda_error(500, "ServiceException", stored.error().message()));
+  auto images = service_.function_images();
+  if (!images) return respond(lambda_error(500, "ServiceException", images.error().message()));
   std::sort(stored->begin(), stored->end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   JsonWriter w;
   w.begin_object().key("Functions").begin_array();
@@ -383,7 +419,9 @@ void LambdaApi::list_functions(const Request& request, Respond& respond) {
       more = true;
       break;
     }
-    w.raw(function_configuration_json(*view, f.updated_ms, settings));
+    auto image = images->find(f.name);
+    w.raw(function_configuration_json(*view, f.updated_ms, settings,
+                                      image == images->end() ? nullptr : &image->second));
     last = f.name;
     ++n;
   }
@@ -506,13 +544,16 @@ void LambdaApi::invoke(Request& request, Respond respond) {
   }
 
   if (type == "Event") {
-    return service_.enqueue(name, std::move(request.body), [respond = std::move(respond)](Result<std::string> id) {
-      if (!id) return respond(lambda_error(500, "ServiceException", id.error().message()));
-      Reply r{202, "application/json", {}, {}};
-      r.headers.emplace_back("x-amzn-RequestId", request_id_of(*id));
-      r.headers.emplace_back("X-Amz-Executed-Version", std::string(kLatest));
-      respond(std::move(r));
-    });
+    return service_.enqueue(
+        name, std::move(request.body),
+        [respond = std::move(respond)](Result<std::string> id) {
+          if (!id) return respond(lambda_error(500, "ServiceException", id.error().message()));
+          Reply r{202, "application/json", {}, {}};
+          r.headers.emplace_back("x-amzn-RequestId", request_id_of(*id));
+          r.headers.emplace_back("X-Amz-Executed-Version", std::string(kLatest));
+          respond(std::move(r));
+        },
+        std::move(context));
   }
 
   auto admitted = service_.admit(name);
@@ -528,10 +569,12 @@ void LambdaApi::invoke(Request& request, Respond respond) {
     case Admission::function_busy:
     case Admission::daemon_busy: {
       // Cluster mode: another node may have a slot (answered as if run here).
-      if (service_.forward_sync(name, request.body, admitted.message,
-                                [respond, tail = log_type == "Tail", settings, name](SyncRun run) {
-                                  respond(sync_reply(std::move(run), tail, settings, name));
-                                }))
+      if (service_.forward_sync(
+              name, request.body, admitted.message,
+              [respond, tail = log_type == "Tail", settings, name](SyncRun run) {
+                respond(sync_reply(std::move(run), tail, settings, name));
+              },
+              context))
         return;
       auto r = lambda_error(429, "TooManyRequestsException", "Rate Exceeded: " + admitted.message);
       r.headers.emplace_back("Retry-After", "1");

@@ -40,9 +40,13 @@ std::string lambda_timestamp(int64_t epoch_ms);
 // cgroup figures; its last 4 KiB, as Lambda keeps.
 std::string tail_log(std::string_view request_id, const pool::InvocationResult& result,
                      const pool::FunctionSpec& spec);
-// The FunctionConfiguration document of ListFunctions, GetFunction and GetFunctionConfiguration.
+// CodeSha256 of a function whose image has this manifest digest ("sha256:<hex>"): the base64 of the
+// digest's 32 bytes, the form Lambda gives a .zip package's SHA-256 in. "" for another algorithm.
+std::string code_sha256(std::string_view manifest_digest);
+// The FunctionConfiguration document of ListFunctions, GetFunction and GetFunctionConfiguration;
+// image: the function's pinned image (CodeSha256, CodeSize), null when it has none.
 std::string function_configuration_json(const FunctionView& function, int64_t last_modified_ms,
-                                        const LambdaSettings& settings);
+                                        const LambdaSettings& settings, const FunctionImage* image = nullptr);
 
 // Replies by amz-sdk-invocation-id, so an SDK's retry of a request that already ran (or is still
 // running) gets that reply instead of running the function again. Bounded by entries, bytes and age;

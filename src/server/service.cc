@@ -603,16 +603,19 @@ void Service::run_admitted(const std::string& name, std::string event, std::func
   });
 }
 
-void Service::enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done) {
+void Service::enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done,
+                      invoke::EventContext context) {
   if (cluster_.load())
-    return enqueue_cluster(name, new_invocation_id(), false, std::move(event),
-                           [done = std::move(done)](Result<std::pair<std::string, bool>> r) {
-                             if (!r) return done(std::unexpected(r.error()));
-                             done(r->first);
-                           });
-  run_job(admin_, [this, name, event = std::move(event), done = std::move(done)] {
+    return enqueue_cluster(
+        name, new_invocation_id(), false, std::move(event),
+        [done = std::move(done)](Result<std::pair<std::string, bool>> r) {
+          if (!r) return done(std::unexpected(r.error()));
+          done(r->first);
+        },
+        std::move(context));
+  run_job(admin_, [this, name, event = std::move(event), done = std::move(done), context = std::move(context)] {
     auto id = new_invocation_id();
-    if (auto r = state_.enqueue(id, name, event, now_ms()); !r) return done(std::unexpected(r.error()));
+    if (auto r = state_.enqueue(id, name, event, now_ms(), context); !r) return done(std::unexpected(r.error()));
     done(id);
     {
       std::lock_guard l(mu_);
@@ -620,6 +623,22 @@ void Service::enqueue(const std::string& name, std::string event, std::function<
     }
     pump_queue();
   });
+}
+
+Result<std::map<std::string, FunctionImage>> Service::function_images(const std::string& only) const {
+  std::map<std::string, FunctionImage> out;
+  if (!store_) return out;
+  constexpr std::string_view kPrefix = "function ";
+  for (const auto& pin : FNEXEC_TRY(store_->pins())) {
+    if (!pin.holder.starts_with(kPrefix)) continue;
+    auto name = pin.holder.substr(kPrefix.size());
+    if (!only.empty() && name != only) continue;
+    auto details = FNEXEC_TRY(store_->inspect(pin.digest));
+    FunctionImage image{pin.digest, details.config_size};
+    for (const auto& layer : details.layers) image.size += layer.size;
+    out.emplace(std::move(name), std::move(image));
+  }
+  return out;
 }
 
 std::optional<FunctionView> Service::function(const std::string& name) const {
@@ -904,12 +923,13 @@ void Service::run_async(QueuedInvocation q) {
     if (f != functions_.end()) spec = f->second.spec;
     retention = limits_.retention;
   }
-  auto event = state_.start_queued(q.id, now_ms());
+  invoke::EventContext context;
+  auto event = state_.start_queued(q.id, now_ms(), &context);
   if (!event) {
     spdlog::error("invocation={} {}", q.id, event.error().message());
     return;
   }
-  auto res = pools_->invoke(q.function, *event);
+  auto res = pools_->invoke(q.function, *event, context);
   if (!res && res.error().kind == ErrorKind::unavailable) {
     // The global sandbox cap: back to the queue front. Retrying at once would spin while the
     // cap holds, so queued work waits for the daemon's next periodic pump().

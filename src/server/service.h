@@ -94,6 +94,13 @@ struct FunctionView {
   std::string error;
 };
 
+// The image a function's pool runs: the one it was pinned to when configured, whatever its name
+// points at since.
+struct FunctionImage {
+  std::string digest;  // the manifest digest, "sha256:<hex>"
+  int64_t size = 0;    // config and compressed layers, as `fnexec image ls` shows it
+};
+
 class LambdaApi;
 class Pulls;
 
@@ -132,10 +139,14 @@ class Service : public cluster::Local {
   // the function (cluster/forward.h) and returns true, done gets the run as if local (429 when no node
   // took it: local_refusal says why this node did not); false without a cluster (event untouched).
   bool forward_sync(const std::string& name, std::string& event, const std::string& local_refusal,
-                    std::function<void(SyncRun)> done);
-  // Queues an async invocation durably; done gets its id.
-  void enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done);
+                    std::function<void(SyncRun)> done, invoke::EventContext context = {});
+  // Queues an async invocation durably, its context with it; done gets its id.
+  void enqueue(const std::string& name, std::string event, std::function<void(Result<std::string>)> done,
+               invoke::EventContext context = {});
   std::optional<FunctionView> function(const std::string& name) const;
+  // The pinned images of the functions (only: of that one function), by function name; a function
+  // whose pool was never configured (no store, a failed pull) has none.
+  Result<std::map<std::string, FunctionImage>> function_images(const std::string& only = "") const;
   bool stopping() const;
   State& state() { return state_; }
 
@@ -149,7 +160,8 @@ class Service : public cluster::Local {
   uint32_t free_async_slots(const std::string& name) override;
   void run_delivery(cluster::Delivery d, std::function<void(cluster::DeliveryResult)> done) override;
   std::optional<std::string> admit_forwarded(const std::string& function) override;
-  void run_forwarded(const std::string& function, std::string event, std::function<void(std::string)> done) override;
+  void run_forwarded(const std::string& function, std::string event, invoke::EventContext context,
+                     std::function<void(std::string)> done) override;
   std::string node_status_json() override;
 
  private:
@@ -219,7 +231,8 @@ class Service : public cluster::Local {
   // Cluster mode (service_cluster.cc).
   // client_id: the id came from the client (?id=), so a record of it may exist already.
   void enqueue_cluster(const std::string& name, std::string id, bool client_id, std::string event,
-                       std::function<void(Result<std::pair<std::string, bool>>)> done);
+                       std::function<void(Result<std::pair<std::string, bool>>)> done,
+                       invoke::EventContext context = {});
   cluster::DeliveryResult run_cluster_delivery(const cluster::Delivery& d);
   void cluster_route(const Request& request, Respond respond);
   // GET/DELETE /v1/dead-letters/{id} and POST .../replay against the cluster's dead-letter stream.

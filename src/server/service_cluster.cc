@@ -151,7 +151,7 @@ cluster::DeliveryResult Service::run_cluster_delivery(const cluster::Delivery& d
   int64_t started = now_ms();
   Result<pool::InvocationResult> res = fail(ErrorKind::not_found, "run async event", d.function,
                                             "the function was deleted on this node");
-  if (spec && pools_) res = pools_->invoke(d.function, d.event);
+  if (spec && pools_) res = pools_->invoke(d.function, d.event, d.context);
   pool::FunctionSpec named;
   named.name = d.function;
   InvocationEnd end = end_async_delivery(d.id, spec ? *spec : named, std::move(res), retention);
@@ -212,9 +212,11 @@ std::string Service::node_status_json() {
 }
 
 void Service::enqueue_cluster(const std::string& name, std::string id, bool client_id, std::string event,
-                              std::function<void(Result<std::pair<std::string, bool>>)> done) {
+                              std::function<void(Result<std::pair<std::string, bool>>)> done,
+                              invoke::EventContext context) {
   // On the admin executor: a publish waits for JetStream's ack.
-  run_job(admin_, [this, name, id = std::move(id), client_id, event = std::move(event), done = std::move(done)] {
+  run_job(admin_, [this, name, id = std::move(id), client_id, event = std::move(event), done = std::move(done),
+                   context = std::move(context)] {
     auto* node = cluster_.load();
     if (!node || !node->connected()) return done(cluster_down());
     // A client's retry (same id) of an enqueue whose event is in the stream enqueues nothing; one
@@ -231,7 +233,7 @@ void Service::enqueue_cluster(const std::string& name, std::string id, bool clie
     row.async = true;
     row.status = "queued";
     row.queued_ms = now_ms();
-    auto fresh = node->queue().enqueue(name, id, event, cluster_record(row, ""));
+    auto fresh = node->queue().enqueue(name, id, event, cluster_record(row, ""), context);
     if (!fresh) return done(std::unexpected(fresh.error()));
     done(std::pair{id, *fresh});
   });

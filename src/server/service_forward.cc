@@ -117,17 +117,20 @@ std::optional<std::string> Service::admit_forwarded(const std::string& function)
   return admitted.message;
 }
 
-void Service::run_forwarded(const std::string& function, std::string event, std::function<void(std::string)> done) {
-  run_admitted(function, std::move(event), [done = std::move(done)](SyncRun run) { done(encode_run(std::move(run))); });
+void Service::run_forwarded(const std::string& function, std::string event, invoke::EventContext context,
+                            std::function<void(std::string)> done) {
+  run_admitted(
+      function, std::move(event), [done = std::move(done)](SyncRun run) { done(encode_run(std::move(run))); },
+      std::move(context));
 }
 
 bool Service::forward_sync(const std::string& name, std::string& event, const std::string& local_refusal,
-                           std::function<void(SyncRun)> done) {
+                           std::function<void(SyncRun)> done, invoke::EventContext context) {
   auto* node = cluster_.load();
   auto spec = function_spec(name);
   if (!node || !spec) return false;
   node->forwarder().forward(
-      name, std::move(event), spec->timeout,
+      name, std::move(event), std::move(context), spec->timeout,
       [this, name, spec = *spec, local_refusal, done = std::move(done)](Result<cluster::ForwardReply> reply) {
         SyncRun run;
         run.spec = spec;

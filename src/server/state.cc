@@ -139,6 +139,16 @@ UPDATE functions SET spec = json_set(spec, '$.userns', json('false'))
 UPDATE functions SET spec = json_set(spec, '$.userns', json('true'))
   WHERE json_valid(spec) AND json_type(spec, '$') = 'object' AND json_type(spec, '$.userns') IS NULL;
 )sql",
+    // 8: a Lambda caller's context (client context, Cognito identity, trace id) kept with a queued
+    // Event invocation until it ran, and with its dead letter for a replay ('' = not given).
+    R"sql(
+ALTER TABLE async_payloads ADD COLUMN client_context TEXT NOT NULL DEFAULT '';
+ALTER TABLE async_payloads ADD COLUMN cognito_identity TEXT NOT NULL DEFAULT '';
+ALTER TABLE async_payloads ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE dead_letters ADD COLUMN client_context TEXT NOT NULL DEFAULT '';
+ALTER TABLE dead_letters ADD COLUMN cognito_identity TEXT NOT NULL DEFAULT '';
+ALTER TABLE dead_letters ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 std::unexpected<Error> db_error(sqlite3* db, std::string what) {
@@ -463,7 +473,7 @@ Result<> State::insert_running(const std::string& id, const std::string& functio
 }
 
 Result<> State::enqueue(const std::string& id, const std::string& function, std::string_view event,
-                        int64_t now_ms) {
+                        int64_t now_ms, const invoke::EventContext& context) {
   std::lock_guard lock(mu_);
   FNEXEC_TRY(exec_cached(kBegin));
   auto body = [&]() -> Result<> {
@@ -471,8 +481,11 @@ Result<> State::enqueue(const std::string& id, const std::string& function, std:
         db_, statements_,
         "INSERT INTO invocations (id, function, async, status, queued_ms) VALUES (?1, ?2, 1, 'queued', ?3)");
     FNEXEC_TRY(q.bind(1, id).bind(2, function).bind(3, now_ms).run("queue invocation"));
-    Statement p(db_, statements_, "INSERT INTO async_payloads (id, event) VALUES (?1, ?2)");
-    return p.bind(1, id).bind_blob(2, event).run("store event");
+    Statement p(db_, statements_,
+                "INSERT INTO async_payloads (id, event, client_context, cognito_identity, trace_id) "
+                "VALUES (?1, ?2, ?3, ?4, ?5)");
+    p.bind(1, id).bind_blob(2, event).bind(3, context.client_context).bind(4, context.cognito_identity);
+    return p.bind(5, context.trace_id).run("store event");
   };
   if (auto r = body(); !r) {
     (void)exec(kRollback);
@@ -481,7 +494,7 @@ Result<> State::enqueue(const std::string& id, const std::string& function, std:
   return exec_cached(kCommit);
 }
 
-Result<std::string> State::start_queued(const std::string& id, int64_t now_ms) {
+Result<std::string> State::start_queued(const std::string& id, int64_t now_ms, invoke::EventContext* context) {
   std::lock_guard lock(mu_);
   Statement q(
       db_, statements_,
@@ -490,9 +503,11 @@ Result<std::string> State::start_queued(const std::string& id, int64_t now_ms) {
   FNEXEC_TRY(q.bind(1, id).bind(2, now_ms).run("start queued invocation"));
   if (sqlite3_changes(db_) == 0)
     return fail(ErrorKind::not_found, "start queued invocation", id, "not queued");
-  Statement e(db_, statements_, "SELECT event FROM async_payloads WHERE id = ?");
+  Statement e(db_, statements_,
+              "SELECT event, client_context, cognito_identity, trace_id FROM async_payloads WHERE id = ?");
   e.bind(1, id);
   if (!FNEXEC_TRY(e.step("read event"))) return std::string();
+  if (context) *context = {e.text(1), e.text(2), e.text(3)};
   return e.text(0);
 }
 
@@ -539,7 +554,8 @@ Result<> State::finish(const InvocationEnd& e, const Retention& retention) {
       return fail(ErrorKind::not_found, "finish invocation", e.id, "no such record");
     function = q.text(0);
     if (e.output) {
-      Statement p(db_, statements_, "UPDATE async_payloads SET event = NULL, output = ?2 WHERE id = ?1");
+      Statement p(db_, statements_, "UPDATE async_payloads SET event = NULL, client_context = '', cognito_identity = '', "
+                                    "trace_id = '', output = ?2 WHERE id = ?1");
       FNEXEC_TRY(p.bind(1, e.id).bind_blob(2, *e.output).run("store output"));
     }
     // Retention: the function's finished records beyond the limit go, oldest first. Counted once
@@ -726,7 +742,9 @@ Result<> State::dead_letter(const InvocationEnd& end, uint32_t attempts, const R
       // while a statement is in progress).
       Statement q(db_, statements_,
                   "INSERT INTO dead_letters (id, function, event, attempts, outcome, error, error_type, "
-                  "queued_ms, time_ms) SELECT i.id, i.function, p.event, ?2, ?3, ?4, ?5, i.queued_ms, ?6 "
+                  "queued_ms, time_ms, client_context, cognito_identity, trace_id) SELECT i.id, i.function, "
+                  "p.event, ?2, ?3, ?4, ?5, i.queued_ms, ?6, coalesce(p.client_context, ''), "
+                  "coalesce(p.cognito_identity, ''), coalesce(p.trace_id, '') "
                   "FROM invocations i LEFT JOIN async_payloads p ON p.id = i.id WHERE i.id = ?1 RETURNING function");
       q.bind(1, end.id).bind(2, int64_t{attempts}).bind(3, end.outcome).bind(4, end.error);
       q.bind(5, end.sandbox.error_type).bind(6, end.finished_ms);
@@ -823,7 +841,8 @@ Result<std::string> State::replay_dead_letter(const std::string& id, const std::
                   "INSERT INTO invocations (id, function, async, status, queued_ms) VALUES (?1, ?2, 1, 'queued', ?3)");
     FNEXEC_TRY(ins.bind(1, new_id).bind(2, function).bind(3, now_ms).run("queue replay"));
     Statement p(db_, statements_,
-                "INSERT INTO async_payloads (id, event) SELECT ?1, event FROM dead_letters WHERE id = ?2");
+                "INSERT INTO async_payloads (id, event, client_context, cognito_identity, trace_id) "
+                "SELECT ?1, event, client_context, cognito_identity, trace_id FROM dead_letters WHERE id = ?2");
     FNEXEC_TRY(p.bind(1, new_id).bind(2, id).run("store replayed event"));
     Statement mark(db_, statements_, "UPDATE dead_letters SET replayed_as = ?2 WHERE id = ?1");
     return mark.bind(1, id).bind(2, new_id).run("mark dead letter replayed");

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "invoke/event_session.h"
 #include "sandbox/spec.h"
 #include "util/error.h"
 
@@ -24,7 +25,7 @@ struct sqlite3_stmt;
 namespace fnexec::server {
 
 // Versioned migrations; schema_version holds how many of them ran.
-inline constexpr int kSchemaVersion = 7;
+inline constexpr int kSchemaVersion = 8;
 
 struct StoredFunction {
   std::string name;
@@ -184,11 +185,12 @@ class State {
   // A sync invocation about to start: status running (lifecycle: the function's, when known).
   Result<> insert_running(const std::string& id, const std::string& function, int64_t now_ms,
                           std::string_view lifecycle = {});
-  // An async invocation: status queued, event kept until it ran.
+  // An async invocation: status queued, event and its caller's context kept until it ran.
   Result<> enqueue(const std::string& id, const std::string& function, std::string_view event,
-                   int64_t now_ms);
-  // Queued → running; returns the event. not_found when the row is not queued any more.
-  Result<std::string> start_queued(const std::string& id, int64_t now_ms);
+                   int64_t now_ms, const invoke::EventContext& context = {});
+  // Queued → running; returns the event (and its context into *context when given). not_found when
+  // the row is not queued any more.
+  Result<std::string> start_queued(const std::string& id, int64_t now_ms, invoke::EventContext* context = nullptr);
   // Running → queued again (the pool had no capacity after all).
   Result<> requeue(const std::string& id);
   // status done (lost when outcome is lost).

@@ -1,6 +1,9 @@
 // Doctest suite "cluster" (meson suite cluster): sync invocations forwarded to a node with a free
 // slot over NATS request-reply, and JetStream on a 3-server NATS cluster losing one server.
+#include <simdjson.h>
+
 #include "cluster_fixture.h"
+#include "lambda_images.h"
 
 namespace fnexec::test::serve {
 namespace {
@@ -75,6 +78,60 @@ TEST_CASE("a sync invocation on a node at max_concurrency runs on another node; 
   CHECK_MESSAGE(contains(busy.body, "no node of the cluster had a free slot"), busy.body);
   CHECK(hold_a.join().body == "hold6");
   CHECK(hold_b.join().body == "hold3");
+}
+
+TEST_CASE("a Lambda caller's context reaches the runtime of a forwarded sync call and of an Event in the stream") {
+  if (python_missing()) return;
+  Cluster c(2);
+  for (size_t n = 0; n < 2; ++n) {
+    auto up = c[n].curl("POST", "/v1/images?name=lpy%3A1", std::nullopt,
+                        {"--data-binary", "@" + python_lambda_archive().string()});
+    REQUIRE_MESSAGE(up.status == 201, up.body);
+  }
+  REQUIRE(c[0].curl("PUT", "/v1/functions/ctx",
+                    R"({"image":"lpy:1","protocol":"lambda","min_warm":1,"max_concurrency":1,"timeout_ms":6000})")
+              .status == 201);
+  c.wait_everywhere("ctx");
+  // B must be able to take the forwarded call: its pool configured and its runtime up.
+  for (size_t n = 0; n < 2; ++n)
+    wait_until([&] { return field(c[n].curl("GET", "/v1/functions/ctx").body, "warm") == "1"; },
+               "the Lambda runtime to be warm on every node");
+  const std::string client_context = R"({"client":{"app_title":"cluster"},"custom":{"k":"v"}})";
+  const std::vector<std::string> context_headers = {
+      "-H", "X-Amz-Client-Context: " + server::base64_encode(client_context), "-H",
+      "X-Amzn-Trace-Id: Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1", "-H",
+      R"(Fnexec-Cognito-Identity: {"cognitoIdentityId":"id-c","cognitoIdentityPoolId":"pool-c"})"};
+  auto check_context = [](const std::string& output) {
+    CHECK(contains(output, R"("client_context": {"client": {"app_title": "cluster"}, "custom": {"k": "v"}})"));
+    CHECK(contains(output, R"("trace_id": "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")"));
+    CHECK(contains(output, R"("identity": {"cognitoIdentityId": "id-c", "cognitoIdentityPoolId": "pool-c"})"));
+  };
+
+  // A's one slot is taken: the RequestResponse call to A runs on B, its context in the request's headers.
+  Background hold_a(c[0], "ctx", R"({"action":"sleep"})");
+  wait_busy(c[0], "ctx", 1);
+  auto forwarded = c[0].curl("POST", "/2015-03-31/functions/ctx/invocations", R"({"action":"context"})", context_headers);
+  INFO(forwarded.body);
+  CHECK(forwarded.status == 200);
+  CHECK(forwarded.header("X-Amz-Function-Error").empty());
+  check_context(forwarded.body);
+  auto id = forwarded.header("x-amzn-RequestId");
+  std::erase(id, '-');
+  CHECK(c[1].curl("GET", "/v1/invocations/" + id).status == 200);  // B ran it
+  hold_a.join();  // the sleep ends at the function's timeout
+
+  // An Event: its context goes with it through JetStream (message headers) to the node that runs it.
+  auto event_headers = context_headers;
+  event_headers.insert(event_headers.end(), {"-H", "X-Amz-Invocation-Type: Event"});
+  auto ev = c[0].curl("POST", "/2015-03-31/functions/ctx/invocations", R"({"action":"context"})", event_headers);
+  REQUIRE_MESSAGE(ev.status == 202, ev.body);
+  auto ev_id = ev.header("x-amzn-RequestId");
+  std::erase(ev_id, '-');
+  auto record = c.wait_done(1, ev_id);
+  simdjson::dom::parser parser;
+  std::string_view output;
+  REQUIRE_MESSAGE(!parser.parse(record).get_object()["output"].get(output), record);
+  check_context(std::string(output));
 }
 
 TEST_CASE("the node running a forwarded invocation is killed: the caller gets a clear error, not a hang") {

@@ -100,6 +100,20 @@ std::unique_ptr<SdkResult> sdk(const LambdaDaemon& d, const std::string& op, con
   return out;
 }
 
+// The output an Event invocation (its x-amzn-RequestId) left in its record, once it is done.
+std::string event_output(const LambdaDaemon& d, std::string request_id) {
+  std::erase(request_id, '-');
+  std::string record;
+  wait_until([&] {
+    record = d.curl("GET", "/v1/invocations/" + request_id).body;
+    return contains(record, R"("status":"done")");
+  }, "the Event invocation to run");
+  simdjson::dom::parser parser;
+  std::string_view output;
+  REQUIRE_MESSAGE(!parser.parse(record).get_object()["output"].get(output), record);
+  return std::string(output);
+}
+
 std::string b64decode(const std::string& s) {
   auto d = server::base64_decode(s);
   REQUIRE(d);
@@ -303,8 +317,21 @@ TEST_SUITE("serve-lambda") {
     CHECK(contains(get->raw, R"("Timeout":5)"));
     CHECK(contains(get->raw, R"("Version":"$LATEST")"));
     CHECK(contains(get->raw, R"("ImageUri":"bb:1")"));
+    // The pinned image: CodeSha256 is base64 of its manifest digest's bytes (the form Lambda gives
+    // a .zip's SHA-256 in), CodeSize its size as /v1/images shows it, ResolvedImageUri name@digest.
+    std::smatch image;
+    auto images = d.curl("GET", "/v1/images").body;
+    REQUIRE_MESSAGE(std::regex_search(images, image, std::regex(R"re("name":"bb","tag":"1","digest":"sha256:([0-9a-f]{64})","size":(\d+))re")),
+                    images);
+    std::string digest_bytes;
+    for (size_t i = 0; i < 64; i += 2) digest_bytes += static_cast<char>(std::stoi(image[1].str().substr(i, 2), nullptr, 16));
+    CHECK(contains(get->raw, R"("CodeSha256":")" + server::base64_encode(digest_bytes) + "\""));
+    CHECK(contains(get->raw, R"("CodeSize":)" + image[2].str() + ","));
+    CHECK(contains(get->raw, R"("ResolvedImageUri":"bb@sha256:)" + image[1].str() + "\""));
+    CHECK(contains(list->raw, R"("CodeSha256":")" + server::base64_encode(digest_bytes) + "\""));
     auto cfg = sdk(d, "config", R"({"FunctionName":"echo"})");
     CHECK(contains(cfg->raw, R"("FunctionName":"echo")"));
+    CHECK(contains(cfg->raw, R"("CodeSha256":")" + server::base64_encode(digest_bytes) + "\""));
     auto get_missing = sdk(d, "get", R"({"FunctionName":"missing"})");
     CHECK(get_missing->str("name") == "ResourceNotFoundException");
 
@@ -350,6 +377,27 @@ TEST_SUITE("serve-lambda") {
     CHECK(contains(payload, R"("identity": null)"));
     // No trace id from the caller: one is made in X-Ray's form.
     CHECK(std::regex_search(payload, std::regex(R"("trace_id": "Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0")")));
+
+    // An Event invocation keeps its context in the queue (SQLite here) until it runs: the SDK's
+    // ClientContext and a caller's trace id reach the runtime as for RequestResponse.
+    auto ev = sdk(d, "invoke",
+                  fmt::format(R"({{"FunctionName":"ctx","InvocationType":"Event","Payload":"{{\"action\":\"context\"}}",)"
+                              R"("ClientContext":{}}})",
+                              server::json_string(server::base64_encode(client_context))));
+    INFO(ev->raw);
+    REQUIRE(ev->ok());
+    CHECK(ev->num("StatusCode") == 202);
+    auto async_output = event_output(d, ev->str("requestId"));
+    CHECK(contains(async_output, R"("client_context": {"client": {"app_title": "fnexec-test"}, "custom": {"k": "v"}})"));
+    auto traced = d.invoke_lambda(
+        "ctx", R"({"action":"context"})",
+        {"X-Amz-Invocation-Type: Event", "X-Amzn-Trace-Id: Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
+         R"(Fnexec-Cognito-Identity: {"cognitoIdentityId":"eu-west-3:ev","cognitoIdentityPoolId":"eu-west-3:pool"})"});
+    REQUIRE(traced.status == 202);
+    auto traced_output = event_output(d, traced.header("x-amzn-RequestId"));
+    CHECK(contains(traced_output, R"("trace_id": "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")"));
+    CHECK(contains(traced_output, R"("identity": {"cognitoIdentityId": "eu-west-3:ev", "cognitoIdentityPoolId": "eu-west-3:pool"})"));
+    CHECK(contains(traced_output, R"("client_context": null)"));
 
     // A caller's own trace id and a Cognito identity (from a gateway that authenticated one) pass through.
     auto given = d.invoke_lambda(

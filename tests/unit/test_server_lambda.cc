@@ -223,6 +223,15 @@ TEST_CASE("lambda: errors, the Tail log and the function configuration") {
                            R"("State":"Active")", R"("Variables":{"A":"1","B":"x=y"})",
                            R"("Command":["/bin/sh","-c","cat"])", R"("PackageType":"Image")"})
     CHECK_MESSAGE(json.find(want) != std::string::npos, want << " in " << json);
+  CHECK(json.find(R"("CodeSize":0,"Description")") != std::string::npos);  // no pinned image: no CodeSha256
+  // The manifest digest's 32 bytes in base64 (here: the SHA-256 of nothing).
+  auto digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  CHECK(code_sha256(digest) == "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+  CHECK(code_sha256("sha512:e3b0").empty());
+  CHECK(code_sha256("sha256:zz").empty());
+  FunctionImage image{digest, 4096};
+  auto pinned = function_configuration_json({spec, ""}, 0, LambdaSettings{}, &image);
+  CHECK(pinned.find(R"("CodeSize":4096,"CodeSha256":"47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")") != std::string::npos);
   auto failed = function_configuration_json({spec, "image gone"}, 0, LambdaSettings{});
   CHECK(failed.find(R"("State":"Failed","StateReason":"image gone")") != std::string::npos);
 }

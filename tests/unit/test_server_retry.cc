@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <string>
+#include <tuple>
 
 #include "pool/pool.h"
 #include "server/api.h"
@@ -188,4 +189,39 @@ TEST_CASE("state: a version 1 database migrates to async delivery; its async run
   REQUIRE(rec.interrupted.size() == 1);
   CHECK(rec.interrupted[0].id == "a");
   CHECK(rec.interrupted[0].function == "old");
+}
+
+TEST_CASE("state: a Lambda caller's context stays with a queued event, its retries, its dead letter and replay") {
+  TempDb t;
+  auto s = std::move(*State::open(t.path));
+  const invoke::EventContext given{R"({"custom":{"k":"v"}})", R"({"cognitoIdentityId":"id-1"})",
+                                   "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"};
+  REQUIRE(s->enqueue("c1", "f", "{}", 100, given));
+  REQUIRE(s->enqueue("c2", "f", "{}", 100));  // none given
+  auto fields = [](const invoke::EventContext& c) {
+    return std::tuple{c.client_context, c.cognito_identity, c.trace_id};
+  };
+  invoke::EventContext got;
+  CHECK(*s->start_queued("c1", 110, &got) == "{}");
+  CHECK(fields(got) == fields(given));
+  invoke::EventContext none{"stale", "stale", "stale"};
+  REQUIRE(s->start_queued("c2", 110, &none));
+  CHECK(fields(none) == fields(invoke::EventContext{}));
+
+  InvocationEnd failed;
+  failed.id = "c1";
+  failed.outcome = "error";
+  failed.error = "function f exited with code 3";
+  failed.finished_ms = 120;
+  REQUIRE(s->retry(failed, 2, 130));
+  got = {};
+  REQUIRE(s->start_queued("c1", 140, &got));
+  CHECK(fields(got) == fields(given));  // the retry runs with it too
+  failed.finished_ms = 150;
+  failed.output = "partial";  // finish() drops the event and its context from the queue's table
+  REQUIRE(s->dead_letter(failed, 2, Retention{}));
+  REQUIRE(*s->replay_dead_letter("c1", "c3", 200) == "f");
+  got = {};
+  REQUIRE(s->start_queued("c3", 210, &got));
+  CHECK(fields(got) == fields(given));  // the dead letter kept it for the replay
 }
