@@ -14,7 +14,8 @@
 # Every daemon lists the events it ran (GET /v1/invocations?function=echo); the script merges them.
 # The function is `reuse` (tests/integration/programs/frame_probe, fnexec/1 echo), max_concurrency 2
 # and 2 warm sandboxes per daemon.
-# Usage: [PACED=400] bench/cluster-async.sh [EVENTS] [ROUNDS] [BUILDDIR]   (root; needs nats-server)
+# SETUPS="nats-1" runs only those setups (profiling one of them); the ratios need local.
+# Usage: [PACED=400] [SETUPS=...] bench/cluster-async.sh [EVENTS] [ROUNDS] [BUILDDIR]   (root; needs nats-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
@@ -22,6 +23,7 @@ rounds=${2:-3}
 builddir=${3:-build}
 paced=${PACED:-400}
 clients=${CLIENTS:-4}
+setups=${SETUPS:-local nats-1 nats-3}
 fnexec=$(realpath "$builddir/fnexec")
 [ -x "$builddir/tests/integration/frame_probe" ] || { echo "cluster-async.sh: build first: meson compile -C $builddir" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "cluster-async.sh: run as root (namespaces, cgroups)" >&2; exit 2; }
@@ -101,17 +103,38 @@ print(pick(0.5), pick(0.99), round(len(rows) * 1000 / max(span, 1)))
 EOF
 }
 
+# "setup daemon_cpu_ms nats_cpu_ms nats_msgs_in nats_msgs_out", each per event ($2 events), from
+# /proc (user + system time of the daemons and nats-server, their start included) and nats-server's
+# /varz (messages it received and sent: publishes, acks, pull requests, deliveries, replies).
+cost() {
+  local setup=$1 events=$2 nats=$3 mport=$4 daemon_ticks=0 nats_ticks=0 varz="{}"
+  for p in "${pids[@]}"; do
+    local t
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat")
+    if [ "$p" = "$nats" ]; then nats_ticks=$t; else daemon_ticks=$((daemon_ticks + t)); fi
+  done
+  [ -n "$mport" ] && varz=$(curl -s "http://127.0.0.1:$mport/varz")
+  python3 - "$setup" "$events" "$daemon_ticks" "$nats_ticks" "$(getconf CLK_TCK)" "$varz" <<'EOF'
+import json, sys
+setup, events, daemon, nats, hz, varz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
+ms = lambda ticks: ticks * 1000 / hz / events
+print(setup, f"{ms(daemon):.3f}", f"{ms(nats):.3f}", f"{varz.get('in_msgs', 0) / events:.1f}", f"{varz.get('out_msgs', 0) / events:.1f}")
+EOF
+}
+
 now_ms() { python3 -c 'import time; print(int(time.time() * 1000))'; }
 
 # One round of one setup: prints "burst_p50 burst_p99 burst_events_per_s paced_p50 paced_p99".
 round() {
-  local setup=$1 nodes=$2 nats_conf="" socks=()
+  local setup=$1 nodes=$2 nats_conf="" socks=() mport="" nats_pid=""
   rm -rf "$work/$setup"-*
   if [ "$setup" != local ]; then
     local port
     port=$(free_port)
-    nats-server -js -a 127.0.0.1 -p "$port" -sd "$work/$setup-nats" -l "$work/$setup-nats.log" &
+    mport=$(free_port)
+    nats-server -js -a 127.0.0.1 -p "$port" -m "$mport" -sd "$work/$setup-nats" -l "$work/$setup-nats.log" &
     pids+=($!)
+    nats_pid=$!
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.05; done
     nats_conf="cluster_nats = nats://127.0.0.1:$port"$'\n'
   fi
@@ -151,27 +174,38 @@ for i in range(int(sys.argv[2])):
     assert r.status == 202, r.status
 EOF
   collect "$paced" "$since" "${socks[@]}"
+  cost "$setup" "$((n + paced))" "$nats_pid" "$mport" >> "$work/costs"
   stop_all
   echo "$burst $(stats | cut -d' ' -f1,2)"
 }
 
 echo "cluster async: burst $n events from $clients clients, paced $paced events at 200/s, $rounds rounds, $fnexec"
 for r in $(seq "$rounds"); do
-  echo "local $(round local 1)" >> "$work/results"
-  echo "nats-1 $(round nats-1 1)" >> "$work/results"
-  echo "nats-3 $(round nats-3 3)" >> "$work/results"
-  tail -3 "$work/results"
+  for setup in $setups; do
+    nodes=${setup#nats-}
+    [ "$setup" = local ] && nodes=1
+    echo "$setup $(round "$setup" "$nodes")" >> "$work/results"
+    tail -1 "$work/results"
+  done
 done
 python3 -c '
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-keys = ("local", "nats-1", "nats-3")
+keys = [k for k in ("local", "nats-1", "nats-3") if any(r[0] == k for r in rows)]
 med = {k: [statistics.median(float(r[i]) for r in rows if r[0] == k) for i in range(1, 6)] for k in keys}
 print("median of rounds   burst: p50      p99  events/s | paced 200/s: p50     p99")
 for k, m in med.items():
     print(f"{k:7}               {m[0]:5.0f} ms {m[1]:5.0f} ms {m[2]:6.0f}   |          {m[3]:5.1f} ms {m[4]:5.1f} ms")
-L = med["local"]
-for k in keys[1:]:
+L = med.get("local")
+for k in keys[1:] if L else []:
     m = med[k]
     print(f"{k} vs local: paced p50 {m[3] - L[3]:+.1f} ms, p99 {m[4] - L[4]:+.1f} ms; burst events/s x{m[2] / max(L[2], 1):.2f}")
 ' "$work/results"
+python3 -c '
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print("per event (median of rounds): daemon CPU   nats-server CPU   msgs into nats-server   msgs out of it")
+for k in dict.fromkeys(r[0] for r in rows):
+    m = [statistics.median(float(r[i]) for r in rows if r[0] == k) for i in range(1, 5)]
+    print(f"{k:7}                       {m[0]:6.3f} ms   {m[1]:6.3f} ms         {m[2]:5.1f}                   {m[3]:5.1f}")
+' "$work/costs"
