@@ -90,6 +90,7 @@ namespace fnexec::cluster {
   X(natsOptions_SetReconnectWait) \
   X(natsOptions_SetReconnectedCB) \
   X(natsOptions_SetSecure) \
+  X(natsOptions_SetSendAsap) \
   X(natsOptions_SetServers) \
   X(natsOptions_SetUserCredentialsFromFiles) \
   X(natsOptions_SetUserInfo) \
