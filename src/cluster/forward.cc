@@ -24,6 +24,10 @@ constexpr std::chrono::milliseconds kAnswerWait{2000};
 constexpr std::chrono::milliseconds kRunMargin{5000};
 constexpr std::chrono::milliseconds kAliveInterval{1000};
 constexpr std::chrono::milliseconds kTick{50};
+// The asking node is in the queue group too (busy, which is why it forwards): after its own refusal
+// the request goes to the group again at once, where another node is as likely to get it; only this
+// many times, so a cluster where this node alone serves the function does not spin until the deadline.
+constexpr int kOwnRefusalResends = 8;
 
 // The kinds of message on a caller's reply subject (header Fnexec-Forward).
 constexpr const char* kBusy = "busy";        // refused, not run; body: why
@@ -81,6 +85,7 @@ struct SyncForwarder::Call {
   Clock::time_point asked_at, retry_at, heard_at, run_deadline, find_deadline;
   int64_t admit_by_ms = 0;  // the caller's deadline for a node to admit it, as every node reads it
   int attempts = 0;
+  int own_refusals = 0;  // busy answers from this node itself
   std::string refusal;  // the last node's reason
   std::string node;     // the node running it
   int64_t parts = 0;    // of the result, once the first came
@@ -201,7 +206,7 @@ void SyncForwarder::serve(const std::string& function, natsMsg* msg) {
   }
   // Admitted or refused here, never passed on: a forwarded request cannot loop.
   if (auto refused = local_.admit_forwarded(function)) {
-    publish(conn_, reply_to, kBusy, fmt::format("node {}: {}", node_, *refused));
+    publish(conn_, reply_to, kBusy, fmt::format("node {}: {}", node_, *refused), {{"Fnexec-Node", node_}});
     return;
   }
   uint64_t served_id = 0;
@@ -310,6 +315,10 @@ void SyncForwarder::answer(natsMsg* msg) {
       // 10, 20, 40 ... 200 ms: a node frees a slot in about a function's run time.
       c.retry_at = now + std::min<std::chrono::milliseconds>(std::chrono::milliseconds(10 << std::min(c.attempts, 5)),
                                                              std::chrono::milliseconds(200));
+      if (kind == kBusy && msg_header(msg, "Fnexec-Node") == node_ && c.own_refusals++ < kOwnRefusalResends &&
+          now < c.find_deadline)
+        if (auto sent = send(c); !sent) c.state = Call::State::refused;  // the ticker tries again and ends it
+
     } else if (kind == kRunning) {
       c.state = Call::State::running;
       c.node = msg_header(msg, "Fnexec-Node");
