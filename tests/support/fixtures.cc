@@ -88,8 +88,17 @@ ScratchTmpfs::~ScratchTmpfs() {
   ::rmdir(path_.c_str());
 }
 
-int reap_adopted_sandbox_inits() {
-  int reaped = 0;
+namespace {
+
+struct ProcessStat {
+  pid_t pid;
+  std::string comm;
+  pid_t ppid;
+};
+
+// Every process of /proc/*/stat that could be read (one may exit while we look).
+std::vector<ProcessStat> list_processes() {
+  std::vector<ProcessStat> out;
   std::error_code ec;
   for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     auto name = e.path().filename().string();
@@ -97,13 +106,20 @@ int reap_adopted_sandbox_inits() {
     std::ifstream stat(e.path() / "stat");
     std::string line;
     if (!std::getline(stat, line)) continue;
+    // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses, so the last ')' ends it.
     auto open = line.find('('), close = line.rfind(')');
     if (open == std::string::npos || close == std::string::npos || close + 4 >= line.size()) continue;
-    pid_t ppid = std::atoi(line.c_str() + close + 4);  // ") S PPID"
-    if (ppid != ::getpid() || line.substr(open + 1, close - open - 1) != "fnexec-init") continue;
-    pid_t pid = std::stoi(name);
-    if (::waitpid(pid, nullptr, 0) == pid) ++reaped;
+    out.push_back({std::stoi(name), line.substr(open + 1, close - open - 1), std::atoi(line.c_str() + close + 4)});
   }
+  return out;
+}
+
+}  // namespace
+
+int reap_adopted_sandbox_inits() {
+  int reaped = 0;
+  for (auto& p : list_processes())
+    if (p.ppid == ::getpid() && p.comm == "fnexec-init" && ::waitpid(p.pid, nullptr, 0) == p.pid) ++reaped;
   return reaped;
 }
 
@@ -118,20 +134,7 @@ ResourceSnapshot ResourceSnapshot::take() {
 
   // Descendants of this process (orphans come back to us: we are a subreaper).
   std::multimap<pid_t, pid_t> children;
-  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
-    auto name = e.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(e.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state;
-    pid_t ppid;
-    rest >> state >> ppid;
-    children.emplace(ppid, std::stoi(name));
-  }
+  for (auto& p : list_processes()) children.emplace(p.ppid, p.pid);
   std::vector<pid_t> todo{::getpid()};
   while (!todo.empty()) {
     pid_t p = todo.back();
