@@ -8,7 +8,8 @@
 # podman (Debian 12: 4.3, CNI) needs three settings on this machine: --runtime runc (crun refuses
 # hybrid cgroup hierarchies), --cgroup-manager cgroupfs (no systemd), and rlimits it may set
 # (its defaults, nofile 1048576 and the host's nproc, fail with EPERM: no CAP_SYS_RESOURCE here).
-# PODMAN=0 skips the podman series.
+# PODMAN=0 skips the podman series. "cpu" is user+sys of the processes the command forked and reaped
+# (not a sandbox PID 1 left to the host's reaper, nor the kernel's own namespace clean-up work).
 # Usage: bench/network-start.sh [RUNS] [BUILDDIR]      (root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ if [ "${PODMAN:-1}" != 0 ]; then
   [ -n "$podman" ] || echo "podman not found (scripts/install-deps.sh --all installs it): its series are skipped" >&2
 fi
 python3 - "$runs" "$builddir/fnexec" "$id" "$scratch" "$podman" <<'PY'
-import statistics, subprocess, sys, time
+import resource, statistics, subprocess, sys, time
 runs, fnexec, ns, scratch, podman = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 enter = ["nsenter", f"--net=/run/netns/{ns}"]
 def fnexec_cmd(net):
@@ -53,13 +54,20 @@ if podman:
     series["podman-bridge"] = podman_cmd("bridge")
 series["nsenter"] = [*enter, "/bin/true"]  # nsenter + fork/exec alone, the floor under every series
 samples = {name: [] for name in series}
+cpu = {name: [] for name in series}  # user+sys of the command's reaped processes, ms
+def children_cpu_ms():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * 1e3
 for i in range(runs + 5):
     for name, argv in series.items():
-        t = time.perf_counter(); subprocess.run(argv, check=True); dt = (time.perf_counter() - t) * 1e3
-        if i >= 5: samples[name].append(dt)
+        c = children_cpu_ms(); t = time.perf_counter()
+        subprocess.run(argv, check=True)
+        dt = (time.perf_counter() - t) * 1e3
+        if i >= 5: samples[name].append(dt); cpu[name].append(children_cpu_ms() - c)
 def row(name, xs):
     q = statistics.quantiles(xs, n=100)
-    print(f"{name:14} p50 {statistics.median(xs):8.2f} ms  p90 {q[89]:8.2f} ms  p99 {q[98]:8.2f} ms  mean {statistics.mean(xs):8.2f} ms  n={len(xs)}")
+    print(f"{name:14} p50 {statistics.median(xs):8.2f} ms  p90 {q[89]:8.2f} ms  p99 {q[98]:8.2f} ms  mean {statistics.mean(xs):8.2f} ms  "
+          f"cpu p50 {statistics.median(cpu[name]):7.2f} ms  n={len(xs)}")
 for name, xs in samples.items(): row(name, xs)
 p50 = {name: statistics.median(xs) for name, xs in samples.items()}
 print(f"cold bridge/none p50 ratio: {p50['bridge'] / p50['none']:.2f} (goal <= 1.5)")
