@@ -16,12 +16,6 @@ using namespace fnexec::test::network;
 
 namespace {
 
-// Rounds of the loop test: 100 in CI; FNEXEC_NETWORK_ROUNDS=1000 for the issue's figure.
-int loop_rounds() {
-  const char* env = std::getenv("FNEXEC_NETWORK_ROUNDS");
-  return env ? std::atoi(env) : 100;
-}
-
 struct NetDaemon : Daemon {
   explicit NetDaemon(std::string extra = "")
       : Daemon("bridge = " + lab().bridge + "\nbridge_subnet = " + kSubnet + "\nbridge_subnet6 = " + kSubnet6 + "\n" +
@@ -181,7 +175,7 @@ TEST_SUITE("network") {
     d.start();
     d.create("warm", "echo w", R"("network":"bridge","min_warm":1)");
     d.create("cold", "echo c", R"("network":"bridge","min_warm":0)");
-    int rounds = loop_rounds();
+    int rounds = loop_rounds(100);
     for (int i = 0; i < rounds; ++i) {
       auto r = d.invoke(i % 2 ? "cold" : "warm");
       if (r.status != 200) FAIL("invocation ", i, " failed: ", r.status, " ", r.body);
