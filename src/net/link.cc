@@ -117,29 +117,25 @@ Result<> Netlink::set_up(int ifindex, int master) {
   return {};
 }
 
-Result<> Netlink::add_address(int ifindex, uint32_t address, int prefix) {
+Result<> Netlink::add_local_address(int ifindex, nl_addr* local, unsigned flags, const std::string& shown) {
   AddrPtr addr(rtnl_addr_alloc());
-  auto local = ipv4_addr(address, prefix);
   if (!addr || !local) return fail(ErrorKind::internal, "allocate netlink address");
   rtnl_addr_set_ifindex(addr.get(), ifindex);
-  rtnl_addr_set_family(addr.get(), AF_INET);
-  rtnl_addr_set_local(addr.get(), local.get());
+  rtnl_addr_set_family(addr.get(), nl_addr_get_family(local));
+  rtnl_addr_set_local(addr.get(), local);
+  if (flags) rtnl_addr_set_flags(addr.get(), flags);
   int rc = rtnl_addr_add(sock_.get(), addr.get(), 0);
-  if (rc < 0 && rc != -NLE_EXIST) return nl_fail("add address", format_ipv4(address), rc);
+  if (rc < 0 && rc != -NLE_EXIST) return nl_fail("add address", shown, rc);
   return {};
 }
 
+Result<> Netlink::add_address(int ifindex, uint32_t address, int prefix) {
+  return add_local_address(ifindex, ipv4_addr(address, prefix).get(), 0, format_ipv4(address));
+}
+
 Result<> Netlink::add_address6(int ifindex, const std::array<uint8_t, 16>& address, int prefix) {
-  AddrPtr addr(rtnl_addr_alloc());
-  auto local = ipv6_addr(address, prefix);
-  if (!addr || !local) return fail(ErrorKind::internal, "allocate netlink address");
-  rtnl_addr_set_ifindex(addr.get(), ifindex);
-  rtnl_addr_set_family(addr.get(), AF_INET6);
-  rtnl_addr_set_local(addr.get(), local.get());
-  rtnl_addr_set_flags(addr.get(), IFA_F_NODAD);
-  int rc = rtnl_addr_add(sock_.get(), addr.get(), 0);
-  if (rc < 0 && rc != -NLE_EXIST) return nl_fail("add address", format_ipv6(address), rc);
-  return {};
+  // Without duplicate address detection the address is usable at once, not after DAD's delay.
+  return add_local_address(ifindex, ipv6_addr(address, prefix).get(), IFA_F_NODAD, format_ipv6(address));
 }
 
 Result<> Netlink::set_port_isolated(int ifindex) {

@@ -58,6 +58,8 @@ class Netlink {
   explicit Netlink(nl_sock* s) : sock_(s) {}
   Result<> set_up(int ifindex, int master = 0);
   Result<> add_address(int ifindex, uint32_t address, int prefix);
+  // Adds LOCAL (address and prefix) to the link; one already there is fine. SHOWN names it in errors.
+  Result<> add_local_address(int ifindex, nl_addr* local, unsigned flags, const std::string& shown);
   Result<> add_default_route(int family, nl_addr* gateway, int ifindex);
   Result<> set_port_isolated(int ifindex);
   Result<> check_bridge_subnet(const std::string& name, int index, uint32_t gateway, const Ipv4Net& subnet);
