@@ -10,6 +10,17 @@ constexpr int64_t kAckWaitMs = 5000;
 // publish_until's backoff doubles up to this: a JetStream leader election takes seconds.
 constexpr std::chrono::milliseconds kMaxRetryBackoff{1000};
 
+// The caller's options, or nats.c's defaults.
+jsPubOptions options_or_defaults(const jsPubOptions* options) {
+  jsPubOptions po;
+  if (options) {
+    po = *options;
+  } else {
+    natslib().jsPubOptions_Init(&po);
+  }
+  return po;
+}
+
 std::unexpected<PublishError> not_sent(natsStatus s, natsMsg* msg) {
   return std::unexpected(PublishError{nats_fail(s, "publish to", natslib().natsMsg_GetSubject(msg)).error(), {}});
 }
@@ -46,8 +57,7 @@ Publisher::~Publisher() {
   }
   for (auto& [_, entry] : unsent) {
     auto& [msg, pending] = entry;
-    pending.done(std::unexpected(PublishError{nats_fail(NATS_CONNECTION_CLOSED, "publish to",
-                                                        natslib().natsMsg_GetSubject(msg)).error(), {}}));
+    pending.done(not_sent(NATS_CONNECTION_CLOSED, msg));
     natslib().natsMsg_Destroy(msg);
   }
   if (!js_) return;
@@ -67,23 +77,12 @@ Publisher::~Publisher() {
 }
 
 void Publisher::publish(natsMsg* msg, const jsPubOptions* options, PublishDone done) {
-  jsPubOptions po;
-  if (options) {
-    po = *options;
-  } else {
-    natslib().jsPubOptions_Init(&po);
-  }
-  send(msg, po, Pending{std::move(done), std::nullopt});
+  send(msg, options_or_defaults(options), Pending{std::move(done), std::nullopt});
 }
 
 void Publisher::publish_until(natsMsg* msg, const jsPubOptions* options, std::chrono::steady_clock::time_point until,
                               PublishDone done) {
-  jsPubOptions po;
-  if (options) {
-    po = *options;
-  } else {
-    natslib().jsPubOptions_Init(&po);
-  }
+  auto po = options_or_defaults(options);
   send(msg, po, Pending{std::move(done), until, {}, po});
 }
 
