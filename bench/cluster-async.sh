@@ -24,46 +24,12 @@ builddir=${3:-build}
 paced=${PACED:-400}
 clients=${CLIENTS:-4}
 setups=${SETUPS:-local nats-1 nats-3}
-fnexec=$(realpath "$builddir/fnexec")
-[ -x "$builddir/tests/integration/frame_probe" ] || { echo "cluster-async.sh: build first: meson compile -C $builddir" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "cluster-async.sh: run as root (namespaces, cgroups)" >&2; exit 2; }
-command -v nats-server >/dev/null || { echo "cluster-async.sh: needs nats-server (scripts/install-deps.sh)" >&2; exit 2; }
-work=$(mktemp -d /tmp/fnexec-bench-cluster-async.XXXXXX)
-prefix="fnexec-bench-cluster-$$"
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-cleanup() {
-  stop_all
-  rm -rf "$work"
-  # The daemons remove their sandboxes' cgroups, not their prefix directories: those are ours.
-  find /sys/fs/cgroup -maxdepth 3 -type d -name "$prefix-*" -prune -print 2>/dev/null |
-    while read -r d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
-}
-trap cleanup EXIT
-rootfs-tools/mkimage --busybox --file "$builddir/tests/integration/frame_probe=/bin/frame_probe" \
-  --oci-archive "$work/probe.tar" >/dev/null
+source bench/cluster-lib.sh
+cluster_bench_init cluster-async.sh "$builddir"
 for i in $(seq $((n / clients))); do printf 'url = "http://localhost/v1/functions/echo/invoke?mode=async"\noutput = "/dev/null"\n'; done > "$work/urls"
 n=$((n / clients * clients))
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # Starts daemon $1 (0-based) of setup $2 with extra config lines $3.
-start_daemon() {
-  local i=$1 setup=$2 extra=$3 dir="$work/$2-$1"
-  mkdir -p "$dir"
-  printf 'cgroup_prefix = %s-%s-%s\nlog_level = warn\ndefault_userns = false\n%s' "$prefix" "$setup" "$i" "$extra" \
-    > "$dir/fnexec.conf"
-  chmod 600 "$dir/fnexec.conf"
-  "$fnexec" --root "$dir/state" image import "$work/probe.tar" --name probe:1 >/dev/null
-  "$fnexec" serve --config "$dir/fnexec.conf" --socket "$dir/fnexec.sock" --state-dir "$dir/state" \
-    2>"$dir/daemon.log" &
-  pids+=($!)
-  for _ in $(seq 200); do [ -S "$dir/fnexec.sock" ] && break; sleep 0.05; done
-  [ -S "$dir/fnexec.sock" ] || { echo "cluster-async.sh: daemon $setup-$i did not start:" >&2; cat "$dir/daemon.log" >&2; exit 1; }
-}
+start_daemon() { start_daemon_in "$2-$1" "$3"; }
 
 # Waits until the daemons (sockets: the arguments after $1 and $2) list $1 done events of function
 # echo queued at or after $2 ms, into $work/lists.

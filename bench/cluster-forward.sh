@@ -12,25 +12,8 @@ cd "$(dirname "$0")/.."
 calls=${1:-1000}
 builddir=${2:-build}
 warmup=${WARMUP:-50}
-fnexec=$(realpath "$builddir/fnexec")
-[ -x "$builddir/tests/integration/frame_probe" ] || { echo "cluster-forward.sh: build first: meson compile -C $builddir" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "cluster-forward.sh: run as root (namespaces, cgroups)" >&2; exit 2; }
-command -v nats-server >/dev/null || { echo "cluster-forward.sh: needs nats-server (scripts/install-deps.sh)" >&2; exit 2; }
-work=$(mktemp -d /tmp/fnexec-bench-cluster-forward.XXXXXX)
-prefix="fnexec-bench-forward-$$"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-  # The daemons remove their sandboxes' cgroups, not their prefix directories: those are ours.
-  find /sys/fs/cgroup -maxdepth 3 -type d -name "$prefix-*" -prune -print 2>/dev/null |
-    while read -r d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
-}
-trap cleanup EXIT
-rootfs-tools/mkimage --busybox --file "$builddir/tests/integration/frame_probe=/bin/frame_probe" \
-  --oci-archive "$work/probe.tar" >/dev/null
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/cluster-lib.sh
+cluster_bench_init cluster-forward.sh "$builddir"
 port=$(free_port)
 nats-server -js -a 127.0.0.1 -p "$port" -sd "$work/nats" -l "$work/nats.log" &
 pids+=($!)
@@ -38,16 +21,7 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.05; done
 
 # Starts node $1 (a or b) with extra config lines $2.
 start_daemon() {
-  local node=$1 extra=$2 dir="$work/$1"
-  mkdir -p "$dir"
-  printf 'cgroup_prefix = %s-%s\nlog_level = warn\ndefault_userns = false\ncluster_nats = nats://127.0.0.1:%s\ncluster_node = node%s\n%s' \
-    "$prefix" "$node" "$port" "$node" "$extra" > "$dir/fnexec.conf"
-  chmod 600 "$dir/fnexec.conf"
-  "$fnexec" --root "$dir/state" image import "$work/probe.tar" --name probe:1 >/dev/null
-  "$fnexec" serve --config "$dir/fnexec.conf" --socket "$dir/fnexec.sock" --state-dir "$dir/state" 2>"$dir/daemon.log" &
-  pids+=($!)
-  for _ in $(seq 200); do [ -S "$dir/fnexec.sock" ] && break; sleep 0.05; done
-  [ -S "$dir/fnexec.sock" ] || { echo "cluster-forward.sh: node $node did not start:" >&2; cat "$dir/daemon.log" >&2; exit 1; }
+  start_daemon_in "$1" "cluster_nats = nats://127.0.0.1:$port"$'\n'"cluster_node = node$1"$'\n'"$2"
 }
 start_daemon a $'invocation_workers = 1\n'
 start_daemon b ""

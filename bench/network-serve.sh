@@ -17,7 +17,9 @@ cleanup() {
   [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
   ip netns del "$id" 2>/dev/null || true
   rm -rf "$scratch" "/run/fnexec/net/$id"
+  remove_cgroup_prefix "fnexec-bench-$id"
 }
+source bench/cgroup-prefix.sh
 trap cleanup EXIT
 ip netns add "$id"
 ip -n "$id" link set lo up
