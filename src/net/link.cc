@@ -50,29 +50,21 @@ NlAddrPtr ipv6_addr(const std::array<uint8_t, 16>& ip, int prefix) {
 
 }  // namespace
 
-void Netlink::Free::operator()(nl_sock* s) const {
-  nl_socket_free(s);
-}
-
 Result<Netlink> Netlink::connect() {
-  Netlink n(nl_socket_alloc());
-  if (!n.sock_) return fail(ErrorKind::internal, "allocate netlink socket");
-  if (int rc = nl_connect(n.sock_.get(), NETLINK_ROUTE); rc < 0)
-    return nl_fail("connect netlink socket", {}, rc);
-  return n;
+  auto sock = connect_netlink(NETLINK_ROUTE, "netlink socket");
+  if (!sock) return std::unexpected(sock.error());
+  return Netlink(std::move(*sock));
 }
 
 Result<Netlink> Netlink::connect_in(int pidfd) {
   UniqueFd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!own) return fail_errno("open own network namespace");
-  Netlink n(nl_socket_alloc());
-  if (!n.sock_) return fail(ErrorKind::internal, "allocate netlink socket");
   if (::setns(pidfd, CLONE_NEWNET) != 0) return fail_errno("enter network namespace of sandbox");
-  int rc = nl_connect(n.sock_.get(), NETLINK_ROUTE);
+  auto sock = connect_netlink(NETLINK_ROUTE, "netlink socket in sandbox");
   // Staying in the sandbox's namespace would silently break everything after: fail hard.
   if (::setns(own.get(), CLONE_NEWNET) != 0) return fail_errno("return to own network namespace");
-  if (rc < 0) return nl_fail("connect netlink socket in sandbox", {}, rc);
-  return n;
+  if (!sock) return std::unexpected(sock.error());
+  return Netlink(std::move(*sock));
 }
 
 Result<int> Netlink::ifindex(const std::string& name) {

@@ -11,9 +11,9 @@
 #include <string>
 
 #include "net/address.h"
+#include "net/netlink_socket.h"
 #include "util/error.h"
 
-struct nl_sock;
 struct nl_addr;
 
 namespace fnexec::net {
@@ -52,10 +52,7 @@ class Netlink {
                                const std::optional<Ipv6Interface>& v6 = std::nullopt);
 
  private:
-  struct Free {
-    void operator()(nl_sock* s) const;
-  };
-  explicit Netlink(nl_sock* s) : sock_(s) {}
+  explicit Netlink(NlSocket sock) : sock_(std::move(sock)) {}
   Result<> set_up(int ifindex, int master = 0);
   Result<> add_address(int ifindex, uint32_t address, int prefix);
   // Adds LOCAL (address and prefix) to the link; one already there is fine. SHOWN names it in errors.
@@ -63,7 +60,7 @@ class Netlink {
   Result<> add_default_route(int family, nl_addr* gateway, int ifindex);
   Result<> set_port_isolated(int ifindex);
   Result<> check_bridge_subnet(const std::string& name, int index, uint32_t gateway, const Ipv4Net& subnet);
-  std::unique_ptr<nl_sock, Free> sock_;
+  NlSocket sock_;
 };
 
 }  // namespace fnexec::net

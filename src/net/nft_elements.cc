@@ -69,15 +69,10 @@ void append(std::vector<uint8_t>& batch, nl_msg* m) {
 
 }  // namespace
 
-void NftElements::Free::operator()(nl_sock* s) const {
-  nl_socket_free(s);
-}
-
 Result<NftElements> NftElements::connect() {
-  NftElements n(nl_socket_alloc());
-  if (!n.sock_) return fail(ErrorKind::internal, "allocate netlink socket");
-  if (int rc = nl_connect(n.sock_.get(), NETLINK_NETFILTER); rc < 0)
-    return fail(ErrorKind::unavailable, "connect nfnetlink socket", {}, nl_geterror(rc));
+  auto sock = connect_netlink(NETLINK_NETFILTER, "nfnetlink socket");
+  if (!sock) return std::unexpected(sock.error());
+  NftElements n(std::move(*sock));
   n.seq_ = static_cast<uint32_t>(::time(nullptr));
   return n;
 }

@@ -9,9 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "net/netlink_socket.h"
 #include "util/error.h"
-
-struct nl_sock;
 
 namespace fnexec::net {
 
@@ -31,12 +30,9 @@ class NftElements {
   Result<> remove(const std::vector<MapElement>& elements);
 
  private:
-  struct Free {
-    void operator()(nl_sock* s) const;
-  };
-  explicit NftElements(nl_sock* s) : sock_(s) {}
+  explicit NftElements(NlSocket sock) : sock_(std::move(sock)) {}
   Result<> transact(int message_type, const std::vector<MapElement>& elements);
-  std::unique_ptr<nl_sock, Free> sock_;
+  NlSocket sock_;
   uint32_t seq_ = 0;
 };
 
