@@ -8,6 +8,7 @@
 #include "cluster/event_context.h"
 #include "cluster/publisher.h"
 #include "cluster/retry.h"
+#include "cluster/settle.h"
 #include "util/log.h"
 
 namespace fnexec::cluster {
@@ -30,7 +31,7 @@ constexpr std::chrono::minutes kDuplicateWindow{10};
 // A client's retry sends the event of a queued record again only this long after it was queued:
 // later, JetStream may have forgotten the first one's id; a minute less for the nodes' clocks.
 constexpr std::chrono::milliseconds kRepublishWithin = kDuplicateWindow - std::chrono::minutes(1);
-// A queued record refused at enqueue is sent again in the background this long.
+// A queued record refused at enqueue (or a forwarded sync call's record) is sent again this long.
 constexpr std::chrono::seconds kQueuedRecordRetry{60};
 // A fetch thread with no free slot looks again after this even without wake(): a sync invocation's
 // end frees a slot without waking it.
@@ -38,9 +39,6 @@ constexpr std::chrono::milliseconds kCapacityPoll{50};
 
 std::string invoke_subject(const std::string& function) {
   return "fnexec.invoke." + subject_token(function);
-}
-std::string result_subject(const std::string& id) {
-  return fmt::format("$KV.{}.{}", kResultsBucket, id);
 }
 std::string durable_of(const std::string& function) {
   return "fn-" + subject_token(function);
@@ -97,6 +95,10 @@ std::optional<RecordState> record_state(std::string_view record_json) {
   if (uint64_t delivery; !doc["delivery"].get(delivery)) out.delivery = delivery;
   if (int64_t queued; !doc["queued_ms"].get(queued)) out.queued_ms = queued;
   return out;
+}
+
+std::string result_subject(const std::string& id) {
+  return fmt::format("$KV.{}.{}", kResultsBucket, id);
 }
 
 std::string subject_token(const std::string& function) {
@@ -222,6 +224,23 @@ Result<bool> AsyncQueue::enqueued(const std::string& id) {
   return wall_ms() - state->queued_ms >= kRepublishWithin.count();
 }
 
+void AsyncQueue::store_record(const std::string& id, std::string_view record_json) {
+  natsMsg* record = nullptr;
+  auto subject = result_subject(id);
+  if (auto s = natslib().natsMsg_Create(&record, subject.c_str(), nullptr, record_json.data(),
+                                        static_cast<int>(record_json.size()));
+      s != NATS_OK) {
+    spdlog::warn("cluster: invocation={} record not stored: {}", id, natslib().natsStatus_GetText(s));
+    return;
+  }
+  publisher_->publish_until(record, nullptr, std::chrono::steady_clock::now() + kQueuedRecordRetry,
+                            [id](std::expected<Published, PublishError> r) {
+                              if (!r)
+                                spdlog::warn("cluster: invocation={} record not stored: {}", id,
+                                             r.error().error.message());
+                            });
+}
+
 Result<std::optional<std::string>> AsyncQueue::result(const std::string& id) {
   auto e = FNEXEC_TRY(results_.get(id));
   if (!e || e->deleted) return std::nullopt;
@@ -268,7 +287,9 @@ void AsyncQueue::follow(const std::string& function) {
   cc.AckPolicy = js_AckExplicit;
   cc.DeliverPolicy = js_DeliverAll;
   cc.AckWait = ack_wait.count() * kNanosPerMs;
-  cc.MaxDeliver = static_cast<int64_t>(policy.max_deliveries());
+  // Unlimited: a node settles a delivery past the policy itself (deliver()), so an event whose last
+  // ack or write was lost is not left in the stream unacked once JetStream's count runs out.
+  cc.MaxDeliver = -1;
   cc.MaxAckPending = 100000;
   jsConsumerInfo* ci = nullptr;
   jsErrCode jerr{};
@@ -353,39 +374,24 @@ void AsyncQueue::deliver(natsMsg* msg, const std::string& function, uint64_t max
     natslib().jsMsgMetaData_Destroy(meta);
   }
   if (d.delivery > 1 && ack_if_done(msg, d)) return;
+  if (d.delivery > max_deliveries) {
+    // The last allowed delivery did not store its end: its node died, or NATS refused its writes
+    // until AckWait. Its retries are spent, so it ends here as lost, in the dead letters, unrun.
+    DeliveryResult lost;
+    lost.outcome = "lost";
+    lost.error = fmt::format("delivery {} of {} did not finish: the node running it stopped, or could not store "
+                             "its result within AckWait",
+                             max_deliveries, max_deliveries);
+    lost.record_json = local_.lost_delivery_record(d, lost.error);
+    spdlog::warn("cluster: invocation={} delivery={}: {}; dead-lettered", d.id, d.delivery, lost.error);
+    return settle_delivery(*publisher_, dead_letters_, msg, d, lost, {}, store_until);
+  }
   auto delay = policy.delay_after(d.delivery);
   d.retry_delay_ms = delay.count();
+  // The ack (or nak) goes once the record (and dead letter) are stored: a node dying in between
+  // makes a duplicate, never a loss. The writes do not hold this invocation thread (and its slot).
   local_.run_delivery(d, [this, msg, d, delay, store_until](DeliveryResult r) {
-    bool last = r.success || d.delivery >= d.max_deliveries;
-    if (!r.success && last)
-      if (auto w = dead_letters_.add(d, r); !w)
-        spdlog::error("cluster: invocation={} dead letter not stored: {}", d.id, w.error().message());
-    // The ack (or nak) goes once the record is stored: a node dying in between makes a duplicate,
-    // never a loss. The record's write does not hold this invocation thread (and its slot).
-    natsMsg* record = nullptr;
-    auto subject = result_subject(d.id);
-    if (auto s = natslib().natsMsg_Create(&record, subject.c_str(), nullptr, r.record_json.data(),
-                                static_cast<int>(r.record_json.size()));
-        s != NATS_OK) {
-      spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", d.id,
-                    natslib().natsStatus_GetText(s));
-      natslib().natsMsg_Destroy(msg);
-      return;
-    }
-    publisher_->publish_until(record, nullptr, store_until, [msg, id = d.id, last, delay](std::expected<Published, PublishError> w) {
-      if (!w) {
-        // Not acked: JetStream delivers it again after AckWait, and that delivery runs it again.
-        spdlog::error("cluster: invocation={} result not stored: {} (it will be delivered again)", id,
-                      w.error().error.message());
-        natslib().natsMsg_Destroy(msg);
-        return;
-      }
-      natsStatus s = last ? natslib().natsMsg_Ack(msg, nullptr) : natslib().natsMsg_NakWithDelay(msg, delay.count(), nullptr);
-      if (s != NATS_OK)
-        spdlog::warn("cluster: invocation={} {} failed: {} (it will be delivered again)", id, last ? "ack" : "nak",
-                     natslib().natsStatus_GetText(s));
-      natslib().natsMsg_Destroy(msg);
-    });
+    settle_delivery(*publisher_, dead_letters_, msg, d, r, delay, store_until);
   });
 }
 
@@ -393,6 +399,13 @@ bool AsyncQueue::ack_if_done(natsMsg* msg, const Delivery& d) {
   // Its ack was lost after its result was stored: it went out through a NATS server that died, or
   // while the consumer elected a leader. Only redeliveries pay this read; the first run has none.
   auto record = result(d.id);
+  if (!record && d.delivery > d.max_deliveries) {
+    // Settling it as lost could overwrite a result stored after all: the next delivery looks again.
+    spdlog::warn("cluster: invocation={} delivery={}: cannot read its result ({}); left for the next delivery", d.id,
+                 d.delivery, record.error().message());
+    natslib().natsMsg_Destroy(msg);
+    return true;
+  }
   if (!record) {
     spdlog::warn("cluster: invocation={} delivery={}: cannot read its result ({}); running it", d.id, d.delivery,
                  record.error().message());

@@ -26,6 +26,8 @@ inline constexpr const char* kResultsBucket = "fnexec-results";
 // A function name as one subject token and consumer name: '.' (allowed in names) separates tokens
 // in NATS, so it becomes '~' (not allowed in names, so no two names collide).
 std::string subject_token(const std::string& function);
+// The subject a put of invocation id's record in the results bucket goes to.
+std::string result_subject(const std::string& id);
 
 // The fields of a stored record (results bucket) that decide a client's retry and a redelivery.
 struct RecordState {
@@ -52,6 +54,9 @@ class AsyncQueue {
   // died): then this is false and enqueue() sends the event again, which JetStream drops if the
   // first one was stored after all (same Nats-Msg-Id, within the duplicate window).
   Result<bool> enqueued(const std::string& id);
+  // Puts a record into the results bucket without waiting (a forwarded sync invocation's, so GET
+  // /v1/invocations/{id} finds it on every node); a refused put is sent again for up to a minute.
+  void store_record(const std::string& id, std::string_view record_json);
   // The record of an async invocation of any node, as GET /v1/invocations/{id} shows it.
   Result<std::optional<std::string>> result(const std::string& id);
   // After a registry change: creates or updates the function's consumer and its fetch thread, or
@@ -70,7 +75,8 @@ class AsyncQueue {
   void fetch_loop(Consumer& c, std::stop_token stop);
   void deliver(natsMsg* msg, const std::string& function, uint64_t max_deliveries, const struct RetryPolicy& policy,
                std::chrono::milliseconds ack_wait);
-  // A redelivery of an event whose result is stored: acked (and true), not run again.
+  // A redelivery of an event whose result is stored: acked (and true), not run again. True too for a
+  // delivery past the policy whose result cannot be read: left unacked for the next one.
   bool ack_if_done(natsMsg* msg, const Delivery& d);
 
   Connection& conn_;

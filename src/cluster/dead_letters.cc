@@ -1,5 +1,6 @@
 #include "cluster/dead_letters.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 
@@ -41,11 +42,12 @@ DeadLetterEntry read_entry(natsMsg* msg, uint64_t seq, bool with_event) {
 
 }  // namespace
 
-Result<> DeadLetters::add(const Delivery& d, const DeliveryResult& r) {
+Result<natsMsg*> DeadLetters::entry_message(const Delivery& d, const DeliveryResult& r) {
   DeadLetterEntry e;
   e.id = d.id;
   e.function = d.function;
-  e.attempts = d.delivery;
+  // A delivery past the policy only settles the last one (AsyncQueue::deliver): it made no attempt.
+  e.attempts = std::min(d.delivery, d.max_deliveries);
   e.outcome = r.outcome;
   e.error = r.error;
   e.error_type = r.error_type;
@@ -53,10 +55,10 @@ Result<> DeadLetters::add(const Delivery& d, const DeliveryResult& r) {
   e.time_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                   std::chrono::system_clock::now().time_since_epoch())
                   .count();
-  return publish(e, d.event, true);
+  return message(e, d.event, true);
 }
 
-Result<> DeadLetters::publish(const DeadLetterEntry& e, const std::string& event, bool dedupe) {
+Result<natsMsg*> DeadLetters::message(const DeadLetterEntry& e, const std::string& event, bool dedupe) {
   auto subject = subject_of(e.id);
   natsMsg* msg = nullptr;
   if (auto s = natslib().natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
@@ -71,17 +73,11 @@ Result<> DeadLetters::publish(const DeadLetterEntry& e, const std::string& event
   natslib().natsMsgHeader_Set(msg, "Fnexec-Queued-Ms", std::to_string(e.queued_ms).c_str());
   natslib().natsMsgHeader_Set(msg, "Fnexec-Time-Ms", std::to_string(e.time_ms).c_str());
   if (!e.replayed_as.empty()) natslib().natsMsgHeader_Set(msg, "Fnexec-Replayed-As", e.replayed_as.c_str());
-  jsPubOptions po;
-  natslib().jsPubOptions_Init(&po);
-  if (dedupe) po.MsgId = e.id.c_str();
-  po.ExpectStream = kDeadLetterStream;
-  jsPubAck* ack = nullptr;
-  jsErrCode jerr{};
-  natsStatus s = natslib().js_PublishMsg(&ack, conn_.js(), msg, &po, &jerr);
-  natslib().natsMsg_Destroy(msg);
-  if (s != NATS_OK) return nats_fail(s, "publish dead letter " + e.id, kDeadLetterStream);
-  natslib().jsPubAck_Destroy(ack);
-  return {};
+  // As headers, not jsPubOptions: the message may be sent again by Publisher::publish_until, which
+  // keeps no pointers of its options.
+  if (dedupe) natslib().natsMsgHeader_Set(msg, "Nats-Msg-Id", e.id.c_str());
+  natslib().natsMsgHeader_Set(msg, "Nats-Expected-Stream", kDeadLetterStream);
+  return msg;
 }
 
 Result<std::vector<DeadLetterEntry>> DeadLetters::list(const std::string& function, uint64_t after, uint64_t limit) {
@@ -130,8 +126,13 @@ Result<> DeadLetters::mark_replayed(const DeadLetterEntry& e, const std::string&
   DeadLetterEntry noted = e;
   noted.replayed_as = new_id;
   // Without a Nats-Msg-Id: the original's id is still in the duplicate window and would drop it.
-  FNEXEC_TRY(publish(noted, e.event.value_or(""), false));
+  natsMsg* msg = FNEXEC_TRY(message(noted, e.event.value_or(""), false));
+  jsPubAck* ack = nullptr;
   jsErrCode jerr{};
+  natsStatus published = natslib().js_PublishMsg(&ack, conn_.js(), msg, nullptr, &jerr);
+  natslib().natsMsg_Destroy(msg);
+  if (published != NATS_OK) return nats_fail(published, "publish dead letter " + e.id, kDeadLetterStream);
+  natslib().jsPubAck_Destroy(ack);
   if (auto s = natslib().js_DeleteMsg(conn_.js(), kDeadLetterStream, e.seq, nullptr, &jerr); s != NATS_OK && s != NATS_NOT_FOUND)
     return nats_fail(s, "delete replayed dead letter " + e.id, kDeadLetterStream);
   return {};

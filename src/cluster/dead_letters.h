@@ -30,9 +30,11 @@ struct DeadLetterEntry {
 class DeadLetters {
  public:
   explicit DeadLetters(Connection& conn) : conn_(conn) {}
-  // The event of delivery d and the last result r. Nats-Msg-Id = the invocation id: a node that dies
-  // before its ack and whose event runs again makes no second entry.
-  Result<> add(const Delivery& d, const DeliveryResult& r);
+  // The entry for the event of delivery d and its last result r, to publish with Publisher (the
+  // caller retries it until it is stored, settle.h). Its Nats-Msg-Id header is the invocation id, so
+  // a publish sent again (the ack lost, or a later delivery settling it) makes no second entry within
+  // the stream's duplicate window.
+  Result<natsMsg*> entry_message(const Delivery& d, const DeliveryResult& r);
   // Oldest first, seq > after; function "" = all; without events.
   Result<std::vector<DeadLetterEntry>> list(const std::string& function, uint64_t after, uint64_t limit);
   // With its event; nullopt when there is none.
@@ -43,7 +45,7 @@ class DeadLetters {
   Result<> mark_replayed(const DeadLetterEntry& e, const std::string& new_id);
 
  private:
-  Result<> publish(const DeadLetterEntry& e, const std::string& event, bool dedupe);
+  Result<natsMsg*> message(const DeadLetterEntry& e, const std::string& event, bool dedupe);
   Connection& conn_;
 };
 

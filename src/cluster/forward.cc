@@ -119,11 +119,12 @@ struct SyncForwarder::Group {
   }
 };
 
-SyncForwarder::SyncForwarder(Connection& conn, Local& local, std::string node)
-    : conn_(conn), local_(local), node_(std::move(node)) {}
+SyncForwarder::SyncForwarder(Connection& conn, Local& local, AsyncQueue& queue, std::string node)
+    : conn_(conn), local_(local), queue_(queue), node_(std::move(node)) {}
 
-Result<std::unique_ptr<SyncForwarder>> SyncForwarder::open(Connection& conn, Local& local, std::string node) {
-  std::unique_ptr<SyncForwarder> f(new SyncForwarder(conn, local, std::move(node)));
+Result<std::unique_ptr<SyncForwarder>> SyncForwarder::open(Connection& conn, Local& local, AsyncQueue& queue,
+                                                           std::string node) {
+  std::unique_ptr<SyncForwarder> f(new SyncForwarder(conn, local, queue, std::move(node)));
   natsInbox* inbox = nullptr;
   if (auto s = natslib().natsInbox_Create(&inbox); s != NATS_OK) return nats_fail(s, "create the forwarding inbox");
   f->inbox_ = inbox;
@@ -221,10 +222,15 @@ void SyncForwarder::serve(const std::string& function, natsMsg* msg) {
   std::string event;
   if (auto* data = natslib().natsMsg_GetData(msg)) event.assign(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg)));
   local_.run_forwarded(function, std::move(event), context_from_headers(msg),
-                       [this, served_id, reply_to, function](std::string run) {
+                       [this, served_id, reply_to, function](std::string run, const std::string& id,
+                                                             const std::function<std::string()>& record) {
     answer_parts(reply_to, function, run);
-    std::lock_guard lock(mu_);
-    served_.erase(served_id);
+    {
+      std::lock_guard lock(mu_);
+      served_.erase(served_id);
+    }
+    // After the reply, so the caller does not wait for it; the put's ack comes to this node.
+    if (!id.empty()) queue_.store_record(id, record());
   });
 }
 

@@ -22,6 +22,8 @@
 
 namespace fnexec::cluster {
 
+class AsyncQueue;
+
 // How long a caller looks for a node with a free slot (refusals are retried until then), then 429.
 inline constexpr std::chrono::milliseconds kForwardWait{1000};
 // A node running a forwarded invocation that stays silent this long is taken for dead.
@@ -35,7 +37,10 @@ struct ForwardReply {
 
 class SyncForwarder {
  public:
-  static Result<std::unique_ptr<SyncForwarder>> open(Connection& conn, Local& local, std::string node);
+  // A forwarded invocation run here has its record put into queue's results bucket, so
+  // GET /v1/invocations/{id} finds it on every node.
+  static Result<std::unique_ptr<SyncForwarder>> open(Connection& conn, Local& local, AsyncQueue& queue,
+                                                     std::string node);
   ~SyncForwarder();
   SyncForwarder(const SyncForwarder&) = delete;
   SyncForwarder& operator=(const SyncForwarder&) = delete;
@@ -54,7 +59,7 @@ class SyncForwarder {
   struct Call;
   struct Served;
   struct Group;
-  SyncForwarder(Connection& conn, Local& local, std::string node);
+  SyncForwarder(Connection& conn, Local& local, AsyncQueue& queue, std::string node);
   static void on_request(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
   static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
   void serve(const std::string& function, natsMsg* msg);
@@ -65,6 +70,7 @@ class SyncForwarder {
 
   Connection& conn_;
   Local& local_;
+  AsyncQueue& queue_;
   std::string node_;
   std::string inbox_;  // this node's reply prefix: INBOX.<id> per call
   std::unique_ptr<Group> replies_;  // INBOX.*: every reply to this node's calls

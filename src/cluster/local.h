@@ -33,6 +33,11 @@ struct DeliveryResult {
   std::string record_json;  // the finished record as GET /v1/invocations/{id} shows it, delivery included
 };
 
+// run_forwarded's answer: the run encoded for the caller; then, after the caller's reply went out,
+// record() builds its record for the results bucket (called at most once, inside the callback).
+using ForwardedDone =
+    std::function<void(std::string run, const std::string& id, const std::function<std::string()>& record)>;
+
 class Local {
  public:
   virtual ~Local() = default;
@@ -45,13 +50,16 @@ class Local {
   virtual uint32_t free_async_slots(const std::string& name) = 0;
   // Takes a slot and runs d on an invocation thread; done is called there, the slot freed after it.
   virtual void run_delivery(Delivery d, std::function<void(DeliveryResult)> done) = 0;
+  // The record of an event whose last delivery never stored its end (its node died): done, outcome
+  // lost, with error, as GET /v1/invocations/{id} shows it. Nothing runs.
+  virtual std::string lost_delivery_record(const Delivery& d, const std::string& error) = 0;
   // Sync forwarding (cluster/forward.h): a sync invocation another node had no capacity for.
   // admit_forwarded takes a slot (nullopt) or says why not; run_forwarded runs it on an invocation
   // thread as a local sync invocation (never forwarding it again) with its caller's context, frees
-  // the slot and calls done with the run encoded for the caller.
+  // the slot and calls done with the run encoded for the caller and its record.
   virtual std::optional<std::string> admit_forwarded(const std::string& function) = 0;
   virtual void run_forwarded(const std::string& function, std::string event, invoke::EventContext context,
-                             std::function<void(std::string)> done) = 0;
+                             ForwardedDone done) = 0;
   // This node's capacity and pools, a JSON object for its heartbeat.
   virtual std::string node_status_json() = 0;
 };

@@ -24,7 +24,7 @@ Result<std::unique_ptr<Node>> Node::start(const Options& options, Local& local) 
   n->conn_ = FNEXEC_TRY(Connection::open(options));
   n->nodes_.emplace(FNEXEC_TRY(KvBucket::open(*n->conn_, kNodesBucket, kNodeTtl)));
   n->queue_ = FNEXEC_TRY(AsyncQueue::open(*n->conn_, local, options.result_ttl));
-  n->forwarder_ = FNEXEC_TRY(SyncForwarder::open(*n->conn_, local, options.node));
+  n->forwarder_ = FNEXEC_TRY(SyncForwarder::open(*n->conn_, local, *n->queue_, options.node));
   auto* q = n->queue_.get();
   auto* fw = n->forwarder_.get();
   n->registry_ = FNEXEC_TRY(FunctionRegistry::open(*n->conn_, local, [q, fw](const std::string& f) {

@@ -194,6 +194,47 @@ std::string record_json(const InvocationRow& row) {
   return invocation_json(row, std::nullopt);
 }
 
+InvocationRow finished_row(const InvocationEnd& end) {
+  InvocationRow row;
+  row.id = end.id;
+  row.status = "done";
+  row.start = end.start;
+  row.outcome = end.outcome;
+  row.finished_ms = end.finished_ms;
+  row.wall_us = end.wall_us;
+  row.cpu_user_us = end.cpu_user_us;
+  row.cpu_system_us = end.cpu_system_us;
+  row.memory_peak_bytes = end.memory_peak_bytes;
+  row.billed_ms = end.billed_ms;
+  row.exit_code = end.exit_code;
+  row.signal = end.signal;
+  row.oom_killed = end.oom_killed;
+  row.timed_out = end.timed_out;
+  row.output_too_large = end.output_too_large;
+  row.error = end.error;
+  row.output = end.output;
+  row.sandbox = end.sandbox;
+  return row;
+}
+
+InvocationRow sync_record(const SyncRun& run) {
+  InvocationEnd end;
+  if (run.result) {
+    end = end_of(run.id, *run.result, run.outcome);
+  } else {
+    end.id = run.id;
+    end.outcome = std::string(to_string(run.outcome));
+  }
+  end.error = run.error;
+  end.finished_ms = run.finished_ms;
+  InvocationRow row = finished_row(end);
+  row.function = run.spec.name;
+  row.queued_ms = run.started_ms;
+  row.started_ms = run.started_ms;
+  if (row.sandbox.lifecycle.empty()) row.sandbox.lifecycle = std::string(pool::to_string(run.spec.lifecycle));
+  return row;
+}
+
 Service::Service(State& state, pool::PoolSet* pools, image::Store* store, std::string cgroup_mode,
                  Executor invocations, Executor admin, ServiceLimits limits)
     : state_(state),
@@ -812,7 +853,8 @@ SyncRun Service::invoke_sync(const std::string& name, std::string event, const i
   // The record is committed before the sandbox runs, so a crash leaves a `running` row to mark lost
   // (callers arriving together share the commit). The finish goes in the next batch, after the reply.
   auto lifecycle = std::string(pool::to_string(run.spec.lifecycle));
-  if (auto r = records_.commit([&, started = now_ms()](State& s) {
+  run.started_ms = now_ms();
+  if (auto r = records_.commit([&, started = run.started_ms](State& s) {
         return s.insert_running(id, name, started, lifecycle);
       });
       !r) {
@@ -827,6 +869,7 @@ SyncRun Service::invoke_sync(const std::string& name, std::string event, const i
     e.id = id;
     e.finished_ms = now_ms();
     e.error = run.result.error().message();
+    run.finished_ms = e.finished_ms;
     bool no_capacity = run.result.error().kind == ErrorKind::unavailable;
     run.outcome = no_capacity ? Outcome::rejected : Outcome::failed;
     e.outcome = std::string(to_string(run.outcome));
@@ -842,6 +885,7 @@ SyncRun Service::invoke_sync(const std::string& name, std::string event, const i
   if (run.outcome != Outcome::success) end.error = failure_message(run.spec, res, run.outcome);
   run.error = end.error;
   int64_t finished_ms = end.finished_ms;
+  run.finished_ms = finished_ms;
   records_.submit([end = std::move(end), retention](State& s) { return s.finish(end, retention); });
   if (!res.log.empty())
     records_.submit([name, id, finished_ms, log = res.log, retention](State& s) {

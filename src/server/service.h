@@ -86,6 +86,7 @@ struct SyncRun {
   Outcome outcome = Outcome::failed;
   std::string error;  // failure message (the record's error) when outcome is not success
   std::string node;   // cluster: the node that ran it when it was forwarded ("" = this daemon)
+  int64_t started_ms = 0, finished_ms = 0;  // as its record has them (0: it did not start)
 };
 
 // A function as the service knows it: its spec and why its pool is not ready ("" when it is).
@@ -161,7 +162,8 @@ class Service : public cluster::Local {
   void run_delivery(cluster::Delivery d, std::function<void(cluster::DeliveryResult)> done) override;
   std::optional<std::string> admit_forwarded(const std::string& function) override;
   void run_forwarded(const std::string& function, std::string event, invoke::EventContext context,
-                     std::function<void(std::string)> done) override;
+                     cluster::ForwardedDone done) override;
+  std::string lost_delivery_record(const cluster::Delivery& d, const std::string& error) override;
   std::string node_status_json() override;
 
  private:

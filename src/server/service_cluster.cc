@@ -19,15 +19,6 @@ Reply error_reply(unsigned status, std::string_view message) {
   return json_reply(status, json_error(message));
 }
 
-// The record with the cluster's fields: which delivery, and on which node it ran.
-// The local record (delivery, next_attempt_ms and dead_letter included) and the node that ran it.
-std::string cluster_record(const InvocationRow& row, const std::string& node) {
-  std::string json = record_json(row);
-  json.pop_back();
-  if (!node.empty()) json += ",\"node\":" + json_string(node);
-  return json + "}";
-}
-
 DeadLetter local_form(cluster::DeadLetterEntry e) {
   DeadLetter d;
   d.seq = static_cast<int64_t>(e.seq);
@@ -50,6 +41,14 @@ std::unexpected<Error> cluster_down() {
 }
 
 }  // namespace
+
+// The local record (delivery, next_attempt_ms and dead_letter included) and the node that ran it.
+std::string cluster_record(const InvocationRow& row, const std::string& node) {
+  std::string json = record_json(row);
+  json.pop_back();
+  if (!node.empty()) json += ",\"node\":" + json_string(node);
+  return json + "}";
+}
 
 void Service::attach_cluster(cluster::Node* node) {
   cluster_ = node;
@@ -161,29 +160,13 @@ cluster::DeliveryResult Service::run_cluster_delivery(const cluster::Delivery& d
   out.error_type = end.sandbox.error_type;
   bool last = out.success || d.delivery >= d.max_deliveries;
 
-  InvocationRow row;
-  row.id = d.id;
+  InvocationRow row = finished_row(end);
   row.function = d.function;
   row.async = true;
   row.status = last ? "done" : "queued";
-  row.start = end.start;
   row.outcome = last ? end.outcome : "";
   row.queued_ms = d.queued_ms;
   row.started_ms = started;
-  row.finished_ms = end.finished_ms;
-  row.wall_us = end.wall_us;
-  row.cpu_user_us = end.cpu_user_us;
-  row.cpu_system_us = end.cpu_system_us;
-  row.memory_peak_bytes = end.memory_peak_bytes;
-  row.billed_ms = end.billed_ms;
-  row.exit_code = end.exit_code;
-  row.signal = end.signal;
-  row.oom_killed = end.oom_killed;
-  row.timed_out = end.timed_out;
-  row.output_too_large = end.output_too_large;
-  row.error = end.error;
-  row.output = end.output;
-  row.sandbox = end.sandbox;
   auto* node = cluster_.load();
   // A failed delivery with retries left: queued again for delivery N+1 after the backoff.
   row.delivery = static_cast<uint32_t>(last ? d.delivery : d.delivery + 1);
@@ -198,6 +181,21 @@ cluster::DeliveryResult Service::run_cluster_delivery(const cluster::Delivery& d
     return s.record_cluster_delivery(local, end, retention);
   });
   return out;
+}
+
+std::string Service::lost_delivery_record(const cluster::Delivery& d, const std::string& error) {
+  InvocationEnd end;
+  end.id = d.id;
+  end.outcome = std::string(to_string(Outcome::lost));
+  end.finished_ms = now_ms();
+  end.error = error;
+  InvocationRow row = finished_row(end);
+  row.function = d.function;
+  row.async = true;
+  row.queued_ms = d.queued_ms;
+  row.delivery = static_cast<uint32_t>(d.max_deliveries);
+  row.dead_letter = true;
+  return cluster_record(row, "");  // no node finished it
 }
 
 std::string Service::node_status_json() {

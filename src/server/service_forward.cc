@@ -8,13 +8,15 @@
 #include "cluster/node.h"
 #include "server/json.h"
 #include "server/service.h"
+#include "server/service_records.h"
 #include "util/log.h"
 
 namespace fnexec::server {
 
 namespace {
 
-std::string encode_run(SyncRun run) {
+// Takes the run's output; the rest stays for its record.
+std::string encode_run(SyncRun& run) {
   JsonWriter w;
   w.begin_object().field("id", run.id).field("outcome", to_string(run.outcome)).field("error", run.error);
   std::string output;
@@ -118,9 +120,17 @@ std::optional<std::string> Service::admit_forwarded(const std::string& function)
 }
 
 void Service::run_forwarded(const std::string& function, std::string event, invoke::EventContext context,
-                            std::function<void(std::string)> done) {
+                            cluster::ForwardedDone done) {
   run_admitted(
-      function, std::move(event), [done = std::move(done)](SyncRun run) { done(encode_run(std::move(run))); },
+      function, std::move(event),
+      [this, done = std::move(done)](SyncRun run) {
+        auto bytes = encode_run(run);
+        // Built only once the caller's reply is out (forward.cc): its cost is not the caller's wait.
+        done(std::move(bytes), run.id, [&] {
+          auto* node = cluster_.load();
+          return cluster_record(sync_record(run), node ? node->name() : "");
+        });
+      },
       std::move(context));
 }
 

@@ -13,8 +13,9 @@ namespace fnexec::test::serve {
 // nats-server -js on 127.0.0.1; stop() and start() again keep the ports and the store.
 class NatsServer {
  public:
-  // One server alone.
-  NatsServer() : port_(free_tcp_port()) { start(); }
+  // One server alone; config: the text of a nats-server configuration file (-c), e.g. users and
+  // their permissions.
+  explicit NatsServer(std::string config = "") : port_(free_tcp_port()), config_(std::move(config)) { start(); }
   // A member of a NATS cluster: its name, its route port and every member's route port; not started
   // (the members start together, see NatsCluster).
   NatsServer(std::string name, uint16_t route_port, std::vector<uint16_t> routes)
@@ -25,6 +26,11 @@ class NatsServer {
   void start() {
     std::vector<std::string> args = {"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_),
                                      "-sd", (dir_ / "js").string(), "-l", (dir_ / "nats.log").string()};
+    if (!config_.empty()) {
+      auto path = dir_ / "nats.conf";
+      write_file(path, config_);
+      args.insert(args.end(), {"-c", path.string()});
+    }
     if (!name_.empty()) {
       std::string routes;
       for (auto p : routes_)
@@ -69,6 +75,7 @@ class NatsServer {
   }
   test::ScratchTmpfs dir_{"256m"};
   uint16_t port_;
+  std::string config_;
   std::string name_;  // "" for a server alone
   uint16_t route_port_ = 0, monitor_port_ = 0;
   std::vector<uint16_t> routes_;

@@ -160,6 +160,63 @@ TEST_CASE("a failing function lands in the dead-letter stream after its retries;
   CHECK(c[1].curl("GET", "/v1/dead-letters").body == R"({"dead_letters":[],"next":0})");
 }
 
+TEST_CASE("the ack of an event's last delivery is lost: the next delivery acks it unrun, nothing stays pending") {
+  // The node's NATS user may not ack a first delivery of function lastack, so the server drops
+  // exactly that ack, as one that went out through a NATS server that died.
+  NatsServer nats(R"(authorization { users = [ { user: fnexec, password: test-only, permissions: {
+    publish: { deny: ["$JS.ACK.FNEXEC_INVOCATIONS.fn-lastack.1.>"] } } } ] })");
+  Nodes c(1, nats.url(), "cluster_nats_user = fnexec\ncluster_nats_password = test-only\n");
+  REQUIRE(c[0].curl("PUT", "/v1/functions/lastack",
+                    function_body("echo broken >&2; exit 3", R"("retries":0,"timeout_ms":1000)"))
+              .status == 201);
+  auto id = c.enqueue(0, "lastack", "kept");
+  auto rec = c.wait_done(0, id);
+  CHECK(field(rec, "delivery") == "1");
+  CHECK(field(rec, "dead_letter") == "true");
+  // JetStream delivers it again after AckWait (timeout + 5 s); that delivery finds its result
+  // stored and acks it without running it, so it leaves the stream.
+  wait_until([&] { return field(c[0].curl("GET", "/v1/cluster").body, "async_pending") == "0"; },
+             "the event to leave the stream");
+  CHECK(contains(c[0].log(), "invocation=" + id + " delivery=2: done already"));
+  CHECK(c.runs("lastack", {0}) == 1);
+  auto dead = c[0].curl("GET", "/v1/dead-letters").body;
+  CHECK(contains(dead, "\"invocation_id\":\"" + id + "\""));
+  CHECK(contains(dead, "\"attempts\":1"));
+  CHECK(field(c[0].curl("GET", "/v1/invocations/" + id).body, "delivery") == "1");
+}
+
+TEST_CASE("the node running an event's last delivery dies: another node settles it as lost, in the dead letters") {
+  Cluster c(2);
+  REQUIRE(c[0].curl("PUT", "/v1/functions/lastrun", function_body("sleep 1.5; cat", R"("retries":0,"timeout_ms":3000)"))
+              .status == 201);
+  c.wait_everywhere("lastrun");
+  auto id = c.enqueue(0, "lastrun", "kept");
+  size_t running = 0;
+  wait_until([&] {
+    for (running = 0; running < 2; ++running) {
+      auto busy = field(c[running].curl("GET", "/v1/functions/lastrun").body, "busy");
+      if (!busy.empty() && busy != "0") return true;
+    }
+    return false;
+  }, "a node to run the event");
+  CHECK(c[running].stop(SIGKILL) == 128 + SIGKILL);
+  size_t other = 1 - running;
+  // After AckWait (timeout + 5 s) the other node gets delivery 2 of 1: its retries are spent, so it
+  // is not run again but settled: its record lost, its event in the dead letters.
+  auto rec = c.wait_done(other, id);
+  CHECK(field(rec, "outcome") == "lost");
+  CHECK(field(rec, "dead_letter") == "true");
+  CHECK(field(rec, "delivery") == "1");
+  auto dead = c[other].curl("GET", "/v1/dead-letters/" + id);
+  CHECK(dead.status == 200);
+  CHECK(contains(dead.body, "\"outcome\":\"lost\""));
+  CHECK(contains(dead.body, "\"attempts\":1"));
+  CHECK(contains(dead.body, R"("event":"kept")"));
+  CHECK(c.runs("lastrun", {other}) == 0);
+  wait_until([&] { return field(c[other].curl("GET", "/v1/cluster").body, "async_pending") == "0"; },
+             "the event to leave the stream");
+}
+
 TEST_CASE("NATS lost and back: sync invocations keep working, the daemon reconnects without a restart") {
   Cluster c(1);
   REQUIRE(c[0].curl("PUT", "/v1/functions/local", function_body("cat")).status == 201);

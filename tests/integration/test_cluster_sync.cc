@@ -59,6 +59,19 @@ TEST_CASE("a sync invocation on a node at max_concurrency runs on another node; 
   auto id = r.header("Fnexec-Invocation-Id");
   REQUIRE(!id.empty());
   wait_until([&] { return c[1].curl("GET", "/v1/invocations/" + id).status == 200; }, "the record on node B");
+  // The caller finds it too, in the results bucket: B puts it there after its reply.
+  std::string on_a;
+  wait_until([&] {
+    auto g = c[0].curl("GET", "/v1/invocations/" + id);
+    on_a = g.body;
+    return g.status == 200;
+  }, "the forwarded call's record on node A");
+  CHECK(field(on_a, "mode") == "sync");
+  CHECK(field(on_a, "status") == "done");
+  CHECK(field(on_a, "outcome") == "success");
+  CHECK(field(on_a, "node") == "nodeb");
+  CHECK(field(on_a, "exit_code") == "0");
+  CHECK(field(on_a, "started_ms") == field(c[1].curl("GET", "/v1/invocations/" + id).body, "started_ms"));
   auto big = c[0].curl("POST", "/v1/functions/one/invoke", "big");
   CHECK(big.status == 200);
   CHECK(big.body == std::string(1500000, '\0'));
@@ -199,6 +212,33 @@ TEST_CASE("one NATS server of three killed mid-load: the service goes on and eve
   CHECK(runs == kEvents);
   // Sync invocations keep working on every node.
   for (size_t n = 0; n < 3; ++n) CHECK(c[n].curl("POST", "/v1/functions/work/invoke", "sync").body == "sync");
+}
+
+TEST_CASE("the server leading the dead-letter stream dies during an event's last delivery: its dead letter is stored") {
+  NatsCluster nats;
+  Nodes c(1, nats.urls(), "cluster_replicas = 3\n");
+  // No retries: the first delivery is the last; it fails 2 s in, while the stream elects a leader.
+  REQUIRE(c[0].curl("PUT", "/v1/functions/dies",
+                    function_body("sleep 2; echo broken >&2; exit 3", R"("retries":0,"timeout_ms":20000)"))
+              .status == 201);
+  auto id = c.enqueue(0, "dies", "keep me");
+  wait_busy(c[0], "dies", 1);
+  nats.servers[nats.leader_of("FNEXEC_DEAD_LETTERS")]->stop();
+  auto rec = c.wait_done(0, id);
+  CHECK(field(rec, "dead_letter") == "true");
+  std::string dead;
+  wait_until([&] {
+    auto r = c[0].curl("GET", "/v1/dead-letters?function=dies");
+    dead = r.body;
+    return r.status == 200 && contains(dead, id);
+  }, "the dead letter");
+  CHECK(contains(dead, "\"attempts\":1"));
+  CHECK(contains(dead, "exited with code 3"));
+  CHECK(c[0].curl("GET", "/v1/dead-letters/" + id).status == 200);
+  // Acked once both were stored: nothing of it stays in the invocation stream.
+  wait_until([&] { return field(c[0].curl("GET", "/v1/cluster").body, "async_pending") == "0"; },
+             "the event to leave the stream");
+  CHECK(c.runs("dies", {0}) == 1);
 }
 
 }  // TEST_SUITE
