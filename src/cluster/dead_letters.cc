@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "cluster/event_context.h"
+
 namespace fnexec::cluster {
 
 namespace {
@@ -32,6 +34,7 @@ DeadLetterEntry read_entry(natsMsg* msg, uint64_t seq, bool with_event) {
   e.queued_ms = number(msg, "Fnexec-Queued-Ms");
   e.time_ms = number(msg, "Fnexec-Time-Ms");
   e.replayed_as = msg_header(msg, "Fnexec-Replayed-As");
+  e.context = context_from_headers(msg);
   if (with_event) {
     const char* data = natslib().natsMsg_GetData(msg);
     e.event = data ? std::string(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg))) : std::string();
@@ -50,6 +53,7 @@ Result<> DeadLetters::add(const Delivery& d, const DeliveryResult& r) {
   e.error = r.error;
   e.error_type = r.error_type;
   e.queued_ms = d.queued_ms;
+  e.context = d.context;
   e.time_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                   std::chrono::system_clock::now().time_since_epoch())
                   .count();
@@ -71,6 +75,7 @@ Result<> DeadLetters::publish(const DeadLetterEntry& e, const std::string& event
   natslib().natsMsgHeader_Set(msg, "Fnexec-Queued-Ms", std::to_string(e.queued_ms).c_str());
   natslib().natsMsgHeader_Set(msg, "Fnexec-Time-Ms", std::to_string(e.time_ms).c_str());
   if (!e.replayed_as.empty()) natslib().natsMsgHeader_Set(msg, "Fnexec-Replayed-As", e.replayed_as.c_str());
+  set_context_headers(msg, e.context);
   jsPubOptions po;
   natslib().jsPubOptions_Init(&po);
   if (dedupe) po.MsgId = e.id.c_str();
