@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <chrono>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <cstdio>
@@ -27,6 +28,8 @@ struct StubRuntimeApi::Impl {
   bool holds_next = false;  // its GET .../next was read and waits for an event
   pid_t pid = -1;
   uint64_t events = 0;
+  std::chrono::steady_clock::time_point acked;  // the last 202 written
+  ClientTimes times;
 
   // The runtime's next request, on its open connection or a new one.
   std::optional<http::request<http::string_body>> read_request() {
@@ -109,12 +112,25 @@ std::unique_ptr<StubRuntimeApi> StubRuntimeApi::start(const std::vector<std::str
   return std::unique_ptr<StubRuntimeApi>(new StubRuntimeApi(std::move(impl)));
 }
 
+const StubRuntimeApi::ClientTimes& StubRuntimeApi::last_times() const {
+  return impl_->times;
+}
+
 std::optional<std::string> StubRuntimeApi::invoke(std::string_view event) {
+  using Clock = std::chrono::steady_clock;
+  auto us_since = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::micro>(Clock::now() - t).count();
+  };
   auto& s = *impl_;
+  s.times = {};
+  // Only an invoke right after the last one times the ask: after a pause (another path's round)
+  // the GET waited in the socket for the caller, not the other way round.
+  bool back_to_back = s.events > 0 && us_since(s.acked) < 100;
   while (!s.holds_next) {
     auto req = s.read_request();
     if (!req || req->method() != http::verb::get || !req->target().ends_with("/invocation/next")) return std::nullopt;
     s.holds_next = true;
+    if (back_to_back) s.times.ask_us = us_since(s.acked);
   }
   std::string id = "00000000-0000-4000-8000-" + std::to_string(100000000000 + ++s.events);
   http::response<http::string_body> next{http::status::ok, 11};
@@ -124,9 +140,11 @@ std::optional<std::string> StubRuntimeApi::invoke(std::string_view event) {
   next.set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:000000000000:function:stub");
   next.set("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Parent=0000000000000000;Sampled=0");
   next.body() = std::string(event);
+  auto sent = Clock::now();
   if (!s.write(next)) return std::nullopt;
   s.holds_next = false;
   auto req = s.read_request();
+  s.times.answer_us = us_since(sent);
   if (!req || req->method() != http::verb::post || req->target().find(id + "/response") == std::string::npos)
     return std::nullopt;
   http::response<http::string_body> accepted{http::status::accepted, 11};
@@ -134,6 +152,7 @@ std::optional<std::string> StubRuntimeApi::invoke(std::string_view event) {
   accepted.keep_alive(req->keep_alive());
   accepted.body() = R"({"status":"OK"})";
   if (!s.write(accepted)) return std::nullopt;
+  s.acked = Clock::now();
   return std::move(req->body());
 }
 

@@ -26,6 +26,15 @@ class StubRuntimeApi {
   // or nullopt when it sent anything else or hung up.
   std::optional<std::string> invoke(std::string_view event);
 
+  // Where the last invoke()'s time went, in microseconds. answer: from the event written to its POST
+  // .../response read, the client's part of the exchange the pool path waits for too; ask: from the
+  // previous event's 202 to this event's GET .../next read (the pool path overlaps it with the
+  // caller; -1 when the GET was already read or this invoke did not follow the last within 100 us).
+  struct ClientTimes {
+    double answer_us = 0, ask_us = -1;
+  };
+  const ClientTimes& last_times() const;
+
   struct Impl;
 
  private:

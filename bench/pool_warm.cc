@@ -13,7 +13,10 @@
 // protocol lambda against fnexec/1: the same echo handler, reuse, event -> result through the pool,
 // once under a Lambda runtime served the Runtime API in its sandbox (Python: the stdlib runtime of
 // tests/integration/lambda/python; Node.js: npm's aws-lambda-ric from --ric, when given) and once
-// under fnexec's own helper for that language, interleaved A B A B ...
+// under fnexec's own helper for that language, interleaved A B A B ..., and the runtime client as a
+// host process against a bare stub (lambda_stub.h), its time split into answering the event (event
+// written -> POST .../response read) and asking for the next (202 -> GET .../next): the answer alone
+// against fnexec/1's whole path is the floor of the lambda/fnexec ratio.
 //
 //   fnexec-bench-pool --oneshot [-n INVOCATIONS]
 // The cold path: (1) a pool miss (min_warm 0: every invocation builds, runs and tears down its own
@@ -399,8 +402,16 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
       stubs.push_back(std::move(stub));
     }
     // One event through one of the three paths, by caller: 0 lambda, 1 fnexec/1, 2 the stub.
+    // The stub's events split into the client's answer and its ask for the next (lambda_stub.h).
+    std::vector<std::vector<double>> answer_us(kMaxCallers), ask_us(kMaxCallers);
     auto one = [&](int path, int caller) {
-      if (path == 2) return stubs[static_cast<size_t>(caller)]->invoke(event).has_value();
+      if (path == 2) {
+        auto& stub = *stubs[static_cast<size_t>(caller)];
+        if (!stub.invoke(event)) return false;
+        answer_us[static_cast<size_t>(caller)].push_back(stub.last_times().answer_us);
+        if (stub.last_times().ask_us >= 0) ask_us[static_cast<size_t>(caller)].push_back(stub.last_times().ask_us);
+        return true;
+      }
       auto name = p.language + (path == 0 ? "-lambda" : "-fnexec");
       auto r = (*pools)->invoke(name, event);
       if (!r || !r->error_type.empty() || r->output.empty()) {
@@ -419,6 +430,8 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
     std::printf("%s: %s\n", p.language.c_str(),
                 p.language == "node" ? "aws-lambda-ric" : "the stdlib bootstrap (urllib, a connection per request)");
     for (int callers : {1, 4, 8}) {
+      for (auto* v : {&answer_us, &ask_us})
+        for (auto& per_caller : *v) per_caller.clear();
       std::vector<double> us[3];
       double busy_s[3] = {};
       // Rounds alternate the paths (A B C A B C), so that load from elsewhere falls on all three.
@@ -450,8 +463,23 @@ int bench_lambda(int runs, const std::string& src, const std::string& ric, bool 
                     (p.language + " c=" + std::to_string(callers) + " " + path_names[path]).c_str(), x.p50, x.p90,
                     x.p99, x.max, x.mean, static_cast<double>(us[path].size()) / busy_s[path]);
       }
-      std::printf("%-34s p50 lambda/fnexec %.2f  lambda/stub %.2f  p99 lambda/fnexec %.2f\n", "ratio",
-                  sum[0].p50 / sum[1].p50, sum[0].p50 / sum[2].p50, sum[0].p99 / sum[1].p99);
+      std::vector<double> answers, asks;
+      for (int caller = 0; caller < callers; ++caller) {
+        answers.insert(answers.end(), answer_us[caller].begin(), answer_us[caller].end());
+        asks.insert(asks.end(), ask_us[caller].begin(), ask_us[caller].end());
+      }
+      auto answer = summarize(answers);
+      std::printf("%-34s %8.0f %8.0f %8.0f %8.0f %8.0f us  (event written -> its POST read)\n",
+                  "  of which the client answering", answer.p50, answer.p90, answer.p99, answer.max, answer.mean);
+      if (!asks.empty()) {
+        auto ask = summarize(asks);
+        std::printf("%-34s %8.0f %8.0f %8.0f %8.0f %8.0f us  (202 written -> next GET read, %zu events)\n",
+                    "  and the client asking", ask.p50, ask.p90, ask.p99, ask.max, ask.mean, asks.size());
+      }
+      std::printf("%-34s p50 lambda/fnexec %.2f  lambda/stub %.2f  stub answering/fnexec %.2f  "
+                  "p99 lambda/fnexec %.2f\n",
+                  "ratio", sum[0].p50 / sum[1].p50, sum[0].p50 / sum[2].p50, answer.p50 / sum[1].p50,
+                  sum[0].p99 / sum[1].p99);
     }
   }
   return 0;

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "cluster/event_context.h"
+
 namespace fnexec::cluster {
 
 namespace {
@@ -33,6 +35,7 @@ DeadLetterEntry read_entry(natsMsg* msg, uint64_t seq, bool with_event) {
   e.queued_ms = number(msg, "Fnexec-Queued-Ms");
   e.time_ms = number(msg, "Fnexec-Time-Ms");
   e.replayed_as = msg_header(msg, "Fnexec-Replayed-As");
+  e.context = context_from_headers(msg);
   if (with_event) {
     const char* data = natslib().natsMsg_GetData(msg);
     e.event = data ? std::string(data, static_cast<size_t>(natslib().natsMsg_GetDataLength(msg))) : std::string();
@@ -52,6 +55,7 @@ Result<natsMsg*> DeadLetters::entry_message(const Delivery& d, const DeliveryRes
   e.error = r.error;
   e.error_type = r.error_type;
   e.queued_ms = d.queued_ms;
+  e.context = d.context;
   e.time_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                   std::chrono::system_clock::now().time_since_epoch())
                   .count();
@@ -73,6 +77,7 @@ Result<natsMsg*> DeadLetters::message(const DeadLetterEntry& e, const std::strin
   natslib().natsMsgHeader_Set(msg, "Fnexec-Queued-Ms", std::to_string(e.queued_ms).c_str());
   natslib().natsMsgHeader_Set(msg, "Fnexec-Time-Ms", std::to_string(e.time_ms).c_str());
   if (!e.replayed_as.empty()) natslib().natsMsgHeader_Set(msg, "Fnexec-Replayed-As", e.replayed_as.c_str());
+  set_context_headers(msg, e.context);
   // As headers, not jsPubOptions: the message may be sent again by Publisher::publish_until, which
   // keeps no pointers of its options.
   if (dedupe) natslib().natsMsgHeader_Set(msg, "Nats-Msg-Id", e.id.c_str());

@@ -1,7 +1,8 @@
 // The cluster's dead letters: stream FNEXEC_DEAD_LETTERS, one message per event whose last delivery
 // failed, on subject fnexec.dead.<invocation id> (so one lookup finds an entry), its event as the
-// data and its facts in Fnexec-* headers. GET/DELETE /v1/dead-letters/{id} and .../replay in
-// cluster mode (docs/ARCHITECTURE.md "Cluster").
+// data, its facts in Fnexec-* headers and its caller's context in the headers an event carries in
+// the invocation stream (event_context.h), so a replay gives the runtime what the first delivery did.
+// GET/DELETE /v1/dead-letters/{id} and .../replay in cluster mode (docs/ARCHITECTURE.md "Cluster").
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,7 @@ struct DeadLetterEntry {
   std::string outcome, error, error_type;
   int64_t queued_ms = 0, time_ms = 0;
   std::string replayed_as;           // the invocation its replay queued, "" if none
+  invoke::EventContext context;      // the Lambda caller's, as the event's deliveries had it
   std::optional<std::string> event;  // only from find()
 };
 

@@ -306,7 +306,8 @@ void Service::cluster_dead_letter(Route route, const std::string& id, Respond re
     if (!entry) return respond(error_reply(503, entry.error().message()));
     if (!*entry) return not_found();
     if (route == Route::dead_letter_get) return respond(json_reply(200, dead_letter_json(local_form(**entry))));
-    // Replay: the event goes into the invocation stream again as a new invocation (delivery 1).
+    // Replay: the event goes into the invocation stream again, with its caller's context, as a new
+    // invocation (delivery 1).
     const auto& e = **entry;
     if (!e.replayed_as.empty())
       return respond(error_reply(409, fmt::format("dead letter {} was replayed already as invocation {}", id,
@@ -322,7 +323,9 @@ void Service::cluster_dead_letter(Route route, const std::string& id, Respond re
     row.async = true;
     row.status = "queued";
     row.queued_ms = now_ms();
-    if (auto r = node->queue().enqueue(e.function, new_id, e.event.value_or(""), cluster_record(row, "")); !r)
+    if (auto r =
+            node->queue().enqueue(e.function, new_id, e.event.value_or(""), cluster_record(row, ""), e.context);
+        !r)
       return respond(error_reply(503, r.error().message()));
     // The event is queued again; a failed note only leaves the entry without its replayed_as.
     if (auto r = dead.mark_replayed(e, new_id); !r)

@@ -1,6 +1,9 @@
 // Doctest suite "cluster" (meson suite cluster): three `fnexec serve` daemons behind one nats-server
 // with JetStream, started by the test on loopback (an ephemeral port, its store in a tmpfs).
+#include <simdjson.h>
+
 #include "cluster_fixture.h"
+#include "lambda_images.h"
 
 namespace fnexec::test::serve {
 namespace {
@@ -215,6 +218,50 @@ TEST_CASE("the node running an event's last delivery dies: another node settles 
   CHECK(c.runs("lastrun", {other}) == 0);
   wait_until([&] { return field(c[other].curl("GET", "/v1/cluster").body, "async_pending") == "0"; },
              "the event to leave the stream");
+}
+
+TEST_CASE("a dead-lettered Lambda Event keeps its caller's context: its replay's runtime sees it again") {
+  if (python_missing()) return;
+  Cluster c(2);
+  for (size_t n = 0; n < 2; ++n) {
+    auto up = c[n].curl("POST", "/v1/images?name=lpy%3A1", std::nullopt,
+                        {"--data-binary", "@" + python_lambda_archive().string()});
+    REQUIRE_MESSAGE(up.status == 201, up.body);
+  }
+  // A handler the runtime cannot import (init error): the one delivery fails, the event is dead-lettered.
+  auto function = [](const std::string& handler) {
+    return R"({"image":"lpy:1","protocol":"lambda","min_warm":0,"retries":0,"timeout_ms":6000,"handler":")" +
+           handler + "\"}";
+  };
+  REQUIRE(c[0].curl("PUT", "/v1/functions/ctxdead", function("app.missing")).status == 201);
+  c.wait_everywhere("ctxdead");
+  const std::string client_context = R"({"client":{"app_title":"dead"},"custom":{"k":"v"}})";
+  auto ev = c[0].curl("POST", "/2015-03-31/functions/ctxdead/invocations", R"({"action":"context"})",
+                      {"-H", "X-Amz-Invocation-Type: Event", "-H",
+                       "X-Amz-Client-Context: " + server::base64_encode(client_context), "-H",
+                       "X-Amzn-Trace-Id: Root=1-5759e988-bd862e3fe1be46a994272794;Sampled=1", "-H",
+                       R"(Fnexec-Cognito-Identity: {"cognitoIdentityId":"id-d","cognitoIdentityPoolId":"pool-d"})"});
+  REQUIRE_MESSAGE(ev.status == 202, ev.body);
+  auto id = ev.header("x-amzn-RequestId");
+  std::erase(id, '-');
+  wait_until([&] { return contains(c[1].curl("GET", "/v1/dead-letters?function=ctxdead").body, id); },
+             "the dead letter");
+
+  // Fixed on node A, replayed from node B: the context comes out of the dead-letter stream with the event.
+  REQUIRE(c[0].curl("PUT", "/v1/functions/ctxdead", function("app.handler")).status == 200);
+  wait_until([&] { return contains(c[1].curl("GET", "/v1/functions/ctxdead").body, "app.handler"); },
+             "the fix on node B");
+  auto replay = c[1].curl("POST", "/v1/dead-letters/" + id + "/replay", "");
+  REQUIRE_MESSAGE(replay.status == 202, replay.body);
+  auto record = c.wait_done(0, field(replay.body, "id"));
+  CHECK(field(record, "outcome") == "success");
+  simdjson::dom::parser parser;
+  std::string_view output;
+  REQUIRE_MESSAGE(!parser.parse(record).get_object()["output"].get(output), record);
+  const std::string runtime_saw(output);
+  CHECK(contains(runtime_saw, R"("client_context": {"client": {"app_title": "dead"}, "custom": {"k": "v"}})"));
+  CHECK(contains(runtime_saw, R"("trace_id": "Root=1-5759e988-bd862e3fe1be46a994272794;Sampled=1")"));
+  CHECK(contains(runtime_saw, R"("identity": {"cognitoIdentityId": "id-d", "cognitoIdentityPoolId": "pool-d"})"));
 }
 
 TEST_CASE("NATS lost and back: sync invocations keep working, the daemon reconnects without a restart") {
