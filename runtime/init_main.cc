@@ -1,12 +1,13 @@
 // fnexec-init: the program a sandbox runs from its first instant. fnexec clones the namespaces and
 // execs this at once (from a sealed memfd), passing the fd of its plan (runtime/protocol.h). It
 // then runs one linear setup sequence: stdio, mounts and pivot_root, hostname, user namespace,
-// cgroup namespace. As PID 1 it forks the function, which applies its privileges and parks on the
-// control socket until go, then execs; PID 1 forwards signals, reaps orphans and reports the
-// function's raw wait status.
+// cgroup namespace. As PID 1 it starts the function (sharing init's memory until its exec, see
+// start_function), which applies its privileges and parks on the control socket until go, then
+// execs; PID 1 forwards signals, reaps orphans and reports the function's raw wait status.
 //
-// Built with -nostdlib -static: a parked sandbox is two small processes (about 12 KiB resident
-// each) instead of two copies of fnexec, and its exec at go tears down nothing large.
+// Built with -nostdlib -static: a parked sandbox is two small processes (about 12 KiB resident,
+// one address space between them on x86_64) instead of two copies of fnexec, and its exec at go
+// tears down nothing large.
 #include <linux/close_range.h>
 #include <linux/fcntl.h>
 #include <linux/mman.h>
