@@ -1,6 +1,7 @@
 // Device policy: the default allowlist, its v1 devices-controller form and its v2 BPF program.
 #include "cgroup/devices.h"
 
+#include <fcntl.h>
 #include <linux/bpf.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -12,6 +13,7 @@
 #include <filesystem>
 
 #include "util/fs.h"
+#include "util/unique_fd.h"
 
 namespace fnexec::cgroup {
 
@@ -162,9 +164,17 @@ Result<> write_v1_device_rules(const std::string& dir, std::span<const DeviceRul
   std::filesystem::path d(dir);
   // "a" empties the exception list and makes deny the default; only then do allows narrow it.
   FNEXEC_TRY(fs::write_file(d / "devices.deny", "a"));
+  // One rule per write(2), all through one open file: opening devices.allow per rule was 8 of the
+  // 9 opens of a sandbox's device policy.
+  auto allow = d / "devices.allow";
+  UniqueFd fd(::open(allow.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("open", allow.string());
   for (const auto& r : rules) {
     FNEXEC_TRY(check_rule(r));
-    FNEXEC_TRY(fs::write_file(d / "devices.allow", to_string(r)));
+    auto line = to_string(r);
+    ssize_t n = ::write(fd.get(), line.data(), line.size());
+    if (n < 0) return fail_errno("write " + line, allow.string());
+    if (static_cast<size_t>(n) != line.size()) return fail(ErrorKind::internal, "write " + line, allow.string(), "short write");
   }
   return {};
 }

@@ -539,6 +539,26 @@ TEST_SUITE("cgroup") {
     CHECK(count_cgroups(*h) == before);
   }
 
+  TEST_CASE("destroy() removes an empty sandbox at once, and one with a cgroup made below it too") {
+    if (!test::is_root()) return;
+    auto h = hierarchy();
+    PrefixCleanup cleanup{h};
+    size_t before = count_cgroups(*h);
+    // The usual end (every process reaped): rmdir alone. Then one where something was made below:
+    // rmdir is refused (EBUSY), and the tree walk removes the child first.
+    for (bool nested : {false, true}) {
+      CAPTURE(nested);
+      auto sb = h->create(nested ? "nested" : "empty", {});
+      REQUIRE(sb);
+      auto paths = (*sb)->paths();
+      if (nested)
+        for (auto& p : paths) REQUIRE(::mkdir((stdfs::path(p) / "below").c_str(), 0755) == 0);
+      REQUIRE((*sb)->destroy());
+      for (auto& p : paths) CHECK(!stdfs::exists(p));
+    }
+    CHECK(count_cgroups(*h) == before);
+  }
+
   TEST_CASE("dropping a live sandbox kills it and leaves no cgroup after 200 cycles") {
     if (!test::is_root()) return;
     auto h = hierarchy();

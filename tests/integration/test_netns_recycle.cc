@@ -153,6 +153,36 @@ TEST_SUITE("pool") {
     ::close(held);
     CHECK(sandbox::netns_is_pristine(*ns).value());
 
+    // UDP (v6), UDP-Lite and raw sockets are seen through sockstat's counts, not their lists:
+    // each one left open makes the namespace dirty, and clean again once closed.
+    struct Kind {
+      const char* name;
+      int family, type, protocol;
+    };
+    for (auto k : {Kind{"udp6", AF_INET6, SOCK_DGRAM, 0}, Kind{"udplite", AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE},
+                   Kind{"udplite6", AF_INET6, SOCK_DGRAM, IPPROTO_UDPLITE}, Kind{"raw", AF_INET, SOCK_RAW, IPPROTO_ICMP},
+                   Kind{"raw6", AF_INET6, SOCK_RAW, IPPROTO_ICMPV6}}) {
+      CAPTURE(std::string(k.name));
+      in_ns([&] {
+        held = ::socket(k.family, k.type, k.protocol);
+        REQUIRE(held >= 0);
+        if (k.type == SOCK_DGRAM) {
+          sockaddr_in6 a6{};
+          a6.sin6_family = AF_INET6;
+          a6.sin6_addr = in6addr_loopback;
+          sockaddr_in a4{};
+          a4.sin_family = AF_INET;
+          a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+          int bound = k.family == AF_INET6 ? ::bind(held, reinterpret_cast<sockaddr*>(&a6), sizeof a6)
+                                           : ::bind(held, reinterpret_cast<sockaddr*>(&a4), sizeof a4);
+          REQUIRE(bound == 0);
+        }
+      });
+      CHECK_FALSE(sandbox::netns_is_pristine(*ns).value());
+      ::close(held);
+      CHECK(sandbox::netns_is_pristine(*ns).value());
+    }
+
     // One datagram over lo: counters moved, dirty for good.
     in_ns([&] {
       int s = ::socket(AF_INET, SOCK_DGRAM, 0);
