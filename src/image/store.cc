@@ -810,6 +810,7 @@ class Puller {
     std::thread fetcher([&] {
       std::span<unsigned char> block;
       size_t filled = 0;
+      fs::SequentialWriteback writeback(copy.get());  // as unpack_layer does for the layer's files
       auto hand_on = [&] {
         for (size_t done = 0; done < filled;) {
           ssize_t w = ::write(copy.get(), block.data() + done, filled - done);
@@ -820,6 +821,7 @@ class Puller {
           }
           done += static_cast<size_t>(w);
         }
+        writeback.wrote(filled);
         blob.publish(filled);
         block = {};
         filled = 0;
@@ -838,6 +840,7 @@ class Puller {
         return true;
       }, cancel);
       if (filled && !hand_on()) streamed = fail(ErrorKind::internal, "get blob", d.digest, "cancelled");
+      writeback.finish();
       blob.close();
     });
     UnpackOptions uo;
