@@ -10,9 +10,10 @@
 # journal (this machine's root), a new inode skips every inode of its group freed in the last 60 s
 # (360 s while the inode table block is dirty), one buffer-cache lookup each from the group's start
 # (find_inode_bit -> recently_deleted), so `rm -rf` of the previous run's stores just before a pull
-# made each of the 1,212 files scan the thousands freed a moment earlier: 10-30% of the pull's CPU
-# samples (perf), a cost the import pays too, skopeo (a dozen files) does not, and a user's first
-# pull does not. Deletes of anything else on the same file system in the last minutes still cost.
+# made each of the 1,212 files scan the thousands freed a moment earlier: 0.1%, 10% and 20% of the
+# pull's CPU samples in runs 1-3 (perf), a cost the import pays too, skopeo (a dozen files) does not, and a user's first
+# pull does not. Deletes of anything else on the same file system in the last minutes still cost,
+# the previous run's cleanup of its ~2 GB too: leave 6 minutes between two runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
