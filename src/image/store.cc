@@ -563,11 +563,17 @@ Result<> clear_dir(const fsys::path& dir) {
 }
 
 // Moves a work directory's verified blobs, layer records and layers into the store.
-Result<> commit_work(const fsys::path& root, const fsys::path& work) {
+// syncfs of the store's file system through sync_fd; a write the kernel could not complete (EIO,
+// ENOSPC at writeback) since sync_fd was opened fails it, so nothing unwritten enters the store.
+Result<> sync_store(int sync_fd, const fsys::path& root) {
+  if (::syncfs(sync_fd) != 0) return fail_errno("sync the store's file system (a write to disk failed)", root.string());
+  return {};
+}
+
+Result<> commit_work(const fsys::path& root, const fsys::path& work, int sync_fd) {
   // Unpacked files are written without fsync; one syncfs before the renames makes "renamed into
   // place" imply "complete on disk".
-  UniqueFd rootfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (rootfd) ::syncfs(rootfd.get());
+  FNEXEC_TRY(sync_store(sync_fd, root));
   FNEXEC_TRY(move_all(work / "blobs", root / "blobs" / "sha256"));
   // Records first: a layer is never visible without the record of what unpacking it left out.
   FNEXEC_TRY(move_all(work / "layer-info", root / "layer-info"));
@@ -579,6 +585,7 @@ Result<> commit_work(const fsys::path& root, const fsys::path& work) {
 struct StoreWork {
   StoreLock lock;
   fs::TempDir dir;
+  UniqueFd sync_fd;  // the store's root, opened as the work starts: its syncfs reports every write error since
 };
 
 Result<StoreWork> begin_work(const fsys::path& root, std::string_view prefix, const char* staging) {
@@ -588,13 +595,15 @@ Result<StoreWork> begin_work(const fsys::path& root, std::string_view prefix, co
   auto dir = FNEXEC_TRY(fs::TempDir::make(root / "tmp", prefix));
   for (auto sub : {staging, "blobs", "layers", "layer-info"})
     if (::mkdir((dir.path() / sub).c_str(), 0700) != 0) return fail_errno("create", sub);
-  return StoreWork{std::move(lock), std::move(dir)};
+  UniqueFd sync_fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!sync_fd) return fail_errno("open", root.string());
+  return StoreWork{std::move(lock), std::move(dir), std::move(sync_fd)};
 }
 
 // Commits the work directory and points the reference NAME:TAG at the image; returns the reference.
-Result<std::string> commit_and_name(const fsys::path& root, const fsys::path& work,
+Result<std::string> commit_and_name(const fsys::path& root, const fsys::path& work, int sync_fd,
                                     const std::pair<std::string, std::string>& name, const std::string& digest) {
-  FNEXEC_TRY(commit_work(root, work));
+  FNEXEC_TRY(commit_work(root, work, sync_fd));
   auto refs = FNEXEC_TRY(load_refs(root));
   std::string full = name.first + ":" + name.second;
   refs[full] = digest;
@@ -614,8 +623,8 @@ void keep_verified(const fsys::path& root, const fsys::path& work,
 
 class Puller {
  public:
-  Puller(const fsys::path& root, const fsys::path& work, RemoteSource& src, const PullOptions& options)
-      : root_(root), work_(work), src_(src), options_(options) {}
+  Puller(const fsys::path& root, const fsys::path& work, int sync_fd, RemoteSource& src, const PullOptions& options)
+      : root_(root), work_(work), sync_fd_(sync_fd), src_(src), options_(options) {}
 
   // Verifies and unpacks everything into work_; returns the manifest digest.
   Result<std::string> run() {
@@ -783,6 +792,7 @@ class Puller {
       if (!r && r.error().detail != "cancelled") return r;
     for (auto& r : results)
       if (!r) return r;
+    if (durable_error_) return std::unexpected(*durable_error_);
     return {};
   }
 
@@ -922,11 +932,18 @@ class Puller {
       if (to_make_durable_.empty()) return;
       auto batch = std::exchange(to_make_durable_, {});
       lock.unlock();
-      // syncfs first, as commit_work: in the store means complete on disk.
-      if (UniqueFd rootfd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); rootfd) ::syncfs(rootfd.get());
-      keep_verified(root_, work_, batch);
-      spdlog::debug("pull: {} layer(s) durable and in the store at {} ms", batch.size(), elapsed_ms());
+      // syncfs first, as commit_work: in the store means complete on disk. A batch it could not
+      // write stays in the work directory and goes with it.
+      auto synced = sync_store(sync_fd_, root_);
+      if (synced) {
+        keep_verified(root_, work_, batch);
+        spdlog::debug("pull: {} layer(s) durable and in the store at {} ms", batch.size(), elapsed_ms());
+      }
       lock.lock();
+      if (!synced) {
+        if (!durable_error_) durable_error_ = synced.error();
+        continue;
+      }
       verified_.insert(verified_.end(), batch.begin(), batch.end());
     }
   }
@@ -935,6 +952,7 @@ class Puller {
 
   const fsys::path& root_;
   const fsys::path& work_;
+  int sync_fd_;
   RemoteSource& src_;
   const PullOptions& options_;
   std::mutex claim_mutex_, progress_mutex_;
@@ -945,6 +963,7 @@ class Puller {
   std::condition_variable durable_cv_;
   std::vector<std::pair<std::string, std::string>> to_make_durable_;  // verified, not yet synced
   bool fetching_done_ = false;
+  std::optional<Error> durable_error_;  // the first syncfs that failed
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
@@ -1002,7 +1021,7 @@ Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions
     name = *parsed;
   }
 
-  auto full = commit_and_name(root_, work->dir.path(), *name, digest);
+  auto full = commit_and_name(root_, work->dir.path(), work->sync_fd.get(), *name, digest);
   if (!full) return context(full.error());
   auto resolved = resolve(digest);
   if (!resolved) return resolved;
@@ -1209,14 +1228,14 @@ Result<ResolvedImage> Store::pull(RemoteSource& source, const PullOptions& optio
   if (!name) return context(name.error());
   auto work = begin_work(root_, "pull-", "partial");
   if (!work) return context(work.error());
-  Puller puller(root_, work->dir.path(), source, options);
+  Puller puller(root_, work->dir.path(), work->sync_fd.get(), source, options);
   auto pulled = puller.run();
   if (result) *result = puller.result();
   if (!pulled) {
     keep_verified(root_, work->dir.path(), puller.verified_layers());
     return context(pulled.error());
   }
-  auto full = commit_and_name(root_, work->dir.path(), *name, *pulled);
+  auto full = commit_and_name(root_, work->dir.path(), work->sync_fd.get(), *name, *pulled);
   if (!full) return context(full.error());
   spdlog::debug("pull {}: committed and named at {} ms", source.describe(), puller.elapsed_ms());
   auto resolved = resolve(*pulled);
