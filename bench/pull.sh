@@ -3,18 +3,32 @@
 # unpacked) from Debian's docker-registry on 127.0.0.1, into an empty store, next to the two-step
 # way (`skopeo copy docker://... oci:DIR` then `fnexec image import`) and next to `skopeo copy`
 # alone (which does not unpack), interleaved in one run; median of N (default 3) each, and the
-# ratios against issue 13's goals: pull <= 0.6x two-step, <= 1.0x skopeo alone.
-# Usage: bench/pull.sh [RUNS] [BUILDDIR]        (root: the store's layers keep their owners)
+# ratios against issue 13's goals: pull <= 0.6x two-step, <= 1.0x skopeo alone. With BASELINE_BUILDDIR,
+# that build's `image pull` runs interleaved too (A/B of two builds in one run).
+# Usage: bench/pull.sh [RUNS] [BUILDDIR] [BASELINE_BUILDDIR]   (root: the store's layers keep their owners)
+# Every run writes into new directories and nothing is deleted until the end: on ext4 without a
+# journal (this machine's root), a new inode skips every inode of its group freed in the last 60 s
+# (360 s while the inode table block is dirty), one buffer-cache lookup each from the group's start
+# (find_inode_bit -> recently_deleted), so `rm -rf` of the previous run's stores just before a pull
+# made each of the 1,212 files scan the thousands freed a moment earlier: 0.1%, 10% and 20% of the
+# pull's CPU samples in runs 1-3 (perf), a cost the import pays too, skopeo (a dozen files) does not, and a user's first
+# pull does not. Deletes of anything else on the same file system in the last minutes still cost,
+# the previous run's cleanup of its ~2 GB too: leave 6 minutes between two runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 builddir=${2:-build}
-[ -x "$builddir/fnexec" ] || { echo "pull.sh: build first: meson compile -C $builddir" >&2; exit 2; }
+baseline_builddir=${3:-}
+for d in "$builddir" $baseline_builddir; do
+  [ -x "$d/fnexec" ] || { echo "pull.sh: build first: meson compile -C $d" >&2; exit 2; }
+done
 [ "$(id -u)" = 0 ] || { echo "pull.sh: run as root" >&2; exit 2; }
 for t in docker-registry skopeo python3 node; do
   command -v "$t" >/dev/null || { echo "pull.sh: $t missing: scripts/install-deps.sh installs it" >&2; exit 2; }
 done
 fnexec=$(realpath "$builddir/fnexec")
+baseline=
+[ -n "$baseline_builddir" ] && baseline=$(realpath "$baseline_builddir/fnexec")
 work=$(mktemp -d /tmp/fnexec-bench-pull.XXXXXX)
 registry=
 cleanup() {
@@ -50,27 +64,35 @@ compressed=$(du -sb "$work/registry" | cut -f1)
 now() { date +%s%N; }
 # CPU seconds (user+system) of one command, for "where the time goes".
 cpu() { /usr/bin/time -f "%U %S" -o "$work/cpu" "$@" >/dev/null; awk '{printf "%d", ($1 + $2) * 1000}' "$work/cpu"; }
-declare -a pull two skopeo_only import_part pull_cpu import_cpu skopeo_cpu
+declare -a pull two skopeo_only import_part pull_cpu import_cpu skopeo_cpu base_pull base_cpu
 for i in $(seq "$runs"); do
-  rm -rf "$work/store" "$work/oci" && sync
+  run="$work/run$i"
+  mkdir "$run" && sync
   t0=$(now)
-  pull_cpu+=($(cpu "$fnexec" --root "$work/store" image pull -q --tls-verify=false "$ref"))
+  pull_cpu+=($(cpu "$fnexec" --root "$run/pull" image pull -q --tls-verify=false "$ref"))
   pull+=($(( ($(now) - t0) / 1000000 )))
-  unpacked=$(du -sb "$work/store/layers" | cut -f1)
+  unpacked=$(du -sb "$run/pull/layers" | cut -f1)
 
-  rm -rf "$work/store" "$work/oci" && sync
+  sync
   t0=$(now)
-  "${skopeo[@]}" copy -q --src-tls-verify=false "$ref" "oci:$work/oci:1"
+  "${skopeo[@]}" copy -q --src-tls-verify=false "$ref" "oci:$run/oci-two:1"
   t1=$(now)
-  import_cpu+=($(cpu "$fnexec" --root "$work/store" image import "oci:$work/oci:1" --name big:1))
+  import_cpu+=($(cpu "$fnexec" --root "$run/import" image import "oci:$run/oci-two:1" --name big:1))
   t2=$(now)
   two+=($(( (t2 - t0) / 1000000 )))
   import_part+=($(( (t2 - t1) / 1000000 )))
 
-  rm -rf "$work/store" "$work/oci" && sync
+  sync
   t0=$(now)
-  skopeo_cpu+=($(cpu "${skopeo[@]}" copy -q --src-tls-verify=false "$ref" "oci:$work/oci:1"))
+  skopeo_cpu+=($(cpu "${skopeo[@]}" copy -q --src-tls-verify=false "$ref" "oci:$run/oci-alone:1"))
   skopeo_only+=($(( ($(now) - t0) / 1000000 )))
+
+  if [ -n "$baseline" ]; then
+    sync
+    t0=$(now)
+    base_cpu+=($(cpu "$baseline" --root "$run/baseline" image pull -q --tls-verify=false "$ref"))
+    base_pull+=($(( ($(now) - t0) / 1000000 )))
+  fi
 done
 # Where the pull's wall time goes beyond CPU: the syncfs calls that make "in the store" mean "on
 # disk" (one per batch of verified layers, on the pull's flusher thread, and one at commit), timed
@@ -78,8 +100,8 @@ done
 # Per-phase times of one pull: FNEXEC_LOG=debug fnexec image pull ...
 syncfs_ms=-
 if command -v strace >/dev/null; then
-  rm -rf "$work/store" && sync
-  strace -f -qq -e trace=syncfs -T -o "$work/strace" "$fnexec" --root "$work/store" image pull -q --tls-verify=false "$ref" >/dev/null
+  sync
+  strace -f -qq -e trace=syncfs -T -o "$work/strace" "$fnexec" --root "$work/strace-store" image pull -q --tls-verify=false "$ref" >/dev/null
   syncfs_ms=$(grep -o '<[0-9.]*>' "$work/strace" | tr -d '<>' | awk '{s += $1} END {printf "%d", s * 1000}')
 fi
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -89,6 +111,12 @@ printf 'image: %d MB in the registry (compressed), %d MB unpacked; %d runs each,
 printf '%-44s median %6d ms   runs: %s\n' "fnexec image pull" "$p" "${pull[*]}"
 printf '%-44s median %6d ms   runs: %s (import alone: median %d ms)\n' "skopeo copy + fnexec image import" "$t" "${two[*]}" "$im"
 printf '%-44s median %6d ms   runs: %s\n' "skopeo copy alone (no unpack)" "$s" "${skopeo_only[*]}"
+if [ -n "$baseline" ]; then
+  b=$(median "${base_pull[@]}")
+  printf '%-44s median %6d ms   runs: %s (CPU median %d ms; %s)\n' "fnexec image pull, baseline build" "$b" \
+    "${base_pull[*]}" "$(median "${base_cpu[@]}")" "$baseline"
+  awk -v p="$p" -v b="$b" 'BEGIN { printf "pull / baseline build pull = %.2f\n", p / b }'
+fi
 printf 'CPU (user+sys) medians: pull %d ms, import %d ms, skopeo copy %d ms; syncfs in one pull: %s ms\n' \
   "$(median "${pull_cpu[@]}")" "$(median "${import_cpu[@]}")" "$(median "${skopeo_cpu[@]}")" "$syncfs_ms"
 awk -v p="$p" -v t="$t" -v s="$s" 'BEGIN {

@@ -52,7 +52,7 @@ const char* isal_error(int rc) {
 struct IsalGzip::State {
   const IsalApi* api;
   inflate_state st{};
-  std::vector<unsigned char> out = std::vector<unsigned char>(kOutputBlock);
+  std::vector<unsigned char> out;  // next()'s output, allocated on its first call: next_into() writes into the caller's
   bool input_done = false;
   bool finished = false;
   bool output_full = false;  // the last call filled the output: igzip may hold more without new input
@@ -72,6 +72,7 @@ IsalGzip::IsalGzip(std::unique_ptr<State> state) : state_(std::move(state)) {}
 IsalGzip::~IsalGzip() = default;
 
 Result<std::span<const unsigned char>> IsalGzip::next(const Input& input) {
+  if (state_->out.empty()) state_->out.resize(kOutputBlock);
   size_t produced = FNEXEC_TRY(next_into(input, state_->out));
   return std::span<const unsigned char>(state_->out.data(), produced);
 }

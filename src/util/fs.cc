@@ -75,6 +75,10 @@ Result<> write_file_atomic(const std::filesystem::path& path, std::string_view d
   return {};
 }
 
+void start_writeback(int fd, off_t offset, off_t size) {
+  (void)::sync_file_range(fd, offset, size, SYNC_FILE_RANGE_WRITE);
+}
+
 Result<> write_output_file(const std::filesystem::path& path, std::string_view data) {
   struct stat st{};
   if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return write_file_atomic(path, data);

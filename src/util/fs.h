@@ -1,6 +1,9 @@
 // Small filesystem helpers shared by modules: whole-file reads and writes with errno, temp dirs.
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -24,6 +27,31 @@ Result<> write_file_atomic(const std::filesystem::path& path, std::string_view d
 // missing, written in place when it is anything else (/dev/null, /dev/stderr, a FIFO), which a
 // rename would replace with a regular file.
 Result<> write_output_file(const std::filesystem::path& path, std::string_view data);
+
+// Starts writing fd's dirty pages in [offset, offset + size) (size 0: to the end of the file) to
+// disk without waiting for them, so that a later syncfs or fsync finds them already on their way
+// instead of writing everything at once. A hint: a failed write shows in that later sync.
+void start_writeback(int fd, off_t offset = 0, off_t size = 0);
+
+// start_writeback for a file written front to back: every `chunk` bytes, and the rest at finish().
+class SequentialWriteback {
+ public:
+  explicit SequentialWriteback(int fd, uint64_t chunk = uint64_t{8} << 20) : fd_(fd), chunk_(chunk) {}
+  // n more bytes were written.
+  void wrote(size_t n) {
+    written_ += n;
+    if (written_ - started_ >= chunk_) finish();
+  }
+  void finish() {
+    if (written_ > started_) start_writeback(fd_, static_cast<off_t>(started_), static_cast<off_t>(written_ - started_));
+    started_ = written_;
+  }
+
+ private:
+  int fd_;
+  uint64_t chunk_;
+  uint64_t written_ = 0, started_ = 0;
+};
 
 // A directory made by mkdtemp, removed with everything below it when it goes out of scope.
 class TempDir {
