@@ -75,6 +75,7 @@ namespace fnexec::cluster {
   X(natsMsg_GetReply) \
   X(natsMsg_GetSequence) \
   X(natsMsg_GetSubject) \
+  X(natsMsg_GetTime) \
   X(natsMsg_IsNoResponders) \
   X(natsMsg_NakWithDelay) \
   X(natsOptions_Create) \
