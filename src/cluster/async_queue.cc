@@ -326,10 +326,16 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
       continue;
     }
     natsMsgList list{};
-    jsErrCode jerr{};
-    natsStatus s = natslib().natsSubscription_Fetch(&list, c.sub, static_cast<int>(std::min<uint32_t>(free, kMaxBatch)),
-                                          kFetchWaitMs, &jerr);
-    if (s == NATS_TIMEOUT) continue;
+    // One pull request per fetch: with no_wait and expires together JetStream answers as soon as it
+    // has any event (up to the batch) and waits up to expires when it has none. natsSubscription_Fetch
+    // sent a no_wait request first and, when it found nothing, a second one that waits.
+    jsFetchRequest req;
+    natslib().jsFetchRequest_Init(&req);
+    req.Batch = static_cast<int>(std::min<uint32_t>(free, kMaxBatch));
+    req.Expires = kFetchWaitMs * kNanosPerMs;
+    req.NoWait = true;
+    natsStatus s = natslib().natsSubscription_FetchRequest(&list, c.sub, &req);
+    if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) continue;
     if (s != NATS_OK) {
       if (!stop.stop_requested())
         spdlog::debug("cluster: function={} fetch: {}", c.function, nats_fail(s, "fetch").error().message());
