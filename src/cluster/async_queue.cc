@@ -28,17 +28,19 @@ constexpr int kMaxBatch = 64;
 constexpr int64_t kFetchWaitMs = 1000;
 // Events and dead letters with the same id within this window are dropped by JetStream.
 constexpr std::chrono::minutes kDuplicateWindow{10};
-// A client's retry sends the event of a queued record again only this long after it was queued:
-// later, JetStream may have forgotten the first one's id; a minute less for the nodes' clocks.
-constexpr std::chrono::milliseconds kRepublishWithin = kDuplicateWindow - std::chrono::minutes(1);
-// A queued record refused at enqueue (or a forwarded sync call's record) is sent again this long.
-constexpr std::chrono::seconds kQueuedRecordRetry{60};
+// A forwarded sync call's record (store_record) is sent again this long.
+constexpr std::chrono::seconds kStoredRecordRetry{60};
+constexpr const char* kInvokePrefix = "fnexec.invoke.";
 // A fetch thread with no free slot looks again after this even without wake(): a sync invocation's
 // end frees a slot without waking it.
 constexpr std::chrono::milliseconds kCapacityPoll{50};
 
-std::string invoke_subject(const std::string& function) {
-  return "fnexec.invoke." + subject_token(function);
+// One subject per event, so that GET /v1/invocations/{id} finds a queued event by its subject.
+std::string invoke_subject(const std::string& function, const std::string& id) {
+  return kInvokePrefix + subject_token(function) + "." + id;
+}
+std::string invoke_filter(const std::string& function) {
+  return kInvokePrefix + subject_token(function) + ".*";
 }
 std::string durable_of(const std::string& function) {
   return "fn-" + subject_token(function);
@@ -49,7 +51,14 @@ Result<> ensure_stream(Connection& conn, const char* name, const char* subject) 
   jsErrCode jerr{};
   natsStatus s = natslib().js_GetStreamInfo(&si, conn.js(), name, nullptr, &jerr);
   if (s == NATS_OK) {
+    bool ours = si->Config && si->Config->SubjectsLen == 1 && std::string_view(si->Config->Subjects[0]) == subject;
+    std::string had = si->Config && si->Config->SubjectsLen > 0 ? si->Config->Subjects[0] : "";
     natslib().jsStreamInfo_Destroy(si);
+    if (!ours)
+      return fail(ErrorKind::invalid, "use stream", name,
+                  fmt::format("it has subject '{}' where this fnexec uses '{}' (made by an older fnexec?); "
+                              "delete it (nats stream rm {}) when no event in it is needed",
+                              had, subject, name));
     return {};
   }
   if (s != NATS_NOT_FOUND) return nats_fail(s, "look up stream", name);
@@ -75,11 +84,6 @@ Result<> ensure_stream(Connection& conn, const char* name, const char* subject) 
     return {};
   }
   return nats_fail(s, "create stream", name);
-}
-
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace
@@ -124,7 +128,7 @@ AsyncQueue::AsyncQueue(Connection& conn, Local& local, KvBucket results, std::un
     : conn_(conn), local_(local), results_(std::move(results)), publisher_(std::move(publisher)), dead_letters_(conn) {}
 
 Result<std::unique_ptr<AsyncQueue>> AsyncQueue::open(Connection& conn, Local& local, std::chrono::milliseconds result_ttl) {
-  FNEXEC_TRY(ensure_stream(conn, kInvocationStream, "fnexec.invoke.*"));
+  FNEXEC_TRY(ensure_stream(conn, kInvocationStream, "fnexec.invoke.*.*"));
   FNEXEC_TRY(ensure_stream(conn, kDeadLetterStream, "fnexec.dead.*"));
   auto results = FNEXEC_TRY(KvBucket::open(conn, kResultsBucket, result_ttl));
   auto publisher = FNEXEC_TRY(Publisher::open(conn));
@@ -143,85 +147,43 @@ AsyncQueue::~AsyncQueue() {
 }
 
 Result<bool> AsyncQueue::enqueue(const std::string& function, const std::string& id, std::string_view event,
-                                 const std::string& queued_record_json, const invoke::EventContext& context) {
-  // The queued record and the event go out together and this waits for both acks: one round trip.
-  // The record is only put if the key has none (ExpectNoMessage), so a node that ran the event and
-  // stored its result before the record arrived keeps its result.
-  struct Acks {
+                                 const invoke::EventContext& context) {
+  // Only the event: a queued record in the results bucket cost a second publish and its ack per
+  // event (docs/ARCHITECTURE.md "Cluster": messages per event); lookup() reads the stream instead.
+  struct Ack {
     std::mutex mu;
     std::condition_variable cv;
-    int left = 2;
-    std::optional<Error> event_error;
-    bool duplicate = false;
-    bool record_refused = false;
+    std::optional<std::expected<Published, PublishError>> result;
   };
-  auto acks = std::make_shared<Acks>();
-  auto count_down = [acks] {
-    std::lock_guard lock(acks->mu);
-    if (--acks->left == 0) acks->cv.notify_all();
-  };
-  natsMsg* record = nullptr;
-  auto record_subject = result_subject(id);
-  if (auto s = natslib().natsMsg_Create(&record, record_subject.c_str(), nullptr, queued_record_json.data(),
-                              static_cast<int>(queued_record_json.size()));
-      s != NATS_OK)
-    return nats_fail(s, "create queued record", id);
+  auto ack = std::make_shared<Ack>();
   natsMsg* msg = nullptr;
-  auto subject = invoke_subject(function);
+  auto subject = invoke_subject(function, id);
   if (auto s = natslib().natsMsg_Create(&msg, subject.c_str(), nullptr, event.data(), static_cast<int>(event.size()));
-      s != NATS_OK) {
-    natslib().natsMsg_Destroy(record);
+      s != NATS_OK)
     return nats_fail(s, "create event message", function);
-  }
   set_context_headers(msg, context);
-  jsPubOptions record_po;
-  natslib().jsPubOptions_Init(&record_po);
-  record_po.ExpectNoMessage = true;
-  publisher_->publish(record, &record_po, [acks, count_down](std::expected<Published, PublishError> r) {
-    if (!r && r.error().code != kWrongLastSequence) {
-      std::lock_guard lock(acks->mu);
-      acks->record_refused = true;
-    }
-    count_down();
-  });
   jsPubOptions po;
   natslib().jsPubOptions_Init(&po);
   po.MsgId = id.c_str();
   po.ExpectStream = kInvocationStream;
-  publisher_->publish(msg, &po, [acks, count_down](std::expected<Published, PublishError> r) {
-    {
-      std::lock_guard lock(acks->mu);
-      if (r) acks->duplicate = r->duplicate;
-      else acks->event_error = std::move(r.error().error);
-    }
-    count_down();
+  publisher_->publish(msg, &po, [ack](std::expected<Published, PublishError> r) {
+    std::lock_guard lock(ack->mu);
+    ack->result = std::move(r);
+    ack->cv.notify_all();
   });
-  std::unique_lock lock(acks->mu);
-  acks->cv.wait(lock, [&] { return acks->left == 0; });
-  if (acks->event_error)
-    return fail(acks->event_error->kind, "publish async event of function " + function, kInvocationStream,
-                acks->event_error->message());
-  // The event is stored but its record was refused (the results bucket elects a leader): without
-  // it GET answers 404 until the event runs, so it goes again in the background, not holding this.
-  if (acks->record_refused &&
-      natslib().natsMsg_Create(&record, record_subject.c_str(), nullptr, queued_record_json.data(),
-                               static_cast<int>(queued_record_json.size())) == NATS_OK)
-    publisher_->publish_until(record, &record_po, std::chrono::steady_clock::now() + kQueuedRecordRetry,
-                              [id](std::expected<Published, PublishError> r) {
-                                if (!r && r.error().code != kWrongLastSequence)
-                                  spdlog::warn("cluster: invocation={} queued record not stored: {}", id,
-                                               r.error().error.message());
-                              });
-  return !acks->duplicate;
+  std::unique_lock lock(ack->mu);
+  ack->cv.wait(lock, [&] { return ack->result.has_value(); });
+  if (!*ack->result) {
+    const auto& e = ack->result->error().error;
+    return fail(e.kind, "publish async event of function " + function, kInvocationStream, e.message());
+  }
+  return !(*ack->result)->duplicate;
 }
 
 Result<bool> AsyncQueue::enqueued(const std::string& id) {
-  auto record = FNEXEC_TRY(result(id));
-  if (!record) return false;
-  auto state = record_state(*record);
-  // Done, or a later delivery queued: a node ran it, so it was in the stream.
-  if (!state || state->done || state->delivery > 1) return true;
-  return wall_ms() - state->queued_ms >= kRepublishWithin.count();
+  auto found = FNEXEC_TRY(lookup(id));
+  // A record: a node ran it (done, or queued for its next delivery), so it was in the stream.
+  return found.record || found.queued;
 }
 
 void AsyncQueue::store_record(const std::string& id, std::string_view record_json) {
@@ -233,7 +195,7 @@ void AsyncQueue::store_record(const std::string& id, std::string_view record_jso
     spdlog::warn("cluster: invocation={} record not stored: {}", id, natslib().natsStatus_GetText(s));
     return;
   }
-  publisher_->publish_until(record, nullptr, std::chrono::steady_clock::now() + kQueuedRecordRetry,
+  publisher_->publish_until(record, nullptr, std::chrono::steady_clock::now() + kStoredRecordRetry,
                             [id](std::expected<Published, PublishError> r) {
                               if (!r)
                                 spdlog::warn("cluster: invocation={} record not stored: {}", id,
@@ -245,6 +207,32 @@ Result<std::optional<std::string>> AsyncQueue::result(const std::string& id) {
   auto e = FNEXEC_TRY(results_.get(id));
   if (!e || e->deleted) return std::nullopt;
   return std::move(e->value);
+}
+
+Result<std::optional<QueuedEvent>> AsyncQueue::queued(const std::string& id) {
+  // Any function's subject of this id; the stream keeps an index per subject, so this is one read.
+  auto subject = kInvokePrefix + std::string("*.") + id;
+  natsMsg* msg = nullptr;
+  jsErrCode jerr{};
+  natsStatus s = natslib().js_GetLastMsg(&msg, conn_.js(), kInvocationStream, subject.c_str(), nullptr, &jerr);
+  if (s == NATS_NOT_FOUND) return std::nullopt;
+  if (s != NATS_OK) return nats_fail(s, "look up queued event " + id, kInvocationStream);
+  std::string_view token = natslib().natsMsg_GetSubject(msg);
+  token.remove_prefix(std::min(token.size(), std::string_view(kInvokePrefix).size()));
+  token = token.substr(0, token.rfind('.'));
+  QueuedEvent out{std::string(token), natslib().natsMsg_GetTime(msg) / kNanosPerMs};
+  std::replace(out.function.begin(), out.function.end(), '~', '.');
+  natslib().natsMsg_Destroy(msg);
+  return out;
+}
+
+Result<InvocationLookup> AsyncQueue::lookup(const std::string& id) {
+  InvocationLookup out;
+  if ((out.record = FNEXEC_TRY(result(id)))) return out;
+  if ((out.queued = FNEXEC_TRY(queued(id)))) return out;
+  // It may have run and been acked (removed) between the two reads; its record was stored first.
+  out.record = FNEXEC_TRY(result(id));
+  return out;
 }
 
 void AsyncQueue::wake() {
@@ -279,7 +267,7 @@ void AsyncQueue::follow(const std::string& function) {
     old->thread.request_stop();
   }
   auto durable = durable_of(function);
-  auto subject = invoke_subject(function);
+  auto subject = invoke_filter(function);
   jsConsumerConfig cc;
   natslib().jsConsumerConfig_Init(&cc);
   cc.Durable = durable.c_str();
@@ -338,10 +326,16 @@ void AsyncQueue::fetch_loop(Consumer& c, std::stop_token stop) {
       continue;
     }
     natsMsgList list{};
-    jsErrCode jerr{};
-    natsStatus s = natslib().natsSubscription_Fetch(&list, c.sub, static_cast<int>(std::min<uint32_t>(free, kMaxBatch)),
-                                          kFetchWaitMs, &jerr);
-    if (s == NATS_TIMEOUT) continue;
+    // One pull request per fetch: with no_wait and expires together JetStream answers as soon as it
+    // has any event (up to the batch) and waits up to expires when it has none. natsSubscription_Fetch
+    // sent a no_wait request first and, when it found nothing, a second one that waits.
+    jsFetchRequest req;
+    natslib().jsFetchRequest_Init(&req);
+    req.Batch = static_cast<int>(std::min<uint32_t>(free, kMaxBatch));
+    req.Expires = kFetchWaitMs * kNanosPerMs;
+    req.NoWait = true;
+    natsStatus s = natslib().natsSubscription_FetchRequest(&list, c.sub, &req);
+    if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) continue;
     if (s != NATS_OK) {
       if (!stop.stop_requested())
         spdlog::debug("cluster: function={} fetch: {}", c.function, nats_fail(s, "fetch").error().message());

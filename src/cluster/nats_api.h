@@ -14,6 +14,7 @@ namespace fnexec::cluster {
   X(jsConsumerConfig_Init) \
   X(jsConsumerInfo_Destroy) \
   X(jsCtx_Destroy) \
+  X(jsFetchRequest_Init) \
   X(jsMsgMetaData_Destroy) \
   X(jsOptions_Init) \
   X(jsPubAck_Destroy) \
@@ -75,6 +76,7 @@ namespace fnexec::cluster {
   X(natsMsg_GetReply) \
   X(natsMsg_GetSequence) \
   X(natsMsg_GetSubject) \
+  X(natsMsg_GetTime) \
   X(natsMsg_IsNoResponders) \
   X(natsMsg_NakWithDelay) \
   X(natsOptions_Create) \
@@ -96,7 +98,7 @@ namespace fnexec::cluster {
   X(natsOptions_SetUserInfo) \
   X(natsStatus_GetText) \
   X(natsSubscription_Destroy) \
-  X(natsSubscription_Fetch) \
+  X(natsSubscription_FetchRequest) \
   X(natsSubscription_SetOnCompleteCB) \
   X(natsSubscription_Unsubscribe) \
   X(nats_GetLastError)

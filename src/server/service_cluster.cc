@@ -217,21 +217,15 @@ void Service::enqueue_cluster(const std::string& name, std::string id, bool clie
                    context = std::move(context)] {
     auto* node = cluster_.load();
     if (!node || !node->connected()) return done(cluster_down());
-    // A client's retry (same id) of an enqueue whose event is in the stream enqueues nothing; one
-    // whose event may not be (only its record was stored) publishes both again, and JetStream
-    // keeps the first of each. A fresh id of ours has no record.
+    // A client's retry (same id) of an enqueue whose event is in the stream (or has a record)
+    // enqueues nothing; one whose event is in neither publishes it again, and JetStream keeps the
+    // first if it was stored after all. A fresh id of ours is in neither.
     if (client_id) {
       auto enqueued = node->queue().enqueued(id);
       if (!enqueued) return done(std::unexpected(enqueued.error()));
       if (*enqueued) return done(std::pair{id, false});
     }
-    InvocationRow row;
-    row.id = id;
-    row.function = name;
-    row.async = true;
-    row.status = "queued";
-    row.queued_ms = now_ms();
-    auto fresh = node->queue().enqueue(name, id, event, cluster_record(row, ""), context);
+    auto fresh = node->queue().enqueue(name, id, event, context);
     if (!fresh) return done(std::unexpected(fresh.error()));
     done(std::pair{id, *fresh});
   });
@@ -244,9 +238,19 @@ void Service::cluster_invocation(const std::string& id, std::optional<std::strin
     if (!node || !node->connected())
       return respond(error_reply(404, fmt::format("no invocation with id {} on this node ({})", id,
                                                   cluster_down().error().detail)));
-    auto r = node->queue().result(id);
+    auto r = node->queue().lookup(id);
     if (!r) return respond(local ? json_reply(200, std::move(*local)) : error_reply(503, r.error().message()));
-    if (*r) return respond(json_reply(200, std::move(**r)));
+    if (r->record) return respond(json_reply(200, std::move(*r->record)));
+    if (r->queued) {
+      // The record it had before any node ran it, from the event in the stream.
+      InvocationRow row;
+      row.id = id;
+      row.function = r->queued->function;
+      row.async = true;
+      row.status = "queued";
+      row.queued_ms = r->queued->queued_ms;
+      return respond(json_reply(200, cluster_record(row, "")));
+    }
     if (local) return respond(json_reply(200, std::move(*local)));
     respond(error_reply(404, fmt::format("no invocation with id {}", id)));
   });
@@ -317,15 +321,7 @@ void Service::cluster_dead_letter(Route route, const std::string& id, Respond re
           409, fmt::format("function {} of dead letter {} does not exist any more; create it again to replay",
                            e.function, id)));
     auto new_id = new_invocation_id();
-    InvocationRow row;
-    row.id = new_id;
-    row.function = e.function;
-    row.async = true;
-    row.status = "queued";
-    row.queued_ms = now_ms();
-    if (auto r =
-            node->queue().enqueue(e.function, new_id, e.event.value_or(""), cluster_record(row, ""), e.context);
-        !r)
+    if (auto r = node->queue().enqueue(e.function, new_id, e.event.value_or(""), e.context); !r)
       return respond(error_reply(503, r.error().message()));
     // The event is queued again; a failed note only leaves the entry without its replayed_as.
     if (auto r = dead.mark_replayed(e, new_id); !r)

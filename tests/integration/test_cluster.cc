@@ -68,6 +68,37 @@ TEST_CASE("async events spread over the nodes and each completes once; a client'
   CHECK(contains(again.body, "\"duplicate\":true"));
 }
 
+TEST_CASE("an event no node has run yet: every node answers it queued from the stream; a retry enqueues nothing") {
+  Cluster c;
+  // One slot per node, each held by a run of 4 s: the next event stays in the stream meanwhile.
+  auto body = function_body("sleep 4; cat");
+  body.replace(body.find("\"max_concurrency\":4"), 19, "\"max_concurrency\":1");
+  REQUIRE(c[0].curl("PUT", "/v1/functions/held", body).status == 201);
+  c.wait_everywhere("held");
+  std::vector<std::string> ids;
+  for (size_t n = 0; n < 3; ++n) ids.push_back(c.enqueue(n, "held", "hold"));
+  wait_until([&] {
+    for (size_t n = 0; n < 3; ++n)
+      if (field(c[n].curl("GET", "/v1/functions/held").body, "busy") != "1") return false;
+    return true;
+  }, "every node to run one event");
+  ids.push_back(c.enqueue(0, "held", "waits", "&id=client-queued-1"));
+  for (size_t n = 0; n < 3; ++n) {
+    auto queued = c[n].curl("GET", "/v1/invocations/client-queued-1");
+    CHECK_MESSAGE(queued.status == 200, queued.body);
+    CHECK_MESSAGE(field(queued.body, "status") == "queued", queued.body);
+    CHECK(field(queued.body, "function") == "held");
+    CHECK(!field(queued.body, "queued_ms").empty());
+  }
+  auto retried = c[1].curl("POST", "/v1/functions/held/invoke?mode=async&id=client-queued-1", "waits");
+  CHECK(retried.status == 202);
+  CHECK(contains(retried.body, "\"duplicate\":true"));
+  CHECK(c[2].curl("GET", "/v1/invocations/no-such-invocation").status == 404);
+  for (const auto& id : ids) CHECK(field(c.wait_done(2, id), "outcome") == "success");
+  CHECK(field(c.wait_done(1, "client-queued-1"), "output") == "waits");
+  CHECK(c.runs("held", {0, 1, 2}) == 4);
+}
+
 TEST_CASE("SIGKILL of a node mid-load: its unacked events are delivered again and all complete") {
   Cluster c;
   // Runs of 0.8 s keep every node busy for seconds (36 events, 12 slots), so node C surely holds
