@@ -151,6 +151,14 @@ struct Nodes {
     for (auto& d : nodes)
       wait_until([&] { return d->curl("GET", "/v1/functions/" + name).status == 200; }, "the function on every node");
   }
+  // Uploads an image archive to every node (each node has its own store) as REPO:TAG.
+  void upload_image_everywhere(const std::string& repo, const std::string& tag, const std::filesystem::path& archive) {
+    for (auto& d : nodes) {
+      auto up = d->curl("POST", "/v1/images?name=" + repo + "%3A" + tag, std::nullopt,
+                        {"--data-binary", "@" + archive.string()});
+      REQUIRE_MESSAGE(up.status == 201, up.body);
+    }
+  }
   std::string enqueue(size_t node, const std::string& fn, const std::string& event, const std::string& query = "") {
     auto r = nodes[node]->curl("POST", "/v1/functions/" + fn + "/invoke?mode=async" + query, event);
     REQUIRE_MESSAGE(r.status == 202, r.body);

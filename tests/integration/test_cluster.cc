@@ -254,11 +254,7 @@ TEST_CASE("the node running an event's last delivery dies: another node settles 
 TEST_CASE("a dead-lettered Lambda Event keeps its caller's context: its replay's runtime sees it again") {
   if (python_missing()) return;
   Cluster c(2);
-  for (size_t n = 0; n < 2; ++n) {
-    auto up = c[n].curl("POST", "/v1/images?name=lpy%3A1", std::nullopt,
-                        {"--data-binary", "@" + python_lambda_archive().string()});
-    REQUIRE_MESSAGE(up.status == 201, up.body);
-  }
+  c.upload_image_everywhere("lpy", "1", python_lambda_archive());
   // A handler the runtime cannot import (init error): the one delivery fails, the event is dead-lettered.
   auto function = [](const std::string& handler) {
     return R"({"image":"lpy:1","protocol":"lambda","min_warm":0,"retries":0,"timeout_ms":6000,"handler":")" +

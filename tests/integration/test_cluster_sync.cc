@@ -96,11 +96,7 @@ TEST_CASE("a sync invocation on a node at max_concurrency runs on another node; 
 TEST_CASE("a Lambda caller's context reaches the runtime of a forwarded sync call and of an Event in the stream") {
   if (python_missing()) return;
   Cluster c(2);
-  for (size_t n = 0; n < 2; ++n) {
-    auto up = c[n].curl("POST", "/v1/images?name=lpy%3A1", std::nullopt,
-                        {"--data-binary", "@" + python_lambda_archive().string()});
-    REQUIRE_MESSAGE(up.status == 201, up.body);
-  }
+  c.upload_image_everywhere("lpy", "1", python_lambda_archive());
   REQUIRE(c[0].curl("PUT", "/v1/functions/ctx",
                     R"({"image":"lpy:1","protocol":"lambda","min_warm":1,"max_concurrency":1,"timeout_ms":6000})")
               .status == 201);
