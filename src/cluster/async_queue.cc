@@ -228,6 +228,9 @@ Result<std::optional<QueuedEvent>> AsyncQueue::queued(const std::string& id) {
 
 Result<InvocationLookup> AsyncQueue::lookup(const std::string& id) {
   InvocationLookup out;
+  // An id from a request path could hold a NATS wildcard or token separator and name another
+  // event's key or subject; enqueued ids never do (a-z 0-9 - _).
+  if (id.empty() || id.find_first_of(".*> \t\r\n") != std::string::npos) return out;
   if ((out.record = FNEXEC_TRY(result(id)))) return out;
   if ((out.queued = FNEXEC_TRY(queued(id)))) return out;
   // It may have run and been acked (removed) between the two reads; its record was stored first.

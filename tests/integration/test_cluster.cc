@@ -94,6 +94,9 @@ TEST_CASE("an event no node has run yet: every node answers it queued from the s
   CHECK(retried.status == 202);
   CHECK(contains(retried.body, "\"duplicate\":true"));
   CHECK(c[2].curl("GET", "/v1/invocations/no-such-invocation").status == 404);
+  // Wildcards in a path id match no other event's subject.
+  for (const char* id : {"%3E", "%2A", "client-queued-1.x"})
+    CHECK_MESSAGE(c[2].curl("GET", "/v1/invocations/" + std::string(id)).status == 404, std::string(id));
   for (const auto& id : ids) CHECK(field(c.wait_done(2, id), "outcome") == "success");
   CHECK(field(c.wait_done(1, "client-queued-1"), "output") == "waits");
   CHECK(c.runs("held", {0, 1, 2}) == 4);
