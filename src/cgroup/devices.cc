@@ -171,10 +171,7 @@ Result<> write_v1_device_rules(const std::string& dir, std::span<const DeviceRul
   if (!fd) return fail_errno("open", allow.string());
   for (const auto& r : rules) {
     FNEXEC_TRY(check_rule(r));
-    auto line = to_string(r);
-    ssize_t n = ::write(fd.get(), line.data(), line.size());
-    if (n < 0) return fail_errno("write " + line, allow.string());
-    if (static_cast<size_t>(n) != line.size()) return fail(ErrorKind::internal, "write " + line, allow.string(), "short write");
+    FNEXEC_TRY(fs::write_command(fd.get(), to_string(r), allow.string()));
   }
   return {};
 }

@@ -36,9 +36,13 @@ Result<std::string> read_fd(int fd, std::string_view what) {
 Result<> write_file(const std::filesystem::path& path, std::string_view data) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) return fail_errno("open", path.string());
-  ssize_t n = ::write(fd.get(), data.data(), data.size());
-  if (n < 0) return fail_errno("write " + std::string(data), path.string());
-  if (static_cast<size_t>(n) != data.size()) return fail(ErrorKind::internal, "write", path.string(), "short write");
+  return write_command(fd.get(), data, path.string());
+}
+
+Result<> write_command(int fd, std::string_view data, std::string_view what) {
+  ssize_t n = ::write(fd, data.data(), data.size());
+  if (n < 0) return fail_errno("write " + std::string(data), std::string(what));
+  if (static_cast<size_t>(n) != data.size()) return fail(ErrorKind::internal, "write", std::string(what), "short write");
   return {};
 }
 

@@ -18,6 +18,9 @@ Result<std::string> read_file(const std::filesystem::path& path);
 Result<std::string> read_fd(int fd, std::string_view what);
 // Writes with one write(2) and no O_CREAT|O_TRUNC surprises: made for cgroup and proc files.
 Result<> write_file(const std::filesystem::path& path, std::string_view data);
+// write_file's write on a file already open, for several commands through one open (a kernel
+// control file takes each write(2) as one command, so data is never split); what names the file.
+Result<> write_command(int fd, std::string_view data, std::string_view what);
 // Writes all of data to fd from its current offset, retrying short writes and EINTR; what names the
 // file in an error.
 Result<> write_all(int fd, std::string_view data, std::string_view what);
