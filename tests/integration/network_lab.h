@@ -148,14 +148,14 @@ struct NetworkLab {
   }
 };
 
-// One lab per test case: its servers are children of this process, and the suites after this one
-// count this process's children, so the lab must be gone when the case ends.
 // Rounds of the leak loops: a default that fits CI; FNEXEC_NETWORK_ROUNDS=1000 for the figure.
 inline int loop_rounds(int ci_default) {
   const char* env = std::getenv("FNEXEC_NETWORK_ROUNDS");
   return env ? std::atoi(env) : ci_default;
 }
 
+// One lab per test case: its servers are children of this process, and the suites after this one
+// count this process's children, so the lab must be gone when the case ends.
 inline NetworkLab* current_lab = nullptr;
 inline NetworkLab& lab() { return *current_lab; }
 struct LabFixture {
