@@ -64,7 +64,8 @@ void bind_on(const char* from, const char* to, uint64_t attrs) {
   if (attrs) {
     mount_attr attr{};
     attr.attr_set = attrs;
-    check(syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr), "mount_setattr", to);
+    check(syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr),
+          "mount_setattr", to);
   }
   check(syscall(SYS_move_mount, tree, "", AT_FDCWD, to, MOVE_MOUNT_F_EMPTY_PATH), "move_mount", to);
   close(static_cast<int>(tree));
@@ -96,16 +97,19 @@ void mounts(const char* layer, const char* scratch) {
     unsigned major, minor;
   } devices[] = {{"/dev/null", 1, 3},   {"/dev/zero", 1, 5},    {"/dev/full", 1, 7},
                  {"/dev/random", 1, 8}, {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0}};
-  for (const auto& d : devices) check(mknod(d.path, S_IFCHR | 0666, makedev(d.major, d.minor)), "mknod", d.path);
+  for (const auto& d : devices)
+    check(mknod(d.path, S_IFCHR | 0666, makedev(d.major, d.minor)), "mknod", d.path);
   mkdir_ok("/dev/pts", 0755);
-  check(mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+  check(mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620,gid=5"),
         "mount /dev/pts");
   check(symlink("pts/ptmx", "/dev/ptmx"), "symlink /dev/ptmx");
   mkdir_ok("/dev/shm", 01777);
   check(mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"),
         "mount /dev/shm");
   mkdir_ok("/dev/mqueue", 0755);
-  check(mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr), "mount /dev/mqueue");
+  check(mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr),
+        "mount /dev/mqueue");
   const char* links[][2] = {{"/proc/self/fd", "/dev/fd"},
                             {"/proc/self/fd/0", "/dev/stdin"},
                             {"/proc/self/fd/1", "/dev/stdout"},
@@ -116,12 +120,13 @@ void mounts(const char* layer, const char* scratch) {
 
   // fnexec's (crun's) masked and read-only paths; absent ones are skipped, as there.
   for (const char* p : {"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-                        "/sys/fs/selinux", "/sys/dev/block"}) {
+                        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                        "/sys/firmware", "/sys/fs/selinux", "/sys/dev/block"}) {
     struct stat st;
     if (lstat(p, &st) != 0) continue;
     if (S_ISDIR(st.st_mode))
-      check(mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555"), "mask", p);
+      check(mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555"),
+            "mask", p);
     else
       bind_on("/dev/null", p, 0);
   }
@@ -133,8 +138,8 @@ void mounts(const char* layer, const char* scratch) {
 
 uint64_t default_capabilities() {
   uint64_t set = 0;
-  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE, CAP_SETFCAP,
-                  CAP_SETGID, CAP_SETPCAP, CAP_SETUID})
+  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE,
+                  CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, CAP_SETUID})
     set |= uint64_t{1} << cap;
   return set;
 }
@@ -166,7 +171,8 @@ void drop_bounding(uint64_t keep) {
   if (syscall(SYS_capset, &header, data) != 0) _exit(125);
   if (syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(125);
   const auto& filter = fnexec::sandbox::generated::kDefaultSeccompFilter;
-  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), const_cast<sock_filter*>(filter)};
+  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]),
+                  const_cast<sock_filter*>(filter)};
   if (syscall(SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) _exit(125);
   syscall(SYS_execve, argv[0], argv, envp);
   _exit(127);
@@ -207,9 +213,10 @@ int main(int argc, char** argv) {
   }
   int status_pipe[2];
   check(pipe2(status_pipe, O_CLOEXEC), "pipe");
-  long pid = syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                                    CLONE_NEWCGROUP | SIGCHLD,
-                     nullptr, nullptr, nullptr, nullptr);
+  long pid = syscall(
+      SYS_clone,
+      CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | SIGCHLD,
+      nullptr, nullptr, nullptr, nullptr);
   check(pid, "clone");
   if (pid == 0) {
     close(status_pipe[0]);

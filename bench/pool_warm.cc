@@ -641,16 +641,17 @@ int bench_oneshot(int runs, pool::PoolSet& pools, const image::ResolvedImage& im
     auto host = run_sustained(runs, 4, [&] { return spawn_true("/bin/true"); });
     print_sustained("spawn floor /bin/true c=4", host);
     auto cpu = [](const Sustained& s) { return s.process_ms + s.kthreads_ms; };
-    std::printf("ratio CPU/inv (process + kthreads) fnexec / bwrap %.2f, fnexec / floor %.2f, bwrap / floor %.2f "
-                "(floor: image true)\n",
+    std::printf("ratio CPU/inv (process + kthreads) fnexec / bwrap %.2f, fnexec / floor %.2f, "
+                "bwrap / floor %.2f (floor: image true)\n",
                 cpu(f) / cpu(bw), cpu(f) / cpu(fl), cpu(bw) / cpu(fl));
     // The CPU per invocation, not the rate, decides the verdict: other load on the host slows the
     // rate, while every core busy with nothing but spawns gives at most cores / CPU-per-spawn.
     unsigned cores = std::max(1U, std::thread::hardware_concurrency());
     double ceiling = cores * 1000.0 / cpu(fl);
-    std::printf("spawn floor (image true) %.0f/s measured; CPU/inv (process + kthreads) %.2f ms, so at most %.0f/s on %u cores "
-                "against the goal of 1,000/s (2 ms): %s\n",
-                fl.rate, cpu(fl), ceiling, cores, ceiling < 1000 ? "out of reach here, whatever the isolation" : "room left");
+    std::printf("spawn floor (image true) %.0f/s measured; CPU/inv (process + kthreads) %.2f ms, so at most "
+                "%.0f/s on %u cores against the goal of 1,000/s (2 ms): %s\n",
+                fl.rate, cpu(fl), ceiling, cores,
+                ceiling < 1000 ? "out of reach here, whatever the isolation" : "room left");
   }
   return 0;
 }
