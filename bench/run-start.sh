@@ -9,7 +9,14 @@
 #   fnexec run --memory 64m IMG -- /bin/true   the same plus a cgroup
 #   bwrap --unshare-all --ro-bind ROOTFS / --proc /proc --dev /dev /bin/true   (ROOTFS: the image's layer)
 #   fnexec --version  against  /bin/true
-#   and prints p50, p90 and the ratios the goals name.
+#   and the floors that bound what any implementation reaches here (built in BUILDDIR/bench):
+#   mini sandbox   fnexec-bench-mini-sandbox: the kernel work of a default `fnexec run` (namespaces,
+#                  the same mount plan, caps, seccomp) from one static process, no user-space work
+#   C++ start (a)  an empty C++ program linked as fnexec is (libstdc++.so + libsimdjson.so),
+#             (b)  with -static-libstdc++ -static-libgcc and no simdjson, (c) fully static
+#   and prints p50, p90 and the ratios the goals name, and which goal each floor puts out of reach
+#   (run floor for a start linked as (x): mini sandbox - (c) + (x), the mini sandbox being a static
+#   C++ program itself).
 # Usage: bench/run-start.sh [RUNS] [BUILDDIR]      (root; env BENCH_JSON=FILE keeps part 1's samples,
 #        PART=1 or PART=2 runs one part only, BASELINE=OTHER_FNEXEC adds that binary's run and
 #        --version to part 2, e.g. main's build, for a before/after in the same run)
@@ -36,9 +43,11 @@ layers=("$FNEXEC_ROOT"/layers/sha256/*)
 bwrap_bin=$(command -v bwrap || true)
 echo
 echo "part 2: whole processes, interleaved, $runs runs each after 5 warm-up rounds"
-python3 - "$runs" "$fnexec" "${layers[0]}" "$bwrap_bin" "${BASELINE:-}" <<'PY'
-import resource, statistics, subprocess, sys, time
+mkdir "$work/mini"
+python3 - "$runs" "$fnexec" "${layers[0]}" "$bwrap_bin" "${BASELINE:-}" "$(readlink -f "$builddir/bench")" "$work/mini" <<'PY'
+import os, resource, statistics, subprocess, sys, time
 runs, fnexec, rootfs, bwrap, baseline = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+benchdir, scratch = sys.argv[6], sys.argv[7]
 commands = {
     "fnexec run": [fnexec, "run", "bench:busybox", "--", "/bin/true"],
     "fnexec run --memory": [fnexec, "run", "--memory", "64m", "bench:busybox", "--", "/bin/true"],
@@ -50,6 +59,19 @@ if baseline:
     commands["baseline --version"] = [baseline, "--version"]
 if bwrap:
     commands["bwrap"] = [bwrap, "--unshare-all", "--ro-bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", "/bin/true"]
+floors = {
+    "mini sandbox": ["fnexec-bench-mini-sandbox", rootfs, scratch, "/bin/true"],
+    "C++ start (a) shared": ["fnexec-bench-cxx-shared"],
+    "C++ start (b) static libstdc++": ["fnexec-bench-cxx-static-libstdcxx"],
+    "C++ start (c) static": ["fnexec-bench-cxx-static"],
+}
+for name, argv in floors.items():
+    path = os.path.join(benchdir, argv[0])
+    if os.access(path, os.X_OK):
+        commands[name] = [path] + argv[1:]
+    else:
+        print(f"{name}: {path} not built, left out")
+print("load average at start:", open("/proc/loadavg").read().split()[:3])
 samples = {name: [] for name in commands}
 cpu = {name: [] for name in commands}  # user+sys of the command and its children (the sandbox)
 for i in range(runs + 5):
@@ -64,10 +86,11 @@ for i in range(runs + 5):
             cpu[name].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
 def p50(name): return statistics.median(samples[name])
 def p90(name): return sorted(samples[name])[int(0.9 * (len(samples[name]) - 1))]
-print(f"{'command':24} {'p50_ms':>8} {'p90_ms':>8} {'cpu_p50_ms':>10}")
+print(f"{'command':30} {'p50_ms':>8} {'p90_ms':>8} {'cpu_p50_ms':>10}")
 for name in commands:
-    print(f"{name:24} {p50(name):8.2f} {p90(name):8.2f} {statistics.median(cpu[name]):10.2f}")
+    print(f"{name:30} {p50(name):8.2f} {p90(name):8.2f} {statistics.median(cpu[name]):10.2f}")
 print("(cpu: user+sys per run; on a loaded host it is steadier than wall time)")
+print("load average at end:", open("/proc/loadavg").read().split()[:3])
 print("\ngoals (p50 ratios, this run):")
 def goal(label, a, b, limit):
     if b not in samples:
@@ -82,4 +105,25 @@ if baseline:
     goal("baseline run / bwrap", "baseline run", "bwrap", 0.6)
     goal("baseline --version / /bin/true", "baseline --version", "/bin/true", 1.5)
 print("  (fnexec run / crun: part 1, goal 'run p50, true: fnexec run / crun')")
+
+# Floors: a fnexec process cannot start faster than an empty C++ program linked like it, nor do its
+# sandbox's kernel work faster than the mini sandbox. The mini sandbox is itself a static C++ program,
+# as (c) is, so the run floor for a start linked as (x) is mini - (c) + (x).
+if "mini sandbox" in samples and "bwrap" in samples:
+    print("\nfloors (p50, this run):")
+    mini, true, bw, run = p50("mini sandbox"), p50("/bin/true"), p50("bwrap"), p50("fnexec run")
+    print(f"  mini sandbox / bwrap {mini / bw:5.2f}x   mini sandbox / fnexec run {mini / run:5.2f}x   "
+          f"mini sandbox - /bin/true {mini - true:5.2f} ms")
+    static = p50("C++ start (c) static") if "C++ start (c) static" in samples else None
+    for tag, name in (("a", "C++ start (a) shared"), ("b", "C++ start (b) static libstdc++"),
+                      ("c", "C++ start (c) static")):
+        if name not in samples or static is None:
+            continue
+        start = p50(name)
+        run_floor = mini - static + start
+        def verdict(r, limit): return "goal out of reach" if r > limit else "leaves room"
+        print(f"  ({tag}) --version floor: C++ start / /bin/true {start / true:5.2f}x "
+              f"(goal 1.5x: {verdict(start / true, 1.5)})")
+        print(f"      run floor: mini - (c) + C++ start = {run_floor:5.2f} ms, / bwrap {run_floor / bw:5.2f}x "
+              f"(goal 0.6x: {verdict(run_floor / bw, 0.6)}), / fnexec run {run_floor / run:5.2f}x")
 PY
