@@ -786,6 +786,8 @@ void Daemon::finish_shutdown_when_idle() {
 
 Result<int> Daemon::run() {
   spdlog::set_level(spdlog::level::from_str(config_.log_level));
+  // Digests (imports, pulls, SigV4) cannot report a missing libcrypto later: refuse to start instead.
+  FNEXEC_TRY(util::load_libcrypto());
   if (!config_.listen.empty()) {
     if (config_.token_file.empty() && config_.access_keys.empty())
       return fail(ErrorKind::invalid, "listen on TCP", config_.listen,
