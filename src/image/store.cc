@@ -23,6 +23,7 @@
 #include "image/source.h"
 #include "image/unpack.h"
 #include "util/fs.h"
+#include "util/openssl_api.h"
 #include "util/unique_fd.h"
 
 namespace fnexec::image {
@@ -1001,6 +1002,8 @@ Result<ResolvedImage> Store::import(std::string_view source, const ImportOptions
     e.context("import " + std::string(source));
     return std::unexpected(std::move(e));
   };
+  // Sha256 cannot return an error: a missing libcrypto is reported here, before any digest.
+  if (auto crypto = util::load_libcrypto(); !crypto) return context(crypto.error());
   std::optional<std::pair<std::string, std::string>> name;
   if (options.name) {
     auto parsed = parse_reference(*options.name);
@@ -1224,6 +1227,7 @@ Result<ResolvedImage> Store::pull(RemoteSource& source, const PullOptions& optio
     e.context("pull " + source.describe());
     return std::unexpected(std::move(e));
   };
+  if (auto crypto = util::load_libcrypto(); !crypto) return context(crypto.error());
   auto name = parse_reference(options.name ? *options.name : options.default_name);
   if (!name) return context(name.error());
   auto work = begin_work(root_, "pull-", "partial");

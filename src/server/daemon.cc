@@ -3,10 +3,6 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/sha.h>
-#include <openssl/ssl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,6 +30,7 @@
 #include "server/service.h"
 #include "server/tls.h"
 #include "util/log.h"
+#include "util/openssl_api.h"
 #include "util/unique_fd.h"
 
 namespace fnexec::server {
@@ -70,9 +67,10 @@ constexpr auto kTickInterval = std::chrono::milliseconds(250);
 // Constant-time token check: comparing digests hides the length and the first differing byte.
 bool token_matches(std::string_view given, std::string_view expected) {
   unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(given.data()), given.size(), a);
-  SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b);
-  return CRYPTO_memcmp(a, b, sizeof a) == 0;
+  const auto& c = util::cryptolib();
+  c.SHA256(reinterpret_cast<const unsigned char*>(given.data()), given.size(), a);
+  c.SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b);
+  return c.CRYPTO_memcmp(a, b, sizeof a) == 0;
 }
 
 class Daemon;
@@ -788,6 +786,8 @@ void Daemon::finish_shutdown_when_idle() {
 
 Result<int> Daemon::run() {
   spdlog::set_level(spdlog::level::from_str(config_.log_level));
+  // Digests (imports, pulls, SigV4) cannot report a missing libcrypto later: refuse to start instead.
+  FNEXEC_TRY(util::load_libcrypto());
   if (!config_.listen.empty()) {
     if (config_.token_file.empty() && config_.access_keys.empty())
       return fail(ErrorKind::invalid, "listen on TCP", config_.listen,

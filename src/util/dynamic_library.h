@@ -1,4 +1,4 @@
-// Libraries loaded on first use instead of at every start (libcurl, libnats, libnftables, ISA-L):
+// Libraries loaded on first use instead of at every start (libcurl, libnats, libnftables, ISA-L, OpenSSL):
 // linked, they and the libraries they need would be mapped and relocated by every fnexec process.
 #pragma once
 

@@ -123,9 +123,9 @@ expect "$out" "^pulled ok$" "run the pulled image"
 out=$(fx image pull --tls-verify=false "docker://$P/test/bb:1" 2>&1) || fail "re-pull: $out"
 expect "$out" "skipped: already in the store" "a re-pull fetches no layer"
 
-step "libcurl is loaded only when a registry is contacted: not by --version, nor by run of a stored image"
-# libssl itself is linked (the daemon's TLS listener); what must stay out is libcurl's own tree.
-curl_tree="lib(curl|nghttp2|ldap|lber|ssh2|rtmp|psl|gssapi_krb5|idn2|brotli)"
+step "libcurl and OpenSSL are loaded only when used: not by --version, nor by run of a stored image"
+# OpenSSL too is dlopened on first use (util/openssl_api.*: digests, the daemon's TLS listener).
+curl_tree="lib(curl|nghttp2|ldap|lber|ssh2|rtmp|psl|gssapi_krb5|idn2|brotli|ssl|crypto)"
 libs=$(LD_DEBUG=libs "$FNEXEC_BIN" --version 2>&1 >/dev/null)
 grep -q "calling init: .*libc.so" <<<"$libs" || fail "LD_DEBUG=libs shows no libraries: $libs"
 grep -Eq "calling init: .*$curl_tree" <<<"$libs" && fail "--version loads libcurl or its libraries: $libs"
@@ -133,6 +133,8 @@ libs=$(LD_DEBUG=libs fx run "$P/test/bb:1" -- /bin/true 2>&1 >/dev/null)
 grep -Eq "calling init: .*$curl_tree" <<<"$libs" && fail "run of a stored image loads libcurl: $libs"
 libs=$(LD_DEBUG=libs fx image pull -q --tls-verify=false "docker://$P/test/bb:1" 2>&1 >/dev/null)
 grep -q "calling init: .*libcurl.so.4" <<<"$libs" || fail "a pull does not load libcurl.so.4: $libs"
+# fnexec's libcrypto (digests) and libcurl's are one object: same soname, mapped once.
+[ "$(grep -c "calling init: .*libcrypto.so.3" <<<"$libs")" = 1 ] || fail "a pull does not map libcrypto.so.3 once: $libs"
 
 step "a machine without libcurl (libcurl4 not installed): a pull names the package; import and run still work"
 # A private mount namespace where an overlay whites out libcurl.so.4 in the library directory.
@@ -152,6 +154,23 @@ out=$(unshare -m bash "$W/nocurl/run.sh" 2>&1) || fail "without libcurl: $out"
 expect "$out" "load libcurl.*libcurl.so.4.*apt-get install libcurl4" "a pull without libcurl names the package"
 expect "$out" "run without libcurl" "import and run without libcurl"
 [ -e "$curl_lib" ] || fail "the host's libcurl went missing"
+
+step "a machine without OpenSSL (libssl3 not installed): import names the package, run still works"
+ssl_lib=$(readlink -f "$(ldconfig -p | awk '$1 == "libcrypto.so.3" {print $NF; exit}')")
+ssl_dir=$(dirname "$ssl_lib")
+mkdir -p "$W/nossl/upper" "$W/nossl/work"
+for f in "$ssl_dir"/libcrypto.so.3* "$ssl_dir"/libssl.so.3*; do mknod "$W/nossl/upper/${f##*/}" c 0 0; done
+cat >"$W/nossl/run.sh" <<SH
+set -e
+mount -t overlay nossl -o "lowerdir=$ssl_dir,upperdir=$W/nossl/upper,workdir=$W/nossl/work" "$ssl_dir"
+[ ! -e "$ssl_dir/libcrypto.so.3" ] || { echo "libcrypto.so.3 still visible"; exit 1; }
+if "$FNEXEC_BIN" --root "$STORE" image import "oci:$W/bb:1" --name nossl:1 2>&1; then exit 3; fi
+"$FNEXEC_BIN" --root "$STORE" run "$P/test/bb:1" -- /bin/sh -c 'echo run without OpenSSL'
+SH
+out=$(unshare -m bash "$W/nossl/run.sh" 2>&1) || fail "without OpenSSL: $out"
+expect "$out" "import oci:.*load OpenSSL libcrypto.so.3.*apt-get install libssl3" "an import without libcrypto names the package"
+expect "$out" "run without OpenSSL" "run without OpenSSL"
+[ -e "$ssl_lib" ] || fail "the host's libcrypto went missing"
 
 step "pull by digest; import docker://; run docker:// (Docker schema 2 media types)"
 out=$(fx image pull -q --tls-verify=false "docker://$P/test/bb@$digest" 2>&1) || fail "pull by digest: $out"
