@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -41,8 +42,10 @@ class SequentialWriteback {
  public:
   explicit SequentialWriteback(int fd, uint64_t chunk = uint64_t{8} << 20) : fd_(fd), chunk_(chunk) {}
   // n more bytes were written.
-  void wrote(size_t n) {
-    written_ += n;
+  void wrote(size_t n) { written_to(written_ + n); }
+  // Everything below offset end was written (a file written by offset, holes included).
+  void written_to(uint64_t end) {
+    written_ = std::max(written_, end);
     if (written_ - started_ >= chunk_) finish();
   }
   void finish() {
