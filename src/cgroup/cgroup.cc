@@ -151,7 +151,6 @@ class NoSandboxCgroup final : public SandboxCgroup {
   int clone_into_fd() const override { return -1; }
   Result<> attach(pid_t) override { return {}; }
   Result<> baseline() override { return {}; }
-  Result<> set_cpu_nice(int) override { return {}; }
   Result<Usage> usage() const override { return Usage{}; }
   // Without cgroups the launcher's pid-namespace kill is all there is.
   Result<> kill() override { return {}; }

@@ -127,11 +127,6 @@ class SandboxCgroup {
   virtual Result<> attach(pid_t pid) = 0;
   // Takes the counters now as the zero point of usage() (pooled sandboxes: setup is not billed).
   virtual Result<> baseline() = 0;
-  // The sandbox's CPU weight against its sibling sandboxes, as a nice value (-20..19; 0 is the
-  // default weight): v1 cpu.shares of that nice's task weight, v2 cpu.weight.nice. The processes'
-  // own nice only orders them inside the cgroup, so this is what makes a pool's refill yield to the
-  // invocations in the other sandboxes. No-op without the cpu controller.
-  virtual Result<> set_cpu_nice(int nice) = 0;
   // Read it before destroy(): the counters go with the cgroup.
   virtual Result<Usage> usage() const = 0;
   // Kills every process in the cgroup (v2 cgroup.kill; v1 freeze, SIGKILL all, thaw) and waits until empty.

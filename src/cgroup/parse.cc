@@ -1,6 +1,5 @@
 #include "cgroup/parse.h"
 
-#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -137,15 +136,6 @@ uint64_t cpu_quota_us(double cpus, uint64_t period_us) {
 
 std::string format_cpu_max(double cpus, uint64_t period_us) {
   return std::to_string(cpu_quota_us(cpus, period_us)) + " " + std::to_string(period_us);
-}
-
-uint64_t task_weight_of_nice(int nice) {
-  static constexpr uint64_t kWeights[40] = {
-      88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916,  // -20..-11
-      9548,  7620,  6100,  4904,  3906,  3121,  2501,  1991,  1586,  1277,   // -10..-1
-      1024,  820,   655,   526,   423,   335,   272,   215,   172,   137,    // 0..9
-      110,   87,    70,    56,    45,    36,    29,    23,    18,    15};    // 10..19
-  return kWeights[std::clamp(nice, -20, 19) + 20];
 }
 
 std::optional<std::pair<int, int>> kernel_major_minor(std::string_view release) {

@@ -46,10 +46,6 @@ uint64_t cpu_quota_us(double cpus, uint64_t period_us = kCpuPeriodUs);
 // v2 cpu.max value: "50000 100000".
 std::string format_cpu_max(double cpus, uint64_t period_us = kCpuPeriodUs);
 
-// The kernel's weight of a task at nice (sched_prio_to_weight; clamped to -20..19): nice 0 is 1024,
-// the v1 cpu.shares default, so a cgroup given this weight weighs what a task at that nice does.
-uint64_t task_weight_of_nice(int nice);
-
 // "6.1.0-56-amd64" → {6, 1}; nullopt when unparsable.
 std::optional<std::pair<int, int>> kernel_major_minor(std::string_view release);
 

@@ -97,12 +97,6 @@ class V1Sandbox final : public SandboxCgroup {
     return {};
   }
 
-  Result<> set_cpu_nice(int nice) override {
-    auto d = dir_of(dirs_, "cpu");
-    if (!d) return {};
-    return fs::write_file(*d / "cpu.shares", std::to_string(task_weight_of_nice(nice)));
-  }
-
   Result<Usage> usage() const override {
     Usage u = FNEXEC_TRY(raw_usage());
     if (!has_base_) return u;

@@ -57,10 +57,6 @@ class V2Sandbox final : public SandboxCgroup {
     return {};
   }
 
-  Result<> set_cpu_nice(int nice) override {
-    return fs::write_file(dir_ / "cpu.weight.nice", std::to_string(std::clamp(nice, -20, 19)));
-  }
-
   Result<Usage> usage() const override {
     Usage u = FNEXEC_TRY(raw_usage());
     if (!has_base_) return u;

@@ -115,13 +115,6 @@ struct Slot {
 };
 using SlotPtr = std::unique_ptr<Slot>;
 
-// A refill's cgroup back to the default CPU weight (launch() lowered it). Should the write fail, the
-// sandbox still works, only its function runs at the refill's weight.
-void restore_cpu_weight(Slot& slot) {
-  if (auto r = slot.cgroup->set_cpu_nice(0); !r)
-    spdlog::warn("event=cgroup_weight_failed sandbox={} error=\"{}\"", slot.id, r.error().message());
-}
-
 // What a cold start hands its caller: a ready slot, or why the function's init failed.
 struct Launched {
   SlotPtr slot;
@@ -240,7 +233,7 @@ class PoolSetImpl final : public PoolSet {
   Result<std::shared_ptr<const sandbox::SandboxSpec>> build_sandbox_spec(const FunctionSpec& spec, std::string* shape,
                                                                          lambda::FunctionFacts* facts) const;
   Result<SlotPtr> launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& spec, uint64_t generation,
-                         bool refill, bool init_in_background, const net::BridgeConfig* bridge);
+                         bool init_in_background, const net::BridgeConfig* bridge);
   Result<std::shared_ptr<const net::BridgeConfig>> bridge_config(const FunctionSpec& spec) const;
   void launcher_loop();
   // Under mutex_: the function's refills wait, twice as long as after the last failure.
@@ -648,8 +641,7 @@ void PoolSetImpl::shutdown(std::chrono::milliseconds grace) {
 }
 
 Result<SlotPtr> PoolSetImpl::launch(const cgroup::Limits& limits, const sandbox::SandboxSpec& tmpl,
-                                    uint64_t generation, bool refill, bool init_in_background,
-                                    const net::BridgeConfig* bridge) {
+                                    uint64_t generation, bool init_in_background, const net::BridgeConfig* bridge) {
   auto slot = std::make_unique<Slot>();
   slot->generation = generation;
   slot->id = "pool-" + std::to_string(::getpid()) + "-" + std::to_string(next_sandbox_id++);
@@ -663,9 +655,6 @@ Result<SlotPtr> PoolSetImpl::launch(const cgroup::Limits& limits, const sandbox:
     }
   }
   slot->cgroup = FNEXEC_TRY(cgroups_->create(slot->id, limits));
-  // The setup runs in the sandbox's own cgroup, where the launcher's nice orders nothing against
-  // the invocations in the other sandboxes: the cgroup's weight does. Restored when it parks.
-  if (refill) FNEXEC_TRY(slot->cgroup->set_cpu_nice(kBackgroundNice));
   sandbox::SandboxSpec spec = tmpl;
   spec.cgroup = slot->cgroup.get();
   // A bridge sandbox gets a namespace of its own: its veth and address must never meet a recycled one.
@@ -735,10 +724,7 @@ void PoolSetImpl::finish_init(Starting& s, invoke::InitOutcome init) {
   if (init.ready) {
     s.slot->init_us = init.init_us;
     // Built in the background, it serves events at the daemon's priority.
-    if (!s.request) {
-      if (background_nice_ != base_nice_) renice_function(s.slot->sandbox->pid(), base_nice_);
-      restore_cpu_weight(*s.slot);
-    }
+    if (!s.request && background_nice_ != base_nice_) renice_function(s.slot->sandbox->pid(), base_nice_);
     std::lock_guard lock(mutex_);
     hand_out(s);
     return;
@@ -826,8 +812,7 @@ void PoolSetImpl::launcher_loop() {
     for (auto& job : jobs) {
       set_thread_nice(job.request ? base_nice_ : background_nice_);
       bool framed = job.fspec.lifecycle != Lifecycle::oneshot;
-      auto slot = launch(job.fspec.limits, *job.spec, job.generation, !job.request, framed && !job.request,
-                         job.bridge.get());
+      auto slot = launch(job.fspec.limits, *job.spec, job.generation, framed && !job.request, job.bridge.get());
       if (slot) {
         Starting st{job.function, std::move(*slot), Clock::now(), std::move(job.request)};
         st.lifecycle = job.fspec.lifecycle;
@@ -908,8 +893,6 @@ void PoolSetImpl::launcher_loop() {
       // Counters start here: setup is never billed to an invocation (fresh/reuse: at each event).
       if (ready && *ready && s.lifecycle == Lifecycle::oneshot) {
         if (auto b = s.slot->cgroup->baseline(); !b) ready = std::unexpected(b.error());
-        // Parked, it has nothing to run until go, when it must weigh what an invocation does.
-        if (ready && !s.request) restore_cpu_weight(*s.slot);
       }
       if (ready && !*ready) {
         auto exit = s.slot->sandbox->reap();
@@ -978,10 +961,6 @@ void PoolSetImpl::cleanup_loop() {
     auto slot = std::move(trash_.front());
     trash_.pop_front();
     lock.unlock();
-    // The used sandbox's PID 1 tears its namespaces down as it exits, in its own cgroup, where its
-    // nice 19 orders nothing against the invocations beside it: the cgroup's weight does (not 19:
-    // the teardown takes the kernel's mount lock, which a starved holder would keep from the rest).
-    if (slot->cgroup) (void)slot->cgroup->set_cpu_nice(kBackgroundNice);
     slot.reset();  // kills and reaps the sandbox, then kills and removes its cgroup
     lock.lock();
   }

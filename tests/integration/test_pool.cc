@@ -9,14 +9,12 @@
 #include <fstream>
 #include <functional>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cgroup/cgroup.h"
-#include "cgroup/parse.h"
 #include "image/store.h"
 #include "pool/pool.h"
 #include "pool_support.h"
@@ -176,62 +174,6 @@ TEST_SUITE("pool") {
     auto cold = invoke(*pools, "nice-cold", "");
     CHECK(cold.start == pool::StartKind::cold);
     CHECK(cold.output == expect);
-  }
-
-  TEST_CASE("a refill's cgroup weighs a nice +10 task while it is set up; a parked one weighs what an invocation does") {
-    images();
-    // The CPU weight of sandbox cgroup `name` as a nice value (v1 cpu.shares, v2 cpu.weight.nice).
-    auto weight_of = [](const std::string& name) -> std::optional<int> {
-      for (const auto& parent : images().cgroups->sandbox_parents()) {
-        auto dir = stdfs::path(parent) / name;
-        if (auto w = fs::read_file(dir / "cpu.weight.nice")) return std::stoi(*w);
-        if (auto shares = fs::read_file(dir / "cpu.shares")) {
-          for (int nice = -20; nice < 20; ++nice)
-            if (cgroup::task_weight_of_nice(nice) == std::stoull(*shares)) return nice;
-          return 100;  // a weight no nice has
-        }
-      }
-      return std::nullopt;
-    };
-    auto pool_cgroups = [] {
-      std::set<std::string> out;
-      std::string ours = "pool-" + std::to_string(::getpid()) + "-";
-      for (const auto& parent : images().cgroups->sandbox_parents())
-        for (const auto& e : stdfs::directory_iterator(parent))
-          if (e.path().filename().string().starts_with(ours)) out.insert(e.path().filename().string());
-      return out;
-    };
-    auto new_one = [&](const std::set<std::string>& before) {
-      std::optional<std::string> found;
-      REQUIRE(wait_for([&] {
-        for (const auto& name : pool_cgroups())
-          if (!before.contains(name)) found = name;
-        return found.has_value();
-      }));
-      return *found;
-    };
-    auto pools = make_pools();
-    // A fresh function that never says READY stays a refill being set up (its init runs in the
-    // background too) for as long as init_timeout.
-    auto hang = function("weight-setup", {"sleep", "1000"}, 1);
-    hang.lifecycle = pool::Lifecycle::fresh;
-    hang.init_timeout = 60s;
-    auto before = pool_cgroups();
-    REQUIRE(pools->configure(hang));
-    auto setting_up = new_one(before);
-    REQUIRE(wait_for([&] { return stats_of(*pools, "weight-setup").starting == 1; }));
-    CHECK(weight_of(setting_up) == std::optional<int>(10));
-
-    before = pool_cgroups();
-    REQUIRE(pools->configure(function("weight-parked", {"cat"}, 1)));
-    wait_warm(*pools, "weight-parked", 1);
-    auto parked = new_one(before);
-    CHECK(weight_of(parked) == std::optional<int>(0));
-    auto r = invoke(*pools, "weight-parked", "w");
-    CHECK(r.start == pool::StartKind::warm);
-    CHECK(r.sandbox_id == parked);
-    CHECK(r.output == "w");
-    pools->remove("weight-setup");
   }
 
   TEST_CASE("the function gets the image's process: argv, env, workdir, user, exit code and stderr tail") {

@@ -98,15 +98,6 @@ TEST_SUITE("cgroup") {
     CHECK(cpu_quota_us(0.5, 50000) == 25000);
   }
 
-  TEST_CASE("a cgroup's weight for a nice value is the kernel's task weight, clamped to -20..19") {
-    CHECK(task_weight_of_nice(0) == 1024);  // v1 cpu.shares' default
-    CHECK(task_weight_of_nice(10) == 110);
-    CHECK(task_weight_of_nice(-20) == 88761);
-    CHECK(task_weight_of_nice(19) == 15);
-    CHECK(task_weight_of_nice(40) == 15);
-    CHECK(task_weight_of_nice(-40) == 88761);
-  }
-
   TEST_CASE("parse_size and parse_cpus") {
     CHECK(*parse_size("32m") == 32u << 20);
     CHECK(*parse_size("32M") == 32u << 20);
