@@ -499,9 +499,11 @@ double process_cpu_seconds() {
 }
 
 struct CpuMark {
-  double process, kthreads, host;
+  double process;
+  bench::KernelThreadsCpu kthreads;
+  double host;
   static CpuMark now() {
-    return {process_cpu_seconds(), bench::kernel_threads_cpu_seconds(), bench::host_busy_seconds()};
+    return {process_cpu_seconds(), bench::KernelThreadsCpu::now(), bench::host_busy_seconds()};
   }
 };
 
@@ -537,7 +539,7 @@ Sustained run_sustained(int total, unsigned c, Invoke invoke) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   auto m1 = CpuMark::now();
   out.process_ms = (m1.process - m0.process) * 1e3 / total;
-  out.kthreads_ms = (m1.kthreads - m0.kthreads) * 1e3 / total;
+  out.kthreads_ms = m1.kthreads.seconds_since(m0.kthreads) * 1e3 / total;
   out.host_ms = (m1.host - m0.host) * 1e3 / total;
   for (auto& v : lat) out.latency_us.insert(out.latency_us.end(), v.begin(), v.end());
   out.colds = colds;

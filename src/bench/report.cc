@@ -141,9 +141,9 @@ double host_busy_seconds() {
   return static_cast<double>(busy) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-double kernel_threads_cpu_seconds() {
+KernelThreadsCpu KernelThreadsCpu::now() {
+  KernelThreadsCpu out;
   std::error_code ec;
-  unsigned long long ticks = 0;
   for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     auto name = e.path().filename().string();
     if (name.empty() || name[0] < '0' || name[0] > '9') continue;
@@ -153,11 +153,23 @@ double kernel_threads_cpu_seconds() {
     if (close == std::string::npos) continue;
     char state;
     int ppid;
-    unsigned long long utime, stime;
-    if (std::sscanf(text->c_str() + close + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state, &ppid,
-                    &utime, &stime) != 4)
+    unsigned long long utime, stime, start;
+    if (std::sscanf(text->c_str() + close + 2,
+                    "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %llu", &state,
+                    &ppid, &utime, &stime, &start) != 5)
       continue;
-    if (ppid == 2 || name == "2") ticks += utime + stime;
+    if (ppid == 2 || name == "2") out.ticks[std::stoi(name)] = {start, utime + stime};
+  }
+  return out;
+}
+
+double KernelThreadsCpu::seconds_since(const KernelThreadsCpu& before) const {
+  unsigned long long ticks = 0;
+  for (const auto& [pid, now] : this->ticks) {
+    auto was = before.ticks.find(pid);
+    // A thread started since (or a pid reused) counts from zero.
+    bool same = was != before.ticks.end() && was->second.first == now.first;
+    ticks += now.second - (same ? std::min(was->second.second, now.second) : 0);
   }
   return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }

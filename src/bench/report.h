@@ -2,9 +2,11 @@
 // every sample, a CDF chart, and the goals of issues 3, 5 and 6 checked against the numbers of this run.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "bench/stats.h"
@@ -27,9 +29,15 @@ HostContext read_host_context();
 void read_load(double (&out)[3]);
 // CPU time the whole host spent busy so far (all cores, /proc/stat user..steal), in seconds.
 double host_busy_seconds();
-// CPU time all kernel threads (kthreadd's children: kworkers, RCU) spent so far, in seconds: where
-// deferred work such as a network namespace's cleanup_net lands. Host-wide, like host_busy_seconds.
-double kernel_threads_cpu_seconds();
+// CPU ticks of every kernel thread (kthreadd's children: kworkers, RCU) alive now, by pid and start
+// time: where deferred work such as a network namespace's cleanup_net lands. Host-wide.
+struct KernelThreadsCpu {
+  std::map<int, std::pair<unsigned long long, unsigned long long>> ticks;  // pid -> (start time, ticks)
+  static KernelThreadsCpu now();
+  // CPU seconds the kernel threads spent since `before`. A kworker that exits in between takes its
+  // ticks with it, so this can undercount, never go negative (a plain sum over /proc did: -16 ms).
+  double seconds_since(const KernelThreadsCpu& before) const;
+};
 
 // One row: a system in a mode running one function at one concurrency.
 struct Series {
