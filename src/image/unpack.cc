@@ -22,7 +22,6 @@
 
 #include "image/isal_gzip.h"
 #include "util/fs.h"
-#include "util/openssl_api.h"
 #include "util/syscalls.h"
 #include "util/unique_fd.h"
 
@@ -31,17 +30,14 @@ namespace fnexec::image {
 // ---------------------------------------------------------------------------------------------
 // sha256
 
-Sha256::Sha256() : ctx_(util::cryptolib().EVP_MD_CTX_new()) {
-  const auto& c = util::cryptolib();
-  c.EVP_DigestInit_ex(ctx_, c.EVP_sha256(), nullptr);
-}
-Sha256::~Sha256() { util::cryptolib().EVP_MD_CTX_free(ctx_); }
-void Sha256::update(const void* data, size_t size) { util::cryptolib().EVP_DigestUpdate(ctx_, data, size); }
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+void Sha256::update(const void* data, size_t size) { EVP_DigestUpdate(ctx_, data, size); }
 
 std::string Sha256::finish() {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  util::cryptolib().EVP_DigestFinal_ex(ctx_, md, &len);
+  EVP_DigestFinal_ex(ctx_, md, &len);
   static constexpr char hex[] = "0123456789abcdef";
   std::string out = "sha256:";
   for (unsigned i = 0; i < len; ++i) {

@@ -3,6 +3,10 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -67,10 +71,9 @@ constexpr auto kTickInterval = std::chrono::milliseconds(250);
 // Constant-time token check: comparing digests hides the length and the first differing byte.
 bool token_matches(std::string_view given, std::string_view expected) {
   unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
-  const auto& c = util::cryptolib();
-  c.SHA256(reinterpret_cast<const unsigned char*>(given.data()), given.size(), a);
-  c.SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b);
-  return c.CRYPTO_memcmp(a, b, sizeof a) == 0;
+  SHA256(reinterpret_cast<const unsigned char*>(given.data()), given.size(), a);
+  SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b);
+  return CRYPTO_memcmp(a, b, sizeof a) == 0;
 }
 
 class Daemon;

@@ -1,13 +1,16 @@
 #include "server/sigv4.h"
 
 #include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <ctime>
 
 #include "image/unpack.h"
 #include "server/uri.h"
-#include "util/openssl_api.h"
 
 namespace fnexec::server::sigv4 {
 
@@ -62,9 +65,8 @@ std::string header_value(std::string_view v) {
 std::string hmac(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  const auto& c = util::cryptolib();
-  c.HMAC(c.EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-         data.size(), out, &len);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+       data.size(), out, &len);
   return std::string(reinterpret_cast<char*>(out), len);
 }
 
@@ -306,7 +308,7 @@ std::expected<void, Refusal> verify(const Authorization& auth, const SignedReque
   if (!canonical) return std::unexpected(Refusal{"InvalidSignatureException", canonical.error().message()});
   auto key = signing_key(secret, auth.date, auth.region, auth.service);
   auto expected = signature(key, string_to_sign(amz_date, auth.scope(), *canonical));
-  if (util::cryptolib().CRYPTO_memcmp(expected.data(), auth.signature.data(), expected.size()) != 0)
+  if (CRYPTO_memcmp(expected.data(), auth.signature.data(), expected.size()) != 0)
     return std::unexpected(Refusal{"InvalidSignatureException",
                                    "The request signature we calculated does not match the signature you "
                                    "provided. Check your AWS Secret Access Key and signing method."});
